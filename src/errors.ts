@@ -1,0 +1,82 @@
+/**
+ * Every error the service can answer with, declared once. The code is API: clients match on it,
+ * docs/operations.md lists it, and a test checks the two agree. HTTP and gRPC each map a `kind`
+ * to their status in exactly one function (src/http/error-status.ts, src/grpc/error-status.ts).
+ */
+
+export type ErrorKind =
+  | 'invalid_argument'
+  | 'not_found'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'unauthenticated'
+  | 'resource_exhausted'
+  | 'deadline_exceeded'
+  | 'cancelled'
+  | 'unavailable'
+  | 'internal'
+
+interface ErrorSpec {
+  readonly kind: ErrorKind
+  readonly message: string
+}
+
+export const ERRORS = {
+  EMPTY_BODY: { kind: 'invalid_argument', message: 'The request carries no image bytes.' },
+  NOT_AN_IMAGE: { kind: 'invalid_argument', message: 'The bytes are not an image format the server can decode.' },
+  UNSUPPORTED_MEDIA_TYPE: {
+    kind: 'unsupported_media_type',
+    message: 'Unsupported content type; send multipart/form-data with an "image" field, or a raw image/* body.'
+  },
+  UNSUPPORTED_IMAGE_FORMAT: {
+    kind: 'unsupported_media_type',
+    message: 'This image format is not accepted (accepted: JPEG, PNG, WebP, GIF, TIFF, AVIF).'
+  },
+  CORRUPT_IMAGE: { kind: 'invalid_argument', message: 'The image is truncated or corrupt and cannot be decoded.' },
+  IMAGE_TOO_LARGE: { kind: 'payload_too_large', message: 'The image has more pixels than the server accepts.' },
+  IMAGE_ASPECT_RATIO: {
+    kind: 'invalid_argument',
+    message: 'The image is too elongated to classify (its long side is more than 32 times its short side).'
+  },
+  BODY_TOO_LARGE: { kind: 'payload_too_large', message: 'The request body is larger than the server accepts.' },
+  BAD_MULTIPART: {
+    kind: 'invalid_argument',
+    message: 'The multipart body is malformed or does not hold exactly one file in the "image" field.'
+  },
+  BAD_REQUEST: { kind: 'invalid_argument', message: 'The request is invalid.' },
+  INVALID_TOPK: { kind: 'invalid_argument', message: 'topk must be an integer between 1 and the configured maximum.' },
+  INVALID_DEADLINE: { kind: 'invalid_argument', message: 'The deadline must be a positive number of milliseconds.' },
+  MODEL_NOT_FOUND: { kind: 'not_found', message: 'No model of that name is loaded.' },
+  MODEL_NOT_READY: { kind: 'unavailable', message: 'The model is loaded but not ready to serve.' },
+  QUEUE_FULL: { kind: 'resource_exhausted', message: "The model's queue is full; retry after the Retry-After delay." },
+  DEADLINE_EXCEEDED: { kind: 'deadline_exceeded', message: 'The request deadline passed before the image ran.' },
+  CLIENT_CLOSED: { kind: 'cancelled', message: 'The client went away before the image ran.' },
+  SHUTTING_DOWN: { kind: 'unavailable', message: 'The server is shutting down and takes no new work.' },
+  INFERENCE_FAILED: { kind: 'unavailable', message: 'The inference worker failed while running this batch; retry.' },
+  INTERNAL: { kind: 'internal', message: 'An unexpected error happened on the server.' }
+} as const satisfies Record<string, ErrorSpec>
+
+export type ErrorCode = keyof typeof ERRORS
+
+/** An error meant for the client: its code and message are stable, `detail` adds the specifics. */
+export class ServiceError extends Error {
+  readonly code: ErrorCode
+  readonly kind: ErrorKind
+  readonly detail: string | undefined
+  /** Seconds a client should wait before retrying (QUEUE_FULL, SHUTTING_DOWN). */
+  readonly retryAfterSeconds: number | undefined
+
+  constructor(code: ErrorCode, detail?: string, options?: { retryAfterSeconds?: number; cause?: unknown }) {
+    const spec = ERRORS[code]
+    super(detail === undefined ? spec.message : `${spec.message} ${detail}`, { cause: options?.cause })
+    this.name = 'ServiceError'
+    this.code = code
+    this.kind = spec.kind
+    this.detail = detail
+    this.retryAfterSeconds = options?.retryAfterSeconds
+  }
+}
+
+export function isServiceError(err: unknown): err is ServiceError {
+  return err instanceof ServiceError
+}

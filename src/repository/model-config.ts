@@ -1,0 +1,132 @@
+import { Type, type Static } from '@sinclair/typebox'
+
+/**
+ * The `config.json` of one model folder. Preprocessing turns a decoded pixel p (0–255) of channel c
+ * (in the model's colour order) into  (p * scale − mean[c]) / std[c].
+ */
+const Triple = Type.Tuple([Type.Number(), Type.Number(), Type.Number()])
+
+export const PreprocessConfigSchema = Type.Object(
+  {
+    resize: Type.Integer({ minimum: 1, maximum: 4096, description: 'Shorter side is resized to this.' }),
+    crop: Type.Integer({ minimum: 1, maximum: 4096, description: 'Centre crop, square.' }),
+    colorOrder: Type.Union([Type.Literal('RGB'), Type.Literal('BGR')]),
+    scale: Type.Number({ exclusiveMinimum: 0 }),
+    mean: Triple,
+    std: Triple
+  },
+  { additionalProperties: false }
+)
+
+export const ModelConfigSchema = Type.Object(
+  {
+    version: Type.String({ minLength: 1, default: '1' }),
+    file: Type.String({ minLength: 1, default: 'model.onnx' }),
+    labels: Type.String({ minLength: 1, default: 'labels.txt' }),
+    synthetic: Type.Boolean({ description: 'Weights are seeded random numbers, not trained.' }),
+    preset: Type.Optional(Type.String()),
+    description: Type.Optional(Type.String()),
+    input: Type.Object(
+      {
+        name: Type.String({ minLength: 1 }),
+        /** NCHW float32: the host normalises. NHWC uint8: the graph's prologue does (see docs/models.md). */
+        layout: Type.Union([Type.Literal('NCHW'), Type.Literal('NHWC')]),
+        datatype: Type.Union([Type.Literal('float32'), Type.Literal('uint8')], { default: 'float32' })
+      },
+      { additionalProperties: false }
+    ),
+    output: Type.Object(
+      {
+        name: Type.String({ minLength: 1 }),
+        /** Whether the output holds logits (softmax applied by the server) or probabilities already. */
+        kind: Type.Union([Type.Literal('logits'), Type.Literal('probabilities')], { default: 'logits' })
+      },
+      { additionalProperties: false }
+    ),
+    preprocess: PreprocessConfigSchema,
+    batching: Type.Object(
+      {
+        maxBatchSize: Type.Integer({ minimum: 1, maximum: 1024, default: 16 }),
+        maxQueueDelayMs: Type.Number({ minimum: 0, maximum: 10_000, default: 5 }),
+        maxQueueSize: Type.Integer({ minimum: 1, maximum: 100_000, default: 256 })
+      },
+      { additionalProperties: false }
+    )
+  },
+  { additionalProperties: false }
+)
+
+export type PreprocessConfig = Static<typeof PreprocessConfigSchema>
+export type ModelConfig = Static<typeof ModelConfigSchema>
+
+export const PRESET_NAMES = ['torchvision', 'caffe', 'onnx-zoo'] as const
+export type PresetName = (typeof PRESET_NAMES)[number]
+
+interface Preset {
+  readonly description: string
+  readonly input: ModelConfig['input']
+  readonly output: ModelConfig['output']
+  readonly preprocess: PreprocessConfig
+}
+
+const TORCHVISION_PREPROCESS: PreprocessConfig = {
+  resize: 256,
+  crop: 224,
+  colorOrder: 'RGB',
+  scale: 1 / 255,
+  mean: [0.485, 0.456, 0.406],
+  std: [0.229, 0.224, 0.225]
+}
+
+/**
+ * The conventions ResNets are commonly trained with. Output names are the usual ones; `model:add`
+ * replaces input and output names with what the ONNX file really declares.
+ */
+export const PRESETS: Readonly<Record<PresetName, Preset>> = {
+  torchvision: {
+    description: 'torchvision.models: RGB, /255, ImageNet mean and std',
+    input: { name: 'input', layout: 'NCHW', datatype: 'float32' },
+    output: { name: 'logits', kind: 'logits' },
+    preprocess: TORCHVISION_PREPROCESS
+  },
+  caffe: {
+    description: "The paper's Caffe models: BGR, 0–255, per-channel mean subtraction only",
+    input: { name: 'data', layout: 'NCHW', datatype: 'float32' },
+    output: { name: 'prob', kind: 'logits' },
+    preprocess: {
+      resize: 256,
+      crop: 224,
+      colorOrder: 'BGR',
+      scale: 1,
+      mean: [103.939, 116.779, 123.68],
+      std: [1, 1, 1]
+    }
+  },
+  'onnx-zoo': {
+    description: 'ONNX Model Zoo ResNet v1/v2: input "data", RGB, /255, ImageNet mean and std',
+    input: { name: 'data', layout: 'NCHW', datatype: 'float32' },
+    output: { name: 'resnetv17_dense0_fwd', kind: 'logits' },
+    preprocess: TORCHVISION_PREPROCESS
+  }
+}
+
+export const DEFAULT_BATCHING: ModelConfig['batching'] = { maxBatchSize: 16, maxQueueDelayMs: 5, maxQueueSize: 256 }
+
+export function configFromPreset(
+  preset: PresetName,
+  overrides: { synthetic: boolean; inputName?: string; outputName?: string; description?: string }
+): ModelConfig {
+  const p = PRESETS[preset]
+  return {
+    version: '1',
+    file: 'model.onnx',
+    labels: 'labels.txt',
+    synthetic: overrides.synthetic,
+    preset,
+    description: overrides.description ?? p.description,
+    input: { ...p.input, name: overrides.inputName ?? p.input.name },
+    output: { ...p.output, name: overrides.outputName ?? p.output.name },
+    preprocess: { ...p.preprocess, mean: [...p.preprocess.mean], std: [...p.preprocess.std] },
+    batching: { ...DEFAULT_BATCHING }
+  }
+}
