@@ -1,0 +1,139 @@
+import { availableParallelism } from 'node:os'
+import { resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+
+/**
+ * Service settings. Each comes from a CLI flag, else an environment variable, else its default;
+ * all are validated once at start-up (a bad value stops the process with the fix in the message)
+ * and the result is frozen. docs/configuration.md is checked against SETTINGS by a test.
+ */
+
+export type Provider = 'auto' | 'cuda' | 'cpu'
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+
+export interface Settings {
+  readonly host: string
+  readonly port: number
+  readonly grpcPort: number
+  readonly modelRepository: string
+  readonly defaultModel: string | undefined
+  readonly buildDefaultModel: boolean
+  readonly provider: Provider
+  readonly cudaDeviceId: number
+  readonly sessionsPerModel: number
+  readonly threadsPerSession: number
+  readonly maxTopk: number
+  readonly bodyLimitBytes: number
+  readonly maxInputPixels: number
+  readonly maxBatchItems: number
+  readonly drainTimeoutMs: number
+  readonly allowPartialStart: boolean
+  readonly apiKey: string | undefined
+  readonly logLevel: LogLevel
+}
+
+type Kind = 'string' | 'integer' | 'boolean' | 'enum'
+
+interface SettingSpec<K extends keyof Settings> {
+  readonly key: K
+  readonly flag: string
+  readonly env: string
+  readonly kind: Kind
+  readonly description: string
+  readonly choices?: readonly string[]
+  readonly min?: number
+  readonly max?: number
+  /** Default; undefined means "derived" (see `derive`) or "unset". */
+  readonly fallback?: Settings[K]
+}
+
+function spec<K extends keyof Settings>(s: SettingSpec<K>): SettingSpec<K> {
+  return s
+}
+
+export const SETTINGS = [
+  spec({ key: 'host', flag: 'host', env: 'HOST', kind: 'string', fallback: '0.0.0.0', description: 'Address the HTTP and gRPC servers listen on.' }),
+  spec({ key: 'port', flag: 'port', env: 'PORT', kind: 'integer', min: 0, max: 65535, fallback: 8080, description: 'HTTP port (0 picks a free one).' }),
+  spec({ key: 'grpcPort', flag: 'grpc-port', env: 'GRPC_PORT', kind: 'integer', min: 0, max: 65535, fallback: 9000, description: 'gRPC port (0 picks a free one).' }),
+  spec({ key: 'modelRepository', flag: 'model-repository', env: 'MODEL_REPOSITORY', kind: 'string', fallback: './models', description: 'Folder holding one sub-folder per model (model.onnx, config.json, labels.txt).' }),
+  spec({ key: 'defaultModel', flag: 'default-model', env: 'DEFAULT_MODEL', kind: 'string', description: 'Model used when a request names none (default: resnet50 if loaded, else the first in name order).' }),
+  spec({ key: 'buildDefaultModel', flag: 'build-default-model', env: 'BUILD_DEFAULT_MODEL', kind: 'boolean', fallback: true, description: 'When the repository has no model, build the synthetic ResNet-50 into it before starting.' }),
+  spec({ key: 'provider', flag: 'provider', env: 'PROVIDER', kind: 'enum', choices: ['auto', 'cuda', 'cpu'], fallback: 'auto', description: 'Execution provider: auto tries CUDA and falls back to CPU with a warning; cuda refuses to start without it.' }),
+  spec({ key: 'cudaDeviceId', flag: 'cuda-device-id', env: 'CUDA_DEVICE_ID', kind: 'integer', min: 0, max: 64, fallback: 0, description: 'GPU index for the CUDA provider.' }),
+  spec({ key: 'sessionsPerModel', flag: 'sessions-per-model', env: 'SESSIONS_PER_MODEL', kind: 'integer', min: 1, max: 64, description: 'ONNX Runtime sessions (worker threads) per model; batches in flight at once. Default: 2 with --provider cuda, else 1.' }),
+  spec({ key: 'threadsPerSession', flag: 'threads-per-session', env: 'THREADS_PER_SESSION', kind: 'integer', min: 1, max: 256, description: 'Intra-op threads per session. Default: the cores divided among the sessions.' }),
+  spec({ key: 'maxTopk', flag: 'max-topk', env: 'MAX_TOPK', kind: 'integer', min: 1, max: 1000, fallback: 100, description: 'Largest topk a request may ask for.' }),
+  spec({ key: 'bodyLimitBytes', flag: 'body-limit-bytes', env: 'BODY_LIMIT_BYTES', kind: 'integer', min: 1024, max: 1 << 30, fallback: 16 * 1024 * 1024, description: 'Largest request body or uploaded file, in bytes.' }),
+  spec({ key: 'maxInputPixels', flag: 'max-input-pixels', env: 'MAX_INPUT_PIXELS', kind: 'integer', min: 1, max: 1_000_000_000, fallback: 50_000_000, description: 'Largest image (width × height) the decoder accepts.' }),
+  spec({ key: 'maxBatchItems', flag: 'max-batch-items', env: 'MAX_BATCH_ITEMS', kind: 'integer', min: 1, max: 4096, fallback: 64, description: 'Most images one batch-endpoint or /v2 request may carry.' }),
+  spec({ key: 'drainTimeoutMs', flag: 'drain-timeout-ms', env: 'DRAIN_TIMEOUT_MS', kind: 'integer', min: 0, max: 600_000, fallback: 30_000, description: 'On SIGTERM/SIGINT, how long accepted requests may take to finish.' }),
+  spec({ key: 'allowPartialStart', flag: 'allow-partial-start', env: 'ALLOW_PARTIAL_START', kind: 'boolean', fallback: false, description: 'Start even when some models fail to load; those report not ready.' }),
+  spec({ key: 'apiKey', flag: 'api-key', env: 'API_KEY', kind: 'string', description: 'When set, inference routes need "Authorization: Bearer <key>" or "x-api-key: <key>".' }),
+  spec({ key: 'logLevel', flag: 'log-level', env: 'LOG_LEVEL', kind: 'enum', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], fallback: 'info', description: 'pino log level.' })
+] as const
+
+/** A setting with a bad value; the message names the flag, the env variable and the fix. */
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+type Raw = Record<string, string | boolean | undefined>
+
+function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, source: string): unknown {
+  const hint = `${source} (flag --${s.flag}, env ${s.env}): ${s.description}`
+  switch (s.kind) {
+    case 'string':
+      if (typeof raw !== 'string' || raw.length === 0) throw new ConfigError(`${hint} It must be a non-empty string.`)
+      return raw
+    case 'boolean':
+      if (typeof raw === 'boolean') return raw
+      if (/^(1|true|yes|on)$/i.test(raw)) return true
+      if (/^(0|false|no|off)$/i.test(raw)) return false
+      throw new ConfigError(`${hint} Got "${raw}"; use true or false.`)
+    case 'enum':
+      if (typeof raw !== 'string' || !(s.choices ?? []).includes(raw)) {
+        throw new ConfigError(`${hint} Got "${String(raw)}"; use one of: ${(s.choices ?? []).join(', ')}.`)
+      }
+      return raw
+    case 'integer': {
+      const n = typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : NaN
+      if (!Number.isSafeInteger(n) || (s.min !== undefined && n < s.min) || (s.max !== undefined && n > s.max)) {
+        throw new ConfigError(`${hint} Got "${String(raw)}"; use an integer from ${s.min} to ${s.max}.`)
+      }
+      return n
+    }
+  }
+}
+
+/**
+ * Reads settings from argv (flags like `--port 8080`, `--allow-partial-start`) and env. Unknown
+ * flags are refused, so a typo never silently falls back to a default.
+ */
+export function loadSettings(argv: readonly string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env, cores = availableParallelism()): Settings {
+  const options: Record<string, { type: 'string' | 'boolean' }> = {}
+  for (const s of SETTINGS) options[s.flag] = { type: s.kind === 'boolean' ? 'boolean' : 'string' }
+  let values: Raw
+  try {
+    values = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values as Raw
+  } catch (err) {
+    throw new ConfigError(`${(err as Error).message}. Known flags: ${SETTINGS.map((s) => `--${s.flag}`).join(', ')}.`)
+  }
+  const out: Record<string, unknown> = {}
+  for (const s of SETTINGS) {
+    const fromFlag = values[s.flag]
+    const fromEnv = env[s.env]
+    if (fromFlag !== undefined) out[s.key] = parseValue(s, fromFlag, `--${s.flag}=${String(fromFlag)}`)
+    else if (fromEnv !== undefined && fromEnv !== '') out[s.key] = parseValue(s, fromEnv, `${s.env}=${fromEnv}`)
+    else out[s.key] = 'fallback' in s ? s.fallback : undefined
+  }
+  const provider = out.provider as Provider
+  out.sessionsPerModel ??= provider === 'cpu' ? 1 : provider === 'cuda' ? 2 : 1
+  out.threadsPerSession ??= Math.max(1, Math.floor(cores / (out.sessionsPerModel as number)))
+  out.modelRepository = resolve(out.modelRepository as string)
+  return Object.freeze(out as unknown as Settings)
+}
+
+/** Settings as printed once at start: the API key is never logged. */
+export function describeSettings(settings: Settings): Record<string, unknown> {
+  return { ...settings, apiKey: settings.apiKey === undefined ? undefined : '<set>' }
+}

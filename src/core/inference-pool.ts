@@ -1,0 +1,208 @@
+import { EventEmitter } from 'node:events'
+import { Worker } from 'node:worker_threads'
+import { ServiceError } from '../errors.js'
+import { checkModelSignature, type ModelEntry, type ModelShape } from '../repository/repository.js'
+import { ItemKind, type ReadyMessage, type RunRequest, type WorkerInit, type WorkerMessage } from './inference-protocol.js'
+import type { SessionSettings } from './onnx-session.js'
+
+/**
+ * Worker threads that own the ONNX Runtime sessions of one model. The batcher in front never has
+ * more batches in flight than there are sessions, so `run` normally finds an idle worker; when a
+ * worker is being replaced after a crash, runs wait for it in a small FIFO.
+ */
+
+// Under vitest or tsx the sources are .ts; compiled, they are .js next to this file.
+const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './inference-worker.ts' : './inference-worker.js', import.meta.url)
+const WORKER_EXEC_ARGV = import.meta.url.endsWith('.ts') ? ['--import', 'tsx'] : []
+
+export interface BatchOutput {
+  /** Float32 [batch, classes]. */
+  readonly output: Float32Array
+  readonly prepareMs: number
+  readonly inferMs: number
+}
+
+interface Pending {
+  resolve(out: BatchOutput): void
+  reject(err: Error): void
+}
+
+class SessionWorker {
+  readonly worker: Worker
+  busy: Pending | undefined
+  busyId = -1
+
+  constructor(init: WorkerInit) {
+    this.worker = new Worker(WORKER_URL, { workerData: init, execArgv: WORKER_EXEC_ARGV })
+  }
+}
+
+export interface ModelSessionsEvents {
+  /** A worker died and is being replaced; carries the reason. */
+  crash: [reason: string]
+  /** A worker came up: which provider it got, and why CUDA was not used (if so). */
+  ready: [info: ReadyMessage]
+}
+
+export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
+  readonly entry: ModelEntry
+  shape: ModelShape | undefined
+  provider: 'cuda' | 'cpu' | undefined
+  private readonly init: WorkerInit
+  private readonly workers: SessionWorker[] = []
+  private readonly waiting: Array<{ kinds: Uint8Array; data: ArrayBuffer; pending: Pending }> = []
+  private nextId = 0
+  private closing = false
+
+  constructor(entry: ModelEntry, settings: SessionSettings & { sessions: number }) {
+    super()
+    this.entry = entry
+    this.init = {
+      modelPath: entry.modelPath,
+      input: entry.config.input,
+      outputName: entry.config.output.name,
+      preprocess: entry.config.preprocess,
+      maxBatchSize: entry.config.batching.maxBatchSize,
+      provider: settings.provider,
+      cudaDeviceId: settings.cudaDeviceId,
+      threads: settings.threads
+    }
+    this.sessionCount = settings.sessions
+  }
+
+  readonly sessionCount: number
+
+  /** Opens every session, checks the model's signature against its config, runs a warm-up batch. */
+  async start(): Promise<void> {
+    const started = await Promise.allSettled(Array.from({ length: this.sessionCount }, () => this.spawn()))
+    const failed = started.find((r) => r.status === 'rejected')
+    if (failed !== undefined) {
+      await this.close()
+      throw (failed as PromiseRejectedResult).reason
+    }
+    await this.warmUp(this.shape!.maxBatchSize)
+  }
+
+  /** Runs one batch on an idle session. `data` is transferred to the worker. */
+  run(kinds: Uint8Array, data: ArrayBuffer): Promise<BatchOutput> {
+    return new Promise((resolve, reject) => {
+      const pending = { resolve, reject }
+      if (this.closing) return reject(new ServiceError('SHUTTING_DOWN'))
+      const idle = this.workers.find((w) => w.busy === undefined)
+      if (idle === undefined) this.waiting.push({ kinds, data, pending })
+      else this.dispatch(idle, kinds, data, pending)
+    })
+  }
+
+  /** Runs a zero batch on every session so the first real request pays no first-run cost. */
+  private async warmUp(batch: number): Promise<void> {
+    const { crop } = this.init.preprocess
+    await Promise.all(
+      this.workers.map(() => this.run(new Uint8Array(batch).fill(ItemKind.PIXELS), new ArrayBuffer(batch * crop * crop * 3)))
+    )
+  }
+
+  private dispatch(w: SessionWorker, kinds: Uint8Array, data: ArrayBuffer, pending: Pending): void {
+    const id = this.nextId++
+    w.busy = pending
+    w.busyId = id
+    const req: RunRequest = { type: 'run', id, kinds, data }
+    w.worker.postMessage(req, [data])
+  }
+
+  private spawn(): Promise<void> {
+    const w = new SessionWorker(this.init)
+    return new Promise<void>((resolve, reject) => {
+      let up = false
+      w.worker.on('message', (msg: WorkerMessage) => {
+        switch (msg.type) {
+          case 'ready':
+            try {
+              this.shape = checkModelSignature(this.entry, msg.signature)
+            } catch (err) {
+              void w.worker.terminate()
+              reject(err as Error)
+              return
+            }
+            up = true
+            this.provider = msg.provider
+            this.workers.push(w)
+            this.emit('ready', msg)
+            this.pump(w)
+            resolve()
+            break
+          case 'load-failed':
+            void w.worker.terminate()
+            reject(new Error(`${this.entry.modelPath}: ONNX Runtime could not load the model: ${msg.message}`))
+            break
+          case 'result':
+          case 'run-failed':
+            this.settle(w, msg)
+            break
+        }
+      })
+      w.worker.on('error', (err) => {
+        if (!up) reject(err)
+      })
+      w.worker.on('exit', (code) => {
+        if (!up) {
+          reject(new Error(`${this.entry.modelPath}: the inference worker exited (code ${code}) while loading the model`))
+          return
+        }
+        this.onWorkerExit(w, code)
+      })
+    })
+  }
+
+  private settle(w: SessionWorker, msg: Extract<WorkerMessage, { type: 'result' | 'run-failed' }>): void {
+    const pending = w.busy
+    if (pending === undefined || msg.id !== w.busyId) return
+    w.busy = undefined
+    if (msg.type === 'result') {
+      pending.resolve({ output: new Float32Array(msg.output), prepareMs: msg.prepareMs, inferMs: msg.inferMs })
+    } else {
+      pending.reject(new ServiceError('INFERENCE_FAILED', undefined, { cause: new Error(msg.message) }))
+    }
+    this.pump(w)
+  }
+
+  private pump(w: SessionWorker): void {
+    const next = this.waiting.shift()
+    if (next !== undefined) this.dispatch(w, next.kinds, next.data, next.pending)
+  }
+
+  /** A worker that dies takes its batch with it: that batch fails fast, and a new worker takes its place. */
+  private onWorkerExit(w: SessionWorker, code: number): void {
+    const i = this.workers.indexOf(w)
+    if (i >= 0) this.workers.splice(i, 1)
+    const pending = w.busy
+    w.busy = undefined
+    if (this.closing) {
+      pending?.reject(new ServiceError('SHUTTING_DOWN'))
+      return
+    }
+    pending?.reject(new ServiceError('INFERENCE_FAILED', `The worker exited with code ${code}.`))
+    this.emit('crash', `inference worker for ${this.entry.name} exited with code ${code}`)
+    this.spawn().catch((err: unknown) => this.emit('crash', `replacement worker failed to start: ${(err as Error).message}`))
+  }
+
+  /** Test and fault-injection hook: the worker threads currently serving. */
+  get threads(): readonly Worker[] {
+    return this.workers.map((w) => w.worker)
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    for (const { pending } of this.waiting.splice(0)) pending.reject(new ServiceError('SHUTTING_DOWN'))
+    await Promise.all(
+      this.workers.splice(0).map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            w.worker.once('exit', () => resolve())
+            w.worker.postMessage({ type: 'close' })
+            setTimeout(() => void w.worker.terminate(), 5_000).unref()
+          })
+      )
+    )
+  }
+}

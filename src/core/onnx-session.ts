@@ -1,0 +1,64 @@
+import ort from 'onnxruntime-node'
+import type { Provider } from '../config.js'
+import type { ModelSignature, TensorSignature } from '../repository/repository.js'
+
+/**
+ * Opening an ONNX Runtime session with the execution provider the settings ask for. onnxruntime-node
+ * takes CUDA only as `{ name: 'cuda', deviceId }`; when the CUDA provider library is missing,
+ * session creation throws, so `auto` catches that and opens a CPU session instead, reporting why.
+ */
+
+export interface SessionSettings {
+  readonly provider: Provider
+  readonly cudaDeviceId: number
+  readonly threads: number
+}
+
+export interface OpenedSession {
+  readonly session: ort.InferenceSession
+  readonly provider: 'cuda' | 'cpu'
+  readonly fallbackReason: string | undefined
+  /** The Tensor class of the same module instance as the session (tensors must match it). */
+  readonly Tensor: typeof ort.Tensor
+}
+
+function options(settings: SessionSettings, useCuda: boolean): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: useCuda ? [{ name: 'cuda', deviceId: settings.cudaDeviceId }, 'cpu'] : ['cpu'],
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: settings.threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential'
+  }
+}
+
+export async function openSession(modelPath: string, settings: SessionSettings): Promise<OpenedSession> {
+  if (settings.provider !== 'cpu') {
+    try {
+      const session = await ort.InferenceSession.create(modelPath, options(settings, true))
+      return { session, provider: 'cuda', fallbackReason: undefined, Tensor: ort.Tensor }
+    } catch (err) {
+      const reason = (err as Error).message
+      if (settings.provider === 'cuda') {
+        throw new Error(
+          `the CUDA execution provider could not be used (${reason}). Install onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12 on a host with CUDA 12 and cuDNN 9, or start with --provider auto|cpu.`,
+          { cause: err }
+        )
+      }
+      const session = await ort.InferenceSession.create(modelPath, options(settings, false))
+      return { session, provider: 'cpu', fallbackReason: reason, Tensor: ort.Tensor }
+    }
+  }
+  const session = await ort.InferenceSession.create(modelPath, options(settings, false))
+  return { session, provider: 'cpu', fallbackReason: undefined, Tensor: ort.Tensor }
+}
+
+function describe(meta: ort.InferenceSession.ValueMetadata): TensorSignature {
+  return meta.isTensor
+    ? { name: meta.name, type: meta.type, shape: [...meta.shape] }
+    : { name: meta.name, type: 'non-tensor', shape: [] }
+}
+
+export function readSignature(session: ort.InferenceSession): ModelSignature {
+  return { inputs: session.inputMetadata.map(describe), outputs: session.outputMetadata.map(describe) }
+}

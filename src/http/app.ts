@@ -1,0 +1,50 @@
+import multipart from '@fastify/multipart'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import { STATUS_CODES } from 'node:http'
+import type { Logger } from 'pino'
+import type { Settings } from '../config.js'
+import type { ClassifyService } from '../core/classify-service.js'
+import { httpStatusOf, toServiceError } from './error-status.js'
+import { classifyRoutes } from './routes/classify.js'
+import { healthRoutes } from './routes/health.js'
+
+/**
+ * Builds the HTTP door over the core service, without listening, so tests use it on port 0 or via
+ * inject(). main.ts owns the process (listen, signals, shutdown).
+ */
+export async function buildApp(service: ClassifyService, settings: Settings, logger: Logger): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    bodyLimit: settings.bodyLimitBytes,
+    disableRequestLogging: true,
+    requestIdHeader: 'x-request-id',
+    return503OnClosing: true,
+    ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } }
+  })
+
+  await app.register(multipart, {
+    limits: { fileSize: settings.bodyLimitBytes, files: 1, fields: 8, parts: 10, fieldSize: 1024, headerPairs: 100 }
+  })
+  // Raw image bodies: the decoder decides what the bytes are; the content type only routes them here.
+  for (const type of [/^image\//, 'application/octet-stream']) {
+    app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: settings.bodyLimitBytes }, (_req, body, done) => {
+      done(null, body)
+    })
+  }
+
+  app.setErrorHandler((err, request, reply) => {
+    const se = toServiceError(err)
+    const status = httpStatusOf(se.kind)
+    if (status >= 500 && se.code !== 'SHUTTING_DOWN' && se.code !== 'INFERENCE_FAILED') request.log.error({ err }, 'request failed')
+    else request.log.info({ code: se.code, status }, 'request refused')
+    if (se.retryAfterSeconds !== undefined) void reply.header('retry-after', String(se.retryAfterSeconds))
+    void reply.code(status).send({ statusCode: status, code: se.code, error: STATUS_CODES[status] ?? 'Error', message: se.message })
+  })
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ statusCode: 404, code: 'BAD_REQUEST', error: 'Not Found', message: `No route ${request.method} ${request.url.split('?')[0]}.` })
+  })
+
+  healthRoutes(app, service)
+  classifyRoutes(app, service)
+  return app
+}

@@ -1,0 +1,90 @@
+import { performance } from 'node:perf_hooks'
+import { Type } from '@sinclair/typebox'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { ClassifyService, RequestOptions } from '../../core/classify-service.js'
+import { ServiceError } from '../../errors.js'
+import { Classification, ErrorBody, SYNTHETIC_WARNING } from '../schemas.js'
+
+/** POST /classify: one image, as multipart field "image" or as a raw image/* body. */
+
+const ClassifyQuery = Type.Object(
+  {
+    model: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'Model name (default: the server default)' })),
+    topk: Type.Integer({ minimum: 1, default: 5, description: 'How many predictions, best first' }),
+    deadline_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Give up if the image has not run within this many ms' }))
+  },
+  { additionalProperties: false }
+)
+
+interface ClassifyQueryT {
+  model?: string
+  topk: number
+  deadline_ms?: number
+}
+
+export const DEADLINE_HEADER = 'x-deadline-ms'
+
+/** The request's deadline (query wins over header) on performance.now()'s clock. */
+export function requestOptions(request: FastifyRequest, reply: FastifyReply, deadlineMs: number | undefined): RequestOptions {
+  let relative = deadlineMs
+  const header = request.headers[DEADLINE_HEADER]
+  if (relative === undefined && header !== undefined) {
+    const n = Number(header)
+    if (typeof header !== 'string' || !Number.isInteger(n) || n < 1 || n > 3_600_000) throw new ServiceError('INVALID_DEADLINE')
+    relative = n
+  }
+  // A client that hangs up while its image is queued should not cost a model run.
+  const abort = new AbortController()
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) abort.abort()
+  })
+  return relative === undefined ? { signal: abort.signal } : { signal: abort.signal, deadlineAt: performance.now() + relative }
+}
+
+async function readImage(request: FastifyRequest): Promise<Uint8Array> {
+  if (!request.isMultipart()) {
+    const body = request.body
+    if (!(body instanceof Uint8Array) || body.byteLength === 0) throw new ServiceError('EMPTY_BODY')
+    return body
+  }
+  let image: Buffer | undefined
+  for await (const part of request.parts()) {
+    if (part.type !== 'file') continue
+    if (part.fieldname !== 'image') throw new ServiceError('BAD_MULTIPART', `Unexpected file field "${part.fieldname}".`)
+    if (image !== undefined) throw new ServiceError('BAD_MULTIPART', 'Only one file may be sent.')
+    image = await part.toBuffer()
+  }
+  if (image === undefined) throw new ServiceError('BAD_MULTIPART', 'No file in the "image" field.')
+  if (image.byteLength === 0) throw new ServiceError('EMPTY_BODY')
+  return image
+}
+
+export function classifyRoutes(app: FastifyInstance, service: ClassifyService): void {
+  app.post(
+    '/classify',
+    {
+      schema: {
+        summary: 'Classify one image',
+        description: 'Send the image as multipart/form-data (field "image") or as the raw body with an image/* content type. Deadline: query deadline_ms or header x-deadline-ms.',
+        querystring: ClassifyQuery,
+        response: { 200: Classification, '4xx': ErrorBody, '5xx': ErrorBody }
+      }
+    },
+    async (request, reply) => {
+      const query = request.query as ClassifyQueryT
+      const options = requestOptions(request, reply, query.deadline_ms)
+      const image = await readImage(request)
+      const result = await service.classify(query.model, image, query.topk, options)
+      request.log.info({ model: result.name, batchSize: result.batchSize, timings: result.timings }, 'classified')
+      return {
+        model: result.name,
+        version: result.version,
+        synthetic: result.synthetic,
+        ...(result.synthetic ? { warning: SYNTHETIC_WARNING } : {}),
+        predictions: result.predictions,
+        batchSize: result.batchSize,
+        timings: result.timings
+      }
+    }
+  )
+}

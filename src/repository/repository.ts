@@ -1,0 +1,248 @@
+import { open, readdir, readFile, stat } from 'node:fs/promises'
+import { join, relative } from 'node:path'
+import { Value } from '@sinclair/typebox/value'
+import { ModelConfigSchema, type ModelConfig } from './model-config.js'
+
+/**
+ * The model repository: one folder per model under a root. Loading checks everything that can be
+ * checked without ONNX Runtime (config shape, files, labels); `checkModelSignature` checks the
+ * config against the inputs and outputs the session really has, once a worker has opened it.
+ * Every failure is a RepositoryError naming the file, the problem and the fix.
+ */
+
+export interface ModelEntry {
+  readonly name: string
+  readonly dir: string
+  readonly modelPath: string
+  readonly config: Readonly<ModelConfig>
+  readonly labels: readonly string[]
+}
+
+/** What ONNX Runtime reports about one input or output of a session. */
+export interface TensorSignature {
+  readonly name: string
+  readonly type: string
+  readonly shape: readonly (number | string)[]
+}
+
+export interface ModelSignature {
+  readonly inputs: readonly TensorSignature[]
+  readonly outputs: readonly TensorSignature[]
+}
+
+/** What the signature check concluded about batching. */
+export interface ModelShape {
+  /** A model exported with a fixed batch of 1 runs one image per run. */
+  readonly maxBatchSize: number
+  readonly numClasses: number
+}
+
+export class RepositoryError extends Error {
+  override name = 'RepositoryError'
+  constructor(
+    readonly model: string,
+    readonly file: string,
+    problem: string,
+    fix: string
+  ) {
+    super(`${file}: ${problem} Fix: ${fix}`)
+  }
+}
+
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
+/** ONNX files are protobuf ModelProto messages; their first field is ir_version (field 1, varint). */
+const ONNX_FIRST_BYTE = 0x08
+
+export async function listModelFolders(root: string): Promise<string[]> {
+  let dirents
+  try {
+    dirents = await readdir(root, { withFileTypes: true })
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw err
+  }
+  return dirents
+    .filter((d) => d.isDirectory() && !d.name.startsWith('.'))
+    .map((d) => d.name)
+    .sort()
+}
+
+export interface RepositoryLoad {
+  readonly models: ModelEntry[]
+  readonly failures: RepositoryError[]
+}
+
+/** Loads every model folder; failures are collected so the caller decides (stop, or partial start). */
+export async function loadRepository(root: string): Promise<RepositoryLoad> {
+  const models: ModelEntry[] = []
+  const failures: RepositoryError[] = []
+  for (const name of await listModelFolders(root)) {
+    try {
+      models.push(await loadModelFolder(root, name))
+    } catch (err) {
+      if (!(err instanceof RepositoryError)) throw err
+      failures.push(err)
+    }
+  }
+  return { models, failures }
+}
+
+export async function loadModelFolder(root: string, name: string): Promise<ModelEntry> {
+  const dir = join(root, name)
+  const shown = (file: string): string => relative(process.cwd(), join(dir, file)) || file
+  if (!MODEL_NAME.test(name)) {
+    throw new RepositoryError(name, shown(''), `"${name}" is not a valid model name.`, 'Rename the folder using letters, digits, ".", "_" and "-" (at most 64 characters).')
+  }
+
+  const configFile = shown('config.json')
+  let text: string
+  try {
+    text = await readFile(join(dir, 'config.json'), 'utf8')
+  } catch {
+    throw new RepositoryError(name, configFile, 'is missing.', `Write one with \`npm run model:add -- <model.onnx> --name ${name} --preset torchvision\`, or remove the folder.`)
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch (err) {
+    throw new RepositoryError(name, configFile, `is not valid JSON (${(err as Error).message}).`, 'Correct the JSON syntax.')
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new RepositoryError(name, configFile, 'must hold a JSON object.', 'See docs/models.md for the fields.')
+  }
+  const withDefaults = Value.Default(ModelConfigSchema, structuredClone(parsed))
+  const first = Value.Errors(ModelConfigSchema, withDefaults).First()
+  if (first !== undefined) {
+    const where = first.path === '' ? 'the top level' : first.path
+    throw new RepositoryError(name, configFile, `${where}: ${first.message} (got ${JSON.stringify(first.value)}).`, configFix(first.path))
+  }
+  const config = withDefaults as ModelConfig
+  const { preprocess } = config
+  if (preprocess.crop > preprocess.resize) {
+    throw new RepositoryError(name, configFile, `preprocess.crop (${preprocess.crop}) is larger than preprocess.resize (${preprocess.resize}).`, 'Use a crop no larger than the resized shorter side, e.g. resize 256 and crop 224.')
+  }
+  if (preprocess.std.some((s) => s === 0)) {
+    throw new RepositoryError(name, configFile, 'preprocess.std has a zero.', 'Use 1 for channels that are not divided (e.g. the caffe preset).')
+  }
+  if (config.input.datatype === 'uint8' && config.input.layout !== 'NHWC') {
+    throw new RepositoryError(name, configFile, 'input.datatype uint8 needs input.layout NHWC (raw pixels as decoded).', 'Set input.layout to "NHWC", or use datatype float32.')
+  }
+
+  const modelPath = join(dir, config.file)
+  if (relative(dir, modelPath).startsWith('..')) {
+    throw new RepositoryError(name, configFile, `"file" (${config.file}) points outside the model folder.`, 'Keep model.onnx inside the folder.')
+  }
+  await checkOnnxFile(name, modelPath, shown(config.file))
+  const labels = await readLabels(name, join(dir, config.labels), shown(config.labels))
+  return Object.freeze({ name, dir, modelPath, config: deepFreeze(config), labels: Object.freeze(labels) })
+}
+
+function configFix(path: string): string {
+  if (path.startsWith('/preprocess/mean') || path.startsWith('/preprocess/std')) return 'Give exactly three numbers, one per colour channel in the model\'s colour order.'
+  if (path.startsWith('/input')) return 'input needs name (as in the ONNX file), layout NCHW|NHWC and datatype float32|uint8.'
+  if (path.startsWith('/batching')) return 'batching takes maxBatchSize (1–1024), maxQueueDelayMs (0–10000) and maxQueueSize.'
+  return 'Compare with docs/models.md, or regenerate the file with `npm run model:add`.'
+}
+
+async function checkOnnxFile(name: string, path: string, shown: string): Promise<void> {
+  let handle
+  try {
+    handle = await open(path, 'r')
+  } catch {
+    throw new RepositoryError(name, shown, 'is missing.', 'Put the exported ONNX model there (or set "file" in config.json).')
+  }
+  try {
+    const size = (await handle.stat()).size
+    const head = Buffer.alloc(1)
+    await handle.read(head, 0, 1, 0)
+    if (size < 16 || head[0] !== ONNX_FIRST_BYTE) {
+      throw new RepositoryError(name, shown, 'is not an ONNX model.', 'Export the network with torch.onnx.export (see docs/models.md) and copy the .onnx file here.')
+    }
+  } finally {
+    await handle.close()
+  }
+}
+
+async function readLabels(name: string, path: string, shown: string): Promise<string[]> {
+  let text: string
+  try {
+    if (!(await stat(path)).isFile()) throw new Error('not a file')
+    text = await readFile(path, 'utf8')
+  } catch {
+    throw new RepositoryError(name, shown, 'is missing.', 'Copy data/imagenet1k-labels.txt there, or point "labels" in config.json at your labels file (one class name per line).')
+  }
+  const labels = text.split(/\r?\n/)
+  if (labels.at(-1) === '') labels.pop()
+  if (labels.length === 0 || labels.some((l) => l.trim() === '')) {
+    throw new RepositoryError(name, shown, 'has empty lines.', 'Write one non-empty class name per line, in the model\'s output order.')
+  }
+  return labels
+}
+
+/**
+ * Checks a config against what ONNX Runtime reports for the model. Pure, so it is tested without
+ * a session; the pool calls it with the signature its worker read.
+ */
+export function checkModelSignature(entry: ModelEntry, signature: ModelSignature): ModelShape {
+  const { config } = entry
+  const file = relative(process.cwd(), entry.modelPath)
+  const fail = (problem: string, fix: string): never => {
+    throw new RepositoryError(entry.name, file, problem, fix)
+  }
+  const names = (list: readonly TensorSignature[]): string => list.map((t) => `"${t.name}"`).join(', ')
+
+  const input = signature.inputs.find((t) => t.name === config.input.name)
+  if (input === undefined) {
+    fail(`has no input "${config.input.name}"; its inputs are ${names(signature.inputs)}.`, `Set input.name in config.json to one of ${names(signature.inputs)}.`)
+  }
+  const inp = input as TensorSignature
+  if (inp.type !== config.input.datatype) {
+    fail(`input "${inp.name}" is ${inp.type}, but config.json says ${config.input.datatype}.`, `Set input.datatype to "${inp.type}" (float32 models take normalised NCHW; uint8 models take NHWC pixels).`)
+  }
+  if (inp.shape.length !== 4) {
+    fail(`input "${inp.name}" has rank ${inp.shape.length} (shape [${inp.shape.join(', ')}]); an image model takes rank 4.`, 'Export the model with a [batch, 3, height, width] input.')
+  }
+  const [batch, d1, d2, d3] = inp.shape
+  const channels = config.input.layout === 'NCHW' ? d1 : d3
+  const spatial = config.input.layout === 'NCHW' ? [d2, d3] : [d1, d2]
+  if (channels !== 3) {
+    fail(`input "${inp.name}" has ${String(channels)} channels where layout ${config.input.layout} puts them (shape [${inp.shape.join(', ')}]); 3 are needed.`, `Check input.layout (NCHW or NHWC) in config.json.`)
+  }
+  for (const side of spatial) {
+    if (typeof side === 'number' && side !== config.preprocess.crop) {
+      fail(`input "${inp.name}" takes ${side}×${side} images, but preprocess.crop is ${config.preprocess.crop}.`, `Set preprocess.crop to ${side} (and resize to about ${Math.round((side * 256) / 224)}).`)
+    }
+  }
+  let maxBatchSize = config.batching.maxBatchSize
+  if (typeof batch === 'number') {
+    if (batch !== 1) {
+      fail(`input "${inp.name}" has a fixed batch of ${batch}.`, 'Re-export with a dynamic batch dimension (torch.onnx.export(..., dynamic_axes={"input": {0: "N"}})) or a batch of 1.')
+    }
+    maxBatchSize = 1
+  }
+
+  const output = signature.outputs.find((t) => t.name === config.output.name)
+  if (output === undefined) {
+    fail(`has no output "${config.output.name}"; its outputs are ${names(signature.outputs)}.`, `Set output.name in config.json to one of ${names(signature.outputs)}.`)
+  }
+  const out = output as TensorSignature
+  if (out.type !== 'float32') {
+    fail(`output "${out.name}" is ${out.type}; class scores must be float32.`, 'Export the model with a float32 output (FP16 models keep FP32 at their edges: see docs/models.md).')
+  }
+  const width = out.shape.at(-1)
+  if (out.shape.length !== 2 || typeof width !== 'number') {
+    fail(`output "${out.name}" has shape [${out.shape.join(', ')}]; expected [batch, classes].`, 'Export the model with a [batch, classes] output (flatten after the pooling).')
+  }
+  if (width !== entry.labels.length) {
+    fail(`output "${out.name}" has ${String(width)} classes but ${config.labels} has ${entry.labels.length} labels.`, `Give ${config.labels} exactly ${String(width)} lines, one per output class.`)
+  }
+  return { maxBatchSize, numClasses: width as number }
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v)
+    Object.freeze(value)
+  }
+  return value
+}
