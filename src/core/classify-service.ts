@@ -211,27 +211,41 @@ export class ClassifyService {
   }
 
   async classify(modelName: string | undefined, image: Uint8Array, topk: number, options: RequestOptions = {}): Promise<Classification> {
+    const model = this.model(modelName)
+    const limit = Math.min(this.settings.maxTopk, model.numClasses)
+    if (!Number.isInteger(topk) || topk < 1 || topk > limit) {
+      throw new ServiceError('INVALID_TOPK', `Got ${String(topk)}; the maximum is ${limit}.`)
+    }
+    const { scores, batchSize, timings } = await this.inferImage(model.entry.name, image, options)
+    const t0 = performance.now()
+    const preds = this.predictions(model, scores, topk)
+    const postprocessMs = performance.now() - t0
+    return { ...model.info, predictions: preds, batchSize, timings: { ...timings, postprocessMs, totalMs: timings.totalMs + postprocessMs } }
+  }
+
+  /** The k best classes of a model's output row, with labels and probabilities. */
+  predictions(model: ServedModel, scores: Float32Array, topk: number): Prediction[] {
+    return predictions(scores, model.entry.labels, topk, model.entry.config.output.kind === 'probabilities')
+  }
+
+  /** Decodes and preprocesses an encoded image, runs it through the model's batcher: the raw output row. */
+  async inferImage(modelName: string | undefined, image: Uint8Array, options: RequestOptions = {}): Promise<ScoresResult> {
     const t0 = performance.now()
     const model = this.model(modelName)
-    if (!Number.isInteger(topk) || topk < 1 || topk > Math.min(this.settings.maxTopk, model.numClasses)) {
-      throw new ServiceError('INVALID_TOPK', `Got ${String(topk)}; the maximum is ${Math.min(this.settings.maxTopk, model.numClasses)}.`)
-    }
     if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
     const pixels = await model.preprocessor.decode(image)
     const t1 = performance.now()
     const { output, queueMs, batchSize } = await model.submit({ kind: ItemKind.PIXELS, bytes: pixels }, options)
     const t2 = performance.now()
-    const preds = predictions(output.scores, model.entry.labels, topk, model.entry.config.output.kind === 'probabilities')
-    const t3 = performance.now()
     return {
       ...model.info,
-      predictions: preds,
+      scores: output.scores,
       batchSize,
-      timings: { queueMs, preprocessMs: t1 - t0, inferenceMs: output.inferMs, postprocessMs: t3 - t2, totalMs: t3 - t0 }
+      timings: { queueMs, preprocessMs: t1 - t0, inferenceMs: output.inferMs, postprocessMs: 0, totalMs: t2 - t0 }
     }
   }
 
-  /** Decodes and preprocesses an image, giving the pixels the model's batcher would receive. */
+  /** Decodes and preprocesses an image: the crop×crop×3 RGB pixels the model's batcher would receive. */
   async preprocess(modelName: string | undefined, image: Uint8Array): Promise<Buffer> {
     return this.model(modelName).preprocessor.decode(image)
   }

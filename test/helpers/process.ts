@@ -1,0 +1,36 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { createInterface } from 'node:readline'
+
+export interface ServerProcess {
+  readonly child: ChildProcess
+  readonly url: string
+  readonly logs: Array<Record<string, unknown>>
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number | null>
+}
+
+/** Runs the real entry point (src/main.ts under tsx) and waits for its "HTTP listening" line. */
+export async function startServerProcess(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', ...args], {
+    env: { ...process.env, LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const exited = once(child, 'exit').then(([code]) => code as number | null)
+  const logs: Array<Record<string, unknown>> = []
+  let stderr = ''
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+  const url = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>
+        logs.push(entry)
+        if (entry.msg === 'HTTP listening') resolve(String(entry.address))
+      } catch {
+        // not a log line
+      }
+    })
+    void exited.then((code) => reject(new Error(`server exited (${code}) before listening: ${stderr}`)))
+  })
+  return { child, url, logs, exited }
+}
