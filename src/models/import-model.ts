@@ -1,0 +1,271 @@
+import { availableParallelism } from 'node:os'
+import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { basename, join, relative, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { openSession, readSignature } from '../core/onnx-session.js'
+import { configFromPreset, PRESETS, type ModelConfig, type PresetName } from '../repository/model-config.js'
+import {
+  checkModelSignature,
+  loadModelFolder,
+  type ModelEntry,
+  type ModelShape,
+  type ModelSignature,
+  type TensorSignature
+} from '../repository/repository.js'
+
+/**
+ * `model:add`: turns an exported ONNX file into a model folder of the repository. The file is
+ * inspected with a real ONNX Runtime session, the input and output names are taken from what it
+ * declares, and the folder is validated by the same code the server runs at start-up before it
+ * appears in the repository, so a model that imports is a model that loads.
+ */
+
+// Under tsx the sources are .ts in src/models; compiled, they are .js in dist/src/models.
+export const SHIPPED_LABELS = fileURLToPath(
+  new URL(import.meta.url.endsWith('.ts') ? '../../data/imagenet1k-labels.txt' : '../../../data/imagenet1k-labels.txt', import.meta.url)
+)
+
+export interface ImportOptions {
+  /** The exported ONNX file; it is copied, never moved. */
+  readonly source: string
+  readonly name: string
+  readonly preset: PresetName
+  /** Root of the model repository; created if missing. */
+  readonly repository: string
+  /** One class name per line, in output order; default: the shipped ImageNet-1k labels. */
+  readonly labels?: string
+  readonly inputName?: string
+  readonly outputName?: string
+  readonly maxBatchSize?: number
+  readonly maxQueueDelayMs?: number
+  /** The weights are seeded random numbers, not trained; the server says so loudly. */
+  readonly synthetic?: boolean
+  /** Replace an existing folder of the same name. */
+  readonly force?: boolean
+}
+
+export interface ImportedModel {
+  readonly dir: string
+  readonly config: ModelConfig
+  readonly signature: ModelSignature
+  /** What the server concluded from the signature (a fixed batch of 1 → maxBatchSize 1). */
+  readonly shape: ModelShape
+  readonly input: TensorSignature
+  readonly output: TensorSignature
+  readonly labelsSource: string
+  readonly labelCount: number
+  readonly modelBytes: number
+  /** Decisions the user should know about (names that differ from the preset, batching limits). */
+  readonly notes: readonly string[]
+}
+
+/**
+ * A refusal with the fix. `usage` marks the ones that a different command line fixes (missing file,
+ * name taken, ambiguous names): the CLI exits 2 for them, 1 for models that cannot be served.
+ */
+export class ImportError extends Error {
+  override name = 'ImportError'
+  constructor(
+    readonly problem: string,
+    readonly fix: string,
+    readonly usage: boolean
+  ) {
+    super(`${problem} Fix: ${fix}`)
+  }
+}
+
+/** The same rule loadModelFolder applies, checked before any work is done. */
+const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
+
+/** Paths as the user would type them: relative inside the working directory, absolute outside it. */
+function shown(path: string): string {
+  const rel = relative(process.cwd(), path)
+  return rel === '' || rel.startsWith('..') ? path : rel
+}
+const quoted = (list: readonly TensorSignature[]): string => list.map((t) => `"${t.name}"`).join(', ')
+
+export async function importModel(options: ImportOptions): Promise<ImportedModel> {
+  const preset = PRESETS[options.preset]
+  if (preset === undefined) {
+    throw new ImportError(`unknown preset "${String(options.preset)}".`, `Use --preset with one of: ${Object.keys(PRESETS).join(', ')}.`, true)
+  }
+  if (!MODEL_NAME.test(options.name)) {
+    throw new ImportError(`"${options.name}" is not a valid model name.`, 'Use --name with letters, digits, ".", "_" and "-" (at most 64 characters, starting with a letter or digit).', true)
+  }
+  const source = resolve(options.source)
+  const modelBytes = await sourceSize(source)
+  const repository = resolve(options.repository)
+  const dest = join(repository, options.name)
+  if (!options.force && (await exists(dest))) {
+    throw new ImportError(`${shown(dest)} already exists.`, `Pick another --name, or pass --force to replace it.`, true)
+  }
+  const labelsSource = resolve(options.labels ?? SHIPPED_LABELS)
+  const labels = await readLabels(labelsSource, options.labels === undefined)
+
+  const opened = await openSession(source, { provider: 'cpu', cudaDeviceId: 0, threads: availableParallelism() }).catch((err: unknown) => {
+    throw new ImportError(`ONNX Runtime cannot load ${shown(source)}: ${(err as Error).message}`, 'Export the network again with torch.onnx.export (opset 13–17), see docs/models.md.', false)
+  })
+  try {
+    const signature = readSignature(opened.session)
+    const notes: string[] = []
+    const input = pickTensor('input', signature.inputs, options.inputName, options.preset, notes)
+    const output = pickTensor('output', signature.outputs, options.outputName, options.preset, notes)
+    const unfed = signature.inputs.filter((t) => t !== input)
+    if (unfed.length > 0) {
+      throw new ImportError(
+        `${shown(source)} also needs the input(s) ${quoted(unfed)}, but the server feeds only the image tensor "${input.name}".`,
+        'Export the network with a single image input (turn the other inputs into constants).',
+        false
+      )
+    }
+
+    const config = configFromPreset(options.preset, { synthetic: options.synthetic ?? false, inputName: input.name, outputName: output.name })
+    if (options.maxBatchSize !== undefined) config.batching.maxBatchSize = options.maxBatchSize
+    if (options.maxQueueDelayMs !== undefined) config.batching.maxQueueDelayMs = options.maxQueueDelayMs
+    const batch = input.shape[0]
+    if (typeof batch === 'number' && batch === 1) {
+      if (options.maxBatchSize !== undefined && options.maxBatchSize > 1) notes.push(`--max-batch-size ${options.maxBatchSize} ignored.`)
+      notes.push(`input "${input.name}" has a fixed batch of 1 (shape [${input.shape.join(', ')}]): the server runs one image per model run. Re-export with a dynamic batch axis to batch requests.`)
+      config.batching.maxBatchSize = 1
+    }
+    const width = output.shape.at(-1)
+    if (typeof width === 'number' && width !== labels.length) {
+      throw new ImportError(
+        `output "${output.name}" has ${width} classes but ${shown(labelsSource)} has ${labels.length} labels.`,
+        `Pass --labels with a file of exactly ${width} lines, one class name per output index.`,
+        true
+      )
+    }
+
+    // Checked against the destination paths before anything is written, so a refusal leaves no trace.
+    const planned: ModelEntry = { name: options.name, dir: dest, modelPath: join(dest, config.file), config, labels }
+    checkModelSignature(planned, signature)
+    await runOnce(opened, config)
+
+    await mkdir(repository, { recursive: true })
+    // Staged inside the repository (same filesystem, so the final rename is atomic); the leading dot
+    // keeps the server from taking it for a model folder.
+    const staging = await mkdtemp(join(repository, '.import-'))
+    try {
+      const staged = join(staging, options.name)
+      await mkdir(staged)
+      await copyFile(source, join(staged, config.file))
+      await writeFile(join(staged, config.labels), labels.join('\n') + '\n')
+      await writeFile(join(staged, 'config.json'), JSON.stringify(config, null, 2) + '\n')
+      const entry = await loadModelFolder(staging, options.name)
+      const shape = checkModelSignature(entry, signature)
+      if (await exists(dest)) await rename(dest, join(staging, `${options.name}.replaced`))
+      await rename(staged, dest)
+      return { dir: dest, config, signature, shape, input, output, labelsSource, labelCount: labels.length, modelBytes, notes }
+    } finally {
+      await rm(staging, { recursive: true, force: true })
+    }
+  } finally {
+    await opened.session.release()
+  }
+}
+
+/**
+ * Which input (or output) the server should use: the one named by the flag, else the only one,
+ * else the one with the preset's name. Anything else is ambiguous and refused with the candidates.
+ */
+function pickTensor(kind: 'input' | 'output', candidates: readonly TensorSignature[], requested: string | undefined, presetName: PresetName, notes: string[]): TensorSignature {
+  const flag = `--${kind}`
+  if (requested !== undefined) {
+    const named = candidates.find((t) => t.name === requested)
+    if (named === undefined) {
+      throw new ImportError(`the model has no ${kind} "${requested}"; its ${kind}s are ${quoted(candidates)}.`, `Pass ${flag} with one of ${quoted(candidates)}.`, true)
+    }
+    return named
+  }
+  const presetTensorName = PRESETS[presetName][kind].name
+  if (candidates.length === 1) {
+    const only = candidates[0]!
+    if (only.name !== presetTensorName) notes.push(`${kind} "${only.name}" is the model's only ${kind} (the ${presetName} preset's usual name is "${presetTensorName}").`)
+    return only
+  }
+  const byPreset = candidates.find((t) => t.name === presetTensorName)
+  if (byPreset !== undefined) return byPreset
+  throw new ImportError(
+    `the model has ${candidates.length} ${kind}s (${quoted(candidates)}) and none is the ${presetName} preset's "${presetTensorName}".`,
+    `Pass ${flag} <name> with the ${kind === 'input' ? 'image input' : 'class scores output'}: one of ${quoted(candidates)}.`,
+    true
+  )
+}
+
+/** One all-zero image through the session: the same warm-up the server runs before it reports ready. */
+async function runOnce(opened: Awaited<ReturnType<typeof openSession>>, config: ModelConfig): Promise<void> {
+  const { crop } = config.preprocess
+  const dims = config.input.layout === 'NCHW' ? [1, 3, crop, crop] : [1, crop, crop, 3]
+  const tensor =
+    config.input.datatype === 'float32'
+      ? new opened.Tensor('float32', new Float32Array(3 * crop * crop), dims)
+      : new opened.Tensor('uint8', new Uint8Array(3 * crop * crop), dims)
+  try {
+    await opened.session.run({ [config.input.name]: tensor }, [config.output.name])
+  } catch (err) {
+    throw new ImportError(`ONNX Runtime could not run the model on one ${dims.join('×')} image: ${(err as Error).message}`, 'Check that the export takes one [batch, 3, 224, 224] image tensor and returns [batch, classes].', false)
+  }
+}
+
+async function sourceSize(source: string): Promise<number> {
+  try {
+    const s = await stat(source)
+    if (s.isFile()) return s.size
+  } catch {
+    // reported below
+  }
+  throw new ImportError(`${shown(source)} is not a file.`, 'Give the path of the exported .onnx file as the first argument.', true)
+}
+
+async function readLabels(path: string, shipped: boolean): Promise<string[]> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch {
+    throw shipped
+      ? new ImportError(`the shipped labels file ${shown(path)} is missing.`, 'Restore data/imagenet1k-labels.txt from the repository, or pass --labels with your labels file.', false)
+      : new ImportError(`the labels file ${shown(path)} cannot be read.`, 'Pass --labels with a text file holding one class name per line.', true)
+  }
+  const labels = text.split(/\r?\n/)
+  if (labels.at(-1) === '') labels.pop()
+  if (labels.length === 0 || labels.some((l) => l.trim() === '')) {
+    throw new ImportError(`${shown(path)} has empty lines.`, 'Write one non-empty class name per line, in the model\'s output order.', true)
+  }
+  return labels
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false
+  )
+}
+
+const fmt = (n: number): string => String(Number(n.toPrecision(6)))
+
+/** The human summary `model:add` prints: what was chosen, and how the server will treat it. */
+export function describeImport(imported: ImportedModel, source: string): string {
+  const { config, input, output, shape } = imported
+  const p = config.preprocess
+  const scale = Math.abs(1 / p.scale - Math.round(1 / p.scale)) < 1e-9 && p.scale !== 1 ? `1/${Math.round(1 / p.scale)}` : fmt(p.scale)
+  const batching =
+    shape.maxBatchSize === 1
+      ? 'one image per run (fixed batch of 1)'
+      : `dynamic batch: up to ${config.batching.maxBatchSize} images per run, waiting at most ${config.batching.maxQueueDelayMs} ms to fill one; queue of ${config.batching.maxQueueSize}`
+  const lines = [
+    `Imported ${basename(imported.dir)} into ${shown(imported.dir)}`,
+    `  model.onnx   copied from ${shown(resolve(source))} (${(imported.modelBytes / 2 ** 20).toFixed(1)} MiB)`,
+    `  input        "${input.name}" ${input.type} [${input.shape.join(', ')}], layout ${config.input.layout}`,
+    `  output       "${output.name}" ${output.type} [${output.shape.join(', ')}], ${config.output.kind}${config.output.kind === 'logits' ? ' (the server applies softmax)' : ''}`,
+    `  labels.txt   ${imported.labelCount} classes from ${shown(imported.labelsSource)}`,
+    `  preset       ${config.preset ?? ''}: ${config.description ?? ''}`,
+    `  preprocess   shorter side → ${p.resize}, centre crop ${p.crop}×${p.crop}, ${p.colorOrder}, (pixel × ${scale} − mean) / std, mean [${p.mean.map(fmt).join(', ')}], std [${p.std.map(fmt).join(', ')}]`,
+    `  batching     ${batching}`,
+    `  weights      ${config.synthetic ? 'SYNTHETIC (seeded random, not trained): answers mean nothing' : 'as exported'}`
+  ]
+  for (const note of imported.notes) lines.push(`  note: ${note}`)
+  lines.push(`Validated as the server does at start-up (config, files, labels, ONNX signature, one run).`)
+  lines.push(`Serve it: npm start -- --model-repository ${shown(resolve(imported.dir, '..'))}`)
+  return lines.join('\n')
+}
