@@ -1,0 +1,392 @@
+import { ServiceError } from '../errors.js'
+
+/**
+ * The dynamic batcher in front of a model's inference sessions. Two halves, kept apart as in
+ * Triton's dynamic batch scheduler: `decideBatch` is the decision (pure, a function of the queue
+ * and the time), `Batcher` is the loop around it (queue, one timer, runners, cancellation).
+ * Batching comes from load: a batch forms only when a runner is idle, so while every session is
+ * busy, requests pile up and the next batch takes them together.
+ */
+
+export interface BatchPolicy {
+  readonly maxBatchSize: number
+  readonly maxQueueDelayMs: number
+  readonly maxQueueSize: number
+}
+
+export interface QueueView {
+  /** Items waiting, cancelled ones not counted. */
+  readonly length: number
+  /** Clock time the oldest waiting item was submitted; meaningless when length is 0. */
+  readonly oldestEnqueuedAt: number
+  readonly idleRunners: number
+}
+
+export type BatchDecision =
+  | { readonly run: true; readonly size: number }
+  | { readonly run: false; readonly waitMs: number | undefined }
+
+const WAIT_FOR_EVENT: BatchDecision = Object.freeze({ run: false, waitMs: undefined })
+
+/**
+ * Pure: run now (how many) or wait (how long; undefined = until something new happens — an
+ * enqueue or a finished batch). Batches are sized to what is queued, never padded.
+ */
+export function decideBatch(queue: QueueView, now: number, policy: BatchPolicy): BatchDecision {
+  if (queue.length === 0 || queue.idleRunners <= 0) return WAIT_FOR_EVENT
+  if (queue.length >= policy.maxBatchSize) return { run: true, size: policy.maxBatchSize }
+  const runAt = queue.oldestEnqueuedAt + policy.maxQueueDelayMs
+  if (now >= runAt) return { run: true, size: queue.length }
+  return { run: false, waitMs: runAt - now }
+}
+
+/** Time and timers, injectable so tests drive the batcher with a fake clock. Times are in ms. */
+export interface Clock {
+  now(): number
+  setTimer(fn: () => void, ms: number): unknown
+  clearTimer(handle: unknown): void
+}
+
+/**
+ * performance.now() and ordinary timers. Not unref'd on purpose: while work is queued the batch
+ * timer must keep the process alive, or a queued request would never run.
+ */
+export const systemClock: Clock = Object.freeze({
+  now: () => performance.now(),
+  setTimer: (fn: () => void, ms: number): unknown => setTimeout(fn, ms),
+  clearTimer: (handle: unknown) => clearTimeout(handle as NodeJS.Timeout)
+})
+
+export interface BatchResult<O> {
+  output: O
+  /** From submit to the start of the batch that ran it. */
+  queueMs: number
+  batchSize: number
+}
+
+export interface SubmitOptions {
+  /** Clock time (same clock as the batcher's) after which the item must not start. */
+  deadlineAt?: number
+  signal?: AbortSignal
+}
+
+export interface BatcherOptions<I, O> {
+  policy: BatchPolicy
+  /** How many batches may run at once: one per inference session. */
+  runners: number
+  /** Resolves with exactly one output per input, in input order. */
+  execute: (inputs: I[]) => Promise<O[]>
+  clock?: Clock
+  onBatch?: (info: { size: number; queueMs: number[] }) => void
+}
+
+/**
+ * One submitted input. It is its own abort listener (`handleEvent`), so queueing an item costs
+ * no closure beyond the promise executor; only items with a deadline also get a timer callback.
+ * While in the ring, `queued` false means cancelled (lazy deletion); the ring skips it.
+ */
+class QueueItem<I, O> {
+  input: I | undefined
+  queued = true
+  queueMs = 0
+  deadlineTimer: unknown = undefined
+  resolve: (result: BatchResult<O>) => void = noop
+  reject: (err: unknown) => void = noop
+
+  constructor(
+    readonly owner: Batcher<I, O>,
+    input: I,
+    readonly enqueuedAt: number,
+    readonly deadlineAt: number,
+    readonly signal: AbortSignal | undefined
+  ) {
+    this.input = input
+  }
+
+  handleEvent(): void {
+    this.owner.cancel(this, 'CLIENT_CLOSED')
+  }
+}
+
+function noop(): void {}
+
+/**
+ * FIFO ring buffer, power-of-two capacity, grows by doubling: O(1) push and shift, no array
+ * shifting, and slots are cleared on shift so finished inputs can be collected.
+ */
+class Ring<T> {
+  private slots: (T | undefined)[] = new Array(16)
+  private head = 0
+  private size = 0
+
+  get length(): number {
+    return this.size
+  }
+
+  push(value: T): void {
+    if (this.size === this.slots.length) this.grow()
+    this.slots[(this.head + this.size) & (this.slots.length - 1)] = value
+    this.size++
+  }
+
+  peek(): T | undefined {
+    return this.size === 0 ? undefined : this.slots[this.head]
+  }
+
+  shift(): T | undefined {
+    if (this.size === 0) return undefined
+    const value = this.slots[this.head]
+    this.slots[this.head] = undefined
+    this.head = (this.head + 1) & (this.slots.length - 1)
+    this.size--
+    return value
+  }
+
+  private grow(): void {
+    const next: (T | undefined)[] = new Array(this.slots.length * 2)
+    for (let i = 0; i < this.size; i++) next[i] = this.slots[(this.head + i) & (this.slots.length - 1)]
+    this.slots = next
+    this.head = 0
+  }
+}
+
+/** Smoothing of the batch-duration average that sizes the QUEUE_FULL retry hint. */
+const DURATION_EWMA_WEIGHT = 0.2
+const MAX_RETRY_AFTER_SECONDS = 60
+
+export class Batcher<I, O> {
+  private readonly policy: BatchPolicy
+  /** After close nothing can join a batch, so waiting for a fuller one only delays shutdown. */
+  private readonly flushPolicy: BatchPolicy
+  private readonly execute: (inputs: I[]) => Promise<O[]>
+  private readonly clock: Clock
+  private readonly onBatch: ((info: { size: number; queueMs: number[] }) => void) | undefined
+  private readonly ring = new Ring<QueueItem<I, O>>()
+  /** Reused for every decision; `length` counts live items only. */
+  private readonly view = { length: 0, oldestEnqueuedAt: 0, idleRunners: 0 }
+  private running = 0
+  private closed = false
+  private batchTimer: unknown = undefined
+  private batchTimerAt = Infinity
+  private avgBatchMs = 0
+  private drainWaiters: (() => void)[] = []
+  private readonly onBatchTimer = (): void => {
+    this.batchTimer = undefined
+    this.batchTimerAt = Infinity
+    this.pump()
+  }
+
+  constructor(options: BatcherOptions<I, O>) {
+    const { policy, runners } = options
+    if (!Number.isInteger(runners) || runners < 1) {
+      throw new RangeError(`Batcher runners must be an integer ≥ 1 (one per inference session), got ${runners}.`)
+    }
+    if (!Number.isInteger(policy.maxBatchSize) || policy.maxBatchSize < 1) {
+      throw new RangeError(`batching.maxBatchSize must be an integer ≥ 1, got ${policy.maxBatchSize}.`)
+    }
+    if (!Number.isInteger(policy.maxQueueSize) || policy.maxQueueSize < 1) {
+      throw new RangeError(`batching.maxQueueSize must be an integer ≥ 1, got ${policy.maxQueueSize}.`)
+    }
+    if (!(policy.maxQueueDelayMs >= 0) || !Number.isFinite(policy.maxQueueDelayMs)) {
+      throw new RangeError(`batching.maxQueueDelayMs must be a finite number ≥ 0, got ${policy.maxQueueDelayMs}.`)
+    }
+    this.policy = Object.freeze({ ...policy })
+    this.flushPolicy = Object.freeze({ ...policy, maxQueueDelayMs: 0 })
+    this.view.idleRunners = runners
+    this.execute = options.execute
+    this.clock = options.clock ?? systemClock
+    this.onBatch = options.onBatch
+  }
+
+  /** Items queued, not yet running (cancelled ones excluded). */
+  get pending(): number {
+    return this.view.length
+  }
+
+  /** Batches running now. */
+  get inFlight(): number {
+    return this.running
+  }
+
+  /**
+   * Queues one input. Rejects with QUEUE_FULL, SHUTTING_DOWN, DEADLINE_EXCEEDED or CLIENT_CLOSED
+   * before it runs, or with execute's error if its batch fails; never resolves with another
+   * input's output.
+   */
+  submit(input: I, options?: SubmitOptions): Promise<BatchResult<O>> {
+    if (this.closed) {
+      return Promise.reject(new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 }))
+    }
+    if (this.view.length >= this.policy.maxQueueSize) {
+      return Promise.reject(
+        new ServiceError('QUEUE_FULL', `(${this.view.length} queued, limit ${this.policy.maxQueueSize})`, {
+          retryAfterSeconds: this.retryAfterSeconds()
+        })
+      )
+    }
+    const now = this.clock.now()
+    const deadlineAt = options?.deadlineAt ?? Infinity
+    if (deadlineAt <= now) return Promise.reject(new ServiceError('DEADLINE_EXCEEDED', '(already passed at submit)'))
+    const signal = options?.signal
+    if (signal?.aborted) return Promise.reject(new ServiceError('CLIENT_CLOSED'))
+
+    const item = new QueueItem<I, O>(this, input, now, deadlineAt, signal)
+    const promise = new Promise<BatchResult<O>>((resolve, reject) => {
+      item.resolve = resolve
+      item.reject = reject
+    })
+    if (signal !== undefined) signal.addEventListener('abort', item)
+    if (deadlineAt !== Infinity) {
+      item.deadlineTimer = this.clock.setTimer(() => this.cancel(item, 'DEADLINE_EXCEEDED'), deadlineAt - now)
+    }
+    if (this.view.length === 0) this.view.oldestEnqueuedAt = now
+    this.ring.push(item)
+    this.view.length++
+    this.pump()
+    return promise
+  }
+
+  /** Stops accepting work: later submits reject SHUTTING_DOWN; what is queued still runs, without waiting to fill. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.pump()
+  }
+
+  /** Resolves once nothing is queued and no batch is running. */
+  drained(): Promise<void> {
+    if (this.view.length === 0 && this.running === 0) return Promise.resolve()
+    return new Promise((resolve) => this.drainWaiters.push(resolve))
+  }
+
+  /** Removes a queued item (abort or deadline); no effect once it has left the queue. Internal. */
+  cancel(item: QueueItem<I, O>, code: 'CLIENT_CLOSED' | 'DEADLINE_EXCEEDED'): void {
+    if (!item.queued) return
+    this.leaveQueue(item)
+    item.input = undefined
+    item.reject(new ServiceError(code))
+    this.dropCancelledHead()
+    if (this.view.length === 0) this.disarm()
+    this.notifyIfDrained()
+  }
+
+  private leaveQueue(item: QueueItem<I, O>): void {
+    item.queued = false
+    this.view.length--
+    if (item.signal !== undefined) item.signal.removeEventListener('abort', item)
+    if (item.deadlineTimer !== undefined) {
+      this.clock.clearTimer(item.deadlineTimer)
+      item.deadlineTimer = undefined
+    }
+  }
+
+  /** Keeps the ring's head a live item, so `oldestEnqueuedAt` is the oldest still waiting. */
+  private dropCancelledHead(): void {
+    let head = this.ring.peek()
+    while (head !== undefined && !head.queued) {
+      this.ring.shift()
+      head = this.ring.peek()
+    }
+    if (head !== undefined) this.view.oldestEnqueuedAt = head.enqueuedAt
+  }
+
+  /** The loop body: runs on enqueue, on batch completion, on the batch timer and on close. */
+  private pump(): void {
+    const policy = this.closed ? this.flushPolicy : this.policy
+    for (;;) {
+      const now = this.clock.now()
+      const decision = decideBatch(this.view, now, policy)
+      if (!decision.run) {
+        if (decision.waitMs === undefined) this.disarm()
+        else this.armAt(now + decision.waitMs, now)
+        return
+      }
+      this.startBatch(decision.size, now)
+    }
+  }
+
+  /** One timer at most; a later wake time keeps the earlier timer, which re-decides when it fires. */
+  private armAt(at: number, now: number): void {
+    if (at >= this.batchTimerAt) return
+    if (this.batchTimer !== undefined) this.clock.clearTimer(this.batchTimer)
+    this.batchTimerAt = at
+    this.batchTimer = this.clock.setTimer(this.onBatchTimer, at - now)
+  }
+
+  private disarm(): void {
+    if (this.batchTimer === undefined) return
+    this.clock.clearTimer(this.batchTimer)
+    this.batchTimer = undefined
+    this.batchTimerAt = Infinity
+  }
+
+  private startBatch(size: number, now: number): void {
+    const items: QueueItem<I, O>[] = []
+    const inputs: I[] = []
+    while (items.length < size) {
+      const item = this.ring.shift()
+      if (item === undefined) break
+      if (!item.queued) continue
+      if (item.deadlineAt <= now) {
+        // Its timer has not fired yet (real timers run late); it must still never start.
+        this.leaveQueue(item)
+        item.input = undefined
+        item.reject(new ServiceError('DEADLINE_EXCEEDED'))
+        continue
+      }
+      this.leaveQueue(item)
+      item.queueMs = now - item.enqueuedAt
+      items.push(item)
+      inputs.push(item.input as I)
+      item.input = undefined
+    }
+    this.dropCancelledHead()
+    if (items.length === 0) {
+      this.notifyIfDrained()
+      return
+    }
+    this.view.idleRunners--
+    this.running++
+    if (this.onBatch !== undefined) this.onBatch({ size: items.length, queueMs: items.map((i) => i.queueMs) })
+    void this.runBatch(items, inputs, now)
+  }
+
+  private async runBatch(items: QueueItem<I, O>[], inputs: I[], startedAt: number): Promise<void> {
+    try {
+      const outputs = await this.execute(inputs)
+      if (!Array.isArray(outputs) || outputs.length !== items.length) {
+        const got = Array.isArray(outputs) ? `${outputs.length} outputs` : 'no output array'
+        throw new ServiceError('INTERNAL', `(batch execution returned ${got} for ${items.length} inputs)`)
+      }
+      const batchSize = items.length
+      for (let i = 0; i < batchSize; i++) {
+        const item = items[i]!
+        item.resolve({ output: outputs[i] as O, queueMs: item.queueMs, batchSize })
+      }
+    } catch (err) {
+      for (const item of items) item.reject(err)
+    } finally {
+      const tookMs = this.clock.now() - startedAt
+      this.avgBatchMs = this.avgBatchMs === 0 ? tookMs : this.avgBatchMs + DURATION_EWMA_WEIGHT * (tookMs - this.avgBatchMs)
+      this.running--
+      this.view.idleRunners++
+      this.pump()
+      this.notifyIfDrained()
+    }
+  }
+
+  /** Roughly how long the queue ahead takes to clear: its batches spread over the runners. */
+  private retryAfterSeconds(): number {
+    const batchesAhead = Math.ceil(this.view.length / this.policy.maxBatchSize) + this.running
+    const runners = this.view.idleRunners + this.running
+    const waitMs = (batchesAhead / runners) * this.avgBatchMs + this.policy.maxQueueDelayMs
+    return Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Math.ceil(waitMs / 1000)))
+  }
+
+  private notifyIfDrained(): void {
+    if (this.view.length !== 0 || this.running !== 0 || this.drainWaiters.length === 0) return
+    const waiters = this.drainWaiters
+    this.drainWaiters = []
+    for (const resolve of waiters) resolve()
+  }
+}
