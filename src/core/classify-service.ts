@@ -61,9 +61,15 @@ interface ItemOutput {
   readonly inferMs: number
 }
 
+/** The per-image stages timed in the core; inference is timed per execution (onBatch). */
+export type Stage = 'queue' | 'preprocess' | 'postprocess'
+
+/** Hooks for metrics. Called on the hot path: they must be cheap and must not throw. */
 export interface ServiceEvents {
-  /** One model execution: how many images it held and how long they queued. */
+  /** One model execution: how many images it held and how long the run took. */
   onBatch?(model: string, size: number, inferMs: number): void
+  /** One image finished a stage (every door: image and tensor inputs, classify and raw scores). */
+  onStage?(model: string, stage: Stage, ms: number): void
 }
 
 /** A model as served: its sessions, its batcher, its preprocessing. */
@@ -94,7 +100,7 @@ export class ServedModel {
     this.events = events
   }
 
-  private readonly events: ServiceEvents
+  readonly events: ServiceEvents
 
   /** Packs a batch into one transferable buffer and splits the answer back into per-item rows. */
   private async execute(items: BatchItem[]): Promise<ItemOutput[]> {
@@ -225,7 +231,10 @@ export class ClassifyService {
 
   /** The k best classes of a model's output row, with labels and probabilities. */
   predictions(model: ServedModel, scores: Float32Array, topk: number): Prediction[] {
-    return predictions(scores, model.entry.labels, topk, model.entry.config.output.kind === 'probabilities')
+    const t0 = performance.now()
+    const preds = predictions(scores, model.entry.labels, topk, model.entry.config.output.kind === 'probabilities')
+    model.events.onStage?.(model.entry.name, 'postprocess', performance.now() - t0)
+    return preds
   }
 
   /** Decodes and preprocesses an encoded image, runs it through the model's batcher: the raw output row. */
@@ -235,8 +244,10 @@ export class ClassifyService {
     if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
     const pixels = await model.preprocessor.decode(image)
     const t1 = performance.now()
+    model.events.onStage?.(model.entry.name, 'preprocess', t1 - t0)
     const { output, queueMs, batchSize } = await model.submit({ kind: ItemKind.PIXELS, bytes: pixels }, options)
     const t2 = performance.now()
+    model.events.onStage?.(model.entry.name, 'queue', queueMs)
     return {
       ...model.info,
       scores: output.scores,
@@ -263,6 +274,7 @@ export class ClassifyService {
     if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
     const { output, queueMs, batchSize } = await model.submit({ kind: ItemKind.TENSOR, bytes: tensor }, options)
     const t1 = performance.now()
+    model.events.onStage?.(model.entry.name, 'queue', queueMs)
     return { ...model.info, scores: output.scores, batchSize, timings: { queueMs, preprocessMs: 0, inferenceMs: output.inferMs, postprocessMs: 0, totalMs: t1 - t0 } }
   }
 

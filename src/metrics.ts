@@ -1,0 +1,141 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import type { ClassifyService, ServedModel, ServiceEvents, Stage } from './core/classify-service.js'
+import type { ErrorCode } from './errors.js'
+
+/**
+ * Every metric the service exports, in one place, on its own registry (never prom-client's global
+ * one, so several servers in one process, as in tests, keep their counts apart).
+ *
+ * Requests and model runs are counted apart (Triton's nv_inference_count vs
+ * nv_inference_exec_count): `inferences / executions` is the mean batch size.
+ */
+
+/** How one request ended: answered, or refused with a registry code. */
+export type RequestOutcome = 'success' | ErrorCode
+
+/** The label for requests that name no loaded model; client-chosen names never become labels. */
+export const UNKNOWN_MODEL_LABEL = '(unknown)'
+
+export const METRIC_PREFIX = 'resnet_serve_'
+
+/** Seconds, from half a millisecond (a warm queue) to ten seconds (a saturated CPU). */
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+const BATCH_SIZE_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128]
+
+export class ServiceMetrics {
+  readonly registry = new Registry()
+  /** Pass to ClassifyService.start: the core reports model runs and stage times through these. */
+  readonly events: Required<ServiceEvents>
+
+  private readonly requestSuccess: Counter<'model'>
+  private readonly requestFailure: Counter<'model' | 'reason'>
+  private readonly inferences: Counter<'model'>
+  private readonly executions: Counter<'model'>
+  private readonly batchSize: Histogram<'model'>
+  private readonly stageDurations: Readonly<Record<Stage | 'inference', Histogram<'model'>>>
+  private served: readonly ServedModel[] = []
+  private knownModels: ReadonlySet<string> | undefined
+  private defaultModel: string | undefined
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry]
+    this.requestSuccess = new Counter({
+      name: `${METRIC_PREFIX}request_success_total`,
+      help: 'Requests answered, by model. A batch request counts once per image it carries.',
+      labelNames: ['model'],
+      registers
+    })
+    this.requestFailure = new Counter({
+      name: `${METRIC_PREFIX}request_failure_total`,
+      help: 'Requests refused, by model and reason (the error code, see docs/operations.md). A batch request counts once per failed image, or once when refused as a whole.',
+      labelNames: ['model', 'reason'],
+      registers
+    })
+    this.inferences = new Counter({
+      name: `${METRIC_PREFIX}inferences_total`,
+      help: 'Images run through a model (Triton nv_inference_count). Divided by executions: the mean batch size.',
+      labelNames: ['model'],
+      registers
+    })
+    this.executions = new Counter({
+      name: `${METRIC_PREFIX}executions_total`,
+      help: 'Model executions, each running one batch of images (Triton nv_inference_exec_count).',
+      labelNames: ['model'],
+      registers
+    })
+    this.batchSize = new Histogram({
+      name: `${METRIC_PREFIX}batch_size`,
+      help: 'Images per model execution.',
+      labelNames: ['model'],
+      buckets: BATCH_SIZE_BUCKETS,
+      registers
+    })
+    const stageHistogram = (stage: string, help: string): Histogram<'model'> =>
+      new Histogram({ name: `${METRIC_PREFIX}${stage}_duration_seconds`, help, labelNames: ['model'], buckets: DURATION_BUCKETS, registers })
+    this.stageDurations = {
+      queue: stageHistogram('queue', 'Per image: from joining the batcher queue to the start of the model execution that ran it.'),
+      preprocess: stageHistogram('preprocess', 'Per image: decode, resize and crop to the model input (sharp).'),
+      inference: stageHistogram('inference', 'Per model execution (not per image): the ONNX Runtime run of one batch.'),
+      postprocess: stageHistogram('postprocess', 'Per image: softmax, top-k and labels.')
+    }
+    const pending = new Gauge({
+      name: `${METRIC_PREFIX}pending_requests`,
+      help: 'Images queued in the batcher, not yet running, by model (read at scrape time).',
+      labelNames: ['model'],
+      registers,
+      collect: () => {
+        for (const model of this.served) pending.set({ model: model.entry.name }, model.batcher.pending)
+      }
+    })
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry })
+
+    // Bound once: the core calls these on every execution and image, so no per-call allocation.
+    this.events = {
+      onBatch: (model, size, inferMs) => {
+        this.executions.inc({ model })
+        this.inferences.inc({ model }, size)
+        this.batchSize.observe({ model }, size)
+        this.stageDurations.inference.observe({ model }, inferMs / 1000)
+      },
+      onStage: (model, stage, ms) => {
+        this.stageDurations[stage].observe({ model }, ms / 1000)
+      }
+    }
+  }
+
+  /**
+   * Starts reading the service's queues at scrape time and learns which model names are real, so
+   * recordRequest never turns a client-chosen name into a label. Call once, after start.
+   */
+  observe(service: ClassifyService): void {
+    const served: ServedModel[] = []
+    for (const name of service.modelNames()) {
+      // Models that failed to load (--allow-partial-start) have no batcher; they still get labels.
+      if (service.isModelReady(name)) served.push(service.model(name))
+    }
+    this.served = served
+    this.knownModels = new Set(service.modelNames())
+    this.defaultModel = service.defaultModel
+  }
+
+  /**
+   * Counts one request's outcome. Every door calls this (HTTP /classify and the batch route through
+   * src/http/routes/metrics.ts, V2 and gRPC directly); `model` as the client named it, undefined
+   * for the default model.
+   */
+  recordRequest(model: string | undefined, outcome: RequestOutcome): void {
+    const label = this.modelLabel(model)
+    if (outcome === 'success') this.requestSuccess.inc({ model: label })
+    else this.requestFailure.inc({ model: label, reason: outcome })
+  }
+
+  /** The Prometheus text exposition of every metric. */
+  async exposition(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() }
+  }
+
+  private modelLabel(model: string | undefined): string {
+    const name = model ?? this.defaultModel
+    return name !== undefined && this.knownModels?.has(name) === true ? name : UNKNOWN_MODEL_LABEL
+  }
+}
