@@ -131,7 +131,37 @@ export class OnnxGraphBuilder {
   }
 }
 
-/** Decodes ONNX bytes (for tests and tools that inspect a graph). */
-export function decodeOnnxModel(bytes: Uint8Array): OnnxTypes.ModelProto {
-  return onnx.ModelProto.decode(bytes)
+export interface OnnxNodeSummary {
+  readonly name: string
+  readonly opType: string
+  readonly inputs: readonly string[]
+  readonly outputs: readonly string[]
+  /** INT and INTS attributes, both as arrays. */
+  readonly intAttributes: ReadonlyMap<string, readonly number[]>
+}
+
+export interface OnnxGraphSummary {
+  readonly nodes: readonly OnnxNodeSummary[]
+  readonly initializers: ReadonlyMap<string, readonly number[]>
+}
+
+/** The structure of an ONNX graph (nodes, initializer shapes), for tests and tools that inspect one. */
+export function inspectOnnxGraph(bytes: Uint8Array): OnnxGraphSummary {
+  const graph = onnx.ModelProto.decode(bytes).graph
+  if (!graph) throw new Error('the ONNX model has no graph')
+  const nodes = (graph.node ?? []).map((node) => ({
+    name: node.name ?? '',
+    opType: node.opType ?? '',
+    inputs: node.input ?? [],
+    outputs: node.output ?? [],
+    intAttributes: new Map(
+      (node.attribute ?? []).flatMap((a): Array<[string, number[]]> => {
+        if (a.type === onnx.AttributeProto.AttributeType.INT) return [[a.name ?? '', [Number(a.i)]]]
+        if (a.type === onnx.AttributeProto.AttributeType.INTS) return [[a.name ?? '', (a.ints ?? []).map(Number)]]
+        return []
+      })
+    )
+  }))
+  const initializers = new Map((graph.initializer ?? []).map((t) => [t.name ?? '', (t.dims ?? []).map(Number)]))
+  return { nodes, initializers }
 }

@@ -187,7 +187,7 @@ export function buildResNet(options: BuildResNetOptions): Uint8Array {
       pads: { ints: [layer.pad, layer.pad, layer.pad, layer.pad] },
       dilations: { ints: [1, 1] },
       group: { int: 1 }
-    })
+    }, layer.conv)
     const bn = weights.batchNorm(layer.outChannels, layer.bnRole)
     const c = [layer.outChannels]
     const bnInputs = [
@@ -198,7 +198,7 @@ export function buildResNet(options: BuildResNetOptions): Uint8Array {
       graph.addInitializer(`${layer.bn}.running_var`, c, bn.runningVariance)
     ]
     progress(layer.outChannels * layer.inChannels * layer.kernel * layer.kernel + 4 * layer.outChannels)
-    return graph.addNode('BatchNormalization', bnInputs, [`${layer.bn}.out`], { epsilon: { float: BN_EPSILON } })
+    return graph.addNode('BatchNormalization', bnInputs, [`${layer.bn}.out`], { epsilon: { float: BN_EPSILON } }, layer.bn)
   }
   const relu = (input: string, name: string): string => graph.addNode('Relu', [input], [name])
 
