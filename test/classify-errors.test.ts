@@ -20,7 +20,7 @@ afterAll(async () => {
   await server?.close()
 })
 
-async function post(body: BodyInit | undefined, headers: Record<string, string>, query = ''): Promise<{ status: number; body: { code: ErrorCode; message: string; statusCode: number } ; headers: Headers }> {
+async function post(body: RequestInit['body'], headers: Record<string, string>, query = ''): Promise<{ status: number; body: { code: ErrorCode; message: string; statusCode: number } ; headers: Headers }> {
   const res = await fetch(`${server.url}/classify${query}`, { method: 'POST', headers, ...(body === undefined ? {} : { body }) })
   return { status: res.status, body: (await res.json()) as never, headers: res.headers }
 }

@@ -59,8 +59,8 @@ describe('inference pool', () => {
 
   it('a worker that dies fails its batch fast with INFERENCE_FAILED, is replaced, and later runs succeed', async () => {
     const [worker] = sessions.threads
+    sessions.injectWorkerFailure()
     const running = sessions.run(new Uint8Array(N).fill(ItemKind.TENSOR), tensors.slice().buffer)
-    await worker!.terminate()
     const err = await running.catch((e: unknown) => e)
     expect(err).toBeInstanceOf(ServiceError)
     expect((err as ServiceError).code).toBe('INFERENCE_FAILED')

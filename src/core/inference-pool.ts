@@ -11,9 +11,13 @@ import type { SessionSettings } from './onnx-session.js'
  * worker is being replaced after a crash, runs wait for it in a small FIFO.
  */
 
-// Under vitest or tsx the sources are .ts; compiled, they are .js next to this file.
-const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './inference-worker.ts' : './inference-worker.js', import.meta.url)
-const WORKER_EXEC_ARGV = import.meta.url.endsWith('.ts') ? ['--import', 'tsx'] : []
+// Compiled, the worker is the .js file next to this one. Run from sources (vitest, tsx), it is .ts,
+// and a worker thread does not inherit the parent's TypeScript loader: it registers tsx itself
+// (a dev dependency, resolved from the working directory, which is the repository root there).
+const FROM_SOURCES = import.meta.url.endsWith('.ts')
+const WORKER_SOURCE: string | URL = FROM_SOURCES
+  ? `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(new URL('./inference-worker.ts', import.meta.url).href)}) })`
+  : new URL('./inference-worker.js', import.meta.url)
 
 export interface BatchOutput {
   /** Float32 [batch, classes]. */
@@ -33,7 +37,7 @@ class SessionWorker {
   busyId = -1
 
   constructor(init: WorkerInit) {
-    this.worker = new Worker(WORKER_URL, { workerData: init, execArgv: WORKER_EXEC_ARGV })
+    this.worker = new Worker(WORKER_SOURCE, { workerData: init, eval: FROM_SOURCES })
   }
 }
 
@@ -186,9 +190,17 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
     this.spawn().catch((err: unknown) => this.emit('crash', `replacement worker failed to start: ${(err as Error).message}`))
   }
 
-  /** Test and fault-injection hook: the worker threads currently serving. */
+  /** The worker threads currently serving. */
   get threads(): readonly Worker[] {
     return this.workers.map((w) => w.worker)
+  }
+
+  /**
+   * Fault injection for tests: the next idle worker fails with an uncaught error before it takes
+   * its next batch, so that batch is lost with it.
+   */
+  injectWorkerFailure(): void {
+    this.workers.find((w) => w.busy === undefined)?.worker.postMessage({ type: 'fail' })
   }
 
   async close(): Promise<void> {

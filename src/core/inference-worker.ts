@@ -88,9 +88,13 @@ async function run(req: RunRequest): Promise<void> {
   }
 }
 
-port.on('message', (req: RunRequest | { type: 'close' }) => {
+port.on('message', (req: RunRequest | { type: 'close' } | { type: 'fail' }) => {
   if (req.type === 'run') void run(req)
   else if (req.type === 'close') void session?.release().finally(() => port.close())
+  // Fault injection for tests: an uncaught error, as a bug in this thread would raise. (Terminating
+  // the thread from outside while session.run is in native code aborts the whole process inside
+  // onnxruntime-node, so tests cannot kill a worker that way.)
+  else if (req.type === 'fail') throw new Error('inference worker failure injected by a test')
 })
 
 void start()
