@@ -78,7 +78,7 @@ describe('malformed model folders stop start-up with a clear message', () => {
 
   it('a mean with two channels', async () => {
     const msg = await startFails(await repositoryWith({ config: withConfig((c) => (c.preprocess.mean = [0.5, 0.5])) }))
-    expect(msg).toMatch(/bad[/\\]config\.json: \/preprocess\/mean: .*Fix: Give exactly three numbers/)
+    expect(msg).toMatch(/bad[/\\]config\.json: preprocess\.mean must be three numbers \(got \[0\.5,0\.5\]\)\. Fix: Give exactly three numbers/)
   })
 
   it('labels count differs from the output width', async () => {

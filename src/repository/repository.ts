@@ -113,6 +113,11 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
   const withDefaults = Value.Default(ModelConfigSchema, structuredClone(parsed))
   const first = Value.Errors(ModelConfigSchema, withDefaults).First()
   if (first !== undefined) {
+    const triple = /^\/preprocess\/(mean|std)(\/\d+)?$/.exec(first.path)
+    if (triple !== null) {
+      const got = (parsed as { preprocess?: Record<string, unknown> }).preprocess?.[triple[1]!]
+      throw new RepositoryError(name, configFile, `preprocess.${triple[1]} must be three numbers (got ${JSON.stringify(got)}).`, configFix(first.path))
+    }
     const where = first.path === '' ? 'the top level' : first.path
     throw new RepositoryError(name, configFile, `${where}: ${first.message} (got ${JSON.stringify(first.value)}).`, configFix(first.path))
   }

@@ -44,7 +44,9 @@ export function requestOptions(request: FastifyRequest, reply: FastifyReply, dea
 async function readImage(request: FastifyRequest): Promise<Uint8Array> {
   if (!request.isMultipart()) {
     const body = request.body
-    if (!(body instanceof Uint8Array) || body.byteLength === 0) throw new ServiceError('EMPTY_BODY')
+    if (body === undefined || body === null || (body instanceof Uint8Array && body.byteLength === 0)) throw new ServiceError('EMPTY_BODY')
+    // Only the raw-image parsers yield bytes; text or JSON bodies were parsed by fastify's own parsers.
+    if (!(body instanceof Uint8Array)) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', `Got ${request.headers['content-type'] ?? 'no content type'}.`)
     return body
   }
   let image: Buffer | undefined
