@@ -44,6 +44,11 @@ export const ERRORS = {
     message: 'The multipart body is malformed or does not hold exactly one file in the "image" field.'
   },
   BAD_REQUEST: { kind: 'invalid_argument', message: 'The request is invalid.' },
+  TOO_MANY_ITEMS: {
+    kind: 'invalid_argument',
+    message: 'The request carries more images than one request may (setting --max-batch-items).'
+  },
+  INVALID_BASE64: { kind: 'invalid_argument', message: 'The image is not valid base64 (standard or URL-safe alphabet).' },
   INVALID_TOPK: { kind: 'invalid_argument', message: 'topk must be an integer between 1 and the configured maximum.' },
   INVALID_DEADLINE: { kind: 'invalid_argument', message: 'The deadline must be a positive number of milliseconds.' },
   MODEL_NOT_FOUND: { kind: 'not_found', message: 'No model of that name is loaded.' },

@@ -2,6 +2,7 @@ import { pino } from 'pino'
 import { ConfigError, describeSettings, loadSettings, type Settings } from './config.js'
 import { ClassifyService } from './core/classify-service.js'
 import { buildApp } from './http/app.js'
+import { ServiceMetrics } from './metrics.js'
 import { ensureDefaultModel } from './repository/default-model.js'
 import { RepositoryError } from './repository/repository.js'
 
@@ -19,10 +20,11 @@ async function main(): Promise<void> {
   const log = pino({ level: settings.logLevel, base: { service: 'resnet-serve' } })
   log.info({ settings: describeSettings(settings) }, 'starting')
 
+  const metrics = new ServiceMetrics()
   let service: ClassifyService
   try {
     if (settings.buildDefaultModel) await ensureDefaultModel(settings.modelRepository, log)
-    service = await ClassifyService.start(settings, log)
+    service = await ClassifyService.start(settings, log, metrics.events)
   } catch (err) {
     if (err instanceof RepositoryError || err instanceof Error) {
       log.fatal({ problem: err.message }, 'cannot start: a model failed to load')
@@ -32,7 +34,8 @@ async function main(): Promise<void> {
     throw err
   }
 
-  const app = await buildApp(service, settings, log)
+  metrics.observe(service)
+  const app = await buildApp(service, settings, log, metrics)
   const address = await app.listen({ host: settings.host, port: settings.port })
   log.info({ address, models: service.modelNames(), defaultModel: service.defaultModel }, 'HTTP listening')
 

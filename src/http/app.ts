@@ -4,15 +4,19 @@ import { STATUS_CODES } from 'node:http'
 import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import type { ClassifyService } from '../core/classify-service.js'
+import type { ServiceMetrics } from '../metrics.js'
 import { httpStatusOf, toServiceError } from './error-status.js'
+import { registerOpenApi } from './openapi.js'
+import { batchRoutes } from './routes/batch.js'
 import { classifyRoutes } from './routes/classify.js'
 import { healthRoutes } from './routes/health.js'
+import { metricsRoutes, requestCounting } from './routes/metrics.js'
 
 /**
  * Builds the HTTP door over the core service, without listening, so tests use it on port 0 or via
  * inject(). main.ts owns the process (listen, signals, shutdown).
  */
-export async function buildApp(service: ClassifyService, settings: Settings, logger: Logger): Promise<FastifyInstance> {
+export async function buildApp(service: ClassifyService, settings: Settings, logger: Logger, metrics: ServiceMetrics): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: settings.bodyLimitBytes,
@@ -22,6 +26,9 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } }
   })
 
+  // Before any route: swagger and the request counters see only routes added after them.
+  await registerOpenApi(app)
+  requestCounting(app, metrics)
   await app.register(multipart, {
     limits: { fileSize: settings.bodyLimitBytes, files: 1, fields: 8, parts: 10, fieldSize: 1024, headerPairs: 100 }
   })
@@ -46,5 +53,7 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
 
   healthRoutes(app, service)
   classifyRoutes(app, service)
+  batchRoutes(app, service, metrics)
+  metricsRoutes(app, metrics)
   return app
 }
