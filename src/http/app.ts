@@ -47,6 +47,11 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
     if (se.retryAfterSeconds !== undefined) void reply.header('retry-after', String(se.retryAfterSeconds))
     void reply.code(status).send({ statusCode: status, code: se.code, error: STATUS_CODES[status] ?? 'Error', message: se.message })
   })
+  // Once close() has begun the server stops listening; answers still in flight then ask the client to
+  // close its keep-alive connection, or close() would wait on idle sockets until the drain timeout.
+  app.addHook('onSend', async (_request, reply) => {
+    if (!app.server.listening) void reply.header('connection', 'close')
+  })
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send({ statusCode: 404, code: 'BAD_REQUEST', error: 'Not Found', message: `No route ${request.method} ${request.url.split('?')[0]}.` })
   })
