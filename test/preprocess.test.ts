@@ -193,15 +193,42 @@ describe('ImagePreprocessor.decode', () => {
     expect(meanAbsDiff(px, await preprocessor.decode(await readPhoto('chelsea')))).toBeLessThan(1)
   })
 
-  it("drops alpha the way PIL's convert('RGB') does: a transparent pixel keeps its stored colour", async () => {
-    const rgba = Buffer.alloc(64 * 48 * 4)
+  it.each([
+    [64, 48, 'enlarged'],
+    [400, 300, 'reduced']
+  ])("drops alpha the way PIL's convert('RGB') does: a transparent pixel keeps its stored colour (%i×%i, %s)", async (width, height) => {
+    const rgba = Buffer.alloc(width * height * 4)
     for (let i = 0; i < rgba.length; i += 4) rgba.set([200, 100, 50, i % 8 === 0 ? 0 : 128], i)
-    const png = await rawImage(rgba, 64, 48, 4).png().toBuffer()
+    const png = await rawImage(rgba, width, height, 4).png().toBuffer()
     expect((await sharp(png).metadata()).hasAlpha).toBe(true)
     const px = await preprocessor.decode(png)
     expect(px).toHaveLength(PIXEL_BYTES)
     for (let i = 0; i < px.length; i += 3) {
       if (px[i] !== 200 || px[i + 1] !== 100 || px[i + 2] !== 50) throw new Error(`pixel ${i / 3} is ${px[i]},${px[i + 1]},${px[i + 2]}`)
+    }
+  })
+
+  it('enlarging clamps at the edges as PIL does: a flat image stays flat up to its border', async () => {
+    // resize = crop, so the crop reaches the resized image's edges.
+    const edgeToEdge = new ImagePreprocessor({ ...TORCHVISION, resize: 224, crop: 224 }, { maxInputPixels: 50_000_000 })
+    const flat = await sharp({ create: { width: 7, height: 5, channels: 3, background: { r: 10, g: 200, b: 30 } } }).png().toBuffer()
+    const px = await edgeToEdge.decode(flat)
+    for (let i = 0; i < px.length; i += 3) {
+      if (px[i] !== 10 || px[i + 1] !== 200 || px[i + 2] !== 30) throw new Error(`pixel ${i / 3} is ${px[i]},${px[i + 1]},${px[i + 2]}`)
+    }
+  })
+
+  it('enlarging samples at pixel centres: a left/right split image stays symmetric', async () => {
+    const width = 10
+    const height = 10
+    const split = Buffer.alloc(width * height * 3)
+    for (let y = 0; y < height; y++) for (let x = width / 2; x < width; x++) split.fill(255, (y * width + x) * 3, (y * width + x) * 3 + 3)
+    const px = await preprocessor.decode(await rawImage(split, width, height).png().toBuffer())
+    const row = 100 * CROP * 3
+    for (let x = 0; x < CROP; x++) {
+      // Mirror symmetry about the centre: pixel x and CROP−1−x sum to white, give or take rounding.
+      // A quarter-pixel shift (libvips' own enlargement) would be 5 grey levels off at the edge.
+      expect(Math.abs(px[row + x * 3]! + px[row + (CROP - 1 - x) * 3]! - 255), `column ${x}`).toBeLessThanOrEqual(1)
     }
   })
 
