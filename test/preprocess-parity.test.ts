@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { promisify } from 'node:util'
+import sharp from 'sharp'
 import { afterAll, describe, expect, it } from 'vitest'
 import { createNormalizer, ImagePreprocessor } from '../src/core/preprocess.js'
 import { configFromPreset } from '../src/repository/model-config.js'
@@ -11,7 +12,7 @@ import { photoPaths } from './helpers/photos.js'
 /**
  * The server's preprocessing for the torchvision preset against torchvision itself
  * (`Resize(256) + CenterCrop(224) + ToTensor() + Normalize` on PIL's convert('RGB')) on every
- * fixture photo. Differences are reported in 0–255 pixel units (normalised difference × std × 255),
+ * fixture photo, plus one small image that is enlarged. Differences are reported in 0–255 pixel units (normalised difference × std × 255),
  * so the numbers read as grey levels whatever the preset's mean and std.
  */
 
@@ -41,6 +42,10 @@ describe.skipIf(!hasTorchvision)('preprocessing parity with torchvision', () => 
     expect(photos.length).toBeGreaterThanOrEqual(16)
 
     work = await mkdtemp(join(tmpdir(), 'rs-preprocess-parity-'))
+    // Small images take the enlargement path; one enlarged about 7× (PNG, so no JPEG decoder differences).
+    const small = join(work, 'chelsea-48x32.png')
+    await sharp(await readFile(photos[photos.findIndex((p) => basename(p) === 'chelsea.jpg')]!)).resize(48, 32).png().toFile(small)
+    photos.push(small)
     const referenceFile = join(work, 'torchvision.f32')
     await promisify(execFile)(PYTHON, [SCRIPT, '--out', referenceFile, '--resize', String(config.resize), '--crop', String(config.crop), ...photos])
     // Little-endian float32 from the script; every host these tests run on is little-endian.
