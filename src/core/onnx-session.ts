@@ -28,7 +28,10 @@ function options(settings: SessionSettings, useCuda: boolean): ort.InferenceSess
     graphOptimizationLevel: 'all',
     intraOpNumThreads: settings.threads,
     interOpNumThreads: 1,
-    executionMode: 'sequential'
+    executionMode: 'sequential',
+    // ORT's intra-op threads spin between batches by default; here they would take CPU from sharp's
+    // decoding and the event loop on the same cores. They sleep instead.
+    extra: { session: { intra_op: { allow_spinning: '0' } } }
   }
 }
 
