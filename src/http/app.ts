@@ -11,6 +11,7 @@ import { batchRoutes } from './routes/batch.js'
 import { classifyRoutes } from './routes/classify.js'
 import { healthRoutes } from './routes/health.js'
 import { metricsRoutes, requestCounting } from './routes/metrics.js'
+import { modelsRoutes } from './routes/models.js'
 
 /**
  * Builds the HTTP door over the core service, without listening, so tests use it on port 0 or via
@@ -61,5 +62,6 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
   classifyRoutes(app, service)
   batchRoutes(app, service, metrics)
   metricsRoutes(app, metrics)
+  modelsRoutes(app, service)
   return app
 }
