@@ -5,6 +5,7 @@ import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import type { ClassifyService } from '../core/classify-service.js'
 import type { ServiceMetrics } from '../metrics.js'
+import { demoPageRoutes } from './demo-page.js'
 import { httpStatusOf, toServiceError } from './error-status.js'
 import { registerOpenApi } from './openapi.js'
 import { batchRoutes } from './routes/batch.js'
@@ -63,5 +64,6 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
   batchRoutes(app, service, metrics)
   metricsRoutes(app, metrics)
   modelsRoutes(app, service)
+  demoPageRoutes(app)
   return app
 }
