@@ -147,6 +147,10 @@ function choose(file) {
 }
 
 dropZone.addEventListener('click', () => imageInput.click())
+// A file the browser cannot draw would show a broken image; the server's error says what is wrong.
+preview.addEventListener('error', () => {
+  preview.hidden = true
+})
 imageInput.addEventListener('change', () => choose(imageInput.files?.[0]))
 modelSelect.addEventListener('change', () => void classify())
 form.addEventListener('submit', (event) => {
