@@ -59,8 +59,11 @@ async function startFails(root: string): Promise<string> {
   throw new Error('start-up succeeded but should have failed')
 }
 
-const withConfig = (patch: (c: Record<string, any>) => void): Record<string, unknown> => {
-  const c = structuredClone(goodConfig) as Record<string, any>
+/** A config draft is JSON being broken on purpose, so it is typed loosely. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
+type ConfigDraft = Record<string, any>
+const withConfig = (patch: (c: ConfigDraft) => void): Record<string, unknown> => {
+  const c = structuredClone(goodConfig) as ConfigDraft
   patch(c)
   return c
 }
