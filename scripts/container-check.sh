@@ -62,7 +62,9 @@ stop_expect_zero() {
   podman stop -t "$1" "$NAME" >/dev/null
   local rc; rc=$(podman inspect -f '{{.State.ExitCode}}' "$NAME")
   echo "stopped in $((($(date +%s%N) - s) / 1000000)) ms, exit code $rc"
-  podman logs "$NAME" 2>&1 | grep -q '"msg":"stopped"' || fail "no 'stopped' log line: SIGTERM was not handled by the service"
+  # Captured first: grep -q closing the pipe early would make pipefail report a SIGPIPE'd podman.
+  local logs; logs=$(podman logs "$NAME" 2>&1)
+  grep -q '"msg":"stopped"' <<<"$logs" || fail "no 'stopped' log line: SIGTERM was not handled by the service"
   [ "$rc" = 0 ] || fail "exit code $rc after SIGTERM, want 0"
   podman rm "$NAME" >/dev/null
 }
