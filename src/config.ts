@@ -29,10 +29,14 @@ export interface Settings {
   readonly drainTimeoutMs: number
   readonly allowPartialStart: boolean
   readonly apiKey: string | undefined
+  readonly authHealth: boolean
+  readonly authMetrics: boolean
+  /** Origins allowed by CORS; undefined: no CORS headers at all. */
+  readonly corsOrigins: readonly string[] | undefined
   readonly logLevel: LogLevel
 }
 
-type Kind = 'string' | 'integer' | 'boolean' | 'enum'
+type Kind = 'string' | 'integer' | 'boolean' | 'enum' | 'origins'
 
 interface SettingSpec<K extends keyof Settings> {
   readonly key: K
@@ -69,6 +73,9 @@ export const SETTINGS = [
   spec({ key: 'drainTimeoutMs', flag: 'drain-timeout-ms', env: 'DRAIN_TIMEOUT_MS', kind: 'integer', min: 0, max: 600_000, fallback: 30_000, description: 'On SIGTERM/SIGINT, how long accepted requests may take to finish.' }),
   spec({ key: 'allowPartialStart', flag: 'allow-partial-start', env: 'ALLOW_PARTIAL_START', kind: 'boolean', fallback: false, description: 'Start even when some models fail to load; those report not ready.' }),
   spec({ key: 'apiKey', flag: 'api-key', env: 'API_KEY', kind: 'string', description: 'When set, inference routes need "Authorization: Bearer <key>" or "x-api-key: <key>".' }),
+  spec({ key: 'authHealth', flag: 'auth-health', env: 'AUTH_HEALTH', kind: 'boolean', fallback: false, description: 'With --api-key: the health routes (/health/*, /v2/health/*) need the key too.' }),
+  spec({ key: 'authMetrics', flag: 'auth-metrics', env: 'AUTH_METRICS', kind: 'boolean', fallback: false, description: 'With --api-key: GET /metrics needs the key too.' }),
+  spec({ key: 'corsOrigins', flag: 'cors-origins', env: 'CORS_ORIGINS', kind: 'origins', description: 'Comma-separated origins (https://app.example.com) or * that browsers may call from; unset: no CORS headers at all.' }),
   spec({ key: 'logLevel', flag: 'log-level', env: 'LOG_LEVEL', kind: 'enum', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], fallback: 'info', description: 'pino log level.' })
 ] as const
 
@@ -102,6 +109,22 @@ function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, sourc
       }
       return n
     }
+    case 'origins': {
+      const origins = typeof raw === 'string' ? raw.split(',').map((o) => o.trim()).filter((o) => o.length > 0) : []
+      const bad = origins.find((o) => o !== '*' && !isOrigin(o))
+      if (origins.length === 0 || bad !== undefined) {
+        throw new ConfigError(`${hint} Got "${String(raw)}"; use * or origins like https://app.example.com:8443 (scheme, host and port only, no path).`)
+      }
+      return Object.freeze(origins)
+    }
+  }
+}
+
+function isOrigin(text: string): boolean {
+  try {
+    return new URL(text).origin === text
+  } catch {
+    return false
   }
 }
 

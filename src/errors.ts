@@ -51,6 +51,10 @@ export const ERRORS = {
   INVALID_BASE64: { kind: 'invalid_argument', message: 'The image is not valid base64 (standard or URL-safe alphabet).' },
   INVALID_TOPK: { kind: 'invalid_argument', message: 'topk must be an integer between 1 and the configured maximum.' },
   INVALID_DEADLINE: { kind: 'invalid_argument', message: 'The deadline must be a positive number of milliseconds.' },
+  UNAUTHENTICATED: {
+    kind: 'unauthenticated',
+    message: 'This route needs the API key: send "Authorization: Bearer <key>" or "x-api-key: <key>".'
+  },
   MODEL_NOT_FOUND: { kind: 'not_found', message: 'No model of that name is loaded.' },
   MODEL_NOT_READY: { kind: 'unavailable', message: 'The model is loaded but not ready to serve.' },
   QUEUE_FULL: { kind: 'resource_exhausted', message: "The model's queue is full; retry after the Retry-After delay." },

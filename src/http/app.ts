@@ -1,3 +1,4 @@
+import cors from '@fastify/cors'
 import multipart from '@fastify/multipart'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import { STATUS_CODES } from 'node:http'
@@ -5,6 +6,7 @@ import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import type { ClassifyService } from '../core/classify-service.js'
 import type { ServiceMetrics } from '../metrics.js'
+import { requireApiKey } from './access.js'
 import { demoPageRoutes } from './demo-page.js'
 import { httpStatusOf, toServiceError } from './error-status.js'
 import { registerOpenApi } from './openapi.js'
@@ -32,6 +34,17 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
   // Before any route: swagger and the request counters see only routes added after them.
   await registerOpenApi(app)
   requestCounting(app, metrics)
+  requireApiKey(app, settings)
+  // No CORS headers at all unless --cors-origins names the browser origins that may call.
+  if (settings.corsOrigins !== undefined) {
+    await app.register(cors, {
+      origin: settings.corsOrigins.includes('*') ? '*' : [...settings.corsOrigins],
+      methods: ['GET', 'POST'],
+      allowedHeaders: ['content-type', 'authorization', 'x-api-key', 'x-deadline-ms', 'x-request-id'],
+      exposedHeaders: ['retry-after', 'x-request-id'],
+      maxAge: 600
+    })
+  }
   await app.register(multipart, {
     limits: { fileSize: settings.bodyLimitBytes, files: 1, fields: 8, parts: 10, fieldSize: 1024, headerPairs: 100 }
   })
