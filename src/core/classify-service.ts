@@ -211,9 +211,13 @@ export class ClassifyService {
     return !this.closing && this.models.has(name)
   }
 
-  /** Ready when not shutting down and at least one model serves. */
+  /**
+   * Ready when not shutting down and every model in the repository serves. As in Triton, a server
+   * whose models failed to load (kept by --allow-partial-start) is not ready: a replica that lacks
+   * a model must not take traffic meant for a whole one. Its other models still answer.
+   */
   get ready(): boolean {
-    return !this.closing && this.models.size > 0
+    return !this.closing && this.models.size > 0 && this.failed.size === 0
   }
 
   async classify(modelName: string | undefined, image: Uint8Array, topk: number, options: RequestOptions = {}): Promise<Classification> {
