@@ -15,6 +15,7 @@ import { classifyRoutes } from './routes/classify.js'
 import { healthRoutes } from './routes/health.js'
 import { metricsRoutes, requestCounting } from './routes/metrics.js'
 import { modelsRoutes } from './routes/models.js'
+import { v2Routes } from './routes/v2.js'
 
 /**
  * Builds the HTTP door over the core service, without listening, so tests use it on port 0 or via
@@ -78,5 +79,7 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
   metricsRoutes(app, metrics)
   modelsRoutes(app, service)
   demoPageRoutes(app)
+  // Open Inference Protocol (KServe V2): its own body parsing and its own error body, under /v2 only.
+  await app.register(v2Routes, { prefix: '/v2', service, settings })
   return app
 }

@@ -1,0 +1,306 @@
+import { Type, type TSchema } from '@sinclair/typebox'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { Settings } from '../../config.js'
+import type { ClassifyService } from '../../core/classify-service.js'
+import {
+  infer,
+  isModelReady,
+  modelMetadata,
+  rawOutputBytes,
+  serverMetadata,
+  type InferInput,
+  type InferOutput,
+  type InferRequest,
+  type InferResponse,
+  type TensorData
+} from '../../core/open-inference.js'
+import { ServiceError } from '../../errors.js'
+import { httpStatusOf, toServiceError } from '../error-status.js'
+import { BINARY_DATA_SIZE, INFERENCE_HEADER_LENGTH, binaryInputSlices, binaryResponseBody, readInferenceBody } from '../v2-binary.js'
+import { decodeBase64Item, jsonBatchBodyLimit } from './batch.js'
+import { requestOptions } from './classify.js'
+
+/**
+ * The Open Inference Protocol (KServe V2) REST routes, registered under the prefix /v2. Meaning
+ * lives in src/core/open-inference.ts; this door reads and writes the wire format only.
+ *
+ * Conventions where the protocol leaves the choice to the server:
+ * - A BYTES element in JSON `data` is a string holding the base64 (standard or URL-safe alphabet)
+ *   of the element's bytes, i.e. of one encoded image; in binary data it is the raw bytes.
+ * - Health answers carry no body: 200 means true, 400 false. An unknown model is 404 with an error.
+ * - Errors are `{"error": "<CODE>: <message>"}`, the code from docs/operations.md, with that code's
+ *   HTTP status.
+ * - Deadline: the x-deadline-ms header, as on /classify.
+ */
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** /v2 infer: the body's bytes after the JSON inference header (binary tensor data extension). */
+    inferenceBinaryData: Buffer | null
+  }
+}
+
+export interface V2RouteOptions {
+  readonly service: ClassifyService
+  readonly settings: Settings
+}
+
+/**
+ * Parameter values are strings, numbers or booleans, checked where each is read: a schema union
+ * would let ajv's type coercion turn `true` into "true" while trying the union's branches.
+ */
+const Parameters = Type.Record(Type.String(), Type.Unknown({ description: 'string, number or boolean' }), { description: 'Name/value parameters' })
+
+const V2Error = Type.Object({ error: Type.String({ description: '"<CODE>: <message>"; the codes are listed in docs/operations.md' }) }, { description: 'Open Inference Protocol error' })
+// A zero-length string rather than null: the body is empty either way, and OpenAPI then still shows a schema.
+const Empty = Type.String({ maxLength: 0, description: 'Empty body: the status is the answer (200 true, 400 false).' })
+const errorResponses = { '4xx': V2Error, '5xx': V2Error } as const
+
+const TensorMetadataSchema = Type.Object({ name: Type.String(), datatype: Type.String(), shape: Type.Array(Type.Integer({ description: '-1: any size' })) })
+
+const ServerMetadataSchema = Type.Object({ name: Type.String(), version: Type.String(), extensions: Type.Array(Type.String()) })
+
+const ModelMetadataSchema = Type.Object({
+  name: Type.String(),
+  versions: Type.Array(Type.String()),
+  platform: Type.String(),
+  inputs: Type.Array(TensorMetadataSchema),
+  outputs: Type.Array(TensorMetadataSchema)
+})
+
+const RequestInput = Type.Object({
+  name: Type.String(),
+  shape: Type.Array(Type.Integer({ minimum: 0 })),
+  datatype: Type.String({ description: 'BYTES (encoded images, base64 strings in JSON) or the model input datatype (FP32, or UINT8 for uint8 models)' }),
+  parameters: Type.Optional(Parameters),
+  data: Type.Optional(Type.Unknown({ description: 'Row-major elements, flat or nested; absent when binary_data_size is given' }))
+})
+
+const RequestOutput = Type.Object({
+  name: Type.String(),
+  parameters: Type.Optional(Parameters)
+})
+
+const InferenceRequestSchema = Type.Object(
+  {
+    id: Type.Optional(Type.String()),
+    parameters: Type.Optional(Parameters),
+    inputs: Type.Array(RequestInput, { minItems: 1 }),
+    outputs: Type.Optional(Type.Array(RequestOutput))
+  },
+  {
+    description:
+      'JSON, or (binary tensor data extension) JSON followed by binary tensors with the Inference-Header-Content-Length header giving the JSON length; any content type. Output parameters: classification (k best as BYTES "value:index:label"), binary_data; request parameter binary_data_output.'
+  }
+)
+
+const ResponseOutput = Type.Object({
+  name: Type.String(),
+  datatype: Type.String(),
+  shape: Type.Array(Type.Integer()),
+  parameters: Type.Optional(Parameters),
+  data: Type.Optional(Type.Unknown())
+})
+
+const InferenceResponseSchema = Type.Object(
+  {
+    model_name: Type.String(),
+    model_version: Type.String(),
+    id: Type.Optional(Type.String()),
+    outputs: Type.Array(ResponseOutput)
+  },
+  { description: 'JSON; application/octet-stream with the Inference-Header-Content-Length header when any output is binary.' }
+)
+
+const ModelParams = Type.Object({ model: Type.String({ minLength: 1 }) })
+const VersionParams = Type.Object({ model: Type.String({ minLength: 1 }), version: Type.String({ minLength: 1 }) })
+
+type ParametersT = Record<string, unknown>
+
+interface RequestInputT {
+  name: string
+  shape: number[]
+  datatype: string
+  parameters?: ParametersT
+  data?: unknown
+}
+
+interface InferenceRequestT {
+  id?: string
+  parameters?: ParametersT
+  inputs: RequestInputT[]
+  outputs?: Array<{ name: string; parameters?: ParametersT }>
+}
+
+interface ModelRouteParams {
+  model: string
+  version?: string
+}
+
+function badRequest(detail: string): ServiceError {
+  return new ServiceError('BAD_REQUEST', detail)
+}
+
+/** JSON `data`, flat or nested, appended to `out` in row-major order. */
+function flattenInto(data: unknown, out: unknown[]): void {
+  if (!Array.isArray(data)) {
+    out.push(data)
+    return
+  }
+  for (const element of data) flattenInto(element, out)
+}
+
+function flatJsonData(data: unknown): unknown[] {
+  if (Array.isArray(data) && !data.some(Array.isArray)) return data
+  const flat: unknown[] = []
+  flattenInto(data, flat)
+  return flat
+}
+
+/** JSON `data` of one input → the core's TensorData (BYTES: base64 strings; others: numbers). */
+function jsonTensorData(input: RequestInputT): TensorData {
+  const values = flatJsonData(input.data)
+  if (input.datatype === 'BYTES') {
+    const elements: Uint8Array[] = new Array(values.length)
+    for (let i = 0; i < values.length; i++) {
+      const value = values[i]
+      if (typeof value !== 'string') throw badRequest(`Input "${input.name}" element ${i}: a BYTES element in JSON is a base64 string.`)
+      const bytes = decodeBase64Item(value)
+      if (bytes instanceof ServiceError) throw bytes
+      elements[i] = bytes
+    }
+    return { form: 'elements', values: elements }
+  }
+  for (let i = 0; i < values.length; i++) {
+    if (typeof values[i] !== 'number') throw badRequest(`Input "${input.name}" element ${i} is not a number.`)
+  }
+  return { form: 'numbers', values: values as number[] }
+}
+
+function toInferRequest(body: InferenceRequestT, binary: Buffer, params: ModelRouteParams): InferRequest {
+  const slices = binaryInputSlices(
+    body.inputs.map((input) => input.parameters?.[BINARY_DATA_SIZE]),
+    binary
+  )
+  const inputs: InferInput[] = body.inputs.map((input, i) => {
+    const slice = slices[i]
+    if (slice !== undefined && input.data !== undefined) throw badRequest(`Input "${input.name}" has both JSON data and binary_data_size.`)
+    if (slice === undefined && input.data === undefined) throw badRequest(`Input "${input.name}" has neither JSON data nor binary_data_size.`)
+    return {
+      name: input.name,
+      datatype: input.datatype,
+      shape: input.shape,
+      data: slice === undefined ? jsonTensorData(input) : { form: 'raw', bytes: slice }
+    }
+  })
+  return {
+    modelName: params.model,
+    modelVersion: params.version,
+    id: body.id,
+    inputs,
+    outputs: body.outputs?.map((output) => {
+      const k = output.parameters?.classification
+      return { name: output.name, classification: k === undefined ? undefined : typeof k === 'number' ? k : NaN }
+    })
+  }
+}
+
+/** Whether each answered output goes binary: its own binary_data, else the request's binary_data_output. */
+function binaryFlags(body: InferenceRequestT, response: InferResponse): boolean[] {
+  const fallback = body.parameters?.binary_data_output === true
+  return response.outputs.map((output) => {
+    const own = body.outputs?.find((o) => o.name === output.name)?.parameters?.binary_data
+    return own === undefined ? fallback : own === true
+  })
+}
+
+function jsonOutput(output: InferOutput): Record<string, unknown> {
+  return { name: output.name, datatype: output.datatype, shape: output.shape, data: output.datatype === 'FP32' ? Array.from(output.data) : output.data }
+}
+
+function sendInferResponse(reply: FastifyReply, body: InferenceRequestT, response: InferResponse): unknown {
+  const head = { model_name: response.modelName, model_version: response.modelVersion, ...(response.id === undefined ? {} : { id: response.id }) }
+  const binary = binaryFlags(body, response)
+  if (!binary.includes(true)) return { ...head, outputs: response.outputs.map(jsonOutput) }
+  const chunks: Uint8Array[] = []
+  const outputs = response.outputs.map((output, i) => {
+    if (!binary[i]) return jsonOutput(output)
+    const raw = rawOutputBytes(output)
+    chunks.push(raw)
+    return { name: output.name, datatype: output.datatype, shape: output.shape, parameters: { [BINARY_DATA_SIZE]: raw.byteLength } }
+  })
+  const { body: payload, headerLength } = binaryResponseBody({ ...head, outputs }, chunks)
+  return reply.header('content-type', 'application/octet-stream').header(INFERENCE_HEADER_LENGTH, String(headerLength)).send(payload)
+}
+
+function withVersions(paths: string, summary: string): Array<{ url: string; summary: string; params: TSchema }> {
+  return [
+    { url: `/models/:model${paths}`, summary, params: ModelParams },
+    { url: `/models/:model/versions/:version${paths}`, summary: `${summary} (a named version)`, params: VersionParams }
+  ]
+}
+
+/** Register with `{ prefix: '/v2' }`: the plugin's parsers and error handlers apply to /v2 only. */
+export async function v2Routes(app: FastifyInstance, { service, settings }: V2RouteOptions): Promise<void> {
+  // Infer bodies may carry binary tensors after the JSON, under any content type: this plugin
+  // reads every body as bytes and splits it itself, for its own routes only.
+  app.removeAllContentTypeParsers()
+  app.decorateRequest('inferenceBinaryData', null)
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: jsonBatchBodyLimit(settings) }, (request, body, done) => {
+    try {
+      const { header, binary } = readInferenceBody(body as Buffer, request.headers[INFERENCE_HEADER_LENGTH])
+      request.inferenceBinaryData = binary
+      done(null, header)
+    } catch (err) {
+      done(err as Error, undefined)
+    }
+  })
+
+  app.setErrorHandler((err, request, reply) => {
+    const se = toServiceError(err)
+    const status = httpStatusOf(se.kind)
+    if (status >= 500 && se.code !== 'SHUTTING_DOWN' && se.code !== 'INFERENCE_FAILED') request.log.error({ err }, 'request failed')
+    else request.log.info({ code: se.code, status }, 'request refused')
+    if (se.retryAfterSeconds !== undefined) void reply.header('retry-after', String(se.retryAfterSeconds))
+    void reply.code(status).send({ error: `${se.code}: ${se.message}` })
+  })
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ error: `BAD_REQUEST: No route ${request.method} ${request.url.split('?')[0]}.` })
+  })
+
+  app.get('/', { schema: { summary: 'V2 server metadata', response: { 200: ServerMetadataSchema, ...errorResponses } } }, async () => serverMetadata())
+  app.get('/health/live', { schema: { summary: 'V2 liveness', response: { 200: Empty } } }, async (_request, reply) => reply.code(200).send())
+  app.get('/health/ready', { schema: { summary: 'V2 readiness: every loaded model serves', response: { 200: Empty, 400: Empty } } }, async (_request, reply) =>
+    reply.code(service.ready ? 200 : 400).send()
+  )
+
+  for (const { url, summary, params } of withVersions('', 'V2 model metadata')) {
+    app.get(url, { schema: { summary, params, response: { 200: ModelMetadataSchema, ...errorResponses } } }, async (request) => {
+      const { model, version } = request.params as ModelRouteParams
+      return modelMetadata(service, model, version)
+    })
+  }
+  for (const { url, summary, params } of withVersions('/ready', 'V2 model readiness')) {
+    app.get(url, { schema: { summary, params, response: { 200: Empty, 400: Empty, ...errorResponses } } }, async (request, reply) => {
+      const { model, version } = request.params as ModelRouteParams
+      return reply.code(isModelReady(service, model, version) ? 200 : 400).send()
+    })
+  }
+  for (const { url, summary, params } of withVersions('/infer', 'V2 inference')) {
+    app.post(
+      url,
+      {
+        config: { countRequests: 'request' },
+        schema: { summary, params, body: InferenceRequestSchema, response: { 200: InferenceResponseSchema, ...errorResponses } }
+      },
+      async (request: FastifyRequest, reply: FastifyReply) => {
+        const options = requestOptions(request, reply, undefined)
+        const body = request.body as InferenceRequestT
+        const inferRequest = toInferRequest(body, request.inferenceBinaryData ?? Buffer.alloc(0), request.params as ModelRouteParams)
+        const response = await infer(service, inferRequest, options)
+        request.log.info({ model: response.modelName, items: inferRequest.inputs[0]?.shape[0], batchSize: response.batchSize }, 'inferred')
+        return sendInferResponse(reply, body, response)
+      }
+    )
+  }
+}
