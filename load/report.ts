@@ -1,0 +1,290 @@
+/**
+ * Writes docs/load-report.md and its charts (docs/load-report/*.svg, vega-lite rendered headless)
+ * from one load-suite run: a fresh one (flags after -- go to the suite), or a saved JSON.
+ *
+ *   npm run load:report -- [suite flags]                     run the suite, then write the report
+ *   npm run load:report -- --from [load/results/suite-….json | latest]
+ *   npm run load:report -- --from latest --report-dir $OUT   write elsewhere (the GPU run)
+ */
+import { mkdir, writeFile } from 'node:fs/promises'
+import { basename, join, relative } from 'node:path'
+import * as vega from 'vega'
+import { compile, type TopLevelSpec } from 'vega-lite'
+import { progress } from './bench-kit.js'
+import { runSuite } from './suite.js'
+import { latestResultFile, readSuiteResult, type LevelResult, type ScenarioResult, type SuiteResult } from './suite-results.js'
+
+function takeOption(argv: string[], name: string): string | undefined {
+  const i = argv.indexOf(name)
+  if (i < 0) return undefined
+  const value = argv[i + 1]
+  argv.splice(i, 2)
+  return value
+}
+
+interface Series {
+  readonly scenario: ScenarioResult
+  readonly group: string
+  readonly label: string
+  readonly levels: readonly LevelResult[]
+}
+
+/** One line per (scenario, group): e.g. "classify · 1024×768". */
+function seriesOf(result: SuiteResult): Series[] {
+  const series: Series[] = []
+  for (const scenario of result.scenarios) {
+    const groups = [...new Set(scenario.levels.map((l) => l.group))]
+    for (const group of groups) {
+      const label = groups.length > 1 ? `${scenario.name} · ${group}` : scenario.name
+      series.push({ scenario, group, label, levels: scenario.levels.filter((l) => l.group === group) })
+    }
+  }
+  return series
+}
+
+const highest = (levels: readonly LevelResult[]): LevelResult => levels.reduce((a, b) => (b.concurrency > a.concurrency ? b : a))
+
+async function renderSvg(spec: TopLevelSpec): Promise<string> {
+  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' })
+  return view.toSVG()
+}
+
+function charts(result: SuiteResult): Record<string, TopLevelSpec> {
+  const series = seriesOf(result)
+  const levelsRun = [...new Set(result.scenarios.flatMap((s) => s.levels.map((l) => l.concurrency)))].sort((a, b) => a - b)
+  const concurrencyAxis = { field: 'concurrency', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: levelsRun }, title: 'concurrent requests' } as const
+  const throughput = series.flatMap((s) => s.levels.map((l) => ({ series: s.label, concurrency: l.concurrency, imagesPerSecond: l.imagesPerSecond })))
+  const rawLines = result.scenarios.filter((s) => s.levels.length > 0).map((s) => ({ series: `raw session (${s.name} run)`, raw: s.rawBestImagesPerSecond }))
+  const latency = series.flatMap((s) =>
+    s.levels.flatMap((l) => (['p50', 'p95', 'p99'] as const).map((p) => ({ series: s.label, concurrency: l.concurrency, percentile: p, ms: l.latencyMs[p] })))
+  )
+  const batches = series.flatMap((s) => {
+    const top = highest(s.levels)
+    return top.server.batchSizes.map((b, order) => ({ series: `${s.label} (c=${top.concurrency})`, range: b.range, order, executions: b.count }))
+  })
+  const stages = series.flatMap((s) => {
+    const t = highest(s.levels).server.stages
+    return [
+      { series: s.label, stage: '1 queue', ms: t.queueMs },
+      { series: s.label, stage: '2 preprocess', ms: t.preprocessMs },
+      { series: s.label, stage: '3 inference (batch)', ms: t.inferenceMs },
+      { series: s.label, stage: '4 postprocess', ms: t.postprocessMs }
+    ]
+  })
+  return {
+    throughput: {
+      title: `Images/s vs concurrency (${result.provider}, ${result.host.cores} cores); dashed: raw ONNX Runtime session`,
+      width: 560,
+      height: 320,
+      layer: [
+        {
+          data: { values: throughput },
+          mark: { type: 'line', point: true },
+          encoding: { x: concurrencyAxis, y: { field: 'imagesPerSecond', type: 'quantitative', title: 'images/s' }, color: { field: 'series', type: 'nominal' } }
+        },
+        {
+          data: { values: rawLines },
+          mark: { type: 'rule', strokeDash: [4, 4], opacity: 0.5 },
+          encoding: { y: { field: 'raw', type: 'quantitative' }, tooltip: { field: 'series' } }
+        }
+      ]
+    },
+    latency: {
+      title: 'Latency percentiles vs concurrency (client side)',
+      data: { values: latency },
+      facet: { field: 'series', type: 'nominal', title: null },
+      columns: 4,
+      resolve: { scale: { y: 'independent' } },
+      spec: {
+        width: 200,
+        height: 150,
+        mark: { type: 'line', point: true },
+        encoding: {
+          x: concurrencyAxis,
+          y: { field: 'ms', type: 'quantitative', title: 'ms' },
+          color: { field: 'percentile', type: 'nominal', sort: ['p50', 'p95', 'p99'] }
+        }
+      }
+    },
+    'batch-sizes': {
+      title: 'Model executions by batch size at the highest concurrency (resnet_serve_batch_size from /metrics)',
+      data: { values: batches },
+      facet: { field: 'series', type: 'nominal', title: null },
+      columns: 4,
+      resolve: { scale: { y: 'independent' } },
+      spec: {
+        width: 200,
+        height: 130,
+        mark: 'bar',
+        encoding: {
+          x: { field: 'range', type: 'ordinal', sort: { field: 'order' }, title: 'images per execution' },
+          y: { field: 'executions', type: 'quantitative' }
+        }
+      }
+    },
+    stages: {
+      title: "Where a request's time goes at the highest concurrency (mean ms per image, stage histograms from /metrics)",
+      data: { values: stages },
+      width: 560,
+      height: { step: 22 },
+      mark: 'bar',
+      encoding: {
+        y: { field: 'series', type: 'nominal', title: null },
+        x: { field: 'ms', type: 'quantitative', title: 'ms', stack: 'zero' },
+        color: { field: 'stage', type: 'nominal', sort: 'ascending' },
+        order: { field: 'stage' }
+      }
+    }
+  }
+}
+
+const f1 = (n: number): string => n.toFixed(1)
+
+function scenarioSection(s: ScenarioResult): string {
+  const lines = [`### ${s.name}: ${s.title}`, '']
+  if (s.skipped !== undefined) lines.push(`**Not measured (or cut short):** ${s.skipped}`, '')
+  if (s.rawSession.length === 0) return lines.join('\n')
+  lines.push(
+    `Model \`${s.model}\` (${s.inputDatatype} input, max batch ${s.maxBatchSize}). Raw session in the same run: ` +
+      s.rawSession.map((r) => `batch ${r.batch}${r.inFlight > 1 ? ` × ${r.inFlight} in flight` : ''}: **${f1(r.imagesPerSecond)}** images/s (median run ${f1(r.medianMs)} ms)`).join('; ') +
+      '.',
+    ''
+  )
+  for (const [name, value] of Object.entries(s.extra)) lines.push(`- ${name}: ${f1(value)}`)
+  if (Object.keys(s.extra).length > 0) lines.push('')
+  lines.push(
+    '| photo / payload | concurrency | images/s | × raw | p50 ms | p95 ms | p99 ms | errors | server CPU s per image | mean batch | queue ms | preprocess ms | inference ms | postprocess ms | event-loop p99 ms |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+  )
+  for (const l of s.levels) {
+    const t = l.server.stages
+    lines.push(
+      `| ${l.group} | ${l.concurrency} | ${f1(l.imagesPerSecond)} | ${l.ratioToRaw.toFixed(2)} | ${l.latencyMs.p50.toFixed(0)} | ${l.latencyMs.p95.toFixed(0)} | ${l.latencyMs.p99.toFixed(0)} | ` +
+        `${l.errors}${l.firstError === undefined ? '' : ` (${l.firstError})`} | ${l.cpuSecondsPerImage.toFixed(3)} | ${f1(l.server.meanBatchSize)} | ` +
+        `${f1(t.queueMs)} | ${f1(t.preprocessMs)} | ${f1(t.inferenceMs)} | ${f1(t.postprocessMs)} | ${f1(l.server.eventLoopDelayP99Ms)} |`
+    )
+  }
+  return lines.join('\n')
+}
+
+function targetRows(result: SuiteResult): string[] {
+  const rows = ['| target (issue 5) | measured | met |', '|---|---|---|']
+  const byName = new Map(result.scenarios.map((s) => [s.name, s]))
+  const classify = byName.get('classify')
+  if (classify !== undefined && classify.levels.length > 0) {
+    for (const group of [...new Set(classify.levels.map((l) => l.group))]) {
+      const best = classify.levels.filter((l) => l.group === group).reduce((a, b) => (b.imagesPerSecond > a.imagesPerSecond ? b : a))
+      rows.push(
+        `| /classify at saturation ≥ 0.85× raw session (${group}) | ${f1(best.imagesPerSecond)} / ${f1(classify.rawBestImagesPerSecond)} images/s = **${best.ratioToRaw.toFixed(2)}×** (concurrency ${best.concurrency}) | ${best.ratioToRaw >= 0.85 ? 'yes' : 'no'} |`
+      )
+    }
+  }
+  for (const [float, uint8] of [['classify', 'classify-uint8'], ['v2-fp32', 'v2-uint8'], ['grpc-fp32', 'grpc-uint8']] as const) {
+    const a = byName.get(float)
+    const b = byName.get(uint8)
+    if (a === undefined || b === undefined) continue
+    if (a.levels.length === 0 || b.levels.length === 0) {
+      rows.push(`| UINT8 uses less CPU per image than FP32 (${float} vs ${uint8}) | not measured: ${b.skipped ?? a.skipped ?? 'no levels'} | – |`)
+      continue
+    }
+    // The UINT8 /classify scenario sends the 500×375 photo only; compare like with like.
+    const group = a.levels.some((l) => l.group === '500×375') ? '500×375' : a.levels[0]!.group
+    const fa = highest(a.levels.filter((l) => l.group === group))
+    const fb = highest(b.levels)
+    rows.push(
+      `| UINT8 uses less CPU per image than FP32 (${float} vs ${uint8}, concurrency ${fb.concurrency}) | ${fa.cpuSecondsPerImage.toFixed(3)} vs **${fb.cpuSecondsPerImage.toFixed(3)}** CPU s/image | ${fb.cpuSecondsPerImage < fa.cpuSecondsPerImage ? 'yes' : 'no'} |`
+    )
+  }
+  const loaded = result.scenarios.filter((s) => s.levels.length > 0).map((s) => ({ s, top: highest(s.levels) }))
+  if (loaded.length > 0) {
+    const worst = loaded.reduce((a, b) => (b.top.server.eventLoopDelayP99Ms > a.top.server.eventLoopDelayP99Ms ? b : a))
+    rows.push(
+      `| event-loop delay p99 under full load < 50 ms | worst: **${f1(worst.top.server.eventLoopDelayP99Ms)} ms** (${worst.s.name}, concurrency ${worst.top.concurrency}); all: ${loaded.map((x) => `${x.s.name} ${f1(x.top.server.eventLoopDelayP99Ms)}`).join(', ')} | ${worst.top.server.eventLoopDelayP99Ms < 50 ? 'yes' : 'no'} |`
+    )
+  }
+  return rows
+}
+
+const GPU_SECTION = `## Running it on the GPU host
+
+\`load/gpu/run.sh\` is the one prepared script for the GPU host (see /work/shared/gpu/README.md for the
+archives). Here, in the project root:
+
+    npm ci && npm run build && npm run load:gpu-bundle      # compiles load/ into dist/, writes .gpu/a and .gpu/b
+
+On the GPU host, after both archives arrived:
+
+    bash .gpu/a/device.sh a && bash .gpu/b/device.sh b && source .gpu/b/device.sh env
+    bash load/gpu/run.sh                                    # writes $OUT/load-report.md, $OUT/load-report/*.svg, $OUT/suite-*.json
+
+It builds the synthetic ResNet-50 (and the UINT8 / FP16 variants when the model tools have them),
+sets max batch 128 (\`GPU_MAX_BATCH\`), measures sharp alone on the host's cores, runs the raw session
+with two batches in flight, then the suite against \`--provider cuda --sessions-per-model 2\` at
+concurrency 1–512 (\`GPU_CONCURRENCY\`, \`GPU_DURATION\`). \`GPU_PROVIDER=cpu GPU_DURATION=1\` runs the same
+script on a CPU machine; that dry run is how it was checked here (it has not yet run on a GPU).`
+
+function markdown(result: SuiteResult, source: string, chartDir: string, reportPath: string, chartNames: readonly string[]): string {
+  const rel = (name: string): string => relative(join(reportPath, '..'), join(chartDir, `${name}.svg`))
+  const loadAverage = result.host.loadAverageAtStart.map((n) => n.toFixed(2)).join(' ')
+  return [
+    '# Load report',
+    '',
+    `Generated by \`npm run load:report\` from \`${source}\` (suite command: \`${result.command}\`), ${result.startedAt} → ${result.finishedAt}.`,
+    '',
+    `Machine: ${result.host.cores} cores (${result.host.cpu}), Node ${result.host.node}, provider **${result.provider}**${result.sessionsPerModel === undefined ? '' : `, ${result.sessionsPerModel} sessions per model`}, ${result.durationSeconds} s per level; load average at start ${loadAverage}.`,
+    '',
+    'Model: the synthetic ResNet-50 (seeded random weights; its speed is a real ResNet-50\'s, its answers mean nothing).',
+    '',
+    '**Read the ratios, not the absolute figures.** This machine is shared and noisy (other load has slowed ONNX Runtime 3–5× here),',
+    'so every scenario measures the raw ONNX Runtime session of its model just before it, in the same run, and each',
+    'level\'s "× raw" divides by that figure. The load generator (autocannon or the gRPC loop) runs on the same cores as the',
+    'service, and takes CPU from it.',
+    '',
+    'How each figure is taken: images/s and latencies at the client (successful requests only); server CPU from',
+    '`/proc/<pid>/stat` (user + system, all threads) before and after the level, divided by the images answered; batch sizes,',
+    'stage times and the event-loop delay p99 from `/metrics` scraped before and after (histograms differenced;',
+    "`nodejs_eventloop_lag_p99_seconds` is reset by each scrape, so it covers the level; 10 ms resolution). Inference time",
+    'is per model execution, which every image in the batch waits for.',
+    '',
+    '## Targets',
+    '',
+    ...targetRows(result),
+    '',
+    '## Charts',
+    '',
+    ...chartNames.map((name) => `![${name}](${rel(name)})\n`),
+    '## Scenarios',
+    '',
+    ...result.scenarios.map((s) => `${scenarioSection(s)}\n`),
+    GPU_SECTION,
+    ''
+  ].join('\n')
+}
+
+async function main(argv: string[]): Promise<void> {
+  const args = [...argv]
+  const from = takeOption(args, '--from')
+  const reportDir = takeOption(args, '--report-dir')
+  const reportPath = reportDir === undefined ? 'docs/load-report.md' : join(reportDir, 'load-report.md')
+  const chartDir = reportDir === undefined ? 'docs/load-report' : join(reportDir, 'load-report')
+  let result: SuiteResult
+  let source: string
+  if (from === undefined) {
+    const run = await runSuite(args)
+    result = run.result
+    source = run.path
+  } else {
+    source = from === 'latest' ? await latestResultFile(takeOption(args, '--results') ?? undefined) : from
+    result = await readSuiteResult(source)
+  }
+  await mkdir(chartDir, { recursive: true })
+  const specs = charts(result)
+  for (const [name, spec] of Object.entries(specs)) {
+    await writeFile(join(chartDir, `${name}.svg`), await renderSvg(spec))
+    progress(`chart ${join(chartDir, `${name}.svg`)}`)
+  }
+  await writeFile(reportPath, markdown(result, basename(source), chartDir, reportPath, Object.keys(specs)))
+  progress(`report ${reportPath}`)
+}
+
+await main(process.argv.slice(2))

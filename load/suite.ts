@@ -1,0 +1,124 @@
+/**
+ * The load suite: each scenario against the raw ONNX Runtime session of the same model, in one run.
+ * Progress goes to stderr, a summary to stdout, everything to load/results/suite-<time>.json.
+ *
+ *   npm run load:all -- [--duration 10] [--concurrency 1,4,16,64] [--provider cpu|cuda]
+ *                       [--sessions-per-model N] [--max-batch N] [--photos 300x450,500x375,1024x768,4000x3000]
+ *                       [--batch-items 16] [--entry tsx|dist] [--out DIR] [--server-arg=--flag ...]
+ *   npm run load:classify | load:batch | load:v2 | load:grpc   (one door each, same flags)
+ */
+import { mkdir, writeFile } from 'node:fs/promises'
+import { availableParallelism, cpus, loadavg } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { pino } from 'pino'
+import type { Provider } from '../src/config.js'
+import { ensureDefaultModel } from '../src/repository/default-model.js'
+import { progress, type ServerEntry } from './bench-kit.js'
+import { overrideMaxBatch, runScenario, SCENARIO_NAMES, type ScenarioName, type SuiteOptions } from './scenarios.js'
+import { RESULTS_DIR, type ScenarioResult, type SuiteResult } from './suite-results.js'
+
+export function parseSuiteArgs(argv: string[]): { options: SuiteOptions; outDir: string; maxBatch: number | undefined } {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      scenarios: { type: 'string', default: 'all' },
+      duration: { type: 'string', default: '10' },
+      concurrency: { type: 'string', default: '1,4,16,64' },
+      provider: { type: 'string', default: 'cpu' },
+      'sessions-per-model': { type: 'string' },
+      'max-batch': { type: 'string' },
+      photos: { type: 'string', default: '300x450,500x375,1024x768,4000x3000' },
+      'batch-items': { type: 'string', default: '16' },
+      repository: { type: 'string', default: '.cache/bench-models' },
+      'float-model': { type: 'string', default: 'resnet50' },
+      'uint8-model': { type: 'string', default: 'resnet50-uint8' },
+      entry: { type: 'string', default: 'tsx' },
+      out: { type: 'string', default: RESULTS_DIR },
+      'server-arg': { type: 'string', multiple: true, default: [] }
+    }
+  })
+  const scenarios = values.scenarios === 'all' ? [...SCENARIO_NAMES] : values.scenarios.split(',')
+  for (const s of scenarios) if (!(SCENARIO_NAMES as readonly string[]).includes(s)) throw new Error(`--scenarios: unknown "${s}"; use all or some of ${SCENARIO_NAMES.join(', ')}`)
+  const positive = (flag: string, raw: string): number => {
+    const n = Number(raw)
+    if (!(n > 0)) throw new Error(`--${flag} must be a positive number, got "${raw}"`)
+    return n
+  }
+  if (!['cpu', 'cuda', 'auto'].includes(values.provider)) throw new Error(`--provider: cpu, cuda or auto, got "${values.provider}"`)
+  if (!['tsx', 'dist'].includes(values.entry)) throw new Error(`--entry: tsx or dist, got "${values.entry}"`)
+  return {
+    options: {
+      scenarios: scenarios as ScenarioName[],
+      repository: values.repository,
+      floatModel: values['float-model'],
+      uint8Model: values['uint8-model'],
+      provider: values.provider as Provider,
+      sessionsPerModel: values['sessions-per-model'] === undefined ? undefined : positive('sessions-per-model', values['sessions-per-model']),
+      entry: values.entry as ServerEntry,
+      durationSeconds: positive('duration', values.duration),
+      concurrency: values.concurrency.split(',').map((c) => positive('concurrency', c)),
+      photoSizes: values.photos.split(','),
+      batchItems: positive('batch-items', values['batch-items']),
+      extraServerArgs: values['server-arg']
+    },
+    outDir: values.out,
+    maxBatch: values['max-batch'] === undefined ? undefined : positive('max-batch', values['max-batch'])
+  }
+}
+
+function printScenario(result: ScenarioResult): void {
+  console.log(`\n## ${result.name}: ${result.title}`)
+  if (result.skipped !== undefined) console.log(`skipped: ${result.skipped}`)
+  if (result.rawSession.length === 0) return
+  console.log(`raw session (${result.model}): ${result.rawSession.map((r) => `batch ${r.batch} × ${r.inFlight} in flight ${r.imagesPerSecond.toFixed(1)} images/s`).join('; ')}`)
+  for (const [name, value] of Object.entries(result.extra)) console.log(`${name}: ${value.toFixed(1)}`)
+  console.log('| group | concurrency | images/s | × raw | p50 ms | p95 ms | p99 ms | errors | CPU s/image | mean batch | loop p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|')
+  for (const l of result.levels) {
+    console.log(
+      `| ${l.group} | ${l.concurrency} | ${l.imagesPerSecond.toFixed(1)} | ${l.ratioToRaw.toFixed(3)} | ${l.latencyMs.p50.toFixed(0)} | ${l.latencyMs.p95.toFixed(0)} | ${l.latencyMs.p99.toFixed(0)} | ${l.errors} | ` +
+        `${l.cpuSecondsPerImage.toFixed(4)} | ${l.server.meanBatchSize.toFixed(1)} | ${l.server.eventLoopDelayP99Ms.toFixed(1)} |`
+    )
+  }
+}
+
+/** Runs the scenarios one after the other and writes the JSON; returns it and its path. */
+export async function runSuite(argv: string[]): Promise<{ result: SuiteResult; path: string }> {
+  const { options, outDir, maxBatch } = parseSuiteArgs(argv)
+  const startedAt = new Date().toISOString()
+  const loadAverageAtStart = loadavg()
+  await ensureDefaultModel(options.repository, pino({ level: 'warn' }))
+  if (maxBatch !== undefined) await overrideMaxBatch(options.repository, [options.floatModel, options.uint8Model], maxBatch)
+  const scenarios: ScenarioResult[] = []
+  for (const name of options.scenarios) {
+    const result = await runScenario(name, options)
+    scenarios.push(result)
+    printScenario(result)
+  }
+  const result: SuiteResult = {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    command: `load/suite.ts ${argv.join(' ')}`.trim(),
+    host: { cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version, loadAverageAtStart },
+    provider: options.provider,
+    sessionsPerModel: options.sessionsPerModel,
+    durationSeconds: options.durationSeconds,
+    scenarios
+  }
+  await mkdir(outDir, { recursive: true })
+  const path = join(outDir, `suite-${startedAt.replace(/[:.]/g, '-')}.json`)
+  await writeFile(path, `${JSON.stringify(result, null, 2)}\n`)
+  progress(`results: ${path}`)
+  return { result, path }
+}
+
+const invokedDirectly = process.argv[1] !== undefined && /suite\.(ts|js)$/.test(process.argv[1])
+if (invokedDirectly) {
+  try {
+    await runSuite(process.argv.slice(2))
+  } catch (err) {
+    console.error(`load suite: ${(err as Error).message}`)
+    process.exitCode = 1
+  }
+}
