@@ -1,0 +1,207 @@
+import onnxProto from 'onnx-proto'
+import type { onnx as OnnxTypes } from 'onnx-proto'
+import { float32ArrayToFloat16Bits } from './float16.js'
+import { decodeModel, float32Initializer, graphValueNames, intAttribute, littleEndianBytes, readFloat32, rejectExternalData } from './onnx-edit.js'
+
+/**
+ * The FP16 variant: weights stored as float16 and every float tensor inside the graph computed in
+ * float16, with Casts at the edges, so the model keeps the signature the server checks (float32 in,
+ * or the prologue's uint8; float32 out). Made for GPUs, whose tensor cores run half precision at
+ * several times the float32 rate and whose memory traffic it halves.
+ *
+ * BatchNormalization is first folded into the Conv before it, in float32 (W' = W·k, b' = (b − mean)·k
+ * + B with k = γ/√(var + ε)): in float16, ε = 1e-5 is a subnormal and a small running variance loses
+ * most of its digits, while the folded weights are ordinary magnitudes. ONNX Runtime fuses Conv+BN
+ * itself when it opens a float32 session, so folding here changes no float32 result beyond rounding.
+ */
+
+const { onnx } = onnxProto
+const { DataType } = onnx.TensorProto
+const { AttributeType } = onnx.AttributeProto
+
+const FP16_SUFFIX = '/fp16'
+export const FP16_METADATA_KEY = 'resnet_serve.fp16'
+
+/**
+ * Inputs that the ONNX operator schemas type as float32 whatever the data's type (Resize's scales,
+ * Upsample's scales): their initializers stay FLOAT. None occurs in a ResNet; listed so that a
+ * graph with them still loads.
+ */
+const FLOAT32_ONLY_INPUTS: Readonly<Record<string, readonly number[]>> = { Resize: [2], Upsample: [1] }
+
+export interface Fp16Options {
+  /** Fold BatchNormalization into the preceding Conv (in float32) before converting; default true. */
+  readonly foldBatchNorm?: boolean
+}
+
+export interface Fp16Result {
+  readonly bytes: Uint8Array
+  readonly foldedBatchNorms: number
+  readonly convertedInitializers: number
+}
+
+export function convertToFp16(onnxBytes: Uint8Array, options: Fp16Options = {}): Fp16Result {
+  const model = decodeModel(onnxBytes)
+  const graph = model.graph!
+  rejectExternalData(graph)
+  for (const node of graph.node ?? []) {
+    if ((node.attribute ?? []).some((a) => a.type === AttributeType.GRAPH || a.type === AttributeType.GRAPHS)) {
+      throw new Error(`node "${node.name ?? node.opType ?? ''}" (${node.opType ?? ''}) has a subgraph; the FP16 conversion handles flat graphs only.`)
+    }
+  }
+  if ((graph.node ?? []).some((n) => n.opType === 'Cast' && n.name?.endsWith(FP16_SUFFIX))) throw new Error('the model is an FP16 variant already.')
+
+  const foldedBatchNorms = options.foldBatchNorm === false ? 0 : foldBatchNormalization(graph)
+  dropUnusedInitializers(graph, Number(model.irVersion ?? 0))
+
+  const float32Only = new Set<string>()
+  for (const node of graph.node ?? []) {
+    for (const index of FLOAT32_ONLY_INPUTS[node.opType ?? ''] ?? []) {
+      const name = node.input?.[index]
+      if (name) float32Only.add(name)
+    }
+  }
+  let convertedInitializers = 0
+  for (const tensor of graph.initializer ?? []) {
+    if (tensor.dataType !== DataType.FLOAT || float32Only.has(tensor.name ?? '')) continue
+    toFloat16(tensor)
+    convertedInitializers++
+  }
+  // Before IR 4 initializers are declared as graph inputs too; the declared type must follow the data.
+  const initializerTypes = new Map((graph.initializer ?? []).map((t) => [t.name ?? '', t.dataType]))
+  for (const input of graph.input ?? []) {
+    const type = initializerTypes.get(input.name ?? '')
+    if (type !== undefined && input.type?.tensorType) input.type.tensorType.elemType = type
+  }
+  for (const node of graph.node ?? []) {
+    for (const attribute of node.attribute ?? []) {
+      // Cast(to=FLOAT) inside the graph (the prologue's uint8 → float, exporters' casts) now casts to half.
+      if (node.opType === 'Cast' && attribute.name === 'to' && Number(attribute.i) === DataType.FLOAT) attribute.i = DataType.FLOAT16
+      // Constant and ConstantOfShape carry their value as a tensor attribute.
+      if (attribute.type === AttributeType.TENSOR && attribute.t?.dataType === DataType.FLOAT) toFloat16(attribute.t)
+    }
+  }
+  for (const info of graph.valueInfo ?? []) {
+    if (info.type?.tensorType?.elemType === DataType.FLOAT) info.type.tensorType.elemType = DataType.FLOAT16
+  }
+
+  const taken = graphValueNames(graph)
+  const halfName = (name: string): string => {
+    const half = `${name}${FP16_SUFFIX}`
+    if (taken.has(half)) throw new Error(`the graph already has a value "${half}".`)
+    return half
+  }
+  const rename = (from: string, to: string): void => {
+    for (const node of graph.node ?? []) node.input = (node.input ?? []).map((n) => (n === from ? to : n))
+  }
+  const initializerNames = new Set((graph.initializer ?? []).map((t) => t.name ?? ''))
+  const edgeCasts: OnnxTypes.INodeProto[] = []
+  for (const input of graph.input ?? []) {
+    const name = input.name ?? ''
+    if (initializerNames.has(name) || input.type?.tensorType?.elemType !== DataType.FLOAT) continue
+    const half = halfName(name)
+    rename(name, half)
+    edgeCasts.push({ name: half, opType: 'Cast', input: [name], output: [half], attribute: [intAttribute('to', DataType.FLOAT16)] })
+  }
+  const outputCasts: OnnxTypes.INodeProto[] = []
+  for (const output of graph.output ?? []) {
+    const name = output.name ?? ''
+    if (output.type?.tensorType?.elemType !== DataType.FLOAT) continue
+    const half = halfName(name)
+    const producer = (graph.node ?? []).find((n) => (n.output ?? []).includes(name))
+    if (producer === undefined) throw new Error(`output "${name}" is not produced by a node (a graph input or initializer passed through).`)
+    rename(name, half)
+    producer.output = (producer.output ?? []).map((n) => (n === name ? half : n))
+    outputCasts.push({ name: half, opType: 'Cast', input: [half], output: [name], attribute: [intAttribute('to', DataType.FLOAT)] })
+  }
+  graph.node = [...edgeCasts, ...(graph.node ?? []), ...outputCasts]
+
+  model.metadataProps = [
+    ...(model.metadataProps ?? []).filter((p) => p.key !== FP16_METADATA_KEY),
+    { key: FP16_METADATA_KEY, value: `float16 weights and compute, float32 at the edges; ${foldedBatchNorms} BatchNormalization folded into Conv in float32 first` }
+  ]
+  return { bytes: onnx.ModelProto.encode(model).finish(), foldedBatchNorms, convertedInitializers }
+}
+
+/** Rewrites a FLOAT tensor as FLOAT16 raw_data in place. */
+function toFloat16(tensor: OnnxTypes.ITensorProto): void {
+  const halves = float32ArrayToFloat16Bits(readFloat32(tensor))
+  tensor.dataType = DataType.FLOAT16
+  tensor.rawData = littleEndianBytes(halves)
+  tensor.floatData = []
+}
+
+/**
+ * Folds each BatchNormalization whose input is a Conv's output read by nothing else into that Conv.
+ * Returns how many were folded; the others (a BN after a Relu, a training-mode BN, parameters
+ * computed at run time) stay as they are.
+ */
+export function foldBatchNormalization(graph: OnnxTypes.IGraphProto): number {
+  const nodes = graph.node ?? []
+  const initializers = new Map((graph.initializer ?? []).map((t) => [t.name ?? '', t]))
+  const readers = new Map<string, number>()
+  for (const node of nodes) for (const name of node.input ?? []) readers.set(name, (readers.get(name) ?? 0) + 1)
+  const producers = new Map<string, OnnxTypes.INodeProto>()
+  for (const node of nodes) for (const name of node.output ?? []) producers.set(name, node)
+  const graphOutputs = new Set((graph.output ?? []).map((o) => o.name ?? ''))
+  const taken = graphValueNames(graph)
+  const floatInitializer = (name: string | undefined): OnnxTypes.ITensorProto | undefined => {
+    const t = name ? initializers.get(name) : undefined
+    return t?.dataType === DataType.FLOAT ? t : undefined
+  }
+
+  const folded = new Set<OnnxTypes.INodeProto>()
+  for (const bn of nodes) {
+    if (bn.opType !== 'BatchNormalization' || (bn.output ?? []).filter(Boolean).length !== 1) continue
+    if ((bn.attribute ?? []).some((a) => a.name === 'training_mode' && Number(a.i) !== 0)) continue
+    const x = bn.input?.[0] ?? ''
+    const conv = producers.get(x)
+    if (conv?.opType !== 'Conv' || readers.get(x) !== 1 || graphOutputs.has(x)) continue
+    const params = (bn.input ?? []).slice(1, 5).map(floatInitializer)
+    const weight = floatInitializer(conv.input?.[1])
+    const convBias = conv.input?.[2] ? floatInitializer(conv.input[2]) : undefined
+    if (params.length !== 4 || params.some((p) => p === undefined) || weight === undefined) continue
+    if (conv.input?.[2] && (convBias === undefined || readers.get(conv.input[2]) !== 1)) continue
+    if (readers.get(conv.input![1]!) !== 1) continue
+
+    const [scale, shift, mean, variance] = params.map((p) => readFloat32(p!)) as [Float32Array, Float32Array, Float32Array, Float32Array]
+    const epsilon = (bn.attribute ?? []).find((a) => a.name === 'epsilon')?.f ?? 1e-5
+    const w = readFloat32(weight)
+    const outChannels = Number(weight.dims![0])
+    const perChannel = w.length / outChannels
+    const b = convBias ? readFloat32(convBias) : new Float32Array(outChannels)
+    for (let c = 0; c < outChannels; c++) {
+      const k = scale[c]! / Math.sqrt(variance[c]! + epsilon)
+      for (let i = c * perChannel; i < (c + 1) * perChannel; i++) w[i] = w[i]! * k
+      b[c] = (b[c]! - mean[c]!) * k + shift[c]!
+    }
+    weight.rawData = littleEndianBytes(w)
+    weight.floatData = []
+    if (convBias) {
+      convBias.rawData = littleEndianBytes(b)
+      convBias.floatData = []
+    } else {
+      let biasName = `${conv.input![1]!}.folded_bias`
+      for (let n = 2; taken.has(biasName); n++) biasName = `${conv.input![1]!}.folded_bias${n}`
+      taken.add(biasName)
+      const bias = float32Initializer(biasName, [outChannels], b)
+      graph.initializer!.push(bias)
+      initializers.set(biasName, bias)
+      conv.input = [conv.input![0]!, conv.input![1]!, biasName]
+    }
+    conv.output = [bn.output![0]!]
+    folded.add(bn)
+  }
+  graph.node = nodes.filter((n) => !folded.has(n))
+  return folded.size
+}
+
+/** Initializers no node reads (the folded BatchNormalizations' parameters) and, before IR 4, their input entries. */
+function dropUnusedInitializers(graph: OnnxTypes.IGraphProto, irVersion: number): void {
+  const used = new Set<string>()
+  for (const node of graph.node ?? []) for (const name of node.input ?? []) used.add(name)
+  for (const output of graph.output ?? []) used.add(output.name ?? '')
+  const dropped = new Set((graph.initializer ?? []).filter((t) => !used.has(t.name ?? '')).map((t) => t.name ?? ''))
+  graph.initializer = (graph.initializer ?? []).filter((t) => !dropped.has(t.name ?? ''))
+  if (irVersion < 4) graph.input = (graph.input ?? []).filter((i) => !dropped.has(i.name ?? ''))
+}
