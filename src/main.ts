@@ -1,6 +1,7 @@
 import { pino } from 'pino'
 import { ConfigError, describeSettings, loadSettings, type Settings } from './config.js'
 import { ClassifyService } from './core/classify-service.js'
+import { startGrpcServer, type GrpcServerHandle } from './grpc/server.js'
 import { buildApp } from './http/app.js'
 import { ServiceMetrics } from './metrics.js'
 import { ensureDefaultModel } from './repository/default-model.js'
@@ -38,6 +39,15 @@ async function main(): Promise<void> {
   const app = await buildApp(service, settings, log, metrics)
   const address = await app.listen({ host: settings.host, port: settings.port })
   log.info({ address, models: service.modelNames(), defaultModel: service.defaultModel }, 'HTTP listening')
+  let grpc: GrpcServerHandle
+  try {
+    grpc = await startGrpcServer(service, settings, log)
+  } catch (err) {
+    log.fatal({ problem: (err as Error).message, port: settings.grpcPort }, 'cannot start: the gRPC port cannot be bound')
+    console.error(`resnet-serve: cannot start gRPC on ${settings.host}:${settings.grpcPort}: ${(err as Error).message} (set --grpc-port)`)
+    process.exit(1)
+  }
+  log.info({ host: settings.host, port: grpc.port }, 'gRPC listening')
 
   let stopping = false
   const stop = (signal: NodeJS.Signals): void => {
@@ -49,9 +59,8 @@ async function main(): Promise<void> {
       process.exit(1)
     }, settings.drainTimeoutMs + 5_000)
     force.unref()
-    // The server stops accepting first; requests already in progress still finish through the service.
-    app
-      .close()
+    // Both doors stop accepting first; requests already in progress still finish through the service.
+    Promise.all([app.close(), grpc.close()])
       .then(() => service.close())
       .then(() => {
         log.info('stopped')
