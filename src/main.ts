@@ -41,7 +41,7 @@ async function main(): Promise<void> {
   log.info({ address, models: service.modelNames(), defaultModel: service.defaultModel }, 'HTTP listening')
   let grpc: GrpcServerHandle
   try {
-    grpc = await startGrpcServer(service, settings, log)
+    grpc = await startGrpcServer(service, settings, log, metrics)
   } catch (err) {
     log.fatal({ problem: (err as Error).message, port: settings.grpcPort }, 'cannot start: the gRPC port cannot be bound')
     console.error(`resnet-serve: cannot start gRPC on ${settings.host}:${settings.grpcPort}: ${(err as Error).message} (set --grpc-port)`)

@@ -231,6 +231,24 @@ describe('V2 gRPC: refusals', () => {
   })
 })
 
+/** One sample of the server's metrics text; 0 when the series does not exist yet. */
+async function metricValue(name: string, labels: string): Promise<number> {
+  const { body } = await server.metrics.exposition()
+  const line = body.split('\n').find((l) => l.startsWith(`${name}{${labels}} `))
+  return line === undefined ? 0 : Number(line.split(' ').pop())
+}
+
+describe('V2 gRPC: request counting', () => {
+  it('counts each ModelInfer call once, as a success or by its refusal code', async () => {
+    const success = ['resnet_serve_request_success_total', `model="${MODEL}"`] as const
+    const refused = ['resnet_serve_request_failure_total', `model="${MODEL}",reason="BAD_REQUEST"`] as const
+    const [successBefore, refusedBefore] = [await metricValue(...success), await metricValue(...refused)]
+    await grpc.call('ModelInfer', { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }] })
+    await expectStatus(grpc.call('ModelInfer', { model_name: MODEL, inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }] }), status.INVALID_ARGUMENT)
+    expect([await metricValue(...success), await metricValue(...refused)]).toEqual([successBefore + 1, refusedBefore + 1])
+  })
+})
+
 describe('V2 gRPC: an independent Python client compiled from the project .proto', () => {
   const python = spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools.protoc'], { encoding: 'utf8' })
   const missing = python.status !== 0 ? `python grpc is missing (${PYTHON}: ${(python.stderr || python.error?.message || '').trim().split('\n').pop()}); install python3-grpcio and python3-grpc-tools` : undefined

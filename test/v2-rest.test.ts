@@ -315,6 +315,19 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     await expectV2Error(await fetch(`${server.url}/v2/repository/index`), 404, 'BAD_REQUEST')
   })
 
+  it('counts each infer request once, as a success or by its refusal code', async () => {
+    const metric = async (name: string, labels: string): Promise<number> => {
+      const line = (await server.metrics.exposition()).body.split('\n').find((l) => l.startsWith(`${name}{${labels}} `))
+      return line === undefined ? 0 : Number(line.split(' ').pop())
+    }
+    const success = ['resnet_serve_request_success_total', `model="${MODEL}"`] as const
+    const refused = ['resnet_serve_request_failure_total', `model="${MODEL}",reason="BAD_REQUEST"`] as const
+    const before = [await metric(...success), await metric(...refused)]
+    expect((await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }] })).status).toBe(200)
+    expect((await infer({ inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }] })).status).toBe(400)
+    expect([await metric(...success), await metric(...refused)]).toEqual([before[0]! + 1, before[1]! + 1])
+  })
+
   it('still answers after all that', async () => {
     expect((await fetch(`${server.url}/v2/health/ready`)).status).toBe(200)
     const res = await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }], outputs: [{ name: OUTPUT, parameters: { classification: 5 } }] })

@@ -23,12 +23,14 @@ import {
   serverMetadata,
   type InferInput,
   type InferRequest,
+  type InferResponse,
   type ModelMetadata,
   type RequestedOutput,
   type ServerMetadata,
   type TensorData
 } from '../core/open-inference.js'
 import { ServiceError } from '../errors.js'
+import type { ServiceMetrics } from '../metrics.js'
 import { grpcStatusOf, toServiceError } from './error-status.js'
 
 /**
@@ -189,36 +191,53 @@ function unary<Req, Res>(rpc: string, log: Logger, handler: UnaryHandler<Req, Re
   }
 }
 
-function handlers(service: ClassifyService, log: Logger): UntypedServiceImplementation {
+/** ModelInfer, counted in request_success/failure_total like the HTTP inference routes (one outcome per call). */
+async function modelInfer(service: ClassifyService, log: Logger, metrics: ServiceMetrics | undefined, request: ModelInferRequestMessage, call: ServerUnaryCall<ModelInferRequestMessage, ModelInferResponseMessage>): Promise<ModelInferResponseMessage> {
+  let response: InferResponse
+  let items: number | undefined
+  try {
+    const options = callOptions(call)
+    const inferRequest = toInferRequest(request)
+    items = inferRequest.inputs[0]?.shape[0]
+    response = await infer(service, inferRequest, options)
+  } catch (err) {
+    metrics?.recordRequest(request.model_name, toServiceError(err).code)
+    throw err
+  }
+  metrics?.recordRequest(response.modelName, 'success')
+  log.info({ model: response.modelName, items, batchSize: response.batchSize }, 'inferred')
+  return {
+    model_name: response.modelName,
+    model_version: response.modelVersion,
+    id: response.id ?? '',
+    // Raw contents for every output, as Triton answers: clients read them without a per-datatype field.
+    outputs: response.outputs.map((o) => ({ name: o.name, datatype: o.datatype, shape: o.shape })),
+    raw_output_contents: response.outputs.map(rawOutputBytes)
+  }
+}
+
+function handlers(service: ClassifyService, log: Logger, metrics: ServiceMetrics | undefined): UntypedServiceImplementation {
   return {
     ServerLive: unary('ServerLive', log, () => ({ live: true })),
     ServerReady: unary('ServerReady', log, () => ({ ready: service.ready })),
     ModelReady: unary('ModelReady', log, (request: ModelRefMessage) => ({ ready: isModelReady(service, request.name, request.version) })),
     ServerMetadata: unary('ServerMetadata', log, (): ServerMetadata => serverMetadata()),
     ModelMetadata: unary('ModelMetadata', log, (request: ModelRefMessage): ModelMetadata => modelMetadata(service, request.name, request.version)),
-    ModelInfer: unary('ModelInfer', log, async (request: ModelInferRequestMessage, call): Promise<ModelInferResponseMessage> => {
-      const options = callOptions(call)
-      const inferRequest = toInferRequest(request)
-      const response = await infer(service, inferRequest, options)
-      log.info({ model: response.modelName, items: inferRequest.inputs[0]?.shape[0], batchSize: response.batchSize, door: 'grpc' }, 'inferred')
-      return {
-        model_name: response.modelName,
-        model_version: response.modelVersion,
-        id: response.id ?? '',
-        // Raw contents for every output, as Triton answers: clients read them without a per-datatype field.
-        outputs: response.outputs.map((o) => ({ name: o.name, datatype: o.datatype, shape: o.shape })),
-        raw_output_contents: response.outputs.map(rawOutputBytes)
-      }
-    })
+    ModelInfer: unary('ModelInfer', log, (request: ModelInferRequestMessage, call: ServerUnaryCall<ModelInferRequestMessage, ModelInferResponseMessage>) =>
+      modelInfer(service, log, metrics, request, call)
+    )
   }
 }
 
-/** Starts the gRPC door on settings.host:settings.grpcPort (0: a free port). */
-export async function startGrpcServer(service: ClassifyService, settings: Settings, logger: Logger): Promise<GrpcServerHandle> {
+/**
+ * Starts the gRPC door on settings.host:settings.grpcPort (0: a free port). With `metrics`,
+ * ModelInfer calls are counted as the HTTP inference routes are.
+ */
+export async function startGrpcServer(service: ClassifyService, settings: Settings, logger: Logger, metrics?: ServiceMetrics): Promise<GrpcServerHandle> {
   const log = logger.child({ door: 'grpc' })
   const definition = loadInferenceProto()[SERVICE_NAME] as ServiceDefinition
   const server = new Server({ 'grpc.max_receive_message_length': settings.bodyLimitBytes + MESSAGE_ENVELOPE_BYTES })
-  server.addService(definition, handlers(service, log))
+  server.addService(definition, handlers(service, log, metrics))
   const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${settings.grpcPort}`, ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err)))

@@ -11,9 +11,9 @@ export interface GrpcTestDoor {
 
 export type { GrpcCallError }
 
-/** The real gRPC door over a test server's service, on 127.0.0.1, port 0, with a client for it. */
+/** The real gRPC door over a test server's service and metrics, on 127.0.0.1, port 0, with a client for it. */
 export async function startTestGrpc(server: TestServer): Promise<GrpcTestDoor> {
-  const handle = await startGrpcServer(server.service, server.settings, testLogger())
+  const handle = await startGrpcServer(server.service, server.settings, testLogger(), server.metrics)
   const definition = loadInferenceProto()[SERVICE_NAME] as ServiceDefinition
   const client = new Client(`127.0.0.1:${handle.port}`, credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 })
   return {

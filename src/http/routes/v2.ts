@@ -137,6 +137,8 @@ interface ModelRouteParams {
   version?: string
 }
 
+const NO_BINARY_DATA = Buffer.alloc(0)
+
 function badRequest(detail: string): ServiceError {
   return new ServiceError('BAD_REQUEST', detail)
 }
@@ -296,7 +298,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
       async (request: FastifyRequest, reply: FastifyReply) => {
         const options = requestOptions(request, reply, undefined)
         const body = request.body as InferenceRequestT
-        const inferRequest = toInferRequest(body, request.inferenceBinaryData ?? Buffer.alloc(0), request.params as ModelRouteParams)
+        const inferRequest = toInferRequest(body, request.inferenceBinaryData ?? NO_BINARY_DATA, request.params as ModelRouteParams)
         const response = await infer(service, inferRequest, options)
         request.log.info({ model: response.modelName, items: inferRequest.inputs[0]?.shape[0], batchSize: response.batchSize }, 'inferred')
         return sendInferResponse(reply, body, response)
