@@ -238,6 +238,31 @@ async function metricValue(name: string, labels: string): Promise<number> {
   return line === undefined ? 0 : Number(line.split(' ').pop())
 }
 
+describe('V2 gRPC: API key', () => {
+  it('with --api-key, ModelInfer needs the key in its metadata (bearer or x-api-key); metadata RPCs stay open', async () => {
+    const locked = await startTestGrpc(server, { ...server.settings, apiKey: 'sesame', authHealth: false })
+    try {
+      const request = { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }], outputs: classification(5) }
+      expect(await expectStatus(locked.call('ModelInfer', request), status.UNAUTHENTICATED)).toMatch(/^UNAUTHENTICATED: /)
+      await expectStatus(locked.call('ModelInfer', request, { metadata: { authorization: 'Bearer wrong' } }), status.UNAUTHENTICATED)
+      const answer = await locked.call<InferResponse>('ModelInfer', request, { metadata: { authorization: 'Bearer sesame' } })
+      expect(classificationIndices(answer.raw_output_contents[0]!)).toEqual(classifyTop5)
+      await locked.call('ModelInfer', request, { metadata: { 'x-api-key': 'sesame' } })
+      expect(await locked.call('ServerReady', {})).toEqual({ ready: true })
+      expect(await locked.call('ModelMetadata', { name: MODEL })).toMatchObject({ name: MODEL })
+    } finally {
+      await locked.close()
+    }
+    const lockedHealth = await startTestGrpc(server, { ...server.settings, apiKey: 'sesame', authHealth: true })
+    try {
+      await expectStatus(lockedHealth.call('ServerReady', {}), status.UNAUTHENTICATED)
+      expect(await lockedHealth.call('ServerReady', {}, { metadata: { 'x-api-key': 'sesame' } })).toEqual({ ready: true })
+    } finally {
+      await lockedHealth.close()
+    }
+  })
+})
+
 describe('V2 gRPC: request counting', () => {
   it('counts each ModelInfer call once, as a success or by its refusal code', async () => {
     const success = ['resnet_serve_request_success_total', `model="${MODEL}"`] as const

@@ -13,6 +13,7 @@ import {
 } from '@grpc/grpc-js'
 import { loadSync, type PackageDefinition } from '@grpc/proto-loader'
 import type { Logger } from 'pino'
+import { isAuthorized } from '../api-key.js'
 import type { Settings } from '../config.js'
 import type { ClassifyService, RequestOptions } from '../core/classify-service.js'
 import {
@@ -191,21 +192,41 @@ function unary<Req, Res>(rpc: string, log: Logger, handler: UnaryHandler<Req, Re
   }
 }
 
+/** What every handler needs: the core, the settings, where to log and what to count. */
+interface DoorContext {
+  readonly service: ClassifyService
+  readonly settings: Settings
+  readonly log: Logger
+  readonly metrics: ServiceMetrics | undefined
+}
+
+/**
+ * With --api-key, the calls that need the key (ModelInfer always; the health RPCs with
+ * --auth-health) must carry it in their metadata, as `authorization: Bearer <key>` or
+ * `x-api-key: <key>`, exactly as on the HTTP door; metadata RPCs stay open, as model listings are.
+ */
+function requireApiKey(door: DoorContext, call: ServerUnaryCall<unknown, unknown>, access: 'inference' | 'health'): void {
+  const key = door.settings.apiKey
+  if (key === undefined || (access === 'health' && !door.settings.authHealth)) return
+  if (!isAuthorized(call.metadata.getMap(), key)) throw new ServiceError('UNAUTHENTICATED')
+}
+
 /** ModelInfer, counted in request_success/failure_total like the HTTP inference routes (one outcome per call). */
-async function modelInfer(service: ClassifyService, log: Logger, metrics: ServiceMetrics | undefined, request: ModelInferRequestMessage, call: ServerUnaryCall<ModelInferRequestMessage, ModelInferResponseMessage>): Promise<ModelInferResponseMessage> {
+async function modelInfer(door: DoorContext, request: ModelInferRequestMessage, call: ServerUnaryCall<ModelInferRequestMessage, ModelInferResponseMessage>): Promise<ModelInferResponseMessage> {
   let response: InferResponse
   let items: number | undefined
   try {
+    requireApiKey(door, call, 'inference')
     const options = callOptions(call)
     const inferRequest = toInferRequest(request)
     items = inferRequest.inputs[0]?.shape[0]
-    response = await infer(service, inferRequest, options)
+    response = await infer(door.service, inferRequest, options)
   } catch (err) {
-    metrics?.recordRequest(request.model_name, toServiceError(err).code)
+    door.metrics?.recordRequest(request.model_name, toServiceError(err).code)
     throw err
   }
-  metrics?.recordRequest(response.modelName, 'success')
-  log.info({ model: response.modelName, items, batchSize: response.batchSize }, 'inferred')
+  door.metrics?.recordRequest(response.modelName, 'success')
+  door.log.info({ model: response.modelName, items, batchSize: response.batchSize }, 'inferred')
   return {
     model_name: response.modelName,
     model_version: response.modelVersion,
@@ -216,16 +237,24 @@ async function modelInfer(service: ClassifyService, log: Logger, metrics: Servic
   }
 }
 
-function handlers(service: ClassifyService, log: Logger, metrics: ServiceMetrics | undefined): UntypedServiceImplementation {
+function handlers(door: DoorContext): UntypedServiceImplementation {
+  const { service, log } = door
   return {
-    ServerLive: unary('ServerLive', log, () => ({ live: true })),
-    ServerReady: unary('ServerReady', log, () => ({ ready: service.ready })),
-    ModelReady: unary('ModelReady', log, (request: ModelRefMessage) => ({ ready: isModelReady(service, request.name, request.version) })),
+    ServerLive: unary('ServerLive', log, (_request: unknown, call) => {
+      requireApiKey(door, call, 'health')
+      return { live: true }
+    }),
+    ServerReady: unary('ServerReady', log, (_request: unknown, call) => {
+      requireApiKey(door, call, 'health')
+      return { ready: service.ready }
+    }),
+    ModelReady: unary('ModelReady', log, (request: ModelRefMessage, call) => {
+      requireApiKey(door, call, 'health')
+      return { ready: isModelReady(service, request.name, request.version) }
+    }),
     ServerMetadata: unary('ServerMetadata', log, (): ServerMetadata => serverMetadata()),
     ModelMetadata: unary('ModelMetadata', log, (request: ModelRefMessage): ModelMetadata => modelMetadata(service, request.name, request.version)),
-    ModelInfer: unary('ModelInfer', log, (request: ModelInferRequestMessage, call: ServerUnaryCall<ModelInferRequestMessage, ModelInferResponseMessage>) =>
-      modelInfer(service, log, metrics, request, call)
-    )
+    ModelInfer: unary('ModelInfer', log, (request: ModelInferRequestMessage, call: ServerUnaryCall<ModelInferRequestMessage, ModelInferResponseMessage>) => modelInfer(door, request, call))
   }
 }
 
@@ -237,7 +266,7 @@ export async function startGrpcServer(service: ClassifyService, settings: Settin
   const log = logger.child({ door: 'grpc' })
   const definition = loadInferenceProto()[SERVICE_NAME] as ServiceDefinition
   const server = new Server({ 'grpc.max_receive_message_length': settings.bodyLimitBytes + MESSAGE_ENVELOPE_BYTES })
-  server.addService(definition, handlers(service, log, metrics))
+  server.addService(definition, handlers({ service, settings, log, metrics }))
   const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${settings.grpcPort}`, ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err)))
