@@ -223,6 +223,17 @@ with two batches in flight, then the suite against \`--provider cuda --sessions-
 concurrency 1–512 (\`GPU_CONCURRENCY\`, \`GPU_DURATION\`). \`GPU_PROVIDER=cpu GPU_DURATION=1\` runs the same
 script on a CPU machine; that dry run is how it was checked here (it has not yet run on a GPU).`
 
+/** How far the same raw session drifted between scenarios of this run: the noise to read every ratio against. */
+function noiseLine(result: SuiteResult): string {
+  const raw = result.scenarios.filter((s) => s.rawSession.length > 0).map((s) => `${s.name} ${f1(s.rawBestImagesPerSecond)}`)
+  const values = result.scenarios.filter((s) => s.rawSession.length > 0).map((s) => s.rawBestImagesPerSecond)
+  if (values.length === 0) return ''
+  return (
+    `In this run the raw session's best figure, measured before each scenario, was ${raw.join(', ')} images/s ` +
+    `(${f1(Math.min(...values))}–${f1(Math.max(...values))}): levels measured minutes after their scenario's raw figure carry that much drift.`
+  )
+}
+
 function markdown(result: SuiteResult, source: string, chartDir: string, reportPath: string, chartNames: readonly string[]): string {
   const rel = (name: string): string => relative(join(reportPath, '..'), join(chartDir, `${name}.svg`))
   const loadAverage = result.host.loadAverageAtStart.map((n) => n.toFixed(2)).join(' ')
@@ -239,6 +250,8 @@ function markdown(result: SuiteResult, source: string, chartDir: string, reportP
     'so every scenario measures the raw ONNX Runtime session of its model just before it, in the same run, and each',
     'level\'s "× raw" divides by that figure. The load generator (autocannon or the gRPC loop) runs on the same cores as the',
     'service, and takes CPU from it.',
+    '',
+    noiseLine(result),
     '',
     'How each figure is taken: images/s and latencies at the client (successful requests only); server CPU from',
     '`/proc/<pid>/stat` (user + system, all threads) before and after the level, divided by the images answered; batch sizes,',
