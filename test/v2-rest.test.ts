@@ -1,6 +1,9 @@
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, symlink, unlink } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createNormalizer } from '../src/core/preprocess.js'
+import { writeModelVariant } from '../src/models/model-variant.js'
 import { syntheticModelRepository } from './helpers/models.js'
 import { photoPaths } from './helpers/photos.js'
 import { startTestServer, type TestServer } from './helpers/server.js'
@@ -323,15 +326,62 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     const success = ['resnet_serve_request_success_total', `model="${MODEL}"`] as const
     const refused = ['resnet_serve_request_failure_total', `model="${MODEL}",reason="BAD_REQUEST"`] as const
     const before = [await metric(...success), await metric(...refused)]
-    expect((await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }] })).status).toBe(200)
-    expect((await infer({ inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }] })).status).toBe(400)
+    const answered = await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }] })
+    expect(answered.status).toBe(200)
+    await answered.arrayBuffer()
+    await expectV2Error(await infer({ inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }] }), 400, 'BAD_REQUEST')
     expect([await metric(...success), await metric(...refused)]).toEqual([before[0]! + 1, before[1]! + 1])
   })
 
   it('still answers after all that', async () => {
-    expect((await fetch(`${server.url}/v2/health/ready`)).status).toBe(200)
+    const ready = await fetch(`${server.url}/v2/health/ready`)
+    expect({ status: ready.status, body: await ready.text() }).toEqual({ status: 200, body: '' })
     const res = await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }], outputs: [{ name: OUTPUT, parameters: { classification: 5 } }] })
     expect(res.status).toBe(200)
     expect(indicesOf(((await res.json()) as V2Response).outputs[0]!.data!)).toEqual(classifyTop5)
+  })
+})
+
+describe('V2 REST: a uint8 NHWC model takes UINT8 [N, 224, 224, 3]', () => {
+  const U8_MODEL = 'resnet50-u8'
+  let repository: string
+  let u8Server: TestServer
+
+  beforeAll(async () => {
+    // The uint8 variant of the synthetic model (graph prologue normalises), alone in its own repository.
+    repository = await mkdtemp(join(tmpdir(), 'v2-u8-'))
+    await symlink(join(await syntheticModelRepository(), MODEL), join(repository, MODEL))
+    await writeModelVariant({ repository, name: MODEL, uint8Input: true, fp16: false, outName: U8_MODEL })
+    await unlink(join(repository, MODEL))
+    u8Server = await startTestServer(repository)
+  })
+
+  afterAll(async () => {
+    await u8Server?.close()
+    if (repository !== undefined) await rm(repository, { recursive: true, force: true })
+  })
+
+  it('describes its input as UINT8 [-1, 224, 224, 3] and answers the pixels the project decodes as /classify answers the photo', async () => {
+    const meta = (await (await fetch(`${u8Server.url}/v2/models/${U8_MODEL}`)).json()) as { inputs: Array<{ name: string; datatype: string; shape: number[] }> }
+    const input = meta.inputs[0]!
+    expect(input).toMatchObject({ datatype: 'UINT8', shape: [-1, 224, 224, 3] })
+
+    const pixels = await u8Server.service.preprocess(U8_MODEL, photo)
+    const json = Buffer.from(
+      JSON.stringify({ inputs: [{ name: input.name, datatype: 'UINT8', shape: [1, 224, 224, 3], parameters: { binary_data_size: pixels.byteLength } }], outputs: [{ name: OUTPUT, parameters: { classification: 5 } }] })
+    )
+    const res = await fetch(`${u8Server.url}/v2/models/${U8_MODEL}/infer`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', [HEADER_LENGTH]: String(json.byteLength) }, body: Buffer.concat([json, pixels]) })
+    expect(res.status).toBe(200)
+    const classify = await fetch(`${u8Server.url}/classify?model=${U8_MODEL}&topk=5`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+    const expected = ((await classify.json()) as { predictions: Array<{ index: number }> }).predictions.map((p) => p.index)
+    expect(indicesOf(((await res.json()) as V2Response).outputs[0]!.data!)).toEqual(expected)
+
+    // The float tensor of a float model is not this model's input.
+    const fp32 = await fetch(`${u8Server.url}/v2/models/${U8_MODEL}/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: [{ name: input.name, datatype: 'FP32', shape: [1, 3, 224, 224], data: [0] }] })
+    })
+    await expectV2Error(fp32, 400, 'BAD_REQUEST')
   })
 })
