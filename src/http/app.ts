@@ -8,7 +8,7 @@ import type { ClassifyService } from '../core/classify-service.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { requireApiKey } from './access.js'
 import { demoPageRoutes } from './demo-page.js'
-import { httpStatusOf, toServiceError } from './error-status.js'
+import { sendError } from './error-status.js'
 import { registerOpenApi } from './openapi.js'
 import { batchRoutes } from './routes/batch.js'
 import { classifyRoutes } from './routes/classify.js'
@@ -57,12 +57,7 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
   }
 
   app.setErrorHandler((err, request, reply) => {
-    const se = toServiceError(err)
-    const status = httpStatusOf(se.kind)
-    if (status >= 500 && se.code !== 'SHUTTING_DOWN' && se.code !== 'INFERENCE_FAILED') request.log.error({ err }, 'request failed')
-    else request.log.info({ code: se.code, status }, 'request refused')
-    if (se.retryAfterSeconds !== undefined) void reply.header('retry-after', String(se.retryAfterSeconds))
-    void reply.code(status).send({ statusCode: status, code: se.code, error: STATUS_CODES[status] ?? 'Error', message: se.message })
+    sendError(request, reply, err, (se, status) => ({ statusCode: status, code: se.code, error: STATUS_CODES[status] ?? 'Error', message: se.message }))
   })
   // Once close() has begun the server stops listening; answers still in flight then ask the client to
   // close its keep-alive connection, or close() would wait on idle sockets until the drain timeout.

@@ -1,3 +1,4 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ServiceError, isServiceError, type ErrorCode, type ErrorKind } from '../errors.js'
 
 /** The one place an error kind becomes an HTTP status. */
@@ -70,4 +71,17 @@ export function toServiceError(err: unknown): ServiceError {
   }
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return new ServiceError('BAD_REQUEST')
   return new ServiceError('INTERNAL', undefined, { cause: err })
+}
+
+/**
+ * Answers a failed request: logs it (unexpected failures at error, refusals at info), sets
+ * Retry-After when the error carries one, and sends the body its door's protocol wants.
+ */
+export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, body: (se: ServiceError, status: number) => unknown): void {
+  const se = toServiceError(err)
+  const status = httpStatusOf(se.kind)
+  if (status >= 500 && se.code !== 'SHUTTING_DOWN' && se.code !== 'INFERENCE_FAILED') request.log.error({ err }, 'request failed')
+  else request.log.info({ code: se.code, status }, 'request refused')
+  if (se.retryAfterSeconds !== undefined) void reply.header('retry-after', String(se.retryAfterSeconds))
+  void reply.code(status).send(body(se, status))
 }

@@ -15,7 +15,7 @@ import {
   type TensorData
 } from '../../core/open-inference.js'
 import { ServiceError } from '../../errors.js'
-import { httpStatusOf, toServiceError } from '../error-status.js'
+import { sendError } from '../error-status.js'
 import { BINARY_DATA_SIZE, INFERENCE_HEADER_LENGTH, binaryInputSlices, binaryResponseBody, readInferenceBody } from '../v2-binary.js'
 import { decodeBase64Item, jsonBatchBodyLimit } from './batch.js'
 import { requestOptions } from './classify.js'
@@ -259,12 +259,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
   })
 
   app.setErrorHandler((err, request, reply) => {
-    const se = toServiceError(err)
-    const status = httpStatusOf(se.kind)
-    if (status >= 500 && se.code !== 'SHUTTING_DOWN' && se.code !== 'INFERENCE_FAILED') request.log.error({ err }, 'request failed')
-    else request.log.info({ code: se.code, status }, 'request refused')
-    if (se.retryAfterSeconds !== undefined) void reply.header('retry-after', String(se.retryAfterSeconds))
-    void reply.code(status).send({ error: `${se.code}: ${se.message}` })
+    sendError(request, reply, err, (se) => ({ error: `${se.code}: ${se.message}` }))
   })
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send({ error: `BAD_REQUEST: No route ${request.method} ${request.url.split('?')[0]}.` })
