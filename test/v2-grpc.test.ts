@@ -10,6 +10,7 @@ import { startTestGrpc, type GrpcCallError, type GrpcTestDoor } from './helpers/
 import { syntheticModelRepository } from './helpers/models.js'
 import { photoPaths } from './helpers/photos.js'
 import { startTestServer, type TestServer } from './helpers/server.js'
+import { lengthPrefixed, splitLengthPrefixed } from './helpers/v2-bytes.js'
 
 /**
  * The Open Inference Protocol's gRPC service (inference.GRPCInferenceService) against the real
@@ -48,24 +49,8 @@ interface InferResponse {
 
 const classification = (k: number) => [{ name: OUTPUT, parameters: { classification: { int64_param: k } } }]
 
-function lengthPrefixed(...elements: Uint8Array[]): Buffer {
-  return Buffer.concat(
-    elements.flatMap((e) => {
-      const length = Buffer.alloc(4)
-      length.writeUInt32LE(e.byteLength)
-      return [length, e]
-    })
-  )
-}
-
 function classificationIndices(raw: Buffer): number[] {
-  const out: number[] = []
-  for (let offset = 0; offset < raw.byteLength; ) {
-    const length = raw.readUInt32LE(offset)
-    out.push(Number(raw.toString('utf8', offset + 4, offset + 4 + length).split(':')[1]))
-    offset += 4 + length
-  }
-  return out
+  return splitLengthPrefixed(raw).map((s) => Number(s.split(':')[1]))
 }
 
 function tensorBytes(values: Float32Array): Buffer {

@@ -7,6 +7,7 @@ import { writeModelVariant } from '../src/models/model-variant.js'
 import { syntheticModelRepository } from './helpers/models.js'
 import { photoPaths } from './helpers/photos.js'
 import { startTestServer, type TestServer } from './helpers/server.js'
+import { lengthPrefixed, splitLengthPrefixed } from './helpers/v2-bytes.js'
 
 /**
  * The Open Inference Protocol (KServe V2) REST door against the real service: metadata and health
@@ -54,26 +55,6 @@ function inferBinary(header: unknown, ...tensors: Uint8Array[]): Promise<Respons
     headers: { 'content-type': 'application/octet-stream', [HEADER_LENGTH]: String(json.byteLength) },
     body: Buffer.concat([json, ...tensors])
   })
-}
-
-function lengthPrefixed(...elements: Uint8Array[]): Buffer {
-  return Buffer.concat(
-    elements.flatMap((e) => {
-      const length = Buffer.alloc(4)
-      length.writeUInt32LE(e.byteLength)
-      return [length, e]
-    })
-  )
-}
-
-function splitLengthPrefixed(raw: Buffer): string[] {
-  const out: string[] = []
-  for (let offset = 0; offset < raw.byteLength; ) {
-    const length = raw.readUInt32LE(offset)
-    out.push(raw.toString('utf8', offset + 4, offset + 4 + length))
-    offset += 4 + length
-  }
-  return out
 }
 
 /** A binary-extension response: its JSON header and each binary output's bytes, by output name. */
