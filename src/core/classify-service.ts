@@ -222,15 +222,20 @@ export class ClassifyService {
 
   async classify(modelName: string | undefined, image: Uint8Array, topk: number, options: RequestOptions = {}): Promise<Classification> {
     const model = this.model(modelName)
-    const limit = Math.min(this.settings.maxTopk, model.numClasses)
-    if (!Number.isInteger(topk) || topk < 1 || topk > limit) {
-      throw new ServiceError('INVALID_TOPK', `Got ${String(topk)}; the maximum is ${limit}.`)
-    }
+    this.checkTopk(model, topk)
     const { scores, batchSize, timings } = await this.inferImage(model.entry.name, image, options)
     const t0 = performance.now()
     const preds = this.predictions(model, scores, topk)
     const postprocessMs = performance.now() - t0
     return { ...model.info, predictions: preds, batchSize, timings: { ...timings, postprocessMs, totalMs: timings.totalMs + postprocessMs } }
+  }
+
+  /** Throws INVALID_TOPK unless 1 ≤ topk ≤ min(--max-topk, the model's classes). */
+  checkTopk(model: ServedModel, topk: number): void {
+    const limit = Math.min(this.settings.maxTopk, model.numClasses)
+    if (!Number.isInteger(topk) || topk < 1 || topk > limit) {
+      throw new ServiceError('INVALID_TOPK', `Got ${String(topk)}; the maximum is ${limit}.`)
+    }
   }
 
   /** The k best classes of a model's output row, with labels and probabilities. */

@@ -209,8 +209,7 @@ export function batchRoutes(app: FastifyInstance, service: ClassifyService, metr
         topk = body.topk ?? topk
       }
       if (items.length === 0) throw new ServiceError('EMPTY_BODY', 'The batch holds no images.')
-      const maxTopk = Math.min(settings.maxTopk, model.numClasses)
-      if (topk > maxTopk) throw new ServiceError('INVALID_TOPK', `Got ${topk}; the maximum is ${maxTopk}.`)
+      service.checkTopk(model, topk)
       // Every queued image listens on the one abort signal; more than Node's default 10 is expected here.
       if (options.signal !== undefined) setMaxListeners(items.length + 10, options.signal)
 

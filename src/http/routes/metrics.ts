@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { ServiceMetrics } from '../../metrics.js'
 import { toServiceError } from '../error-status.js'
 
@@ -23,14 +23,6 @@ declare module 'fastify' {
  * above existed; they get 'request' counting by URL.
  */
 const COUNTED_BY_URL: ReadonlySet<string> = new Set(['/classify'])
-
-export interface MetricsRouteOptions {
-  /**
-   * Runs before /metrics answers. Today /metrics is open (scrapers rarely carry API keys); when a
-   * setting puts it behind the API key, pass that check here.
-   */
-  readonly guard?: onRequestHookHandler
-}
 
 function countingOf(request: FastifyRequest): 'request' | 'items' | undefined {
   const config = request.routeOptions.config
@@ -61,11 +53,10 @@ export function requestCounting(app: FastifyInstance, metrics: ServiceMetrics): 
 }
 
 /** GET /metrics: the Prometheus text exposition of the service's own registry. */
-export function metricsRoutes(app: FastifyInstance, metrics: ServiceMetrics, options: MetricsRouteOptions = {}): void {
+export function metricsRoutes(app: FastifyInstance, metrics: ServiceMetrics): void {
   app.get(
     '/metrics',
     {
-      ...(options.guard === undefined ? {} : { onRequest: options.guard }),
       schema: {
         summary: 'Prometheus metrics',
         description: 'Requests and failures by model and reason, inferences vs executions (mean batch size), batch sizes, stage durations, queue depth, and the process metrics.',
