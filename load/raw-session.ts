@@ -1,12 +1,16 @@
+import { once } from 'node:events'
 import { availableParallelism } from 'node:os'
+import type { Worker } from 'node:worker_threads'
 import type { Provider } from '../src/config.js'
-import { openSession, type OpenedSession } from '../src/core/onnx-session.js'
+import { siblingModule, startModuleWorker } from '../src/core/module-worker.js'
+import type { SessionSettings } from '../src/core/onnx-session.js'
 import type { ModelConfig } from '../src/repository/model-config.js'
 import { median } from './bench-kit.js'
 
 /**
  * The yardstick every load scenario is divided by: the model's ONNX Runtime session(s) fed ready
- * tensors in a loop, no server, no decoding, on the same machine in the same run.
+ * tensors in a loop, no server, no decoding, on the same machine in the same run. Each session runs
+ * in its own worker thread, as in the service, so sessions in flight really overlap.
  */
 
 export interface RawSessionFigure {
@@ -27,38 +31,62 @@ export interface RawSessionOptions {
   readonly threads?: number
 }
 
-function inputTensor(opened: OpenedSession, input: ModelConfig['input'], crop: number, batch: number): InstanceType<OpenedSession['Tensor']> {
-  const size = batch * 3 * crop * crop
-  const dims = input.layout === 'NCHW' ? [batch, 3, crop, crop] : [batch, crop, crop, 3]
-  return input.datatype === 'uint8' ? new opened.Tensor('uint8', new Uint8Array(size).fill(128), dims) : new opened.Tensor('float32', new Float32Array(size).fill(0.1), dims)
+export interface RawWorkerInit {
+  readonly modelPath: string
+  readonly session: SessionSettings
+  readonly inputName: string
+  readonly datatype: ModelConfig['input']['datatype']
+  readonly layout: ModelConfig['input']['layout']
+  readonly crop: number
+}
+export type RawWorkerRequest = { type: 'prepare'; batch: number } | { type: 'measure'; seconds: number } | { type: 'close' }
+export type RawWorkerMessage =
+  | { type: 'ready'; provider: 'cuda' | 'cpu' }
+  | { type: 'prepared' }
+  | { type: 'measured'; times: number[]; elapsedMs: number }
+  | { type: 'closed' }
+  | { type: 'failed'; message: string }
+
+const WORKER_MODULE = siblingModule(import.meta.url, 'raw-session-worker')
+
+/** Sends one request and waits for the worker's answer; a failure or an exit rejects. */
+async function ask(worker: Worker, req: RawWorkerRequest | undefined, expect: RawWorkerMessage['type']): Promise<RawWorkerMessage> {
+  if (req !== undefined) worker.postMessage(req)
+  const [msg] = (await Promise.race([once(worker, 'message'), once(worker, 'error').then(([err]) => Promise.reject(err as Error))])) as [RawWorkerMessage]
+  if (msg.type === 'failed') throw new Error(`raw session: ${msg.message}`)
+  if (msg.type !== expect) throw new Error(`raw session: expected ${expect}, got ${msg.type}`)
+  return msg
 }
 
 export async function measureRawSession(modelPath: string, config: ModelConfig, options: RawSessionOptions): Promise<RawSessionFigure[]> {
   const inFlight = options.inFlight ?? 1
   const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / inFlight))
-  const sessions: OpenedSession[] = []
-  for (let i = 0; i < inFlight; i++) sessions.push(await openSession(modelPath, { provider: options.provider, cudaDeviceId: 0, threads }))
+  const init: RawWorkerInit = {
+    modelPath,
+    session: { provider: options.provider, cudaDeviceId: 0, threads },
+    inputName: config.input.name,
+    datatype: config.input.datatype,
+    layout: config.input.layout,
+    crop: config.preprocess.crop
+  }
+  const workers = Array.from({ length: inFlight }, () => startModuleWorker(WORKER_MODULE, { workerData: init }))
   const figures: RawSessionFigure[] = []
   try {
+    await Promise.all(workers.map((w) => ask(w, undefined, 'ready')))
     for (const batch of options.batches) {
-      const feeds = sessions.map((s) => ({ [config.input.name]: inputTensor(s, config.input, config.preprocess.crop, batch) }))
-      await Promise.all(sessions.map((s, i) => s.session.run(feeds[i]!))) // warm-up: first runs allocate
-      const times: number[] = []
-      const t0 = performance.now()
-      await Promise.all(
-        sessions.map(async (s, i) => {
-          while (performance.now() - t0 < options.seconds * 1000 || times.length < 3) {
-            const t = performance.now()
-            await s.session.run(feeds[i]!)
-            times.push(performance.now() - t)
-          }
-        })
-      )
-      const elapsed = (performance.now() - t0) / 1000
+      await Promise.all(workers.map((w) => ask(w, { type: 'prepare', batch }, 'prepared')))
+      const results = (await Promise.all(workers.map((w) => ask(w, { type: 'measure', seconds: options.seconds }, 'measured')))) as Array<
+        Extract<RawWorkerMessage, { type: 'measured' }>
+      >
+      const times = results.flatMap((r) => r.times)
+      const elapsed = Math.max(...results.map((r) => r.elapsedMs)) / 1000
       figures.push({ batch, inFlight, imagesPerSecond: (times.length * batch) / elapsed, medianMs: median(times) })
     }
-  } finally {
-    for (const s of sessions) await s.session.release()
+    await Promise.all(workers.map((w) => ask(w, { type: 'close' }, 'closed')))
+  } catch (err) {
+    // Terminating a thread inside a native run can abort the process: let them finish on their own.
+    for (const w of workers) w.unref()
+    throw err
   }
   return figures
 }

@@ -7,6 +7,7 @@
  *                       [--batch-items 16] [--entry tsx|dist] [--out DIR] [--server-arg=--flag ...]
  *   npm run load:classify | load:batch | load:v2 | load:grpc   (one door each, same flags)
  */
+import { existsSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { availableParallelism, cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
@@ -14,6 +15,7 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import type { Provider } from '../src/config.js'
 import { ensureDefaultModel } from '../src/repository/default-model.js'
+import { defaultVariantName, writeModelVariant } from '../src/models/model-variant.js'
 import { progress, type ServerEntry } from './bench-kit.js'
 import { overrideMaxBatch, runScenario, SCENARIO_NAMES, type ScenarioName, type SuiteOptions } from './scenarios.js'
 import { RESULTS_DIR, type ScenarioResult, type SuiteResult } from './suite-results.js'
@@ -33,7 +35,7 @@ export function parseSuiteArgs(argv: string[]): { options: SuiteOptions; outDir:
       'batch-items': { type: 'string', default: '16' },
       repository: { type: 'string', default: '.cache/bench-models' },
       'float-model': { type: 'string', default: 'resnet50' },
-      'uint8-model': { type: 'string', default: 'resnet50-uint8' },
+      'uint8-model': { type: 'string', default: defaultVariantName('resnet50', true, false) },
       entry: { type: 'string', default: 'tsx' },
       out: { type: 'string', default: RESULTS_DIR },
       'server-arg': { type: 'string', multiple: true, default: [] }
@@ -83,12 +85,25 @@ function printScenario(result: ScenarioResult): void {
   }
 }
 
+/**
+ * The uint8 scenarios need the float model's UINT8-prologue variant. When it is missing under its
+ * default name, the suite writes it (as `npm run model:prologue` would) instead of skipping them.
+ */
+async function ensureUint8Variant(options: SuiteOptions): Promise<void> {
+  if (!options.scenarios.some((s) => s.endsWith('uint8'))) return
+  if (existsSync(join(options.repository, options.uint8Model, 'config.json'))) return
+  if (options.uint8Model !== defaultVariantName(options.floatModel, true, false)) return
+  progress(`writing ${options.uint8Model}: ${options.floatModel} with the UINT8 prologue`)
+  await writeModelVariant({ repository: options.repository, name: options.floatModel, uint8Input: true, fp16: false })
+}
+
 /** Runs the scenarios one after the other and writes the JSON; returns it and its path. */
 export async function runSuite(argv: string[]): Promise<{ result: SuiteResult; path: string }> {
   const { options, outDir, maxBatch } = parseSuiteArgs(argv)
   const startedAt = new Date().toISOString()
   const loadAverageAtStart = loadavg()
   await ensureDefaultModel(options.repository, pino({ level: 'warn' }))
+  await ensureUint8Variant(options)
   if (maxBatch !== undefined) await overrideMaxBatch(options.repository, [options.floatModel, options.uint8Model], maxBatch)
   const scenarios: ScenarioResult[] = []
   for (const name of options.scenarios) {

@@ -1,54 +1,68 @@
 #!/usr/bin/env bash
-# The load suite on the GPU host, in one go; writes the report under $OUT. In the project root,
-# after `bash .gpu/a/device.sh a`, `bash .gpu/b/device.sh b`, `source .gpu/b/device.sh env`:
+# The load suite on the GPU host; writes everything under $OUT. In the project root, after
+# `bash .gpu/a/device.sh a`, `bash .gpu/b/device.sh b`, `source .gpu/b/device.sh env`:
 #
-#   bash load/gpu/run.sh
+#   bash load/gpu/run.sh [models|raw|suite|fp16|all ...]   (default all; parts run in the order below)
 #
-# Knobs (environment): GPU_PROVIDER (cuda; cpu for a dry run), GPU_SESSIONS (2), GPU_MAX_BATCH (128),
-# GPU_CONCURRENCY (1,16,64,256,512), GPU_DURATION (s per level, 5: the whole run must fit one
-# 10-minute device command), GPU_PHOTOS, GPU_SCENARIOS (all), GPU_REPOSITORY (/tmp/gpu-models).
+# Parts, so that each device command stays under its 10-minute limit if one run of all does not:
+#   models  the synthetic ResNet-50 and its variants -u8, -fp16, -u8-fp16 (UINT8 prologue, FP16)
+#   raw     the raw sessions alone: the four models at batch 256, 1 and 2 batches in flight
+#           (the issue's GPU target: -u8-fp16 with two or more in flight >= 8,500 images/s)
+#   suite   every door against --provider cuda with the FP32 models, report with charts
+#   fp16    /classify, /v2 and gRPC with the UINT8+FP16 model (the fastest path), its own report
+# Estimated on the CPU dry run: all is ~7-8 minutes. With 15 device minutes, run
+# `bash load/gpu/run.sh raw fp16` (the targets, ~4 min) in one command, then `suite` in a second.# Knobs (environment): GPU_PROVIDER (cuda; cpu for a dry run), GPU_SESSIONS (2), GPU_MAX_BATCH (128),
+# GPU_CONCURRENCY (16,64,256,512), GPU_DURATION (s per level, 4), GPU_RAW_SECONDS (3),
+# GPU_RAW_BATCHES (256), GPU_RAW_IN_FLIGHT (1,2), GPU_PHOTOS (500x375,4000x3000),
+# GPU_REPOSITORY (/tmp/gpu-models).
 set -euo pipefail
+parts=" ${*:-all} "
+want() { [[ $parts == *" $1 "* || $parts == *' all '* ]]; }
 out=${OUT:-load/results/gpu}
 provider=${GPU_PROVIDER:-cuda}
 sessions=${GPU_SESSIONS:-2}
 max_batch=${GPU_MAX_BATCH:-128}
-concurrency=${GPU_CONCURRENCY:-1,16,64,256,512}
-duration=${GPU_DURATION:-5}
-photos=${GPU_PHOTOS:-500x375,1024x768,4000x3000}
-scenarios=${GPU_SCENARIOS:-all}
+concurrency=${GPU_CONCURRENCY:-16,64,256,512}
+duration=${GPU_DURATION:-4}
+photos=${GPU_PHOTOS:-500x375,4000x3000}
 repo=${GPU_REPOSITORY:-/tmp/gpu-models}
-# sharp (and so "sharp alone" and the service's decoding) gets its parallelism from the libuv pool.
+# sharp (so "sharp alone" and the service's decoding) gets its parallelism from the libuv pool.
 export UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-$(nproc)}
+for p in $parts; do case "$p" in models|raw|suite|fp16|all) ;; *) echo "usage: bash load/gpu/run.sh [models|raw|suite|fp16|all ...]"; exit 2 ;; esac; done
 mkdir -p "$out"
-log="$out/run.log"
-exec > >(tee -a "$log") 2>&1
+exec > >(tee -a "$out/run.log") 2>&1
 
-echo "== $(date -u +%FT%TZ) host: $(nproc) cores, node $(node -v), provider $provider, UV_THREADPOOL_SIZE=$UV_THREADPOOL_SIZE"
+echo "== $(date -u +%FT%TZ) parts:$parts; host: $(nproc) cores, node $(node -v), provider $provider, UV_THREADPOOL_SIZE=$UV_THREADPOOL_SIZE"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "(no nvidia-smi)"
 [ -f dist/load/suite.js ] || { echo "dist/load/suite.js is missing: run npm run load:gpu-bundle before sending the archives"; exit 2; }
 
-# 1. Models: the synthetic ResNet-50, plus its UINT8-prologue and FP16 variants when the model tools
-#    have them (the variant flags are looked up in the CLI's help, or given as GPU_UINT8_ARGS / GPU_FP16_ARGS).
-build() { node dist/src/models/build-cli.js --repository "$repo" "$@"; }
-[ -f "$repo/resnet50/config.json" ] || build --depth 50 --name resnet50
-help=$(build --help || true)
-uint8_args=${GPU_UINT8_ARGS:-$(grep -oE -- '--(uint8|prologue)\b' <<<"$help" | head -1 || true)}
-fp16_args=${GPU_FP16_ARGS:-$(grep -oE -- '--fp16\b' <<<"$help" | head -1 || true)}
-if [ -n "$uint8_args" ]; then [ -f "$repo/resnet50-uint8/config.json" ] || build --depth 50 --name resnet50-uint8 $uint8_args; else echo "no UINT8 variant in the model tools: the uint8 scenarios will be skipped"; fi
-if [ -n "$fp16_args" ]; then [ -f "$repo/resnet50-fp16/config.json" ] || build --depth 50 --name resnet50-fp16 $fp16_args; else echo "no FP16 variant in the model tools"; fi
+# Models (seconds): the variants are written by the same tool users run (npm run model:variant).
+[ -f "$repo/resnet50/config.json" ] || node dist/src/models/build-cli.js --repository "$repo" --depth 50 --name resnet50
+variant() { [ -f "$repo/$1/config.json" ] || node dist/src/models/variant-cli.js --repository "$repo" --name resnet50 --out-name "$1" "${@:2}"; }
+variant resnet50-u8 --uint8-input
+variant resnet50-fp16 --fp16
+variant resnet50-u8-fp16 --uint8-input --fp16
 ls "$repo"
 
-common=(--entry dist --provider "$provider" --sessions-per-model "$sessions" --max-batch "$max_batch" --repository "$repo"
-        --concurrency "$concurrency" --duration "$duration" --photos "$photos" --out "$out")
-
-# 2. The suite (each scenario: raw session with $sessions batches in flight, sharp alone on these
-#    cores for /classify, then the service under load) and its report with charts, into $OUT.
-node dist/load/report.js "${common[@]}" --scenarios "$scenarios" --report-dir "$out"
-
-# 3. FP16: the same /classify and /v2 scenarios with the FP16 graph as the float model (its raw
-#    session, two batches in flight, is measured in that run too). Its own JSON and report.
-if [ -f "$repo/resnet50-fp16/config.json" ]; then
-  mkdir -p "$out/fp16"
-  node dist/load/report.js "${common[@]}" --out "$out/fp16" --float-model resnet50-fp16 --scenarios classify,v2-fp32 --photos 500x375 --report-dir "$out/fp16"
+if want raw; then
+  node dist/load/raw.js --provider "$provider" --repository "$repo" --models resnet50,resnet50-u8,resnet50-fp16,resnet50-u8-fp16 \
+    --batches "${GPU_RAW_BATCHES:-256}" --in-flight "${GPU_RAW_IN_FLIGHT:-1,2}" --seconds "${GPU_RAW_SECONDS:-3}" \
+    --out "$out/raw.json" | tee "$out/raw.md"
 fi
-echo "== done $(date -u +%FT%TZ); report: $out/load-report.md"
+
+common=(--entry dist --provider "$provider" --sessions-per-model "$sessions" --max-batch "$max_batch" --repository "$repo"
+        --concurrency "$concurrency" --duration "$duration")
+raw_arg=(); [ -f "$out/raw.json" ] && raw_arg=(--raw "$out/raw.json")
+
+if want suite; then
+  # Each scenario: raw session with $sessions batches in flight, sharp alone on these cores (for
+  # /classify), then the service under load. FP32 models; report and charts into $OUT.
+  node dist/load/report.js "${common[@]}" --photos "$photos" --out "$out" --scenarios all --report-dir "$out" "${raw_arg[@]}"
+fi
+
+if want fp16; then
+  mkdir -p "$out/fp16"
+  node dist/load/report.js "${common[@]}" --photos 500x375 --out "$out/fp16" --float-model resnet50-fp16 --uint8-model resnet50-u8-fp16 \
+    --scenarios classify,classify-uint8,v2-uint8,grpc-uint8 --report-dir "$out/fp16" "${raw_arg[@]}"
+fi
+echo "== done $(date -u +%FT%TZ); reports: $out/load-report.md $out/fp16/load-report.md"

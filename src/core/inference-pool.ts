@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import { ServiceError } from '../errors.js'
 import { checkModelSignature, type ModelEntry, type ModelShape } from '../repository/repository.js'
+import { siblingModule, startModuleWorker } from './module-worker.js'
 import { ItemKind, type ReadyMessage, type RunRequest, type WorkerInit, type WorkerMessage } from './inference-protocol.js'
 import type { SessionSettings } from './onnx-session.js'
 
@@ -11,13 +12,7 @@ import type { SessionSettings } from './onnx-session.js'
  * worker is being replaced after a crash, runs wait for it in a small FIFO.
  */
 
-// Compiled, the worker is the .js file next to this one. Run from sources (vitest, tsx), it is .ts,
-// and a worker thread does not inherit the parent's TypeScript loader: it registers tsx itself
-// (a dev dependency, resolved from the working directory, which is the repository root there).
-const FROM_SOURCES = import.meta.url.endsWith('.ts')
-const WORKER_SOURCE: string | URL = FROM_SOURCES
-  ? `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(new URL('./inference-worker.ts', import.meta.url).href)}) })`
-  : new URL('./inference-worker.js', import.meta.url)
+const WORKER_MODULE = siblingModule(import.meta.url, 'inference-worker')
 
 export interface BatchOutput {
   /** Float32 [batch, classes]. */
@@ -37,7 +32,7 @@ class SessionWorker {
   busyId = -1
 
   constructor(init: WorkerInit) {
-    this.worker = new Worker(WORKER_SOURCE, { workerData: init, eval: FROM_SOURCES })
+    this.worker = startModuleWorker(WORKER_MODULE, { workerData: init })
   }
 }
 
