@@ -1,13 +1,15 @@
-import { readFile } from 'node:fs/promises'
-import { availableParallelism } from 'node:os'
+import { link, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import ort from 'onnxruntime-node'
 import { createNormalizer, ImagePreprocessor } from '../src/core/preprocess.js'
 import { convertToFp16 } from '../src/models/fp16.js'
+import { writeModelVariant } from '../src/models/model-variant.js'
 import { addUint8Prologue } from '../src/models/prologue.js'
 import { configFromPreset } from '../src/repository/model-config.js'
 import { syntheticModelRepository } from '../test/helpers/models.js'
 import { photoPaths } from '../test/helpers/photos.js'
+import { median, photoNearest, startBenchServer, type BenchServer } from './bench-kit.js'
 
 /**
  * npm run load:uint8 [-- --rounds N --batches N]
@@ -16,7 +18,10 @@ import { photoPaths } from '../test/helpers/photos.js'
  * hold on a noisy machine:
  *   1. host CPU per image: decode + normalise (float path) vs decode only (uint8 path), decode over
  *      the fixture photos and normalise on its own, as process CPU time (sharp's threadpool included);
- *   2. images/s of raw ONNX Runtime CPU sessions at batch 8, the models taking turns batch by batch.
+ *   2. images/s of raw ONNX Runtime CPU sessions at batch 8, the models taking turns batch by batch;
+ *   3. through the service: one server process serving resnet50 and resnet50-u8, the same 500×375 JPEG
+ *      sent to each in turn (--images per turn, --concurrency at once, turns in ABBA order), server
+ *      CPU seconds per image from /proc (all its threads: HTTP, sharp, worker, ONNX Runtime).
  */
 
 const args = process.argv.slice(2)
@@ -26,6 +31,8 @@ const flag = (name: string, fallback: number): number => {
 }
 const ROUNDS = flag('rounds', 5)
 const BATCHES = flag('batches', 6)
+const SERVER_IMAGES = flag('images', 120)
+const SERVER_CONCURRENCY = flag('concurrency', 4)
 const BATCH = 8
 const CROP = 224
 const PIXELS = CROP * CROP * 3
@@ -109,4 +116,53 @@ for (const s of sessions) {
   const rate = (BATCHES * BATCH) / s.seconds
   console.log(`raw session, batch ${BATCH}, ${s.name.padEnd(15)} ${rate.toFixed(1).padStart(6)} images/s  (× ${(rate / base).toFixed(3)} of float32)`)
   await s.session.release()
+}
+
+/** Sends `images` POST /classify requests, `concurrency` at a time; returns the server CPU seconds they cost, per image. */
+async function serverCpuPerImage(server: BenchServer, model: string, jpeg: Buffer, images: number, concurrency: number): Promise<number> {
+  let next = 0
+  const before = await server.cpuSeconds()
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next++ < images) {
+        const res = await fetch(`${server.url}/classify?model=${model}`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: jpeg })
+        if (res.status !== 200) throw new Error(`${model}: HTTP ${res.status} ${await res.text()}`)
+        await res.arrayBuffer()
+      }
+    })
+  )
+  return ((await server.cpuSeconds()) - before) / images
+}
+
+// 3. Through the service. A repository of its own: the float model (hard links) and its prologue variant.
+const abRepository = await mkdtemp(join(tmpdir(), 'uint8-ab-'))
+try {
+  const floatDir = join(await syntheticModelRepository(), 'resnet50')
+  await mkdir(join(abRepository, 'resnet50'))
+  for (const file of await readdir(floatDir)) await link(join(floatDir, file), join(abRepository, 'resnet50', file))
+  await writeModelVariant({ repository: abRepository, name: 'resnet50', uint8Input: true, fp16: false })
+  const jpeg = (await photoNearest(500, 375)).bytes
+  const server = await startBenchServer(['--model-repository', abRepository, '--provider', 'cpu'])
+  try {
+    const models = ['resnet50', 'resnet50-u8'] as const
+    for (const model of models) await serverCpuPerImage(server, model, jpeg, 20, SERVER_CONCURRENCY) // warm-up
+    const perImage: Record<(typeof models)[number], number[]> = { resnet50: [], 'resnet50-u8': [] }
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = round % 2 === 0 ? models : ([...models].reverse() as unknown as typeof models)
+      for (const model of order) perImage[model].push(await serverCpuPerImage(server, model, jpeg, SERVER_IMAGES, SERVER_CONCURRENCY))
+    }
+    const floatMs = median(perImage.resnet50) * 1000
+    const uint8Ms = median(perImage['resnet50-u8']) * 1000
+    console.log(`through the service (/classify, 500×375 JPEG, ${SERVER_IMAGES} images × ${ROUNDS} turns each, concurrency ${SERVER_CONCURRENCY}), server CPU per image, median of turns:`)
+    console.log(`  float32 model ${floatMs.toFixed(1)} ms, uint8 prologue model ${uint8Ms.toFixed(1)} ms: ratio float/uint8 ${(floatMs / uint8Ms).toFixed(3)}`)
+    const turns = (xs: number[]): string => xs.map((x) => (x * 1000).toFixed(1)).join(' ')
+    console.log(`  turns (ms): float32 ${turns(perImage.resnet50)}; uint8 ${turns(perImage['resnet50-u8'])}`)
+    // Turns of one round ran back to back: their ratio cancels the machine's slower drift.
+    const ratios = perImage.resnet50.map((f, i) => f / perImage['resnet50-u8'][i]!)
+    console.log(`  per round float/uint8: median ${median(ratios).toFixed(3)}; uint8 cheaper in ${ratios.filter((r) => r > 1).length} of ${ratios.length} rounds`)
+  } finally {
+    await server.stop()
+  }
+} finally {
+  await rm(abRepository, { recursive: true, force: true })
 }

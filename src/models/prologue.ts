@@ -7,11 +7,13 @@ import { decodeModel, float32Initializer, graphValueNames, int64Initializer, int
  * The UINT8 prologue: a float NCHW ResNet becomes one that takes the decoder's pixels as they are,
  * uint8 NHWC RGB [N, H, W, 3] (after resize and crop), and normalises on the device:
  *
- *     pixels ─(Gather c: 2,1,0, BGR models only)─ Cast float ─ Mul a ─ Add b ─ Transpose NCHW → original input
+ *     pixels ─(Gather c: 2,1,0, BGR models only)─ Transpose NCHW ─ Cast float ─ Mul a ─ Add b → original input
  *
  * with a[c] = scale / std[c] and b[c] = −mean[c] / std[c] in the model's colour order: the same
- * p · a + b that createNormalizer tabulates on the host. The channel reversal runs on the bytes,
- * before the Cast, where it moves a quarter of the data. Everything else in the graph is kept as it
+ * p · a + b that createNormalizer tabulates on the host. The channel reversal and the transpose run
+ * on the bytes, before the Cast, where they move a quarter of the data; ONNX Runtime's CPU transpose
+ * of uint8 is also much faster than of float (prologue alone at batch 16: 0.37 against 2.3 ms of CPU
+ * per image with the transpose last). Everything else in the graph is kept as it
  * is (nodes, initializers, outputs, opset); the host then sends a quarter of the bytes (uint8, not
  * float32) and skips normalising.
  */
@@ -73,11 +75,11 @@ export function addUint8Prologue(onnxBytes: Uint8Array, preprocess: PreprocessCo
     pixels: pixelsName,
     indices: `${PREFIX}model_channel_order`,
     reordered: `${PREFIX}pixels_model_order`,
+    nchw: `${PREFIX}pixels_nchw`,
     float: `${PREFIX}pixels_float`,
     a: `${PREFIX}a`,
     b: `${PREFIX}b`,
-    scaled: `${PREFIX}scaled`,
-    normalised: `${PREFIX}normalised_nhwc`
+    scaled: `${PREFIX}scaled`
   }
   for (const name of Object.values(names)) {
     if (taken.has(name)) {
@@ -89,7 +91,8 @@ export function addUint8Prologue(onnxBytes: Uint8Array, preprocess: PreprocessCo
   const bgr = preprocess.colorOrder === 'BGR'
   const a = Float32Array.from([0, 1, 2], (c) => preprocess.scale / preprocess.std[c]!)
   const b = Float32Array.from([0, 1, 2], (c) => -preprocess.mean[c]! / preprocess.std[c]!)
-  const newInitializers = [float32Initializer(names.a, [3], a), float32Initializer(names.b, [3], b)]
+  // Shaped [3, 1, 1]: they broadcast over N, H and W of the NCHW tensor.
+  const newInitializers = [float32Initializer(names.a, [3, 1, 1], a), float32Initializer(names.b, [3, 1, 1], b)]
   const nodes: OnnxTypes.INodeProto[] = []
   let pixels = names.pixels
   if (bgr) {
@@ -98,10 +101,10 @@ export function addUint8Prologue(onnxBytes: Uint8Array, preprocess: PreprocessCo
     pixels = names.reordered
   }
   nodes.push(
-    { name: `${PREFIX}cast`, opType: 'Cast', input: [pixels], output: [names.float], attribute: [intAttribute('to', DataType.FLOAT)] },
+    { name: `${PREFIX}to_nchw`, opType: 'Transpose', input: [pixels], output: [names.nchw], attribute: [intsAttribute('perm', [0, 3, 1, 2])] },
+    { name: `${PREFIX}cast`, opType: 'Cast', input: [names.nchw], output: [names.float], attribute: [intAttribute('to', DataType.FLOAT)] },
     { name: `${PREFIX}scale`, opType: 'Mul', input: [names.float, names.a], output: [names.scaled] },
-    { name: `${PREFIX}shift`, opType: 'Add', input: [names.scaled, names.b], output: [names.normalised] },
-    { name: `${PREFIX}to_nchw`, opType: 'Transpose', input: [names.normalised], output: [originalName], attribute: [intsAttribute('perm', [0, 3, 1, 2])] }
+    { name: `${PREFIX}shift`, opType: 'Add', input: [names.scaled, names.b], output: [originalName] }
   )
 
   const [batch, , height, width] = dims
