@@ -58,35 +58,62 @@ async function ask(worker: Worker, req: RawWorkerRequest | undefined, expect: Ra
   return msg
 }
 
-export async function measureRawSession(modelPath: string, config: ModelConfig, options: RawSessionOptions): Promise<RawSessionFigure[]> {
-  const inFlight = options.inFlight ?? 1
-  const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / inFlight))
-  const init: RawWorkerInit = {
-    modelPath,
-    session: { provider: options.provider, cudaDeviceId: 0, threads },
-    inputName: config.input.name,
-    datatype: config.input.datatype,
-    layout: config.input.layout,
-    crop: config.preprocess.crop
-  }
-  const workers = Array.from({ length: inFlight }, () => startModuleWorker(WORKER_MODULE, { workerData: init }))
-  const figures: RawSessionFigure[] = []
-  try {
-    await Promise.all(workers.map((w) => ask(w, undefined, 'ready')))
-    for (const batch of options.batches) {
-      await Promise.all(workers.map((w) => ask(w, { type: 'prepare', batch }, 'prepared')))
-      const results = (await Promise.all(workers.map((w) => ask(w, { type: 'measure', seconds: options.seconds }, 'measured')))) as Array<
-        Extract<RawWorkerMessage, { type: 'measured' }>
-      >
-      const times = results.flatMap((r) => r.times)
-      const elapsed = Math.max(...results.map((r) => r.elapsedMs)) / 1000
-      figures.push({ batch, inFlight, imagesPerSecond: (times.length * batch) / elapsed, medianMs: median(times) })
+/**
+ * Raw sessions kept open (one worker thread each) so a figure can be taken again between load
+ * levels: each level is then divided by the raw figure measured just before it, not minutes earlier.
+ */
+export class RawSessionPool {
+  private constructor(
+    private readonly workers: Worker[],
+    readonly inFlight: number
+  ) {}
+
+  static async open(modelPath: string, config: ModelConfig, options: Omit<RawSessionOptions, 'batches' | 'seconds'>): Promise<RawSessionPool> {
+    const inFlight = options.inFlight ?? 1
+    const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / inFlight))
+    const init: RawWorkerInit = {
+      modelPath,
+      session: { provider: options.provider, cudaDeviceId: 0, threads },
+      inputName: config.input.name,
+      datatype: config.input.datatype,
+      layout: config.input.layout,
+      crop: config.preprocess.crop
     }
-    await Promise.all(workers.map((w) => ask(w, { type: 'close' }, 'closed')))
-  } catch (err) {
-    // Terminating a thread inside a native run can abort the process: let them finish on their own.
-    for (const w of workers) w.unref()
-    throw err
+    const workers = Array.from({ length: inFlight }, () => startModuleWorker(WORKER_MODULE, { workerData: init }))
+    const pool = new RawSessionPool(workers, inFlight)
+    await pool.all(undefined, 'ready')
+    return pool
   }
+
+  /** All sessions run `batch`-image batches back to back for `seconds`; images/s of them together. */
+  async measure(batch: number, seconds: number): Promise<RawSessionFigure> {
+    await this.all({ type: 'prepare', batch }, 'prepared')
+    const results = (await this.all({ type: 'measure', seconds }, 'measured')) as Array<Extract<RawWorkerMessage, { type: 'measured' }>>
+    const times = results.flatMap((r) => r.times)
+    const elapsed = Math.max(...results.map((r) => r.elapsedMs)) / 1000
+    return { batch, inFlight: this.inFlight, imagesPerSecond: (times.length * batch) / elapsed, medianMs: median(times) }
+  }
+
+  async close(): Promise<void> {
+    if (!this.failed) await this.all({ type: 'close' }, 'closed')
+  }
+
+  private failed = false
+
+  private all(req: RawWorkerRequest | undefined, expect: RawWorkerMessage['type']): Promise<RawWorkerMessage[]> {
+    return Promise.all(this.workers.map((w) => ask(w, req, expect))).catch((err: unknown) => {
+      // Terminating a thread inside a native run can abort the process: let them finish on their own.
+      this.failed = true
+      for (const w of this.workers) w.unref()
+      throw err
+    })
+  }
+}
+
+export async function measureRawSession(modelPath: string, config: ModelConfig, options: RawSessionOptions): Promise<RawSessionFigure[]> {
+  const pool = await RawSessionPool.open(modelPath, config, options)
+  const figures: RawSessionFigure[] = []
+  for (const batch of options.batches) figures.push(await pool.measure(batch, options.seconds))
+  await pool.close()
   return figures
 }

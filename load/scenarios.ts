@@ -8,7 +8,7 @@ import type { ModelConfig } from '../src/repository/model-config.js'
 import { loadModelFolder } from '../src/repository/repository.js'
 import { latencySummary, largePhoto, median, photoNearest, progress, startBenchServer, type BenchPhoto, type BenchServer, type ServerEntry } from './bench-kit.js'
 import { inferenceClient, runGrpcLoad, runHttpLoad, type LoadOutcome } from './load-generators.js'
-import { measureRawSession } from './raw-session.js'
+import { RawSessionPool, type RawSessionFigure } from './raw-session.js'
 import { serverWindow, snapshotServer } from './server-observation.js'
 import type { LevelResult, ScenarioResult } from './suite-results.js'
 
@@ -226,71 +226,77 @@ export async function runScenario(name: ScenarioName, options: SuiteOptions): Pr
   const maxBatch = model.config.batching.maxBatchSize
   const batches = [...new Set([1, maxBatch])]
   progress(`${name}: raw ONNX Runtime session, ${model.name}, batch ${batches.join(' and ')}`)
-  const rawSession = await measureRawSession(model.path, model.config, {
-    provider: options.provider === 'auto' ? 'cpu' : options.provider,
-    batches,
-    seconds: Math.max(3, options.durationSeconds / 2),
-    inFlight: options.sessionsPerModel ?? 1
-  })
-  const rawBest = Math.max(...rawSession.map((r) => r.imagesPerSecond))
-  const extra = plan.extra === undefined ? {} : await plan.extra()
-
-  progress(`${name}: starting the service`)
-  const serverArgs = ['--model-repository', options.repository, '--provider', options.provider, ...options.extraServerArgs]
-  if (options.sessionsPerModel !== undefined) serverArgs.push('--sessions-per-model', String(options.sessionsPerModel))
-  const server = await startBenchServer(serverArgs, options.entry)
-  const levels: LevelResult[] = []
-  let skipped: string | undefined
+  const rawSeconds = Math.max(3, options.durationSeconds / 2)
+  const raw = await RawSessionPool.open(model.path, model.config, { provider: options.provider === 'auto' ? 'cpu' : options.provider, inFlight: options.sessionsPerModel ?? 1 })
   try {
-    // One short warm-up request stream so the first level does not pay the first runs' allocations.
-    await plan.levels[0]!.run(server, 1).catch(() => undefined)
-    for (const level of plan.levels) {
-      progress(`${name}: ${level.group}, concurrency ${level.concurrency}, ${options.durationSeconds} s`)
-      const before = await snapshotServer(server)
-      const outcome = await level.run(server, options.durationSeconds)
-      const after = await snapshotServer(server)
-      const window = serverWindow(before, after)
-      const imagesPerSecond = outcome.images / outcome.seconds
-      levels.push({
-        group: level.group,
-        concurrency: level.concurrency,
-        seconds: outcome.seconds,
-        imagesPerSecond,
-        requestsPerSecond: outcome.requests / outcome.seconds,
-        latencyMs: latencySummary(outcome.latenciesMs),
-        errors: outcome.errors,
-        ...(outcome.firstError === undefined ? {} : { firstError: outcome.firstError }),
-        cpuSecondsPerImage: outcome.images > 0 ? window.cpuSeconds / outcome.images : 0,
-        ratioToRaw: imagesPerSecond / rawBest,
-        server: window
-      })
-      const last = levels[levels.length - 1]!
-      progress(
-        `  ${imagesPerSecond.toFixed(1)} images/s (${last.ratioToRaw.toFixed(2)}× raw), p50 ${last.latencyMs.p50.toFixed(0)} ms, p99 ${last.latencyMs.p99.toFixed(0)} ms, ` +
-          `errors ${outcome.errors}${outcome.firstError === undefined ? '' : ` (${outcome.firstError})`}, mean batch ${window.meanBatchSize.toFixed(1)}`
-      )
-      if (outcome.requests === 0 && outcome.errors > 0) {
-        skipped = `every request failed (${outcome.firstError ?? 'no answer'}): the door may not exist yet`
-        break
+    const rawSession: RawSessionFigure[] = []
+    for (const batch of batches) rawSession.push(await raw.measure(batch, rawSeconds))
+    const rawBestFigure = rawSession.reduce((a, b) => (b.imagesPerSecond > a.imagesPerSecond ? b : a))
+    const rawBest = rawBestFigure.imagesPerSecond
+    const extra = plan.extra === undefined ? {} : await plan.extra()
+
+    progress(`${name}: starting the service`)
+    const serverArgs = ['--model-repository', options.repository, '--provider', options.provider, ...options.extraServerArgs]
+    if (options.sessionsPerModel !== undefined) serverArgs.push('--sessions-per-model', String(options.sessionsPerModel))
+    const server = await startBenchServer(serverArgs, options.entry)
+    const levels: LevelResult[] = []
+    let skipped: string | undefined
+    try {
+      // One short warm-up request stream so the first level does not pay the first runs' allocations.
+      await plan.levels[0]!.run(server, 1).catch(() => undefined)
+      for (const level of plan.levels) {
+        // The yardstick again, just before the level (the service idle meanwhile): drift on a shared machine cancels out.
+        const rawNow = (await raw.measure(rawBestFigure.batch, Math.max(2, options.durationSeconds / 3))).imagesPerSecond
+        progress(`${name}: ${level.group}, concurrency ${level.concurrency}, ${options.durationSeconds} s (raw session just before: ${rawNow.toFixed(1)} images/s)`)
+        const before = await snapshotServer(server)
+        const outcome = await level.run(server, options.durationSeconds)
+        const after = await snapshotServer(server)
+        const window = serverWindow(before, after)
+        const imagesPerSecond = outcome.images / outcome.seconds
+        levels.push({
+          group: level.group,
+          concurrency: level.concurrency,
+          seconds: outcome.seconds,
+          imagesPerSecond,
+          requestsPerSecond: outcome.requests / outcome.seconds,
+          latencyMs: latencySummary(outcome.latenciesMs),
+          errors: outcome.errors,
+          ...(outcome.firstError === undefined ? {} : { firstError: outcome.firstError }),
+          cpuSecondsPerImage: outcome.images > 0 ? window.cpuSeconds / outcome.images : 0,
+          rawImagesPerSecond: rawNow,
+          ratioToRaw: imagesPerSecond / rawNow,
+          server: window
+        })
+        const last = levels[levels.length - 1]!
+        progress(
+          `  ${imagesPerSecond.toFixed(1)} images/s (${last.ratioToRaw.toFixed(2)}× raw), p50 ${last.latencyMs.p50.toFixed(0)} ms, p99 ${last.latencyMs.p99.toFixed(0)} ms, ` +
+            `errors ${outcome.errors}${outcome.firstError === undefined ? '' : ` (${outcome.firstError})`}, mean batch ${window.meanBatchSize.toFixed(1)}`
+        )
+        if (outcome.requests === 0 && outcome.errors > 0) {
+          skipped = `every request failed (${outcome.firstError ?? 'no answer'}): the door may not exist yet`
+          break
+        }
       }
+    } catch (err) {
+      skipped = (err as Error).message
+      progress(`${name}: stopped: ${skipped}`)
+    } finally {
+      await server.stop()
     }
-  } catch (err) {
-    skipped = (err as Error).message
-    progress(`${name}: stopped: ${skipped}`)
+    return {
+      name,
+      title: plan.title,
+      model: model.name,
+      inputDatatype: model.config.input.datatype,
+      maxBatchSize: maxBatch,
+      rawSession,
+      rawBestImagesPerSecond: rawBest,
+      levels,
+      extra,
+      ...(skipped === undefined ? {} : { skipped })
+    }
   } finally {
-    await server.stop()
-  }
-  return {
-    name,
-    title: plan.title,
-    model: model.name,
-    inputDatatype: model.config.input.datatype,
-    maxBatchSize: maxBatch,
-    rawSession,
-    rawBestImagesPerSecond: rawBest,
-    levels,
-    extra,
-    ...(skipped === undefined ? {} : { skipped })
+    await raw.close()
   }
 }
 

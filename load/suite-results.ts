@@ -20,7 +20,9 @@ export interface LevelResult {
   readonly firstError?: string
   /** Server process CPU (user + system, all threads) per image answered. */
   readonly cpuSecondsPerImage: number
-  /** imagesPerSecond / the best raw-session figure of the same run. */
+  /** The raw session(s), same model and batch size as the scenario's best raw figure, measured just before this level. */
+  readonly rawImagesPerSecond: number
+  /** imagesPerSecond / rawImagesPerSecond. */
   readonly ratioToRaw: number
   readonly server: ServerWindow
 }
@@ -59,5 +61,10 @@ export async function latestResultFile(dir = RESULTS_DIR): Promise<string> {
 }
 
 export async function readSuiteResult(path: string): Promise<SuiteResult> {
-  return JSON.parse(await readFile(path, 'utf8')) as SuiteResult
+  const result = JSON.parse(await readFile(path, 'utf8')) as SuiteResult
+  // Runs before the raw figure was retaken per level divided every level by the scenario's best.
+  return {
+    ...result,
+    scenarios: result.scenarios.map((s) => ({ ...s, levels: s.levels.map((l) => ({ ...l, rawImagesPerSecond: l.rawImagesPerSecond ?? s.rawBestImagesPerSecond })) }))
+  }
 }

@@ -76,10 +76,10 @@ function printScenario(result: ScenarioResult): void {
   if (result.rawSession.length === 0) return
   console.log(`raw session (${result.model}): ${result.rawSession.map((r) => `batch ${r.batch} × ${r.inFlight} in flight ${r.imagesPerSecond.toFixed(1)} images/s`).join('; ')}`)
   for (const [name, value] of Object.entries(result.extra)) console.log(`${name}: ${value.toFixed(1)}`)
-  console.log('| group | concurrency | images/s | × raw | p50 ms | p95 ms | p99 ms | errors | CPU s/image | mean batch | loop p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|')
+  console.log('| group | concurrency | images/s | raw just before | × raw | p50 ms | p95 ms | p99 ms | errors | CPU s/image | mean batch | loop p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|')
   for (const l of result.levels) {
     console.log(
-      `| ${l.group} | ${l.concurrency} | ${l.imagesPerSecond.toFixed(1)} | ${l.ratioToRaw.toFixed(3)} | ${l.latencyMs.p50.toFixed(0)} | ${l.latencyMs.p95.toFixed(0)} | ${l.latencyMs.p99.toFixed(0)} | ${l.errors} | ` +
+      `| ${l.group} | ${l.concurrency} | ${l.imagesPerSecond.toFixed(1)} | ${l.rawImagesPerSecond.toFixed(1)} | ${l.ratioToRaw.toFixed(3)} | ${l.latencyMs.p50.toFixed(0)} | ${l.latencyMs.p95.toFixed(0)} | ${l.latencyMs.p99.toFixed(0)} | ${l.errors} | ` +
         `${l.cpuSecondsPerImage.toFixed(4)} | ${l.server.meanBatchSize.toFixed(1)} | ${l.server.eventLoopDelayP99Ms.toFixed(1)} |`
     )
   }
