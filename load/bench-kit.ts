@@ -12,6 +12,11 @@ export function progress(message: string): void {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`)
 }
 
+/** The item with the largest `key` (the first of equals); `items` must not be empty. */
+export function maxBy<T>(items: readonly T[], key: (item: T) => number): T {
+  return items.reduce((best, item) => (key(item) > key(best) ? item : best))
+}
+
 export function median(values: readonly number[]): number {
   const s = [...values].sort((a, b) => a - b)
   const mid = s.length >> 1

@@ -11,7 +11,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { basename, join, relative } from 'node:path'
 import * as vega from 'vega'
 import { compile, type TopLevelSpec } from 'vega-lite'
-import { progress } from './bench-kit.js'
+import { maxBy, progress } from './bench-kit.js'
 import { runSuite } from './suite.js'
 import { latestResultFile, readSuiteResult, type LevelResult, type ScenarioResult, type SuiteResult } from './suite-results.js'
 
@@ -43,7 +43,7 @@ function seriesOf(result: SuiteResult): Series[] {
   return series
 }
 
-const highest = (levels: readonly LevelResult[]): LevelResult => levels.reduce((a, b) => (b.concurrency > a.concurrency ? b : a))
+const highest = (levels: readonly LevelResult[]): LevelResult => maxBy(levels, (l) => l.concurrency)
 
 async function renderSvg(spec: TopLevelSpec): Promise<string> {
   const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' })
@@ -200,7 +200,7 @@ function targetRows(result: SuiteResult, raw: RawFile | undefined): string[] {
   const classify = byName.get('classify')
   if (classify !== undefined && classify.levels.length > 0) {
     for (const group of [...new Set(classify.levels.map((l) => l.group))]) {
-      const best = classify.levels.filter((l) => l.group === group).reduce((a, b) => (b.ratioToRaw > a.ratioToRaw ? b : a))
+      const best = maxBy(classify.levels.filter((l) => l.group === group), (l) => l.ratioToRaw)
       rows.push(
         `| /classify at saturation ≥ 0.85× raw session (${group}) | ${f1(best.imagesPerSecond)} / ${f1(best.rawImagesPerSecond)} images/s = **${best.ratioToRaw.toFixed(2)}×** (concurrency ${best.concurrency}) | ${best.ratioToRaw >= 0.85 ? 'yes' : 'no'} |`
       )
@@ -224,7 +224,7 @@ function targetRows(result: SuiteResult, raw: RawFile | undefined): string[] {
   }
   const loaded = result.scenarios.filter((s) => s.levels.length > 0).map((s) => ({ s, top: highest(s.levels) }))
   if (loaded.length > 0) {
-    const worst = loaded.reduce((a, b) => (b.top.server.eventLoopDelayP99Ms > a.top.server.eventLoopDelayP99Ms ? b : a))
+    const worst = maxBy(loaded, (x) => x.top.server.eventLoopDelayP99Ms)
     rows.push(
       `| event-loop delay p99 under full load < 50 ms | worst: **${f1(worst.top.server.eventLoopDelayP99Ms)} ms** (${worst.s.name}, concurrency ${worst.top.concurrency}); all: ${loaded.map((x) => `${x.s.name} ${f1(x.top.server.eventLoopDelayP99Ms)}`).join(', ')} | ${worst.top.server.eventLoopDelayP99Ms < 50 ? 'yes' : 'no'} |`
     )
@@ -238,7 +238,7 @@ function gpuTargetRows(byName: ReadonlyMap<string, ScenarioResult>, raw: RawFile
   const fast = raw?.rows.filter((r) => r.model.endsWith('-u8-fp16') && r.inFlight >= 2) ?? []
   if (fast.length === 0) rows.push('| raw session, UINT8 prologue + FP16, ≥ 2 batches in flight ≥ 8,500 images/s | not measured (no load:raw figures for a -u8-fp16 model; pass --raw) | – |')
   else {
-    const best = fast.reduce((a, b) => (b.imagesPerSecond > a.imagesPerSecond ? b : a))
+    const best = maxBy(fast, (r) => r.imagesPerSecond)
     rows.push(
       `| raw session, UINT8 prologue + FP16, ≥ 2 batches in flight ≥ 8,500 images/s (stretch ${PYTORCH_FP16_H200.toLocaleString('en')}) | **${f1(best.imagesPerSecond)}** (${best.model}, batch ${best.batch} × ${best.inFlight}) | ` +
         `${best.imagesPerSecond >= PYTORCH_FP16_H200 ? 'yes, stretch too' : best.imagesPerSecond >= GPU_RAW_TARGET ? 'yes' : 'no'} |`
@@ -249,13 +249,13 @@ function gpuTargetRows(byName: ReadonlyMap<string, ScenarioResult>, raw: RawFile
     const sharpKey = s === undefined ? undefined : Object.keys(s.extra).find((k) => k.startsWith('sharp alone') && !k.includes(' 1 in flight'))
     const levels = s?.levels.filter((l) => l.group === '500×375') ?? []
     if (s === undefined || sharpKey === undefined || levels.length === 0) continue
-    const best = levels.reduce((a, b) => (b.imagesPerSecond > a.imagesPerSecond ? b : a))
+    const best = maxBy(levels, (l) => l.imagesPerSecond)
     const ratio = best.imagesPerSecond / s.extra[sharpKey]!
     rows.push(`| ${name} end to end, 500×375 JPEGs ≥ 0.9× sharp alone (${sharpKey.replace('sharp alone, images/s, ', '')}) | ${f1(best.imagesPerSecond)} / ${f1(s.extra[sharpKey]!)} = **${ratio.toFixed(2)}×** (concurrency ${best.concurrency}) | ${ratio >= 0.9 ? 'yes' : 'no'} |`)
   }
   const v2 = byName.get('v2-uint8')
   if (v2 !== undefined && v2.levels.length > 0) {
-    const best = v2.levels.reduce((a, b) => (b.ratioToRaw > a.ratioToRaw ? b : a))
+    const best = maxBy(v2.levels, (l) => l.ratioToRaw)
     rows.push(`| /v2 binary UINT8 ≥ 0.7× raw session | ${f1(best.imagesPerSecond)} / ${f1(best.rawImagesPerSecond)} = **${best.ratioToRaw.toFixed(2)}×** (concurrency ${best.concurrency}) | ${best.ratioToRaw >= 0.7 ? 'yes' : 'no'} |`)
   }
   return rows

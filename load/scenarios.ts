@@ -6,7 +6,7 @@ import type { Provider } from '../src/config.js'
 import { createNormalizer, ImagePreprocessor } from '../src/core/preprocess.js'
 import type { ModelConfig } from '../src/repository/model-config.js'
 import { loadModelFolder } from '../src/repository/repository.js'
-import { latencySummary, largePhoto, median, photoNearest, progress, startBenchServer, type BenchPhoto, type BenchServer, type ServerEntry } from './bench-kit.js'
+import { latencySummary, largePhoto, maxBy, median, photoNearest, progress, startBenchServer, type BenchPhoto, type BenchServer, type ServerEntry } from './bench-kit.js'
 import { inferenceClient, runGrpcLoad, runHttpLoad, type LoadOutcome } from './load-generators.js'
 import { RawSessionPool, type RawSessionFigure } from './raw-session.js'
 import { serverWindow, snapshotServer } from './server-observation.js'
@@ -231,7 +231,7 @@ export async function runScenario(name: ScenarioName, options: SuiteOptions): Pr
   try {
     const rawSession: RawSessionFigure[] = []
     for (const batch of batches) rawSession.push(await raw.measure(batch, rawSeconds))
-    const rawBestFigure = rawSession.reduce((a, b) => (b.imagesPerSecond > a.imagesPerSecond ? b : a))
+    const rawBestFigure = maxBy(rawSession, (r) => r.imagesPerSecond)
     const rawBest = rawBestFigure.imagesPerSecond
     const extra = plan.extra === undefined ? {} : await plan.extra()
 
