@@ -63,6 +63,9 @@ async function ask(worker: Worker, req: RawWorkerRequest | undefined, expect: Ra
  * levels: each level is then divided by the raw figure measured just before it, not minutes earlier.
  */
 export class RawSessionPool {
+  /** Set when a request failed: the workers are left to finish on their own, none is asked again. */
+  private failed = false
+
   private constructor(
     private readonly workers: Worker[],
     readonly inFlight: number
@@ -97,8 +100,6 @@ export class RawSessionPool {
   async close(): Promise<void> {
     if (!this.failed) await this.all({ type: 'close' }, 'closed')
   }
-
-  private failed = false
 
   private all(req: RawWorkerRequest | undefined, expect: RawWorkerMessage['type']): Promise<RawWorkerMessage[]> {
     return Promise.all(this.workers.map((w) => ask(w, req, expect))).catch((err: unknown) => {

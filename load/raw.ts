@@ -42,14 +42,16 @@ try {
   const seconds = Number(values.seconds)
   if (!(seconds > 0)) throw new Error(`--seconds: a positive number, got "${values.seconds}"`)
   const threads = values.threads === undefined ? undefined : numbers('threads', values.threads)[0]
+  const batches = numbers('batches', values.batches)
+  const inFlights = numbers('in-flight', values['in-flight'])
   const rows: Array<RawSessionFigure & { model: string; datatype: string }> = []
   for (const name of list(values.models)) {
     const entry = await loadModelFolder(values.repository, name)
-    for (const inFlight of numbers('in-flight', values['in-flight'])) {
+    for (const inFlight of inFlights) {
       progress(`${name}: ${inFlight} in flight, batches ${values.batches}, ${seconds} s each`)
       const figures = await measureRawSession(entry.modelPath, entry.config, {
         provider: values.provider as Provider,
-        batches: numbers('batches', values.batches),
+        batches,
         seconds,
         inFlight,
         ...(threads === undefined ? {} : { threads })

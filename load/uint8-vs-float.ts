@@ -1,4 +1,4 @@
-import { link, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import ort from 'onnxruntime-node'
@@ -134,21 +134,20 @@ async function serverCpuPerImage(server: BenchServer, model: string, jpeg: Buffe
   return ((await server.cpuSeconds()) - before) / images
 }
 
-// 3. Through the service. A repository of its own: the float model (hard links) and its prologue variant.
+// 3. Through the service. A repository of its own: a copy of the float model and its prologue variant.
 const abRepository = await mkdtemp(join(tmpdir(), 'uint8-ab-'))
 try {
-  const floatDir = join(await syntheticModelRepository(), 'resnet50')
-  await mkdir(join(abRepository, 'resnet50'))
-  for (const file of await readdir(floatDir)) await link(join(floatDir, file), join(abRepository, 'resnet50', file))
+  await cp(join(await syntheticModelRepository(), 'resnet50'), join(abRepository, 'resnet50'), { recursive: true })
   await writeModelVariant({ repository: abRepository, name: 'resnet50', uint8Input: true, fp16: false })
   const jpeg = (await photoNearest(500, 375)).bytes
   const server = await startBenchServer(['--model-repository', abRepository, '--provider', 'cpu'])
   try {
-    const models = ['resnet50', 'resnet50-u8'] as const
+    type Model = 'resnet50' | 'resnet50-u8'
+    const models: readonly Model[] = ['resnet50', 'resnet50-u8']
     for (const model of models) await serverCpuPerImage(server, model, jpeg, 20, SERVER_CONCURRENCY) // warm-up
-    const perImage: Record<(typeof models)[number], number[]> = { resnet50: [], 'resnet50-u8': [] }
+    const perImage: Record<Model, number[]> = { resnet50: [], 'resnet50-u8': [] }
     for (let round = 0; round < ROUNDS; round++) {
-      const order = round % 2 === 0 ? models : ([...models].reverse() as unknown as typeof models)
+      const order = round % 2 === 0 ? models : [...models].reverse()
       for (const model of order) perImage[model].push(await serverCpuPerImage(server, model, jpeg, SERVER_IMAGES, SERVER_CONCURRENCY))
     }
     const floatMs = median(perImage.resnet50) * 1000
