@@ -57,6 +57,23 @@ describe('inference pool', () => {
     expect(Array.from(fromPixels.output)).toEqual(Array.from(fromTensor.output))
   })
 
+  it('a batch padded with zero images to a larger run size answers the same logits for its own images', async () => {
+    const padded = new ModelSessions({ ...entry, config: { ...entry.config, batching: { ...entry.config.batching, padTo: [4] } } }, { provider: 'cpu', cudaDeviceId: 0, threads: 2, sessions: 1 })
+    await padded.start()
+    try {
+      expect(padded.sizes!.warmUp).toEqual([4, entry.config.batching.maxBatchSize])
+      expect(padded.sizes!.runSize(N)).toBe(4)
+      const plain = await sessions.run(new Uint8Array(N).fill(ItemKind.TENSOR), tensors.slice().buffer)
+      const out = await padded.run(new Uint8Array(N).fill(ItemKind.TENSOR), tensors.slice().buffer)
+      expect(out.output.length).toBe(N * 1000)
+      let maxDiff = 0
+      for (let i = 0; i < out.output.length; i++) maxDiff = Math.max(maxDiff, Math.abs(out.output[i]! - plain.output[i]!))
+      expect(maxDiff).toBeLessThanOrEqual(1e-4)
+    } finally {
+      await padded.close()
+    }
+  })
+
   it('a worker that dies fails its batch fast with INFERENCE_FAILED, is replaced, and later runs succeed', async () => {
     const [worker] = sessions.threads
     sessions.injectWorkerFailure()

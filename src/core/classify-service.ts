@@ -182,7 +182,7 @@ export class ClassifyService {
           continue
         }
         served.push(new ServedModel(entry, sessions, settings, events))
-        log.info({ model: entry.name, version: entry.config.version, synthetic: entry.config.synthetic, provider: sessions.provider, maxBatchSize: sessions.shape!.maxBatchSize, readyMs: Math.round(performance.now() - t0) }, 'model ready')
+        log.info({ model: entry.name, version: entry.config.version, synthetic: entry.config.synthetic, provider: sessions.provider, maxBatchSize: sessions.shape!.maxBatchSize, warmedUpBatchSizes: sessions.sizes!.warmUp, readyMs: Math.round(performance.now() - t0) }, 'model ready')
         if (entry.config.synthetic) {
           log.warn({ model: entry.name }, `!!! ${entry.name} has SYNTHETIC weights (seeded random, not trained): its labels mean nothing. See README "Serving real models". !!!`)
         }

@@ -5,6 +5,7 @@ import { checkModelSignature, type ModelEntry, type ModelShape } from '../reposi
 import { siblingModule, startModuleWorker } from './module-worker.js'
 import { ItemKind, type ReadyMessage, type RunRequest, type WorkerInit, type WorkerMessage } from './inference-protocol.js'
 import type { SessionSettings } from './onnx-session.js'
+import { runSizes, type RunSizes } from './run-sizes.js'
 
 /**
  * Worker threads that own the ONNX Runtime sessions of one model. The batcher in front never has
@@ -47,6 +48,8 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
   readonly entry: ModelEntry
   shape: ModelShape | undefined
   provider: 'cuda' | 'cpu' | undefined
+  /** Set by `start`, from the model's shape and the provider its sessions got. */
+  sizes: RunSizes | undefined
   private readonly init: WorkerInit
   private readonly workers: SessionWorker[] = []
   private readonly waiting: Array<{ kinds: Uint8Array; data: ArrayBuffer; pending: Pending }> = []
@@ -71,7 +74,7 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
 
   readonly sessionCount: number
 
-  /** Opens every session, checks the model's signature against its config, runs a warm-up batch. */
+  /** Opens every session, checks the model's signature against its config, warms up every batch size it will run. */
   async start(): Promise<void> {
     const started = await Promise.allSettled(Array.from({ length: this.sessionCount }, () => this.spawn()))
     const failed = started.find((r) => r.status === 'rejected')
@@ -79,7 +82,8 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
       await this.close()
       throw (failed as PromiseRejectedResult).reason
     }
-    await this.warmUp(this.shape!.maxBatchSize)
+    this.sizes = runSizes(this.shape!.maxBatchSize, this.provider ?? 'cpu', this.entry.config.batching.padTo)
+    for (const size of this.sizes.warmUp) await this.warmUp(size)
   }
 
   /** Runs one batch on an idle session. `data` is transferred to the worker. */
@@ -93,7 +97,7 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
     })
   }
 
-  /** Runs a zero batch on every session so the first real request pays no first-run cost. */
+  /** Runs a zero batch of `batch` images on every session so no real request pays a first run of that size. */
   private async warmUp(batch: number): Promise<void> {
     const { crop } = this.init.preprocess
     await Promise.all(
@@ -105,7 +109,8 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
     const id = this.nextId++
     w.busy = pending
     w.busyId = id
-    const req: RunRequest = { type: 'run', id, kinds, data }
+    const runSize = this.sizes?.runSize(kinds.length) ?? kinds.length
+    const req: RunRequest = { type: 'run', id, kinds, data, runSize }
     w.worker.postMessage(req, [data])
   }
 

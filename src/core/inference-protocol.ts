@@ -35,6 +35,11 @@ export interface RunRequest {
   readonly kinds: Uint8Array
   /** Items back to back, each in its kind's layout. Transferred, not copied. */
   readonly data: ArrayBuffer
+  /**
+   * The batch size the session runs: `kinds.length`, or more when the batch is padded with zero
+   * images to a size the session has already run (on CUDA each new input shape costs a slow first run).
+   */
+  readonly runSize: number
 }
 
 export interface ReadyMessage {

@@ -25,6 +25,8 @@ const floatInput = init.input.datatype === 'float32'
 const itemElements = 3 * crop * crop
 /** Reused across batches: sized once for the largest batch, viewed per batch. */
 const floatBuffer = floatInput ? new Float32Array(init.maxBatchSize * itemElements) : undefined
+/** uint8 input padded to a larger run size: made on first use. */
+let paddedPixels: Uint8Array | undefined
 const normalize = createNormalizer(init.preprocess)
 const dims = (n: number): number[] => (init.input.layout === 'NCHW' ? [n, 3, crop, crop] : [n, crop, crop, 3])
 
@@ -51,9 +53,15 @@ async function start(): Promise<void> {
 
 function inputTensor(req: RunRequest): OrtTensor {
   const n = req.kinds.length
+  const size = req.runSize
   if (!floatInput) {
     // uint8 NHWC models take the decoder's pixels as they are: PIXELS and TENSOR share one layout.
-    return new Tensor('uint8', new Uint8Array(req.data, 0, n * pixelBytes), dims(n))
+    const pixels = new Uint8Array(req.data, 0, n * pixelBytes)
+    if (size === n) return new Tensor('uint8', pixels, dims(n))
+    paddedPixels ??= new Uint8Array(init.maxBatchSize * pixelBytes)
+    paddedPixels.set(pixels)
+    paddedPixels.fill(0, n * pixelBytes, size * pixelBytes)
+    return new Tensor('uint8', paddedPixels.subarray(0, size * pixelBytes), dims(size))
   }
   const target = floatBuffer!
   let byteOffset = 0
@@ -66,7 +74,8 @@ function inputTensor(req: RunRequest): OrtTensor {
       byteOffset += itemElements * 4
     }
   }
-  return new Tensor('float32', target.subarray(0, n * itemElements), dims(n))
+  if (size > n) target.fill(0, n * itemElements, size * itemElements)
+  return new Tensor('float32', target.subarray(0, size * itemElements), dims(size))
 }
 
 async function run(req: RunRequest): Promise<void> {
@@ -76,8 +85,10 @@ async function run(req: RunRequest): Promise<void> {
     const t1 = performance.now()
     const results = await session.run({ [init.input.name]: input }, [init.outputName])
     const t2 = performance.now()
-    const data = results[init.outputName]!.data as Float32Array
-    // The binding hands back a fresh array per run; copy only if it is a view into something larger.
+    const all = results[init.outputName]!.data as Float32Array
+    // Rows of padding images are dropped. The binding hands back a fresh array per run; copy only
+    // if what is sent is a view into something larger.
+    const data = req.runSize === req.kinds.length ? all : all.subarray(0, (all.length / req.runSize) * req.kinds.length)
     const output =
       data.byteOffset === 0 && data.byteLength === data.buffer.byteLength
         ? (data.buffer as ArrayBuffer)

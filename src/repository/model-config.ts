@@ -48,7 +48,14 @@ export const ModelConfigSchema = Type.Object(
       {
         maxBatchSize: Type.Integer({ minimum: 1, maximum: 1024, default: 16 }),
         maxQueueDelayMs: Type.Number({ minimum: 0, maximum: 10_000, default: 5 }),
-        maxQueueSize: Type.Integer({ minimum: 1, maximum: 100_000, default: 256 })
+        maxQueueSize: Type.Integer({ minimum: 1, maximum: 100_000, default: 256 }),
+        padTo: Type.Optional(
+          Type.Array(Type.Integer({ minimum: 1, maximum: 1024 }), {
+            maxItems: 64,
+            description:
+              'Batch sizes the session runs: a batch is padded with zero images to the smallest listed size that holds it, and each size is warmed up before ready. [] for none; absent: a ladder 1, 2, 3, 4, 6, 8, … on CUDA, none on the CPU.'
+          })
+        )
       },
       { additionalProperties: false }
     )
