@@ -126,11 +126,22 @@ export async function startBenchServer(args: string[], entry: ServerEntry = 'tsx
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const exited = once(child, 'exit')
+  const pid = child.pid!
   let stderr = ''
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+  // The last lines the server wrote, shown if it dies under load (otherwise a run only says "fetch failed").
+  const tail: string[] = []
+  let stopping = false
+  void exited.then(([code, signal]) => {
+    if (stopping) return
+    const last = [...tail, ...stderr.split('\n').slice(-20)].filter((l) => l !== '').join('\n')
+    progress(`server ${pid} exited (code ${String(code)}, signal ${String(signal)}) while in use; its last lines:\n${last}`)
+  })
   let grpcAddress: string | undefined
   const url = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
+      tail.push(line.slice(0, 2000))
+      if (tail.length > 20) tail.shift()
       let logged: Record<string, unknown>
       try {
         logged = JSON.parse(line) as Record<string, unknown>
@@ -142,7 +153,6 @@ export async function startBenchServer(args: string[], entry: ServerEntry = 'tsx
     })
     void exited.then(([code]) => reject(new Error(`server exited (${String(code)}) before listening: ${stderr}`)))
   })
-  const pid = child.pid!
   return {
     url,
     get grpcAddress() {
@@ -151,6 +161,7 @@ export async function startBenchServer(args: string[], entry: ServerEntry = 'tsx
     pid,
     cpuSeconds: () => processCpuSeconds(pid),
     async stop() {
+      stopping = true
       child.kill('SIGTERM')
       await exited
     }

@@ -268,18 +268,19 @@ archives). Here, in the project root:
 
     npm ci && npm run load:gpu-bundle      # builds, compiles load/ into dist/, writes .gpu/a and .gpu/b
 
-On the GPU host, after both archives arrived:
+On the GPU host, after both archives arrived (send \`dist/\` with the second: carry \`[".gpu/b", "dist"]\`):
 
     bash .gpu/a/device.sh a && bash .gpu/b/device.sh b && source .gpu/b/device.sh env
-    bash load/gpu/run.sh [models|raw|suite|fp16|all]    # writes $OUT/raw.md, $OUT/load-report.md, $OUT/fp16/load-report.md
+    bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|all]    # writes $OUT/raw.md, $OUT/load-report.md, $OUT/fp16/load-report.md, $OUT/first-run.md
 
 It builds the synthetic ResNet-50 and its UINT8-prologue, FP16 and UINT8+FP16 variants; \`raw\` measures
 the four raw sessions at batch 256 with 1 and 2 batches in flight (one worker thread each);
 \`suite\` runs every door against \`--provider cuda --sessions-per-model 2\` with max batch 128
 (\`GPU_MAX_BATCH\`) at concurrency 16–512 (\`GPU_CONCURRENCY\`, \`GPU_DURATION\`), sharp alone measured
-on the host's cores for /classify; \`fp16\` repeats /classify, /v2 and gRPC with the UINT8+FP16 model.
-\`GPU_PROVIDER=cpu\` with small knobs runs the same script on a CPU machine; that dry run is how it was
-checked here (it has not yet run on a GPU).`
+on the host's cores for /classify; \`fp16\` repeats /classify, /v2 and gRPC with the UINT8+FP16 model;
+\`firstrun\` times one session's runs per batch size, first runs and shuffled sizes.
+\`GPU_PROVIDER=cpu\` with small knobs runs the same script on a CPU machine. It ran on an H200 on
+2026-11-30: figures and findings in [gpu-report.md](gpu-report.md).`
 
 /** How far the same raw session drifted during this run: the noise the per-level figures take out of each ratio. */
 function noiseLine(result: SuiteResult): string {

@@ -2,7 +2,7 @@
 # The load suite on the GPU host; writes everything under $OUT. In the project root, after
 # `bash .gpu/a/device.sh a`, `bash .gpu/b/device.sh b`, `source .gpu/b/device.sh env`:
 #
-#   bash load/gpu/run.sh [models|raw|suite|fp16|all ...]   (default all; parts run in the order below)
+#   bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|all ...]   (default all; parts run in the order below)
 #
 # Parts, so that each device command stays under its 10-minute limit if one run of all does not:
 #   models  the synthetic ResNet-50 and its variants -u8, -fp16, -u8-fp16 (UINT8 prologue, FP16)
@@ -10,8 +10,13 @@
 #           (the GPU target: -u8-fp16 with two or more in flight >= 8,500 images/s)
 #   suite   every door against --provider cuda with the FP32 models, report with charts
 #   fp16    /classify, /v2 and gRPC with the UINT8+FP16 model (the fastest path), its own report
+#   firstrun  the first runs of each batch size on one session (what warm-up must cover), first-run.md
+# Send dist/ in the checkout (run's carry: [".gpu/b", "dist"]): linked from the archive in /tmp it
+# misses the checkout's data/ and the service could not be reached (first GPU run, docs/gpu-report.md).
+# Run `firstrun` first on a new host: it tells whether a change of batch size costs time per run.
 # Estimated on the CPU dry run: all is ~7-8 minutes. With 15 device minutes, run
-# `bash load/gpu/run.sh raw fp16` (the targets, ~4 min) in one command, then `suite` in a second.# Knobs (environment): GPU_PROVIDER (cuda; cpu for a dry run), GPU_SESSIONS (2), GPU_MAX_BATCH (128),
+# `bash load/gpu/run.sh raw fp16` (the targets, ~4 min) in one command (add firstrun: ~30 s), then `suite` in a second.
+# Knobs (environment): GPU_PROVIDER (cuda; cpu for a dry run), GPU_SESSIONS (2), GPU_MAX_BATCH (128),
 # GPU_CONCURRENCY (16,64,256,512), GPU_DURATION (s per level, 4), GPU_RAW_SECONDS (3),
 # GPU_RAW_BATCHES (256), GPU_RAW_IN_FLIGHT (1,2), GPU_PHOTOS (500x375,4000x3000),
 # GPU_REPOSITORY (/tmp/gpu-models).
@@ -28,7 +33,7 @@ photos=${GPU_PHOTOS:-500x375,4000x3000}
 repo=${GPU_REPOSITORY:-/tmp/gpu-models}
 # sharp (so "sharp alone" and the service's decoding) gets its parallelism from the libuv pool.
 export UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-$(nproc)}
-for p in $parts; do case "$p" in models|raw|suite|fp16|all) ;; *) echo "usage: bash load/gpu/run.sh [models|raw|suite|fp16|all ...]"; exit 2 ;; esac; done
+for p in $parts; do case "$p" in models|raw|suite|fp16|firstrun|all) ;; *) echo "usage: bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|all ...]"; exit 2 ;; esac; done
 mkdir -p "$out"
 exec > >(tee -a "$out/run.log") 2>&1
 
@@ -50,19 +55,25 @@ if want raw; then
     --out "$out/raw.json" | tee "$out/raw.md"
 fi
 
-common=(--entry dist --provider "$provider" --sessions-per-model "$sessions" --max-batch "$max_batch" --repository "$repo"
+common=(--entry dist --provider "$provider" --sessions-per-model "$sessions" --max-batch "$max_batch"
         --concurrency "$concurrency" --duration "$duration")
+# The service loads every model of its repository and warms up each batch size it runs, so each part
+# serves a repository of its own with only the models it measures.
+serving() { local dir="$repo-$1"; shift; mkdir -p "$dir"; for m in "$@"; do [ -d "$dir/$m" ] || cp -r "$repo/$m" "$dir/"; done; echo "$dir"; }
 raw_arg=(); [ -f "$out/raw.json" ] && raw_arg=(--raw "$out/raw.json")
 
 if want suite; then
   # Each scenario: raw session with $sessions batches in flight, sharp alone on these cores (for
   # /classify), then the service under load. FP32 models; report and charts into $OUT.
-  node dist/load/report.js "${common[@]}" --photos "$photos" --out "$out" --scenarios all --report-dir "$out" "${raw_arg[@]}"
+  node dist/load/report.js "${common[@]}" --repository "$(serving fp32 resnet50 resnet50-u8)" --photos "$photos" --out "$out" --scenarios all --report-dir "$out" "${raw_arg[@]}"
 fi
 
 if want fp16; then
   mkdir -p "$out/fp16"
-  node dist/load/report.js "${common[@]}" --photos 500x375 --out "$out/fp16" --float-model resnet50-fp16 --uint8-model resnet50-u8-fp16 \
+  node dist/load/report.js "${common[@]}" --repository "$(serving fp16 resnet50-fp16 resnet50-u8-fp16)" --photos 500x375 --out "$out/fp16" --float-model resnet50-fp16 --uint8-model resnet50-u8-fp16 \
     --scenarios classify,classify-uint8,v2-uint8,grpc-uint8 --report-dir "$out/fp16" "${raw_arg[@]}"
+fi
+if want firstrun; then
+  node load/gpu/first-run.mjs "$repo" resnet50,resnet50-u8-fp16 "$provider" "${GPU_FIRST_RUN_BATCHES:-1,2,3,4,8,16,32,64,128}" | tee "$out/first-run.md"
 fi
 echo "== done $(date -u +%FT%TZ); reports: $out/load-report.md $out/fp16/load-report.md"
