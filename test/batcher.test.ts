@@ -184,6 +184,32 @@ describe('Batcher', { timeout: 5000 }, () => {
     expect(r2.queueMs).toBeCloseTo(3, 9)
   })
 
+  it('with delay 0 (the default) an idle session never waits: one request runs alone at once; requests that arrive while every session is busy form the next batch', async () => {
+    const clock = new FakeClock()
+    const exec = manualExecute()
+    const b = new Batcher({ policy: { ...POLICY, maxQueueDelayMs: 0 }, runners: 2, execute: exec.execute, clock })
+    const first = b.submit(1)
+    expect(exec.calls).toEqual([[1]])
+    const second = b.submit(2)
+    expect(exec.calls).toEqual([[1], [2]])
+    const waiting = [3, 4, 5, 6, 7].map((x) => b.submit(x))
+    expect(exec.calls).toHaveLength(2)
+    expect(clock.pendingTimers).toBe(0)
+    clock.advance(7)
+    exec.finish(0)
+    expect((await first).queueMs).toBe(0)
+    await settle()
+    // The freed session takes a full batch of what piled up, the rest waits for the next free one.
+    expect(exec.calls).toEqual([[1], [2], [3, 4, 5, 6]])
+    exec.finish(1)
+    expect((await second).batchSize).toBe(1)
+    await settle()
+    expect(exec.calls[3]).toEqual([7])
+    exec.finish(2)
+    exec.finish(3)
+    expect((await Promise.all(waiting)).map((r) => r.output)).toEqual([30, 40, 50, 60, 70])
+  })
+
   it('keeps a single batch timer while items accumulate, and none once the queue is empty', async () => {
     const clock = new FakeClock()
     const exec = echoExecute()

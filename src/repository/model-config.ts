@@ -47,7 +47,12 @@ export const ModelConfigSchema = Type.Object(
     batching: Type.Object(
       {
         maxBatchSize: Type.Integer({ minimum: 1, maximum: 1024, default: 16 }),
-        maxQueueDelayMs: Type.Number({ minimum: 0, maximum: 10_000, default: 5 }),
+        maxQueueDelayMs: Type.Number({
+          minimum: 0,
+          maximum: 10_000,
+          default: 0,
+          description: 'How long an idle session waits for a fuller batch. 0 (as Triton): an idle session takes what is queued at once; batches still form while every session is busy.'
+        }),
         maxQueueSize: Type.Integer({ minimum: 1, maximum: 100_000, default: 256 }),
         padTo: Type.Optional(
           Type.Array(Type.Integer({ minimum: 1, maximum: 1024 }), {
@@ -117,7 +122,7 @@ export const PRESETS: Readonly<Record<PresetName, Preset>> = {
   }
 }
 
-export const DEFAULT_BATCHING: ModelConfig['batching'] = { maxBatchSize: 16, maxQueueDelayMs: 5, maxQueueSize: 256 }
+export const DEFAULT_BATCHING: ModelConfig['batching'] = { maxBatchSize: 16, maxQueueDelayMs: 0, maxQueueSize: 256 }
 
 export function configFromPreset(
   preset: PresetName,

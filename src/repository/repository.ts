@@ -145,7 +145,7 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
 function configFix(path: string): string {
   if (path.startsWith('/preprocess/mean') || path.startsWith('/preprocess/std')) return 'Give exactly three numbers, one per colour channel in the model\'s colour order.'
   if (path.startsWith('/input')) return 'input needs name (as in the ONNX file), layout NCHW|NHWC and datatype float32|uint8.'
-  if (path.startsWith('/batching')) return 'batching takes maxBatchSize (1–1024), maxQueueDelayMs (0–10000) and maxQueueSize.'
+  if (path.startsWith('/batching')) return 'batching takes maxBatchSize (1–1024), maxQueueDelayMs (0–10000), maxQueueSize and optionally padTo (a list of batch sizes).'
   return 'Compare with docs/models.md, or regenerate the file with `npm run model:add`.'
 }
 
