@@ -38,7 +38,7 @@ async function main(): Promise<void> {
   metrics.observe(service)
   const app = await buildApp(service, settings, log, metrics)
   const address = await app.listen({ host: settings.host, port: settings.port })
-  log.info({ address, models: service.modelNames(), defaultModel: service.defaultModel }, 'HTTP listening')
+  log.info({ address, pid: process.pid, models: service.modelNames(), defaultModel: service.defaultModel }, 'HTTP listening')
   let grpc: GrpcServerHandle
   try {
     grpc = await startGrpcServer(service, settings, log, metrics)

@@ -7,10 +7,11 @@ import { dirname, join } from 'node:path'
 import { loadSettings } from '../src/config.js'
 import { ClassifyService } from '../src/core/classify-service.js'
 import { syntheticModelRepository } from './helpers/models.js'
+import { startServerProcess } from './helpers/process.js'
 
 /**
  * The execution-provider setting on a machine without the CUDA provider library (this one and CI):
- * `auto` falls back to the CPU and says so loudly; `cuda` refuses to start.
+ * `auto` looks for the provider library and runs on the CPU, saying so once; `cuda` refuses to start.
  */
 
 // onnxruntime-node lists 'cuda' among its backends whether or not the provider library was installed.
@@ -29,23 +30,30 @@ function capturingLogger(): { log: pino.Logger; lines: Array<Record<string, unkn
 }
 
 describe.skipIf(hasCuda)('execution provider without CUDA', () => {
-  it('auto falls back to the CPU with a warning naming the reason', async () => {
+  it('auto runs on the CPU after looking for the provider library: one info line, no attempt that fails', async () => {
     const { log, lines } = capturingLogger()
     const settings = loadSettings(['--model-repository', await syntheticModelRepository(), '--provider', 'auto'], {})
     const service = await ClassifyService.start(settings, log)
     try {
       expect(service.model('resnet50').sessions.provider).toBe('cpu')
-      const warning = lines.find((l) => typeof l.msg === 'string' && l.msg.includes('CUDA execution provider unavailable'))
-      expect(warning?.level).toBe(40)
-      expect(String(warning?.reason)).not.toBe('')
+      const said = lines.filter((l) => typeof l.msg === 'string' && /execution provider|CUDA/.test(l.msg))
+      expect(said).toHaveLength(1)
+      expect(said[0]).toMatchObject({ level: 30, msg: 'execution provider: CPU (the CUDA provider library is not installed)', missing: join(ortBin, 'libonnxruntime_providers_cuda.so') })
     } finally {
       await service.close()
     }
   })
 
+  it('auto writes no ONNX Runtime error line on a CPU host (regression: a red "Failed to load library" per model)', async () => {
+    const server = await startServerProcess(['--model-repository', await syntheticModelRepository(), '--provider', 'auto'])
+    server.child.kill('SIGTERM')
+    expect(await server.exited).toBe(0)
+    expect(server.stderr()).not.toMatch(/onnxruntime|Failed to load library/)
+  })
+
   it('cuda refuses to start, with the fix in the message', async () => {
     const { log } = capturingLogger()
     const settings = loadSettings(['--model-repository', await syntheticModelRepository(), '--provider', 'cuda'], {})
-    await expect(ClassifyService.start(settings, log)).rejects.toThrow(/CUDA execution provider could not be used .*ONNXRUNTIME_NODE_INSTALL=cuda12/)
+    await expect(ClassifyService.start(settings, log)).rejects.toThrow(/CUDA execution provider could not be used \(its library is not installed: .*libonnxruntime_providers_cuda\.so is missing\).*ONNXRUNTIME_NODE_INSTALL=cuda12/)
   })
 })

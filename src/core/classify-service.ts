@@ -6,6 +6,7 @@ import { loadRepository, RepositoryError, type ModelEntry } from '../repository/
 import { Batcher, type BatchResult } from './batcher.js'
 import { ItemKind } from './inference-protocol.js'
 import { ModelSessions } from './inference-pool.js'
+import { cudaProviderLibrary } from './onnx-session.js'
 import { predictions, type Prediction } from './postprocess.js'
 import { ImagePreprocessor } from './preprocess.js'
 
@@ -162,6 +163,10 @@ export class ClassifyService {
     for (const f of failures) fail(f, f.model)
     if (models.length === 0 && failures.length === 0) {
       throw new RepositoryError('', settings.modelRepository, 'holds no model folders.', 'Add one with `npm run model:add`, build the synthetic default with `npm run model:build`, or start with --build-default-model true.')
+    }
+    if (settings.provider === 'auto') {
+      const cuda = cudaProviderLibrary()
+      if (!cuda.installed) log.info({ provider: 'cpu', missing: cuda.path }, 'execution provider: CPU (the CUDA provider library is not installed)')
     }
     const served: ServedModel[] = []
     try {

@@ -1,3 +1,6 @@
+import { existsSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
 import ort from 'onnxruntime-node'
 import type { Provider } from '../config.js'
 import type { ModelSignature, TensorSignature } from '../repository/repository.js'
@@ -35,19 +38,35 @@ function options(settings: SessionSettings, useCuda: boolean): ort.InferenceSess
   }
 }
 
+/**
+ * Where onnxruntime-node looks for its CUDA provider, and whether it is there. The package lists
+ * 'cuda' among its backends either way, and trying a missing library makes ONNX Runtime print an
+ * error line of its own on every CPU host; looking first keeps `auto` quiet there.
+ */
+export function cudaProviderLibrary(): { readonly path: string; readonly installed: boolean } {
+  const packageDir = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'))
+  const path = join(packageDir, 'bin', 'napi-v6', process.platform, process.arch, 'libonnxruntime_providers_cuda.so')
+  return { path, installed: existsSync(path) }
+}
+
+function cudaUnusable(reason: string, cause?: unknown): Error {
+  return new Error(
+    `the CUDA execution provider could not be used (${reason}). Install onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12 on a host with CUDA 12 and cuDNN 9, or start with --provider auto|cpu.`,
+    { cause }
+  )
+}
+
 export async function openSession(modelPath: string, settings: SessionSettings): Promise<OpenedSession> {
-  if (settings.provider !== 'cpu') {
+  const library = settings.provider === 'cpu' ? undefined : cudaProviderLibrary()
+  if (library !== undefined && !library.installed) {
+    if (settings.provider === 'cuda') throw cudaUnusable(`its library is not installed: ${library.path} is missing`)
+  } else if (settings.provider !== 'cpu') {
     try {
       const session = await ort.InferenceSession.create(modelPath, options(settings, true))
       return { session, provider: 'cuda', fallbackReason: undefined, Tensor: ort.Tensor }
     } catch (err) {
       const reason = (err as Error).message
-      if (settings.provider === 'cuda') {
-        throw new Error(
-          `the CUDA execution provider could not be used (${reason}). Install onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12 on a host with CUDA 12 and cuDNN 9, or start with --provider auto|cpu.`,
-          { cause: err }
-        )
-      }
+      if (settings.provider === 'cuda') throw cudaUnusable(reason, err)
       const session = await ort.InferenceSession.create(modelPath, options(settings, false))
       return { session, provider: 'cpu', fallbackReason: reason, Tensor: ort.Tensor }
     }

@@ -8,6 +8,8 @@ export interface ServerProcess {
   readonly logs: Array<Record<string, unknown>>
   /** Resolves with the exit code. */
   readonly exited: Promise<number | null>
+  /** What the process wrote to stderr so far. */
+  stderr(): string
 }
 
 /** Runs the real entry point (src/main.ts under tsx) and waits for its "HTTP listening" line. */
@@ -32,5 +34,5 @@ export async function startServerProcess(args: string[], env: Record<string, str
     })
     void exited.then((code) => reject(new Error(`server exited (${code}) before listening: ${stderr}`)))
   })
-  return { child, url, logs, exited }
+  return { child, url, logs, exited, stderr: () => stderr }
 }
