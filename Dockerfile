@@ -12,6 +12,7 @@ COPY package.json package-lock.json .npmrc ./
 RUN npm ci --no-audit --no-fund \
  && node -e "require.resolve('fastify'); require.resolve('typescript/package.json')"
 COPY tsconfig.json tsconfig.build.json ./
+COPY scripts/build.mjs ./scripts/
 COPY src ./src
 # Files under src/ that are not TypeScript (the gRPC door's .proto, the demo page) are read at run
 # time from a path relative to the module, and tsc copies none of them: keep each beside the compiled
