@@ -299,6 +299,35 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     await expectV2Error(await fetch(`${server.url}/v2/repository/index`), 404, 'BAD_REQUEST')
   })
 
+  it('JSON data nested 10,000 deep → 400, not a stack overflow 500', async () => {
+    const depth = 10_000
+    const body = `{"inputs":[{"name":"${INPUT}","datatype":"FP32","shape":[1,3,224,224],"data":${'['.repeat(depth)}1${']'.repeat(depth)}}]}`
+    const res = await fetch(`${server.url}/v2/models/${MODEL}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    expect(await expectV2Error(res, 400, 'BAD_REQUEST')).toMatch(/nests deeper than \d+ levels/)
+    // The tensor's own nesting, [1][3][224][224], stays accepted.
+    const nested = Array.from({ length: 3 }, (_, c) => Array.from({ length: 224 }, (_, y) => Array.from(tensor.subarray((c * 224 + y) * 224, (c * 224 + y + 1) * 224))))
+    expect((await infer({ inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], data: [nested] }] })).status).toBe(200)
+  })
+
+  it('FP32 elements that are not finite as float32 → 400 naming the input, not 200 with NaN logits', async () => {
+    // JSON has no NaN literal, but 1e39 overflows float32 to Infinity.
+    const overflow = Array.from(tensor)
+    overflow[5] = 1e39
+    const json = await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], data: overflow }] }), 400, 'BAD_REQUEST')
+    expect(json).toMatch(/"input" image 0, element 5 is Infinity/)
+
+    // Binary data carries NaN as it is; the second image's tensor starts at an odd offset of the body.
+    const pair = new Float32Array(tensor.length * 2)
+    pair.set(tensor)
+    pair.set(tensor, tensor.length)
+    pair[tensor.length + 7] = NaN
+    const header = { inputs: [{ name: INPUT, datatype: 'FP32', shape: [2, 3, 224, 224], parameters: { binary_data_size: pair.byteLength } }], id: 'odd' }
+    expect(JSON.stringify(header).length % 4).not.toBe(0)
+    expect(await expectV2Error(await inferBinary(header, tensorBytes(pair)), 400, 'BAD_REQUEST')).toMatch(/"input" image 1, element 7 is NaN/)
+    pair[tensor.length + 7] = -Infinity
+    expect(await expectV2Error(await inferBinary(header, tensorBytes(pair)), 400, 'BAD_REQUEST')).toMatch(/"input" image 1, element 7 is -Infinity/)
+  })
+
   it('counts each infer request once, as a success or by its refusal code', async () => {
     const metric = async (name: string, labels: string): Promise<number> => {
       const line = (await server.metrics.exposition()).body.split('\n').find((l) => l.startsWith(`${name}{${labels}} `))
