@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
+import { chooseDefaultModel } from '../repository/default-model.js'
 import { loadRepository, RepositoryError, type ModelEntry } from '../repository/repository.js'
 import { Batcher, type BatchResult } from './batcher.js'
 import { ItemKind } from './inference-protocol.js'
@@ -144,8 +145,12 @@ export class ClassifyService {
   ) {
     for (const m of served) this.models.set(m.entry.name, m)
     this.failed = failed
-    const names = [...this.models.keys()].sort()
-    this.defaultModel = settings.defaultModel ?? (this.models.has('resnet50') ? 'resnet50' : names[0])
+    const choice = chooseDefaultModel(
+      served.map((m) => ({ name: m.entry.name, synthetic: m.entry.config.synthetic })),
+      settings.defaultModel
+    )
+    this.defaultModel = choice.name
+    if (choice.name !== undefined) log.info({ model: choice.name, why: choice.reason }, 'default model (requests that name none)')
   }
 
   /**
@@ -163,6 +168,11 @@ export class ClassifyService {
     for (const f of failures) fail(f, f.model)
     if (models.length === 0 && failures.length === 0) {
       throw new RepositoryError('', settings.modelRepository, 'holds no model folders.', 'Add one with `npm run model:add`, build the synthetic default with `npm run model:build`, or start with --build-default-model true.')
+    }
+    const named = settings.defaultModel
+    if (named !== undefined && !models.some((m) => m.name === named) && !failures.some((f) => f.model === named)) {
+      const known = [...models.map((m) => m.name), ...failures.map((f) => f.model)].sort().join(', ')
+      throw new RepositoryError(named, settings.modelRepository, `holds no model "${named}" (--default-model).`, `Name one of: ${known}.`)
     }
     if (settings.provider === 'auto') {
       const cuda = cudaProviderLibrary()

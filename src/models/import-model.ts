@@ -266,6 +266,12 @@ export function describeImport(imported: ImportedModel, source: string): string 
   ]
   for (const note of imported.notes) lines.push(`  note: ${note}`)
   lines.push(`Validated as the server does at start-up (config, files, labels, ONNX signature, one run).`)
+  const name = basename(imported.dir)
   lines.push(`Serve it: npm start -- --model-repository ${shown(resolve(imported.dir, '..'))}`)
+  lines.push(
+    config.synthetic
+      ? `Ask for it by name: curl -X POST -H 'content-type: image/jpeg' --data-binary @photo.jpg 'http://localhost:8080/classify?model=${name}'`
+      : `Requests that name no model go to ${name} when it is the only model with real weights (else start with --default-model ${name}, or ask per request: /classify?model=${name}).`
+  )
   return lines.join('\n')
 }

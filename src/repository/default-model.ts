@@ -29,3 +29,27 @@ export async function ensureDefaultModel(root: string, log: Logger): Promise<voi
   })
   log.warn({ dir, parameters }, 'built the synthetic default model')
 }
+
+export interface DefaultModelChoice {
+  readonly name: string | undefined
+  /** Why, for the start-up log line. */
+  readonly reason: string
+}
+
+/**
+ * The model a request that names none goes to. The synthetic model is a placeholder: once a real
+ * (trained) model is loaded, the default is a real one. `configured` (--default-model) always wins;
+ * the caller checks that it names a loaded model.
+ */
+export function chooseDefaultModel(models: ReadonlyArray<{ readonly name: string; readonly synthetic: boolean }>, configured: string | undefined): DefaultModelChoice {
+  if (configured !== undefined) return { name: configured, reason: '--default-model' }
+  const byName = [...models].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  const real = byName.filter((m) => !m.synthetic)
+  if (real.length === 1) return { name: real[0]!.name, reason: 'the only model with real (not synthetic) weights' }
+  if (real.length > 1) {
+    const name = real.some((m) => m.name === DEFAULT_MODEL_NAME) ? DEFAULT_MODEL_NAME : real[0]!.name
+    return { name, reason: `the first of ${real.length} models with real weights (choose with --default-model)` }
+  }
+  if (byName.some((m) => m.name === DEFAULT_MODEL_NAME)) return { name: DEFAULT_MODEL_NAME, reason: 'no model has real weights yet' }
+  return { name: byName[0]?.name, reason: 'no model has real weights yet; the first in name order' }
+}

@@ -13,6 +13,8 @@ export interface ModelVariant {
   readonly batching?: Partial<{ maxBatchSize: number; maxQueueDelayMs: number; maxQueueSize: number }>
   /** A model.onnx of garbage: the folder validates, the session does not open. */
   readonly broken?: boolean
+  /** Mark the folder as holding real (not synthetic) weights, as an imported export is. */
+  readonly real?: boolean
 }
 
 const created: string[] = []
@@ -25,7 +27,8 @@ export async function variantRepository(variants: Readonly<Record<string, ModelV
   for (const [name, variant] of Object.entries(variants)) {
     const dir = join(root, name)
     await mkdir(dir)
-    await writeFile(join(dir, 'config.json'), JSON.stringify({ ...config, batching: { ...config.batching, ...variant.batching } }))
+    const synthetic = variant.real === true ? { synthetic: false } : {}
+    await writeFile(join(dir, 'config.json'), JSON.stringify({ ...config, ...synthetic, batching: { ...config.batching, ...variant.batching } }))
     await copyFile(join(good, 'labels.txt'), join(dir, 'labels.txt'))
     if (variant.broken === true) await writeFile(join(dir, 'model.onnx'), Buffer.from('this is not an ONNX model'))
     else await symlink(join(good, 'model.onnx'), join(dir, 'model.onnx'))
