@@ -12,6 +12,7 @@ export type ErrorKind =
   | 'unauthenticated'
   | 'resource_exhausted'
   | 'deadline_exceeded'
+  | 'request_timeout'
   | 'cancelled'
   | 'unavailable'
   | 'internal'
@@ -56,6 +57,11 @@ export const ERRORS = {
     message: 'This route needs the API key: send "Authorization: Bearer <key>" or "x-api-key: <key>".'
   },
   MODEL_NOT_FOUND: { kind: 'not_found', message: 'No model of that name is loaded.' },
+  ROUTE_NOT_FOUND: { kind: 'not_found', message: 'No route answers this method and path; the API is listed at /docs.' },
+  REQUEST_TIMEOUT: {
+    kind: 'request_timeout',
+    message: 'The request was not received in time (setting --request-timeout-ms); the connection is closed.'
+  },
   MODEL_NOT_READY: { kind: 'unavailable', message: 'The model is loaded but not ready to serve.' },
   QUEUE_FULL: { kind: 'resource_exhausted', message: "The model's queue is full; retry after the Retry-After delay." },
   DEADLINE_EXCEEDED: { kind: 'deadline_exceeded', message: 'The request deadline passed before the image ran.' },

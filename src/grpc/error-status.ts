@@ -22,6 +22,7 @@ export function grpcStatusName(kind: ErrorKind): GrpcStatusName {
     case 'unavailable':
       return 'UNAVAILABLE'
     case 'deadline_exceeded':
+    case 'request_timeout':
       return 'DEADLINE_EXCEEDED'
     case 'internal':
       return 'INTERNAL'

@@ -1,4 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import { STATUS_CODES, type IncomingMessage } from 'node:http'
 import { ServiceError, isServiceError, type ErrorCode, type ErrorKind } from '../errors.js'
 
 /** The one place an error kind becomes an HTTP status. */
@@ -10,6 +11,8 @@ export function httpStatusOf(kind: ErrorKind): number {
       return 401
     case 'not_found':
       return 404
+    case 'request_timeout':
+      return 408
     case 'payload_too_large':
       return 413
     case 'unsupported_media_type':
@@ -27,22 +30,44 @@ export function httpStatusOf(kind: ErrorKind): number {
   }
 }
 
-/** fastify and plugin error codes → our registry. Anything else unknown is INTERNAL. */
-const FASTIFY_CODES: Readonly<Record<string, ErrorCode>> = {
+/** An error answer's body for a refused request, given its error and HTTP status. */
+export type ErrorBodyShape = (se: ServiceError, status: number) => unknown
+
+/** The door's own shape: `{ statusCode, code, error, message }`. */
+export const errorBody: ErrorBodyShape = (se, status) => ({ statusCode: status, code: se.code, error: STATUS_CODES[status] ?? 'Error', message: se.message })
+
+/** The Open Inference Protocol's shape, on /v2: `{ error: "<CODE>: <message>" }`. */
+export const v2ErrorBody: ErrorBodyShape = (se) => ({ error: `${se.code}: ${se.message}` })
+
+/**
+ * The shape for an answer given before or outside any route (URL, parser and connection errors):
+ * chosen from the path, as the routes' own error handlers would have chosen it.
+ */
+export function errorBodyFor(url: string | undefined): ErrorBodyShape {
+  return url !== undefined && /^\/v2(?:[/?#]|$)/.test(url) ? v2ErrorBody : errorBody
+}
+
+/** fastify, router and plugin error codes → our registry (with a detail where the code alone is vague). */
+const FASTIFY_CODES: Readonly<Record<string, ErrorCode | readonly [ErrorCode, string]>> = {
   FST_ERR_CTP_EMPTY_JSON_BODY: 'EMPTY_BODY',
   FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
-  FST_ERR_CTP_INVALID_JSON_BODY: 'BAD_REQUEST',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: ['BAD_REQUEST', 'The Content-Length header does not match the body.'],
+  FST_ERR_CTP_INVALID_JSON_BODY: ['BAD_REQUEST', 'The body is not valid JSON.'],
   FST_ERR_CTP_EMPTY_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
   FST_ERR_CTP_INVALID_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_ROUTE_MISSING_CONTENT_TYPE: 'UNSUPPORTED_MEDIA_TYPE',
+  FST_ERR_NOT_FOUND: 'ROUTE_NOT_FOUND',
+  // The router refuses these before any route runs; the message must not echo the URL back.
+  FST_ERR_BAD_URL: ['BAD_REQUEST', 'The path is not valid percent-encoding.'],
+  FST_ERR_MAX_PARAM_LENGTH: ['BAD_REQUEST', 'A path parameter (a model name or version) is too long.'],
   FST_REQ_FILE_TOO_LARGE: 'BODY_TOO_LARGE',
   FST_PARTS_LIMIT: 'BAD_MULTIPART',
   FST_FILES_LIMIT: 'BAD_MULTIPART',
   FST_FIELDS_LIMIT: 'BAD_MULTIPART',
   FST_PROTO_VIOLATION: 'BAD_MULTIPART',
   FST_INVALID_MULTIPART_CONTENT_TYPE: 'BAD_MULTIPART',
-  FST_ERR_NOT_FOUND: 'BAD_REQUEST'
+  FST_INVALID_JSON_FIELD_ERROR: 'BAD_MULTIPART'
 }
 
 interface FastifyLikeError {
@@ -53,9 +78,31 @@ interface FastifyLikeError {
   validationContext?: string
 }
 
-/** Any thrown value → a ServiceError with a stable code; never leaks a stack or a path. */
-export function toServiceError(err: unknown): ServiceError {
+/** Connections this door cut off for taking too long to send their request (see server-limits.ts). */
+const timedOutSockets = new WeakSet<object>()
+
+export function noteRequestTimeout(socket: object): void {
+  timedOutSockets.add(socket)
+}
+
+/**
+ * Whether the request's body stopped arriving because the connection went: the client hung up
+ * (or this door cut it off) before its last byte. Errors that follow are the client's doing.
+ */
+function bodyCutOff(raw: IncomingMessage): boolean {
+  return raw.destroyed && !raw.complete
+}
+
+/**
+ * Any thrown value → a ServiceError with a stable code; never leaks a stack or a path. Given the
+ * request, an error caused by its connection going away is CLIENT_CLOSED (or REQUEST_TIMEOUT when
+ * this door cut a slow client off), not INTERNAL, whatever the parser made of the missing bytes.
+ */
+export function toServiceError(err: unknown, request?: FastifyRequest): ServiceError {
   if (isServiceError(err)) return err
+  if (request !== undefined && bodyCutOff(request.raw)) {
+    return new ServiceError(timedOutSockets.has(request.raw.socket) ? 'REQUEST_TIMEOUT' : 'CLIENT_CLOSED')
+  }
   const e = (err ?? {}) as FastifyLikeError
   if (e.validation !== undefined) {
     const where = e.validation.map((v) => `${e.validationContext ?? ''}${v.instancePath ?? ''}`).join(' ')
@@ -64,7 +111,8 @@ export function toServiceError(err: unknown): ServiceError {
     return new ServiceError('BAD_REQUEST', e.message)
   }
   const mapped = e.code === undefined ? undefined : FASTIFY_CODES[e.code]
-  if (mapped !== undefined) return new ServiceError(mapped)
+  if (typeof mapped === 'string') return new ServiceError(mapped)
+  if (mapped !== undefined) return new ServiceError(mapped[0], mapped[1])
   // Busboy (multipart) reports malformed bodies as plain Errors; the request, not the server, is at fault.
   if (typeof e.message === 'string' && /multipart|boundary|Unexpected end of form|Malformed part header/i.test(e.message)) {
     return new ServiceError('BAD_MULTIPART')
@@ -74,14 +122,22 @@ export function toServiceError(err: unknown): ServiceError {
 }
 
 /**
- * Answers a failed request: logs it (unexpected failures at error, refusals at info), sets
- * Retry-After when the error carries one, and sends the body its door's protocol wants.
+ * 5xx codes that are the expected outcome of a client's choice or of shutting down, logged at info
+ * like refusals: only failures nobody asked for are logged at error.
  */
-export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, body: (se: ServiceError, status: number) => unknown): void {
-  const se = toServiceError(err)
+const EXPECTED_5XX: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['SHUTTING_DOWN', 'INFERENCE_FAILED', 'DEADLINE_EXCEEDED'])
+
+/**
+ * Answers a failed request: logs it (unexpected failures at error, refusals at info), sets
+ * Retry-After when the error carries one, and sends the body its door's protocol wants. A request
+ * whose body has not fully arrived is answered with `Connection: close`: the rest is not read.
+ */
+export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, body: ErrorBodyShape): void {
+  const se = toServiceError(err, request)
   const status = httpStatusOf(se.kind)
-  if (status >= 500 && se.code !== 'SHUTTING_DOWN' && se.code !== 'INFERENCE_FAILED') request.log.error({ err }, 'request failed')
+  if (status >= 500 && !EXPECTED_5XX.has(se.code)) request.log.error({ err }, 'request failed')
   else request.log.info({ code: se.code, status }, 'request refused')
   if (se.retryAfterSeconds !== undefined) void reply.header('retry-after', String(se.retryAfterSeconds))
+  if (!request.raw.complete) void reply.header('connection', 'close')
   void reply.code(status).send(body(se, status))
 }

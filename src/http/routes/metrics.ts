@@ -45,7 +45,7 @@ export function requestCounting(app: FastifyInstance, metrics: ServiceMetrics): 
   // Failures are counted in onError, which sees the thrown error's code (the reply only has the
   // status); it also runs for parser and validation errors and for clients gone before the answer.
   app.addHook('onError', async (request, _reply, error) => {
-    if (countingOf(request) !== undefined) metrics.recordRequest(requestedModel(request), toServiceError(error).code)
+    if (countingOf(request) !== undefined) metrics.recordRequest(requestedModel(request), toServiceError(error, request).code)
   })
   app.addHook('onResponse', async (request, reply) => {
     if (reply.statusCode < 400 && countingOf(request) === 'request') metrics.recordRequest(requestedModel(request), 'success')
