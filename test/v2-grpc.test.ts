@@ -95,7 +95,11 @@ describe('V2 gRPC: health and metadata', () => {
     expect(await grpc.call('ServerReady', {})).toEqual({ ready: true })
     expect(await grpc.call('ModelReady', { name: MODEL })).toEqual({ ready: true })
     expect(await grpc.call('ModelReady', { name: MODEL, version: '1' })).toEqual({ ready: true })
-    await expectStatus(grpc.call('ModelReady', { name: 'nope' }), status.NOT_FOUND)
+  })
+
+  it('ModelReady for an unknown model or version answers ready: false, as Triton does (it was NOT_FOUND)', async () => {
+    expect(await grpc.call('ModelReady', { name: 'nope' })).toEqual({ ready: false })
+    expect(await grpc.call('ModelReady', { name: MODEL, version: '9' })).toEqual({ ready: false })
   })
 
   it('ServerMetadata and ModelMetadata', async () => {

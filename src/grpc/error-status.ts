@@ -1,5 +1,5 @@
-import { status } from '@grpc/grpc-js'
-import { ServiceError, isServiceError, type ErrorKind } from '../errors.js'
+import { Metadata, status, type StatusObject } from '@grpc/grpc-js'
+import { ERRORS, ServiceError, isServiceError, type ErrorKind } from '../errors.js'
 
 /** The name of a gRPC status code, as grpc-js's `status` enum spells it. */
 export type GrpcStatusName = keyof typeof status
@@ -36,4 +36,49 @@ export function grpcStatusOf(kind: ErrorKind): status {
 /** Any thrown value → a ServiceError with a stable code; never leaks a stack or a path. */
 export function toServiceError(err: unknown): ServiceError {
   return isServiceError(err) ? err : new ServiceError('INTERNAL', undefined, { cause: err })
+}
+
+/** A call's status as the door answers it: the registry code leads the details; Retry-After rides in the trailers. */
+export function statusOf(se: ServiceError): Pick<StatusObject, 'code' | 'details' | 'metadata'> {
+  const metadata = new Metadata()
+  if (se.retryAfterSeconds !== undefined) metadata.set('retry-after', String(se.retryAfterSeconds))
+  return { code: grpcStatusOf(se.kind), details: `${se.code}: ${se.message}`, metadata }
+}
+
+const REGISTRY_DETAILS = /^([A-Z_]+): /
+
+/** Whether the details were written by statusOf (they start with a registry code). */
+function carriesRegistryCode(details: string): boolean {
+  const code = REGISTRY_DETAILS.exec(details)?.[1]
+  return code !== undefined && Object.hasOwn(ERRORS, code)
+}
+
+/**
+ * grpc-js answers some calls itself, before or around the handler: a message over the receive
+ * limit, a deadline that passes, a grpc-timeout header it cannot read, a message that does not
+ * decompress, a unary call with no message or two. Each such status → the registry error that
+ * says the same (its own words kept as the detail); undefined for OK and for statuses the door
+ * wrote itself. Whatever grpc-js may add later and this does not know is INTERNAL.
+ */
+export function libraryStatusError(s: Pick<StatusObject, 'code' | 'details'>): ServiceError | undefined {
+  const details = s.details ?? ''
+  if (s.code === status.OK || carriesRegistryCode(details)) return undefined
+  const said = `(${details})`
+  switch (s.code) {
+    case status.DEADLINE_EXCEEDED:
+      return new ServiceError('DEADLINE_EXCEEDED', said)
+    case status.CANCELLED:
+      return new ServiceError('CLIENT_CLOSED', said)
+    case status.RESOURCE_EXHAUSTED:
+      if (/^Received message/.test(details)) return new ServiceError('BODY_TOO_LARGE', said)
+      break
+    case status.INTERNAL:
+      if (/grpc-timeout/.test(details)) return new ServiceError('INVALID_DEADLINE', said)
+      if (/^(Failed to decompress|Error deserializing request)/.test(details)) return new ServiceError('BAD_REQUEST', said)
+      break
+    case status.UNIMPLEMENTED:
+      if (/unsupported encoding|request message/.test(details)) return new ServiceError('BAD_REQUEST', said)
+      break
+  }
+  return new ServiceError('INTERNAL', said)
 }

@@ -2,9 +2,9 @@ import { existsSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import {
-  Metadata,
   Server,
   ServerCredentials,
+  type MethodDefinition,
   type ServerUnaryCall,
   type ServiceDefinition,
   type StatusObject,
@@ -13,7 +13,6 @@ import {
 } from '@grpc/grpc-js'
 import { loadSync, type PackageDefinition } from '@grpc/proto-loader'
 import type { Logger } from 'pino'
-import { isAuthorized } from '../api-key.js'
 import type { Settings } from '../config.js'
 import type { ClassifyService, RequestOptions } from '../core/classify-service.js'
 import {
@@ -32,18 +31,39 @@ import {
 } from '../core/open-inference.js'
 import { ServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
-import { grpcStatusOf, toServiceError } from './error-status.js'
+import { admissionInterceptor, type RpcAccess } from './call-admission.js'
+import { statusOf, toServiceError } from './error-status.js'
+import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 
 /**
  * The gRPC door: the Open Inference Protocol's `inference.GRPCInferenceService` over the core
  * service. Meaning lives in src/core/open-inference.ts; this door maps messages and statuses only.
  * The call's deadline and cancellation reach the batcher, so an abandoned call costs no model run.
+ *
+ * Admission, cheapest first: the API key on the call's metadata (call-admission.ts, before the
+ * message is read); the receive limit (grpc-js, on the message's length prefix); then, in the
+ * handler, the message's entry counts read off its wire bytes (request-bounds.ts); only then does
+ * protobuf decode it. Requests are registered undecoded for that reason.
  */
 
 export const SERVICE_NAME = 'inference.GRPCInferenceService'
 
-/** Room in a message for everything around the tensor bytes, which bodyLimitBytes bounds. */
+/** Room in a message for everything around the tensor bytes: names, shape, parameters. */
 const MESSAGE_ENVELOPE_BYTES = 64 * 1024
+/** The requests of every RPC but ModelInfer hold a model name and version at most. */
+const SMALL_MESSAGE_BYTES = 4 * 1024
+/** gRPC frames a message with a 4-byte length; grpc-js reads it as a signed 32-bit integer. */
+const MAX_MESSAGE_BYTES = 2 ** 31 - 1
+
+const ACCESS: Readonly<Record<string, RpcAccess>> = {
+  ModelInfer: 'inference',
+  ServerLive: 'health',
+  ServerReady: 'health',
+  ModelReady: 'health',
+  // Metadata RPCs stay open, as model listings are on the HTTP door.
+  ServerMetadata: 'open',
+  ModelMetadata: 'open'
+}
 
 /**
  * inference.proto, read at run time: beside this module (src/grpc/, or dist/src/grpc/ when the
@@ -110,8 +130,41 @@ interface ModelRefMessage {
 
 export interface GrpcServerHandle {
   readonly port: number
+  /** The largest message the door reads, in bytes (see messageLimits). */
+  readonly receiveLimitBytes: number
+  /** ModelInfer messages protobuf has decoded: those past the key, the receive limit and the entry bounds. */
+  decodedInferRequests(): number
   /** Stops taking calls and waits for those in progress (up to the drain timeout), then closes. */
   close(): Promise<void>
+}
+
+export interface MessageLimits {
+  /** grpc-js's receive limit: larger messages are refused on their length prefix, unread. */
+  readonly receiveLimitBytes: number
+  readonly requestBounds: RequestBounds
+}
+
+/**
+ * The door's limits, from the models loaded and the settings. A ModelInfer message may hold the
+ * largest tensor batch any loaded model accepts (--max-batch-items images, each in its largest wire
+ * form: FP32 4 bytes an element, raw or packed; UINT8 up to 2, as packed varints) or an encoded-image
+ * body as large as HTTP takes (--body-limit-bytes), whichever is larger, plus an envelope.
+ */
+export function messageLimits(service: ClassifyService, settings: Settings): MessageLimits {
+  let itemElements = 0
+  let itemWireBytes = 0
+  for (const name of service.modelNames()) {
+    if (!service.isModelReady(name)) continue
+    const { preprocess, input } = service.model(name).entry.config
+    const elements = 3 * preprocess.crop * preprocess.crop
+    itemElements = Math.max(itemElements, elements)
+    itemWireBytes = Math.max(itemWireBytes, elements * (input.datatype === 'float32' ? 4 : 2))
+  }
+  const payload = Math.max(settings.maxBatchItems * itemWireBytes, settings.bodyLimitBytes)
+  return {
+    receiveLimitBytes: Math.min(payload + MESSAGE_ENVELOPE_BYTES, MAX_MESSAGE_BYTES),
+    requestBounds: { maxItems: settings.maxBatchItems, maxElements: settings.maxBatchItems * itemElements }
+  }
 }
 
 function badRequest(detail: string): ServiceError {
@@ -167,15 +220,14 @@ function grpcError(err: unknown, log: Logger, rpc: string): Partial<StatusObject
   const se = toServiceError(err)
   if (se.kind === 'internal') log.error({ err, rpc }, 'gRPC call failed')
   else log.info({ rpc, code: se.code }, 'gRPC call refused')
-  const metadata = new Metadata()
-  if (se.retryAfterSeconds !== undefined) metadata.set('retry-after', String(se.retryAfterSeconds))
-  return { code: grpcStatusOf(se.kind), details: `${se.code}: ${se.message}`, metadata }
+  return statusOf(se)
 }
 
-type UnaryHandler<Req, Res> = (request: Req, call: ServerUnaryCall<Req, Res>) => Res | Promise<Res>
+/** Requests arrive as their wire bytes (see deferDecoding); each handler decodes its own. */
+type UnaryHandler<Res> = (bytes: Buffer, call: ServerUnaryCall<Buffer, Res>) => Res | Promise<Res>
 
 /** Runs a handler and answers with its result, or with its error mapped to a status. */
-async function answer<Req, Res>(rpc: string, handler: UnaryHandler<Req, Res>, call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>, log: Logger): Promise<void> {
+async function answer<Res>(rpc: string, handler: UnaryHandler<Res>, call: ServerUnaryCall<Buffer, Res>, callback: sendUnaryData<Res>, log: Logger): Promise<void> {
   let result: Res
   try {
     result = await handler(call.request, call)
@@ -186,10 +238,26 @@ async function answer<Req, Res>(rpc: string, handler: UnaryHandler<Req, Res>, ca
   callback(null, result)
 }
 
-function unary<Req, Res>(rpc: string, log: Logger, handler: UnaryHandler<Req, Res>) {
-  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+function unary<Res>(rpc: string, log: Logger, handler: UnaryHandler<Res>) {
+  return (call: ServerUnaryCall<Buffer, Res>, callback: sendUnaryData<Res>): void => {
     void answer(rpc, handler, call, callback, log)
   }
+}
+
+type Decode = (bytes: Buffer) => unknown
+
+/**
+ * The service registered with requests left as their bytes, and each RPC's real decoder: grpc-js
+ * would otherwise decode a message as it arrives, before anything could look at it.
+ */
+function deferDecoding(definition: ServiceDefinition): { definition: ServiceDefinition; decoders: ReadonlyMap<string, Decode> } {
+  const deferred: Record<string, MethodDefinition<unknown, unknown>> = {}
+  const decoders = new Map<string, Decode>()
+  for (const [rpc, method] of Object.entries(definition)) {
+    decoders.set(rpc, method.requestDeserialize as Decode)
+    deferred[rpc] = { ...method, requestDeserialize: (bytes: Buffer) => bytes }
+  }
+  return { definition: deferred, decoders }
 }
 
 /** What every handler needs: the core, the settings, where to log and what to count. */
@@ -198,31 +266,51 @@ interface DoorContext {
   readonly settings: Settings
   readonly log: Logger
   readonly metrics: ServiceMetrics | undefined
+  readonly decoders: ReadonlyMap<string, Decode>
+  /** ModelInferRequest's entry bounds, built once from the loaded models. */
+  readonly inferRule: MessageRule
+  decodedInferRequests: number
+}
+
+/** protobuf's decode of bytes already admitted; a message it cannot read is the client's fault. */
+function decode<T>(door: DoorContext, rpc: string, bytes: Buffer): T {
+  try {
+    return door.decoders.get(rpc)!(bytes) as T
+  } catch {
+    throw new ServiceError('BAD_REQUEST', `The message is not a valid ${rpc}Request.`)
+  }
+}
+
+/** The request of an RPC that names a model at most: small, so decoding it is cheap whatever it holds. */
+function smallRequest<T>(door: DoorContext, rpc: string, bytes: Buffer): T {
+  if (bytes.byteLength > SMALL_MESSAGE_BYTES) throw new ServiceError('BODY_TOO_LARGE', `(${rpc} requests take at most ${SMALL_MESSAGE_BYTES} bytes; got ${bytes.byteLength}).`)
+  return decode<T>(door, rpc, bytes)
+}
+
+function inferRequestMessage(door: DoorContext, bytes: Buffer): ModelInferRequestMessage {
+  checkRequestBounds(bytes, door.inferRule)
+  const message = decode<ModelInferRequestMessage>(door, 'ModelInfer', bytes)
+  door.decodedInferRequests++
+  return message
 }
 
 /**
- * With --api-key, the calls that need the key (ModelInfer always; the health RPCs with
- * --auth-health) must carry it in their metadata, as `authorization: Bearer <key>` or
- * `x-api-key: <key>`, exactly as on the HTTP door; metadata RPCs stay open, as model listings are.
+ * ModelInfer, counted in request_success/failure_total like the HTTP inference routes (one outcome
+ * per call; calls that end before reaching here are counted by the admission interceptor).
  */
-function requireApiKey(door: DoorContext, call: ServerUnaryCall<unknown, unknown>, access: 'inference' | 'health'): void {
-  const key = door.settings.apiKey
-  if (key === undefined || (access === 'health' && !door.settings.authHealth)) return
-  if (!isAuthorized(call.metadata.getMap(), key)) throw new ServiceError('UNAUTHENTICATED')
-}
-
-/** ModelInfer, counted in request_success/failure_total like the HTTP inference routes (one outcome per call). */
-async function modelInfer(door: DoorContext, request: ModelInferRequestMessage, call: ServerUnaryCall<ModelInferRequestMessage, ModelInferResponseMessage>): Promise<ModelInferResponseMessage> {
+async function modelInfer(door: DoorContext, bytes: Buffer, call: ServerUnaryCall<Buffer, ModelInferResponseMessage>): Promise<ModelInferResponseMessage> {
   let response: InferResponse
   let items: number | undefined
+  let modelName: string | undefined
   try {
-    requireApiKey(door, call, 'inference')
     const options = callOptions(call)
+    const request = inferRequestMessage(door, bytes)
+    modelName = request.model_name
     const inferRequest = toInferRequest(request)
     items = inferRequest.inputs[0]?.shape[0]
     response = await infer(door.service, inferRequest, options)
   } catch (err) {
-    door.metrics?.recordRequest(request.model_name, toServiceError(err).code)
+    door.metrics?.recordRequest(modelName, toServiceError(err).code)
     throw err
   }
   door.metrics?.recordRequest(response.modelName, 'success')
@@ -237,42 +325,64 @@ async function modelInfer(door: DoorContext, request: ModelInferRequestMessage, 
   }
 }
 
+/** Whether a model takes requests; as in Triton, an unknown model or version is simply not ready. */
+function modelReady(service: ClassifyService, request: ModelRefMessage): boolean {
+  try {
+    return isModelReady(service, request.name, request.version)
+  } catch (err) {
+    if (err instanceof ServiceError && err.code === 'MODEL_NOT_FOUND') return false
+    throw err
+  }
+}
+
 function handlers(door: DoorContext): UntypedServiceImplementation {
   const { service, log } = door
   return {
-    ServerLive: unary('ServerLive', log, (_request: unknown, call) => {
-      requireApiKey(door, call, 'health')
+    ServerLive: unary('ServerLive', log, (bytes) => {
+      smallRequest(door, 'ServerLive', bytes)
       return { live: true }
     }),
-    ServerReady: unary('ServerReady', log, (_request: unknown, call) => {
-      requireApiKey(door, call, 'health')
+    ServerReady: unary('ServerReady', log, (bytes) => {
+      smallRequest(door, 'ServerReady', bytes)
       return { ready: service.ready }
     }),
-    ModelReady: unary('ModelReady', log, (request: ModelRefMessage, call) => {
-      requireApiKey(door, call, 'health')
-      return { ready: isModelReady(service, request.name, request.version) }
+    ModelReady: unary('ModelReady', log, (bytes) => ({ ready: modelReady(service, smallRequest<ModelRefMessage>(door, 'ModelReady', bytes)) })),
+    ServerMetadata: unary('ServerMetadata', log, (bytes): ServerMetadata => {
+      smallRequest(door, 'ServerMetadata', bytes)
+      return serverMetadata()
     }),
-    ServerMetadata: unary('ServerMetadata', log, (): ServerMetadata => serverMetadata()),
-    ModelMetadata: unary('ModelMetadata', log, (request: ModelRefMessage): ModelMetadata => modelMetadata(service, request.name, request.version)),
-    ModelInfer: unary('ModelInfer', log, (request: ModelInferRequestMessage, call: ServerUnaryCall<ModelInferRequestMessage, ModelInferResponseMessage>) => modelInfer(door, request, call))
+    ModelMetadata: unary('ModelMetadata', log, (bytes): ModelMetadata => {
+      const request = smallRequest<ModelRefMessage>(door, 'ModelMetadata', bytes)
+      return modelMetadata(service, request.name, request.version)
+    }),
+    ModelInfer: unary('ModelInfer', log, (bytes, call: ServerUnaryCall<Buffer, ModelInferResponseMessage>) => modelInfer(door, bytes, call))
   }
 }
 
 /**
- * Starts the gRPC door on settings.host:settings.grpcPort (0: a free port). With `metrics`,
+ * Starts the gRPC door on settings.host:settings.grpcPort (0: a free port). Its limits come from
+ * the models the service has loaded, so start it after ClassifyService.start. With `metrics`,
  * ModelInfer calls are counted as the HTTP inference routes are.
  */
 export async function startGrpcServer(service: ClassifyService, settings: Settings, logger: Logger, metrics?: ServiceMetrics): Promise<GrpcServerHandle> {
   const log = logger.child({ door: 'grpc' })
-  const definition = loadInferenceProto()[SERVICE_NAME] as ServiceDefinition
-  const server = new Server({ 'grpc.max_receive_message_length': settings.bodyLimitBytes + MESSAGE_ENVELOPE_BYTES })
-  server.addService(definition, handlers({ service, settings, log, metrics }))
+  const { definition, decoders } = deferDecoding(loadInferenceProto()[SERVICE_NAME] as ServiceDefinition)
+  const { receiveLimitBytes, requestBounds } = messageLimits(service, settings)
+  const door: DoorContext = { service, settings, log, metrics, decoders, inferRule: inferRequestRule(requestBounds), decodedInferRequests: 0 }
+  const server = new Server({
+    'grpc.max_receive_message_length': receiveLimitBytes,
+    interceptors: [admissionInterceptor({ apiKey: settings.apiKey, authHealth: settings.authHealth, access: ACCESS, countedRpc: 'ModelInfer', log, metrics })]
+  })
+  server.addService(definition, handlers(door))
+  log.info({ receiveLimitBytes, maxItems: requestBounds.maxItems, maxElements: requestBounds.maxElements }, 'gRPC message limits')
   const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${settings.grpcPort}`, ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err)))
   })
   return {
     port,
+    receiveLimitBytes,
+    decodedInferRequests: () => door.decodedInferRequests,
     close: () =>
       new Promise<void>((resolve) => {
         const force = setTimeout(() => {

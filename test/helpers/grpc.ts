@@ -1,12 +1,23 @@
+import { connect, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import { Client, Metadata, credentials, type ServiceDefinition, type ServiceError as GrpcCallError } from '@grpc/grpc-js'
+import type { Logger } from 'pino'
 import type { Settings } from '../../src/config.js'
 import { SERVICE_NAME, loadInferenceProto, startGrpcServer } from '../../src/grpc/server.js'
 import { testLogger, type TestServer } from './server.js'
 
-export interface GrpcTestDoor {
-  readonly port: number
+export interface GrpcTestClient {
   /** One unary call of inference.GRPCInferenceService; rejects with the call's status error. */
   call<Res>(rpc: string, request: object, options?: CallOptions): Promise<Res>
+  /** The same, with the request message given as its wire bytes (sent as they are). */
+  callRaw<Res>(rpc: string, message: Uint8Array, options?: CallOptions): Promise<Res>
+  close(): void
+}
+
+export interface GrpcTestDoor extends Omit<GrpcTestClient, 'close'> {
+  readonly port: number
+  readonly receiveLimitBytes: number
+  /** ModelInfer messages the door has protobuf-decoded so far. */
+  decodedInferRequests(): number
   close(): Promise<void>
 }
 
@@ -18,31 +29,99 @@ export interface CallOptions {
   readonly metadata?: Readonly<Record<string, string>>
 }
 
+const definition = loadInferenceProto()[SERVICE_NAME] as ServiceDefinition
+const asIs = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+
+/** A client of the gRPC door at host:port that accepts answers of any size. */
+export function grpcTestClient(address: string): GrpcTestClient {
+  const client = new Client(address, credentials.createInsecure(), { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 })
+  function unary<Res>(rpc: string, request: unknown, serialize: (value: never) => Buffer, options: CallOptions): Promise<Res> {
+    const method = definition[rpc]
+    if (method === undefined) throw new Error(`${SERVICE_NAME} has no method ${rpc}`)
+    const callOptions = options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs }
+    const metadata = new Metadata()
+    for (const [key, value] of Object.entries(options.metadata ?? {})) metadata.set(key, value)
+    return new Promise<Res>((resolve, reject) => {
+      client.makeUnaryRequest(method.path, serialize, method.responseDeserialize, request as never, metadata, callOptions, (err, response) =>
+        err === null ? resolve(response as Res) : reject(err)
+      )
+    })
+  }
+  return {
+    call: (rpc, request, options = {}) => unary(rpc, request, definition[rpc]?.requestSerialize as (value: never) => Buffer, options),
+    callRaw: (rpc, message, options = {}) => unary(rpc, message, asIs, options),
+    close: () => client.close()
+  }
+}
+
 /**
  * The real gRPC door over a test server's service and metrics, on 127.0.0.1, port 0, with a client
- * for it. `settings` (default: the server's) lets a test open a second door configured otherwise.
+ * for it. `settings` (default: the server's) lets a test open a second door configured otherwise;
+ * `logger` one whose lines it reads.
  */
-export async function startTestGrpc(server: TestServer, settings: Settings = server.settings): Promise<GrpcTestDoor> {
-  const handle = await startGrpcServer(server.service, settings, testLogger(), server.metrics)
-  const definition = loadInferenceProto()[SERVICE_NAME] as ServiceDefinition
-  const client = new Client(`127.0.0.1:${handle.port}`, credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 * 1024 * 1024 })
+export async function startTestGrpc(server: TestServer, settings: Settings = server.settings, logger: Logger = testLogger()): Promise<GrpcTestDoor> {
+  const handle = await startGrpcServer(server.service, settings, logger, server.metrics)
+  const client = grpcTestClient(`127.0.0.1:${handle.port}`)
   return {
     port: handle.port,
-    call<Res>(rpc: string, request: object, options: CallOptions = {}): Promise<Res> {
-      const method = definition[rpc]
-      if (method === undefined) throw new Error(`${SERVICE_NAME} has no method ${rpc}`)
-      const callOptions = options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs }
-      const metadata = new Metadata()
-      for (const [key, value] of Object.entries(options.metadata ?? {})) metadata.set(key, value)
-      return new Promise<Res>((resolve, reject) => {
-        client.makeUnaryRequest(method.path, method.requestSerialize, method.responseDeserialize, request, metadata, callOptions, (err, response) =>
-          err === null ? resolve(response as Res) : reject(err)
-        )
-      })
-    },
+    receiveLimitBytes: handle.receiveLimitBytes,
+    decodedInferRequests: () => handle.decodedInferRequests(),
+    call: client.call,
+    callRaw: client.callRaw,
     async close() {
       client.close()
       await handle.close()
+    }
+  }
+}
+
+/** A gRPC message as it travels: a compressed flag, a 4-byte big-endian length, the bytes. */
+export function grpcFrame(message: Uint8Array, compressed = false): Buffer {
+  const header = Buffer.alloc(5)
+  header.writeUInt8(compressed ? 1 : 0, 0)
+  header.writeUInt32BE(message.byteLength, 1)
+  return Buffer.concat([header, message])
+}
+
+export interface RawCallEnd {
+  readonly code: number
+  readonly details: string
+}
+
+export interface RawGrpcCall {
+  readonly stream: ClientHttp2Stream
+  /** The call's grpc-status and grpc-message, from the trailers (or a trailers-only answer). */
+  readonly ended: Promise<RawCallEnd>
+  close(): void
+}
+
+/**
+ * A call of inference.GRPCInferenceService written by hand over HTTP/2, for what a grpc-js client
+ * never sends: an unreadable grpc-timeout, half a message, an unknown encoding. The caller writes
+ * the body on `stream` (see grpcFrame).
+ */
+export function rawGrpcCall(port: number, rpc: string, headers: Readonly<Record<string, string>> = {}): RawGrpcCall {
+  const session = connect(`http://127.0.0.1:${port}`)
+  session.on('error', () => undefined)
+  const stream = session.request({ ':method': 'POST', ':path': `/${SERVICE_NAME}/${rpc}`, 'content-type': 'application/grpc', te: 'trailers', ...headers })
+  stream.on('error', () => undefined)
+  const ended = new Promise<RawCallEnd>((resolve, reject) => {
+    const settle = (h: IncomingHttpHeaders): void => {
+      if (h['grpc-status'] === undefined) return
+      resolve({ code: Number(h['grpc-status']), details: decodeURIComponent(String(h['grpc-message'] ?? '')) })
+    }
+    stream.on('response', settle)
+    stream.on('trailers', settle)
+    stream.on('close', () => reject(new Error('the stream closed without a grpc-status')))
+    stream.resume()
+  })
+  // A call the test closes itself may never settle; only an awaited one reports its rejection.
+  ended.catch(() => undefined)
+  return {
+    stream,
+    ended,
+    close() {
+      session.destroy()
     }
   }
 }
