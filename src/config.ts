@@ -27,6 +27,10 @@ export interface Settings {
   readonly maxInputPixels: number
   readonly maxBatchItems: number
   readonly drainTimeoutMs: number
+  readonly headersTimeoutMs: number
+  readonly requestTimeoutMs: number
+  readonly keepAliveTimeoutMs: number
+  readonly maxConnections: number
   readonly allowPartialStart: boolean
   readonly apiKey: string | undefined
   readonly authHealth: boolean
@@ -71,6 +75,10 @@ export const SETTINGS = [
   spec({ key: 'maxInputPixels', flag: 'max-input-pixels', env: 'MAX_INPUT_PIXELS', kind: 'integer', min: 1, max: 1_000_000_000, fallback: 50_000_000, description: 'Largest image (width × height) the decoder accepts.' }),
   spec({ key: 'maxBatchItems', flag: 'max-batch-items', env: 'MAX_BATCH_ITEMS', kind: 'integer', min: 1, max: 4096, fallback: 64, description: 'Most images one batch-endpoint or /v2 request may carry.' }),
   spec({ key: 'drainTimeoutMs', flag: 'drain-timeout-ms', env: 'DRAIN_TIMEOUT_MS', kind: 'integer', min: 0, max: 600_000, fallback: 30_000, description: 'On SIGTERM/SIGINT, how long accepted requests may take to finish.' }),
+  spec({ key: 'headersTimeoutMs', flag: 'headers-timeout-ms', env: 'HEADERS_TIMEOUT_MS', kind: 'integer', min: 100, max: 600_000, fallback: 10_000, description: 'How long an HTTP client may take to send the request line and headers; then the connection is closed.' }),
+  spec({ key: 'requestTimeoutMs', flag: 'request-timeout-ms', env: 'REQUEST_TIMEOUT_MS', kind: 'integer', min: 100, max: 3_600_000, fallback: 30_000, description: 'How long an HTTP client may take to send a whole request, headers and body; then 408 REQUEST_TIMEOUT and the connection is closed. At least --headers-timeout-ms.' }),
+  spec({ key: 'keepAliveTimeoutMs', flag: 'keep-alive-timeout-ms', env: 'KEEP_ALIVE_TIMEOUT_MS', kind: 'integer', min: 100, max: 600_000, fallback: 72_000, description: 'How long an idle keep-alive HTTP connection stays open; keep it above the idle timeout of a load balancer in front.' }),
+  spec({ key: 'maxConnections', flag: 'max-connections', env: 'MAX_CONNECTIONS', kind: 'integer', min: 1, max: 1_000_000, fallback: 512, description: 'Most open HTTP connections; a connection over the cap is closed as soon as it is accepted.' }),
   spec({ key: 'allowPartialStart', flag: 'allow-partial-start', env: 'ALLOW_PARTIAL_START', kind: 'boolean', fallback: false, description: 'Start even when some models fail to load; those report not ready.' }),
   spec({ key: 'apiKey', flag: 'api-key', env: 'API_KEY', kind: 'string', description: 'When set, inference routes need "Authorization: Bearer <key>" or "x-api-key: <key>".' }),
   spec({ key: 'authHealth', flag: 'auth-health', env: 'AUTH_HEALTH', kind: 'boolean', fallback: false, description: 'With --api-key: the health routes (/health/*, /v2/health/*) need the key too.' }),
@@ -153,6 +161,12 @@ export function loadSettings(argv: readonly string[] = process.argv.slice(2), en
   out.sessionsPerModel ??= provider === 'cpu' ? 1 : provider === 'cuda' ? 2 : 1
   out.threadsPerSession ??= Math.max(1, Math.floor(cores / (out.sessionsPerModel as number)))
   out.modelRepository = resolve(out.modelRepository as string)
+  // Node applies neither timeout when the headers may take longer than the whole request.
+  if ((out.headersTimeoutMs as number) > (out.requestTimeoutMs as number)) {
+    throw new ConfigError(
+      `--headers-timeout-ms (${String(out.headersTimeoutMs)}) is longer than --request-timeout-ms (${String(out.requestTimeoutMs)}): the headers are part of the request; lower the first or raise the second.`
+    )
+  }
   return Object.freeze(out as unknown as Settings)
 }
 

@@ -296,7 +296,7 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
   it('a body that is not JSON → 400; an unknown /v2 route → 404 {error}', async () => {
     const res = await fetch(`${server.url}/v2/models/${MODEL}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"inputs": [' })
     await expectV2Error(res, 400, 'BAD_REQUEST')
-    await expectV2Error(await fetch(`${server.url}/v2/repository/index`), 404, 'BAD_REQUEST')
+    await expectV2Error(await fetch(`${server.url}/v2/repository/index`), 404, 'ROUTE_NOT_FOUND')
   })
 
   it('JSON data nested 10,000 deep → 400, not a stack overflow 500', async () => {

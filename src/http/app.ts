@@ -1,14 +1,15 @@
 import cors from '@fastify/cors'
 import multipart from '@fastify/multipart'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
-import { STATUS_CODES } from 'node:http'
 import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import type { ClassifyService } from '../core/classify-service.js'
+import { ServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { requireApiKey } from './access.js'
+import { admitRequests } from './admission.js'
 import { demoPageRoutes } from './demo-page.js'
-import { sendError } from './error-status.js'
+import { errorBody, errorBodyFor, sendError } from './error-status.js'
 import { registerOpenApi } from './openapi.js'
 import { batchRoutes } from './routes/batch.js'
 import { classifyRoutes } from './routes/classify.js'
@@ -16,6 +17,8 @@ import { healthRoutes } from './routes/health.js'
 import { metricsRoutes, requestCounting } from './routes/metrics.js'
 import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
+import { capConnections, connectionOptions } from './server-limits.js'
+import { MAX_JSON_DEPTH, jsonTooDeepAt } from './v2-binary.js'
 
 /**
  * Builds the HTTP door over the core service, without listening, so tests use it on port 0 or via
@@ -28,14 +31,22 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
     // One line per request is written by the routes themselves, with model, batch size and timings.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: 'x-request-id',
-    return503OnClosing: true,
+    // The admission hook answers SHUTTING_DOWN itself, in the registry's shape.
+    return503OnClosing: false,
+    ...connectionOptions(settings, logger),
+    // The router's own refusals (a path that is not valid percent-encoding, a parameter too long).
+    frameworkErrors: (err, request, reply) => {
+      sendError(request, reply, err, errorBodyFor(request.url))
+    },
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } }
   })
+  capConnections(app.server, settings, logger)
 
   // Before any route: swagger and the request counters see only routes added after them.
   await registerOpenApi(app)
   requestCounting(app, metrics)
   requireApiKey(app, settings)
+  admitRequests(app)
   // No CORS headers at all unless --cors-origins names the browser origins that may call.
   if (settings.corsOrigins !== undefined) {
     await app.register(cors, {
@@ -46,8 +57,22 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
       maxAge: 600
     })
   }
+  // Each route passes its own limits (src/http/multipart-body.ts); these hold for any other reader.
   await app.register(multipart, {
     limits: { fileSize: settings.bodyLimitBytes, files: 1, fields: 8, parts: 10, fieldSize: 1024, headerPairs: 100 }
+  })
+  // JSON (the batch endpoint) is scanned for its nesting before it is parsed: parsing 16 MB of `[`
+  // builds millions of arrays. Prototype poisoning is refused as fastify's own parser does.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const bytes = body as Buffer
+    const tooDeep = jsonTooDeepAt(bytes, bytes.byteLength, MAX_JSON_DEPTH)
+    if (tooDeep !== -1) {
+      done(new ServiceError('BAD_REQUEST', `The JSON nests deeper than ${MAX_JSON_DEPTH} levels (at byte ${tooDeep}).`), undefined)
+      return
+    }
+    parseJson(request, bytes.toString('utf8'), done)
   })
   // Raw image bodies: the decoder decides what the bytes are; the content type only routes them here.
   for (const type of [/^image\//, 'application/octet-stream']) {
@@ -57,15 +82,16 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
   }
 
   app.setErrorHandler((err, request, reply) => {
-    sendError(request, reply, err, (se, status) => ({ statusCode: status, code: se.code, error: STATUS_CODES[status] ?? 'Error', message: se.message }))
+    sendError(request, reply, err, errorBody)
   })
   // Once close() has begun the server stops listening; answers still in flight then ask the client to
   // close its keep-alive connection, or close() would wait on idle sockets until the drain timeout.
   app.addHook('onSend', async (_request, reply) => {
     if (!app.server.listening) void reply.header('connection', 'close')
   })
-  app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).send({ statusCode: 404, code: 'BAD_REQUEST', error: 'Not Found', message: `No route ${request.method} ${request.url.split('?')[0]}.` })
+  // Unknown routes are refused by the admission hook before their body is read; this is the fallback.
+  app.setNotFoundHandler(async (request) => {
+    throw new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
   })
 
   healthRoutes(app, service)

@@ -5,7 +5,9 @@ import type { Settings } from '../../config.js'
 import type { ClassifyService, RequestOptions, ServedModel } from '../../core/classify-service.js'
 import { ServiceError } from '../../errors.js'
 import type { ServiceMetrics } from '../../metrics.js'
+import { MULTIPART_TYPE } from '../admission.js'
 import { toServiceError } from '../error-status.js'
+import { multipartParts } from '../multipart-body.js'
 import { ErrorBody, Prediction, SYNTHETIC_WARNING, Timings } from '../schemas.js'
 import { requestOptions } from './classify.js'
 
@@ -29,8 +31,9 @@ const DEFAULT_TOPK = 5
 /** JSON around the base64 strings: `{"b64":""},` per item, plus the envelope. */
 const JSON_BYTES_PER_ITEM = 64
 const JSON_ENVELOPE_BYTES = 4096
-/** Form fields a multipart batch may carry besides its files (none are read today). */
+/** Form fields a multipart batch may carry besides its files (none are read), and the bytes of each. */
 const MULTIPART_FIELDS = 8
+const MULTIPART_FIELD_BYTES = 1024
 const FILE_FIELDS: ReadonlySet<string> = new Set(['image', 'images'])
 
 const BatchParams = Type.Object({ model: Type.String({ minLength: 1, maxLength: 128, description: 'Model name' }) })
@@ -120,13 +123,9 @@ function tooMany(settings: Settings, count: number | string): ServiceError {
 async function readMultipartItems(request: FastifyRequest, settings: Settings): Promise<Uint8Array[]> {
   const items: Uint8Array[] = []
   let total = 0
-  const parts = request.parts({
-    // One file more than allowed, so the handler (not busboy's generic limit error) sees the excess.
-    limits: { files: settings.maxBatchItems + 1, parts: settings.maxBatchItems + 1 + MULTIPART_FIELDS, fileSize: settings.bodyLimitBytes }
-  })
-  for await (const part of parts) {
+  for await (const part of multipartParts(request)) {
     if (part.type !== 'file') continue
-    if (!FILE_FIELDS.has(part.fieldname)) throw new ServiceError('BAD_MULTIPART', `Unexpected file field "${part.fieldname}"; use "image" or "images".`)
+    if (!FILE_FIELDS.has(part.fieldname)) throw new ServiceError('BAD_MULTIPART', `Unexpected file field "${part.fieldname.slice(0, 64)}"; use "image" or "images".`)
     if (items.length === settings.maxBatchItems) throw tooMany(settings, 'more')
     const bytes = await part.toBuffer()
     total += bytes.byteLength
@@ -181,7 +180,12 @@ export function batchRoutes(app: FastifyInstance, service: ClassifyService, metr
     BATCH_ROUTE,
     {
       bodyLimit: jsonBatchBodyLimit(settings),
-      config: { countRequests: 'items' },
+      config: {
+        countRequests: 'items',
+        bodyTypes: ['application/json', MULTIPART_TYPE],
+        // One file more than allowed, so the handler (not the parser's generic limit error) names the excess.
+        multipart: { files: settings.maxBatchItems + 1, fields: MULTIPART_FIELDS, fieldBytes: MULTIPART_FIELD_BYTES, fileBytes: settings.bodyLimitBytes }
+      },
       schema: {
         summary: 'Classify many images in one request',
         description:

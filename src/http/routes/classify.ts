@@ -3,6 +3,8 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { ClassifyService, RequestOptions } from '../../core/classify-service.js'
 import { ServiceError } from '../../errors.js'
+import { MULTIPART_TYPE } from '../admission.js'
+import { multipartParts } from '../multipart-body.js'
 import { Classification, ErrorBody, SYNTHETIC_WARNING } from '../schemas.js'
 
 /** POST /classify: one image, as multipart field "image" or as a raw image/* body. */
@@ -45,14 +47,14 @@ async function readImage(request: FastifyRequest): Promise<Uint8Array> {
   if (!request.isMultipart()) {
     const body = request.body
     if (body === undefined || body === null || (body instanceof Uint8Array && body.byteLength === 0)) throw new ServiceError('EMPTY_BODY')
-    // Only the raw-image parsers yield bytes; text or JSON bodies were parsed by fastify's own parsers.
-    if (!(body instanceof Uint8Array)) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', `Got ${request.headers['content-type'] ?? 'no content type'}.`)
+    // Only the raw-image parsers yield bytes; the admission hook refuses every other content type.
+    if (!(body instanceof Uint8Array)) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE')
     return body
   }
   let image: Buffer | undefined
-  for await (const part of request.parts()) {
+  for await (const part of multipartParts(request)) {
     if (part.type !== 'file') continue
-    if (part.fieldname !== 'image') throw new ServiceError('BAD_MULTIPART', `Unexpected file field "${part.fieldname}".`)
+    if (part.fieldname !== 'image') throw new ServiceError('BAD_MULTIPART', `Unexpected file field "${part.fieldname.slice(0, 64)}".`)
     if (image !== undefined) throw new ServiceError('BAD_MULTIPART', 'Only one file may be sent.')
     image = await part.toBuffer()
   }
@@ -61,10 +63,18 @@ async function readImage(request: FastifyRequest): Promise<Uint8Array> {
   return image
 }
 
+/** Form fields tolerated beside the image (none is read), and the bytes of each. */
+const MULTIPART_FIELDS = 8
+const MULTIPART_FIELD_BYTES = 1024
+
 export function classifyRoutes(app: FastifyInstance, service: ClassifyService): void {
   app.post(
     '/classify',
     {
+      config: {
+        bodyTypes: ['image/*', 'application/octet-stream', MULTIPART_TYPE],
+        multipart: { files: 1, fields: MULTIPART_FIELDS, fieldBytes: MULTIPART_FIELD_BYTES, fileBytes: service.settings.bodyLimitBytes }
+      },
       schema: {
         summary: 'Classify one image',
         description: 'Send the image as multipart/form-data (field "image") or as the raw body with an image/* content type. Deadline: query deadline_ms or header x-deadline-ms.',

@@ -15,7 +15,7 @@ import {
   type TensorData
 } from '../../core/open-inference.js'
 import { ServiceError } from '../../errors.js'
-import { sendError } from '../error-status.js'
+import { sendError, v2ErrorBody } from '../error-status.js'
 import { BINARY_DATA_SIZE, INFERENCE_HEADER_LENGTH, binaryInputSlices, binaryResponseBody, readInferenceBody } from '../v2-binary.js'
 import { decodeBase64Item, jsonBatchBodyLimit } from './batch.js'
 import { requestOptions } from './classify.js'
@@ -112,8 +112,9 @@ const InferenceResponseSchema = Type.Object(
   { description: 'JSON; application/octet-stream with the Inference-Header-Content-Length header when any output is binary.' }
 )
 
-const ModelParams = Type.Object({ model: Type.String({ minLength: 1 }) })
-const VersionParams = Type.Object({ model: Type.String({ minLength: 1 }), version: Type.String({ minLength: 1 }) })
+const ModelName = Type.String({ minLength: 1, maxLength: 128 })
+const ModelParams = Type.Object({ model: ModelName })
+const VersionParams = Type.Object({ model: ModelName, version: Type.String({ minLength: 1, maxLength: 128 }) })
 
 type ParametersT = Record<string, unknown>
 
@@ -259,10 +260,11 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
   })
 
   app.setErrorHandler((err, request, reply) => {
-    sendError(request, reply, err, (se) => ({ error: `${se.code}: ${se.message}` }))
+    sendError(request, reply, err, v2ErrorBody)
   })
-  app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).send({ error: `BAD_REQUEST: No route ${request.method} ${request.url.split('?')[0]}.` })
+  // Unknown routes are refused by the admission hook before their body is read; this is the fallback.
+  app.setNotFoundHandler(async (request) => {
+    throw new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
   })
 
   app.get('/', { schema: { summary: 'V2 server metadata', response: { 200: ServerMetadataSchema, ...errorResponses } } }, async () => serverMetadata())
@@ -287,7 +289,8 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
     app.post(
       url,
       {
-        config: { countRequests: 'request' },
+        bodyLimit: jsonBatchBodyLimit(settings),
+        config: { countRequests: 'request', bodyTypes: ['*'] },
         schema: { summary, params, body: InferenceRequestSchema, response: { 200: InferenceResponseSchema, ...errorResponses } }
       },
       async (request: FastifyRequest, reply: FastifyReply) => {

@@ -1,0 +1,99 @@
+import { readFile } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { status } from '@grpc/grpc-js'
+import { grpcTestClient, type GrpcCallError } from '../test/helpers/grpc.js'
+import { syntheticModelRepository } from '../test/helpers/models.js'
+import { startBenchServer } from './bench-kit.js'
+import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../test/helpers/protobuf-wire.js'
+
+/**
+ * What hostile ModelInfer messages cost the gRPC door: each is sent once to a server process
+ * started with --api-key, while /health/live is probed every 100 ms and the server's RSS sampled
+ * every 25 ms. Prints per message: the answer's status and code, time to answer, the server's CPU
+ * seconds, worst liveness latency (the prober shares this process's event loop with the client
+ * that writes the message), RSS before → peak → 2 s after. A last row sends a legitimate FP32
+ * batch of --items images, which must be answered OK.
+ *
+ *   npx tsx load/grpc-admission.ts [--megabytes 16] [--items 64]
+ */
+
+const { values } = parseArgs({ options: { megabytes: { type: 'string', default: '16' }, items: { type: 'string', default: '64' } } })
+const attackBytes = Number(values.megabytes) * 1024 * 1024
+const items = Number(values.items)
+const KEY = 'admission-bench'
+const MODEL = 'resnet50'
+
+const server = await startBenchServer(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', '--api-key', KEY])
+while (server.grpcAddress === undefined) await new Promise((resolve) => setTimeout(resolve, 50))
+const client = grpcTestClient(server.grpcAddress)
+
+async function rssMiB(): Promise<number> {
+  const text = await readFile(`/proc/${server.pid}/status`, 'utf8')
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(text)![1]) / 1024
+}
+
+const modelName = inferWire.modelName(MODEL)
+const entries = (bytesEach: number): number => copiesIn(attackBytes, bytesEach)
+const millions = (bytesEach: number): string => `${(entries(bytesEach) / 1e6).toFixed(1)} M`
+
+const attacks: Array<{ name: string; key: boolean; message: () => Buffer }> = [
+  { name: `${millions(2)} empty outputs, no key`, key: false, message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyOutput, entries(2))]) },
+  { name: `${millions(2)} empty outputs, with key`, key: true, message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyOutput, entries(2))]) },
+  { name: `${millions(2)} empty parameters`, key: true, message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyParameter, entries(2))]) },
+  { name: `${millions(2)} empty bytes_contents`, key: true, message: () => Buffer.concat([modelName, inferWire.input('input', 'BYTES', [1], repeatedField(lengthDelimited(8, ''), entries(2)))]) },
+  { name: `${millions(1)} shape dimensions`, key: true, message: () => Buffer.concat([modelName, lengthDelimited(5, lengthDelimited(3, Buffer.alloc(entries(1))))]) },
+  { name: `${millions(1)} uint_contents`, key: true, message: () => Buffer.concat([modelName, inferWire.input('input', 'UINT8', [1, 224, 224, 3], lengthDelimited(4, Buffer.alloc(entries(1))))]) },
+  { name: `${millions(1)} int64_contents`, key: true, message: () => Buffer.concat([modelName, inferWire.input('input', 'INT64', [1], lengthDelimited(3, Buffer.alloc(entries(1))))]) },
+  {
+    name: `FP32 batch of ${items} (legitimate)`,
+    key: true,
+    message: () => Buffer.concat([modelName, inferWire.input('input', 'FP32', [items, 3, 224, 224]), inferWire.rawInputContents(Buffer.alloc(items * 3 * 224 * 224 * 4))])
+  }
+]
+
+interface Row {
+  readonly attack: string
+  readonly megabytes: string
+  readonly answer: string
+  readonly answerS: string
+  /** CPU the server process spent from sending to 2 s after the answer (all its threads). */
+  readonly serverCpuS: string
+  readonly worstLiveMs: number
+  readonly rss: string
+}
+
+const rows: Row[] = []
+for (const attack of attacks) {
+  const message = attack.message()
+  const rssBefore = await rssMiB()
+  let peak = rssBefore
+  const sampler = setInterval(() => void rssMiB().then((r) => (peak = Math.max(peak, r))), 25)
+  let worstLiveMs = 0
+  let probing = true
+  const prober = (async () => {
+    while (probing) {
+      const t0 = performance.now()
+      await fetch(`${server.url}/health/live`).then((r) => r.arrayBuffer())
+      worstLiveMs = Math.max(worstLiveMs, performance.now() - t0)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  })()
+  const cpuBefore = await server.cpuSeconds()
+  const t0 = performance.now()
+  const answer = await client.callRaw('ModelInfer', message, { metadata: attack.key ? { 'x-api-key': KEY } : {} }).then(
+    () => 'OK',
+    (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
+  )
+  const answerS = ((performance.now() - t0) / 1000).toFixed(2)
+  await new Promise((resolve) => setTimeout(resolve, 2_000))
+  probing = false
+  await prober
+  clearInterval(sampler)
+  const rssAfter = await rssMiB()
+  const serverCpuS = ((await server.cpuSeconds()) - cpuBefore).toFixed(2)
+  rows.push({ attack: attack.name, megabytes: (message.byteLength / 1024 / 1024).toFixed(1), answer, answerS, serverCpuS, worstLiveMs: Math.round(worstLiveMs), rss: `${Math.round(rssBefore)} → ${Math.round(peak)} → ${Math.round(rssAfter)}` })
+  console.error(`done: ${attack.name}`)
+}
+console.table(rows)
+client.close()
+await server.stop()

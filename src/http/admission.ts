@@ -1,0 +1,110 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
+import { ServiceError, type ErrorCode } from '../errors.js'
+import { multipartBodyLimit } from './multipart-body.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * The media types this route reads a body as: exact types, `image/*` for any image type, or
+     * `*` for any type or none. Unset: the route takes no body.
+     */
+    bodyTypes?: readonly string[]
+  }
+}
+
+/**
+ * Admission before any body byte is read. fastify parses a body after the onRequest hooks and
+ * before validation, so whatever is refused here costs the headers only: the key check runs
+ * first (src/http/access.ts), then this hook refuses unknown routes, bodies a route does not
+ * take (by media type), multipart boundaries the parser cannot use, and declared lengths over the
+ * route's limit. A refused body is never read: the answer closes the connection.
+ */
+
+export const MULTIPART_TYPE = 'multipart/form-data'
+
+/**
+ * RFC 2046 §5.1.1: a boundary is 1 to 70 characters. Longer ones are refused before the multipart
+ * parser sees them (it throws on boundaries over 252 characters).
+ */
+const MAX_BOUNDARY_LENGTH = 70
+
+/** Methods fastify never reads a body for; Node discards one if it is sent. */
+const BODYLESS_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'TRACE'])
+
+/** The media type of a Content-Type header, lower-cased, without parameters; undefined when absent. */
+export function mediaTypeOf(headers: IncomingHttpHeaders): string | undefined {
+  const header = headers['content-type']
+  if (header === undefined) return undefined
+  const semicolon = header.indexOf(';')
+  return (semicolon === -1 ? header : header.slice(0, semicolon)).trim().toLowerCase()
+}
+
+function hasBody(headers: IncomingHttpHeaders): boolean {
+  const length = headers['content-length']
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+}
+
+function takes(bodyTypes: readonly string[], type: string | undefined): boolean {
+  for (const accepted of bodyTypes) {
+    if (accepted === '*') return true
+    if (type === undefined) continue
+    if (accepted === type || (accepted.endsWith('/*') && type.startsWith(accepted.slice(0, -1)))) return true
+  }
+  return false
+}
+
+/** The boundary parameter of a multipart Content-Type, unquoted; undefined when there is none. */
+function boundaryOf(contentType: string): string | undefined {
+  const match = /;\s*boundary=(?:"([^"]*)"|([^;\s]*))/i.exec(contentType)
+  return match === null ? undefined : (match[1] ?? match[2])
+}
+
+function refuseBody(request: FastifyRequest): void {
+  const { headers } = request
+  const bodyTypes = request.routeOptions.config.bodyTypes
+  const type = mediaTypeOf(headers)
+  if (bodyTypes === undefined) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', 'This route takes no body.')
+  if (!takes(bodyTypes, type)) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', `This route takes ${bodyTypes.join(', ')}.`)
+  let limit = request.routeOptions.bodyLimit ?? Infinity
+  if (type === MULTIPART_TYPE) {
+    const boundary = boundaryOf(headers['content-type'] ?? '')
+    if (boundary === undefined || boundary.length === 0 || boundary.length > MAX_BOUNDARY_LENGTH) {
+      throw new ServiceError('BAD_MULTIPART', `The Content-Type needs a boundary of 1 to ${MAX_BOUNDARY_LENGTH} characters.`)
+    }
+    const multipart = request.routeOptions.config.multipart
+    if (multipart !== undefined) limit = multipartBodyLimit(multipart)
+  }
+  const length = Number(headers['content-length'])
+  if (length > limit) throw new ServiceError('BODY_TOO_LARGE', `This route takes at most ${limit} bytes; the Content-Length is ${length}.`)
+}
+
+/** Query values a schema coerced to ±Infinity (`1e309`, `Infinity`): the code each is refused with. */
+const NON_FINITE_QUERY: Readonly<Record<string, ErrorCode>> = { topk: 'INVALID_TOPK', deadline_ms: 'INVALID_DEADLINE' }
+
+/**
+ * Adds the admission hooks. Register after the API-key hook, so an unauthenticated client learns
+ * nothing about routes or bodies, and before the routes, so every route inherits them.
+ */
+export function admitRequests(app: FastifyInstance): void {
+  let closing = false
+  app.addHook('preClose', async () => {
+    closing = true
+  })
+  app.addHook('onRequest', async (request) => {
+    // fastify's own 503 on closing has its own body shape; this one is the registry's.
+    if (closing) throw new ServiceError('SHUTTING_DOWN')
+    if (request.is404) throw new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
+    if (hasBody(request.headers) && !BODYLESS_METHODS.has(request.method)) refuseBody(request)
+  })
+  // ajv's integer check lets a coerced Infinity through (and then skips minimum/maximum), so the
+  // coerced query is checked once more, for every route.
+  app.addHook('preHandler', async (request) => {
+    const query = request.query as Record<string, unknown> | null
+    if (query === null || typeof query !== 'object') return
+    for (const name in query) {
+      const value = query[name]
+      if (typeof value === 'number' && !Number.isFinite(value)) throw new ServiceError(NON_FINITE_QUERY[name] ?? 'BAD_REQUEST', `Query parameter ${name} must be a finite number.`)
+    }
+  })
+}

@@ -1,0 +1,88 @@
+import type { Multipart } from '@fastify/multipart'
+import type { FastifyRequest } from 'fastify'
+import { ServiceError } from '../errors.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The route's multipart limits; set on every route whose bodyTypes include multipart/form-data. */
+    multipart?: MultipartLimits
+  }
+}
+
+/** What one multipart body may hold. The parser streams; these bound what it reads and keeps. */
+export interface MultipartLimits {
+  /** Files in the body. */
+  readonly files: number
+  /** Text fields in the body (no route reads them; a few are tolerated from form builders). */
+  readonly fields: number
+  /** Bytes of one text field. */
+  readonly fieldBytes: number
+  /** Bytes of all files together, and so of any one file. */
+  readonly fileBytes: number
+}
+
+/**
+ * The most bytes a multipart body may carry: its files, plus per part a boundary line and headers
+ * (busboy caps a part's headers; real clients send two lines well under 1 KiB), plus slack.
+ */
+export function multipartBodyLimit(limits: MultipartLimits): number {
+  return limits.fileBytes + (limits.files + limits.fields) * 1024 + 4096
+}
+
+function noLimits(): never {
+  throw new ServiceError('INTERNAL', 'A multipart route declares no limits.')
+}
+
+/**
+ * The parts of a multipart body, in order, within the route's limits: counts and one file's size
+ * by the parser, a text field over its size refused when it ends, and the body's total size
+ * counted as it arrives, so a body over its limit (a 100 MB text field, say) is refused at that
+ * byte, not read to its end. After a refusal the rest of the body is not read; the answer closes
+ * the connection (see sendError).
+ */
+export async function* multipartParts(request: FastifyRequest): AsyncGenerator<Multipart, void, undefined> {
+  const limits = request.routeOptions.config.multipart ?? noLimits()
+  const maxBytes = multipartBodyLimit(limits)
+  const raw = request.raw
+  let received = 0
+  let current: Multipart | undefined
+  let refuse: (err: ServiceError) => void = () => {}
+  const overLimit = new Promise<never>((_resolve, reject) => {
+    refuse = reject
+  })
+  // Settled only by a refusal, which the loop below observes through the race.
+  overLimit.catch(() => {})
+  const count = (chunk: Buffer): void => {
+    received += chunk.byteLength
+    if (received <= maxBytes) return
+    raw.off('data', count)
+    // Stop feeding the parser and stop reading the socket; nothing more of this body is wanted.
+    raw.unpipe()
+    raw.pause()
+    const err = new ServiceError('BODY_TOO_LARGE', `The multipart body is over ${maxBytes} bytes.`)
+    if (current?.type === 'file') current.file.destroy(err)
+    refuse(err)
+  }
+
+  const parts = request.parts({
+    limits: { files: limits.files, fields: limits.fields, parts: limits.files + limits.fields, fieldSize: limits.fieldBytes, fileSize: limits.fileBytes }
+  })
+  // The first next() creates the parser and pipes the request into it, synchronously; the counter
+  // joins in the same tick, before any chunk flows.
+  let next = parts.next()
+  raw.on('data', count)
+  try {
+    for (;;) {
+      const result = await Promise.race([next, overLimit])
+      if (result.done === true) return
+      current = result.value
+      if (current.type === 'field' && current.valueTruncated) {
+        throw new ServiceError('BAD_MULTIPART', `Text field "${current.fieldname.slice(0, 64)}" is over ${limits.fieldBytes} bytes.`)
+      }
+      yield current
+      next = parts.next()
+    }
+  } finally {
+    raw.off('data', count)
+  }
+}

@@ -1,0 +1,75 @@
+import type { FastifyHttpOptions } from 'fastify'
+import { STATUS_CODES, type Server, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Logger } from 'pino'
+import type { Settings } from '../config.js'
+import { ServiceError } from '../errors.js'
+import { errorBodyFor, httpStatusOf, noteRequestTimeout } from './error-status.js'
+
+/**
+ * What one connection may cost before any route runs: how long its headers and its whole request
+ * may take, how long it may idle between requests, how many there may be, and how long a path
+ * parameter may be. Connection-level refusals (timeouts, malformed HTTP) are written on the socket
+ * in the door's error shape, since no request object exists or the one in flight cannot answer.
+ */
+
+/** Longest path parameter the router matches: a model name (128 characters) even partly percent-encoded. */
+export const MAX_PARAM_LENGTH = 256
+
+/** How often Node looks for expired requests: a tenth of the shorter timeout, from 100 ms to 1 s. */
+function timeoutCheckIntervalMs(settings: Settings): number {
+  return Math.min(1000, Math.max(100, Math.floor(settings.headersTimeoutMs / 10)))
+}
+
+/** Node's default maxHeaderSize: a request whose headers are larger fails with HPE_HEADER_OVERFLOW. */
+const MAX_HEADER_BYTES = 16 * 1024
+
+/** The fastify options that bound a connection; the router's own errors go through `frameworkErrors`. */
+export function connectionOptions(settings: Settings, log: Logger): FastifyHttpOptions<Server> {
+  return {
+    requestTimeout: settings.requestTimeoutMs,
+    keepAliveTimeout: settings.keepAliveTimeoutMs,
+    http: { headersTimeout: settings.headersTimeoutMs, connectionsCheckingInterval: timeoutCheckIntervalMs(settings), maxHeaderSize: MAX_HEADER_BYTES },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    clientErrorHandler: (err, socket) => answerConnectionError(err, socket, log)
+  }
+}
+
+/** Over --max-connections, Node closes a new connection as soon as it is accepted ('drop'). */
+export function capConnections(server: Server, settings: Settings, log: Logger): void {
+  server.maxConnections = settings.maxConnections
+  let lastWarning = 0
+  server.on('drop', () => {
+    const now = Date.now()
+    // One line per 10 s: a flood of refused connections must not become a flood of log lines.
+    if (now - lastWarning < 10_000) return
+    lastWarning = now
+    log.warn({ maxConnections: settings.maxConnections }, 'connection refused: --max-connections are open')
+  })
+}
+
+/**
+ * Node's clientError: a request that took longer than --headers-timeout-ms / --request-timeout-ms
+ * (408 REQUEST_TIMEOUT) or that is not valid HTTP (400 BAD_REQUEST). The answer is written on the
+ * socket only where nothing of another answer has been, and the connection is then closed.
+ */
+function answerConnectionError(err: NodeJS.ErrnoException, socket: Socket, log: Logger): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const timedOut = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+  if (timedOut) noteRequestTimeout(socket)
+  const se = timedOut
+    ? new ServiceError('REQUEST_TIMEOUT')
+    : new ServiceError('BAD_REQUEST', err.code === 'HPE_HEADER_OVERFLOW' ? `The request headers are over ${MAX_HEADER_BYTES} bytes.` : 'The request is not valid HTTP/1.1.')
+  // Node's own handler looks at the response in flight the same way: a request whose body timed
+  // out has one, and it tells the path (for the /v2 shape) and whether bytes of it were written.
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined
+  log.info({ code: se.code, cause: err.code, url: inFlight?.req?.url }, 'connection refused')
+  if (socket.writable && inFlight?.headersSent !== true) {
+    const status = httpStatusOf(se.kind)
+    const body = JSON.stringify(errorBodyFor(inFlight?.req?.url)(se, status))
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+    )
+  }
+  socket.destroy()
+}
