@@ -10,7 +10,7 @@ import { Client, Metadata, credentials, status as grpcStatus, type ServiceError 
 
 /** What became of one request: an HTTP status, a gRPC status name, or how the exchange ended. */
 export interface Outcome {
-  /** "413", "UNAUTHENTICATED", "closed" (by the server, no answer), "open at cap", "gave up", "error". */
+  /** "413", "UNAUTHENTICATED", "closed" (by the server, without an answer), "gave up" (no answer within the cap), "error". */
   readonly code: string
   readonly seconds: number
 }
@@ -39,10 +39,12 @@ export interface RawRequest {
   readonly capMs: number
 }
 
+const HEAD_PAUSE_MS = 100
+
 /**
- * One request over its own socket: the head and body are written, then the trickle, until the
- * server answers, or closes the connection without an answer ("closed"), or `capMs` passes ("open
- * at cap"). The code is the status of the server's answer when it sent one.
+ * One request over its own socket: the head, 100 ms later the body, then the trickle, until the
+ * server answers, or closes the connection without an answer ("closed"), or `capMs` passes ("gave
+ * up"). The code is the status of the server's answer when it sent one.
  */
 export async function sendRaw(url: string, request: RawRequest): Promise<Outcome> {
   const { hostname, port } = new URL(url)
@@ -60,13 +62,16 @@ export async function sendRaw(url: string, request: RawRequest): Promise<Outcome
   let trickle: NodeJS.Timeout | undefined
   let cap: NodeJS.Timeout | undefined
   const capped = new Promise<string>((resolve) => {
-    cap = setTimeout(() => resolve('open at cap'), request.capMs)
+    cap = setTimeout(() => resolve('gave up'), request.capMs)
   })
   try {
     await once(socket, 'connect')
     socket.write(`${request.head}\r\n\r\n`)
-    if (request.body !== undefined && !socket.write(request.body)) await Promise.race([once(socket, 'drain'), ended, capped])
-    if (request.trickle !== undefined) {
+    // A server that refuses on the head alone answers and closes at once; bytes sent after that
+    // make its kernel reset the connection, and a reset loses the answer before it is read.
+    const early = await Promise.race([ended, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), HEAD_PAUSE_MS))])
+    if (early === undefined && request.body !== undefined && !socket.write(request.body)) await Promise.race([once(socket, 'drain'), ended, capped])
+    if (early === undefined && request.trickle !== undefined) {
       let left = request.trickle.bytes
       trickle = setInterval(() => {
         if (left-- > 0 && socket.writable) socket.write('A')
