@@ -306,7 +306,7 @@ class Harness {
   private constructor(
     private server: BenchServer,
     private probes: ProbeThread,
-    private readonly calibration: Calibration,
+    readonly calibration: Calibration,
     private readonly budgetMiB: number
   ) {}
 
@@ -413,6 +413,9 @@ function printResult(r: AttackResult): void {
 const budget = decodeBudgetMiB()
 progress(`${chosen.length} attacks: ${chosen.map((a) => a.name).join(', ')}; decode budget ${budget.setting === undefined ? 'none (no such setting)' : `${budget.mib.toFixed(0)} MiB (${budget.setting})`}`)
 const harness = await Harness.start(budget.mib)
+console.log(
+  `decode budget ${budget.setting === undefined ? 'none' : `${budget.mib.toFixed(0)} MiB`}; good photo idle ${harness.calibration.idlePhotoMs.toFixed(0)} ms, one batch of ${maxBatchSize} ${harness.calibration.oneBatchMs.toFixed(0)} ms: photo limit ${harness.photoLimitMs.toFixed(0)} ms; settle ${settleMs / 1000} s, cap ${capMs / 1000} s\n`
+)
 const results: AttackResult[] = []
 try {
   for (const attack of chosen) {
@@ -426,7 +429,15 @@ try {
 }
 
 const notMet = results.filter((r) => Object.values(r.checks).some((v) => v === false))
-console.log(`\n${results.length - notMet.length} of ${results.length} attacks met every target${notMet.length > 0 ? `; not met: ${notMet.map((r) => r.name).join(', ')}` : ''}`)
+console.log('\nattack                   answers                live ms  photo ms  RSS MiB before→peak→after  fds    targets not met')
+for (const r of results) {
+  const missed = Object.entries(r.checks).filter(([, v]) => v === false).map(([k]) => k)
+  const rss = `${mib(r.rssMiB.before)}→${mib(r.rssMiB.peak)}→${mib(r.rssMiB.after)}`
+  console.log(
+    `${r.name.padEnd(24)} ${counts(r.outcomes).slice(0, 22).padEnd(22)} ${r.worstLiveMs.toFixed(0).padStart(7)} ${r.photoMaxMs.toFixed(0).padStart(9)}  ${rss.padEnd(26)} ${`${r.fds.before}→${r.fds.after}`.padEnd(6)} ${missed.join(', ') || '-'}`
+  )
+}
+console.log(`${results.length - notMet.length} of ${results.length} attacks met every target${notMet.length > 0 ? `; not met: ${notMet.map((r) => r.name).join(', ')}` : ''}`)
 if (values.json !== undefined) {
   await writeFile(values.json, JSON.stringify({ settleSeconds: settleMs / 1000, capSeconds: capMs / 1000, decodeBudgetMiB: budget.mib, photoLimitMs: harness.photoLimitMs, results }, null, 1))
 }
