@@ -25,6 +25,11 @@ export interface Settings {
   readonly maxTopk: number
   readonly bodyLimitBytes: number
   readonly maxInputPixels: number
+  readonly maxJpegScans: number
+  readonly decodeTimeoutSeconds: number
+  readonly decodeConcurrency: number
+  readonly decodeBudgetBytes: number
+  readonly decodeQueueSize: number
   readonly maxBatchItems: number
   readonly drainTimeoutMs: number
   readonly headersTimeoutMs: number
@@ -73,6 +78,11 @@ export const SETTINGS = [
   spec({ key: 'maxTopk', flag: 'max-topk', env: 'MAX_TOPK', kind: 'integer', min: 1, max: 1000, fallback: 100, description: 'Largest topk a request may ask for.' }),
   spec({ key: 'bodyLimitBytes', flag: 'body-limit-bytes', env: 'BODY_LIMIT_BYTES', kind: 'integer', min: 1024, max: 1 << 30, fallback: 16 * 1024 * 1024, description: 'Largest request body or uploaded file, in bytes.' }),
   spec({ key: 'maxInputPixels', flag: 'max-input-pixels', env: 'MAX_INPUT_PIXELS', kind: 'integer', min: 1, max: 1_000_000_000, fallback: 50_000_000, description: 'Largest image (width × height) the decoder accepts.' }),
+  spec({ key: 'maxJpegScans', flag: 'max-jpeg-scans', env: 'MAX_JPEG_SCANS', kind: 'integer', min: 1, max: 100_000, fallback: 32, description: 'Most scans a JPEG may have (counted before decoding; encoders write 1 baseline, 5-18 progressive); more: 400 IMAGE_TOO_COMPLEX.' }),
+  spec({ key: 'decodeTimeoutSeconds', flag: 'decode-timeout-seconds', env: 'DECODE_TIMEOUT_SECONDS', kind: 'integer', min: 1, max: 3600, fallback: 20, description: 'Longest one decoding pass of an image may run; then it is stopped: 400 IMAGE_TOO_COMPLEX.' }),
+  spec({ key: 'decodeConcurrency', flag: 'decode-concurrency', env: 'DECODE_CONCURRENCY', kind: 'integer', min: 1, max: 256, description: 'Images decoded at once. Default: the cores, at least 2, at most the libuv threadpool size (UV_THREADPOOL_SIZE, 4) minus 1.' }),
+  spec({ key: 'decodeBudgetBytes', flag: 'decode-budget-bytes', env: 'DECODE_BUDGET_BYTES', kind: 'integer', min: 16 * 1024 * 1024, max: 2 ** 46, fallback: 512 * 1024 * 1024, description: 'Estimated decoded memory of all images being decoded at once; an image that needs more than 7/8 of it alone: 413 IMAGE_TOO_LARGE.' }),
+  spec({ key: 'decodeQueueSize', flag: 'decode-queue-size', env: 'DECODE_QUEUE_SIZE', kind: 'integer', min: 1, max: 100_000, fallback: 256, description: 'Images waiting for a decode slot or for decode budget; one more: 429 DECODE_QUEUE_FULL with Retry-After.' }),
   spec({ key: 'maxBatchItems', flag: 'max-batch-items', env: 'MAX_BATCH_ITEMS', kind: 'integer', min: 1, max: 4096, fallback: 64, description: 'Most images one batch-endpoint or /v2 request may carry.' }),
   spec({ key: 'drainTimeoutMs', flag: 'drain-timeout-ms', env: 'DRAIN_TIMEOUT_MS', kind: 'integer', min: 0, max: 600_000, fallback: 30_000, description: 'On SIGTERM/SIGINT, how long accepted requests may take to finish.' }),
   spec({ key: 'headersTimeoutMs', flag: 'headers-timeout-ms', env: 'HEADERS_TIMEOUT_MS', kind: 'integer', min: 100, max: 600_000, fallback: 10_000, description: 'How long an HTTP client may take to send the request line and headers; then the connection is closed.' }),
@@ -161,6 +171,9 @@ export function loadSettings(argv: readonly string[] = process.argv.slice(2), en
   out.sessionsPerModel ??= provider === 'cpu' ? 1 : provider === 'cuda' ? 2 : 1
   out.threadsPerSession ??= Math.max(1, Math.floor(cores / (out.sessionsPerModel as number)))
   out.modelRepository = resolve(out.modelRepository as string)
+  // sharp decodes on the libuv threadpool: leave one of its threads for header reads and file I/O.
+  const threadpool = Number(env.UV_THREADPOOL_SIZE) || 4
+  out.decodeConcurrency ??= Math.max(2, Math.min(cores, threadpool - 1))
   // Node applies neither timeout when the headers may take longer than the whole request.
   if ((out.headersTimeoutMs as number) > (out.requestTimeoutMs as number)) {
     throw new ConfigError(

@@ -2,9 +2,11 @@ import { deflateSync } from 'node:zlib'
 import { performance } from 'node:perf_hooks'
 import sharp, { type Sharp } from 'sharp'
 import { describe, expect, it } from 'vitest'
-import { centreCropOffset, createNormalizer, ImagePreprocessor, resizedSize } from '../src/core/preprocess.js'
-import { isServiceError, type ErrorCode } from '../src/errors.js'
+import { DecodeBudget } from '../src/core/decode-budget.js'
+import { centreCropOffset, createNormalizer, decodeCostBytes, ImagePreprocessor, resizedSize } from '../src/core/preprocess.js'
+import { isServiceError, type ErrorCode, type ServiceError } from '../src/errors.js'
 import { configFromPreset, type PreprocessConfig } from '../src/repository/model-config.js'
+import { progressiveJpeg, scanBomb, withExtraScans } from './fixtures/jpeg-scan-bomb.js'
 import { readPhoto } from './helpers/photos.js'
 
 /** The decoder and the normaliser on real sharp and real image bytes, built here or read from the fixtures. */
@@ -16,10 +18,14 @@ const PIXEL_BYTES = CROP * CROP * 3
 const preprocessor = new ImagePreprocessor(TORCHVISION, { maxInputPixels: 50_000_000 })
 
 async function decodeError(bytes: Uint8Array, pre = preprocessor): Promise<ErrorCode> {
+  return (await decodeFailure(bytes, pre)).code
+}
+
+async function decodeFailure(bytes: Uint8Array, pre = preprocessor, options: { signal?: AbortSignal } = {}): Promise<ServiceError> {
   try {
-    await pre.decode(bytes)
+    await pre.decode(bytes, options)
   } catch (err) {
-    if (isServiceError(err)) return err.code
+    if (isServiceError(err)) return err
     throw err
   }
   throw new Error('decoded without an error')
@@ -289,6 +295,7 @@ describe('ImagePreprocessor.decode rejects what it cannot or must not decode', (
     ['text', 'NOT_AN_IMAGE', async () => Buffer.from('hello, this is not an image')],
     ['SVG', 'UNSUPPORTED_IMAGE_FORMAT', async () => Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"><image href="http://example.invalid/x.png" width="100" height="100"/></svg>')],
     ['a PDF header', 'UNSUPPORTED_IMAGE_FORMAT', async () => Buffer.from('%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\n')],
+    ['a JPEG signature and nothing decodable behind it', 'CORRUPT_IMAGE', async () => Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x02, 0x00])],
     ['BMP', 'UNSUPPORTED_IMAGE_FORMAT', async () => Buffer.concat([Buffer.from('BM'), Buffer.alloc(60)])],
     ['truncated JPEG', 'CORRUPT_IMAGE', async () => { const p = await readPhoto('chelsea'); return p.subarray(0, p.length >> 1) }],
     ['JPEG cut after its header', 'CORRUPT_IMAGE', async () => (await readPhoto('chelsea')).subarray(0, 700)],
@@ -308,6 +315,112 @@ describe('ImagePreprocessor.decode rejects what it cannot or must not decode', (
     const tight = new ImagePreprocessor(TORCHVISION, { maxInputPixels: 200_000 })
     expect(await decodeError(await readPhoto('coffee'), tight)).toBe('IMAGE_TOO_LARGE') // 600×400
     expect(await tight.decode(await readPhoto('chelsea'))).toHaveLength(PIXEL_BYTES) // 451×300
+  })
+})
+
+describe('ImagePreprocessor.decode: admission before any pixel is decoded', () => {
+  const svg = (body: string, side = 4096): Buffer => Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${side}" height="${side}">${body}</svg>`)
+
+  it.each<[string, Buffer]>([
+    // Regression: a 14.7 MB SVG sent as image/png took 10.6 s and +1.2 GB in librsvg before its 415;
+    // DOCTYPE SVGs answered 400 CORRUPT_IMAGE and huge ones 413.
+    ['a 14.7 MB SVG', svg('<rect width="9" height="9" fill="#123"/>'.repeat(14_700_000 / 39))],
+    ['an SVG with a DOCTYPE', Buffer.from('<?xml version="1.0"?><!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd"><svg xmlns="http://www.w3.org/2000/svg" width="30000" height="30000"/>')],
+    ['an SVG declaring 30000×30000', svg('', 30_000)],
+    ['XML', Buffer.from('<?xml version="1.0"?><note><to>x</to></note>')],
+    ['HTML', Buffer.from('<!DOCTYPE html><html><body><svg width="10" height="10"></svg></body></html>')],
+    ['PDF', Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n')]
+  ])('%s → UNSUPPORTED_IMAGE_FORMAT from its bytes alone: libvips never sees it', async (_name, bytes) => {
+    const err = await decodeFailure(bytes)
+    expect(err.code).toBe('UNSUPPORTED_IMAGE_FORMAT')
+    // An error out of sharp would be its cause.
+    expect(err.cause).toBeUndefined()
+  })
+
+  it('a progressive JPEG as encoders write it (10 scans) decodes', async () => {
+    const jpeg = await sharp(await readPhoto('chelsea')).jpeg({ progressive: true }).toBuffer()
+    expect(await preprocessor.decode(jpeg)).toHaveLength(PIXEL_BYTES)
+    // …and so does one at the limit exactly.
+    const atLimit = new ImagePreprocessor(TORCHVISION, { maxInputPixels: 50_000_000, maxJpegScans: 12 })
+    expect(await atLimit.decode(withExtraScans(await progressiveJpeg(512), 512, 2))).toHaveLength(PIXEL_BYTES)
+  })
+
+  it('regression: a progressive JPEG with 10,000 empty scans (53 s of decoding) is refused from its markers: IMAGE_TOO_COMPLEX', async () => {
+    const bomb = await scanBomb(1024, 10_000)
+    const err = await decodeFailure(bomb)
+    expect(err.code).toBe('IMAGE_TOO_COMPLEX')
+    expect(err.cause).toBeUndefined()
+    const tight = new ImagePreprocessor(TORCHVISION, { maxInputPixels: 50_000_000, maxJpegScans: 11 })
+    expect(await decodeError(withExtraScans(await progressiveJpeg(512), 512, 2), tight)).toBe('IMAGE_TOO_COMPLEX')
+  })
+
+  it('a decode that runs over the decode timeout is stopped by libvips: IMAGE_TOO_COMPLEX', async () => {
+    // The scan limit lifted, so only the timeout stands in the way (several seconds of decoding on an idle core).
+    const unlimited = new ImagePreprocessor(TORCHVISION, { maxInputPixels: 50_000_000, maxJpegScans: 100_000, decodeTimeoutSeconds: 1 })
+    const err = await decodeFailure(await scanBomb(3000, 5_000), unlimited)
+    expect(err.code).toBe('IMAGE_TOO_COMPLEX')
+    expect(String((err.cause as Error).message)).toMatch(/timeout/)
+  })
+
+  it('a client that has gone gets no decode: CLIENT_CLOSED before libvips decodes a pixel', async () => {
+    const gone = new AbortController()
+    gone.abort()
+    const err = await decodeFailure(await readPhoto('chelsea'), preprocessor, { signal: gone.signal })
+    expect(err.code).toBe('CLIENT_CLOSED')
+  })
+
+  it('takes a share of the decode budget sized from the header, and gives it back, whatever the outcome', async () => {
+    const budget = new DecodeBudget({ maxConcurrent: 2, budgetBytes: 64 * 2 ** 20, maxQueued: 8 })
+    const pre = new ImagePreprocessor(TORCHVISION, { maxInputPixels: 50_000_000, budget })
+    const photos = await Promise.all(['chelsea', 'coffee', 'astronaut', 'rocket'].map((name) => readPhoto(name)))
+    const decoded = await Promise.all(photos.map((p) => pre.decode(p)))
+    expect(decoded.every((px) => px.length === PIXEL_BYTES)).toBe(true)
+    expect(await decodeError(pngDeclaring(3000, 3000), pre)).toBe('CORRUPT_IMAGE')
+    expect([budget.running, budget.queued, budget.bytesInFlight]).toEqual([0, 0, 0])
+  })
+
+  it('an image whose decode alone would exceed the budget is refused before decoding: IMAGE_TOO_LARGE', async () => {
+    const budget = new DecodeBudget({ maxConcurrent: 2, budgetBytes: 64 * 2 ** 20, maxQueued: 8 })
+    const pre = new ImagePreprocessor(TORCHVISION, { maxInputPixels: 50_000_000, budget })
+    // 4000×4000 RGBA: its full-size RGB copy alone is 48 MB, over the 56 MiB one decode may take with its rows.
+    const rgba = await sharp({ create: { width: 4000, height: 4000, channels: 4, background: { r: 1, g: 2, b: 3, alpha: 0.5 } } }).png().toBuffer()
+    const err = await decodeFailure(rgba, pre)
+    expect(err.code).toBe('IMAGE_TOO_LARGE')
+    expect(err.message).toMatch(/decode budget/)
+  })
+})
+
+describe('decodeCostBytes', () => {
+  const metadataOf = async (image: Sharp): Promise<sharp.Metadata> => sharp(await image.toBuffer()).metadata()
+  const side = 1000
+  const noise = (channels: 3 | 4): Sharp => sharp({ create: { width: side, height: side, channels, noise: { type: 'gaussian', mean: 128, sigma: 20 } } })
+  const perPixel = async (image: Sharp, enlarging = false): Promise<number> => decodeCostBytes(await metadataOf(image), enlarging) / (side * side)
+
+  it('counts what each loader holds per pixel: nothing but rows for streamed formats, the whole image for the others', async () => {
+    const rows = (5 * 1024 * side) / (side * side)
+    expect(await perPixel(noise(3).jpeg())).toBeCloseTo(rows, 6)
+    expect(await perPixel(noise(3).png())).toBeCloseTo(rows, 6)
+    expect(await perPixel(noise(3).png({ progressive: true }))).toBeCloseTo(3 + rows, 6)
+    // 4:2:0 coefficients: 2 bytes × (1 + ¼ + ¼); 4:4:4: 2 × 3.
+    expect(await perPixel(noise(3).jpeg({ progressive: true }))).toBeCloseTo(3 + rows, 6)
+    expect(await perPixel(noise(3).jpeg({ progressive: true, chromaSubsampling: '4:4:4' }))).toBeCloseTo(6 + rows, 6)
+    expect(await perPixel(noise(3).webp())).toBeCloseTo(8 + rows, 6)
+    expect(await perPixel(noise(3).tiff())).toBeCloseTo(3 + rows, 6)
+  })
+
+  it('alpha and 16-bit images cost more than plain 8-bit RGB (the RGB copy; wider rows and samples)', async () => {
+    const rgb = await perPixel(noise(3).png())
+    const rgba = await perPixel(noise(4).png())
+    const rgba16 = await perPixel(noise(4).toColourspace('rgb16').png({ progressive: true }))
+    expect(rgba).toBeCloseTo(rgb + 3, 6)
+    // Interlaced 16-bit RGBA: the whole image at 8 bytes a pixel, plus the RGB copy, plus rows twice as wide.
+    expect(rgba16).toBeCloseTo(8 + 3 + 2 * rgb, 6)
+  })
+
+  it('an enlargement, and a rotated or flipped orientation, hold the image too', async () => {
+    const rows = (5 * 1024 * side) / (side * side)
+    expect(await perPixel(noise(3).png(), true)).toBeCloseTo(3 + rows, 6)
+    expect(await perPixel(noise(3).withMetadata({ orientation: 6 }).jpeg())).toBeCloseTo(3 + rows, 6)
   })
 })
 

@@ -5,6 +5,7 @@ import { ServiceError } from '../errors.js'
 import { chooseDefaultModel } from '../repository/default-model.js'
 import { loadRepository, RepositoryError, type ModelEntry } from '../repository/repository.js'
 import { Batcher, type BatchResult } from './batcher.js'
+import { DecodeBudget } from './decode-budget.js'
 import { ItemKind } from './inference-protocol.js'
 import { ModelSessions } from './inference-pool.js'
 import { cudaProviderLibrary } from './onnx-session.js'
@@ -85,7 +86,7 @@ export class ServedModel {
   /** Bytes of one preprocessed tensor item in the model's input format. */
   readonly tensorItemBytes: number
 
-  constructor(entry: ModelEntry, sessions: ModelSessions, settings: Settings, events: ServiceEvents) {
+  constructor(entry: ModelEntry, sessions: ModelSessions, settings: Settings, events: ServiceEvents, decodeBudget: DecodeBudget) {
     const shape = sessions.shape!
     this.entry = entry
     this.info = Object.freeze({ name: entry.name, version: entry.config.version, synthetic: entry.config.synthetic })
@@ -93,7 +94,12 @@ export class ServedModel {
     this.numClasses = shape.numClasses
     const { crop } = entry.config.preprocess
     this.tensorItemBytes = entry.config.input.datatype === 'float32' ? 3 * crop * crop * 4 : 3 * crop * crop
-    this.preprocessor = new ImagePreprocessor(entry.config.preprocess, { maxInputPixels: settings.maxInputPixels })
+    this.preprocessor = new ImagePreprocessor(entry.config.preprocess, {
+      maxInputPixels: settings.maxInputPixels,
+      maxJpegScans: settings.maxJpegScans,
+      decodeTimeoutSeconds: settings.decodeTimeoutSeconds,
+      budget: decodeBudget
+    })
     this.batcher = new Batcher<BatchItem, ItemOutput>({
       policy: { ...entry.config.batching, maxBatchSize: shape.maxBatchSize },
       runners: sessions.sessionCount,
@@ -179,6 +185,8 @@ export class ClassifyService {
       if (!cuda.installed) log.info({ provider: 'cpu', missing: cuda.path }, 'execution provider: CPU (the CUDA provider library is not installed)')
     }
     const served: ServedModel[] = []
+    // One budget for every model: decodes share the cores and the memory whichever model they feed.
+    const decodeBudget = new DecodeBudget({ maxConcurrent: settings.decodeConcurrency, budgetBytes: settings.decodeBudgetBytes, maxQueued: settings.decodeQueueSize })
     try {
       for (const entry of models) {
         const sessions = new ModelSessions(entry, { provider: settings.provider, cudaDeviceId: settings.cudaDeviceId, threads: settings.threadsPerSession, sessions: settings.sessionsPerModel })
@@ -196,7 +204,7 @@ export class ClassifyService {
           fail(err as Error, entry.name)
           continue
         }
-        served.push(new ServedModel(entry, sessions, settings, events))
+        served.push(new ServedModel(entry, sessions, settings, events, decodeBudget))
         log.info({ model: entry.name, version: entry.config.version, synthetic: entry.config.synthetic, provider: sessions.provider, maxBatchSize: sessions.shape!.maxBatchSize, warmedUpBatchSizes: sessions.sizes!.warmUp, readyMs: Math.round(performance.now() - t0) }, 'model ready')
         if (entry.config.synthetic) {
           log.warn({ model: entry.name }, `!!! ${entry.name} has SYNTHETIC weights (seeded random, not trained): its labels mean nothing. See README "Serving real models". !!!`)
@@ -266,7 +274,7 @@ export class ClassifyService {
     const t0 = performance.now()
     const model = this.model(modelName)
     if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
-    const pixels = await model.preprocessor.decode(image)
+    const pixels = await model.preprocessor.decode(image, options)
     const t1 = performance.now()
     model.events.onStage?.(model.entry.name, 'preprocess', t1 - t0)
     const { output, queueMs, batchSize } = await model.submit({ kind: ItemKind.PIXELS, bytes: pixels }, options)

@@ -1,6 +1,9 @@
 import sharp, { type Metadata, type Sharp, type SharpOptions } from 'sharp'
 import { ServiceError } from '../errors.js'
 import type { PreprocessConfig } from '../repository/model-config.js'
+import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budget.js'
+import { sniffImageFormat, type AcceptedFormat } from './image-sniff.js'
+import { countJpegScans } from './jpeg-scans.js'
 
 /**
  * Encoded image → the crop×crop×3 RGB pixels a model's batcher receives (decode on the libuv
@@ -19,30 +22,42 @@ import type { PreprocessConfig } from '../repository/model-config.js'
  * becomes three equal channels; 16-bit becomes 8-bit. Alpha is dropped, not composited, as PIL's
  * convert('RGB') does: what a transparent pixel stores is what the model sees. Only the first
  * frame of an animation or page of a multi-page file is decoded.
+ *
+ * Admission, cheapest check first, each before any pixel is decoded: the format from the magic
+ * bytes (image-sniff.ts; only the accepted formats' loaders are unblocked in libvips at all), for
+ * JPEG the number of scans (jpeg-scans.ts), then the header (size, aspect ratio), then a share of
+ * the decode budget sized from the header (decodeCostBytes, decode-budget.ts). Each decoding pass
+ * runs under sharp's timeout, and a client that has gone is not decoded for.
  */
 
 /** Formats decoded at all, checked from the header before any pixel is; `heif` only with AV1 (AVIF). */
 const ACCEPTED_FORMATS: ReadonlySet<string> = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif'])
 
+/** sharp's name (metadata().format) for each sniffed format. */
+const SHARP_FORMAT: Readonly<Record<AcceptedFormat, string>> = { jpeg: 'jpeg', png: 'png', webp: 'webp', gif: 'gif', tiff: 'tiff', avif: 'heif' }
+
 /** A longer elongation would make the resized long side huge (10000×10 → 256000×256). */
 export const MAX_ASPECT_RATIO = 32
 
 /**
- * Image formats sharp does not recognise (or is not built to decode) but a client may well send:
- * answered as UNSUPPORTED_IMAGE_FORMAT, naming the format, rather than NOT_AN_IMAGE.
+ * Defaults when the caller gives none (the server passes its settings: src/config.ts, where the
+ * reasons are documented): libjpeg's progressive script writes 10 scans for colour, 6 for grey and
+ * 18 for CMYK; mozjpeg's optimised scripts 5–6 (measured with sharp, whose libvips uses mozjpeg).
  */
-const UNACCEPTED_SIGNATURES: ReadonlyArray<{ readonly name: string; readonly magic: readonly number[] }> = [
-  { name: 'PDF', magic: [0x25, 0x50, 0x44, 0x46, 0x2d] }, // %PDF-
-  { name: 'BMP', magic: [0x42, 0x4d] }, // BM
-  { name: 'Photoshop', magic: [0x38, 0x42, 0x50, 0x53] }, // 8BPS
-  { name: 'JPEG 2000', magic: [0x00, 0x00, 0x00, 0x0c, 0x6a, 0x50, 0x20, 0x20] },
-  { name: 'JPEG 2000', magic: [0xff, 0x4f, 0xff, 0x51] },
-  { name: 'JPEG XL', magic: [0xff, 0x0a] },
-  { name: 'JPEG XL', magic: [0x00, 0x00, 0x00, 0x0c, 0x4a, 0x58, 0x4c, 0x20] }
-]
+export const DEFAULT_MAX_JPEG_SCANS = 32
+export const DEFAULT_DECODE_TIMEOUT_SECONDS = 20
 
 // libvips' operation cache keys on the input buffer and would keep decoded images of past requests alive.
 sharp.cache(false)
+
+// Only the accepted formats' loaders may run, whatever the bytes claim to be: libvips otherwise
+// picks a loader by content, and SVG (librsvg), PDF, matrix and others are among them. The sniffer
+// refuses everything else first; this is the second line. Buffer loaders are what the server uses;
+// the file loaders stay open for tools and tests that read fixtures by path in the same process.
+sharp.block({ operation: ['VipsForeignLoad'] })
+sharp.unblock({
+  operation: ['Jpeg', 'Png', 'Webp', 'Nsgif', 'Tiff', 'Heif'].flatMap((f) => [`VipsForeignLoad${f}Buffer`, `VipsForeignLoad${f}File`])
+})
 
 /** Python's round(): halves go to the even neighbour (torchvision's CenterCrop offset). */
 function roundHalfToEven(x: number): number {
@@ -52,23 +67,15 @@ function roundHalfToEven(x: number): number {
   return floor % 2 === 0 ? floor : floor + 1
 }
 
-function sniffUnaccepted(bytes: Uint8Array): string | undefined {
-  for (const { name, magic } of UNACCEPTED_SIGNATURES) {
-    if (bytes.length >= magic.length && magic.every((b, i) => bytes[i] === b)) return name
-  }
-  return undefined
-}
-
 /** Every error out of sharp becomes a ServiceError; the original stays as `cause`. */
-function mapSharpError(err: unknown, bytes: Uint8Array): ServiceError {
+function mapSharpError(err: unknown, timeoutSeconds: number): ServiceError {
   if (err instanceof ServiceError) return err
   const message = err instanceof Error ? err.message : String(err)
   if (/exceeds pixel limit/i.test(message)) return new ServiceError('IMAGE_TOO_LARGE', undefined, { cause: err })
-  if (/unsupported image format/i.test(message)) {
-    const format = sniffUnaccepted(bytes)
-    return format === undefined
-      ? new ServiceError('NOT_AN_IMAGE', undefined, { cause: err })
-      : new ServiceError('UNSUPPORTED_IMAGE_FORMAT', `(${format})`, { cause: err })
+  // Bytes that passed the sniffer but that no unblocked loader takes (a signature and nothing behind it).
+  if (/unsupported image format/i.test(message)) return new ServiceError('NOT_AN_IMAGE', undefined, { cause: err })
+  if (/^timeout: \d+% complete/.test(message)) {
+    return new ServiceError('IMAGE_TOO_COMPLEX', `(decoding ran over ${timeoutSeconds} s)`, { cause: err })
   }
   if (/buffer is empty/i.test(message)) return new ServiceError('EMPTY_BODY', undefined, { cause: err })
   // Whatever else the decoder says (truncation, bad Huffman data, libpng read errors, bad IFDs) means
@@ -106,17 +113,108 @@ function paddedSourceWindow(outStart: number, count: number, scale: number, padd
   return { start: first, length: last - first + 1 }
 }
 
+/** Bytes per sample of each libvips band format. */
+const SAMPLE_BYTES: Readonly<Record<string, number>> = { uchar: 1, char: 1, ushort: 2, short: 2, uint: 4, int: 4, float: 4, complex: 8, double: 8, dpcomplex: 16 }
+
+/**
+ * Per-pixel bytes a loader holds for the whole image, beyond streaming, from peak-RSS measurements
+ * of single 7000×7000 decodes (25 MP for AVIF) through this file's pipelines (load/decode-memory.ts
+ * prints the table again): libwebp decodes to RGBA and libvips copies it (8); libnsgif renders each
+ * frame as RGBA (4, +1 margin); libheif + libaom hold YUV planes, reference frames and RGB (18–19
+ * measured, 20 per sample); a progressive JPEG's coefficients take 2 bytes per sample of every
+ * component at its own resolution (see jpegCoefficientBytes). Baseline JPEG, non-interlaced PNG
+ * and TIFF stream row by row; TIFF is counted whole anyway, since one strip may be the image.
+ */
+const WEBP_BYTES_PER_PIXEL = 8
+const GIF_BYTES_PER_PIXEL = 5
+const AVIF_BYTES_PER_SAMPLE_PER_PIXEL = 20
+/** libheif and libaom allocate about this much whatever the image's size. */
+const AVIF_FIXED_BYTES = 8 * 2 ** 20
+/** Line buffers of the loader and the resize, per column of the source and byte per sample: ~33 MiB at 7000 columns measured. */
+const ROW_BUFFER_BYTES_PER_COLUMN = 5 * 1024
+
+/** Sampled components per pixel of a JPEG from its chroma subsampling (4:2:0 → 1 + ¼ + ¼). */
+function jpegComponentsPerPixel(metadata: Metadata): number {
+  switch (metadata.chromaSubsampling) {
+    case '4:2:0':
+      return 1.5
+    case '4:2:2':
+    case '4:4:0':
+      return 2
+    case '4:2:0:4':
+      return 2.5
+    default:
+      // 4:4:4, 4:4:4:4, greyscale and anything unusual: every component at full resolution.
+      return metadata.channels
+  }
+}
+
+/**
+ * The memory a decode of this image may hold at its peak, estimated from its header: the bytes
+ * its loader keeps for the whole image (width × height × channels × bytes per sample, or the
+ * format's own figure above), the full-size 8-bit RGB copy that the alpha and enlargement paths
+ * make, and row buffers. It is the currency of the decode budget: an upper estimate, so that the
+ * budget bounds real memory (measured against peak RSS in load/decode-memory.ts).
+ */
+export function decodeCostBytes(metadata: Metadata, enlarging: boolean): number {
+  const { width, height, channels } = metadata
+  const pixels = width * height
+  const sample = SAMPLE_BYTES[metadata.depth] ?? 8
+  const decoded = channels * sample
+  let held: number
+  switch (metadata.format) {
+    case 'jpeg':
+      held = metadata.isProgressive ? 2 * jpegComponentsPerPixel(metadata) : 0
+      break
+    case 'png':
+      // Adam7 interlacing needs the whole image before the first full row.
+      held = metadata.isProgressive ? decoded : 0
+      break
+    case 'webp':
+      held = WEBP_BYTES_PER_PIXEL
+      break
+    case 'gif':
+      held = GIF_BYTES_PER_PIXEL
+      break
+    case 'heif':
+      held = AVIF_BYTES_PER_SAMPLE_PER_PIXEL * sample
+      break
+    default:
+      held = decoded
+  }
+  // Orientations other than 1 rotate or flip: libvips materialises the decoded image for that.
+  if ((metadata.orientation ?? 1) > 1) held = Math.max(held, decoded)
+  const rgbCopy = metadata.hasAlpha || enlarging ? 3 : 0
+  const fixed = metadata.format === 'heif' ? AVIF_FIXED_BYTES : 0
+  return Math.ceil(pixels * (held + rgbCopy) + width * ROW_BUFFER_BYTES_PER_COLUMN * sample + fixed)
+}
+
+/** What an ImagePreprocessor may spend; the server passes its settings and its one DecodeBudget. */
+export interface DecodeLimits {
+  readonly maxInputPixels: number
+  readonly maxJpegScans?: number
+  readonly decodeTimeoutSeconds?: number
+  /** Shared by every model's preprocessor; without one, decodes are not admitted (tools, tests). */
+  readonly budget?: DecodeBudget
+}
+
 export class ImagePreprocessor {
   private readonly resize: number
   private readonly crop: number
   private readonly maxInputPixels: number
+  private readonly maxJpegScans: number
+  private readonly timeoutSeconds: number
+  private readonly budget: DecodeBudget | undefined
   private readonly inputOptions: SharpOptions
 
-  constructor(config: PreprocessConfig, limits: { maxInputPixels: number }) {
+  constructor(config: PreprocessConfig, limits: DecodeLimits) {
     if (config.crop > config.resize) throw new Error(`preprocess.crop (${config.crop}) is larger than preprocess.resize (${config.resize})`)
     this.resize = config.resize
     this.crop = config.crop
     this.maxInputPixels = limits.maxInputPixels
+    this.maxJpegScans = limits.maxJpegScans ?? DEFAULT_MAX_JPEG_SCANS
+    this.timeoutSeconds = limits.decodeTimeoutSeconds ?? DEFAULT_DECODE_TIMEOUT_SECONDS
+    this.budget = limits.budget
     this.inputOptions = {
       limitInputPixels: limits.maxInputPixels,
       // Truncated JPEGs and PNGs would otherwise decode with a grey or black tail. 'truncated'
@@ -130,42 +228,60 @@ export class ImagePreprocessor {
   /**
    * Decodes one encoded image into a fresh crop×crop×3 RGB (HWC, uint8) buffer that the caller owns.
    * Rejects with a ServiceError only: EMPTY_BODY, NOT_AN_IMAGE, UNSUPPORTED_IMAGE_FORMAT,
-   * CORRUPT_IMAGE, IMAGE_TOO_LARGE or IMAGE_ASPECT_RATIO.
+   * CORRUPT_IMAGE, IMAGE_TOO_LARGE, IMAGE_ASPECT_RATIO, IMAGE_TOO_COMPLEX, and while waiting for
+   * the decode budget DECODE_QUEUE_FULL, DEADLINE_EXCEEDED or CLIENT_CLOSED.
    */
-  async decode(bytes: Uint8Array): Promise<Buffer> {
+  async decode(bytes: Uint8Array, options: AdmissionOptions = {}): Promise<Buffer> {
     if (bytes.length === 0) throw new ServiceError('EMPTY_BODY')
+    const sniffed = sniffImageFormat(bytes)
+    if (sniffed === undefined) throw new ServiceError('NOT_AN_IMAGE')
+    if (!sniffed.accepted) throw new ServiceError('UNSUPPORTED_IMAGE_FORMAT', `(${sniffed.name})`)
+    if (sniffed.format === 'jpeg') {
+      const scans = countJpegScans(bytes, this.maxJpegScans)
+      if (scans > this.maxJpegScans) throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${this.maxJpegScans} scans)`)
+    }
     let metadata: Metadata
     try {
       // Header only: the format, size and orientation are checked before any pixel is decoded.
       metadata = await sharp(bytes, this.inputOptions).metadata()
     } catch (err) {
-      throw mapSharpError(err, bytes)
+      throw mapSharpError(err, this.timeoutSeconds)
     }
-    this.checkHeader(metadata)
+    this.checkHeader(metadata, SHARP_FORMAT[sniffed.format])
 
     const { width, height } = metadata.autoOrient
-    const resized = resizedSize(width, height, this.resize)
-    const { left, top } = centreCropOffset(resized.width, resized.height, this.crop)
+    const enlarging = Math.min(width, height) < this.resize
+    const permit = await this.admit(decodeCostBytes(metadata, enlarging), options)
     try {
-      const pixels =
-        Math.min(width, height) < this.resize
-          ? await this.enlarge(bytes, width, height, resized, left, top)
-          : await this.reduce(bytes, metadata.hasAlpha, resized, left, top)
+      const resized = resizedSize(width, height, this.resize)
+      const { left, top } = centreCropOffset(resized.width, resized.height, this.crop)
+      const pixels = enlarging
+        ? await this.enlarge(bytes, width, height, resized, left, top, options.signal)
+        : await this.reduce(bytes, metadata.hasAlpha, resized, left, top, options.signal)
       if (pixels.length !== this.crop * this.crop * 3) {
         throw new ServiceError('INTERNAL', `The decoder gave ${pixels.length} bytes, not ${this.crop}×${this.crop}×3.`)
       }
       return pixels
     } catch (err) {
-      throw mapSharpError(err, bytes)
+      throw mapSharpError(err, this.timeoutSeconds)
+    } finally {
+      permit.release()
     }
+  }
+
+  /** A share of the decode budget (none to take without one); a client already gone gets none. */
+  private async admit(cost: number, options: AdmissionOptions): Promise<DecodePermit> {
+    if (this.budget !== undefined) return this.budget.acquire(cost, options)
+    if (options.signal?.aborted) throw new ServiceError('CLIENT_CLOSED')
+    return NO_PERMIT
   }
 
   /**
    * Shrinking, the common case: one sharp pipeline. libvips' linear kernel widens with the shrink
    * factor as PIL's antialiased bilinear does, which lands within a fraction of a grey level of it.
    */
-  private async reduce(bytes: Uint8Array, hasAlpha: boolean, resized: Size, left: number, top: number): Promise<Buffer> {
-    const source = hasAlpha ? await this.decodeRgb(bytes, 0) : sharp(bytes, this.inputOptions)
+  private async reduce(bytes: Uint8Array, hasAlpha: boolean, resized: Size, left: number, top: number, signal: AbortSignal | undefined): Promise<Buffer> {
+    const source = hasAlpha ? await this.decodeRgb(bytes, 0, signal) : this.decoder(bytes, signal)
     return source
       .resize({ width: resized.width, height: resized.height, fit: 'fill', kernel: 'linear', fastShrinkOnLoad: false })
       .extract({ left, top, width: this.crop, height: this.crop })
@@ -186,12 +302,12 @@ export class ImagePreprocessor {
    * the output from the whole window (at least 3 source pixels), so a 1×1 image yields 768×768 of
    * which the crop is kept (about 15 ms).
    */
-  private async enlarge(bytes: Uint8Array, width: number, height: number, resized: Size, left: number, top: number): Promise<Buffer> {
+  private async enlarge(bytes: Uint8Array, width: number, height: number, resized: Size, left: number, top: number, signal: AbortSignal | undefined): Promise<Buffer> {
     const scaleX = resized.width / width
     const scaleY = resized.height / height
     const columns = paddedSourceWindow(left, this.crop, scaleX, width + 2)
     const rows = paddedSourceWindow(top, this.crop, scaleY, height + 2)
-    const padded = await this.decodeRgb(bytes, 1)
+    const padded = await this.decodeRgb(bytes, 1, signal)
     const { data, info } = await padded
       .extract({ left: columns.start, top: rows.start, width: columns.length, height: rows.length })
       .affine([[scaleX, 0], [0, scaleY]], {
@@ -215,9 +331,9 @@ export class ImagePreprocessor {
     return out
   }
 
-  private checkHeader(metadata: Metadata): void {
+  private checkHeader(metadata: Metadata, sniffed: string): void {
     const { format } = metadata
-    if (!ACCEPTED_FORMATS.has(format) || (format === 'heif' && metadata.compression !== 'av1')) {
+    if (!ACCEPTED_FORMATS.has(format) || format !== sniffed || (format === 'heif' && metadata.compression !== 'av1')) {
       const name = format === 'heif' ? `HEIF/${metadata.compression ?? 'unknown'}` : format.toUpperCase()
       throw new ServiceError('UNSUPPORTED_IMAGE_FORMAT', `(${name})`)
     }
@@ -238,13 +354,25 @@ export class ImagePreprocessor {
    * resamples with alpha premultiplied and drops it only at the end, which would turn transparent
    * pixels black; PIL's convert('RGB') keeps their stored colour.
    */
-  private async decodeRgb(bytes: Uint8Array, border: number): Promise<Sharp> {
-    let image = sharp(bytes, this.inputOptions).removeAlpha().toColourspace('srgb')
+  private async decodeRgb(bytes: Uint8Array, border: number, signal: AbortSignal | undefined): Promise<Sharp> {
+    let image = this.decoder(bytes, signal).removeAlpha().toColourspace('srgb')
     if (border > 0) image = image.extend({ top: border, bottom: border, left: border, right: border, extendWith: 'copy' })
     const { data, info } = await image.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true })
     return sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } })
   }
+
+  /**
+   * A pipeline that decodes `bytes`, under the decode timeout. libvips cannot be stopped from
+   * outside once it runs, so a client that has gone is checked for before each decoding pass:
+   * its decode is not started, or not continued into its second pass.
+   */
+  private decoder(bytes: Uint8Array, signal: AbortSignal | undefined): Sharp {
+    if (signal?.aborted) throw new ServiceError('CLIENT_CLOSED', '(before decoding)')
+    return sharp(bytes, this.inputOptions).timeout({ seconds: this.timeoutSeconds })
+  }
 }
+
+const NO_PERMIT: DecodePermit = Object.freeze({ release: () => {} })
 
 /**
  * Returns a function writing one image's crop×crop×3 RGB pixels as float32 CHW, in the model's

@@ -1,0 +1,67 @@
+/**
+ * Counts the scans (SOS segments) of a JPEG without decoding it. A progressive JPEG's decoder
+ * makes one pass over every block of the image per scan, so its decode time grows with scans ×
+ * pixels, and a scan can be a few bytes long (an end-of-band run covers 32767 blocks): a 1 MB file
+ * can ask for tens of thousands of passes over a large image. The count is taken before any pixel
+ * is decoded, so such a file is refused in about the time memchr takes to cross it.
+ *
+ * The walk follows what libjpeg does when it reads a file, so a scan it would decode is a scan
+ * counted here:
+ * - marker segments (APPn, COM, DQT, DHT, SOF, SOS headers…) are skipped by their length field, so
+ *   bytes inside them are never taken for markers;
+ * - between markers, and inside a scan's entropy-coded data, only 0xFF followed by a byte other
+ *   than 0x00 (byte stuffing) or 0xFF (fill) is a marker; restart markers RST0–7 and the other
+ *   stand-alone markers carry no length and do not end the walk;
+ * - bytes that are not a marker where one is expected are skipped up to the next 0xFF, as libjpeg
+ *   skips "extraneous bytes before marker" with a warning;
+ * - EOI ends the image: scans after it are never decoded.
+ * The walk is a loop over marker positions (no recursion) and stops as soon as the count passes
+ * `stopAfter`.
+ */
+
+const EOI = 0xd9
+const SOS = 0xda
+const TEM = 0x01
+
+/** Markers that stand alone (no length field): TEM, RST0–7, SOI, EOI. */
+function isStandalone(marker: number): boolean {
+  return marker === TEM || (marker >= 0xd0 && marker <= 0xd9)
+}
+
+/**
+ * The number of SOS segments libjpeg would read in `bytes` (a JPEG starting with SOI), counting no
+ * further than `stopAfter` + 1. A malformed structure (a length running past the end, a length
+ * under 2) ends the count where the decoder itself would fail.
+ */
+export function countJpegScans(bytes: Uint8Array, stopAfter = Infinity): number {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  let scans = 0
+  // Past SOI (FF D8).
+  let i = 2
+  while (i < buf.length) {
+    const ff = buf.indexOf(0xff, i)
+    if (ff < 0) break
+    let m = ff + 1
+    while (m < buf.length && buf[m] === 0xff) m++
+    if (m >= buf.length) break
+    const marker = buf[m]!
+    if (marker === 0x00) {
+      // Stuffed 0xFF inside entropy-coded data (or stray bytes libjpeg would discard).
+      i = m + 1
+      continue
+    }
+    if (marker === EOI) break
+    if (isStandalone(marker)) {
+      i = m + 1
+      continue
+    }
+    if (m + 2 >= buf.length) break
+    const length = (buf[m + 1]! << 8) | buf[m + 2]!
+    if (length < 2) break
+    if (marker === SOS && ++scans > stopAfter) break
+    // The segment's payload is skipped whole; for SOS the entropy-coded data follows it and is
+    // crossed by the indexOf above.
+    i = m + 1 + length
+  }
+  return scans
+}
