@@ -36,6 +36,7 @@ export interface Settings {
   readonly requestTimeoutMs: number
   readonly keepAliveTimeoutMs: number
   readonly maxConnections: number
+  readonly bodyBudgetBytes: number
   readonly allowPartialStart: boolean
   readonly apiKey: string | undefined
   readonly authHealth: boolean
@@ -89,6 +90,7 @@ export const SETTINGS = [
   spec({ key: 'requestTimeoutMs', flag: 'request-timeout-ms', env: 'REQUEST_TIMEOUT_MS', kind: 'integer', min: 100, max: 3_600_000, fallback: 30_000, description: 'How long an HTTP client may take to send a whole request, headers and body; then 408 REQUEST_TIMEOUT and the connection is closed. At least --headers-timeout-ms.' }),
   spec({ key: 'keepAliveTimeoutMs', flag: 'keep-alive-timeout-ms', env: 'KEEP_ALIVE_TIMEOUT_MS', kind: 'integer', min: 100, max: 600_000, fallback: 72_000, description: 'How long an idle keep-alive HTTP connection stays open; keep it above the idle timeout of a load balancer in front.' }),
   spec({ key: 'maxConnections', flag: 'max-connections', env: 'MAX_CONNECTIONS', kind: 'integer', min: 1, max: 1_000_000, fallback: 512, description: 'Most open HTTP connections; a connection over the cap is closed as soon as it is accepted.' }),
+  spec({ key: 'bodyBudgetBytes', flag: 'body-budget-bytes', env: 'BODY_BUDGET_BYTES', kind: 'integer', min: 1024 * 1024, max: 2 ** 40, fallback: 192 * 1024 * 1024, description: 'HTTP request bodies held at once (each counted at its Content-Length, a chunked one at its route\'s limit, until answered); one more: 429 BODY_BUDGET_FULL with Retry-After. A request alone is always admitted.' }),
   spec({ key: 'allowPartialStart', flag: 'allow-partial-start', env: 'ALLOW_PARTIAL_START', kind: 'boolean', fallback: false, description: 'Start even when some models fail to load; those report not ready.' }),
   spec({ key: 'apiKey', flag: 'api-key', env: 'API_KEY', kind: 'string', description: 'When set, inference routes need "Authorization: Bearer <key>" or "x-api-key: <key>".' }),
   spec({ key: 'authHealth', flag: 'auth-health', env: 'AUTH_HEALTH', kind: 'boolean', fallback: false, description: 'With --api-key: the health routes (/health/*, /v2/health/*) need the key too.' }),

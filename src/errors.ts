@@ -68,6 +68,10 @@ export const ERRORS = {
   },
   MODEL_NOT_READY: { kind: 'unavailable', message: 'The model is loaded but not ready to serve.' },
   QUEUE_FULL: { kind: 'resource_exhausted', message: "The model's queue is full; retry after the Retry-After delay." },
+  BODY_BUDGET_FULL: {
+    kind: 'resource_exhausted',
+    message: 'The server holds as many request bodies as it may at once (setting --body-budget-bytes); retry after the Retry-After delay.'
+  },
   DECODE_QUEUE_FULL: { kind: 'resource_exhausted', message: 'Too many images are waiting to be decoded; retry after the Retry-After delay.' },
   DEADLINE_EXCEEDED: { kind: 'deadline_exceeded', message: 'The request deadline passed before the image ran.' },
   CLIENT_CLOSED: { kind: 'cancelled', message: 'The client went away before the image ran.' },

@@ -254,6 +254,33 @@ describe('timeouts and caps', () => {
     await once(idle, 'close')
   })
 
+  it('regression: stalled uploads hold at most --body-budget-bytes; one more is 429 BODY_BUDGET_FULL before its body is read', async () => {
+    const budgeted = await door(['--body-budget-bytes', String(1024 * 1024)])
+    const { hostname, port } = new URL(budgeted.url)
+    const declared = 256 * 1024
+    // Four uploads of 256 KiB declared that stop short: together they hold the whole budget.
+    const stalled = await Promise.all(
+      [0, 1, 2, 3].map(async () => {
+        const s = connect(Number(port), hostname)
+        s.on('error', () => {})
+        await once(s, 'connect')
+        s.write(`POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${declared}\r\n\r\n`)
+        s.write(photo.subarray(0, 1000))
+        return s
+      })
+    )
+    await new Promise((r) => setTimeout(r, 200))
+    const refused = await rawRequest(budgeted.url, `POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${photo.byteLength}\r\n\r\n`)
+    expectRegistry(refused, 429, 'BODY_BUDGET_FULL')
+    // Requests without a body still pass, and once the stalled uploads go, uploads are admitted again.
+    expect((await fetch(`${budgeted.url}/health/live`)).status).toBe(200)
+    for (const s of stalled) s.destroy()
+    await until(
+      async () => (await fetch(`${budgeted.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })).status === 200,
+      'an upload admitted once the budget is free'
+    )
+  })
+
   it('refuses --headers-timeout-ms over --request-timeout-ms at start-up', () => {
     expect(() => loadSettings(['--headers-timeout-ms', '5000', '--request-timeout-ms', '1000'], {})).toThrow(ConfigError)
     expect(() => loadSettings(['--headers-timeout-ms', '5000', '--request-timeout-ms', '1000'], {})).toThrow(/--request-timeout-ms/)

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
+import type { Settings } from '../config.js'
 import { ServiceError, type ErrorCode } from '../errors.js'
 import { multipartBodyLimit } from './multipart-body.js'
 
@@ -17,8 +18,9 @@ declare module 'fastify' {
  * Admission before any body byte is read. fastify parses a body after the onRequest hooks and
  * before validation, so whatever is refused here costs the headers only: the key check runs
  * first (src/http/access.ts), then this hook refuses unknown routes, bodies a route does not
- * take (by media type), multipart boundaries the parser cannot use, and declared lengths over the
- * route's limit. A refused body is never read: the answer closes the connection.
+ * take (by media type), multipart boundaries the parser cannot use, declared lengths over the
+ * route's limit, and bodies that would take the bodies held at once past --body-budget-bytes. A
+ * refused body is never read: the answer closes the connection.
  */
 
 export const MULTIPART_TYPE = 'multipart/form-data'
@@ -60,13 +62,17 @@ function boundaryOf(contentType: string): string | undefined {
   return match === null ? undefined : (match[1] ?? match[2])
 }
 
-function refuseBody(request: FastifyRequest): void {
+/**
+ * Refuses a body the route does not take, before it is read; otherwise returns the bytes it may
+ * hold: its declared length, or the route's limit for a chunked body.
+ */
+function admitBody(request: FastifyRequest): number {
   const { headers } = request
   const bodyTypes = request.routeOptions.config.bodyTypes
   const type = mediaTypeOf(headers)
   if (bodyTypes === undefined) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', 'This route takes no body.')
   if (!takes(bodyTypes, type)) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', `This route takes ${bodyTypes.join(', ')}.`)
-  let limit = request.routeOptions.bodyLimit ?? Infinity
+  let limit = request.routeOptions.bodyLimit
   if (type === MULTIPART_TYPE) {
     const boundary = boundaryOf(headers['content-type'] ?? '')
     if (boundary === undefined || boundary.length === 0 || boundary.length > MAX_BOUNDARY_LENGTH) {
@@ -75,8 +81,12 @@ function refuseBody(request: FastifyRequest): void {
     const multipart = request.routeOptions.config.multipart
     if (multipart !== undefined) limit = multipartBodyLimit(multipart)
   }
-  const length = Number(headers['content-length'])
+  const declared = headers['content-length']
+  if (declared === undefined) return limit
+  const length = Number(declared)
   if (length > limit) throw new ServiceError('BODY_TOO_LARGE', `This route takes at most ${limit} bytes; the Content-Length is ${length}.`)
+  // A malformed length is fastify's to refuse (FST_ERR_CTP_INVALID_CONTENT_LENGTH); it holds nothing meanwhile.
+  return Number.isSafeInteger(length) && length > 0 ? length : 0
 }
 
 /** Query values a schema coerced to ±Infinity (`1e309`, `Infinity`): the code each is refused with. */
@@ -86,16 +96,28 @@ const NON_FINITE_QUERY: Readonly<Record<string, ErrorCode>> = { topk: 'INVALID_T
  * Adds the admission hooks. Register after the API-key hook, so an unauthenticated client learns
  * nothing about routes or bodies, and before the routes, so every route inherits them.
  */
-export function admitRequests(app: FastifyInstance): void {
+export function admitRequests(app: FastifyInstance, settings: Settings): void {
   let closing = false
+  /** Bytes the bodies of requests admitted and not yet answered may hold (see --body-budget-bytes). */
+  let bodyBytes = 0
   app.addHook('preClose', async () => {
     closing = true
   })
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
     // fastify's own 503 on closing has its own body shape; this one is the registry's.
     if (closing) throw new ServiceError('SHUTTING_DOWN')
     if (request.is404) throw new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
-    if (hasBody(request.headers) && !BODYLESS_METHODS.has(request.method)) refuseBody(request)
+    if (!hasBody(request.headers) || BODYLESS_METHODS.has(request.method)) return
+    const bytes = admitBody(request)
+    // A request alone is always admitted, so a budget below one route's limit still serves it.
+    if (bodyBytes > 0 && bodyBytes + bytes > settings.bodyBudgetBytes) {
+      throw new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 })
+    }
+    bodyBytes += bytes
+    // 'close' comes once per response, answered or cut off; the body is garbage by then.
+    reply.raw.once('close', () => {
+      bodyBytes -= bytes
+    })
   })
   // ajv's integer check lets a coerced Infinity through (and then skips minimum/maximum), so the
   // coerced query is checked once more, for every route.

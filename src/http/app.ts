@@ -46,7 +46,7 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
   await registerOpenApi(app)
   requestCounting(app, metrics)
   requireApiKey(app, settings)
-  admitRequests(app)
+  admitRequests(app, settings)
   // No CORS headers at all unless --cors-origins names the browser origins that may call.
   if (settings.corsOrigins !== undefined) {
     await app.register(cors, {
