@@ -1,11 +1,11 @@
-import sharp from 'sharp'
+import sharp, { type Sharp } from 'sharp'
 import { describe, expect, it } from 'vitest'
 import { sniffImageFormat, type SniffedFormat } from '../src/core/image-sniff.js'
 import { readPhoto } from './helpers/photos.js'
 
 /** The format sniffer on real encodings (written by sharp) and on hand-made text and headers. Unit tier: no server. */
 
-const tiny = (): sharp.Sharp => sharp({ create: { width: 16, height: 12, channels: 3, background: '#48c' } })
+const tiny = (): Sharp => sharp({ create: { width: 16, height: 12, channels: 3, background: '#48c' } })
 const text = (s: string): Buffer => Buffer.from(s, 'utf8')
 
 /** An ISO-BMFF file start: ftyp box with a major brand and compatible brands. */

@@ -1,4 +1,4 @@
-import sharp from 'sharp'
+import sharp, { type Sharp } from 'sharp'
 import { describe, expect, it } from 'vitest'
 import { countJpegScans } from '../src/core/jpeg-scans.js'
 import { progressiveJpeg, withExtraScans } from './fixtures/jpeg-scan-bomb.js'
@@ -6,7 +6,7 @@ import { readPhoto } from './helpers/photos.js'
 
 /** The JPEG scan counter on files written by sharp (mozjpeg) and on hand-made marker sequences. Unit tier. */
 
-const photo = (): sharp.Sharp => sharp({ create: { width: 96, height: 64, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+const photo = (): Sharp => sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
 
 /** A marker segment: FF, marker, 16-bit length (itself included), payload. */
 function segment(marker: number, payload: number[]): number[] {

@@ -1,6 +1,6 @@
 import { deflateSync } from 'node:zlib'
 import { performance } from 'node:perf_hooks'
-import sharp, { type Sharp } from 'sharp'
+import sharp, { type Metadata, type Sharp } from 'sharp'
 import { describe, expect, it } from 'vitest'
 import { DecodeBudget } from '../src/core/decode-budget.js'
 import { centreCropOffset, createNormalizer, decodeCostBytes, ImagePreprocessor, resizedSize } from '../src/core/preprocess.js'
@@ -391,9 +391,9 @@ describe('ImagePreprocessor.decode: admission before any pixel is decoded', () =
 })
 
 describe('decodeCostBytes', () => {
-  const metadataOf = async (image: Sharp): Promise<sharp.Metadata> => sharp(await image.toBuffer()).metadata()
+  const metadataOf = async (image: Sharp): Promise<Metadata> => sharp(await image.toBuffer()).metadata()
   const side = 1000
-  const noise = (channels: 3 | 4): Sharp => sharp({ create: { width: side, height: side, channels, noise: { type: 'gaussian', mean: 128, sigma: 20 } } })
+  const noise = (channels: 3 | 4): Sharp => sharp({ create: { width: side, height: side, channels, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 20 } } })
   const perPixel = async (image: Sharp, enlarging = false): Promise<number> => decodeCostBytes(await metadataOf(image), enlarging) / (side * side)
 
   it('counts what each loader holds per pixel: nothing but rows for streamed formats, the whole image for the others', async () => {

@@ -147,7 +147,9 @@ export class ClassifyService {
     readonly settings: Settings,
     private readonly log: Logger,
     served: ServedModel[],
-    failed: Map<string, string>
+    failed: Map<string, string>,
+    /** Admission for every model's image decodes (slots, estimated bytes, queue). */
+    readonly decodeBudget: DecodeBudget
   ) {
     for (const m of served) this.models.set(m.entry.name, m)
     this.failed = failed
@@ -214,7 +216,7 @@ export class ClassifyService {
       await Promise.all(served.map((m) => m.sessions.close()))
       throw err
     }
-    return new ClassifyService(settings, log, served, failed)
+    return new ClassifyService(settings, log, served, failed, decodeBudget)
   }
 
   /** The served model of that name; MODEL_NOT_FOUND / MODEL_NOT_READY otherwise. */
