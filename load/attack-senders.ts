@@ -10,7 +10,11 @@ import { Client, Metadata, credentials, status as grpcStatus, type ServiceError 
 
 /** What became of one request: an HTTP status, a gRPC status name, or how the exchange ended. */
 export interface Outcome {
-  /** "413", "UNAUTHENTICATED", "closed" (by the server, without an answer), "gave up" (no answer within the cap), "error". */
+  /**
+   * "413", "UNAUTHENTICATED"; or "closed" (by the server, without an answer), "reset" (the
+   * connection was reset before an answer could be read), "gave up" (no answer within the cap),
+   * "error" (no connection).
+   */
   readonly code: string
   readonly seconds: number
 }
@@ -39,10 +43,10 @@ export interface RawRequest {
   readonly capMs: number
 }
 
-const HEAD_PAUSE_MS = 100
+const HEAD_PAUSE_MS = 500
 
 /**
- * One request over its own socket: the head, 100 ms later the body, then the trickle, until the
+ * One request over its own socket: the head, 500 ms later the body, then the trickle, until the
  * server answers, or closes the connection without an answer ("closed"), or `capMs` passes ("gave
  * up"). The code is the status of the server's answer when it sent one.
  */
@@ -56,7 +60,7 @@ export async function sendRaw(url: string, request: RawRequest): Promise<Outcome
       if (answer.length < 64) answer += d.toString('latin1')
       if (/^HTTP\/1\.1 \d{3}/.test(answer)) resolve('answered')
     })
-    socket.on('error', () => resolve('error'))
+    socket.on('error', () => resolve('reset'))
     socket.on('close', () => resolve('closed'))
   })
   let trickle: NodeJS.Timeout | undefined
