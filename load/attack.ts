@@ -33,7 +33,10 @@ import { median, progress, startBenchServer, type BenchServer } from './bench-ki
  *
  * A target not met is a finding, printed as NOT MET; the exit code is then 1.
  *
- *   npm run load:attack [-- --only deep-json-unknown,v2-nan] [--settle-seconds 30] [--cap-seconds 60] [--json out.json]
+ * --server-env NAME=VALUE (repeatable) starts the server with that environment too, e.g. the
+ * allocator the container uses (LD_PRELOAD=…, MALLOC_ARENA_MAX=2).
+ *
+ *   npm run load:attack [-- --only deep-json-unknown,v2-nan] [--settle-seconds 30] [--cap-seconds 60] [--json out.json] [--server-env NAME=VALUE]
  */
 
 const { values } = parseArgs({
@@ -41,7 +44,8 @@ const { values } = parseArgs({
     only: { type: 'string' },
     'settle-seconds': { type: 'string', default: '30' },
     'cap-seconds': { type: 'string', default: '60' },
-    json: { type: 'string' }
+    json: { type: 'string' },
+    'server-env': { type: 'string', multiple: true }
   }
 })
 const settleMs = Number(values['settle-seconds']) * 1000
@@ -226,6 +230,13 @@ const chosen = ATTACKS.filter((a) => only === undefined || only.includes(a.name)
 
 const repository = await syntheticModelRepository()
 const serverArgs = ['--model-repository', repository, '--provider', 'cpu', '--api-key', KEY]
+const serverEnv = Object.fromEntries(
+  (values['server-env'] ?? []).map((pair) => {
+    const at = pair.indexOf('=')
+    if (at < 1) throw new Error(`--server-env takes NAME=VALUE; got "${pair}"`)
+    return [pair.slice(0, at), pair.slice(at + 1)]
+  })
+)
 const maxBatchSize = (JSON.parse(await readFile(join(repository, MODEL, 'config.json'), 'utf8')) as { batching: { maxBatchSize: number } }).batching.maxBatchSize
 
 /** The server's decode budget in MiB, from its settings when it has such a setting (0 otherwise). */
@@ -319,7 +330,7 @@ class Harness {
   }
 
   private static async startServer(): Promise<BenchServer> {
-    const server = await startBenchServer(serverArgs)
+    const server = await startBenchServer(serverArgs, 'tsx', serverEnv)
     while (server.grpcAddress === undefined) await new Promise((resolve) => setTimeout(resolve, 50))
     return server
   }
