@@ -283,8 +283,10 @@ interface AttackResult {
   readonly what: string
   readonly outcomes: Record<string, number>
   readonly slowestOutcomeS: number
+  readonly liveProbes: number
   readonly worstLiveMs: number
   readonly liveFailures: number
+  readonly photoProbes: number
   readonly photoMaxMs: number
   readonly photoLimitMs: number
   readonly photoFailures: Record<string, number>
@@ -371,8 +373,10 @@ class Harness {
       what: attack.what,
       outcomes: countBy(codes),
       slowestOutcomeS: Math.max(...outcomes.map((o) => o.seconds)),
+      liveProbes: report.liveProbes,
       worstLiveMs: report.worstLiveMs,
       liveFailures: report.liveFailures,
+      photoProbes: report.photos.length,
       photoMaxMs,
       photoLimitMs: this.photoLimitMs,
       photoFailures,
@@ -412,8 +416,8 @@ function printResult(r: AttackResult): void {
   const lines = [
     `${r.name}: ${r.what}${r.serverDied ? '  (THE SERVER DIED)' : ''}`,
     `  answers ${counts(r.outcomes)} (slowest ${r.slowestOutcomeS.toFixed(1)} s)`,
-    `  liveness worst ${r.worstLiveMs.toFixed(0)} ms${r.liveFailures > 0 ? `, ${r.liveFailures} failed` : ''} (limit ${LIVENESS_LIMIT_MS})`,
-    `  good photo max ${r.photoMaxMs.toFixed(0)} ms (limit ${r.photoLimitMs.toFixed(0)})${Object.keys(r.photoFailures).length > 0 ? `, not 200: ${counts(r.photoFailures)}` : ''}`,
+    `  liveness worst ${r.worstLiveMs.toFixed(0)} ms of ${r.liveProbes} probes${r.liveFailures > 0 ? `, ${r.liveFailures} failed` : ''} (limit ${LIVENESS_LIMIT_MS})`,
+    `  good photo max ${r.photoMaxMs.toFixed(0)} ms of ${r.photoProbes} probes (limit ${r.photoLimitMs.toFixed(0)})${Object.keys(r.photoFailures).length > 0 ? `, not 200: ${counts(r.photoFailures)}` : ''}`,
     `  RSS ${mib(r.rssMiB.before)} → ${mib(r.rssMiB.peak)} → ${mib(r.rssMiB.after)} MiB after ${settleMs / 1000} s (peak limit ${mib(r.rssMiB.peakLimit)}, after limit ${mib(r.rssMiB.before * RSS_AFTER_FACTOR)})`,
     `  fds ${r.fds.before} → ${r.fds.after}`,
     `  targets: ${Object.entries(r.checks).map(([k, v]) => `${k} ${verdict(v)}`).join(', ')}`
