@@ -48,6 +48,10 @@ export const DEFAULT_MAX_JPEG_SCANS = 32
 export const DEFAULT_DECODE_TIMEOUT_SECONDS = 20
 
 // libvips' operation cache keys on the input buffer and would keep decoded images of past requests alive.
+// sharp.concurrency (libvips threads per image) is left to sharp: 1 under glibc malloc, the cores
+// under jemalloc (the Docker images preload it). Measured with load/decode-memory.ts under jemalloc,
+// one thread took 1.7× as long for the same peak and resting RSS; the decode budget bounds how many
+// images decode at once either way.
 sharp.cache(false)
 
 // Only the accepted formats' loaders may run, whatever the bytes claim to be: libvips otherwise
@@ -261,6 +265,7 @@ export class ImagePreprocessor {
       if (pixels.length !== this.crop * this.crop * 3) {
         throw new ServiceError('INTERNAL', `The decoder gave ${pixels.length} bytes, not ${this.crop}×${this.crop}×3.`)
       }
+      if ((enlarging || metadata.hasAlpha) && width * height * 3 >= COLLECT_AFTER_COPY_BYTES) collectGarbage?.()
       return pixels
     } catch (err) {
       throw mapSharpError(err, this.timeoutSeconds)
@@ -373,6 +378,17 @@ export class ImagePreprocessor {
 }
 
 const NO_PERMIT: DecodePermit = Object.freeze({ release: () => {} })
+
+/**
+ * The full-size RGB copy of the alpha and enlargement paths comes back from sharp as a Buffer that
+ * only V8's garbage collector frees, and an idle process may not collect for tens of seconds
+ * (measured: 145 MB held 30 s after a 7000×7000 RGBA PNG); meanwhile the next decode allocates its
+ * own. When node runs with --expose-gc (the Docker images set it), a collection right after such a
+ * decode, before its share of the budget is given back, frees it at once: a pause of a few
+ * milliseconds on a heap of tens of MB, after a decode of hundreds.
+ */
+const collectGarbage = (globalThis as { gc?: () => void }).gc
+const COLLECT_AFTER_COPY_BYTES = 32 * 2 ** 20
 
 /**
  * Returns a function writing one image's crop×crop×3 RGB pixels as float32 CHW, in the model's
