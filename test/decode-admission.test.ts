@@ -1,3 +1,4 @@
+import { request } from 'node:http'
 import sharp from 'sharp'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { syntheticModelRepository } from './helpers/models.js'
@@ -29,6 +30,32 @@ interface Answer {
 async function classify(image: Buffer): Promise<{ status: number; retryAfter: string | null; body: Answer }> {
   const res = await fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: image })
   return { status: res.status, retryAfter: res.headers.get('retry-after'), body: (await res.json()) as Answer }
+}
+
+/**
+ * A POST /classify on its own connection (no keep-alive pool) that can hang up: the socket is
+ * destroyed, as a client that goes away does.
+ */
+function upload(image: Buffer): { hangUp(): void; outcome: Promise<number | 'hung up'> } {
+  const req = request(`${server.url}/classify`, { method: 'POST', agent: false, headers: { 'content-type': 'image/png', 'content-length': image.length } })
+  const outcome = new Promise<number | 'hung up'>((resolve) => {
+    req.on('response', (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    req.on('error', () => resolve('hung up'))
+  })
+  req.end(image)
+  return { hangUp: () => req.destroy(), outcome }
+}
+
+/** Polls a condition of the server's state; generous, since decodes run at the machine's pace. */
+async function until(condition: () => boolean, timeoutMs = 60_000): Promise<void> {
+  const t0 = Date.now()
+  while (!condition()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error('condition not reached')
+    await new Promise((r) => setTimeout(r, 5))
+  }
 }
 
 beforeAll(async () => {
@@ -75,6 +102,20 @@ describe('decode budget, end to end', () => {
     for (const s of refused) expect(s.error?.code).toBe('DECODE_QUEUE_FULL')
     expect(refused.length).toBeGreaterThan(0)
     expect(refused.length).toBeLessThan(8)
+  })
+
+  it('regression: an image whose client hung up while it waited leaves the decode queue undecoded (abandoned decodes once delayed a photo to 50 s)', async () => {
+    const budget = server.service.decodeBudget
+    const startedBefore = budget.started
+    const clients = [upload(rgba), upload(rgba)]
+    // The first decodes (one large decode at a time), the second waits; then both clients go.
+    await until(() => budget.queued === 1)
+    for (const c of clients) c.hangUp()
+    expect(await Promise.all(clients.map((c) => c.outcome))).toEqual(['hung up', 'hung up'])
+    await until(() => budget.queued === 0 && budget.running === 0)
+    // The running decode could not be stopped; the waiting one never started.
+    expect(budget.started - startedBefore).toBe(1)
+    expect((await classify(photo)).status).toBe(200)
   })
 
   it('then the budget is all given back and the server answers as before', async () => {

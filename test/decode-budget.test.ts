@@ -151,7 +151,7 @@ describe('DecodeBudget (fake clock)', () => {
     c.permit!.release()
     await settle()
     d.permit!.release()
-    expect([budget.running, budget.queued, budget.bytesInFlight]).toEqual([0, 0, 0])
+    expect([budget.running, budget.queued, budget.bytesInFlight, budget.started]).toEqual([0, 0, 0, 4])
   })
 
   it('refuses an image that could never fit, without queueing it: IMAGE_TOO_LARGE', async () => {

@@ -187,6 +187,7 @@ export class DecodeBudget {
   private waiting = 0
   private nextSeq = 0
   private avgDecodeMs = 0
+  private startedTotal = 0
 
   constructor(limits: DecodeLimits, clock: Clock = systemClock) {
     for (const key of ['maxConcurrent', 'budgetBytes', 'maxQueued'] as const) {
@@ -209,6 +210,11 @@ export class DecodeBudget {
   /** Estimated decoded bytes of the decodes running now. */
   get bytesInFlight(): number {
     return this.view.bytesInFlight
+  }
+
+  /** Decodes started since the budget was made (a counter, for metrics and tests). */
+  get started(): number {
+    return this.startedTotal
   }
 
   /**
@@ -295,6 +301,7 @@ export class DecodeBudget {
       this.leaveQueue(ticket)
       ticket.state = 'running'
       ticket.startedAt = this.clock.now()
+      this.startedTotal++
       view.running++
       view.bytesInFlight += ticket.cost
       if (!ticket.small) {
