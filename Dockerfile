@@ -43,7 +43,7 @@ RUN npm ci --omit=dev --no-audit --no-fund \
  && node --input-type=module -e "await import('sharp'); await import('onnxruntime-node')"
 COPY --from=build /app/dist ./dist
 COPY --from=build /out/assets/ ./
-# The class names the synthetic default model is built with (resolved relative to dist/src/models).
+# The class names the synthetic default model is built with (resolved relative to dist/src/model-tools).
 COPY data ./data
 # The application stays root-owned and read-only to the service; only the model repository is
 # writable, because an empty /models gets the synthetic ResNet-50 built into it at start.

@@ -1,7 +1,8 @@
 /**
  * Every error the service can answer with, declared once. The code is API: clients match on it,
  * docs/operations.md lists it, and a test checks the two agree. HTTP and gRPC each map a `kind`
- * to their status in exactly one function (src/http/error-status.ts, src/grpc/error-status.ts).
+ * to their status in exactly one function (src/http/error-status.ts, src/grpc/error-status.ts),
+ * and each turns any thrown value into a ServiceError through `toServiceError` below.
  */
 
 export type ErrorKind =
@@ -103,4 +104,13 @@ export class ServiceError extends Error {
 
 export function isServiceError(err: unknown): err is ServiceError {
   return err instanceof ServiceError
+}
+
+/**
+ * Any thrown value → a ServiceError with a stable code: a ServiceError as it is, anything else
+ * INTERNAL (the original kept as the cause, for the log; never in the answer). Each door's adapter
+ * first recognises its own library's errors (fastify's codes, a client that hung up), then calls this.
+ */
+export function toServiceError(err: unknown): ServiceError {
+  return isServiceError(err) ? err : new ServiceError('INTERNAL', undefined, { cause: err })
 }

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { ClassifyService, ServedModel, ServiceEvents, Stage } from './core/classify-service.js'
-import type { ErrorCode } from './errors.js'
+import type { ServiceError } from './errors.js'
 
 /**
  * Every metric the service exports, in one place, on its own registry (never prom-client's global
@@ -10,8 +10,8 @@ import type { ErrorCode } from './errors.js'
  * nv_inference_exec_count): `inferences / executions` is the mean batch size.
  */
 
-/** How one request ended: answered, or refused with a registry code. */
-export type RequestOutcome = 'success' | ErrorCode
+/** How one request ended: answered, or refused with this error (its code becomes the reason label). */
+export type RequestOutcome = 'success' | ServiceError
 
 /** The label for requests that name no loaded model; client-chosen names never become labels. */
 export const UNKNOWN_MODEL_LABEL = '(unknown)'
@@ -119,14 +119,17 @@ export class ServiceMetrics {
   }
 
   /**
-   * Counts one request's outcome. Every door calls this (HTTP /classify and the batch route through
-   * src/http/routes/metrics.ts, V2 and gRPC directly); `model` as the client named it, undefined
-   * for the default model.
+   * Counts how one request ended: the one way every door counts, once per request it answers (an
+   * image of a V1 batch counts as a request of its own). The HTTP door calls it from its hooks
+   * (src/http/request-counting.ts) and once per batch image, the gRPC door from ModelInfer and,
+   * for calls that end before the handler, from its admission interceptor. A failure is the
+   * ServiceError the door answered with, so the reason is the code the client saw. `model` as the
+   * client named it, undefined for the default model.
    */
   recordRequest(model: string | undefined, outcome: RequestOutcome): void {
     const label = this.modelLabel(model)
     if (outcome === 'success') this.requestSuccess.inc({ model: label })
-    else this.requestFailure.inc({ model: label, reason: outcome })
+    else this.requestFailure.inc({ model: label, reason: outcome.code })
   }
 
   /** The Prometheus text exposition of every metric. */

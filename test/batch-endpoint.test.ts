@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { ErrorCode } from '../src/errors.js'
-import { jsonBatchBodyLimit } from '../src/http/routes/batch.js'
+import { jsonBatchBodyLimit } from '../src/http/request-input.js'
 import { photoPaths } from './helpers/photos.js'
 import { syntheticModelRepository } from './helpers/models.js'
 import { startTestServer, type TestServer } from './helpers/server.js'

@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises'
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ItemKind } from '../src/core/inference-protocol.js'
-import { ModelSessions } from '../src/core/inference-pool.js'
+import { ItemKind } from '../src/core/worker-messages.js'
+import { ModelSessions } from '../src/core/model-sessions.js'
 import { openSession } from '../src/core/onnx-session.js'
 import { createNormalizer, ImagePreprocessor } from '../src/core/preprocess.js'
 import { ServiceError } from '../src/errors.js'

@@ -7,7 +7,7 @@ import onnxProto from 'onnx-proto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadSettings } from '../src/config.js'
 import { ClassifyService } from '../src/core/classify-service.js'
-import { importModel, ImportError } from '../src/models/import-model.js'
+import { importModel, ImportError } from '../src/model-tools/import-model.js'
 import { testLogger } from './helpers/server.js'
 
 /**
@@ -193,7 +193,7 @@ describe.skipIf(!hasTorch)('torchvision ResNet-50 exported by PyTorch', () => {
 
 describe('the model:add CLI', () => {
   const cli = (...args: string[]) =>
-    run(process.execPath, ['--import', 'tsx', 'src/models/add-cli.ts', ...args]).then(
+    run(process.execPath, ['--import', 'tsx', 'src/cli/model-add.ts', ...args]).then(
       ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
       (err: { code: number; stdout: string; stderr: string }) => ({ code: err.code, stdout: err.stdout, stderr: err.stderr })
     )

@@ -7,18 +7,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadSettings } from '../src/config.js'
 import { ClassifyService } from '../src/core/classify-service.js'
 import { createNormalizer, ImagePreprocessor } from '../src/core/preprocess.js'
-import { float16BitsToNumber, float32ArrayToFloat16Bits, float32ToFloat16Bits } from '../src/models/float16.js'
-import { convertToFp16, foldBatchNormalization } from '../src/models/fp16.js'
-import { writeModelVariant } from '../src/models/model-variant.js'
-import { inspectOnnxGraph } from '../src/models/onnx-graph.js'
-import { addUint8Prologue } from '../src/models/prologue.js'
+import { float16BitsToNumber, float32ArrayToFloat16Bits, float32ToFloat16Bits } from '../src/model-tools/fp16.js'
+import { convertToFp16, foldBatchNormalization } from '../src/model-tools/fp16.js'
+import { writeModelVariant } from '../src/model-tools/model-variant.js'
+import { inspectOnnxGraph } from '../src/model-tools/onnx-graph.js'
+import { addUint8Prologue } from '../src/model-tools/prologue.js'
 import { configFromPreset, type PreprocessConfig } from '../src/repository/model-config.js'
 import { syntheticModelRepository } from './helpers/models.js'
 import { photoPaths } from './helpers/photos.js'
 import { testLogger } from './helpers/server.js'
 
 /**
- * The device variants of a model (src/models/prologue.ts, fp16.ts) against the float32 model they
+ * The device variants of a model (src/model-tools/prologue.ts, fp16.ts) against the float32 model they
  * came from, on the synthetic ResNet-50 and the real photos, through raw ONNX Runtime CPU sessions
  * and through the service.
  */

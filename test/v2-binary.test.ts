@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { MAX_JSON_DEPTH, jsonTooDeepAt, readInferenceBody } from '../src/http/v2-binary.js'
+import { MAX_JSON_DEPTH, jsonTooDeepAt } from '../src/http/json-depth.js'
+import { readInferenceBody } from '../src/http/v2-binary.js'
 
 /**
  * The V2 infer body's JSON depth bound, without a server: nesting is counted by a scan before

@@ -42,8 +42,8 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 [ -f dist/load/suite.js ] || { echo "dist/load/suite.js is missing: run npm run load:gpu-bundle before sending the archives"; exit 2; }
 
 # Models (seconds): the variants are written by the same tool users run (npm run model:variant).
-[ -f "$repo/resnet50/config.json" ] || node dist/src/models/build-cli.js --repository "$repo" --depth 50 --name resnet50
-variant() { [ -f "$repo/$1/config.json" ] || node dist/src/models/variant-cli.js --repository "$repo" --name resnet50 --out-name "$1" "${@:2}"; }
+[ -f "$repo/resnet50/config.json" ] || node dist/src/cli/model-build.js --repository "$repo" --depth 50 --name resnet50
+variant() { [ -f "$repo/$1/config.json" ] || node dist/src/cli/model-variant.js --repository "$repo" --name resnet50 --out-name "$1" "${@:2}"; }
 variant resnet50-u8 --uint8-input
 variant resnet50-fp16 --fp16
 variant resnet50-u8-fp16 --uint8-input --fp16

@@ -1,4 +1,5 @@
 import { ServiceError } from '../errors.js'
+import { Ring } from './ring.js'
 
 /**
  * The dynamic batcher in front of a model's inference sessions. Two halves, kept apart as in
@@ -111,46 +112,6 @@ class QueueItem<I, O> {
 
 function noop(): void {}
 
-/**
- * FIFO ring buffer, power-of-two capacity, grows by doubling: O(1) push and shift, no array
- * shifting, and slots are cleared on shift so finished inputs can be collected.
- */
-class Ring<T> {
-  private slots: (T | undefined)[] = new Array(16)
-  private head = 0
-  private size = 0
-
-  get length(): number {
-    return this.size
-  }
-
-  push(value: T): void {
-    if (this.size === this.slots.length) this.grow()
-    this.slots[(this.head + this.size) & (this.slots.length - 1)] = value
-    this.size++
-  }
-
-  peek(): T | undefined {
-    return this.size === 0 ? undefined : this.slots[this.head]
-  }
-
-  shift(): T | undefined {
-    if (this.size === 0) return undefined
-    const value = this.slots[this.head]
-    this.slots[this.head] = undefined
-    this.head = (this.head + 1) & (this.slots.length - 1)
-    this.size--
-    return value
-  }
-
-  private grow(): void {
-    const next: (T | undefined)[] = new Array(this.slots.length * 2)
-    for (let i = 0; i < this.size; i++) next[i] = this.slots[(this.head + i) & (this.slots.length - 1)]
-    this.slots = next
-    this.head = 0
-  }
-}
-
 /** Smoothing of the batch-duration average that sizes the QUEUE_FULL retry hint. */
 const DURATION_EWMA_WEIGHT = 0.2
 const MAX_RETRY_AFTER_SECONDS = 60
@@ -163,8 +124,11 @@ export class Batcher<I, O> {
   private readonly clock: Clock
   private readonly onBatch: ((info: { size: number; queueMs: number[] }) => void) | undefined
   private readonly ring = new Ring<QueueItem<I, O>>()
-  /** Reused for every decision; `length` counts live items only. */
-  private readonly view = { length: 0, oldestEnqueuedAt: 0, idleRunners: 0 }
+  /**
+   * The queue's live counts, updated in place as items come and go and handed to decideBatch as
+   * its read-only QueueView (one object for every decision). `length` counts live items only.
+   */
+  private readonly queueState = { length: 0, oldestEnqueuedAt: 0, idleRunners: 0 }
   private running = 0
   private closed = false
   private batchTimer: unknown = undefined
@@ -193,7 +157,7 @@ export class Batcher<I, O> {
     }
     this.policy = Object.freeze({ ...policy })
     this.flushPolicy = Object.freeze({ ...policy, maxQueueDelayMs: 0 })
-    this.view.idleRunners = runners
+    this.queueState.idleRunners = runners
     this.execute = options.execute
     this.clock = options.clock ?? systemClock
     this.onBatch = options.onBatch
@@ -201,7 +165,7 @@ export class Batcher<I, O> {
 
   /** Items queued, not yet running (cancelled ones excluded). */
   get pending(): number {
-    return this.view.length
+    return this.queueState.length
   }
 
   /** Batches running now. */
@@ -218,9 +182,9 @@ export class Batcher<I, O> {
     if (this.closed) {
       return Promise.reject(new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 }))
     }
-    if (this.view.length >= this.policy.maxQueueSize) {
+    if (this.queueState.length >= this.policy.maxQueueSize) {
       return Promise.reject(
-        new ServiceError('QUEUE_FULL', `(${this.view.length} queued, limit ${this.policy.maxQueueSize})`, {
+        new ServiceError('QUEUE_FULL', `(${this.queueState.length} queued, limit ${this.policy.maxQueueSize})`, {
           retryAfterSeconds: this.retryAfterSeconds()
         })
       )
@@ -240,9 +204,9 @@ export class Batcher<I, O> {
     if (deadlineAt !== Infinity) {
       item.deadlineTimer = this.clock.setTimer(() => this.cancel(item, 'DEADLINE_EXCEEDED'), deadlineAt - now)
     }
-    if (this.view.length === 0) this.view.oldestEnqueuedAt = now
+    if (this.queueState.length === 0) this.queueState.oldestEnqueuedAt = now
     this.ring.push(item)
-    this.view.length++
+    this.queueState.length++
     this.pump()
     return promise
   }
@@ -256,7 +220,7 @@ export class Batcher<I, O> {
 
   /** Resolves once nothing is queued and no batch is running. */
   drained(): Promise<void> {
-    if (this.view.length === 0 && this.running === 0) return Promise.resolve()
+    if (this.queueState.length === 0 && this.running === 0) return Promise.resolve()
     return new Promise((resolve) => this.drainWaiters.push(resolve))
   }
 
@@ -267,13 +231,13 @@ export class Batcher<I, O> {
     item.input = undefined
     item.reject(new ServiceError(code))
     this.dropCancelledHead()
-    if (this.view.length === 0) this.disarm()
+    if (this.queueState.length === 0) this.disarm()
     this.notifyIfDrained()
   }
 
   private leaveQueue(item: QueueItem<I, O>): void {
     item.queued = false
-    this.view.length--
+    this.queueState.length--
     if (item.signal !== undefined) item.signal.removeEventListener('abort', item)
     if (item.deadlineTimer !== undefined) {
       this.clock.clearTimer(item.deadlineTimer)
@@ -288,7 +252,7 @@ export class Batcher<I, O> {
       this.ring.shift()
       head = this.ring.peek()
     }
-    if (head !== undefined) this.view.oldestEnqueuedAt = head.enqueuedAt
+    if (head !== undefined) this.queueState.oldestEnqueuedAt = head.enqueuedAt
   }
 
   /** The loop body: runs on enqueue, on batch completion, on the batch timer and on close. */
@@ -296,7 +260,7 @@ export class Batcher<I, O> {
     const policy = this.closed ? this.flushPolicy : this.policy
     for (;;) {
       const now = this.clock.now()
-      const decision = decideBatch(this.view, now, policy)
+      const decision = decideBatch(this.queueState, now, policy)
       if (!decision.run) {
         if (decision.waitMs === undefined) this.disarm()
         else this.armAt(now + decision.waitMs, now)
@@ -346,7 +310,7 @@ export class Batcher<I, O> {
       this.notifyIfDrained()
       return
     }
-    this.view.idleRunners--
+    this.queueState.idleRunners--
     this.running++
     if (this.onBatch !== undefined) this.onBatch({ size: items.length, queueMs: items.map((i) => i.queueMs) })
     void this.runBatch(items, inputs, now)
@@ -370,7 +334,7 @@ export class Batcher<I, O> {
       const tookMs = this.clock.now() - startedAt
       this.avgBatchMs = this.avgBatchMs === 0 ? tookMs : this.avgBatchMs + DURATION_EWMA_WEIGHT * (tookMs - this.avgBatchMs)
       this.running--
-      this.view.idleRunners++
+      this.queueState.idleRunners++
       this.pump()
       this.notifyIfDrained()
     }
@@ -378,14 +342,14 @@ export class Batcher<I, O> {
 
   /** Roughly how long the queue ahead takes to clear: its batches spread over the runners. */
   private retryAfterSeconds(): number {
-    const batchesAhead = Math.ceil(this.view.length / this.policy.maxBatchSize) + this.running
-    const runners = this.view.idleRunners + this.running
+    const batchesAhead = Math.ceil(this.queueState.length / this.policy.maxBatchSize) + this.running
+    const runners = this.queueState.idleRunners + this.running
     const waitMs = (batchesAhead / runners) * this.avgBatchMs + this.policy.maxQueueDelayMs
     return Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Math.ceil(waitMs / 1000)))
   }
 
   private notifyIfDrained(): void {
-    if (this.view.length !== 0 || this.running !== 0 || this.drainWaiters.length === 0) return
+    if (this.queueState.length !== 0 || this.running !== 0 || this.drainWaiters.length === 0) return
     const waiters = this.drainWaiters
     this.drainWaiters = []
     for (const resolve of waiters) resolve()

@@ -54,7 +54,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
     const report = (se: ServiceError): void => {
       if (se.kind === 'internal') policy.log.error({ rpc, code: se.code, detail: se.detail }, 'gRPC call failed')
       else if (!delivered) policy.log.info({ rpc, code: se.code }, 'gRPC call refused')
-      if (!delivered && rpc === policy.countedRpc) policy.metrics?.recordRequest(undefined, se.code)
+      if (!delivered && rpc === policy.countedRpc) policy.metrics?.recordRequest(undefined, se)
     }
 
     // grpc-js sends its own statuses (receive limit, deadline timer, decompression) by calling

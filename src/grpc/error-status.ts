@@ -1,5 +1,5 @@
 import { Metadata, status, type StatusObject } from '@grpc/grpc-js'
-import { ERRORS, ServiceError, isServiceError, type ErrorKind } from '../errors.js'
+import { ERRORS, ServiceError, type ErrorKind } from '../errors.js'
 
 /** The name of a gRPC status code, as grpc-js's `status` enum spells it. */
 export type GrpcStatusName = keyof typeof status
@@ -31,11 +31,6 @@ export function grpcStatusName(kind: ErrorKind): GrpcStatusName {
 
 export function grpcStatusOf(kind: ErrorKind): status {
   return status[grpcStatusName(kind)]
-}
-
-/** Any thrown value → a ServiceError with a stable code; never leaks a stack or a path. */
-export function toServiceError(err: unknown): ServiceError {
-  return isServiceError(err) ? err : new ServiceError('INTERNAL', undefined, { cause: err })
 }
 
 /** A call's status as the door answers it: the registry code leads the details; Retry-After rides in the trailers. */

@@ -15,29 +15,19 @@ import { loadSync, type PackageDefinition } from '@grpc/proto-loader'
 import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import type { ClassifyService, RequestOptions } from '../core/classify-service.js'
-import {
-  infer,
-  isModelReady,
-  modelMetadata,
-  rawOutputBytes,
-  serverMetadata,
-  type InferInput,
-  type InferRequest,
-  type InferResponse,
-  type ModelMetadata,
-  type RequestedOutput,
-  type ServerMetadata,
-  type TensorData
-} from '../core/open-inference.js'
-import { ServiceError } from '../errors.js'
+import { ServiceError, toServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
+import { infer } from '../open-inference/infer.js'
+import { isModelReady, modelMetadata, serverMetadata } from '../open-inference/metadata.js'
+import { rawOutputBytes } from '../open-inference/tensor-codec.js'
+import type { InferInput, InferRequest, InferResponse, ModelMetadata, RequestedOutput, ServerMetadata, TensorData } from '../open-inference/types.js'
 import { admissionInterceptor, type RpcAccess } from './call-admission.js'
-import { statusOf, toServiceError } from './error-status.js'
+import { statusOf } from './error-status.js'
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 
 /**
  * The gRPC door: the Open Inference Protocol's `inference.GRPCInferenceService` over the core
- * service. Meaning lives in src/core/open-inference.ts; this door maps messages and statuses only.
+ * service. Meaning lives in src/open-inference/; this door maps messages and statuses only.
  * The call's deadline and cancellation reach the batcher, so an abandoned call costs no model run.
  *
  * Admission, cheapest first: the API key on the call's metadata (call-admission.ts, before the
@@ -310,7 +300,7 @@ async function modelInfer(door: DoorContext, bytes: Buffer, call: ServerUnaryCal
     items = inferRequest.inputs[0]?.shape[0]
     response = await infer(door.service, inferRequest, options)
   } catch (err) {
-    door.metrics?.recordRequest(modelName, toServiceError(err).code)
+    door.metrics?.recordRequest(modelName, toServiceError(err))
     throw err
   }
   door.metrics?.recordRequest(response.modelName, 'success')

@@ -1,7 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Settings } from '../config.js'
-import { ServiceError, type ErrorCode } from '../errors.js'
+import { ServiceError } from '../errors.js'
+import { invalidFieldCode } from './error-status.js'
 import { multipartBodyLimit } from './multipart-body.js'
 
 declare module 'fastify' {
@@ -89,9 +90,6 @@ function admitBody(request: FastifyRequest): number {
   return Number.isSafeInteger(length) && length > 0 ? length : 0
 }
 
-/** Query values a schema coerced to ±Infinity (`1e309`, `Infinity`): the code each is refused with. */
-const NON_FINITE_QUERY: Readonly<Record<string, ErrorCode>> = { topk: 'INVALID_TOPK', deadline_ms: 'INVALID_DEADLINE' }
-
 /**
  * Adds the admission hooks. Register after the API-key hook, so an unauthenticated client learns
  * nothing about routes or bodies, and before the routes, so every route inherits them.
@@ -120,13 +118,14 @@ export function admitRequests(app: FastifyInstance, settings: Settings): void {
     })
   })
   // ajv's integer check lets a coerced Infinity through (and then skips minimum/maximum), so the
-  // coerced query is checked once more, for every route.
+  // coerced query is checked once more, for every route: `1e309` and `Infinity` are refused with
+  // the field's own code.
   app.addHook('preHandler', async (request) => {
     const query = request.query as Record<string, unknown> | null
     if (query === null || typeof query !== 'object') return
     for (const name in query) {
       const value = query[name]
-      if (typeof value === 'number' && !Number.isFinite(value)) throw new ServiceError(NON_FINITE_QUERY[name] ?? 'BAD_REQUEST', `Query parameter ${name} must be a finite number.`)
+      if (typeof value === 'number' && !Number.isFinite(value)) throw new ServiceError(invalidFieldCode(name), `Query parameter ${name} must be a finite number.`)
     }
   })
 }

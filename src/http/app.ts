@@ -10,15 +10,17 @@ import { requireApiKey } from './access.js'
 import { admitRequests } from './admission.js'
 import { demoPageRoutes } from './demo-page.js'
 import { errorBody, errorBodyFor, sendError } from './error-status.js'
+import { MAX_JSON_DEPTH, jsonTooDeepAt } from './json-depth.js'
 import { registerOpenApi } from './openapi.js'
+import { countRequests } from './request-counting.js'
 import { batchRoutes } from './routes/batch.js'
 import { classifyRoutes } from './routes/classify.js'
 import { healthRoutes } from './routes/health.js'
-import { metricsRoutes, requestCounting } from './routes/metrics.js'
+import { metricsRoutes } from './routes/metrics.js'
 import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
 import { capConnections, connectionOptions } from './server-limits.js'
-import { MAX_JSON_DEPTH, jsonTooDeepAt } from './v2-binary.js'
+
 
 /**
  * Builds the HTTP door over the core service, without listening, so tests use it on port 0 or via
@@ -44,7 +46,7 @@ export async function buildApp(service: ClassifyService, settings: Settings, log
 
   // Before any route: swagger and the request counters see only routes added after them.
   await registerOpenApi(app)
-  requestCounting(app, metrics)
+  countRequests(app, metrics)
   requireApiKey(app, settings)
   admitRequests(app, settings)
   // No CORS headers at all unless --cors-origins names the browser origins that may call.

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { STATUS_CODES, type IncomingMessage } from 'node:http'
-import { ServiceError, isServiceError, type ErrorCode, type ErrorKind } from '../errors.js'
+import { ServiceError, isServiceError, toServiceError, type ErrorCode, type ErrorKind } from '../errors.js'
 
 /** The one place an error kind becomes an HTTP status. */
 export function httpStatusOf(kind: ErrorKind): number {
@@ -70,12 +70,22 @@ const FASTIFY_CODES: Readonly<Record<string, ErrorCode | readonly [ErrorCode, st
   FST_INVALID_JSON_FIELD_ERROR: 'BAD_MULTIPART'
 }
 
+/**
+ * Request fields whose invalid value has a code of its own, wherever the field is read (query or
+ * JSON body); any other invalid field is BAD_REQUEST.
+ */
+const FIELD_CODES: Readonly<Record<string, ErrorCode>> = { topk: 'INVALID_TOPK', deadline_ms: 'INVALID_DEADLINE' }
+
+/** The code an invalid value of this request field is refused with; BAD_REQUEST for most fields. */
+export function invalidFieldCode(field: string | undefined): ErrorCode {
+  return field !== undefined && Object.hasOwn(FIELD_CODES, field) ? FIELD_CODES[field]! : 'BAD_REQUEST'
+}
+
 interface FastifyLikeError {
   code?: string
   statusCode?: number
   message?: string
-  validation?: Array<{ instancePath?: string; params?: Record<string, unknown> }>
-  validationContext?: string
+  validation?: Array<{ instancePath?: string }>
 }
 
 /** Connections this door cut off for taking too long to send their request (see server-limits.ts). */
@@ -89,36 +99,37 @@ export function noteRequestTimeout(socket: object): void {
  * Whether the request's body stopped arriving because the connection went: the client hung up
  * (or this door cut it off) before its last byte. Errors that follow are the client's doing.
  */
-function bodyCutOff(raw: IncomingMessage): boolean {
+export function bodyCutOff(raw: IncomingMessage): boolean {
   return raw.destroyed && !raw.complete
 }
 
+/** A schema refusal: the code of the first field that has one (`/topk`, `/deadline_ms`), else BAD_REQUEST. */
+function validationError(validation: ReadonlyArray<{ instancePath?: string }>, message: string | undefined): ServiceError {
+  for (const v of validation) {
+    const code = invalidFieldCode(v.instancePath?.split('/')[1])
+    if (code !== 'BAD_REQUEST') return new ServiceError(code)
+  }
+  return new ServiceError('BAD_REQUEST', message)
+}
+
 /**
- * Any thrown value → a ServiceError with a stable code; never leaks a stack or a path. Given the
- * request, an error caused by its connection going away is CLIENT_CLOSED (or REQUEST_TIMEOUT when
- * this door cut a slow client off), not INTERNAL, whatever the parser made of the missing bytes.
+ * The HTTP door's adapter to toServiceError: fastify's and its plugins' errors by their code, schema
+ * refusals by the field, and, given the request, an error caused by its connection going away is
+ * CLIENT_CLOSED (or REQUEST_TIMEOUT when this door cut a slow client off), not INTERNAL, whatever
+ * the parser made of the missing bytes. Never leaks a stack or a path.
  */
-export function toServiceError(err: unknown, request?: FastifyRequest): ServiceError {
+export function httpServiceError(err: unknown, request?: FastifyRequest): ServiceError {
   if (isServiceError(err)) return err
   if (request !== undefined && bodyCutOff(request.raw)) {
     return new ServiceError(timedOutSockets.has(request.raw.socket) ? 'REQUEST_TIMEOUT' : 'CLIENT_CLOSED')
   }
   const e = (err ?? {}) as FastifyLikeError
-  if (e.validation !== undefined) {
-    const where = e.validation.map((v) => `${e.validationContext ?? ''}${v.instancePath ?? ''}`).join(' ')
-    if (/topk/.test(where)) return new ServiceError('INVALID_TOPK')
-    if (/deadline/.test(where)) return new ServiceError('INVALID_DEADLINE')
-    return new ServiceError('BAD_REQUEST', e.message)
-  }
+  if (e.validation !== undefined) return validationError(e.validation, e.message)
   const mapped = e.code === undefined ? undefined : FASTIFY_CODES[e.code]
   if (typeof mapped === 'string') return new ServiceError(mapped)
   if (mapped !== undefined) return new ServiceError(mapped[0], mapped[1])
-  // Busboy (multipart) reports malformed bodies as plain Errors; the request, not the server, is at fault.
-  if (typeof e.message === 'string' && /multipart|boundary|Unexpected end of form|Malformed part header/i.test(e.message)) {
-    return new ServiceError('BAD_MULTIPART')
-  }
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return new ServiceError('BAD_REQUEST')
-  return new ServiceError('INTERNAL', undefined, { cause: err })
+  return toServiceError(err)
 }
 
 /**
@@ -133,7 +144,7 @@ const EXPECTED_5XX: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['SHUTTING_DOWN'
  * whose body has not fully arrived is answered with `Connection: close`: the rest is not read.
  */
 export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, body: ErrorBodyShape): void {
-  const se = toServiceError(err, request)
+  const se = httpServiceError(err, request)
   const status = httpStatusOf(se.kind)
   if (status >= 500 && !EXPECTED_5XX.has(se.code)) request.log.error({ err }, 'request failed')
   else request.log.info({ code: se.code, status }, 'request refused')

@@ -1,6 +1,7 @@
-import type { Multipart } from '@fastify/multipart'
+import type { Multipart, MultipartFile } from '@fastify/multipart'
 import type { FastifyRequest } from 'fastify'
-import { ServiceError } from '../errors.js'
+import { ServiceError, isServiceError } from '../errors.js'
+import { bodyCutOff } from './error-status.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -21,6 +22,9 @@ export interface MultipartLimits {
   readonly fileBytes: number
 }
 
+/** Text fields a route tolerates beside its files (form builders add a few; none is read), and the bytes of each. */
+export const TOLERATED_FIELDS = { fields: 8, fieldBytes: 1024 } as const
+
 /**
  * The most bytes a multipart body may carry: its files, plus per part a boundary line and headers
  * (busboy caps a part's headers; real clients send two lines well under 1 KiB), plus slack.
@@ -31,6 +35,27 @@ export function multipartBodyLimit(limits: MultipartLimits): number {
 
 function noLimits(): never {
   throw new ServiceError('INTERNAL', 'A multipart route declares no limits.')
+}
+
+/**
+ * What an error raised while reading a multipart body means. busboy reports malformed bodies as
+ * plain Errors without a code, and nothing else in the parser throws those: the body, not the
+ * server, is at fault. ServiceErrors, the plugin's coded errors (FST_*, mapped in error-status.ts)
+ * and any error of a body whose connection went away are left for the door's error mapping.
+ */
+function multipartError(err: unknown, request: FastifyRequest): unknown {
+  if (isServiceError(err) || bodyCutOff(request.raw)) return err
+  if (err instanceof Error && typeof (err as { code?: unknown }).code === 'string') return err
+  return new ServiceError('BAD_MULTIPART', undefined, { cause: err })
+}
+
+/** A file part's bytes; a malformed body is BAD_MULTIPART, as in multipartParts. */
+export async function partBytes(part: MultipartFile, request: FastifyRequest): Promise<Buffer> {
+  try {
+    return await part.toBuffer()
+  } catch (err) {
+    throw multipartError(err, request)
+  }
 }
 
 /**
@@ -82,6 +107,8 @@ export async function* multipartParts(request: FastifyRequest): AsyncGenerator<M
       yield current
       next = parts.next()
     }
+  } catch (err) {
+    throw multipartError(err, request)
   } finally {
     raw.off('data', count)
   }

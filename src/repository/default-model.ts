@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import { writeSyntheticModelFolder } from '../models/model-folder.js'
+import { writeSyntheticModelFolder } from '../model-tools/model-folder.js'
 import { listModelFolders } from './repository.js'
 
 export const DEFAULT_MODEL_NAME = 'resnet50'

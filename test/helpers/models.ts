@@ -1,8 +1,8 @@
 import { access } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { writeSyntheticModelFolder } from '../../src/models/model-folder.js'
-import { SYNTHETIC_WEIGHTS_REVISION } from '../../src/models/synthetic-weights.js'
+import { writeSyntheticModelFolder } from '../../src/model-tools/model-folder.js'
+import { SYNTHETIC_WEIGHTS_REVISION } from '../../src/model-tools/synthetic-weights.js'
 
 /**
  * A model repository holding one model, `resnet50`: the synthetic ResNet-50 v1.5, seed 1, the same

@@ -1,15 +1,14 @@
-import { setMaxListeners } from 'node:events'
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Settings } from '../../config.js'
-import type { ClassifyService, RequestOptions, ServedModel } from '../../core/classify-service.js'
+import { classifyBatch } from '../../core/classify-batch.js'
+import type { Classification, ClassifyService } from '../../core/classify-service.js'
 import { ServiceError } from '../../errors.js'
 import type { ServiceMetrics } from '../../metrics.js'
 import { MULTIPART_TYPE } from '../admission.js'
-import { toServiceError } from '../error-status.js'
-import { multipartParts } from '../multipart-body.js'
+import { TOLERATED_FIELDS, multipartParts, partBytes } from '../multipart-body.js'
+import { decodeBase64Item, jsonBatchBodyLimit, requestOptions } from '../request-input.js'
 import { ErrorBody, Prediction, SYNTHETIC_WARNING, Timings } from '../schemas.js'
-import { requestOptions } from './classify.js'
 
 /**
  * POST /v1/models/{model}:classify: many images in one request, answered in request order
@@ -28,12 +27,6 @@ import { requestOptions } from './classify.js'
 export const BATCH_ROUTE = '/v1/models/:model([^/:]+)::classify'
 
 const DEFAULT_TOPK = 5
-/** JSON around the base64 strings: `{"b64":""},` per item, plus the envelope. */
-const JSON_BYTES_PER_ITEM = 64
-const JSON_ENVELOPE_BYTES = 4096
-/** Form fields a multipart batch may carry besides its files (none are read), and the bytes of each. */
-const MULTIPART_FIELDS = 8
-const MULTIPART_FIELD_BYTES = 1024
 const FILE_FIELDS: ReadonlySet<string> = new Set(['image', 'images'])
 
 const BatchParams = Type.Object({ model: Type.String({ minLength: 1, maxLength: 128, description: 'Model name' }) })
@@ -99,22 +92,6 @@ interface JsonBatchT {
 
 type ItemAnswerT = { predictions: unknown[]; batchSize: number; timings: unknown } | { error: { code: string; message: string } }
 
-/** Standard (+/) or URL-safe (-_) alphabet; padding, when present, completes the last quantum. */
-const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/
-
-/** The image bytes of one base64 item, or the error that goes in its slot. */
-export function decodeBase64Item(b64: string): Uint8Array | ServiceError {
-  if (b64.length === 0) return new ServiceError('EMPTY_BODY')
-  const padded = b64.endsWith('=')
-  if (!BASE64.test(b64) || b64.length % 4 === 1 || (padded && b64.length % 4 !== 0)) return new ServiceError('INVALID_BASE64')
-  return Buffer.from(b64, 'base64')
-}
-
-/** The largest JSON body that holds bodyLimitBytes of images in base64, plus the JSON around them. */
-export function jsonBatchBodyLimit(settings: Settings): number {
-  return Math.ceil(settings.bodyLimitBytes / 3) * 4 + settings.maxBatchItems * JSON_BYTES_PER_ITEM + JSON_ENVELOPE_BYTES
-}
-
 function tooMany(settings: Settings, count: number | string): ServiceError {
   return new ServiceError('TOO_MANY_ITEMS', `Got ${count}; the maximum is ${settings.maxBatchItems}.`)
 }
@@ -127,7 +104,7 @@ async function readMultipartItems(request: FastifyRequest, settings: Settings): 
     if (part.type !== 'file') continue
     if (!FILE_FIELDS.has(part.fieldname)) throw new ServiceError('BAD_MULTIPART', `Unexpected file field "${part.fieldname.slice(0, 64)}"; use "image" or "images".`)
     if (items.length === settings.maxBatchItems) throw tooMany(settings, 'more')
-    const bytes = await part.toBuffer()
+    const bytes = await partBytes(part, request)
     total += bytes.byteLength
     if (total > settings.bodyLimitBytes) throw new ServiceError('BODY_TOO_LARGE', `The images together are over ${settings.bodyLimitBytes} bytes.`)
     items.push(bytes)
@@ -151,30 +128,14 @@ function jsonBody(request: FastifyRequest): JsonBatchT {
   return body as JsonBatchT
 }
 
-function errorSlot(err: ServiceError): ItemAnswerT {
-  return { error: { code: err.code, message: err.message } }
+/** One image's slot in the answer: its classification, or the error that stopped it. */
+function itemAnswer(outcome: Classification | ServiceError): ItemAnswerT {
+  if (outcome instanceof ServiceError) return { error: { code: outcome.code, message: outcome.message } }
+  return { predictions: outcome.predictions, batchSize: outcome.batchSize, timings: outcome.timings }
 }
 
 export function batchRoutes(app: FastifyInstance, service: ClassifyService, metrics: ServiceMetrics): void {
   const { settings } = service
-
-  async function classifyItem(request: FastifyRequest, model: ServedModel, item: Uint8Array | ServiceError, topk: number, options: RequestOptions): Promise<ItemAnswerT> {
-    const name = model.entry.name
-    if (item instanceof ServiceError) {
-      metrics.recordRequest(name, item.code)
-      return errorSlot(item)
-    }
-    try {
-      const result = await service.classify(name, item, topk, options)
-      metrics.recordRequest(name, 'success')
-      return { predictions: result.predictions, batchSize: result.batchSize, timings: result.timings }
-    } catch (err) {
-      const se = toServiceError(err)
-      if (se.code === 'INTERNAL') request.log.error({ err }, 'batch item failed')
-      metrics.recordRequest(name, se.code)
-      return errorSlot(se)
-    }
-  }
 
   app.post(
     BATCH_ROUTE,
@@ -184,7 +145,7 @@ export function batchRoutes(app: FastifyInstance, service: ClassifyService, metr
         countRequests: 'items',
         bodyTypes: ['application/json', MULTIPART_TYPE],
         // One file more than allowed, so the handler (not the parser's generic limit error) names the excess.
-        multipart: { files: settings.maxBatchItems + 1, fields: MULTIPART_FIELDS, fieldBytes: MULTIPART_FIELD_BYTES, fileBytes: settings.bodyLimitBytes }
+        multipart: { files: settings.maxBatchItems + 1, ...TOLERATED_FIELDS, fileBytes: settings.bodyLimitBytes }
       },
       schema: {
         summary: 'Classify many images in one request',
@@ -212,21 +173,22 @@ export function batchRoutes(app: FastifyInstance, service: ClassifyService, metr
         items = readJsonItems(body, settings)
         topk = body.topk ?? topk
       }
-      if (items.length === 0) throw new ServiceError('EMPTY_BODY', 'The batch holds no images.')
-      service.checkTopk(model, topk)
-      // Every queued image listens on the one abort signal; more than Node's default 10 is expected here.
-      if (options.signal !== undefined) setMaxListeners(items.length + 10, options.signal)
-
-      const answers = await Promise.all(items.map((item) => classifyItem(request, model, item, topk, options)))
+      const outcomes = await classifyBatch(service, model, items, topk, options)
+      // Each image counts as a request of its own, as it would have on /classify.
       let failed = 0
-      for (const answer of answers) if ('error' in answer) failed++
+      for (const outcome of outcomes) {
+        metrics.recordRequest(model.entry.name, outcome instanceof ServiceError ? outcome : 'success')
+        if (!(outcome instanceof ServiceError)) continue
+        failed++
+        if (outcome.code === 'INTERNAL') request.log.error({ err: outcome.cause ?? outcome }, 'batch item failed')
+      }
       request.log.info({ model: model.entry.name, items: items.length, failed }, 'classified batch')
       return {
         model: model.info.name,
         version: model.info.version,
         synthetic: model.info.synthetic,
         ...(model.info.synthetic ? { warning: SYNTHETIC_WARNING } : {}),
-        predictions: answers
+        predictions: outcomes.map(itemAnswer)
       }
     }
   )

@@ -1,10 +1,10 @@
-import { performance } from 'node:perf_hooks'
 import { Type } from '@sinclair/typebox'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { ClassifyService, RequestOptions } from '../../core/classify-service.js'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { ClassifyService } from '../../core/classify-service.js'
 import { ServiceError } from '../../errors.js'
 import { MULTIPART_TYPE } from '../admission.js'
-import { multipartParts } from '../multipart-body.js'
+import { TOLERATED_FIELDS, multipartParts, partBytes } from '../multipart-body.js'
+import { requestOptions } from '../request-input.js'
 import { Classification, ErrorBody, SYNTHETIC_WARNING } from '../schemas.js'
 
 /** POST /classify: one image, as multipart field "image" or as a raw image/* body. */
@@ -24,25 +24,6 @@ interface ClassifyQueryT {
   deadline_ms?: number
 }
 
-export const DEADLINE_HEADER = 'x-deadline-ms'
-
-/** The request's deadline (query wins over header) on performance.now()'s clock. */
-export function requestOptions(request: FastifyRequest, reply: FastifyReply, deadlineMs: number | undefined): RequestOptions {
-  let relative = deadlineMs
-  const header = request.headers[DEADLINE_HEADER]
-  if (relative === undefined && header !== undefined) {
-    const n = Number(header)
-    if (typeof header !== 'string' || !Number.isInteger(n) || n < 1 || n > 3_600_000) throw new ServiceError('INVALID_DEADLINE')
-    relative = n
-  }
-  // A client that hangs up while its image is queued should not cost a model run.
-  const abort = new AbortController()
-  reply.raw.once('close', () => {
-    if (!reply.raw.writableFinished) abort.abort()
-  })
-  return relative === undefined ? { signal: abort.signal } : { signal: abort.signal, deadlineAt: performance.now() + relative }
-}
-
 async function readImage(request: FastifyRequest): Promise<Uint8Array> {
   if (!request.isMultipart()) {
     const body = request.body
@@ -56,24 +37,21 @@ async function readImage(request: FastifyRequest): Promise<Uint8Array> {
     if (part.type !== 'file') continue
     if (part.fieldname !== 'image') throw new ServiceError('BAD_MULTIPART', `Unexpected file field "${part.fieldname.slice(0, 64)}".`)
     if (image !== undefined) throw new ServiceError('BAD_MULTIPART', 'Only one file may be sent.')
-    image = await part.toBuffer()
+    image = await partBytes(part, request)
   }
   if (image === undefined) throw new ServiceError('BAD_MULTIPART', 'No file in the "image" field.')
   if (image.byteLength === 0) throw new ServiceError('EMPTY_BODY')
   return image
 }
 
-/** Form fields tolerated beside the image (none is read), and the bytes of each. */
-const MULTIPART_FIELDS = 8
-const MULTIPART_FIELD_BYTES = 1024
-
 export function classifyRoutes(app: FastifyInstance, service: ClassifyService): void {
   app.post(
     '/classify',
     {
       config: {
+        countRequests: 'request',
         bodyTypes: ['image/*', 'application/octet-stream', MULTIPART_TYPE],
-        multipart: { files: 1, fields: MULTIPART_FIELDS, fieldBytes: MULTIPART_FIELD_BYTES, fileBytes: service.settings.bodyLimitBytes }
+        multipart: { files: 1, ...TOLERATED_FIELDS, fileBytes: service.settings.bodyLimitBytes }
       },
       schema: {
         summary: 'Classify one image',

@@ -2,27 +2,18 @@ import { Type, type TSchema } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Settings } from '../../config.js'
 import type { ClassifyService } from '../../core/classify-service.js'
-import {
-  infer,
-  isModelReady,
-  modelMetadata,
-  rawOutputBytes,
-  serverMetadata,
-  type InferInput,
-  type InferOutput,
-  type InferRequest,
-  type InferResponse,
-  type TensorData
-} from '../../core/open-inference.js'
 import { ServiceError } from '../../errors.js'
+import { infer } from '../../open-inference/infer.js'
+import { isModelReady, modelMetadata, serverMetadata } from '../../open-inference/metadata.js'
+import { rawOutputBytes } from '../../open-inference/tensor-codec.js'
+import type { InferInput, InferOutput, InferRequest, InferResponse, TensorData } from '../../open-inference/types.js'
 import { sendError, v2ErrorBody } from '../error-status.js'
+import { decodeBase64Item, jsonBatchBodyLimit, requestOptions } from '../request-input.js'
 import { BINARY_DATA_SIZE, INFERENCE_HEADER_LENGTH, binaryInputSlices, binaryResponseBody, readInferenceBody } from '../v2-binary.js'
-import { decodeBase64Item, jsonBatchBodyLimit } from './batch.js'
-import { requestOptions } from './classify.js'
 
 /**
  * The Open Inference Protocol (KServe V2) REST routes, registered under the prefix /v2. Meaning
- * lives in src/core/open-inference.ts; this door reads and writes the wire format only.
+ * lives in src/open-inference/; this door reads and writes the wire format only.
  *
  * Conventions where the protocol leaves the choice to the server:
  * - A BYTES element in JSON `data` is a string holding the base64 (standard or URL-safe alphabet)

@@ -20,7 +20,7 @@ import {
  * appears in the repository, so a model that imports is a model that loads.
  */
 
-// Under tsx the sources are .ts in src/models; compiled, they are .js in dist/src/models.
+// Under tsx the sources are .ts in src/model-tools; compiled, they are .js in dist/src/model-tools.
 export const SHIPPED_LABELS = fileURLToPath(
   new URL(import.meta.url.endsWith('.ts') ? '../../data/imagenet1k-labels.txt' : '../../../data/imagenet1k-labels.txt', import.meta.url)
 )

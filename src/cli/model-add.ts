@@ -1,7 +1,7 @@
-import { parseArgs } from 'node:util'
 import { PRESET_NAMES, type PresetName } from '../repository/model-config.js'
 import { RepositoryError } from '../repository/repository.js'
-import { describeImport, importModel, ImportError } from './import-model.js'
+import { describeImport, importModel, ImportError } from '../model-tools/import-model.js'
+import { UsageError, parseFlags, runCommand } from './command-line.js'
 
 /**
  * `npm run model:add -- <model.onnx> --name NAME --preset PRESET [...]`: the command-line door to
@@ -27,8 +27,6 @@ Options:
   --force                     replace an existing NAME/ folder
   -h, --help                  this text`
 
-class UsageError extends Error {}
-
 function integerFlag(flag: string, raw: string | undefined, min: number, max: number): number | undefined {
   if (raw === undefined) return undefined
   const n = /^\d+$/.test(raw.trim()) ? Number(raw) : NaN
@@ -43,40 +41,33 @@ function numberFlag(flag: string, raw: string | undefined, min: number, max: num
   return n
 }
 
-async function main(argv: string[]): Promise<number> {
-  let parsed
+async function main(argv: string[]): Promise<number | 'help'> {
+  const { values, positionals } = parseFlags({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      name: { type: 'string' },
+      preset: { type: 'string' },
+      repository: { type: 'string', default: './models' },
+      labels: { type: 'string' },
+      input: { type: 'string' },
+      output: { type: 'string' },
+      'max-batch-size': { type: 'string' },
+      'max-queue-delay-ms': { type: 'string' },
+      synthetic: { type: 'boolean', default: false },
+      force: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false }
+    }
+  })
+  if (values.help) return 'help'
+  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'give the ONNX file to import.' : `give one ONNX file; got ${positionals.length} arguments (${positionals.join(' ')}).`)
+  if (values.name === undefined) throw new UsageError('--name is required.')
+  if (values.preset === undefined) throw new UsageError(`--preset is required (${PRESET_NAMES.join(', ')}).`)
+  if (!(PRESET_NAMES as readonly string[]).includes(values.preset)) throw new UsageError(`unknown --preset "${values.preset}"; use one of: ${PRESET_NAMES.join(', ')}.`)
+  const maxBatchSize = integerFlag('max-batch-size', values['max-batch-size'], 1, 1024)
+  const maxQueueDelayMs = numberFlag('max-queue-delay-ms', values['max-queue-delay-ms'], 0, 10_000)
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        name: { type: 'string' },
-        preset: { type: 'string' },
-        repository: { type: 'string', default: './models' },
-        labels: { type: 'string' },
-        input: { type: 'string' },
-        output: { type: 'string' },
-        'max-batch-size': { type: 'string' },
-        'max-queue-delay-ms': { type: 'string' },
-        synthetic: { type: 'boolean', default: false },
-        force: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    })
-  } catch (err) {
-    return usageFailure((err as Error).message)
-  }
-  const { values, positionals } = parsed
-  if (values.help) {
-    console.log(USAGE)
-    return 0
-  }
-  try {
-    if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'give the ONNX file to import.' : `give one ONNX file; got ${positionals.length} arguments (${positionals.join(' ')}).`)
-    if (values.name === undefined) throw new UsageError('--name is required.')
-    if (values.preset === undefined) throw new UsageError(`--preset is required (${PRESET_NAMES.join(', ')}).`)
-    if (!(PRESET_NAMES as readonly string[]).includes(values.preset)) throw new UsageError(`unknown --preset "${values.preset}"; use one of: ${PRESET_NAMES.join(', ')}.`)
     const imported = await importModel({
       source: positionals[0]!,
       name: values.name,
@@ -85,30 +76,18 @@ async function main(argv: string[]): Promise<number> {
       labels: values.labels,
       inputName: values.input,
       outputName: values.output,
-      maxBatchSize: integerFlag('max-batch-size', values['max-batch-size'], 1, 1024),
-      maxQueueDelayMs: numberFlag('max-queue-delay-ms', values['max-queue-delay-ms'], 0, 10_000),
+      maxBatchSize,
+      maxQueueDelayMs,
       synthetic: values.synthetic,
       force: values.force
     })
     console.log(describeImport(imported, positionals[0]!))
     return 0
   } catch (err) {
-    if (err instanceof UsageError) return usageFailure(err.message)
-    if (err instanceof ImportError) {
-      console.error(`model:add: ${err.message}`)
-      return err.usage ? 2 : 1
-    }
-    if (err instanceof RepositoryError) {
-      console.error(`model:add: ${err.message}`)
-      return 1
-    }
-    throw err
+    if (!(err instanceof ImportError || err instanceof RepositoryError)) throw err
+    console.error(`model:add: ${err.message}`)
+    return err instanceof ImportError && err.usage ? 2 : 1
   }
 }
 
-function usageFailure(message: string): number {
-  console.error(`model:add: ${message}\n\n${USAGE}`)
-  return 2
-}
-
-process.exitCode = await main(process.argv.slice(2))
+await runCommand('model:add', USAGE, main)

@@ -1,6 +1,5 @@
-import { parseArgs } from 'node:util'
 import { resolve } from 'node:path'
-import { writeSyntheticModelFolder } from './model-folder.js'
+import { writeSyntheticModelFolder } from '../model-tools/model-folder.js'
 import {
   RESNET_DEPTHS,
   RESNET_VARIANTS,
@@ -9,7 +8,8 @@ import {
   isResNetVariant,
   type ResNetDepth,
   type ResNetVariant
-} from './resnet.js'
+} from '../model-tools/resnet.js'
+import { UsageError, parseFlags, runCommand } from './command-line.js'
 
 /**
  * npm run model:build -- [--depth 50|101|152 | --all] [--variant v1|v1.5] [--seed N] [--name NAME]
@@ -32,8 +32,6 @@ Writes a ResNet (He et al. 2015) with SYNTHETIC seeded random weights into the m
   --count-only           print parameter and multiply-add counts, write nothing
   -h, --help             this text`
 
-class UsageError extends Error {}
-
 interface BuildRequest {
   readonly depths: readonly ResNetDepth[]
   readonly variant: ResNetVariant
@@ -45,26 +43,21 @@ interface BuildRequest {
 }
 
 function parseRequest(argv: string[]): BuildRequest | 'help' {
-  let parsed
-  try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        depth: { type: 'string' },
-        all: { type: 'boolean', default: false },
-        variant: { type: 'string' },
-        seed: { type: 'string', default: '1' },
-        name: { type: 'string' },
-        repository: { type: 'string', default: './models' },
-        'count-only': { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    })
-  } catch (err) {
-    throw new UsageError((err as Error).message)
-  }
+  const parsed = parseFlags({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      depth: { type: 'string' },
+      all: { type: 'boolean', default: false },
+      variant: { type: 'string' },
+      seed: { type: 'string', default: '1' },
+      name: { type: 'string' },
+      repository: { type: 'string', default: './models' },
+      'count-only': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false }
+    }
+  })
   const v = parsed.values
   if (v.help) return 'help'
   if (v.all && v.depth !== undefined) throw new UsageError('--all and --depth exclude each other.')
@@ -135,19 +128,9 @@ async function build(request: BuildRequest): Promise<void> {
   console.log(`total ${((performance.now() - started) / 1000).toFixed(1)} s`)
 }
 
-async function main(argv: string[]): Promise<number> {
-  let request
-  try {
-    request = parseRequest(argv)
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err
-    console.error(`model:build: ${err.message}\n\n${USAGE}`)
-    return 2
-  }
-  if (request === 'help') {
-    console.log(USAGE)
-    return 0
-  }
+async function main(argv: string[]): Promise<number | 'help'> {
+  const request = parseRequest(argv)
+  if (request === 'help') return 'help'
   if (request.countOnly) {
     const started = performance.now()
     printCounts(request)
@@ -158,4 +141,4 @@ async function main(argv: string[]): Promise<number> {
   return 0
 }
 
-process.exitCode = await main(process.argv.slice(2))
+await runCommand('model:build', USAGE, main)

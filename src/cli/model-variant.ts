@@ -1,5 +1,5 @@
-import { parseArgs } from 'node:util'
-import { VariantUsageError, writeModelVariant } from './model-variant.js'
+import { VariantUsageError, writeModelVariant } from '../model-tools/model-variant.js'
+import { UsageError, parseFlags, runCommand } from './command-line.js'
 
 /**
  * npm run model:variant -- --name NAME [--uint8-input] [--fp16] [--out-name NAME] [--repository DIR]
@@ -22,32 +22,24 @@ Writes a variant of a model folder of the repository as a new folder beside it.
   --force                replace an existing folder of the output name
   -h, --help             this text`
 
-async function main(argv: string[]): Promise<number> {
-  let values
-  try {
-    values = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        name: { type: 'string' },
-        'uint8-input': { type: 'boolean', default: false },
-        fp16: { type: 'boolean', default: false },
-        'out-name': { type: 'string' },
-        'pixels-input': { type: 'string' },
-        repository: { type: 'string', default: './models' },
-        force: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false }
-      }
-    }).values
-  } catch (err) {
-    return usageFailure((err as Error).message)
-  }
-  if (values.help) {
-    console.log(USAGE)
-    return 0
-  }
-  if (values.name === undefined) return usageFailure('--name is required.')
+async function main(argv: string[]): Promise<number | 'help'> {
+  const { values } = parseFlags({
+    args: argv,
+    strict: true,
+    allowPositionals: false,
+    options: {
+      name: { type: 'string' },
+      'uint8-input': { type: 'boolean', default: false },
+      fp16: { type: 'boolean', default: false },
+      'out-name': { type: 'string' },
+      'pixels-input': { type: 'string' },
+      repository: { type: 'string', default: './models' },
+      force: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false }
+    }
+  })
+  if (values.help) return 'help'
+  if (values.name === undefined) throw new UsageError('--name is required.')
   try {
     const written = await writeModelVariant({
       repository: values.repository,
@@ -71,16 +63,11 @@ async function main(argv: string[]): Promise<number> {
     )
     return 0
   } catch (err) {
-    if (err instanceof VariantUsageError) return usageFailure(err.message)
+    if (err instanceof VariantUsageError) throw new UsageError(err.message)
     // RepositoryError (the source folder is broken), graphs the rewrite refuses, ONNX Runtime's refusals.
     console.error(`model:variant: ${(err as Error).message}`)
     return 1
   }
 }
 
-function usageFailure(message: string): number {
-  console.error(`model:variant: ${message}\n\n${USAGE}`)
-  return 2
-}
-
-process.exitCode = await main(process.argv.slice(2))
+await runCommand('model:variant', USAGE, main)

@@ -3,7 +3,7 @@ import type { Worker } from 'node:worker_threads'
 import { ServiceError } from '../errors.js'
 import { checkModelSignature, type ModelEntry, type ModelShape } from '../repository/repository.js'
 import { siblingModule, startModuleWorker } from './module-worker.js'
-import { ItemKind, type ReadyMessage, type RunRequest, type WorkerInit, type WorkerMessage } from './inference-protocol.js'
+import { ItemKind, type ReadyMessage, type RunRequest, type WorkerInit, type WorkerMessage } from './worker-messages.js'
 import type { SessionSettings } from './onnx-session.js'
 import { runSizes, type RunSizes } from './run-sizes.js'
 

@@ -26,8 +26,8 @@ export interface SyntheticModelFolder {
 }
 
 /**
- * data/ sits at the repository root: two levels above this module under tsx (src/models/), three
- * after tsc (dist/src/models/).
+ * data/ sits at the repository root: two levels above this module under tsx (src/model-tools/), three
+ * after tsc (dist/src/model-tools/).
  */
 const LABEL_CANDIDATES = ['../../data/imagenet1k-labels.txt', '../../../data/imagenet1k-labels.txt'].map((relative) =>
   fileURLToPath(new URL(relative, import.meta.url))

@@ -1,0 +1,83 @@
+import { setMaxListeners } from 'node:events'
+import type { ClassifyService, RequestOptions, ScoresResult, ServedModel } from '../core/classify-service.js'
+import { resolveModel } from './metadata.js'
+import { float32Text } from './tensor-codec.js'
+import type { InferOutput, InferRequest, InferResponse } from './types.js'
+import { prepareInput, prepareOutputs } from './validation.js'
+
+/**
+ * The Open Inference Protocol's inference over the core service, shared by the REST and gRPC
+ * doors: what a request means, and every refusal, is decided here once.
+ *
+ * What a model accepts, on its one input (named as in its config.json):
+ * - BYTES, shape [N] or [N, 1]: N encoded images (JPEG, PNG, …), decoded and preprocessed by the
+ *   server exactly as /classify does;
+ * - the model's own input tensor, already preprocessed: FP32 [N, 3, crop, crop] for float32 NCHW
+ *   models, UINT8 [N, crop, crop, 3] for uint8 NHWC ones (layout as config.json says).
+ * Either way each image runs through the model's batcher on its own, alongside everyone else's.
+ *
+ * What it answers, on its one output: the FP32 [N, classes] output rows (logits, or
+ * probabilities when the model outputs those), or, when the output asks for `classification: k`
+ * (Triton's classification extension), BYTES [N, k] of "value:index:label", best first, where
+ * value is the model's own output value for that class.
+ */
+
+function classificationOutput(service: ClassifyService, model: ServedModel, name: string, results: readonly ScoresResult[], k: number): InferOutput {
+  const data: string[] = new Array(results.length * k)
+  const labels = model.entry.labels
+  let n = 0
+  for (const { scores } of results) {
+    for (const { index } of service.predictions(model, scores, k)) data[n++] = `${float32Text(scores[index]!)}:${index}:${labels[index] ?? ''}`
+  }
+  return { name, datatype: 'BYTES', shape: [results.length, k], data }
+}
+
+function scoresOutput(model: ServedModel, name: string, results: readonly ScoresResult[]): InferOutput {
+  const width = model.numClasses
+  const data = new Float32Array(results.length * width)
+  for (let i = 0; i < results.length; i++) data.set(results[i]!.scores, i * width)
+  return { name, datatype: 'FP32', shape: [results.length, width], data }
+}
+
+/**
+ * Runs one V2 inference request. Everything about the request is checked before any image runs
+ * (ServiceError BAD_REQUEST, TOO_MANY_ITEMS, INVALID_TOPK, MODEL_NOT_FOUND); then each image goes
+ * through the model's batcher. The first image that fails fails the request and withdraws the
+ * others still queued, so a doomed request costs no further model runs.
+ */
+export async function infer(service: ClassifyService, request: InferRequest, options: RequestOptions = {}): Promise<InferResponse> {
+  const model = resolveModel(service, request.modelName, request.modelVersion)
+  const { items, encoded } = prepareInput(model, request.inputs, service.settings.maxBatchItems)
+  const outputs = prepareOutputs(model, request.outputs, service.settings.maxTopk)
+
+  const withdraw = new AbortController()
+  // Every queued image listens on this signal: more than Node's default of 10 is expected.
+  setMaxListeners(items.length + 10, withdraw.signal)
+  const outer = options.signal
+  const onOuterAbort = (): void => withdraw.abort()
+  if (outer !== undefined) {
+    if (outer.aborted) withdraw.abort()
+    else outer.addEventListener('abort', onOuterAbort, { once: true })
+  }
+  const itemOptions: RequestOptions = { deadlineAt: options.deadlineAt, signal: withdraw.signal }
+  const name = model.entry.name
+  let results: ScoresResult[]
+  try {
+    results = await Promise.all(items.map((item) => (encoded ? service.inferImage(name, item, itemOptions) : service.inferTensor(name, item, itemOptions))))
+  } catch (err) {
+    withdraw.abort()
+    throw err
+  } finally {
+    outer?.removeEventListener('abort', onOuterAbort)
+  }
+
+  let batchSize = 0
+  for (const r of results) if (r.batchSize > batchSize) batchSize = r.batchSize
+  return {
+    modelName: model.info.name,
+    modelVersion: model.info.version,
+    id: request.id,
+    outputs: outputs.map((o) => (o.classification === undefined ? scoresOutput(model, o.name, results) : classificationOutput(service, model, o.name, results, o.classification))),
+    batchSize
+  }
+}

@@ -1,0 +1,63 @@
+import type { ClassifyService, ServedModel } from '../core/classify-service.js'
+import { ServiceError } from '../errors.js'
+import { PACKAGE_NAME, PACKAGE_VERSION } from '../package-version.js'
+import type { ModelMetadata, ServerMetadata } from './types.js'
+
+/** What the server and each model declare over the protocol: names, versions, tensor shapes, readiness. */
+
+export const SERVER_NAME = PACKAGE_NAME
+export const PLATFORM = 'onnxruntime_onnx'
+export const EXTENSIONS: readonly string[] = Object.freeze(['classification', 'binary_tensor_data'])
+
+const SERVER_METADATA: ServerMetadata = Object.freeze({ name: SERVER_NAME, version: PACKAGE_VERSION, extensions: EXTENSIONS })
+
+export function serverMetadata(): ServerMetadata {
+  return SERVER_METADATA
+}
+
+/** What the protocol reads of a served model: its config, its classes and one image tensor's bytes. */
+export type ModelContract = Pick<ServedModel, 'entry' | 'numClasses' | 'tensorItemBytes'>
+
+/** The served model of that name; MODEL_NOT_FOUND when a version is named that it does not serve. */
+export function resolveModel(service: ClassifyService, name: string, version: string | undefined): ServedModel {
+  const model = service.model(name)
+  if (version !== undefined && version !== '' && version !== model.info.version) {
+    throw new ServiceError('MODEL_NOT_FOUND', `(version "${version}" of "${name}": only version "${model.info.version}" is served).`)
+  }
+  return model
+}
+
+/** One image of the model's input tensor, without the batch dimension. */
+export function itemShape(model: ModelContract): readonly number[] {
+  const { crop } = model.entry.config.preprocess
+  return model.entry.config.input.layout === 'NCHW' ? [3, crop, crop] : [crop, crop, 3]
+}
+
+/** The protocol's name for the model's input datatype. */
+export function tensorDatatype(model: ModelContract): 'FP32' | 'UINT8' {
+  return model.entry.config.input.datatype === 'float32' ? 'FP32' : 'UINT8'
+}
+
+export function modelMetadata(service: ClassifyService, name: string, version: string | undefined): ModelMetadata {
+  const model = resolveModel(service, name, version)
+  const { input, output } = model.entry.config
+  return {
+    name: model.info.name,
+    versions: [model.info.version],
+    platform: PLATFORM,
+    inputs: [{ name: input.name, datatype: tensorDatatype(model), shape: [-1, ...itemShape(model)] }],
+    outputs: [{ name: output.name, datatype: 'FP32', shape: [-1, model.numClasses] }]
+  }
+}
+
+/** Whether the model (and version, when named) takes requests now; MODEL_NOT_FOUND if unknown. */
+export function isModelReady(service: ClassifyService, name: string, version: string | undefined): boolean {
+  try {
+    resolveModel(service, name, version)
+  } catch (err) {
+    // A model that failed to load is known but not ready; only unknown names are errors.
+    if (err instanceof ServiceError && err.code === 'MODEL_NOT_READY') return false
+    throw err
+  }
+  return service.isModelReady(name)
+}
