@@ -10,7 +10,7 @@ import { countJpegScans } from './jpeg-scans.js'
  * threadpool through sharp), and those pixels → the model's float32 CHW tensor (in the inference
  * worker). The geometry is torchvision's `Resize(resize) + CenterCrop(crop)` on
  * `PIL.Image.open(...).convert('RGB')`, reproduced to within a fraction of a grey level
- * (test/preprocess-parity.test.ts):
+ * (test/system/preprocess-parity.test.ts):
  *
  * - shorter side → `resize`, longer side → trunc(resize × long / short), resized with `fit: 'fill'`
  *   and a linear (triangle) kernel that widens with the scale factor, as PIL's antialiased

@@ -1,5 +1,6 @@
 import { connect, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
-import { Client, Metadata, credentials, type ServiceDefinition, type ServiceError as GrpcCallError } from '@grpc/grpc-js'
+import { Client, Metadata, credentials, status, type ServiceDefinition, type ServiceError as GrpcCallError } from '@grpc/grpc-js'
+import { expect } from 'vitest'
 import type { Logger } from 'pino'
 import type { Settings } from '../../src/config.js'
 import { SERVICE_NAME, loadInferenceProto, startGrpcServer } from '../../src/grpc/server.js'
@@ -73,6 +74,16 @@ export async function startTestGrpc(server: TestServer, settings: Settings = ser
       await handle.close()
     }
   }
+}
+
+/** The status a call failed with, by name (INVALID_ARGUMENT), and its details; fails the test if the call succeeded. */
+export async function callRefusal(call: Promise<unknown>): Promise<{ code: string; details: string }> {
+  const err = await call.then(
+    () => undefined,
+    (e: unknown) => e as GrpcCallError
+  )
+  expect(err, 'the call succeeded').toBeDefined()
+  return { code: status[err!.code], details: err!.details }
 }
 
 /** A gRPC message as it travels: a compressed flag, a 4-byte big-endian length, the bytes. */

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { pino, type Logger } from 'pino'
 import { loadSettings, type Settings } from '../../src/config.js'
 import { ClassifyService, type ServiceEvents } from '../../src/core/classify-service.js'
+import { createNormalizer } from '../../src/core/preprocess.js'
 import { buildApp } from '../../src/http/app.js'
 import { ServiceMetrics } from '../../src/metrics.js'
 
@@ -51,4 +52,33 @@ export async function startTestServer(repository: string, flags: string[] = [], 
       await service.close(5_000)
     }
   }
+}
+
+/** A model's float32 input tensor for a photo, decoded and normalised by the server's own code. */
+export async function modelInputTensor(server: TestServer, model: string, photo: Buffer): Promise<Float32Array> {
+  const { preprocess } = server.service.model(model).entry.config
+  const tensor = new Float32Array(3 * preprocess.crop * preprocess.crop)
+  createNormalizer(preprocess)(await server.service.preprocess(model, photo), tensor, 0)
+  return tensor
+}
+
+/** One sample of the server's own metrics, 0 when absent; `labels` as the exposition writes them (`model="resnet50"`). */
+export async function metricValue(server: TestServer, name: string, labels: string): Promise<number> {
+  const { body } = await server.metrics.exposition()
+  const line = body.split('\n').find((l) => l.startsWith(`${name}{${labels}} `))
+  return line === undefined ? 0 : Number(line.split(' ').pop())
+}
+
+/** The class indices /classify answers for a JPEG, best first: the reference other doors must match. */
+export async function classifyIndices(server: TestServer, model: string, photo: Buffer, topk = 5): Promise<number[]> {
+  const res = await fetch(`${server.url}/classify?model=${model}&topk=${topk}`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+  if (res.status !== 200) throw new Error(`/classify answered ${res.status}`)
+  return ((await res.json()) as { predictions: Array<{ index: number }> }).predictions.map((p) => p.index)
+}
+
+/** POST /classify with a JPEG: the status, the code when refused, the predictions when answered. */
+export async function classifyJpeg(url: string, photo: Buffer, model?: string): Promise<{ status: number; code: string | undefined; predictions: unknown[] | undefined }> {
+  const res = await fetch(`${url}/classify${model === undefined ? '' : `?model=${model}`}`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+  const body = (await res.json()) as { code?: string; predictions?: unknown[] }
+  return { status: res.status, code: body.code, predictions: body.predictions }
 }

@@ -23,3 +23,8 @@ export function splitLengthPrefixed(raw: Buffer): string[] {
   }
   return out
 }
+
+/** A float32 tensor's bytes as raw contents carry them (little-endian, as on every supported host). */
+export function tensorBytes(values: Float32Array): Buffer {
+  return Buffer.from(values.buffer, values.byteOffset, values.byteLength)
+}

@@ -1,0 +1,70 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import onnxProto from 'onnx-proto'
+
+/** Small real ONNX classifiers for the import tests: loaded and served in milliseconds, no Python needed. */
+
+const { onnx } = onnxProto
+export const CLASSES = 1000
+
+const temps: string[] = []
+
+/** A fresh temporary folder, removed by removeTempDirs. */
+export async function tempDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix))
+  temps.push(dir)
+  return dir
+}
+
+export async function removeTempDirs(): Promise<void> {
+  await Promise.all(temps.splice(0).map((t) => rm(t, { recursive: true, force: true })))
+}
+
+/** A float32 CHW image tensor of the right size, as bytes. */
+export const zeroImage = (): Uint8Array => new Uint8Array(3 * 224 * 224 * 4)
+
+export interface TinyModel {
+  /** Image inputs [batch, 3, 224, 224]; a second entry is a [1] gain the output is multiplied by. */
+  readonly inputs: readonly string[]
+  readonly output?: string
+  /** A second output: the pooled [batch, 3] features. */
+  readonly featuresOutput?: string
+  readonly batch?: number | 'N'
+}
+
+/**
+ * A real, tiny classifier (global average pool → [3, 1000] matrix), so that import, loading and
+ * serving are exercised in milliseconds without Python.
+ */
+export async function writeTinyModel(path: string, model: TinyModel): Promise<string> {
+  const FLOAT = onnx.TensorProto.DataType.FLOAT
+  const dims = (shape: Array<number | string>): { dim: Array<{ dimValue: number } | { dimParam: string }> } => ({
+    dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d }))
+  })
+  const info = (name: string, shape: Array<number | string>) => ({ name, type: { tensorType: { elemType: FLOAT, shape: dims(shape) } } })
+  const batch = model.batch ?? 'N'
+  const [image, gain] = model.inputs
+  const output = model.output ?? 'logits'
+  const weights = new Float32Array(3 * CLASSES).map((_, i) => ((i * 7919) % 1000) / 1000 - 0.5)
+  const nodes = [
+    { opType: 'GlobalAveragePool', input: [image!], output: ['pooled'] },
+    { opType: 'Flatten', input: ['pooled'], output: [model.featuresOutput ?? 'features'] },
+    { opType: 'MatMul', input: [model.featuresOutput ?? 'features', 'weights'], output: [gain === undefined ? output : 'scores'] },
+    ...(gain === undefined ? [] : [{ opType: 'Mul', input: ['scores', gain], output: [output] }])
+  ]
+  const proto = onnx.ModelProto.create({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 17 }],
+    graph: {
+      name: 'tiny',
+      node: nodes,
+      // raw_data is little-endian, as the Float32Array is on every host these tests run on.
+      initializer: [{ name: 'weights', dims: [3, CLASSES], dataType: FLOAT, rawData: new Uint8Array(weights.buffer) }],
+      input: [info(image!, [batch, 3, 224, 224]), ...(gain === undefined ? [] : [info(gain, [1])])],
+      output: [info(output, [batch, CLASSES]), ...(model.featuresOutput === undefined ? [] : [info(model.featuresOutput, [batch, 3])])]
+    }
+  })
+  await writeFile(path, onnx.ModelProto.encode(proto).finish())
+  return path
+}

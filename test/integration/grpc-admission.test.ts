@@ -1,0 +1,202 @@
+import { readFile } from 'node:fs/promises'
+import { constants as http2 } from 'node:http2'
+import { Writable } from 'node:stream'
+import { status } from '@grpc/grpc-js'
+import { pino } from 'pino'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
+import { callRefusal, grpcFrame, rawGrpcCall, startTestGrpc, type GrpcTestDoor } from '../helpers/grpc.js'
+import { syntheticModelRepository } from '../helpers/models.js'
+import { photoPaths } from '../helpers/photos.js'
+import { copiesIn, inferWire, lengthDelimited, repeatedField, varint, varintField } from '../helpers/protobuf-wire.js'
+import { metricValue, startTestServer, type TestServer } from '../helpers/server.js'
+
+/**
+ * Admission on the gRPC door, against the real service and door: the API key is checked before a
+ * ModelInfer message is read, absurd entry counts are refused before protobuf decodes the message,
+ * the receive limit follows the models' largest batch (not --body-limit-bytes), and every status,
+ * grpc-js's own included, carries a registry code. "Not decoded" is read off the door's count of
+ * decoded ModelInfer messages, not off timings.
+ */
+
+const MODEL = 'resnet50'
+const KEY = 'sesame'
+const MAX_ITEMS = 8
+/** One FP32 image of the model: 3 × 224 × 224 floats. */
+const ITEM_ELEMENTS = 3 * 224 * 224
+const ITEM_BYTES = ITEM_ELEMENTS * 4
+const WITH_KEY = { metadata: { 'x-api-key': KEY } }
+
+let server: TestServer
+let grpc: GrpcTestDoor
+let photo: Buffer
+/** Every line the door logged, parsed. */
+const logs: Array<{ level: number; code?: string; msg: string }> = []
+
+const failures = (reason: string): Promise<number> => metricValue(server, 'resnet_serve_request_failure_total', `model="${MODEL}",reason="${reason}"`)
+
+/** Polls until `read` differs from `before`, for outcomes recorded after the answer went out. */
+async function changed(read: () => Promise<number>, before: number): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const now = await read()
+    if (now !== before) return now
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  return read()
+}
+
+beforeAll(async () => {
+  // A small batch limit and a body limit far below it: the receive limit must follow the first.
+  server = await startTestServer(await syntheticModelRepository(), ['--max-batch-items', String(MAX_ITEMS), '--body-limit-bytes', String(1 << 20), '--api-key', KEY])
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as (typeof logs)[number])
+      done()
+    }
+  })
+  grpc = await startTestGrpc(server, server.settings, pino({ level: 'info' }, sink))
+  photo = await readFile(photoPaths()[0]!)
+})
+
+afterAll(async () => {
+  await grpc?.close()
+  await server?.close()
+})
+
+describe('gRPC admission: the API key before the message', () => {
+  it('a keyless 16 MB ModelInfer of 8 M empty outputs is refused UNAUTHENTICATED without being decoded (it froze the server 16 s, +1 GB)', async () => {
+    const attack = Buffer.concat([inferWire.modelName(MODEL), repeatedField(inferWire.emptyOutput, copiesIn(16 << 20, 2))])
+    const decodedBefore = grpc.decodedInferRequests()
+    const unauthenticatedBefore = await failures('UNAUTHENTICATED')
+    expect(await callRefusal(grpc.callRaw('ModelInfer', attack))).toEqual({ code: 'UNAUTHENTICATED', details: expect.stringMatching(/^UNAUTHENTICATED: /) as string })
+    expect(await callRefusal(grpc.callRaw('ModelInfer', attack, { metadata: { authorization: 'Bearer wrong' } }))).toMatchObject({ code: 'UNAUTHENTICATED' })
+    expect(grpc.decodedInferRequests()).toBe(decodedBefore)
+    expect(await failures('UNAUTHENTICATED')).toBe(unauthenticatedBefore + 2)
+    // With the key, the same message is over the receive limit: refused on its length, still unread.
+    expect(await callRefusal(grpc.callRaw('ModelInfer', attack, WITH_KEY))).toEqual({ code: 'RESOURCE_EXHAUSTED', details: expect.stringMatching(/^BODY_TOO_LARGE: /) as string })
+    expect(grpc.decodedInferRequests()).toBe(decodedBefore)
+
+    // The door still answers, and the counter does count what it decodes.
+    expect(await grpc.call('ServerLive', {})).toEqual({ live: true })
+    const answer = await grpc.call<{ outputs: Array<{ shape: number[] }> }>('ModelInfer', { model_name: MODEL, inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }] }, WITH_KEY)
+    expect(answer.outputs[0]!.shape).toEqual([1, 1000])
+    expect(grpc.decodedInferRequests()).toBe(decodedBefore + 1)
+  })
+})
+
+describe('gRPC admission: absurd entry counts are refused before decoding', () => {
+  const under = (limit: number): number => Math.min(limit, grpc.receiveLimitBytes - 1024)
+  const model = () => inferWire.modelName(MODEL)
+  const contents = (bytes: Buffer) => Buffer.concat([model(), inferWire.input('input', 'BYTES', [1], bytes)])
+
+  const cases: Array<{ name: string; message: () => Buffer; code?: string; details: RegExp }> = [
+    { name: 'millions of empty outputs', message: () => Buffer.concat([model(), repeatedField(inferWire.emptyOutput, copiesIn(under(4 << 20), 2))]), details: new RegExp(`ModelInferRequest\\.outputs holds more than ${MAX_TENSORS} entries`) },
+    { name: `${MAX_TENSORS + 1} inputs`, message: () => Buffer.concat([model(), repeatedField(inferWire.input('input', 'FP32', [1, 3, 224, 224]), MAX_TENSORS + 1)]), details: /ModelInferRequest\.inputs holds more than/ },
+    { name: 'millions of request parameters', message: () => Buffer.concat([model(), repeatedField(inferWire.emptyParameter, copiesIn(under(4 << 20), 2))]), details: new RegExp(`ModelInferRequest\\.parameters holds more than ${MAX_PARAMETERS} entries`) },
+    { name: 'millions of shape dimensions', message: () => Buffer.concat([model(), lengthDelimited(5, lengthDelimited(3, Buffer.alloc(under(4 << 20))))]), details: new RegExp(`InferInputTensor\\.shape holds more than ${MAX_DIMS} elements`) },
+    { name: 'millions of empty bytes_contents', message: () => contents(repeatedField(lengthDelimited(8, ''), copiesIn(under(4 << 20), 2))), code: 'TOO_MANY_ITEMS', details: /bytes_contents holds more than 8 entries/ },
+    { name: 'one image more than --max-batch-items in bytes_contents', message: () => contents(repeatedField(lengthDelimited(8, 'x'), MAX_ITEMS + 1)), code: 'TOO_MANY_ITEMS', details: /bytes_contents/ },
+    {
+      name: 'more fp32_contents than --max-batch-items images hold',
+      message: () => contents(lengthDelimited(6, Buffer.alloc((MAX_ITEMS * ITEM_ELEMENTS + 1) * 4))),
+      details: new RegExp(`fp32_contents holds more than ${MAX_ITEMS * ITEM_ELEMENTS} elements`)
+    },
+    { name: 'millions of packed uint_contents', message: () => contents(lengthDelimited(4, Buffer.alloc(under(4 << 20)))), details: /uint_contents holds more than/ },
+    { name: 'int64_contents, which no model reads', message: () => contents(lengthDelimited(3, Buffer.alloc(1024))), details: /int64_contents must be empty/ },
+    { name: 'model_name twice', message: () => Buffer.concat([model(), model()]), details: /model_name occurs more than once/ },
+    { name: 'too many undeclared fields', message: () => Buffer.concat([model(), repeatedField(varintField(99, 1), MAX_UNKNOWN_FIELDS + 1)]), details: /not valid protobuf: .*fields the protocol does not declare/ },
+    { name: 'a group (not proto3)', message: () => Buffer.concat([model(), varint(99 * 8 + 3)]), details: /not valid protobuf: .*wire type 3/ },
+    { name: 'a field longer than the message', message: () => Buffer.concat([model(), Buffer.from([0x2a]), varint(1000)]), details: /not valid protobuf: .*runs past the end/ },
+    { name: 'an input that is not a message', message: () => Buffer.concat([model(), varintField(5, 0)]), details: /not valid protobuf: .*inputs is a message/ }
+  ]
+
+  it.each(cases)('$name → INVALID_ARGUMENT, never decoded', async ({ message, code = 'BAD_REQUEST', details }) => {
+    const decodedBefore = grpc.decodedInferRequests()
+    const refusal = await callRefusal(grpc.callRaw('ModelInfer', message(), WITH_KEY))
+    expect(refusal.code).toBe('INVALID_ARGUMENT')
+    expect(refusal.details).toMatch(new RegExp(`^${code}: `))
+    expect(refusal.details).toMatch(details)
+    expect(grpc.decodedInferRequests()).toBe(decodedBefore)
+  })
+
+  it('a message within every bound is decoded and answered as before', async () => {
+    const decodedBefore = grpc.decodedInferRequests()
+    const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo)), repeatedField(varintField(99, 1), MAX_UNKNOWN_FIELDS)])
+    const answer = await grpc.callRaw<{ outputs: Array<{ shape: number[] }> }>('ModelInfer', message, WITH_KEY)
+    expect(answer.outputs[0]!.shape).toEqual([1, 1000])
+    expect(grpc.decodedInferRequests()).toBe(decodedBefore + 1)
+  })
+})
+
+describe('gRPC admission: the receive limit follows the largest batch', () => {
+  const fp32Batch = (items: number): Buffer =>
+    Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'FP32', [items, 3, 224, 224]), inferWire.rawInputContents(Buffer.alloc(items * ITEM_BYTES))])
+
+  it('an FP32 batch of --max-batch-items images works though it is over --body-limit-bytes (28 and more failed at the 16 MB default)', async () => {
+    expect(grpc.receiveLimitBytes).toBe(MAX_ITEMS * ITEM_BYTES + 64 * 1024)
+    expect(MAX_ITEMS * ITEM_BYTES).toBeGreaterThan(server.settings.bodyLimitBytes)
+    const answer = await grpc.callRaw<{ outputs: Array<{ shape: number[] }> }>('ModelInfer', fp32Batch(MAX_ITEMS), WITH_KEY)
+    expect(answer.outputs[0]!.shape).toEqual([MAX_ITEMS, 1000])
+  })
+
+  it('one image more is over the limit: RESOURCE_EXHAUSTED BODY_TOO_LARGE, in the registry like every refusal', async () => {
+    const refusal = await callRefusal(grpc.callRaw('ModelInfer', fp32Batch(MAX_ITEMS + 1), WITH_KEY))
+    expect(refusal.code).toBe('RESOURCE_EXHAUSTED')
+    expect(refusal.details).toMatch(/^BODY_TOO_LARGE: .*larger than max/)
+  })
+
+  it('the small RPCs take small messages only', async () => {
+    const refusal = await callRefusal(grpc.callRaw('ModelMetadata', Buffer.concat([lengthDelimited(1, MODEL), lengthDelimited(99, Buffer.alloc(64 * 1024))])))
+    expect(refusal).toMatchObject({ code: 'RESOURCE_EXHAUSTED', details: expect.stringMatching(/^BODY_TOO_LARGE: .*ModelMetadata/) as string })
+  })
+})
+
+describe("gRPC admission: grpc-js's own answers carry registry codes", () => {
+  it('an unreadable grpc-timeout → INVALID_ARGUMENT INVALID_DEADLINE (was INTERNAL)', async () => {
+    const call = rawGrpcCall(grpc.port, 'ServerLive', { 'grpc-timeout': 'soon' })
+    call.stream.end(grpcFrame(Buffer.alloc(0)))
+    expect(await call.ended).toEqual({ code: status.INVALID_ARGUMENT, details: expect.stringMatching(/^INVALID_DEADLINE: /) as string })
+    call.close()
+  })
+
+  it('a unary call without its message → INVALID_ARGUMENT BAD_REQUEST (was UNIMPLEMENTED)', async () => {
+    const call = rawGrpcCall(grpc.port, 'ServerLive')
+    call.stream.end()
+    expect(await call.ended).toEqual({ code: status.INVALID_ARGUMENT, details: expect.stringMatching(/^BAD_REQUEST: /) as string })
+    call.close()
+  })
+
+  it('a message in an encoding the server lacks → INVALID_ARGUMENT BAD_REQUEST', async () => {
+    const call = rawGrpcCall(grpc.port, 'ServerLive', { 'grpc-encoding': 'snappy' })
+    call.stream.end(grpcFrame(Buffer.from([1, 2, 3]), true))
+    expect(await call.ended).toEqual({ code: status.INVALID_ARGUMENT, details: expect.stringMatching(/^BAD_REQUEST: .*snappy/) as string })
+    call.close()
+  })
+
+  it('a client that hangs up mid-upload is CLIENT_CLOSED at info level, not INTERNAL', async () => {
+    const [closedBefore, internalBefore] = [await failures('CLIENT_CLOSED'), await failures('INTERNAL')]
+    const logsBefore = logs.length
+    const call = rawGrpcCall(grpc.port, 'ModelInfer', { 'x-api-key': KEY })
+    call.stream.write(grpcFrame(Buffer.alloc(100_000)).subarray(0, 1_000))
+    call.stream.close(http2.NGHTTP2_CANCEL)
+    expect(await changed(() => failures('CLIENT_CLOSED'), closedBefore)).toBe(closedBefore + 1)
+    expect(await failures('INTERNAL')).toBe(internalBefore)
+    const lines = logs.slice(logsBefore)
+    expect(lines).toContainEqual(expect.objectContaining({ level: 30, code: 'CLIENT_CLOSED' }))
+    expect(lines.filter((l) => l.level >= 50)).toEqual([])
+    call.close()
+  })
+
+  it("a client's own deadline passing mid-upload is DEADLINE_EXCEEDED at info level", async () => {
+    const exceededBefore = await failures('DEADLINE_EXCEEDED')
+    const logsBefore = logs.length
+    const call = rawGrpcCall(grpc.port, 'ModelInfer', { 'x-api-key': KEY, 'grpc-timeout': '100m' })
+    call.stream.write(grpcFrame(Buffer.alloc(100_000)).subarray(0, 1_000))
+    expect(await call.ended).toEqual({ code: status.DEADLINE_EXCEEDED, details: expect.stringMatching(/^DEADLINE_EXCEEDED: /) as string })
+    expect(await failures('DEADLINE_EXCEEDED')).toBe(exceededBefore + 1)
+    const lines = logs.slice(logsBefore)
+    expect(lines).toContainEqual(expect.objectContaining({ level: 30, code: 'DEADLINE_EXCEEDED' }))
+    expect(lines.filter((l) => l.level >= 50)).toEqual([])
+    call.close()
+  })
+})

@@ -1,0 +1,417 @@
+import { once } from 'node:events'
+import { connect } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import { pino } from 'pino'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { loadSettings } from '../../src/config.js'
+import { ERRORS, type ErrorCode } from '../../src/errors.js'
+import { buildApp } from '../../src/http/app.js'
+import { ServiceMetrics } from '../../src/metrics.js'
+import { syntheticModelRepository } from '../helpers/models.js'
+import { readPhoto } from '../helpers/photos.js'
+import { startTestServer, type TestServer } from '../helpers/server.js'
+
+/**
+ * Admission on the HTTP door, against real sockets: nothing is parsed before it is admitted (the
+ * key and the route come first), every body has a limit, a deadline and a content type, slow or
+ * vanished clients are cut off and counted as theirs, and every refusal, fastify's own included,
+ * has a registry code in the door's shape.
+ */
+
+const KEY = 'admission-key'
+const BODY_LIMIT = 300_000
+let server: TestServer
+let repository: string
+let photo: Buffer
+const doors: FastifyInstance[] = []
+
+interface Door {
+  readonly url: string
+  readonly metrics: ServiceMetrics
+  readonly logs: Array<{ level: number; msg: string; code?: string }>
+}
+
+/** Another HTTP door over the running service, listening on its own port, with its own flags, metrics and logs. */
+async function door(flags: string[]): Promise<Door> {
+  const settings = loadSettings(['--model-repository', repository, '--provider', 'cpu', '--body-limit-bytes', String(BODY_LIMIT), ...flags], {})
+  const logs: Door['logs'] = []
+  const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as Door['logs'][number]) })
+  const metrics = new ServiceMetrics()
+  metrics.observe(server.service)
+  const app = await buildApp(server.service, settings, logger, metrics)
+  doors.push(app)
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const address = app.server.address()
+  return { url: `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`, metrics, logs }
+}
+
+let main: Door
+
+beforeAll(async () => {
+  repository = await syntheticModelRepository()
+  server = await startTestServer(repository, ['--body-limit-bytes', String(BODY_LIMIT)])
+  photo = await readPhoto('chelsea')
+  main = await door(['--api-key', KEY, '--headers-timeout-ms', '1000', '--request-timeout-ms', '1500'])
+})
+afterAll(async () => {
+  await Promise.all(doors.map((d) => d.close()))
+  await server?.close()
+})
+
+const auth = { 'x-api-key': KEY }
+
+interface RawAnswer {
+  status: number
+  body: { statusCode?: number; code?: string; message?: string; error?: string }
+  /** Body bytes written to the socket before the answer came or the connection closed. */
+  sent: number
+}
+
+/**
+ * One request on a fresh socket: `head` (request line and headers), then the chunks `feed` yields
+ * until an answer arrives or the connection closes; resolves once the server closes the connection.
+ */
+async function rawRequest(url: string, head: string, feed: () => AsyncIterable<Buffer> = async function* () {}): Promise<RawAnswer> {
+  const { hostname, port } = new URL(url)
+  const socket = connect(Number(port), hostname)
+  await once(socket, 'connect')
+  let received = Buffer.alloc(0)
+  socket.on('data', (d: Buffer) => (received = Buffer.concat([received, d])))
+  // A reset after the answer (the server does not read the rest of a refused body) is expected.
+  socket.on('error', () => {})
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+  socket.write(head)
+  let sent = 0
+  const chunks = feed()[Symbol.asyncIterator]()
+  for (;;) {
+    const next = await Promise.race([chunks.next(), closed.then(() => undefined)])
+    if (next === undefined || next.done === true || received.length > 0) break
+    sent += next.value.byteLength
+    // EPIPE once the server has closed: the answer is what counts.
+    if (!socket.write(next.value)) await Promise.race([once(socket, 'drain').catch(() => {}), closed])
+  }
+  void chunks.return?.()
+  await closed
+  const text = received.toString('utf8')
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0)
+  const json = text.slice(text.indexOf('\r\n\r\n') + 4)
+  return { status, body: json.length > 0 ? (JSON.parse(json) as RawAnswer['body']) : {}, sent }
+}
+
+/** Bytes trickled at `bytesPerTick` every 100 ms, forever (the caller stops at the answer). */
+function trickle(first: Buffer, byte = 0x61): () => AsyncIterable<Buffer> {
+  return async function* () {
+    yield first
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 100))
+      yield Buffer.from([byte])
+    }
+  }
+}
+
+function expectRegistry(answer: { status: number; body: RawAnswer['body'] }, status: number, code: ErrorCode): void {
+  expect(answer.status).toBe(status)
+  expect(answer.body.code).toBe(code)
+  expect(answer.body.statusCode).toBe(status)
+  expect(answer.body.message?.startsWith(ERRORS[code].message)).toBe(true)
+}
+
+function expectV2(answer: { status: number; body: RawAnswer['body'] }, status: number, code: ErrorCode): void {
+  expect(answer.status).toBe(status)
+  expect(answer.body.error?.startsWith(`${code}: `)).toBe(true)
+}
+
+/** The sum of request_failure_total over models for one reason. */
+async function failures(metrics: ServiceMetrics, reason: ErrorCode): Promise<number> {
+  const { body } = await metrics.exposition()
+  let sum = 0
+  for (const m of body.matchAll(new RegExp(`request_failure_total\\{[^}]*reason="${reason}"[^}]*\\} (\\d+)`, 'g'))) sum += Number(m[1])
+  return sum
+}
+
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await check()) return
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  throw new Error(`never happened: ${what}`)
+}
+
+async function fetchJson(url: string, init?: RequestInit): Promise<{ status: number; body: RawAnswer['body'] }> {
+  const res = await fetch(url, init)
+  return { status: res.status, body: (await res.json()) as RawAnswer['body'] }
+}
+
+describe('nothing is parsed before it is admitted', () => {
+  it('regression: 16 MB of nested JSON to an unknown route (/nope, /v2/nope) is refused unread, and liveness keeps answering', async () => {
+    const deep = Buffer.alloc(16 * 1024 * 1024, '[')
+    let probes = 0
+    let probing = true
+    const prober = (async () => {
+      while (probing) {
+        expect((await fetch(`${main.url}/health/live`)).status).toBe(200)
+        probes++
+      }
+    })()
+    const nope = await fetchJson(`${main.url}/nope`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: deep })
+    const v2 = await fetchJson(`${main.url}/v2/nope`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: deep })
+    probing = false
+    await prober
+    expectRegistry(nope, 404, 'ROUTE_NOT_FOUND')
+    expectV2(v2, 404, 'ROUTE_NOT_FOUND')
+    expect(probes).toBeGreaterThan(0)
+  })
+
+  it('regression: nested JSON to the batch route is refused by its depth, before it is parsed', async () => {
+    for (const body of ['['.repeat(BODY_LIMIT), `{"instances":${'['.repeat(100)}${']'.repeat(100)}}`]) {
+      const res = await fetchJson(`${main.url}/v1/models/resnet50:classify`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body })
+      expectRegistry(res, 400, 'BAD_REQUEST')
+      expect(res.body.message).toMatch(/nests deeper than \d+ levels/)
+    }
+    // Depth within the limit is parsed as before: the schema refuses the shape, not the depth.
+    const shallow = await fetchJson(`${main.url}/v1/models/resnet50:classify`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"instances":[[[[1]]]]}' })
+    expectRegistry(shallow, 400, 'BAD_REQUEST')
+    expect(shallow.body.message).not.toMatch(/nests deeper/)
+  })
+
+  it('without the key, a body is never read: 401 comes after the headers and the connection closes', async () => {
+    for (const path of ['/v1/models/resnet50:classify', '/classify', '/v2/models/resnet50/infer']) {
+      // 10 MB declared, 1 KB of malformed JSON sent: a parsed body would be a 400 or a wait for the rest.
+      const head = `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n`
+      const answer = await rawRequest(main.url, head, async function* () {
+        yield Buffer.alloc(1024, '{')
+      })
+      expect(answer.status).toBe(401)
+      expect(path.startsWith('/v2') ? answer.body.error : answer.body.code).toMatch(/UNAUTHENTICATED/)
+    }
+  })
+
+  it('a route refuses content types it does not take, and declared lengths over its limit, before reading', async () => {
+    const json = await rawRequest(main.url, `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n`)
+    expectRegistry(json, 415, 'UNSUPPORTED_MEDIA_TYPE')
+    const image = await rawRequest(main.url, `POST /v1/models/resnet50:classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n`)
+    expectRegistry(image, 415, 'UNSUPPORTED_MEDIA_TYPE')
+    const large = await rawRequest(main.url, `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: image/jpeg\r\nContent-Length: ${BODY_LIMIT + 1}\r\n\r\n`)
+    expectRegistry(large, 413, 'BODY_TOO_LARGE')
+    const health = await fetchJson(`${main.url}/health/live`, { method: 'DELETE', headers: { 'content-type': 'application/json' }, body: '[]' })
+    expectRegistry(health, 404, 'ROUTE_NOT_FOUND')
+  })
+})
+
+describe('timeouts and caps', () => {
+  it('regression: a body sent at a few bytes per second is cut off with 408 REQUEST_TIMEOUT, counted as that', async () => {
+    const before = await failures(main.metrics, 'REQUEST_TIMEOUT')
+    const head = `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n`
+    const answer = await rawRequest(main.url, head, trickle(photo.subarray(0, 100)))
+    expectRegistry(answer, 408, 'REQUEST_TIMEOUT')
+    expect(answer.sent).toBeLessThan(100_000)
+    await until(async () => (await failures(main.metrics, 'REQUEST_TIMEOUT')) === before + 1, 'the timeout counted')
+    expect(await failures(main.metrics, 'INTERNAL')).toBe(0)
+  })
+
+  it('regression: a multipart body without its closing boundary is cut off by the same timeout', async () => {
+    const part = Buffer.from('--b0undary\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n')
+    const head = `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: multipart/form-data; boundary=b0undary\r\nTransfer-Encoding: chunked\r\n\r\n`
+    const chunked = Buffer.concat([Buffer.from(`${part.byteLength.toString(16)}\r\n`), part, Buffer.from('\r\n')])
+    const answer = await rawRequest(main.url, head, async function* () {
+      yield chunked
+      // Then nothing: the chunked body never ends.
+      await new Promise((r) => setTimeout(r, 30_000))
+    })
+    expectRegistry(answer, 408, 'REQUEST_TIMEOUT')
+  })
+
+  it('a slow body on /v2 gets its 408 in the V2 error shape; headers that never end get one too', async () => {
+    const v2 = await rawRequest(main.url, `POST /v2/models/resnet50/infer HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n`, trickle(Buffer.from('{"inputs":'), 0x20))
+    expectV2(v2, 408, 'REQUEST_TIMEOUT')
+    const headers = await rawRequest(main.url, 'POST /classify HTTP/1.1\r\nHost: x\r\n')
+    expectRegistry(headers, 408, 'REQUEST_TIMEOUT')
+  })
+
+  it('idle keep-alive connections close after --keep-alive-timeout-ms; over --max-connections a connection is closed at once', async () => {
+    const capped = await door(['--keep-alive-timeout-ms', '300', '--max-connections', '2'])
+    const { hostname, port } = new URL(capped.url)
+    const open = async (): Promise<ReturnType<typeof connect>> => {
+      const s = connect(Number(port), hostname)
+      s.on('error', () => {})
+      await once(s, 'connect')
+      return s
+    }
+    const a = await open()
+    const b = await open()
+    const c = await open()
+    await once(c, 'close')
+    expect(a.destroyed || b.destroyed).toBe(false)
+    a.destroy()
+    b.destroy()
+    await until(async () => (await fetch(`${capped.url}/health/live`).then((r) => r.status).catch(() => 0)) === 200, 'a free slot after closing two')
+    expect(capped.logs.some((l) => l.level === 40 && /max-connections/.test(l.msg))).toBe(true)
+
+    const idle = await open()
+    idle.write('GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n')
+    await once(idle, 'data')
+    // Answered, then idle: the server closes it after the keep-alive timeout.
+    await once(idle, 'close')
+  })
+
+  it('regression: stalled uploads hold at most --body-budget-bytes; one more is 429 BODY_BUDGET_FULL before its body is read', async () => {
+    const budgeted = await door(['--body-budget-bytes', String(1024 * 1024)])
+    const { hostname, port } = new URL(budgeted.url)
+    const declared = 256 * 1024
+    // Four uploads of 256 KiB declared that stop short: together they hold the whole budget.
+    const stalled = await Promise.all(
+      [0, 1, 2, 3].map(async () => {
+        const s = connect(Number(port), hostname)
+        s.on('error', () => {})
+        await once(s, 'connect')
+        s.write(`POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${declared}\r\n\r\n`)
+        s.write(photo.subarray(0, 1000))
+        return s
+      })
+    )
+    await new Promise((r) => setTimeout(r, 200))
+    const refused = await rawRequest(budgeted.url, `POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${photo.byteLength}\r\n\r\n`)
+    expectRegistry(refused, 429, 'BODY_BUDGET_FULL')
+    // Requests without a body still pass, and once the stalled uploads go, uploads are admitted again.
+    expect((await fetch(`${budgeted.url}/health/live`)).status).toBe(200)
+    for (const s of stalled) s.destroy()
+    await until(
+      async () => (await fetch(`${budgeted.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })).status === 200,
+      'an upload admitted once the budget is free'
+    )
+  })
+})
+
+describe('multipart totals', () => {
+  const multipartHead = (boundary: string, length: number): string =>
+    `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: multipart/form-data; boundary=${boundary}\r\nContent-Length: ${length}\r\n\r\n`
+
+  it('regression: a 100 MB text field is refused with 413 at the body limit, not read to its end', async () => {
+    const total = 100 * 1024 * 1024
+    // Declared up front: refused from the headers.
+    expectRegistry(await rawRequest(main.url, multipartHead('xx', total)), 413, 'BODY_TOO_LARGE')
+    // Chunked, so no length is declared: refused when the body passes the limit.
+    const fieldHead = Buffer.from('--xx\r\nContent-Disposition: form-data; name="note"\r\n\r\n')
+    const megabyte = Buffer.alloc(1024 * 1024, 'n')
+    const chunk = (bytes: Buffer): Buffer => Buffer.concat([Buffer.from(`${bytes.byteLength.toString(16)}\r\n`), bytes, Buffer.from('\r\n')])
+    const head = `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: multipart/form-data; boundary=xx\r\nTransfer-Encoding: chunked\r\n\r\n`
+    const answer = await rawRequest(main.url, head, async function* () {
+      yield chunk(fieldHead)
+      for (let sent = 0; sent < total; sent += megabyte.byteLength) yield chunk(megabyte)
+    })
+    expectRegistry(answer, 413, 'BODY_TOO_LARGE')
+    // What the kernel buffers on both sides is sent before the refusal is seen; far from 100 MB.
+    expect(answer.sent).toBeLessThan(total / 2)
+  })
+
+  it('a text field over 1 KiB within the body limit is refused 400 BAD_MULTIPART', async () => {
+    const form = new FormData()
+    form.append('note', 'x'.repeat(5000))
+    form.append('image', new Blob([photo], { type: 'image/jpeg' }), 'a.jpg')
+    expectRegistry(await fetchJson(`${main.url}/classify`, { method: 'POST', headers: auth, body: form }), 400, 'BAD_MULTIPART')
+  })
+
+  it('regression: a boundary over 70 characters is 400 BAD_MULTIPART, not a 500', async () => {
+    for (const length of [71, 300]) {
+      const boundary = 'b'.repeat(length)
+      const body = `--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\nabc\r\n--${boundary}--\r\n`
+      for (const path of ['/classify', '/v1/models/resnet50:classify']) {
+        const res = await fetchJson(`${main.url}${path}`, { method: 'POST', headers: { ...auth, 'content-type': `multipart/form-data; boundary=${boundary}` }, body })
+        expectRegistry(res, 400, 'BAD_MULTIPART')
+      }
+    }
+  })
+
+  it('the files of a multipart batch are bounded together as they arrive', async () => {
+    const form = new FormData()
+    for (let i = 0; i < 3; i++) form.append('images', new Blob([Buffer.alloc(BODY_LIMIT / 2, i)], { type: 'image/jpeg' }), `${i}.jpg`)
+    expectRegistry(await fetchJson(`${main.url}/v1/models/resnet50:classify`, { method: 'POST', headers: auth, body: form }), 413, 'BODY_TOO_LARGE')
+  })
+})
+
+describe("fastify's own refusals", () => {
+  const batch = (model: string): Promise<{ status: number; body: RawAnswer['body'] }> =>
+    fetchJson(`${main.url}/v1/models/${model}:classify`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"instances":[{"b64":"AAAA"}]}' })
+
+  it('regression: a 128-character model name reaches the route; longer ones are 400 BAD_REQUEST in the registry shape', async () => {
+    expectRegistry(await batch('m'.repeat(128)), 404, 'MODEL_NOT_FOUND')
+    for (const length of [129, 257, 5000]) {
+      const res = await batch('m'.repeat(length))
+      expectRegistry(res, 400, 'BAD_REQUEST')
+      expect(res.body.message).not.toContain('mmmm')
+    }
+    const v2 = await fetchJson(`${main.url}/v2/models/${'m'.repeat(300)}/ready`)
+    expectV2(v2, 400, 'BAD_REQUEST')
+    expect(v2.body.error).not.toContain('mmmm')
+    expectV2(await fetchJson(`${main.url}/v2/models/${'m'.repeat(128)}/ready`), 404, 'MODEL_NOT_FOUND')
+  })
+
+  it('regression: a path that is not valid percent-encoding is 400 BAD_REQUEST, not echoed, in each door shape', async () => {
+    const classic = await batch('%E0%A4%A<script>')
+    expectRegistry(classic, 400, 'BAD_REQUEST')
+    expect(classic.body.message).not.toMatch(/script|%E0/)
+    const v2 = await fetchJson(`${main.url}/v2/models/%E0%A4%A<b>/ready`)
+    expectV2(v2, 400, 'BAD_REQUEST')
+    expect(v2.body.error).not.toMatch(/<b>|%E0/)
+  })
+
+  it('regression: unknown routes are 404 ROUTE_NOT_FOUND, never echo the path, and /v2 ones use the V2 shape', async () => {
+    const classic = await fetchJson(`${main.url}/nope/%3Cscript%3Ealert(1)%3C/script%3E`)
+    expectRegistry(classic, 404, 'ROUTE_NOT_FOUND')
+    expect(classic.body.message).not.toMatch(/script|nope/i)
+    const v2 = await fetchJson(`${main.url}/v2/repository/index`, { method: 'POST' })
+    expectV2(v2, 404, 'ROUTE_NOT_FOUND')
+    expect(v2.body.error).not.toMatch(/repository/)
+  })
+
+  it('regression: non-finite deadline_ms or topk (1e309, Infinity) is refused, not read as "no deadline"', async () => {
+    const post = (query: string, headers: Record<string, string> = {}): Promise<{ status: number; body: RawAnswer['body'] }> =>
+      fetchJson(`${main.url}/classify${query}`, { method: 'POST', headers: { ...auth, 'content-type': 'image/jpeg', ...headers }, body: photo })
+    for (const query of ['?deadline_ms=1e309', '?deadline_ms=Infinity', '?deadline_ms=-Infinity', '?deadline_ms=NaN']) expectRegistry(await post(query), 400, 'INVALID_DEADLINE')
+    for (const value of ['1e309', 'Infinity', 'NaN', '-1']) expectRegistry(await post('', { 'x-deadline-ms': value }), 400, 'INVALID_DEADLINE')
+    for (const query of ['?topk=1e309', '?topk=Infinity']) expectRegistry(await post(query), 400, 'INVALID_TOPK')
+    const batchDeadline = await fetchJson(`${main.url}/v1/models/resnet50:classify?deadline_ms=1e309`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ instances: [{ b64: photo.toString('base64') }] })
+    })
+    expectRegistry(batchDeadline, 400, 'INVALID_DEADLINE')
+  })
+})
+
+describe('false alarms', () => {
+  it('regression: a client that hangs up mid-upload is CLIENT_CLOSED at info, not INTERNAL at error', async () => {
+    const before = await failures(main.metrics, 'CLIENT_CLOSED')
+    const errorsBefore = main.logs.filter((l) => l.level >= 50).length
+    const uploads = [
+      { type: 'image/jpeg', first: photo.subarray(0, 20_000) },
+      { type: 'multipart/form-data; boundary=zz', first: Buffer.concat([Buffer.from('--zz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'), photo.subarray(0, 20_000)]) }
+    ]
+    for (const { type, first } of uploads) {
+      const { hostname, port } = new URL(main.url)
+      const socket = connect(Number(port), hostname)
+      socket.on('error', () => {})
+      await once(socket, 'connect')
+      socket.write(`POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: ${type}\r\nContent-Length: 200000\r\n\r\n`)
+      socket.write(first)
+      await new Promise((r) => setTimeout(r, 200))
+      socket.destroy()
+    }
+    await until(async () => (await failures(main.metrics, 'CLIENT_CLOSED')) === before + 2, 'both hang-ups counted as CLIENT_CLOSED')
+    expect(await failures(main.metrics, 'INTERNAL')).toBe(0)
+    expect(main.logs.filter((l) => l.level >= 50).slice(errorsBefore)).toEqual([])
+    expect(main.logs.some((l) => l.level === 30 && l.code === 'CLIENT_CLOSED')).toBe(true)
+  })
+
+  it("regression: a 504 for the client's own deadline is logged at info", async () => {
+    const errorsBefore = main.logs.filter((l) => l.level >= 50).length
+    // Keep the one session busy so the request with a 1 ms deadline has to queue.
+    const post = (headers: Record<string, string>): Promise<Response> => fetch(`${main.url}/classify`, { method: 'POST', headers: { ...auth, 'content-type': 'image/jpeg', ...headers }, body: photo })
+    const busy = Array.from({ length: 8 }, () => post({}))
+    const late = await post({ 'x-deadline-ms': '1' })
+    await Promise.all(busy)
+    expect(late.status).toBe(504)
+    expect(main.logs.filter((l) => l.level >= 50).slice(errorsBefore)).toEqual([])
+    expect(main.logs.some((l) => l.level === 30 && l.code === 'DEADLINE_EXCEEDED')).toBe(true)
+  })
+})

@@ -1,0 +1,93 @@
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { loadSettings } from '../../src/config.js'
+import { ClassifyService } from '../../src/core/classify-service.js'
+import { importModel, ImportError } from '../../src/model-tools/import-model.js'
+import { testLogger } from '../helpers/server.js'
+import { CLASSES, removeTempDirs, tempDir, writeTinyModel, zeroImage } from '../helpers/tiny-model.js'
+
+/**
+ * importModel (what `model:add` runs): real ONNX files, small graphs written here, imported into a
+ * temporary repository and served by the real start-up path. (The command itself, and torchvision's
+ * ResNet-50 exported by PyTorch: test/system/model-add-cli.test.ts.)
+ */
+
+let work: string
+
+async function startService(repository: string): Promise<ClassifyService> {
+  return ClassifyService.start(loadSettings(['--model-repository', repository, '--provider', 'cpu'], {}), testLogger())
+}
+
+beforeAll(async () => {
+  work = await tempDir('rs-model-add-')
+})
+afterAll(removeTempDirs)
+
+describe('importModel', () => {
+  it('writes a folder the server loads and serves, with the real names and the shipped labels', async () => {
+    const source = await writeTinyModel(join(work, 'tiny.onnx'), { inputs: ['pixels'], output: 'scores_out' })
+    const repository = await tempDir('rs-repo-')
+    const imported = await importModel({ source, name: 'tiny', preset: 'torchvision', repository })
+
+    expect(imported.dir).toBe(join(repository, 'tiny'))
+    expect(imported.config.input.name).toBe('pixels')
+    expect(imported.config.output.name).toBe('scores_out')
+    expect(imported.config.batching.maxBatchSize).toBe(16)
+    expect(imported.notes.join('\n')).toMatch(/input "pixels" is the model's only input/)
+    expect((await readdir(imported.dir)).sort()).toEqual(['config.json', 'labels.txt', 'model.onnx'])
+    expect(await readdir(repository)).toEqual(['tiny'])
+    const labels = (await readFile(join(imported.dir, 'labels.txt'), 'utf8')).trimEnd().split('\n')
+    expect(labels).toHaveLength(CLASSES)
+    expect(labels[0]).toMatch(/^tench/)
+
+    const service = await startService(repository)
+    try {
+      expect(service.model('tiny').sessions.shape!.maxBatchSize).toBe(16)
+      const { scores } = await service.inferTensor('tiny', zeroImage())
+      expect(scores).toHaveLength(CLASSES)
+    } finally {
+      await service.close()
+    }
+  })
+
+  it('refuses a name that is taken unless forced', async () => {
+    const source = await writeTinyModel(join(work, 'taken.onnx'), { inputs: ['input'] })
+    const repository = await tempDir('rs-repo-')
+    await importModel({ source, name: 'taken', preset: 'torchvision', repository })
+    const before = await readFile(join(repository, 'taken', 'config.json'), 'utf8')
+
+    const refused = importModel({ source, name: 'taken', preset: 'caffe', repository })
+    await expect(refused).rejects.toBeInstanceOf(ImportError)
+    await expect(refused).rejects.toThrow(/taken already exists\. Fix: Pick another --name, or pass --force/)
+    expect(await readFile(join(repository, 'taken', 'config.json'), 'utf8')).toBe(before)
+
+    const forced = await importModel({ source, name: 'taken', preset: 'caffe', repository, force: true })
+    expect(forced.config.preprocess.colorOrder).toBe('BGR')
+    expect(await readdir(repository)).toEqual(['taken'])
+  })
+
+  it('refuses an input that is neither unique nor the preset\'s, naming the candidates and the flag', async () => {
+    const source = await writeTinyModel(join(work, 'two-inputs.onnx'), { inputs: ['pixels', 'gain'] })
+    const repository = await tempDir('rs-repo-')
+    const refused = importModel({ source, name: 'two', preset: 'torchvision', repository })
+    await expect(refused).rejects.toThrow(/has 2 inputs \("pixels", "gain"\) and none is the torchvision preset's "input"\. Fix: Pass --input <name> .*"pixels", "gain"/)
+    expect(await refused.catch((err: unknown) => (err as ImportError).usage)).toBe(true)
+    // The flag picks the image input, but the server could never feed the other one.
+    await expect(importModel({ source, name: 'two', preset: 'torchvision', repository, inputName: 'pixels' })).rejects.toThrow(/also needs the input\(s\) "gain"/)
+    expect(await readdir(repository)).toEqual([])
+  })
+
+  it('picks among several outputs by the preset\'s name, or by --output', async () => {
+    const source = await writeTinyModel(join(work, 'two-outputs.onnx'), { inputs: ['input'], output: 'logits', featuresOutput: 'embedding' })
+    const repository = await tempDir('rs-repo-')
+    expect((await importModel({ source, name: 'by-preset', preset: 'torchvision', repository })).config.output.name).toBe('logits')
+    await expect(importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository })).rejects.toThrow(
+      /has 2 outputs \("logits", "embedding"\) and none is the onnx-zoo preset's "resnetv17_dense0_fwd"\. Fix: Pass --output <name>/
+    )
+    await expect(importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository, outputName: 'nope' })).rejects.toThrow(/has no output "nope"; its outputs are "logits", "embedding"/)
+    // The embedding has 3 "classes": the label count check catches the wrong pick before anything is written.
+    await expect(importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository, outputName: 'embedding' })).rejects.toThrow(/has 3 classes but .* has 1000 labels/)
+    expect((await importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository, outputName: 'logits' })).config.output.name).toBe('logits')
+  })
+})

@@ -1,0 +1,167 @@
+import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { loadSettings } from '../../src/config.js'
+import { ClassifyService } from '../../src/core/classify-service.js'
+import { checkModelSignature, loadModelFolder, type ModelEntry, type ModelSignature } from '../../src/repository/repository.js'
+import { syntheticModelRepository } from '../helpers/models.js'
+import { testLogger } from '../helpers/server.js'
+
+/**
+ * Every malformed model folder stops start-up with its own message naming the file, the problem
+ * and the fix. Each case goes through the real start-up path (loader, worker, ONNX Runtime session).
+ */
+
+let good: string
+let goodConfig: Record<string, unknown>
+const temps: string[] = []
+
+beforeAll(async () => {
+  good = join(await syntheticModelRepository(), 'resnet50')
+  goodConfig = JSON.parse(await readFile(join(good, 'config.json'), 'utf8')) as Record<string, unknown>
+})
+afterAll(async () => {
+  await Promise.all(temps.map((t) => rm(t, { recursive: true, force: true })))
+})
+
+interface Variant {
+  config?: unknown
+  configText?: string
+  noConfig?: boolean
+  model?: 'link' | 'missing' | Buffer
+  labels?: string | 'missing'
+}
+
+/** A repository with one folder "bad", built from the good model with one thing changed. */
+async function repositoryWith(v: Variant): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), 'rs-repo-'))
+  temps.push(root)
+  const dir = join(root, 'bad')
+  await mkdir(dir)
+  if (!v.noConfig) await writeFile(join(dir, 'config.json'), v.configText ?? JSON.stringify(v.config ?? goodConfig))
+  const model = v.model ?? 'link'
+  if (model === 'link') await symlink(join(good, 'model.onnx'), join(dir, 'model.onnx'))
+  else if (model !== 'missing') await writeFile(join(dir, 'model.onnx'), model)
+  if (v.labels === undefined) await copyFile(join(good, 'labels.txt'), join(dir, 'labels.txt'))
+  else if (v.labels !== 'missing') await writeFile(join(dir, 'labels.txt'), v.labels)
+  return root
+}
+
+async function startFails(root: string): Promise<string> {
+  const settings = loadSettings(['--model-repository', root, '--provider', 'cpu'], {})
+  try {
+    const service = await ClassifyService.start(settings, testLogger())
+    await service.close()
+  } catch (err) {
+    return (err as Error).message
+  }
+  throw new Error('start-up succeeded but should have failed')
+}
+
+/** A config draft is JSON being broken on purpose, so it is typed loosely. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
+type ConfigDraft = Record<string, any>
+const withConfig = (patch: (c: ConfigDraft) => void): Record<string, unknown> => {
+  const c = structuredClone(goodConfig) as ConfigDraft
+  patch(c)
+  return c
+}
+
+describe('malformed model folders stop start-up with a clear message', () => {
+  it('wrong input name: names the real inputs', async () => {
+    const msg = await startFails(await repositoryWith({ config: withConfig((c) => (c.input.name = 'data')) }))
+    expect(msg).toMatch(/bad[/\\]model\.onnx: has no input "data"; its inputs are "input"\. Fix: Set input\.name/)
+  })
+
+  it('wrong output name', async () => {
+    const msg = await startFails(await repositoryWith({ config: withConfig((c) => (c.output.name = 'prob')) }))
+    expect(msg).toMatch(/has no output "prob"; its outputs are "logits"/)
+  })
+
+  it('a mean with two channels', async () => {
+    const msg = await startFails(await repositoryWith({ config: withConfig((c) => (c.preprocess.mean = [0.5, 0.5])) }))
+    expect(msg).toMatch(/bad[/\\]config\.json: preprocess\.mean must be three numbers \(got \[0\.5,0\.5\]\)\. Fix: Give exactly three numbers/)
+  })
+
+  it('labels count differs from the output width', async () => {
+    const msg = await startFails(await repositoryWith({ labels: 'cat\ndog\n' }))
+    expect(msg).toMatch(/output "logits" has 1000 classes but labels\.txt has 2 labels\. Fix: Give labels\.txt exactly 1000 lines/)
+  })
+
+  it('missing model file', async () => {
+    const msg = await startFails(await repositoryWith({ model: 'missing' }))
+    expect(msg).toMatch(/bad[/\\]model\.onnx: is missing\. Fix: Put the exported ONNX model there/)
+  })
+
+  it('missing labels file', async () => {
+    const msg = await startFails(await repositoryWith({ labels: 'missing' }))
+    expect(msg).toMatch(/bad[/\\]labels\.txt: is missing/)
+  })
+
+  it('missing config.json', async () => {
+    const msg = await startFails(await repositoryWith({ noConfig: true }))
+    expect(msg).toMatch(/bad[/\\]config\.json: is missing\. Fix: Write one with `npm run model:add/)
+  })
+
+  it('a model file that is not ONNX', async () => {
+    const msg = await startFails(await repositoryWith({ model: Buffer.from('<html>this is a web page, not a model</html>') }))
+    expect(msg).toMatch(/bad[/\\]model\.onnx: is not an ONNX model\. Fix: Export the network with torch\.onnx\.export/)
+  })
+
+  it('a file that starts like protobuf but is not a model: ONNX Runtime refuses it', async () => {
+    const msg = await startFails(await repositoryWith({ model: Buffer.concat([Buffer.from([0x08, 0x07]), Buffer.alloc(64, 0xff)]) }))
+    expect(msg).toMatch(/ONNX Runtime could not load the model/)
+  })
+
+  it('a config that is not JSON', async () => {
+    const msg = await startFails(await repositoryWith({ configText: '{ "input": { name: input } ' }))
+    expect(msg).toMatch(/bad[/\\]config\.json: is not valid JSON \(.+\)\. Fix: Correct the JSON syntax/)
+  })
+
+  it('an unknown config field (a typo is not silently ignored)', async () => {
+    const msg = await startFails(await repositoryWith({ config: withConfig((c) => (c.preprocess.meen = [1, 2, 3])) }))
+    expect(msg).toMatch(/config\.json: \/preprocess.*meen/)
+  })
+
+  it('a crop larger than the model input', async () => {
+    const msg = await startFails(await repositoryWith({ config: withConfig((c) => ((c.preprocess.crop = 240), (c.preprocess.resize = 256))) }))
+    expect(msg).toMatch(/takes 224×224 images, but preprocess\.crop is 240\. Fix: Set preprocess\.crop to 224/)
+  })
+
+  it('uint8 datatype for a float32 model', async () => {
+    const msg = await startFails(await repositoryWith({ config: withConfig((c) => ((c.input.datatype = 'uint8'), (c.input.layout = 'NHWC'))) }))
+    expect(msg).toMatch(/input "input" is float32, but config\.json says uint8/)
+  })
+
+  it('an empty repository', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'rs-empty-'))
+    temps.push(root)
+    expect(await startFails(root)).toMatch(/holds no model folders/)
+  })
+})
+
+describe('checkModelSignature', () => {
+  const sig = (batch: number | string): ModelSignature => ({
+    inputs: [{ name: 'input', type: 'float32', shape: [batch, 3, 224, 224] }],
+    outputs: [{ name: 'logits', type: 'float32', shape: [batch, 1000] }]
+  })
+  let entry: ModelEntry
+  beforeAll(async () => {
+    entry = await loadModelFolder(join(good, '..'), 'resnet50')
+  })
+
+  it('a dynamic batch keeps the configured max batch size', () => {
+    expect(checkModelSignature(entry, sig('N'))).toEqual({ maxBatchSize: entry.config.batching.maxBatchSize, numClasses: 1000 })
+  })
+  it('a fixed batch of 1 is served one image per run', () => {
+    expect(checkModelSignature(entry, sig(1)).maxBatchSize).toBe(1)
+  })
+  it('a fixed batch above 1 is refused with the re-export fix', () => {
+    expect(() => checkModelSignature(entry, sig(8))).toThrow(/fixed batch of 8\. Fix: Re-export with a dynamic batch dimension/)
+  })
+  it('a greyscale (1-channel) input is refused', () => {
+    const s = sig('N')
+    expect(() => checkModelSignature(entry, { ...s, inputs: [{ name: 'input', type: 'float32', shape: ['N', 1, 224, 224] }] })).toThrow(/has 1 channels/)
+  })
+})

@@ -1,0 +1,79 @@
+import { readFile } from 'node:fs/promises'
+import { request } from 'node:http'
+import { describe, expect, it } from 'vitest'
+import { photoPaths, readPhoto } from '../helpers/photos.js'
+import { syntheticModelRepository } from '../helpers/models.js'
+import { startServerProcess } from '../helpers/process.js'
+
+describe('graceful shutdown', () => {
+  it('SIGTERM during traffic answers every accepted request and exits 0', async () => {
+    const server = await startServerProcess(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', '--drain-timeout-ms', '60000'])
+    const photos = await Promise.all(photoPaths().slice(0, 12).map((p) => readFile(p)))
+    const requests = photos.map((body) => fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body }).then(async (r) => ({ status: r.status, body: (await r.json()) as { predictions?: unknown[] } })))
+    // Let the requests arrive (and the first batch start) before the signal.
+    await new Promise((r) => setTimeout(r, 300))
+    server.child.kill('SIGTERM')
+    const answers = await Promise.all(requests)
+    expect(answers.map((a) => a.status)).toEqual(answers.map(() => 200))
+    for (const a of answers) expect(a.body.predictions).toHaveLength(5)
+    expect(await server.exited).toBe(0)
+    expect(server.logs.some((l) => l.msg === 'stopped')).toBe(true)
+    // After the signal the port no longer accepts work.
+    await expect(fetch(`${server.url}/health/live`)).rejects.toThrow()
+  })
+
+  it('a bad setting stops start-up with the fix in the message and exit code 2', async () => {
+    const err = await startServerProcess(['--provider', 'tpu']).catch((e: unknown) => e as Error)
+    expect((err as Error).message).toMatch(/exited \(2\)/)
+    expect((err as Error).message).toMatch(/--provider=tpu \(flag --provider, env PROVIDER\).*use one of: auto, cuda, cpu/)
+  })
+})
+
+type Outcome = { status: number } | { error: string }
+
+/** One request on its own connection, so a refused connection is told apart from a dropped answer. */
+function classifyOnce(url: string, photo: Buffer): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const req = request(`${url}/classify`, { method: 'POST', agent: false, headers: { 'content-type': 'image/jpeg' } }, (res) => {
+      res.resume()
+      res.on('end', () => resolve({ status: res.statusCode! }))
+    })
+    req.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message }))
+    req.end(photo)
+  })
+}
+
+describe('SIGTERM under load', () => {
+  it('answers every accepted request (result or 503) and exits 0 within the drain timeout', async () => {
+    const drainTimeoutMs = 20_000
+    const server = await startServerProcess(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', '--drain-timeout-ms', String(drainTimeoutMs)])
+    const photo = await readPhoto('chelsea')
+    const outcomes: Outcome[] = []
+    let stopped = false
+    // Eight clients, each sending one request after another until the port refuses them.
+    const clients = Array.from({ length: 8 }, async () => {
+      while (!stopped) {
+        const outcome = await classifyOnce(server.url, photo)
+        outcomes.push(outcome)
+        if ('error' in outcome) return
+      }
+    })
+    await new Promise((r) => setTimeout(r, 1_500))
+    const signalledAt = performance.now()
+    server.child.kill('SIGTERM')
+    const code = await server.exited
+    const exitMs = performance.now() - signalledAt
+    stopped = true
+    await Promise.all(clients)
+
+    expect(code).toBe(0)
+    expect(exitMs).toBeLessThan(drainTimeoutMs)
+    const answered = outcomes.filter((o): o is { status: number } => 'status' in o)
+    expect(answered.filter((o) => o.status === 200).length).toBeGreaterThan(0)
+    expect(answered.filter((o) => o.status !== 200 && o.status !== 503)).toEqual([])
+    // Only connections the closing port refused went unanswered. A connection still in the kernel's
+    // backlog when the listening socket closes is reset (ECONNRESET) before the server ever read it;
+    // requests the server had accepted are pinned strictly by the test above (all 200).
+    expect(outcomes.filter((o) => 'error' in o && o.error !== 'ECONNREFUSED' && o.error !== 'ECONNRESET')).toEqual([])
+  })
+})

@@ -1,0 +1,98 @@
+import { resolve } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { ConfigError, SETTINGS, describeSettings, loadSettings } from '../../src/config.js'
+
+/** Settings: flag, else environment variable, else default; validated once, with the fix in the message; frozen. */
+
+describe('where a setting comes from', () => {
+  it('a flag wins over the environment, which wins over the default', () => {
+    expect(loadSettings(['--port', '1234'], { PORT: '5678' }).port).toBe(1234)
+    expect(loadSettings([], { PORT: '5678' }).port).toBe(5678)
+    expect(loadSettings([], {}).port).toBe(8080)
+  })
+
+  it('an empty environment variable counts as unset', () => {
+    expect(loadSettings([], { PORT: '' }).port).toBe(8080)
+    expect(loadSettings([], { API_KEY: '' }).apiKey).toBeUndefined()
+  })
+
+  it('every setting has a default or is derived, so no flag and no environment is a valid start', () => {
+    const settings = loadSettings([], {}, 4)
+    for (const s of SETTINGS) {
+      if (s.key === 'defaultModel' || s.key === 'apiKey' || s.key === 'corsOrigins') expect(settings[s.key], s.key).toBeUndefined()
+      else expect(settings[s.key], s.key).toBeDefined()
+    }
+  })
+
+  it('booleans: a bare flag is true; the environment takes true/false, 1/0, yes/no, on/off', () => {
+    expect(loadSettings(['--allow-partial-start'], {}).allowPartialStart).toBe(true)
+    for (const [raw, value] of [['1', true], ['yes', true], ['ON', true], ['0', false], ['no', false], ['off', false]] as const) {
+      expect(loadSettings([], { ALLOW_PARTIAL_START: raw }).allowPartialStart, raw).toBe(value)
+    }
+  })
+
+  it('the model repository is made absolute', () => {
+    expect(loadSettings(['--model-repository', 'some/where'], {}).modelRepository).toBe(resolve('some/where'))
+  })
+
+  it('CORS origins: a comma-separated list, trimmed; unset means none', () => {
+    expect(loadSettings(['--cors-origins', 'https://a.example, https://b.example:8443'], {}).corsOrigins).toEqual(['https://a.example', 'https://b.example:8443'])
+    expect(loadSettings(['--cors-origins', '*'], {}).corsOrigins).toEqual(['*'])
+    expect(loadSettings([], {}).corsOrigins).toBeUndefined()
+  })
+})
+
+describe('derived defaults', () => {
+  it('sessions per model: 2 with --provider cuda, else 1; threads: the cores shared among them', () => {
+    expect(loadSettings(['--provider', 'cuda'], {}, 16)).toMatchObject({ sessionsPerModel: 2, threadsPerSession: 8 })
+    expect(loadSettings(['--provider', 'cpu'], {}, 16)).toMatchObject({ sessionsPerModel: 1, threadsPerSession: 16 })
+    expect(loadSettings(['--provider', 'auto'], {}, 16)).toMatchObject({ sessionsPerModel: 1, threadsPerSession: 16 })
+    expect(loadSettings(['--sessions-per-model', '3'], {}, 2).threadsPerSession).toBe(1)
+  })
+
+  it('decode concurrency: the cores, at least 2, at most the libuv pool minus one', () => {
+    expect(loadSettings([], {}, 16).decodeConcurrency).toBe(3)
+    expect(loadSettings([], { UV_THREADPOOL_SIZE: '16' }, 8).decodeConcurrency).toBe(8)
+    expect(loadSettings([], { UV_THREADPOOL_SIZE: '16' }, 1).decodeConcurrency).toBe(2)
+  })
+
+  it('a value given wins over the derived one', () => {
+    expect(loadSettings(['--threads-per-session', '5', '--decode-concurrency', '7'], {}, 16)).toMatchObject({ threadsPerSession: 5, decodeConcurrency: 7 })
+  })
+})
+
+describe('refusals name the flag, the variable and the fix', () => {
+  it.each([
+    [['--port', '70000'], {}, /--port=70000 \(flag --port, env PORT\).*use an integer from 0 to 65535/],
+    [[], { PORT: 'eighty' }, /PORT=eighty \(flag --port, env PORT\).*Got "eighty"/],
+    [['--provider', 'tpu'], {}, /use one of: auto, cuda, cpu/],
+    [[], { ALLOW_PARTIAL_START: 'maybe' }, /Got "maybe"; use true or false/],
+    [['--cors-origins', 'https://a.example/path'], {}, /scheme, host and port only, no path/],
+    [['--host', ''], {}, /must be a non-empty string/],
+    [['--no-such-flag'], {}, /Unknown option '--no-such-flag'.*Known flags: --host, --port/]
+  ])('%j %j', (argv, env, message) => {
+    expect(() => loadSettings(argv, env)).toThrow(ConfigError)
+    expect(() => loadSettings(argv, env)).toThrow(message)
+  })
+
+  it('refuses --headers-timeout-ms over --request-timeout-ms: the headers are part of the request', () => {
+    expect(() => loadSettings(['--headers-timeout-ms', '5000', '--request-timeout-ms', '1000'], {})).toThrow(ConfigError)
+    expect(() => loadSettings(['--headers-timeout-ms', '5000', '--request-timeout-ms', '1000'], {})).toThrow(/--request-timeout-ms \(1000\).*lower the first or raise the second/)
+  })
+})
+
+describe('the result', () => {
+  it('is frozen', () => {
+    const settings = loadSettings([], {})
+    expect(Object.isFrozen(settings)).toBe(true)
+    expect(() => {
+      ;(settings as { port: number }).port = 1
+    }).toThrow(TypeError)
+  })
+
+  it('is logged without the API key', () => {
+    const described = describeSettings(loadSettings(['--api-key', 'secret'], {}))
+    expect(described.apiKey).toBe('<set>')
+    expect(JSON.stringify(described)).not.toMatch(/secret/)
+  })
+})

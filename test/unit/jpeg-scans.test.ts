@@ -1,0 +1,86 @@
+import sharp, { type Sharp } from 'sharp'
+import { describe, expect, it } from 'vitest'
+import { countJpegScans } from '../../src/core/jpeg-scans.js'
+import { progressiveJpeg, withExtraScans } from '../fixtures/jpeg-scan-bomb.js'
+import { readPhoto } from '../helpers/photos.js'
+
+/** The JPEG scan counter on files written by sharp (mozjpeg) and on hand-made marker sequences. Unit tier. */
+
+const photo = (): Sharp => sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+
+/** A marker segment: FF, marker, 16-bit length (itself included), payload. */
+function segment(marker: number, payload: number[]): number[] {
+  const length = payload.length + 2
+  return [0xff, marker, length >> 8, length & 0xff, ...payload]
+}
+
+describe('countJpegScans on what encoders write', () => {
+  it('a baseline JPEG has one scan (the fixture photos, and sharp)', async () => {
+    expect(countJpegScans(await readPhoto('chelsea'))).toBe(1)
+    expect(countJpegScans(await photo().jpeg().toBuffer())).toBe(1)
+  })
+
+  it("libjpeg's progressive script: 10 scans for YCbCr, 18 for CMYK (2 + 4 per component)", async () => {
+    expect(countJpegScans(await photo().jpeg({ progressive: true }).toBuffer())).toBe(10)
+    expect(countJpegScans(await photo().toColourspace('cmyk').jpeg({ progressive: true }).toBuffer())).toBe(18)
+  })
+
+  it("mozjpeg's optimised scan script stays well under the default limit of 32", async () => {
+    const scans = countJpegScans(await photo().jpeg({ mozjpeg: true }).toBuffer())
+    expect(scans).toBeGreaterThan(1)
+    expect(scans).toBeLessThanOrEqual(12)
+  })
+})
+
+describe('countJpegScans walks markers as libjpeg reads them', () => {
+  const soi = [0xff, 0xd8]
+  const eoi = [0xff, 0xd9]
+  const sos = segment(0xda, [0x01, 0x01, 0x00, 0x00, 0x3f, 0x00])
+
+  it('skips segment payloads, byte stuffing, fill bytes and restart markers; stops at EOI', () => {
+    const bytes = Uint8Array.from([
+      ...soi,
+      // An APP1 payload holding the bytes of an SOS marker: not a scan.
+      ...segment(0xe1, [0x45, 0x78, 0xff, 0xda, 0x00, 0x08, 0xff, 0xda]),
+      ...segment(0xdb, new Array(65).fill(1)),
+      ...sos,
+      // Entropy-coded data: stuffed 0xFF 0x00, restart markers, then fill bytes before the next marker.
+      0x12, 0xff, 0x00, 0x34, 0xff, 0xd0, 0x56, 0xff, 0x00, 0xff, 0xd1, 0x78, 0xff, 0xff, 0xff,
+      ...sos,
+      0xff, 0x00, 0xff, 0x00,
+      ...eoi,
+      // After EOI nothing is decoded.
+      ...sos,
+      ...sos
+    ])
+    expect(countJpegScans(bytes)).toBe(2)
+  })
+
+  it('counts scans behind bytes that are not a marker, which libjpeg skips with a warning', () => {
+    const bytes = Uint8Array.from([...soi, ...sos, 0x00, 0x11, 0x22, ...sos, 0x33, ...sos, ...eoi])
+    expect(countJpegScans(bytes)).toBe(3)
+  })
+
+  it('a length running past the end, or under 2, ends the walk', () => {
+    expect(countJpegScans(Uint8Array.from([...soi, ...sos, 0xff, 0xda, 0x7f, 0xff, 0x01]))).toBe(2)
+    expect(countJpegScans(Uint8Array.from([...soi, ...sos, 0xff, 0xe0, 0x00, 0x01, ...sos]))).toBe(1)
+    expect(countJpegScans(Uint8Array.from([...soi, 0xff]))).toBe(0)
+    expect(countJpegScans(Uint8Array.from(soi))).toBe(0)
+  })
+})
+
+describe('countJpegScans on scan bombs', () => {
+  it('counts every extra scan of a bomb, and stops once past stopAfter', async () => {
+    const base = await progressiveJpeg(512)
+    const bomb = withExtraScans(base, 512, 5_000)
+    expect(bomb.length).toBeLessThan(base.length + 5_000 * 20)
+    expect(countJpegScans(bomb)).toBe(10 + 5_000)
+    expect(countJpegScans(bomb, 32)).toBe(33)
+  })
+
+  it('the bomb is a JPEG libvips decodes (so the count, not a decoder error, is what stops it)', async () => {
+    const bomb = withExtraScans(await progressiveJpeg(256), 256, 50)
+    const { info } = await sharp(bomb, { failOn: 'truncated' }).raw().toBuffer({ resolveWithObject: true })
+    expect([info.width, info.height]).toEqual([256, 256])
+  })
+})
