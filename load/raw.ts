@@ -12,8 +12,8 @@ import { dirname } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { Provider } from '../src/config.js'
 import { loadModelFolder } from '../src/repository/repository.js'
-import { progress } from './bench-kit.js'
-import { measureRawSession, type RawSessionFigure } from './raw-session.js'
+import { progress } from './kit/progress.js'
+import { measureRawSession, type RawSessionFigure } from './kit/raw-session.js'
 
 const list = (raw: string): string[] => raw.split(',').filter((s) => s.length > 0)
 const numbers = (flag: string, raw: string): number[] =>

@@ -8,7 +8,7 @@
  *   npm run load:classify | load:batch | load:v2 | load:grpc   (one door each, same flags)
  */
 import { existsSync } from 'node:fs'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { availableParallelism, cpus, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -16,9 +16,12 @@ import { pino } from 'pino'
 import type { Provider } from '../src/config.js'
 import { ensureDefaultModel } from '../src/repository/default-model.js'
 import { defaultVariantName, writeModelVariant } from '../src/model-tools/model-variant.js'
-import { progress, type ServerEntry } from './bench-kit.js'
-import { overrideMaxBatch, runScenario, SCENARIO_NAMES, type ScenarioName, type SuiteOptions } from './scenarios.js'
-import { RESULTS_DIR, type ScenarioResult, type SuiteResult } from './suite-results.js'
+import type { ServerEntry } from './kit/bench-server.js'
+import { progress } from './kit/progress.js'
+import type { SuiteOptions } from './kit/scenario-plan.js'
+import { runScenario, skippedScenario } from './kit/scenario-runner.js'
+import { RESULTS_DIR, type ScenarioResult, type SuiteResult } from './kit/suite-results.js'
+import { planScenario, SCENARIO_NAMES, type ScenarioName } from './scenarios/index.js'
 
 export function parseSuiteArgs(argv: string[]): { options: SuiteOptions; outDir: string; maxBatch: number | undefined } {
   const { values } = parseArgs({
@@ -52,7 +55,7 @@ export function parseSuiteArgs(argv: string[]): { options: SuiteOptions; outDir:
   if (!['tsx', 'dist'].includes(values.entry)) throw new Error(`--entry: tsx or dist, got "${values.entry}"`)
   return {
     options: {
-      scenarios: scenarios as ScenarioName[],
+      scenarios,
       repository: values.repository,
       floatModel: values['float-model'],
       uint8Model: values['uint8-model'],
@@ -67,6 +70,21 @@ export function parseSuiteArgs(argv: string[]): { options: SuiteOptions; outDir:
     },
     outDir: values.out,
     maxBatch: values['max-batch'] === undefined ? undefined : positive('max-batch', values['max-batch'])
+  }
+}
+
+/**
+ * Sets every model's dynamic batching bounds in the bench repository (a config override for
+ * GPU-sized runs); the queue bound grows with it so the highest concurrency is not refused.
+ */
+export async function overrideMaxBatch(repository: string, models: readonly string[], maxBatchSize: number): Promise<void> {
+  for (const name of models) {
+    const path = join(repository, name, 'config.json')
+    if (!existsSync(path)) continue
+    const config = JSON.parse(await readFile(path, 'utf8')) as { batching?: { maxBatchSize?: number; maxQueueSize?: number } }
+    const queue = Math.max(config.batching?.maxQueueSize ?? 256, 4 * maxBatchSize)
+    config.batching = { ...config.batching, maxBatchSize, maxQueueSize: queue }
+    await writeFile(path, `${JSON.stringify(config, null, 2)}\n`)
   }
 }
 
@@ -106,8 +124,11 @@ export async function runSuite(argv: string[]): Promise<{ result: SuiteResult; p
   await ensureUint8Variant(options)
   if (maxBatch !== undefined) await overrideMaxBatch(options.repository, [options.floatModel, options.uint8Model], maxBatch)
   const scenarios: ScenarioResult[] = []
-  for (const name of options.scenarios) {
-    const result = await runScenario(name, options)
+  // parseSuiteArgs let only known names through.
+  for (const name of options.scenarios as readonly ScenarioName[]) {
+    const plan = await planScenario(name, options)
+    if (typeof plan === 'string') progress(`${name}: skipped: ${plan}`)
+    const result = typeof plan === 'string' ? skippedScenario(name, plan) : await runScenario(plan, options)
     scenarios.push(result)
     printScenario(result)
   }

@@ -9,7 +9,9 @@ import { addUint8Prologue } from '../src/model-tools/prologue.js'
 import { configFromPreset } from '../src/repository/model-config.js'
 import { syntheticModelRepository } from '../test/helpers/models.js'
 import { photoPaths } from '../test/helpers/photos.js'
-import { median, photoNearest, startBenchServer, type BenchServer } from './bench-kit.js'
+import { startBenchServer, type BenchServer } from './kit/bench-server.js'
+import { photoNearest } from './kit/photos.js'
+import { median } from './kit/stats.js'
 
 /**
  * npm run load:uint8 [-- --rounds N --batches N]

@@ -65,12 +65,12 @@ raw_arg=(); [ -f "$out/raw.json" ] && raw_arg=(--raw "$out/raw.json")
 if want suite; then
   # Each scenario: raw session with $sessions batches in flight, sharp alone on these cores (for
   # /classify), then the service under load. FP32 models; report and charts into $OUT.
-  node dist/load/report.js "${common[@]}" --repository "$(serving fp32 resnet50 resnet50-u8)" --photos "$photos" --out "$out" --scenarios all --report-dir "$out" "${raw_arg[@]}"
+  node dist/load/report/report.js "${common[@]}" --repository "$(serving fp32 resnet50 resnet50-u8)" --photos "$photos" --out "$out" --scenarios all --report-dir "$out" "${raw_arg[@]}"
 fi
 
 if want fp16; then
   mkdir -p "$out/fp16"
-  node dist/load/report.js "${common[@]}" --repository "$(serving fp16 resnet50-fp16 resnet50-u8-fp16)" --photos 500x375 --out "$out/fp16" --float-model resnet50-fp16 --uint8-model resnet50-u8-fp16 \
+  node dist/load/report/report.js "${common[@]}" --repository "$(serving fp16 resnet50-fp16 resnet50-u8-fp16)" --photos 500x375 --out "$out/fp16" --float-model resnet50-fp16 --uint8-model resnet50-u8-fp16 \
     --scenarios classify,classify-uint8,v2-uint8,grpc-uint8 --report-dir "$out/fp16" "${raw_arg[@]}"
 fi
 if want firstrun; then

@@ -49,7 +49,7 @@ export const DEFAULT_DECODE_TIMEOUT_SECONDS = 20
 
 // libvips' operation cache keys on the input buffer and would keep decoded images of past requests alive.
 // sharp.concurrency (libvips threads per image) is left to sharp: 1 under glibc malloc, the cores
-// under jemalloc (the Docker images preload it). Measured with load/decode-memory.ts under jemalloc,
+// under jemalloc (the Docker images preload it). Measured with load/robustness/decode-memory.ts under jemalloc,
 // one thread took 1.7× as long for the same peak and resting RSS; the decode budget bounds how many
 // images decode at once either way.
 sharp.cache(false)
@@ -122,7 +122,7 @@ const SAMPLE_BYTES: Readonly<Record<string, number>> = { uchar: 1, char: 1, usho
 
 /**
  * Per-pixel bytes a loader holds for the whole image, beyond streaming, from peak-RSS measurements
- * of single 7000×7000 decodes (25 MP for AVIF) through this file's pipelines (load/decode-memory.ts
+ * of single 7000×7000 decodes (25 MP for AVIF) through this file's pipelines (load/robustness/decode-memory.ts
  * prints the table again): libwebp decodes to RGBA and libvips copies it (8); libnsgif renders each
  * frame as RGBA (4, +1 margin); libheif + libaom hold YUV planes, reference frames and RGB (18–19
  * measured, 20 per sample); a progressive JPEG's coefficients take 2 bytes per sample of every
@@ -158,7 +158,7 @@ function jpegComponentsPerPixel(metadata: Metadata): number {
  * its loader keeps for the whole image (width × height × channels × bytes per sample, or the
  * format's own figure above), the full-size 8-bit RGB copy that the alpha and enlargement paths
  * make, and row buffers. It is the currency of the decode budget: an upper estimate, so that the
- * budget bounds real memory (measured against peak RSS in load/decode-memory.ts).
+ * budget bounds real memory (measured against peak RSS in load/robustness/decode-memory.ts).
  */
 export function decodeCostBytes(metadata: Metadata, enlarging: boolean): number {
   const { width, height, channels } = metadata

@@ -10,7 +10,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js'
  * KB on the wire, tens of MB decoded) sent together beyond the budget are decoded one at a time or
  * refused with 429 DECODE_QUEUE_FULL and Retry-After, per image on the batch endpoint too; never a
  * 5xx or a crash, and ordinary photos are still answered meanwhile. Memory itself is measured by
- * load/decode-memory.ts, not asserted here.
+ * load/robustness/decode-memory.ts, not asserted here.
  */
 
 const MiB = 2 ** 20

@@ -4,11 +4,12 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import sharp, { type Sharp } from 'sharp'
-import { decodeCostBytes, ImagePreprocessor } from '../src/core/preprocess.js'
-import { configFromPreset } from '../src/repository/model-config.js'
-import { syntheticModelRepository } from '../test/helpers/models.js'
-import { readPhoto } from '../test/helpers/photos.js'
-import { progress, startBenchServer } from './bench-kit.js'
+import { decodeCostBytes, ImagePreprocessor } from '../../src/core/preprocess.js'
+import { configFromPreset } from '../../src/repository/model-config.js'
+import { syntheticModelRepository } from '../../test/helpers/models.js'
+import { readPhoto } from '../../test/helpers/photos.js'
+import { startBenchServer } from '../kit/bench-server.js'
+import { progress } from '../kit/progress.js'
 
 /**
  * What decoding costs in memory, and whether the process gives it back.
@@ -101,7 +102,7 @@ async function calibrateOne(kind: string): Promise<void> {
 }
 
 async function runChild(args: string[], env: Record<string, string> = {}): Promise<string> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'load/decode-memory.ts', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, ['--import', 'tsx', 'load/robustness/decode-memory.ts', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
   const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))

@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import sharp from 'sharp'
 
 /**
- * Hostile inputs for load/attack.ts, each small or legal-looking on the wire and expensive for a
+ * Hostile inputs for load/robustness/attack.ts, each small or legal-looking on the wire and expensive for a
  * server that does not bound its work: built from scratch (or once, cached under .cache/load/),
  * never taken from a real client.
  */

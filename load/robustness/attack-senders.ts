@@ -3,7 +3,7 @@ import { connect } from 'node:net'
 import { Client, Metadata, credentials, status as grpcStatus, type ServiceError as GrpcCallError } from '@grpc/grpc-js'
 
 /**
- * How load/attack.ts sends its requests, each capped in time so that a server that never answers
+ * How load/robustness/attack.ts sends its requests, each capped in time so that a server that never answers
  * costs the harness a bounded wait: fetch for whole bodies, a raw socket for bodies sent slowly or
  * never finished, a gRPC client that sends a message's bytes as they are.
  */

@@ -1,10 +1,10 @@
 import { once } from 'node:events'
 import { readFile, readdir } from 'node:fs/promises'
 import { parentPort, workerData, type Worker } from 'node:worker_threads'
-import { siblingModule, startModuleWorker } from '../src/core/module-worker.js'
+import { siblingModule, startModuleWorker } from '../../src/core/module-worker.js'
 
 /**
- * The watchers of load/attack.ts, in a worker thread of their own so that what the harness does
+ * The watchers of load/robustness/attack.ts, in a worker thread of their own so that what the harness does
  * on its main thread (writing 600 MB to stalled sockets, building bodies) never delays a probe
  * and shows up as the server's latency. While started, it probes GET /health/live (one at a time,
  * 100 ms apart), samples the server's VmRSS every 25 ms, and classifies a good photo every second;

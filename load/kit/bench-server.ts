@@ -1,82 +1,10 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { existsSync } from 'node:fs'
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
-import sharp from 'sharp'
+import { progress } from './progress.js'
 
-/** Shared pieces of the load scripts: progress on stderr, a server process and its CPU time, photos, statistics. */
-
-export function progress(message: string): void {
-  process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${message}\n`)
-}
-
-/** The item with the largest `key` (the first of equals); `items` must not be empty. */
-export function maxBy<T>(items: readonly T[], key: (item: T) => number): T {
-  return items.reduce((best, item) => (key(item) > key(best) ? item : best))
-}
-
-export function median(values: readonly number[]): number {
-  const s = [...values].sort((a, b) => a - b)
-  const mid = s.length >> 1
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
-}
-
-export interface LatencySummary {
-  readonly p50: number
-  readonly p95: number
-  readonly p99: number
-}
-
-/** Nearest-rank percentiles of latencies in ms; zeros when nothing completed. */
-export function latencySummary(latenciesMs: readonly number[]): LatencySummary {
-  if (latenciesMs.length === 0) return { p50: 0, p95: 0, p99: 0 }
-  const s = Float64Array.from(latenciesMs).sort()
-  const at = (p: number): number => s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!
-  return { p50: at(50), p95: at(95), p99: at(99) }
-}
-
-const PHOTOS = 'test/fixtures/photos'
-
-export interface BenchPhoto {
-  readonly path: string
-  readonly width: number
-  readonly height: number
-  readonly bytes: Buffer
-}
-
-async function readPhoto(path: string): Promise<BenchPhoto> {
-  const bytes = await readFile(path)
-  const { width = 0, height = 0 } = await sharp(bytes).metadata()
-  return { path, width, height, bytes }
-}
-
-/** The test photo whose size is closest to width×height. */
-export async function photoNearest(width: number, height: number): Promise<BenchPhoto> {
-  let best: { photo: BenchPhoto; score: number } | undefined
-  for (const name of (await readdir(PHOTOS)).filter((f) => f.endsWith('.jpg'))) {
-    const photo = await readPhoto(join(PHOTOS, name))
-    const score = Math.abs(photo.width - width) + Math.abs(photo.height - height)
-    if (best === undefined || score < best.score) best = { photo, score }
-  }
-  if (best === undefined) throw new Error(`no JPEG in ${PHOTOS}`)
-  return best.photo
-}
-
-/**
- * A camera-sized JPEG (no fixture is that large): the 1024×768 photo enlarged with sharp, written
- * once under .cache/ so every run sends the same bytes.
- */
-export async function largePhoto(width = 4000, height = 3000): Promise<BenchPhoto> {
-  const path = `.cache/load/photo-${width}x${height}.jpg`
-  if (!existsSync(path)) {
-    const source = await photoNearest(1024, 768)
-    await mkdir('.cache/load', { recursive: true })
-    await writeFile(path, await sharp(source.bytes).resize(width, height, { fit: 'fill' }).jpeg({ quality: 90 }).toBuffer())
-  }
-  return readPhoto(path)
-}
+/** The service under load, in a process of its own: started on free ports, its CPU time read from /proc. */
 
 /** Which build of the service a load run starts: the TypeScript sources (tsx) or the compiled dist/ (the GPU host has no tsx). */
 export type ServerEntry = 'tsx' | 'dist'

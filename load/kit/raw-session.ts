@@ -1,11 +1,11 @@
 import { once } from 'node:events'
 import { availableParallelism } from 'node:os'
 import type { Worker } from 'node:worker_threads'
-import type { Provider } from '../src/config.js'
-import { siblingModule, startModuleWorker } from '../src/core/module-worker.js'
-import type { SessionSettings } from '../src/core/onnx-session.js'
-import type { ModelConfig } from '../src/repository/model-config.js'
-import { median } from './bench-kit.js'
+import type { Provider } from '../../src/config.js'
+import { siblingModule, startModuleWorker } from '../../src/core/module-worker.js'
+import type { SessionSettings } from '../../src/core/onnx-session.js'
+import type { ModelConfig } from '../../src/repository/model-config.js'
+import { median } from './stats.js'
 
 /**
  * The yardstick every load scenario is divided by: the model's ONNX Runtime session(s) fed ready

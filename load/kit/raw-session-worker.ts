@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads'
-import { openSession } from '../src/core/onnx-session.js'
+import { openSession } from '../../src/core/onnx-session.js'
 import type { RawWorkerInit, RawWorkerMessage, RawWorkerRequest } from './raw-session.js'
 
 /**

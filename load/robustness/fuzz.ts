@@ -1,8 +1,8 @@
 import { parseArgs } from 'node:util'
 import fc from 'fast-check'
-import { syntheticModelRepository } from '../test/helpers/models.js'
-import { readPhoto } from '../test/helpers/photos.js'
-import { startServerProcess } from '../test/helpers/process.js'
+import { syntheticModelRepository } from '../../test/helpers/models.js'
+import { readPhoto } from '../../test/helpers/photos.js'
+import { startServerProcess } from '../../test/helpers/process.js'
 
 /**
  * Property-based fuzzing of the HTTP door (fast-check): generated requests to POST /classify, the

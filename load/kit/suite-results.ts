@@ -1,6 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { LatencySummary } from './bench-kit.js'
+import { maxBy, type LatencySummary } from './stats.js'
 import type { RawSessionFigure } from './raw-session.js'
 import type { ServerWindow } from './server-observation.js'
 
@@ -67,4 +67,9 @@ export async function readSuiteResult(path: string): Promise<SuiteResult> {
     ...result,
     scenarios: result.scenarios.map((s) => ({ ...s, levels: s.levels.map((l) => ({ ...l, rawImagesPerSecond: l.rawImagesPerSecond ?? s.rawBestImagesPerSecond })) }))
   }
+}
+
+/** The level with the highest concurrency: where a door is at its busiest. */
+export function highest(levels: readonly LevelResult[]): LevelResult {
+  return maxBy(levels, (l) => l.concurrency)
 }

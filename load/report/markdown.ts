@@ -1,148 +1,11 @@
-/**
- * Writes docs/load-report.md and its charts (docs/load-report/*.svg, vega-lite rendered headless)
- * from one load-suite run: a fresh one (flags after -- go to the suite), or a saved JSON.
- *
- *   npm run load:report -- [suite flags]                     run the suite, then write the report
- *   npm run load:report -- --from [load/results/suite-….json | latest]
- *   npm run load:report -- --from latest --report-dir $OUT   write elsewhere (the GPU run)
- *   npm run load:report -- … --raw load/results/raw.json      add the raw-session table of npm run load:raw
- */
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
-import { basename, join, relative } from 'node:path'
-import * as vega from 'vega'
-import { compile, type TopLevelSpec } from 'vega-lite'
-import { maxBy, progress } from './bench-kit.js'
-import { runSuite } from './suite.js'
-import { latestResultFile, readSuiteResult, type LevelResult, type ScenarioResult, type SuiteResult } from './suite-results.js'
-
-function takeOption(argv: string[], name: string): string | undefined {
-  const i = argv.indexOf(name)
-  if (i < 0) return undefined
-  const value = argv[i + 1]
-  argv.splice(i, 2)
-  return value
-}
-
-interface Series {
-  readonly scenario: ScenarioResult
-  readonly group: string
-  readonly label: string
-  readonly levels: readonly LevelResult[]
-}
-
-/** One line per (scenario, group): e.g. "classify · 1024×768". */
-function seriesOf(result: SuiteResult): Series[] {
-  const series: Series[] = []
-  for (const scenario of result.scenarios) {
-    const groups = [...new Set(scenario.levels.map((l) => l.group))]
-    for (const group of groups) {
-      const label = groups.length > 1 ? `${scenario.name} · ${group}` : scenario.name
-      series.push({ scenario, group, label, levels: scenario.levels.filter((l) => l.group === group) })
-    }
-  }
-  return series
-}
-
-const highest = (levels: readonly LevelResult[]): LevelResult => maxBy(levels, (l) => l.concurrency)
-
-async function renderSvg(spec: TopLevelSpec): Promise<string> {
-  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' })
-  return view.toSVG()
-}
-
-function charts(result: SuiteResult): Record<string, TopLevelSpec> {
-  const series = seriesOf(result)
-  const levelsRun = [...new Set(result.scenarios.flatMap((s) => s.levels.map((l) => l.concurrency)))].sort((a, b) => a - b)
-  const concurrencyAxis = { field: 'concurrency', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: levelsRun }, title: 'concurrent requests' } as const
-  const throughput = series.flatMap((s) => s.levels.map((l) => ({ series: s.label, concurrency: l.concurrency, imagesPerSecond: l.imagesPerSecond })))
-  const rawLines = result.scenarios.filter((s) => s.levels.length > 0).map((s) => ({ series: `raw session (${s.name} run)`, raw: s.rawBestImagesPerSecond }))
-  const latency = series.flatMap((s) =>
-    s.levels.flatMap((l) => (['p50', 'p95', 'p99'] as const).map((p) => ({ series: s.label, concurrency: l.concurrency, percentile: p, ms: l.latencyMs[p] })))
-  )
-  const batches = series.flatMap((s) => {
-    const top = highest(s.levels)
-    return top.server.batchSizes.map((b, order) => ({ series: `${s.label} (c=${top.concurrency})`, range: b.range, order, executions: b.count }))
-  })
-  const stages = series.flatMap((s) => {
-    const t = highest(s.levels).server.stages
-    return [
-      { series: s.label, stage: '1 queue', ms: t.queueMs },
-      { series: s.label, stage: '2 preprocess', ms: t.preprocessMs },
-      { series: s.label, stage: '3 inference (batch)', ms: t.inferenceMs },
-      { series: s.label, stage: '4 postprocess', ms: t.postprocessMs }
-    ]
-  })
-  return {
-    throughput: {
-      title: `Images/s vs concurrency (${result.provider}, ${result.host.cores} cores); dashed: raw ONNX Runtime session`,
-      width: 560,
-      height: 320,
-      layer: [
-        {
-          data: { values: throughput },
-          mark: { type: 'line', point: true },
-          encoding: { x: concurrencyAxis, y: { field: 'imagesPerSecond', type: 'quantitative', title: 'images/s' }, color: { field: 'series', type: 'nominal' } }
-        },
-        {
-          data: { values: rawLines },
-          mark: { type: 'rule', strokeDash: [4, 4], opacity: 0.5 },
-          encoding: { y: { field: 'raw', type: 'quantitative' }, tooltip: { field: 'series' } }
-        }
-      ]
-    },
-    latency: {
-      title: 'Latency percentiles vs concurrency (client side)',
-      data: { values: latency },
-      facet: { field: 'series', type: 'nominal', title: null },
-      columns: 4,
-      resolve: { scale: { y: 'independent' } },
-      spec: {
-        width: 200,
-        height: 150,
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: concurrencyAxis,
-          y: { field: 'ms', type: 'quantitative', title: 'ms' },
-          color: { field: 'percentile', type: 'nominal', sort: ['p50', 'p95', 'p99'] }
-        }
-      }
-    },
-    'batch-sizes': {
-      title: 'Model executions by batch size at the highest concurrency (resnet_serve_batch_size from /metrics)',
-      data: { values: batches },
-      facet: { field: 'series', type: 'nominal', title: null },
-      columns: 4,
-      resolve: { scale: { y: 'independent' } },
-      spec: {
-        width: 200,
-        height: 130,
-        mark: 'bar',
-        encoding: {
-          x: { field: 'range', type: 'ordinal', sort: { field: 'order' }, title: 'images per execution' },
-          y: { field: 'executions', type: 'quantitative' }
-        }
-      }
-    },
-    stages: {
-      title: "Where a request's time goes at the highest concurrency (mean ms per image, stage histograms from /metrics)",
-      data: { values: stages },
-      width: 560,
-      height: { step: 22 },
-      mark: 'bar',
-      encoding: {
-        y: { field: 'series', type: 'nominal', title: null },
-        x: { field: 'ms', type: 'quantitative', title: 'ms', stack: 'zero' },
-        color: { field: 'stage', type: 'nominal', sort: 'ascending' },
-        order: { field: 'stage' }
-      }
-    }
-  }
-}
+import { join, relative } from 'node:path'
+import { maxBy } from '../kit/stats.js'
+import { highest, type ScenarioResult, type SuiteResult } from '../kit/suite-results.js'
 
 const f1 = (n: number): string => n.toFixed(1)
 
 /** What `npm run load:raw` writes: raw sessions alone, several models, batches and batches in flight. */
-interface RawFile {
+export interface RawFile {
   readonly provider: string
   readonly cores: number
   readonly seconds: number
@@ -293,7 +156,8 @@ function noiseLine(result: SuiteResult): string {
   return ranges.length === 0 ? '' : `In this run the raw session measured before each level ranged: ${ranges.join(', ')} images/s.`
 }
 
-function markdown(result: SuiteResult, source: string, chartDir: string, reportPath: string, chartNames: readonly string[], raw: { file: RawFile; source: string } | undefined): string {
+/** The report's Markdown: how the figures are taken, the targets, the raw sessions, the charts, every scenario. */
+export function reportMarkdown(result: SuiteResult, source: string, chartDir: string, reportPath: string, chartNames: readonly string[], raw: { file: RawFile; source: string } | undefined): string {
   const rel = (name: string): string => relative(join(reportPath, '..'), join(chartDir, `${name}.svg`))
   const loadAverage = result.host.loadAverageAtStart.map((n) => n.toFixed(2)).join(' ')
   return [
@@ -335,33 +199,3 @@ function markdown(result: SuiteResult, source: string, chartDir: string, reportP
     ''
   ].join('\n')
 }
-
-async function main(argv: string[]): Promise<void> {
-  const args = [...argv]
-  const from = takeOption(args, '--from')
-  const reportDir = takeOption(args, '--report-dir')
-  const rawPath = takeOption(args, '--raw')
-  const raw = rawPath === undefined ? undefined : { file: JSON.parse(await readFile(rawPath, 'utf8')) as RawFile, source: basename(rawPath) }
-  const reportPath = reportDir === undefined ? 'docs/load-report.md' : join(reportDir, 'load-report.md')
-  const chartDir = reportDir === undefined ? 'docs/load-report' : join(reportDir, 'load-report')
-  let result: SuiteResult
-  let source: string
-  if (from === undefined) {
-    const run = await runSuite(args)
-    result = run.result
-    source = run.path
-  } else {
-    source = from === 'latest' ? await latestResultFile(takeOption(args, '--results') ?? undefined) : from
-    result = await readSuiteResult(source)
-  }
-  await mkdir(chartDir, { recursive: true })
-  const specs = charts(result)
-  for (const [name, spec] of Object.entries(specs)) {
-    await writeFile(join(chartDir, `${name}.svg`), await renderSvg(spec))
-    progress(`chart ${join(chartDir, `${name}.svg`)}`)
-  }
-  await writeFile(reportPath, markdown(result, basename(source), chartDir, reportPath, Object.keys(specs), raw))
-  progress(`report ${reportPath}`)
-}
-
-await main(process.argv.slice(2))

@@ -1,8 +1,8 @@
 import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { loadSettings } from '../src/config.js'
-import { syntheticModelRepository } from '../test/helpers/models.js'
+import { loadSettings } from '../../src/config.js'
+import { syntheticModelRepository } from '../../test/helpers/models.js'
 import {
   bulkySvg,
   deepV2Json,
@@ -15,7 +15,9 @@ import {
 } from './attack-inputs.js'
 import { ProbeThread, openFds, rssMiB, type ProbeReport } from './attack-probes.js'
 import { sendHttp, sendModelInfer, sendRaw, type Outcome } from './attack-senders.js'
-import { median, progress, startBenchServer, type BenchServer } from './bench-kit.js'
+import { startBenchServer, type BenchServer } from '../kit/bench-server.js'
+import { progress } from '../kit/progress.js'
+import { median } from '../kit/stats.js'
 
 /**
  * Admission under attack: each class of hostile request (bodies that are cheap to send and costly

@@ -1,4 +1,4 @@
-import type { BenchServer } from './bench-kit.js'
+import type { BenchServer } from './bench-server.js'
 import { bucketShares, histogramDifference, histogramOf, parsePrometheusText, totalOf, type PrometheusSample } from './prometheus-text.js'
 
 /**

@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
-import { badInputCorpus, CORPUS_SERVER_FLAGS } from '../test/fixtures/bad-inputs.js'
-import { syntheticModelRepository } from '../test/helpers/models.js'
-import { photoPaths } from '../test/helpers/photos.js'
-import { startServerProcess } from '../test/helpers/process.js'
+import { badInputCorpus, CORPUS_SERVER_FLAGS } from '../../test/fixtures/bad-inputs.js'
+import { syntheticModelRepository } from '../../test/helpers/models.js'
+import { photoPaths } from '../../test/helpers/photos.js'
+import { startServerProcess } from '../../test/helpers/process.js'
 
 /**
  * Soak: --minutes (default 10) of mixed traffic against a server process, one good photo to two

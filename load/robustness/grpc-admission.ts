@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { status } from '@grpc/grpc-js'
-import { grpcTestClient, type GrpcCallError } from '../test/helpers/grpc.js'
-import { syntheticModelRepository } from '../test/helpers/models.js'
-import { startBenchServer } from './bench-kit.js'
-import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../test/helpers/protobuf-wire.js'
+import { grpcTestClient, type GrpcCallError } from '../../test/helpers/grpc.js'
+import { syntheticModelRepository } from '../../test/helpers/models.js'
+import { startBenchServer } from '../kit/bench-server.js'
+import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/helpers/protobuf-wire.js'
 
 /**
  * What hostile ModelInfer messages cost the gRPC door: each is sent once to a server process
@@ -14,7 +14,7 @@ import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../test/hel
  * that writes the message), RSS before → peak → 2 s after. A last row sends a legitimate FP32
  * batch of --items images, which must be answered OK.
  *
- *   npx tsx load/grpc-admission.ts [--megabytes 16] [--items 64]
+ *   npm run load:grpc-admission -- [--megabytes 16] [--items 64]
  */
 
 const { values } = parseArgs({ options: { megabytes: { type: 'string', default: '16' }, items: { type: 'string', default: '64' } } })
