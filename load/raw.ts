@@ -1,6 +1,6 @@
 /**
  * The raw ONNX Runtime session alone, for several models, batch sizes and batches in flight (one
- * worker thread per session): what the GPU targets of issue 5 are stated in. Writes a Markdown table
+ * worker thread per session): the figure the GPU throughput target is stated in. Writes a Markdown table
  * to stdout and the figures as JSON.
  *
  *   npm run load:raw -- [--models resnet50,resnet50-u8-fp16] [--batches 1,64,256] [--in-flight 1,2]

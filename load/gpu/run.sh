@@ -7,7 +7,7 @@
 # Parts, so that each device command stays under its 10-minute limit if one run of all does not:
 #   models  the synthetic ResNet-50 and its variants -u8, -fp16, -u8-fp16 (UINT8 prologue, FP16)
 #   raw     the raw sessions alone: the four models at batch 256, 1 and 2 batches in flight
-#           (the GPU target: -u8-fp16 with two or more in flight >= 8,500 images/s)
+#           (the GPU target: -u8-fp16 with two or more in flight >= 8,500 images/s)
 #   suite   every door against --provider cuda with the FP32 models, report with charts
 #   fp16    /classify, /v2 and gRPC with the UINT8+FP16 model (the fastest path), its own report
 #   firstrun  the first runs of each batch size on one session (what warm-up must cover), first-run.md

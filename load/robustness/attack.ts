@@ -276,7 +276,7 @@ interface Checks {
   readonly rssAfter: boolean
   readonly no5xx: boolean
   readonly fds: boolean
-  /** Undefined where the issue names no answer. */
+  /** Undefined for an attack with no `expected` answers: only that the server copes is checked. */
   readonly answer: boolean | undefined
 }
 

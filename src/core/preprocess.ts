@@ -14,7 +14,7 @@ import { countJpegScans } from './jpeg-scans.js'
  *
  * - shorter side → `resize`, longer side → trunc(resize × long / short), resized with `fit: 'fill'`
  *   and a linear (triangle) kernel that widens with the scale factor, as PIL's antialiased
- *   bilinear does; no shrink-on-load, which would move pixels (MEASUREMENTS.md);
+ *   bilinear does; no shrink-on-load, which would move pixels (the figures: docs/models.md);
  * - centre crop at round-half-to-even((size − crop) / 2), Python's round().
  *
  * Colour: EXIF orientation is applied first; embedded ICC profiles and CMYK are converted to sRGB

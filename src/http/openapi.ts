@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import { PACKAGE_NAME, PACKAGE_VERSION } from '../package-version.js'
 
 /**
- * OpenAPI 3 built from the route schemas (habit 5: every route declares them), served as JSON at
+ * OpenAPI 3 built from the route schemas (every route declares them), served as JSON at
  * /docs/json and as Swagger UI at /docs.
  *
  * Register before any route: @fastify/swagger learns routes through an onRoute hook, so routes
