@@ -12,7 +12,12 @@ export interface ServerProcess {
   stderr(): string
 }
 
-/** Runs the real entry point (src/main.ts under tsx) and waits for its "HTTP listening" line. */
+/**
+ * Runs the real entry point (src/main.ts under tsx) and waits until it has started: its "gRPC
+ * listening" line, the last of start-up. Only from then on does it handle SIGTERM; a signal that
+ * came right after "HTTP listening" could kill it with the default action (regression: a flaky
+ * exit by signal instead of code 0 when the machine was busy).
+ */
 export async function startServerProcess(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', ...args], {
     env: { ...process.env, LOG_LEVEL: 'info', ...env },
@@ -22,12 +27,14 @@ export async function startServerProcess(args: string[], env: Record<string, str
   const logs: Array<Record<string, unknown>> = []
   let stderr = ''
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+  let httpAddress: string | undefined
   const url = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       try {
         const entry = JSON.parse(line) as Record<string, unknown>
         logs.push(entry)
-        if (entry.msg === 'HTTP listening') resolve(String(entry.address))
+        if (entry.msg === 'HTTP listening') httpAddress = String(entry.address)
+        if (entry.msg === 'gRPC listening' && httpAddress !== undefined) resolve(httpAddress)
       } catch {
         // not a log line
       }

@@ -25,11 +25,14 @@ async function npmStart(repository: string): Promise<Started> {
   const exited = once(npm, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
   let stderr = ''
   npm.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))
+  // Up once it logs "gRPC listening", the last start-up line: only then does it handle SIGTERM.
+  let http: { url: string; serverPid: number } | undefined
   const started = await new Promise<{ url: string; serverPid: number }>((resolve, reject) => {
     createInterface({ input: npm.stdout! }).on('line', (line) => {
       try {
         const entry = JSON.parse(line) as Record<string, unknown>
-        if (entry.msg === 'HTTP listening') resolve({ url: String(entry.address), serverPid: Number(entry.pid) })
+        if (entry.msg === 'HTTP listening') http = { url: String(entry.address), serverPid: Number(entry.pid) }
+        if (entry.msg === 'gRPC listening' && http !== undefined) resolve(http)
       } catch {
         // npm's own lines
       }
