@@ -1,4 +1,5 @@
 import js from '@eslint/js'
+import prettier from 'eslint-config-prettier/flat'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
@@ -8,7 +9,9 @@ export default tseslint.config(
   {
     // The demo page's script runs in the browser, not in Node.
     files: ['src/http/ui/**/*.js'],
-    languageOptions: { globals: { document: 'readonly', fetch: 'readonly', URL: 'readonly', URLSearchParams: 'readonly', AbortController: 'readonly' } }
+    languageOptions: {
+      globals: { document: 'readonly', fetch: 'readonly', URL: 'readonly', URLSearchParams: 'readonly', AbortController: 'readonly' }
+    }
   },
   {
     languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly' } },
@@ -19,5 +22,7 @@ export default tseslint.config(
       eqeqeq: ['error', 'smart'],
       'prefer-const': 'error'
     }
-  }
+  },
+  // Last: turns off every rule about layout, which is prettier's alone (npm run format).
+  prettier
 )

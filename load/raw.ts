@@ -62,9 +62,12 @@ try {
       }
     }
   }
-  console.log(`Raw ONNX Runtime sessions, provider ${values.provider}, ${availableParallelism()} cores, ${seconds} s per figure, one worker thread per session in flight.\n`)
+  console.log(
+    `Raw ONNX Runtime sessions, provider ${values.provider}, ${availableParallelism()} cores, ${seconds} s per figure, one worker thread per session in flight.\n`
+  )
   console.log('| model | input | batch | in flight | images/s | median run ms |\n|---|---|---|---|---|---|')
-  for (const r of rows) console.log(`| ${r.model} | ${r.datatype} | ${r.batch} | ${r.inFlight} | ${r.imagesPerSecond.toFixed(1)} | ${r.medianMs.toFixed(1)} |`)
+  for (const r of rows)
+    console.log(`| ${r.model} | ${r.datatype} | ${r.batch} | ${r.inFlight} | ${r.imagesPerSecond.toFixed(1)} | ${r.medianMs.toFixed(1)} |`)
   await mkdir(dirname(values.out), { recursive: true })
   await writeFile(values.out, `${JSON.stringify({ provider: values.provider, cores: availableParallelism(), seconds, rows }, null, 2)}\n`)
   progress(`results: ${values.out}`)

@@ -45,7 +45,9 @@ export function parseSuiteArgs(argv: string[]): { options: SuiteOptions; outDir:
     }
   })
   const scenarios = values.scenarios === 'all' ? [...SCENARIO_NAMES] : values.scenarios.split(',')
-  for (const s of scenarios) if (!(SCENARIO_NAMES as readonly string[]).includes(s)) throw new Error(`--scenarios: unknown "${s}"; use all or some of ${SCENARIO_NAMES.join(', ')}`)
+  for (const s of scenarios)
+    if (!(SCENARIO_NAMES as readonly string[]).includes(s))
+      throw new Error(`--scenarios: unknown "${s}"; use all or some of ${SCENARIO_NAMES.join(', ')}`)
   const positive = (flag: string, raw: string): number => {
     const n = Number(raw)
     if (!(n > 0)) throw new Error(`--${flag} must be a positive number, got "${raw}"`)
@@ -60,7 +62,8 @@ export function parseSuiteArgs(argv: string[]): { options: SuiteOptions; outDir:
       floatModel: values['float-model'],
       uint8Model: values['uint8-model'],
       provider: values.provider as Provider,
-      sessionsPerModel: values['sessions-per-model'] === undefined ? undefined : positive('sessions-per-model', values['sessions-per-model']),
+      sessionsPerModel:
+        values['sessions-per-model'] === undefined ? undefined : positive('sessions-per-model', values['sessions-per-model']),
       entry: values.entry as ServerEntry,
       durationSeconds: positive('duration', values.duration),
       concurrency: values.concurrency.split(',').map((c) => positive('concurrency', c)),
@@ -92,9 +95,13 @@ function printScenario(result: ScenarioResult): void {
   console.log(`\n## ${result.name}: ${result.title}`)
   if (result.skipped !== undefined) console.log(`skipped: ${result.skipped}`)
   if (result.rawSession.length === 0) return
-  console.log(`raw session (${result.model}): ${result.rawSession.map((r) => `batch ${r.batch} × ${r.inFlight} in flight ${r.imagesPerSecond.toFixed(1)} images/s`).join('; ')}`)
+  console.log(
+    `raw session (${result.model}): ${result.rawSession.map((r) => `batch ${r.batch} × ${r.inFlight} in flight ${r.imagesPerSecond.toFixed(1)} images/s`).join('; ')}`
+  )
   for (const [name, value] of Object.entries(result.extra)) console.log(`${name}: ${value.toFixed(1)}`)
-  console.log('| group | concurrency | images/s | raw just before | × raw | p50 ms | p95 ms | p99 ms | errors | CPU s/image | mean batch | loop p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|')
+  console.log(
+    '| group | concurrency | images/s | raw just before | × raw | p50 ms | p95 ms | p99 ms | errors | CPU s/image | mean batch | loop p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|'
+  )
   for (const l of result.levels) {
     console.log(
       `| ${l.group} | ${l.concurrency} | ${l.imagesPerSecond.toFixed(1)} | ${l.rawImagesPerSecond.toFixed(1)} | ${l.ratioToRaw.toFixed(3)} | ${l.latencyMs.p50.toFixed(0)} | ${l.latencyMs.p95.toFixed(0)} | ${l.latencyMs.p99.toFixed(0)} | ${l.errors} | ` +

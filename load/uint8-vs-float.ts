@@ -100,7 +100,9 @@ const sessions = await Promise.all(
       interOpNumThreads: 1
     })
     const feeds = {
-      [session.inputNames[0]!]: v.uint8 ? new ort.Tensor('uint8', batchPixels, [BATCH, CROP, CROP, 3]) : new ort.Tensor('float32', batchFloats, [BATCH, 3, CROP, CROP])
+      [session.inputNames[0]!]: v.uint8
+        ? new ort.Tensor('uint8', batchPixels, [BATCH, CROP, CROP, 3])
+        : new ort.Tensor('float32', batchFloats, [BATCH, 3, CROP, CROP])
     }
     await session.run(feeds)
     return { ...v, session, feeds, seconds: 0 }
@@ -116,7 +118,9 @@ for (let b = 0; b < BATCHES; b++) {
 const base = (BATCHES * BATCH) / sessions[0]!.seconds
 for (const s of sessions) {
   const rate = (BATCHES * BATCH) / s.seconds
-  console.log(`raw session, batch ${BATCH}, ${s.name.padEnd(15)} ${rate.toFixed(1).padStart(6)} images/s  (× ${(rate / base).toFixed(3)} of float32)`)
+  console.log(
+    `raw session, batch ${BATCH}, ${s.name.padEnd(15)} ${rate.toFixed(1).padStart(6)} images/s  (× ${(rate / base).toFixed(3)} of float32)`
+  )
   await s.session.release()
 }
 
@@ -127,7 +131,11 @@ async function serverCpuPerImage(server: BenchServer, model: string, jpeg: Buffe
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next++ < images) {
-        const res = await fetch(`${server.url}/classify?model=${model}`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: jpeg })
+        const res = await fetch(`${server.url}/classify?model=${model}`, {
+          method: 'POST',
+          headers: { 'content-type': 'image/jpeg' },
+          body: jpeg
+        })
         if (res.status !== 200) throw new Error(`${model}: HTTP ${res.status} ${await res.text()}`)
         await res.arrayBuffer()
       }
@@ -154,13 +162,19 @@ try {
     }
     const floatMs = median(perImage.resnet50) * 1000
     const uint8Ms = median(perImage['resnet50-u8']) * 1000
-    console.log(`through the service (/classify, 500×375 JPEG, ${SERVER_IMAGES} images × ${ROUNDS} turns each, concurrency ${SERVER_CONCURRENCY}), server CPU per image, median of turns:`)
-    console.log(`  float32 model ${floatMs.toFixed(1)} ms, uint8 prologue model ${uint8Ms.toFixed(1)} ms: ratio float/uint8 ${(floatMs / uint8Ms).toFixed(3)}`)
+    console.log(
+      `through the service (/classify, 500×375 JPEG, ${SERVER_IMAGES} images × ${ROUNDS} turns each, concurrency ${SERVER_CONCURRENCY}), server CPU per image, median of turns:`
+    )
+    console.log(
+      `  float32 model ${floatMs.toFixed(1)} ms, uint8 prologue model ${uint8Ms.toFixed(1)} ms: ratio float/uint8 ${(floatMs / uint8Ms).toFixed(3)}`
+    )
     const turns = (xs: number[]): string => xs.map((x) => (x * 1000).toFixed(1)).join(' ')
     console.log(`  turns (ms): float32 ${turns(perImage.resnet50)}; uint8 ${turns(perImage['resnet50-u8'])}`)
     // Turns of one round ran back to back: their ratio cancels the machine's slower drift.
     const ratios = perImage.resnet50.map((f, i) => f / perImage['resnet50-u8'][i]!)
-    console.log(`  per round float/uint8: median ${median(ratios).toFixed(3)}; uint8 cheaper in ${ratios.filter((r) => r > 1).length} of ${ratios.length} rounds`)
+    console.log(
+      `  per round float/uint8: median ${median(ratios).toFixed(3)}; uint8 cheaper in ${ratios.filter((r) => r > 1).length} of ${ratios.length} rounds`
+    )
   } finally {
     await server.stop()
   }

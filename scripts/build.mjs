@@ -30,7 +30,9 @@ if (ifStale && existsSync(stamp) && statSync(stamp).mtimeMs >= newestInput()) pr
 
 const started = Date.now()
 if (ifStale) console.error('resnet-serve: sources changed since the last build; compiling (tsc) …')
-const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.build.json')], { stdio: 'inherit' })
+const tsc = spawnSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.build.json')], {
+  stdio: 'inherit'
+})
 if (tsc.status !== 0) process.exit(tsc.status ?? 1)
 rmSync(join(root, 'dist/src/http/ui'), { recursive: true, force: true })
 cpSync(join(root, 'src/http/ui'), join(root, 'dist/src/http/ui'), { recursive: true })

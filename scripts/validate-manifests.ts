@@ -61,7 +61,8 @@ const CORE_SCHEMAS: Record<string, Validator> = {
   'autoscaling/v2 HorizontalPodAutoscaler': (b) => new HorizontalPodAutoscaler(b as never)
 }
 
-const schemaMessage = (err: unknown, from: string, to: string): string => (err instanceof Error ? err.message : String(err)).replaceAll(from, to)
+const schemaMessage = (err: unknown, from: string, to: string): string =>
+  (err instanceof Error ? err.message : String(err)).replaceAll(from, to)
 
 /** Validates containers against core/v1 Container by wrapping them in a Pod; paths are rewritten to `where`. */
 function checkContainersSchema(containers: unknown[], where: string, problems: string[]): void {
@@ -73,15 +74,50 @@ function checkContainersSchema(containers: unknown[], where: string, problems: s
 }
 
 function checkKeys(value: Obj, known: readonly string[], where: string, problems: string[]): void {
-  for (const key of Object.keys(value)) if (!known.includes(key)) problems.push(`${where}: unknown field "${key}" (known: ${known.join(', ')})`)
+  for (const key of Object.keys(value))
+    if (!known.includes(key)) problems.push(`${where}: unknown field "${key}" (known: ${known.join(', ')})`)
 }
 
 // KServe's Go types (pkg/apis/serving): ServingRuntimeSpec with its inlined ServingRuntimePodSpec,
 // SupportedModelFormat, ComponentExtensionSpec, and the protocol and scale-metric enums.
-const SERVING_RUNTIME_SPEC = ['supportedModelFormats', 'multiModel', 'disabled', 'protocolVersions', 'workerSpec', 'containers', 'volumes', 'nodeSelector', 'affinity', 'tolerations', 'labels', 'annotations', 'imagePullSecrets', 'hostIPC', 'grpcEndpoint', 'grpcDataEndpoint', 'httpDataEndpoint', 'replicas', 'storageHelper', 'builtInAdapter']
+const SERVING_RUNTIME_SPEC = [
+  'supportedModelFormats',
+  'multiModel',
+  'disabled',
+  'protocolVersions',
+  'workerSpec',
+  'containers',
+  'volumes',
+  'nodeSelector',
+  'affinity',
+  'tolerations',
+  'labels',
+  'annotations',
+  'imagePullSecrets',
+  'hostIPC',
+  'grpcEndpoint',
+  'grpcDataEndpoint',
+  'httpDataEndpoint',
+  'replicas',
+  'storageHelper',
+  'builtInAdapter'
+]
 const MODEL_FORMAT = ['name', 'version', 'autoSelect', 'priority']
 const PROTOCOLS = ['v1', 'v2', 'grpc-v1', 'grpc-v2']
-const COMPONENT_EXTENSION = ['minReplicas', 'maxReplicas', 'scaleTarget', 'scaleMetric', 'containerConcurrency', 'timeout', 'canaryTrafficPercent', 'logger', 'batcher', 'labels', 'annotations', 'deploymentStrategy']
+const COMPONENT_EXTENSION = [
+  'minReplicas',
+  'maxReplicas',
+  'scaleTarget',
+  'scaleMetric',
+  'containerConcurrency',
+  'timeout',
+  'canaryTrafficPercent',
+  'logger',
+  'batcher',
+  'labels',
+  'annotations',
+  'deploymentStrategy'
+]
 const SCALE_METRICS = ['cpu', 'memory', 'concurrency', 'rps']
 /** ModelSpec: these, plus every core/v1 Container field (it inlines a Container). */
 const MODEL_SPEC_OWN = ['modelFormat', 'runtime', 'protocolVersion', 'storageUri', 'storage']
@@ -97,11 +133,14 @@ function checkServingRuntime(m: Manifest, problems: string[]): void {
     checkKeys(obj(f), MODEL_FORMAT, where, problems)
     const { name, version, autoSelect, priority } = obj(f)
     if (!str(name)) problems.push(`${where}.name must be a non-empty string`)
-    if (version !== undefined && !/^\d+(\.\d+){0,2}$/.test(String(str(version)))) problems.push(`${where}.version must be a string "major[.minor[.patch]]"`)
+    if (version !== undefined && !/^\d+(\.\d+){0,2}$/.test(String(str(version))))
+      problems.push(`${where}.version must be a string "major[.minor[.patch]]"`)
     if (autoSelect !== undefined && typeof autoSelect !== 'boolean') problems.push(`${where}.autoSelect must be a boolean`)
-    if (priority !== undefined && !(Number.isInteger(priority) && (priority as number) >= 1)) problems.push(`${where}.priority must be an integer >= 1`)
+    if (priority !== undefined && !(Number.isInteger(priority) && (priority as number) >= 1))
+      problems.push(`${where}.priority must be an integer >= 1`)
   })
-  for (const p of arr(spec.protocolVersions)) if (!PROTOCOLS.includes(String(p))) problems.push(`${m.where}: protocol "${String(p)}" is not one of ${PROTOCOLS.join(', ')}`)
+  for (const p of arr(spec.protocolVersions))
+    if (!PROTOCOLS.includes(String(p))) problems.push(`${m.where}: protocol "${String(p)}" is not one of ${PROTOCOLS.join(', ')}`)
   if (spec.multiModel !== undefined && typeof spec.multiModel !== 'boolean') problems.push(`${m.where}: spec.multiModel must be a boolean`)
   const containers = arr(spec.containers)
   if (containers.length === 0) problems.push(`${m.where}: spec.containers is empty`)
@@ -119,10 +158,13 @@ function checkInferenceService(m: Manifest, problems: string[]): void {
   }
   const { minReplicas, maxReplicas, scaleMetric, scaleTarget } = predictor
   for (const [key, value] of Object.entries({ minReplicas, maxReplicas, scaleTarget })) {
-    if (value !== undefined && !(Number.isInteger(value) && (value as number) >= 0)) problems.push(`${m.where}: spec.predictor.${key} must be a non-negative integer`)
+    if (value !== undefined && !(Number.isInteger(value) && (value as number) >= 0))
+      problems.push(`${m.where}: spec.predictor.${key} must be a non-negative integer`)
   }
-  if (typeof minReplicas === 'number' && typeof maxReplicas === 'number' && maxReplicas !== 0 && minReplicas > maxReplicas) problems.push(`${m.where}: minReplicas > maxReplicas`)
-  if (scaleMetric !== undefined && !SCALE_METRICS.includes(String(scaleMetric))) problems.push(`${m.where}: scaleMetric "${String(scaleMetric)}" is not one of ${SCALE_METRICS.join(', ')}`)
+  if (typeof minReplicas === 'number' && typeof maxReplicas === 'number' && maxReplicas !== 0 && minReplicas > maxReplicas)
+    problems.push(`${m.where}: minReplicas > maxReplicas`)
+  if (scaleMetric !== undefined && !SCALE_METRICS.includes(String(scaleMetric)))
+    problems.push(`${m.where}: scaleMetric "${String(scaleMetric)}" is not one of ${SCALE_METRICS.join(', ')}`)
   // Everything else on the predictor is ComponentExtensionSpec or an inlined PodSpec field: the
   // latter is checked against core/v1 PodSpec through a Pod.
   const podFields = Object.fromEntries(Object.entries(predictor).filter(([k]) => k !== 'model' && !COMPONENT_EXTENSION.includes(k)))
@@ -133,15 +175,19 @@ function checkInferenceService(m: Manifest, problems: string[]): void {
   }
   const format = obj(model.modelFormat)
   if (!str(format.name)) problems.push(`${m.where}: spec.predictor.model.modelFormat.name must be a non-empty string`)
-  if (model.protocolVersion !== undefined && !PROTOCOLS.includes(String(model.protocolVersion))) problems.push(`${m.where}: protocolVersion "${String(model.protocolVersion)}" is not one of ${PROTOCOLS.join(', ')}`)
-  if (model.storageUri !== undefined && !STORAGE_URI.test(String(str(model.storageUri)))) problems.push(`${m.where}: storageUri "${String(model.storageUri)}" has no scheme KServe knows`)
+  if (model.protocolVersion !== undefined && !PROTOCOLS.includes(String(model.protocolVersion)))
+    problems.push(`${m.where}: protocolVersion "${String(model.protocolVersion)}" is not one of ${PROTOCOLS.join(', ')}`)
+  if (model.storageUri !== undefined && !STORAGE_URI.test(String(str(model.storageUri))))
+    problems.push(`${m.where}: storageUri "${String(model.storageUri)}" has no scheme KServe knows`)
   const container = Object.fromEntries(Object.entries(model).filter(([k]) => !MODEL_SPEC_OWN.includes(k)))
   checkContainersSchema([{ name: 'kserve-container', ...container }], `${m.where} spec.predictor.model`, problems)
 }
 
 /** The resnet-serve containers: those running the image's entrypoint (no command of their own). */
 function serviceContainers(podSpec: Obj): Obj[] {
-  return arr(podSpec.containers).map(obj).filter((c) => String(c.image).startsWith('resnet-serve') && c.command === undefined)
+  return arr(podSpec.containers)
+    .map(obj)
+    .filter((c) => String(c.image).startsWith('resnet-serve') && c.command === undefined)
 }
 
 /** Args and env go through the real settings loader: an unknown flag or a bad value fails here, not in the pod. */
@@ -161,7 +207,13 @@ function probePath(probe: unknown): string | undefined {
   return str(obj(obj(probe).httpGet).path)
 }
 
-function checkServiceContainer(c: Obj, podSpec: Obj, where: string, problems: string[], options: { probes: 'all' | 'readiness+liveness' }): void {
+function checkServiceContainer(
+  c: Obj,
+  podSpec: Obj,
+  where: string,
+  problems: string[],
+  options: { probes: 'all' | 'readiness+liveness' }
+): void {
   const settings = checkSettings(c, where, problems)
   const resources = obj(c.resources)
   for (const part of ['requests', 'limits']) {
@@ -170,15 +222,18 @@ function checkServiceContainer(c: Obj, podSpec: Obj, where: string, problems: st
   const gpus = obj(resources.limits)['nvidia.com/gpu']
   if (settings?.provider === 'cuda' && gpus === undefined) problems.push(`${where}: --provider cuda without a nvidia.com/gpu limit`)
   if (gpus !== undefined && settings?.provider !== 'cuda') problems.push(`${where}: asks for a GPU but does not run with --provider cuda`)
-  if (options.probes === 'all' && probePath(c.startupProbe) !== '/health/ready') problems.push(`${where}: startupProbe should GET /health/ready (model load takes seconds)`)
+  if (options.probes === 'all' && probePath(c.startupProbe) !== '/health/ready')
+    problems.push(`${where}: startupProbe should GET /health/ready (model load takes seconds)`)
   if (probePath(c.readinessProbe) !== '/health/ready') problems.push(`${where}: readinessProbe should GET /health/ready`)
   if (probePath(c.livenessProbe) !== '/health/live') problems.push(`${where}: livenessProbe should GET /health/live`)
   const ports = arr(c.ports).map(obj)
   for (const probe of [c.startupProbe, c.readinessProbe, c.livenessProbe]) {
     const port = obj(obj(probe).httpGet).port
-    if (port !== undefined && !ports.some((p) => p.name === port || p.containerPort === port)) problems.push(`${where}: probe port ${String(port)} is not a container port`)
+    if (port !== undefined && !ports.some((p) => p.name === port || p.containerPort === port))
+      problems.push(`${where}: probe port ${String(port)} is not a container port`)
   }
-  for (const want of [8080, 9000]) if (!ports.some((p) => p.containerPort === want)) problems.push(`${where}: container port ${want} is not declared`)
+  for (const want of [8080, 9000])
+    if (!ports.some((p) => p.containerPort === want)) problems.push(`${where}: container port ${want} is not declared`)
   const runAsNonRoot = obj(c.securityContext).runAsNonRoot ?? obj(podSpec.securityContext).runAsNonRoot
   if (runAsNonRoot !== true) problems.push(`${where}: runAsNonRoot is not set (the image runs as uid 1000)`)
 }
@@ -194,14 +249,16 @@ function checkReferences(manifests: readonly Manifest[], problems: string[]): vo
     const spec = obj(d.body.spec)
     const template = obj(spec.template)
     const podLabels = obj(obj(template.metadata).labels)
-    if (!labelsMatch(obj(obj(spec.selector).matchLabels), podLabels)) problems.push(`${d.where}: spec.selector does not match the pod template's labels`)
+    if (!labelsMatch(obj(obj(spec.selector).matchLabels), podLabels))
+      problems.push(`${d.where}: spec.selector does not match the pod template's labels`)
     const podSpec = obj(template.spec)
     const mine = serviceContainers(podSpec)
     if (mine.length === 0) problems.push(`${d.where}: no resnet-serve container`)
     for (const c of mine) checkServiceContainer(c, podSpec, `${d.where} container ${String(c.name)}`, problems, { probes: 'all' })
     for (const v of arr(podSpec.volumes).map(obj)) {
       const claim = str(obj(v.persistentVolumeClaim).claimName)
-      if (claim !== undefined && !of('PersistentVolumeClaim').some((p) => p.name === claim)) problems.push(`${d.where}: PVC ${claim} is not defined under deploy/`)
+      if (claim !== undefined && !of('PersistentVolumeClaim').some((p) => p.name === claim))
+        problems.push(`${d.where}: PVC ${claim} is not defined under deploy/`)
     }
   }
   for (const s of of('Service')) {
@@ -215,15 +272,18 @@ function checkReferences(manifests: readonly Manifest[], problems: string[]): vo
       const target = port.targetPort ?? port.port
       for (const d of targets) {
         const containerPorts = arr(obj(obj(obj(d.body.spec).template).spec).containers).flatMap((c) => arr(obj(c).ports).map(obj))
-        if (!containerPorts.some((p) => p.name === target || p.containerPort === target)) problems.push(`${s.where}: targetPort ${String(target)} is not a port of ${d.name}'s containers`)
+        if (!containerPorts.some((p) => p.name === target || p.containerPort === target))
+          problems.push(`${s.where}: targetPort ${String(target)} is not a port of ${d.name}'s containers`)
       }
     }
   }
   for (const h of of('HorizontalPodAutoscaler')) {
     const spec = obj(h.body.spec)
     const ref = obj(spec.scaleTargetRef)
-    if (!(ref.kind === 'Deployment' && deployments.some((d) => d.name === ref.name))) problems.push(`${h.where}: scaleTargetRef ${String(ref.kind)}/${String(ref.name)} is not defined under deploy/`)
-    if (typeof spec.minReplicas === 'number' && typeof spec.maxReplicas === 'number' && spec.minReplicas > spec.maxReplicas) problems.push(`${h.where}: minReplicas > maxReplicas`)
+    if (!(ref.kind === 'Deployment' && deployments.some((d) => d.name === ref.name)))
+      problems.push(`${h.where}: scaleTargetRef ${String(ref.kind)}/${String(ref.name)} is not defined under deploy/`)
+    if (typeof spec.minReplicas === 'number' && typeof spec.maxReplicas === 'number' && spec.minReplicas > spec.maxReplicas)
+      problems.push(`${h.where}: minReplicas > maxReplicas`)
   }
   const runtimes = of('ServingRuntime')
   for (const r of runtimes) {
@@ -233,7 +293,8 @@ function checkReferences(manifests: readonly Manifest[], problems: string[]): vo
       checkServiceContainer(c, spec, where, problems, { probes: 'readiness+liveness' })
       // KServe puts the storageUri's content at /mnt/models.
       const settings = checkSettings(c, where, [])
-      if (settings !== undefined && obj(settings).modelRepository !== '/mnt/models') problems.push(`${where}: --model-repository must be /mnt/models, where KServe puts the model`)
+      if (settings !== undefined && obj(settings).modelRepository !== '/mnt/models')
+        problems.push(`${where}: --model-repository must be /mnt/models, where KServe puts the model`)
     }
   }
   for (const i of of('InferenceService')) {
@@ -245,8 +306,10 @@ function checkReferences(manifests: readonly Manifest[], problems: string[]): vo
     }
     const runtimeSpec = obj(runtime.body.spec)
     const format = str(obj(model.modelFormat).name)
-    if (!arr(runtimeSpec.supportedModelFormats).some((f) => obj(f).name === format)) problems.push(`${i.where}: runtime ${runtime.name} does not support model format ${String(format)}`)
-    if (model.protocolVersion !== undefined && !arr(runtimeSpec.protocolVersions).includes(model.protocolVersion)) problems.push(`${i.where}: runtime ${runtime.name} does not speak ${String(model.protocolVersion)}`)
+    if (!arr(runtimeSpec.supportedModelFormats).some((f) => obj(f).name === format))
+      problems.push(`${i.where}: runtime ${runtime.name} does not support model format ${String(format)}`)
+    if (model.protocolVersion !== undefined && !arr(runtimeSpec.protocolVersions).includes(model.protocolVersion))
+      problems.push(`${i.where}: runtime ${runtime.name} does not speak ${String(model.protocolVersion)}`)
   }
 }
 

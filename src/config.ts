@@ -66,37 +66,296 @@ function spec<K extends keyof Settings>(s: SettingSpec<K>): SettingSpec<K> {
 }
 
 export const SETTINGS = [
-  spec({ key: 'host', flag: 'host', env: 'HOST', kind: 'string', fallback: '0.0.0.0', description: 'Address the HTTP and gRPC servers listen on.' }),
-  spec({ key: 'port', flag: 'port', env: 'PORT', kind: 'integer', min: 0, max: 65535, fallback: 8080, description: 'HTTP port (0 picks a free one).' }),
-  spec({ key: 'grpcPort', flag: 'grpc-port', env: 'GRPC_PORT', kind: 'integer', min: 0, max: 65535, fallback: 9000, description: 'gRPC port (0 picks a free one).' }),
-  spec({ key: 'modelRepository', flag: 'model-repository', env: 'MODEL_REPOSITORY', kind: 'string', fallback: './models', description: 'Folder holding one sub-folder per model (model.onnx, config.json, labels.txt).' }),
-  spec({ key: 'defaultModel', flag: 'default-model', env: 'DEFAULT_MODEL', kind: 'string', description: 'Model used when a request names none (default: resnet50 if loaded, else the first in name order).' }),
-  spec({ key: 'buildDefaultModel', flag: 'build-default-model', env: 'BUILD_DEFAULT_MODEL', kind: 'boolean', fallback: true, description: 'When the repository has no model, build the synthetic ResNet-50 into it before starting.' }),
-  spec({ key: 'provider', flag: 'provider', env: 'PROVIDER', kind: 'enum', choices: ['auto', 'cuda', 'cpu'], fallback: 'auto', description: "Execution provider: auto uses CUDA when onnxruntime-node's CUDA provider library is installed and loads (a loud warning when it is installed but fails), else the CPU; cuda refuses to start without it." }),
-  spec({ key: 'cudaDeviceId', flag: 'cuda-device-id', env: 'CUDA_DEVICE_ID', kind: 'integer', min: 0, max: 64, fallback: 0, description: 'GPU index for the CUDA provider.' }),
-  spec({ key: 'sessionsPerModel', flag: 'sessions-per-model', env: 'SESSIONS_PER_MODEL', kind: 'integer', min: 1, max: 64, description: 'ONNX Runtime sessions (worker threads) per model; batches in flight at once. Default: 2 with --provider cuda, else 1.' }),
-  spec({ key: 'threadsPerSession', flag: 'threads-per-session', env: 'THREADS_PER_SESSION', kind: 'integer', min: 1, max: 256, description: 'Intra-op threads per session. Default: the cores divided among the sessions.' }),
-  spec({ key: 'maxTopk', flag: 'max-topk', env: 'MAX_TOPK', kind: 'integer', min: 1, max: 1000, fallback: 100, description: 'Largest topk a request may ask for.' }),
-  spec({ key: 'bodyLimitBytes', flag: 'body-limit-bytes', env: 'BODY_LIMIT_BYTES', kind: 'integer', min: 1024, max: 1 << 30, fallback: 16 * 1024 * 1024, description: 'Largest request body or uploaded file, in bytes.' }),
-  spec({ key: 'maxInputPixels', flag: 'max-input-pixels', env: 'MAX_INPUT_PIXELS', kind: 'integer', min: 1, max: 1_000_000_000, fallback: 50_000_000, description: 'Largest image (width × height) the decoder accepts.' }),
-  spec({ key: 'maxJpegScans', flag: 'max-jpeg-scans', env: 'MAX_JPEG_SCANS', kind: 'integer', min: 1, max: 100_000, fallback: 32, description: 'Most scans a JPEG may have (counted before decoding; encoders write 1 baseline, 5-18 progressive); more: 400 IMAGE_TOO_COMPLEX.' }),
-  spec({ key: 'decodeTimeoutSeconds', flag: 'decode-timeout-seconds', env: 'DECODE_TIMEOUT_SECONDS', kind: 'integer', min: 1, max: 3600, fallback: 20, description: 'Longest one decoding pass of an image may run; then it is stopped: 400 IMAGE_TOO_COMPLEX.' }),
-  spec({ key: 'decodeConcurrency', flag: 'decode-concurrency', env: 'DECODE_CONCURRENCY', kind: 'integer', min: 1, max: 256, description: 'Images decoded at once. Default: the cores, at least 2, at most the libuv threadpool size (UV_THREADPOOL_SIZE, 4) minus 1.' }),
-  spec({ key: 'decodeBudgetBytes', flag: 'decode-budget-bytes', env: 'DECODE_BUDGET_BYTES', kind: 'integer', min: 16 * 1024 * 1024, max: 2 ** 46, fallback: 512 * 1024 * 1024, description: 'Estimated decoded memory of all images being decoded at once; an image that needs more than 7/8 of it alone: 413 IMAGE_TOO_LARGE.' }),
-  spec({ key: 'decodeQueueSize', flag: 'decode-queue-size', env: 'DECODE_QUEUE_SIZE', kind: 'integer', min: 1, max: 100_000, fallback: 256, description: 'Images waiting for a decode slot or for decode budget; one more: 429 DECODE_QUEUE_FULL with Retry-After.' }),
-  spec({ key: 'maxBatchItems', flag: 'max-batch-items', env: 'MAX_BATCH_ITEMS', kind: 'integer', min: 1, max: 4096, fallback: 64, description: 'Most images one batch-endpoint or /v2 request may carry.' }),
-  spec({ key: 'drainTimeoutMs', flag: 'drain-timeout-ms', env: 'DRAIN_TIMEOUT_MS', kind: 'integer', min: 0, max: 600_000, fallback: 30_000, description: 'On SIGTERM/SIGINT, how long accepted requests may take to finish.' }),
-  spec({ key: 'headersTimeoutMs', flag: 'headers-timeout-ms', env: 'HEADERS_TIMEOUT_MS', kind: 'integer', min: 100, max: 600_000, fallback: 10_000, description: 'How long an HTTP client may take to send the request line and headers; then the connection is closed.' }),
-  spec({ key: 'requestTimeoutMs', flag: 'request-timeout-ms', env: 'REQUEST_TIMEOUT_MS', kind: 'integer', min: 100, max: 3_600_000, fallback: 30_000, description: 'How long an HTTP client may take to send a whole request, headers and body; then 408 REQUEST_TIMEOUT and the connection is closed. At least --headers-timeout-ms.' }),
-  spec({ key: 'keepAliveTimeoutMs', flag: 'keep-alive-timeout-ms', env: 'KEEP_ALIVE_TIMEOUT_MS', kind: 'integer', min: 100, max: 600_000, fallback: 72_000, description: 'How long an idle keep-alive HTTP connection stays open; keep it above the idle timeout of a load balancer in front.' }),
-  spec({ key: 'maxConnections', flag: 'max-connections', env: 'MAX_CONNECTIONS', kind: 'integer', min: 1, max: 1_000_000, fallback: 512, description: 'Most open HTTP connections; a connection over the cap is closed as soon as it is accepted.' }),
-  spec({ key: 'bodyBudgetBytes', flag: 'body-budget-bytes', env: 'BODY_BUDGET_BYTES', kind: 'integer', min: 1024 * 1024, max: 2 ** 40, fallback: 192 * 1024 * 1024, description: 'HTTP request bodies held at once (each counted at its Content-Length, a chunked one at its route\'s limit, until answered); one more: 429 BODY_BUDGET_FULL with Retry-After. A request alone is always admitted.' }),
-  spec({ key: 'allowPartialStart', flag: 'allow-partial-start', env: 'ALLOW_PARTIAL_START', kind: 'boolean', fallback: false, description: 'Start even when some models fail to load; those report not ready.' }),
-  spec({ key: 'apiKey', flag: 'api-key', env: 'API_KEY', kind: 'string', description: 'When set, inference routes need "Authorization: Bearer <key>" or "x-api-key: <key>".' }),
-  spec({ key: 'authHealth', flag: 'auth-health', env: 'AUTH_HEALTH', kind: 'boolean', fallback: false, description: 'With --api-key: the health routes (/health/*, /v2/health/*) need the key too.' }),
-  spec({ key: 'authMetrics', flag: 'auth-metrics', env: 'AUTH_METRICS', kind: 'boolean', fallback: false, description: 'With --api-key: GET /metrics needs the key too.' }),
-  spec({ key: 'corsOrigins', flag: 'cors-origins', env: 'CORS_ORIGINS', kind: 'origins', description: 'Comma-separated origins (https://app.example.com) or * that browsers may call from; unset: no CORS headers at all.' }),
-  spec({ key: 'logLevel', flag: 'log-level', env: 'LOG_LEVEL', kind: 'enum', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], fallback: 'info', description: 'pino log level.' })
+  spec({
+    key: 'host',
+    flag: 'host',
+    env: 'HOST',
+    kind: 'string',
+    fallback: '0.0.0.0',
+    description: 'Address the HTTP and gRPC servers listen on.'
+  }),
+  spec({
+    key: 'port',
+    flag: 'port',
+    env: 'PORT',
+    kind: 'integer',
+    min: 0,
+    max: 65535,
+    fallback: 8080,
+    description: 'HTTP port (0 picks a free one).'
+  }),
+  spec({
+    key: 'grpcPort',
+    flag: 'grpc-port',
+    env: 'GRPC_PORT',
+    kind: 'integer',
+    min: 0,
+    max: 65535,
+    fallback: 9000,
+    description: 'gRPC port (0 picks a free one).'
+  }),
+  spec({
+    key: 'modelRepository',
+    flag: 'model-repository',
+    env: 'MODEL_REPOSITORY',
+    kind: 'string',
+    fallback: './models',
+    description: 'Folder holding one sub-folder per model (model.onnx, config.json, labels.txt).'
+  }),
+  spec({
+    key: 'defaultModel',
+    flag: 'default-model',
+    env: 'DEFAULT_MODEL',
+    kind: 'string',
+    description: 'Model used when a request names none (default: resnet50 if loaded, else the first in name order).'
+  }),
+  spec({
+    key: 'buildDefaultModel',
+    flag: 'build-default-model',
+    env: 'BUILD_DEFAULT_MODEL',
+    kind: 'boolean',
+    fallback: true,
+    description: 'When the repository has no model, build the synthetic ResNet-50 into it before starting.'
+  }),
+  spec({
+    key: 'provider',
+    flag: 'provider',
+    env: 'PROVIDER',
+    kind: 'enum',
+    choices: ['auto', 'cuda', 'cpu'],
+    fallback: 'auto',
+    description:
+      "Execution provider: auto uses CUDA when onnxruntime-node's CUDA provider library is installed and loads (a loud warning when it is installed but fails), else the CPU; cuda refuses to start without it."
+  }),
+  spec({
+    key: 'cudaDeviceId',
+    flag: 'cuda-device-id',
+    env: 'CUDA_DEVICE_ID',
+    kind: 'integer',
+    min: 0,
+    max: 64,
+    fallback: 0,
+    description: 'GPU index for the CUDA provider.'
+  }),
+  spec({
+    key: 'sessionsPerModel',
+    flag: 'sessions-per-model',
+    env: 'SESSIONS_PER_MODEL',
+    kind: 'integer',
+    min: 1,
+    max: 64,
+    description: 'ONNX Runtime sessions (worker threads) per model; batches in flight at once. Default: 2 with --provider cuda, else 1.'
+  }),
+  spec({
+    key: 'threadsPerSession',
+    flag: 'threads-per-session',
+    env: 'THREADS_PER_SESSION',
+    kind: 'integer',
+    min: 1,
+    max: 256,
+    description: 'Intra-op threads per session. Default: the cores divided among the sessions.'
+  }),
+  spec({
+    key: 'maxTopk',
+    flag: 'max-topk',
+    env: 'MAX_TOPK',
+    kind: 'integer',
+    min: 1,
+    max: 1000,
+    fallback: 100,
+    description: 'Largest topk a request may ask for.'
+  }),
+  spec({
+    key: 'bodyLimitBytes',
+    flag: 'body-limit-bytes',
+    env: 'BODY_LIMIT_BYTES',
+    kind: 'integer',
+    min: 1024,
+    max: 1 << 30,
+    fallback: 16 * 1024 * 1024,
+    description: 'Largest request body or uploaded file, in bytes.'
+  }),
+  spec({
+    key: 'maxInputPixels',
+    flag: 'max-input-pixels',
+    env: 'MAX_INPUT_PIXELS',
+    kind: 'integer',
+    min: 1,
+    max: 1_000_000_000,
+    fallback: 50_000_000,
+    description: 'Largest image (width × height) the decoder accepts.'
+  }),
+  spec({
+    key: 'maxJpegScans',
+    flag: 'max-jpeg-scans',
+    env: 'MAX_JPEG_SCANS',
+    kind: 'integer',
+    min: 1,
+    max: 100_000,
+    fallback: 32,
+    description:
+      'Most scans a JPEG may have (counted before decoding; encoders write 1 baseline, 5-18 progressive); more: 400 IMAGE_TOO_COMPLEX.'
+  }),
+  spec({
+    key: 'decodeTimeoutSeconds',
+    flag: 'decode-timeout-seconds',
+    env: 'DECODE_TIMEOUT_SECONDS',
+    kind: 'integer',
+    min: 1,
+    max: 3600,
+    fallback: 20,
+    description: 'Longest one decoding pass of an image may run; then it is stopped: 400 IMAGE_TOO_COMPLEX.'
+  }),
+  spec({
+    key: 'decodeConcurrency',
+    flag: 'decode-concurrency',
+    env: 'DECODE_CONCURRENCY',
+    kind: 'integer',
+    min: 1,
+    max: 256,
+    description:
+      'Images decoded at once. Default: the cores, at least 2, at most the libuv threadpool size (UV_THREADPOOL_SIZE, 4) minus 1.'
+  }),
+  spec({
+    key: 'decodeBudgetBytes',
+    flag: 'decode-budget-bytes',
+    env: 'DECODE_BUDGET_BYTES',
+    kind: 'integer',
+    min: 16 * 1024 * 1024,
+    max: 2 ** 46,
+    fallback: 512 * 1024 * 1024,
+    description:
+      'Estimated decoded memory of all images being decoded at once; an image that needs more than 7/8 of it alone: 413 IMAGE_TOO_LARGE.'
+  }),
+  spec({
+    key: 'decodeQueueSize',
+    flag: 'decode-queue-size',
+    env: 'DECODE_QUEUE_SIZE',
+    kind: 'integer',
+    min: 1,
+    max: 100_000,
+    fallback: 256,
+    description: 'Images waiting for a decode slot or for decode budget; one more: 429 DECODE_QUEUE_FULL with Retry-After.'
+  }),
+  spec({
+    key: 'maxBatchItems',
+    flag: 'max-batch-items',
+    env: 'MAX_BATCH_ITEMS',
+    kind: 'integer',
+    min: 1,
+    max: 4096,
+    fallback: 64,
+    description: 'Most images one batch-endpoint or /v2 request may carry.'
+  }),
+  spec({
+    key: 'drainTimeoutMs',
+    flag: 'drain-timeout-ms',
+    env: 'DRAIN_TIMEOUT_MS',
+    kind: 'integer',
+    min: 0,
+    max: 600_000,
+    fallback: 30_000,
+    description: 'On SIGTERM/SIGINT, how long accepted requests may take to finish.'
+  }),
+  spec({
+    key: 'headersTimeoutMs',
+    flag: 'headers-timeout-ms',
+    env: 'HEADERS_TIMEOUT_MS',
+    kind: 'integer',
+    min: 100,
+    max: 600_000,
+    fallback: 10_000,
+    description: 'How long an HTTP client may take to send the request line and headers; then the connection is closed.'
+  }),
+  spec({
+    key: 'requestTimeoutMs',
+    flag: 'request-timeout-ms',
+    env: 'REQUEST_TIMEOUT_MS',
+    kind: 'integer',
+    min: 100,
+    max: 3_600_000,
+    fallback: 30_000,
+    description:
+      'How long an HTTP client may take to send a whole request, headers and body; then 408 REQUEST_TIMEOUT and the connection is closed. At least --headers-timeout-ms.'
+  }),
+  spec({
+    key: 'keepAliveTimeoutMs',
+    flag: 'keep-alive-timeout-ms',
+    env: 'KEEP_ALIVE_TIMEOUT_MS',
+    kind: 'integer',
+    min: 100,
+    max: 600_000,
+    fallback: 72_000,
+    description: 'How long an idle keep-alive HTTP connection stays open; keep it above the idle timeout of a load balancer in front.'
+  }),
+  spec({
+    key: 'maxConnections',
+    flag: 'max-connections',
+    env: 'MAX_CONNECTIONS',
+    kind: 'integer',
+    min: 1,
+    max: 1_000_000,
+    fallback: 512,
+    description: 'Most open HTTP connections; a connection over the cap is closed as soon as it is accepted.'
+  }),
+  spec({
+    key: 'bodyBudgetBytes',
+    flag: 'body-budget-bytes',
+    env: 'BODY_BUDGET_BYTES',
+    kind: 'integer',
+    min: 1024 * 1024,
+    max: 2 ** 40,
+    fallback: 192 * 1024 * 1024,
+    description:
+      "HTTP request bodies held at once (each counted at its Content-Length, a chunked one at its route's limit, until answered); one more: 429 BODY_BUDGET_FULL with Retry-After. A request alone is always admitted."
+  }),
+  spec({
+    key: 'allowPartialStart',
+    flag: 'allow-partial-start',
+    env: 'ALLOW_PARTIAL_START',
+    kind: 'boolean',
+    fallback: false,
+    description: 'Start even when some models fail to load; those report not ready.'
+  }),
+  spec({
+    key: 'apiKey',
+    flag: 'api-key',
+    env: 'API_KEY',
+    kind: 'string',
+    description: 'When set, inference routes need "Authorization: Bearer <key>" or "x-api-key: <key>".'
+  }),
+  spec({
+    key: 'authHealth',
+    flag: 'auth-health',
+    env: 'AUTH_HEALTH',
+    kind: 'boolean',
+    fallback: false,
+    description: 'With --api-key: the health routes (/health/*, /v2/health/*) need the key too.'
+  }),
+  spec({
+    key: 'authMetrics',
+    flag: 'auth-metrics',
+    env: 'AUTH_METRICS',
+    kind: 'boolean',
+    fallback: false,
+    description: 'With --api-key: GET /metrics needs the key too.'
+  }),
+  spec({
+    key: 'corsOrigins',
+    flag: 'cors-origins',
+    env: 'CORS_ORIGINS',
+    kind: 'origins',
+    description: 'Comma-separated origins (https://app.example.com) or * that browsers may call from; unset: no CORS headers at all.'
+  }),
+  spec({
+    key: 'logLevel',
+    flag: 'log-level',
+    env: 'LOG_LEVEL',
+    kind: 'enum',
+    choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+    fallback: 'info',
+    description: 'pino log level.'
+  })
 ] as const
 
 /** A setting with a bad value; the message names the flag, the env variable and the fix. */
@@ -130,10 +389,18 @@ function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, sourc
       return n
     }
     case 'origins': {
-      const origins = typeof raw === 'string' ? raw.split(',').map((o) => o.trim()).filter((o) => o.length > 0) : []
+      const origins =
+        typeof raw === 'string'
+          ? raw
+              .split(',')
+              .map((o) => o.trim())
+              .filter((o) => o.length > 0)
+          : []
       const bad = origins.find((o) => o !== '*' && !isOrigin(o))
       if (origins.length === 0 || bad !== undefined) {
-        throw new ConfigError(`${hint} Got "${String(raw)}"; use * or origins like https://app.example.com:8443 (scheme, host and port only, no path).`)
+        throw new ConfigError(
+          `${hint} Got "${String(raw)}"; use * or origins like https://app.example.com:8443 (scheme, host and port only, no path).`
+        )
       }
       return Object.freeze(origins)
     }
@@ -152,7 +419,11 @@ function isOrigin(text: string): boolean {
  * Reads settings from argv (flags like `--port 8080`, `--allow-partial-start`) and env. Unknown
  * flags are refused, so a typo never silently falls back to a default.
  */
-export function loadSettings(argv: readonly string[] = process.argv.slice(2), env: NodeJS.ProcessEnv = process.env, cores = availableParallelism()): Settings {
+export function loadSettings(
+  argv: readonly string[] = process.argv.slice(2),
+  env: NodeJS.ProcessEnv = process.env,
+  cores = availableParallelism()
+): Settings {
   const options: Record<string, { type: 'string' | 'boolean' }> = {}
   for (const s of SETTINGS) options[s.flag] = { type: s.kind === 'boolean' ? 'boolean' : 'string' }
   let values: Raw

@@ -42,7 +42,8 @@ export const ERRORS = {
   },
   IMAGE_TOO_COMPLEX: {
     kind: 'invalid_argument',
-    message: 'The image costs more to decode than the server allows (more JPEG scans than --max-jpeg-scans, or a decode over --decode-timeout-seconds).'
+    message:
+      'The image costs more to decode than the server allows (more JPEG scans than --max-jpeg-scans, or a decode over --decode-timeout-seconds).'
   },
   BODY_TOO_LARGE: { kind: 'payload_too_large', message: 'The request body is larger than the server accepts.' },
   BAD_MULTIPART: {
@@ -73,7 +74,10 @@ export const ERRORS = {
     kind: 'resource_exhausted',
     message: 'The server holds as many request bodies as it may at once (setting --body-budget-bytes); retry after the Retry-After delay.'
   },
-  DECODE_QUEUE_FULL: { kind: 'resource_exhausted', message: 'Too many images are waiting to be decoded; retry after the Retry-After delay.' },
+  DECODE_QUEUE_FULL: {
+    kind: 'resource_exhausted',
+    message: 'Too many images are waiting to be decoded; retry after the Retry-After delay.'
+  },
   DEADLINE_EXCEEDED: { kind: 'deadline_exceeded', message: 'The request deadline passed before the image ran.' },
   CLIENT_CLOSED: { kind: 'cancelled', message: 'The client went away before the image ran.' },
   SHUTTING_DOWN: { kind: 'unavailable', message: 'The server is shutting down and takes no new work.' },

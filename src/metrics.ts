@@ -71,7 +71,13 @@ export class ServiceMetrics {
       registers
     })
     const stageHistogram = (stage: string, help: string): Histogram<'model'> =>
-      new Histogram({ name: `${METRIC_PREFIX}${stage}_duration_seconds`, help, labelNames: ['model'], buckets: DURATION_BUCKETS, registers })
+      new Histogram({
+        name: `${METRIC_PREFIX}${stage}_duration_seconds`,
+        help,
+        labelNames: ['model'],
+        buckets: DURATION_BUCKETS,
+        registers
+      })
     this.stageDurations = {
       queue: stageHistogram('queue', 'Per image: from joining the batcher queue to the start of the model execution that ran it.'),
       preprocess: stageHistogram('preprocess', 'Per image: decode, resize and crop to the model input (sharp).'),

@@ -23,7 +23,9 @@ function feeds(session, n) {
   const uint8 = meta.type === 'uint8'
   const dims = meta.shape[3] === 3 ? [n, 224, 224, 3] : [n, 3, 224, 224]
   const size = n * 3 * 224 * 224
-  return { [session.inputNames[0]]: new ort.Tensor(uint8 ? 'uint8' : 'float32', uint8 ? new Uint8Array(size) : new Float32Array(size), dims) }
+  return {
+    [session.inputNames[0]]: new ort.Tensor(uint8 ? 'uint8' : 'float32', uint8 ? new Uint8Array(size) : new Float32Array(size), dims)
+  }
 }
 
 async function timed(session, input) {
@@ -47,13 +49,19 @@ function shuffled(list, rounds) {
   return out
 }
 
-console.log(`## First runs of each batch size (provider ${provider})\n\n| model | batch | first run ms | second run ms | third run ms |\n|---|---|---|---|---|`)
+console.log(
+  `## First runs of each batch size (provider ${provider})\n\n| model | batch | first run ms | second run ms | third run ms |\n|---|---|---|---|---|`
+)
 const shuffledRows = []
 for (const model of models.split(',')) {
   const path = join(repository, model, 'model.onnx')
   const variants = [
-    ['ONNX Runtime defaults', () => ort.InferenceSession.create(path, { executionProviders: provider === 'cuda' ? [{ name: 'cuda', deviceId: 0 }, 'cpu'] : ['cpu'] })],
-    ['the service\'s options', async () => (await openSession(path, { provider, cudaDeviceId: 0, threads: 2 })).session]
+    [
+      'ONNX Runtime defaults',
+      () =>
+        ort.InferenceSession.create(path, { executionProviders: provider === 'cuda' ? [{ name: 'cuda', deviceId: 0 }, 'cpu'] : ['cpu'] })
+    ],
+    ["the service's options", async () => (await openSession(path, { provider, cudaDeviceId: 0, threads: 2 })).session]
   ]
   for (const [options, open] of variants) {
     const t0 = performance.now()
@@ -70,9 +78,14 @@ for (const model of models.split(',')) {
     }
     const bySize = new Map(sizes.map((n) => [n, []]))
     for (const n of shuffled(sizes, 5)) bySize.get(n).push(await timed(session, inputs.get(n)))
-    for (const n of sizes) shuffledRows.push(`| ${model} | ${options} | ${n} | ${third.get(n).toFixed(1)} | ${median(bySize.get(n)).toFixed(1)} | ${Math.max(...bySize.get(n)).toFixed(1)} |`)
+    for (const n of sizes)
+      shuffledRows.push(
+        `| ${model} | ${options} | ${n} | ${third.get(n).toFixed(1)} | ${median(bySize.get(n)).toFixed(1)} | ${Math.max(...bySize.get(n)).toFixed(1)} |`
+      )
     await session.release()
   }
 }
-console.log(`\n## Every size warmed, then the sizes in a shuffled order (5 runs each)\n\n| model | session options | batch | same size repeated ms | shuffled: median ms | shuffled: max ms |\n|---|---|---|---|---|---|`)
+console.log(
+  `\n## Every size warmed, then the sizes in a shuffled order (5 runs each)\n\n| model | session options | batch | same size repeated ms | shuffled: median ms | shuffled: max ms |\n|---|---|---|---|---|---|`
+)
 console.log(shuffledRows.join('\n'))

@@ -49,10 +49,14 @@ function grpcAddressOf(entry: Record<string, unknown>): string | undefined {
  */
 export async function startBenchServer(args: string[], entry: ServerEntry = 'tsx', env: Record<string, string> = {}): Promise<BenchServer> {
   const main = entry === 'tsx' ? ['--import', 'tsx', 'src/main.ts'] : ['dist/src/main.js']
-  const child: ChildProcess = spawn(process.execPath, [...main, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--log-level', 'info', ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [...main, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--log-level', 'info', ...args],
+    {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe']
+    }
+  )
   const exited = once(child, 'exit')
   const pid = child.pid!
   let stderr = ''

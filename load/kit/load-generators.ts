@@ -75,7 +75,9 @@ interface InferenceClient extends grpc.Client {
 export function inferenceClient(address: string, protoPath = 'src/grpc/inference.proto'): InferenceClient {
   const definition = protoLoader.loadSync(protoPath, { keepCase: true, longs: Number, enums: String, defaults: false, oneofs: true })
   const loaded = grpc.loadPackageDefinition(definition) as unknown as {
-    inference: { GRPCInferenceService: new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => InferenceClient }
+    inference: {
+      GRPCInferenceService: new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => InferenceClient
+    }
   }
   return new loaded.inference.GRPCInferenceService(address, grpc.credentials.createInsecure(), {
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
@@ -87,7 +89,13 @@ export function inferenceClient(address: string, protoPath = 'src/grpc/inference
  * `streams` loops, each with one unary ModelInfer in flight at a time on one shared channel (HTTP/2
  * streams), for `seconds`.
  */
-export async function runGrpcLoad(client: InferenceClient, model: string, input: GrpcTensorInput, streams: number, seconds: number): Promise<LoadOutcome> {
+export async function runGrpcLoad(
+  client: InferenceClient,
+  model: string,
+  input: GrpcTensorInput,
+  streams: number,
+  seconds: number
+): Promise<LoadOutcome> {
   const request = {
     model_name: model,
     inputs: [{ name: input.name, datatype: input.datatype, shape: input.shape }],

@@ -19,7 +19,10 @@ port.on('message', (req: RawWorkerRequest) => {
       const { batch } = req
       const size = batch * 3 * init.crop * init.crop
       const dims = init.layout === 'NCHW' ? [batch, 3, init.crop, init.crop] : [batch, init.crop, init.crop, 3]
-      const tensor = init.datatype === 'uint8' ? new opened.Tensor('uint8', new Uint8Array(size).fill(128), dims) : new opened.Tensor('float32', new Float32Array(size).fill(0.1), dims)
+      const tensor =
+        init.datatype === 'uint8'
+          ? new opened.Tensor('uint8', new Uint8Array(size).fill(128), dims)
+          : new opened.Tensor('float32', new Float32Array(size).fill(0.1), dims)
       feeds = { [init.inputName]: tensor }
       await opened.session.run(feeds) // warm-up: the first runs of a shape allocate
       await opened.session.run(feeds)

@@ -52,7 +52,9 @@ const WORKER_MODULE = siblingModule(import.meta.url, 'raw-session-worker')
 /** Sends one request and waits for the worker's answer; a failure or an exit rejects. */
 async function ask(worker: Worker, req: RawWorkerRequest | undefined, expect: RawWorkerMessage['type']): Promise<RawWorkerMessage> {
   if (req !== undefined) worker.postMessage(req)
-  const [msg] = (await Promise.race([once(worker, 'message'), once(worker, 'error').then(([err]) => Promise.reject(err as Error))])) as [RawWorkerMessage]
+  const [msg] = (await Promise.race([once(worker, 'message'), once(worker, 'error').then(([err]) => Promise.reject(err as Error))])) as [
+    RawWorkerMessage
+  ]
   if (msg.type === 'failed') throw new Error(`raw session: ${msg.message}`)
   if (msg.type !== expect) throw new Error(`raw session: expected ${expect}, got ${msg.type}`)
   return msg
@@ -71,7 +73,11 @@ export class RawSessionPool {
     readonly inFlight: number
   ) {}
 
-  static async open(modelPath: string, config: ModelConfig, options: Omit<RawSessionOptions, 'batches' | 'seconds'>): Promise<RawSessionPool> {
+  static async open(
+    modelPath: string,
+    config: ModelConfig,
+    options: Omit<RawSessionOptions, 'batches' | 'seconds'>
+  ): Promise<RawSessionPool> {
     const inFlight = options.inFlight ?? 1
     const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / inFlight))
     const init: RawWorkerInit = {

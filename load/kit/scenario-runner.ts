@@ -13,7 +13,18 @@ import type { LevelResult, ScenarioResult } from './suite-results.js'
 
 /** A scenario that could not run, with the reason, so the report still lists it. */
 export function skippedScenario(name: string, reason: string): ScenarioResult {
-  return { name, title: name, model: '', inputDatatype: 'float32', maxBatchSize: 0, rawSession: [], rawBestImagesPerSecond: 0, levels: [], extra: {}, skipped: reason }
+  return {
+    name,
+    title: name,
+    model: '',
+    inputDatatype: 'float32',
+    maxBatchSize: 0,
+    rawSession: [],
+    rawBestImagesPerSecond: 0,
+    levels: [],
+    extra: {},
+    skipped: reason
+  }
 }
 
 /**
@@ -26,7 +37,10 @@ export async function runScenario(plan: ScenarioPlan, options: SuiteOptions): Pr
   const maxBatch = model.config.batching.maxBatchSize
   const batches = [...new Set([1, maxBatch])]
   progress(`${name}: raw ONNX Runtime session, ${model.name}, batch ${batches.join(' and ')}`)
-  const raw = await RawSessionPool.open(model.path, model.config, { provider: options.provider === 'auto' ? 'cpu' : options.provider, inFlight: options.sessionsPerModel ?? 1 })
+  const raw = await RawSessionPool.open(model.path, model.config, {
+    provider: options.provider === 'auto' ? 'cpu' : options.provider,
+    inFlight: options.sessionsPerModel ?? 1
+  })
   try {
     const rawSession: RawSessionFigure[] = []
     for (const batch of batches) rawSession.push(await raw.measure(batch, Math.max(3, options.durationSeconds / 2)))
@@ -39,7 +53,12 @@ export async function runScenario(plan: ScenarioPlan, options: SuiteOptions): Pr
     const server = await startBenchServer(serverArgs, options.entry)
     let run: { levels: LevelResult[]; skipped?: string }
     try {
-      run = await runLevels(plan, server, () => raw.measure(rawBest.batch, Math.max(2, options.durationSeconds / 3)), options.durationSeconds)
+      run = await runLevels(
+        plan,
+        server,
+        () => raw.measure(rawBest.batch, Math.max(2, options.durationSeconds / 3)),
+        options.durationSeconds
+      )
     } finally {
       await server.stop()
     }
@@ -65,14 +84,21 @@ export async function runScenario(plan: ScenarioPlan, options: SuiteOptions): Pr
  * `rawNow` takes the yardstick again just before every level (the service idle meanwhile), so drift
  * on a shared machine cancels out of the level's ratio. Stops early, saying why, when a door fails.
  */
-async function runLevels(plan: ScenarioPlan, server: BenchServer, rawNow: () => Promise<RawSessionFigure>, seconds: number): Promise<{ levels: LevelResult[]; skipped?: string }> {
+async function runLevels(
+  plan: ScenarioPlan,
+  server: BenchServer,
+  rawNow: () => Promise<RawSessionFigure>,
+  seconds: number
+): Promise<{ levels: LevelResult[]; skipped?: string }> {
   const levels: LevelResult[] = []
   try {
     // One short warm-up request stream so the first level does not pay the first runs' allocations.
     await plan.levels[0]!.run(server, 1).catch(() => undefined)
     for (const level of plan.levels) {
       const raw = (await rawNow()).imagesPerSecond
-      progress(`${plan.name}: ${level.group}, concurrency ${level.concurrency}, ${seconds} s (raw session just before: ${raw.toFixed(1)} images/s)`)
+      progress(
+        `${plan.name}: ${level.group}, concurrency ${level.concurrency}, ${seconds} s (raw session just before: ${raw.toFixed(1)} images/s)`
+      )
       const before = await snapshotServer(server)
       const outcome = await level.run(server, seconds)
       const window = serverWindow(before, await snapshotServer(server))
@@ -96,7 +122,8 @@ async function runLevels(plan: ScenarioPlan, server: BenchServer, rawNow: () => 
         `  ${imagesPerSecond.toFixed(1)} images/s (${result.ratioToRaw.toFixed(2)}× raw), p50 ${result.latencyMs.p50.toFixed(0)} ms, p99 ${result.latencyMs.p99.toFixed(0)} ms, ` +
           `errors ${outcome.errors}${outcome.firstError === undefined ? '' : ` (${outcome.firstError})`}, mean batch ${window.meanBatchSize.toFixed(1)}`
       )
-      if (outcome.requests === 0 && outcome.errors > 0) return { levels, skipped: `every request failed (${outcome.firstError ?? 'no answer'}): the door may not exist yet` }
+      if (outcome.requests === 0 && outcome.errors > 0)
+        return { levels, skipped: `every request failed (${outcome.firstError ?? 'no answer'}): the door may not exist yet` }
     }
     return { levels }
   } catch (err) {

@@ -51,7 +51,10 @@ export async function snapshotServer(server: BenchServer): Promise<ServerSnapsho
 const PREFIX = 'resnet_serve_'
 
 function meanMs(before: ServerSnapshot, after: ServerSnapshot, stage: string): number {
-  const h = histogramDifference(histogramOf(before.metrics, `${PREFIX}${stage}_duration_seconds`), histogramOf(after.metrics, `${PREFIX}${stage}_duration_seconds`))
+  const h = histogramDifference(
+    histogramOf(before.metrics, `${PREFIX}${stage}_duration_seconds`),
+    histogramOf(after.metrics, `${PREFIX}${stage}_duration_seconds`)
+  )
   return h.count > 0 ? (1000 * h.sum) / h.count : 0
 }
 

@@ -65,7 +65,10 @@ export async function readSuiteResult(path: string): Promise<SuiteResult> {
   // Runs before the raw figure was retaken per level divided every level by the scenario's best.
   return {
     ...result,
-    scenarios: result.scenarios.map((s) => ({ ...s, levels: s.levels.map((l) => ({ ...l, rawImagesPerSecond: l.rawImagesPerSecond ?? s.rawBestImagesPerSecond })) }))
+    scenarios: result.scenarios.map((s) => ({
+      ...s,
+      levels: s.levels.map((l) => ({ ...l, rawImagesPerSecond: l.rawImagesPerSecond ?? s.rawBestImagesPerSecond }))
+    }))
   }
 }
 

@@ -32,15 +32,32 @@ export async function renderSvg(spec: TopLevelSpec): Promise<string> {
 export function charts(result: SuiteResult): Record<string, TopLevelSpec> {
   const series = seriesOf(result)
   const levelsRun = [...new Set(result.scenarios.flatMap((s) => s.levels.map((l) => l.concurrency)))].sort((a, b) => a - b)
-  const concurrencyAxis = { field: 'concurrency', type: 'quantitative', scale: { type: 'log', base: 2 }, axis: { values: levelsRun }, title: 'concurrent requests' } as const
-  const throughput = series.flatMap((s) => s.levels.map((l) => ({ series: s.label, concurrency: l.concurrency, imagesPerSecond: l.imagesPerSecond })))
-  const rawLines = result.scenarios.filter((s) => s.levels.length > 0).map((s) => ({ series: `raw session (${s.name} run)`, raw: s.rawBestImagesPerSecond }))
+  const concurrencyAxis = {
+    field: 'concurrency',
+    type: 'quantitative',
+    scale: { type: 'log', base: 2 },
+    axis: { values: levelsRun },
+    title: 'concurrent requests'
+  } as const
+  const throughput = series.flatMap((s) =>
+    s.levels.map((l) => ({ series: s.label, concurrency: l.concurrency, imagesPerSecond: l.imagesPerSecond }))
+  )
+  const rawLines = result.scenarios
+    .filter((s) => s.levels.length > 0)
+    .map((s) => ({ series: `raw session (${s.name} run)`, raw: s.rawBestImagesPerSecond }))
   const latency = series.flatMap((s) =>
-    s.levels.flatMap((l) => (['p50', 'p95', 'p99'] as const).map((p) => ({ series: s.label, concurrency: l.concurrency, percentile: p, ms: l.latencyMs[p] })))
+    s.levels.flatMap((l) =>
+      (['p50', 'p95', 'p99'] as const).map((p) => ({ series: s.label, concurrency: l.concurrency, percentile: p, ms: l.latencyMs[p] }))
+    )
   )
   const batches = series.flatMap((s) => {
     const top = highest(s.levels)
-    return top.server.batchSizes.map((b, order) => ({ series: `${s.label} (c=${top.concurrency})`, range: b.range, order, executions: b.count }))
+    return top.server.batchSizes.map((b, order) => ({
+      series: `${s.label} (c=${top.concurrency})`,
+      range: b.range,
+      order,
+      executions: b.count
+    }))
   })
   const stages = series.flatMap((s) => {
     const t = highest(s.levels).server.stages
@@ -60,7 +77,11 @@ export function charts(result: SuiteResult): Record<string, TopLevelSpec> {
         {
           data: { values: throughput },
           mark: { type: 'line', point: true },
-          encoding: { x: concurrencyAxis, y: { field: 'imagesPerSecond', type: 'quantitative', title: 'images/s' }, color: { field: 'series', type: 'nominal' } }
+          encoding: {
+            x: concurrencyAxis,
+            y: { field: 'imagesPerSecond', type: 'quantitative', title: 'images/s' },
+            color: { field: 'series', type: 'nominal' }
+          }
         },
         {
           data: { values: rawLines },

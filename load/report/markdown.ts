@@ -9,7 +9,14 @@ export interface RawFile {
   readonly provider: string
   readonly cores: number
   readonly seconds: number
-  readonly rows: ReadonlyArray<{ model: string; datatype: string; batch: number; inFlight: number; imagesPerSecond: number; medianMs: number }>
+  readonly rows: ReadonlyArray<{
+    model: string
+    datatype: string
+    batch: number
+    inFlight: number
+    imagesPerSecond: number
+    medianMs: number
+  }>
 }
 
 /**
@@ -38,7 +45,12 @@ function scenarioSection(s: ScenarioResult): string {
   if (s.rawSession.length === 0) return lines.join('\n')
   lines.push(
     `Model \`${s.model}\` (${s.inputDatatype} input, max batch ${s.maxBatchSize}). Raw session in the same run: ` +
-      s.rawSession.map((r) => `batch ${r.batch}${r.inFlight > 1 ? ` × ${r.inFlight} in flight` : ''}: **${f1(r.imagesPerSecond)}** images/s (median run ${f1(r.medianMs)} ms)`).join('; ') +
+      s.rawSession
+        .map(
+          (r) =>
+            `batch ${r.batch}${r.inFlight > 1 ? ` × ${r.inFlight} in flight` : ''}: **${f1(r.imagesPerSecond)}** images/s (median run ${f1(r.medianMs)} ms)`
+        )
+        .join('; ') +
       '.',
     ''
   )
@@ -66,18 +78,27 @@ function targetRows(result: SuiteResult, raw: RawFile | undefined): string[] {
   const classify = byName.get('classify')
   if (classify !== undefined && classify.levels.length > 0) {
     for (const group of [...new Set(classify.levels.map((l) => l.group))]) {
-      const best = maxBy(classify.levels.filter((l) => l.group === group), (l) => l.ratioToRaw)
+      const best = maxBy(
+        classify.levels.filter((l) => l.group === group),
+        (l) => l.ratioToRaw
+      )
       rows.push(
         `| /classify at saturation ≥ 0.85× raw session (${group}) | ${f1(best.imagesPerSecond)} / ${f1(best.rawImagesPerSecond)} images/s = **${best.ratioToRaw.toFixed(2)}×** (concurrency ${best.concurrency}) | ${best.ratioToRaw >= 0.85 ? 'yes' : 'no'} |`
       )
     }
   }
-  for (const [float, uint8] of [['classify', 'classify-uint8'], ['v2-fp32', 'v2-uint8'], ['grpc-fp32', 'grpc-uint8']] as const) {
+  for (const [float, uint8] of [
+    ['classify', 'classify-uint8'],
+    ['v2-fp32', 'v2-uint8'],
+    ['grpc-fp32', 'grpc-uint8']
+  ] as const) {
     const a = byName.get(float)
     const b = byName.get(uint8)
     if (a === undefined || b === undefined) continue
     if (a.levels.length === 0 || b.levels.length === 0) {
-      rows.push(`| UINT8 uses less CPU per image than FP32 (${float} vs ${uint8}) | not measured: ${b.skipped ?? a.skipped ?? 'no levels'} | – |`)
+      rows.push(
+        `| UINT8 uses less CPU per image than FP32 (${float} vs ${uint8}) | not measured: ${b.skipped ?? a.skipped ?? 'no levels'} | – |`
+      )
       continue
     }
     // The UINT8 /classify scenario sends the 500×375 photo only; compare like with like.
@@ -102,7 +123,10 @@ function targetRows(result: SuiteResult, raw: RawFile | undefined): string[] {
 function gpuTargetRows(byName: ReadonlyMap<string, ScenarioResult>, raw: RawFile | undefined): string[] {
   const rows: string[] = []
   const fast = raw?.rows.filter((r) => r.model.endsWith('-u8-fp16') && r.inFlight >= 2) ?? []
-  if (fast.length === 0) rows.push('| raw session, UINT8 prologue + FP16, ≥ 2 batches in flight ≥ 8,500 images/s | not measured (no load:raw figures for a -u8-fp16 model; pass --raw) | – |')
+  if (fast.length === 0)
+    rows.push(
+      '| raw session, UINT8 prologue + FP16, ≥ 2 batches in flight ≥ 8,500 images/s | not measured (no load:raw figures for a -u8-fp16 model; pass --raw) | – |'
+    )
   else {
     const best = maxBy(fast, (r) => r.imagesPerSecond)
     rows.push(
@@ -112,17 +136,22 @@ function gpuTargetRows(byName: ReadonlyMap<string, ScenarioResult>, raw: RawFile
   }
   for (const name of ['classify', 'classify-uint8']) {
     const s = byName.get(name)
-    const sharpKey = s === undefined ? undefined : Object.keys(s.extra).find((k) => k.startsWith('sharp alone') && !k.includes(' 1 in flight'))
+    const sharpKey =
+      s === undefined ? undefined : Object.keys(s.extra).find((k) => k.startsWith('sharp alone') && !k.includes(' 1 in flight'))
     const levels = s?.levels.filter((l) => l.group === '500×375') ?? []
     if (s === undefined || sharpKey === undefined || levels.length === 0) continue
     const best = maxBy(levels, (l) => l.imagesPerSecond)
     const ratio = best.imagesPerSecond / s.extra[sharpKey]!
-    rows.push(`| ${name} end to end, 500×375 JPEGs ≥ 0.9× sharp alone (${sharpKey.replace('sharp alone, images/s, ', '')}) | ${f1(best.imagesPerSecond)} / ${f1(s.extra[sharpKey]!)} = **${ratio.toFixed(2)}×** (concurrency ${best.concurrency}) | ${ratio >= 0.9 ? 'yes' : 'no'} |`)
+    rows.push(
+      `| ${name} end to end, 500×375 JPEGs ≥ 0.9× sharp alone (${sharpKey.replace('sharp alone, images/s, ', '')}) | ${f1(best.imagesPerSecond)} / ${f1(s.extra[sharpKey]!)} = **${ratio.toFixed(2)}×** (concurrency ${best.concurrency}) | ${ratio >= 0.9 ? 'yes' : 'no'} |`
+    )
   }
   const v2 = byName.get('v2-uint8')
   if (v2 !== undefined && v2.levels.length > 0) {
     const best = maxBy(v2.levels, (l) => l.ratioToRaw)
-    rows.push(`| /v2 binary UINT8 ≥ 0.7× raw session | ${f1(best.imagesPerSecond)} / ${f1(best.rawImagesPerSecond)} = **${best.ratioToRaw.toFixed(2)}×** (concurrency ${best.concurrency}) | ${best.ratioToRaw >= 0.7 ? 'yes' : 'no'} |`)
+    rows.push(
+      `| /v2 binary UINT8 ≥ 0.7× raw session | ${f1(best.imagesPerSecond)} / ${f1(best.rawImagesPerSecond)} = **${best.ratioToRaw.toFixed(2)}×** (concurrency ${best.concurrency}) | ${best.ratioToRaw >= 0.7 ? 'yes' : 'no'} |`
+    )
   }
   return rows
 }
@@ -160,7 +189,14 @@ function noiseLine(result: SuiteResult): string {
 }
 
 /** The report's Markdown: how the figures are taken, the targets, the raw sessions, the charts, every scenario. */
-export function reportMarkdown(result: SuiteResult, source: string, chartDir: string, reportPath: string, chartNames: readonly string[], raw: { file: RawFile; source: string } | undefined): string {
+export function reportMarkdown(
+  result: SuiteResult,
+  source: string,
+  chartDir: string,
+  reportPath: string,
+  chartNames: readonly string[],
+  raw: { file: RawFile; source: string } | undefined
+): string {
   const rel = (name: string): string => relative(join(reportPath, '..'), join(chartDir, `${name}.svg`))
   const loadAverage = result.host.loadAverageAtStart.map((n) => n.toFixed(2)).join(' ')
   return [
@@ -170,7 +206,7 @@ export function reportMarkdown(result: SuiteResult, source: string, chartDir: st
     '',
     `Machine: ${result.host.cores} cores (${result.host.cpu}), Node ${result.host.node}, provider **${result.provider}**${result.sessionsPerModel === undefined ? '' : `, ${result.sessionsPerModel} sessions per model`}, ${result.durationSeconds} s per level; load average at start ${loadAverage}.`,
     '',
-    'Model: the synthetic ResNet-50 (seeded random weights; its speed is a real ResNet-50\'s, its answers mean nothing).',
+    "Model: the synthetic ResNet-50 (seeded random weights; its speed is a real ResNet-50's, its answers mean nothing).",
     '',
     '**Read the ratios, not the absolute figures.** Every scenario keeps the raw ONNX Runtime session of its model open',
     '(same model, same batches in flight, in worker threads as in the service) and measures it again just before each',
@@ -184,7 +220,7 @@ export function reportMarkdown(result: SuiteResult, source: string, chartDir: st
     'How each figure is taken: images/s and latencies at the client (successful requests only); server CPU from',
     '`/proc/<pid>/stat` (user + system, all threads) before and after the level, divided by the images answered; batch sizes,',
     'stage times and the event-loop delay p99 from `/metrics` scraped before and after (histograms differenced;',
-    "`nodejs_eventloop_lag_p99_seconds` is reset by each scrape, so it covers the level; 10 ms resolution). Inference time",
+    '`nodejs_eventloop_lag_p99_seconds` is reset by each scrape, so it covers the level; 10 ms resolution). Inference time',
     'is per model execution, which every image in the batch waits for.',
     '',
     '## Targets',

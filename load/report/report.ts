@@ -28,7 +28,8 @@ async function main(argv: string[]): Promise<void> {
   const from = takeOption(args, '--from')
   const reportDir = takeOption(args, '--report-dir')
   const rawPath = takeOption(args, '--raw')
-  const raw = rawPath === undefined ? undefined : { file: JSON.parse(await readFile(rawPath, 'utf8')) as RawFile, source: basename(rawPath) }
+  const raw =
+    rawPath === undefined ? undefined : { file: JSON.parse(await readFile(rawPath, 'utf8')) as RawFile, source: basename(rawPath) }
   const reportPath = reportDir === undefined ? 'docs/load-report.md' : join(reportDir, 'load-report.md')
   const chartDir = reportDir === undefined ? 'docs/load-report' : join(reportDir, 'load-report')
   let result: SuiteResult

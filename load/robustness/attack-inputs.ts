@@ -81,7 +81,8 @@ export function progressiveScanBomb(side = 4096, scans = 10_000): Promise<Buffer
 /** An SVG of about `bytes` made of small rectangles: XML that a renderer parses into a tree first. */
 export function bulkySvg(bytes = 14_700_000): Buffer {
   const head = '<svg xmlns="http://www.w3.org/2000/svg" width="4096" height="4096">'
-  const rect = (i: number): string => `<rect x="${i % 4000}" y="${(i * 7) % 4000}" width="9" height="9" fill="#${(i % 4096).toString(16).padStart(3, '0')}"/>`
+  const rect = (i: number): string =>
+    `<rect x="${i % 4000}" y="${(i * 7) % 4000}" width="9" height="9" fill="#${(i % 4096).toString(16).padStart(3, '0')}"/>`
   const parts = [head]
   let size = head.length + 6
   for (let i = 0; size < bytes; i++) {
@@ -126,7 +127,11 @@ export function deepV2Json(depth: number): string {
 export function nanV2Binary(crop = 224): { headerLength: number; body: Buffer } {
   const values = new Float32Array(3 * crop * crop)
   values[values.length >> 1] = Number.NaN
-  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3, crop, crop], parameters: { binary_data_size: values.byteLength } }] }))
+  const header = Buffer.from(
+    JSON.stringify({
+      inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 3, crop, crop], parameters: { binary_data_size: values.byteLength } }]
+    })
+  )
   return { headerLength: header.byteLength, body: Buffer.concat([header, Buffer.from(values.buffer)]) }
 }
 

@@ -110,7 +110,14 @@ class Watch {
   async stop(): Promise<ProbeReport> {
     this.running = false
     await Promise.all(this.loops)
-    return { type: 'report', liveProbes: this.liveProbes, worstLiveMs: this.worstLiveMs, liveFailures: this.liveFailures, rssPeakMiB: this.rssPeakMiB, photos: this.photos }
+    return {
+      type: 'report',
+      liveProbes: this.liveProbes,
+      worstLiveMs: this.worstLiveMs,
+      liveFailures: this.liveFailures,
+      rssPeakMiB: this.rssPeakMiB,
+      photos: this.photos
+    }
   }
 }
 

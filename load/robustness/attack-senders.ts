@@ -74,7 +74,8 @@ export async function sendRaw(url: string, request: RawRequest): Promise<Outcome
     // A server that refuses on the head alone answers and closes at once; bytes sent after that
     // make its kernel reset the connection, and a reset loses the answer before it is read.
     const early = await Promise.race([ended, new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), HEAD_PAUSE_MS))])
-    if (early === undefined && request.body !== undefined && !socket.write(request.body)) await Promise.race([once(socket, 'drain'), ended, capped])
+    if (early === undefined && request.body !== undefined && !socket.write(request.body))
+      await Promise.race([once(socket, 'drain'), ended, capped])
     if (early === undefined && request.trickle !== undefined) {
       let left = request.trickle.bytes
       trickle = setInterval(() => {
@@ -97,15 +98,25 @@ const MODEL_INFER = '/inference.GRPCInferenceService/ModelInfer'
 const asIs = (bytes: Buffer): Buffer => bytes
 
 /** gRPC ModelInfer with `message` as its wire bytes; after `capMs` the call is cancelled ("gave up"). */
-export async function sendModelInfer(address: string, message: Buffer, metadata: Readonly<Record<string, string>>, capMs: number): Promise<Outcome> {
-  const client = new Client(address, credentials.createInsecure(), { 'grpc.max_send_message_length': -1, 'grpc.max_receive_message_length': -1 })
+export async function sendModelInfer(
+  address: string,
+  message: Buffer,
+  metadata: Readonly<Record<string, string>>,
+  capMs: number
+): Promise<Outcome> {
+  const client = new Client(address, credentials.createInsecure(), {
+    'grpc.max_send_message_length': -1,
+    'grpc.max_receive_message_length': -1
+  })
   const meta = new Metadata()
   for (const [key, value] of Object.entries(metadata)) meta.set(key, value)
   const t0 = performance.now()
   let cap: NodeJS.Timeout | undefined
   try {
     const code = await new Promise<string>((resolve) => {
-      const call = client.makeUnaryRequest(MODEL_INFER, asIs, asIs, message, meta, {}, (err: GrpcCallError | null) => resolve(err === null ? 'OK' : grpcStatus[err.code]))
+      const call = client.makeUnaryRequest(MODEL_INFER, asIs, asIs, message, meta, {}, (err: GrpcCallError | null) =>
+        resolve(err === null ? 'OK' : grpcStatus[err.code])
+      )
       cap = setTimeout(() => {
         call.cancel()
         resolve('gave up')

@@ -100,7 +100,14 @@ const ATTACKS: readonly Attack[] = [
     expected: ['400'],
     async run(t) {
       const { headerLength, body } = nanV2Binary()
-      return [await post(t, `/v2/models/${MODEL}/infer`, { ...withKey, 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) }, body)]
+      return [
+        await post(
+          t,
+          `/v2/models/${MODEL}/infer`,
+          { ...withKey, 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) },
+          body
+        )
+      ]
     }
   },
   {
@@ -114,7 +121,10 @@ const ATTACKS: readonly Attack[] = [
     what: 'multipart photo with a 300-character boundary',
     expected: ['400'],
     async run(t) {
-      const { contentType, body } = multipart([{ name: 'image', filename: 'chelsea.jpg', contentType: 'image/jpeg', data: photo }], 'b'.repeat(300))
+      const { contentType, body } = multipart(
+        [{ name: 'image', filename: 'chelsea.jpg', contentType: 'image/jpeg', data: photo }],
+        'b'.repeat(300)
+      )
       return [await post(t, '/classify', { ...withKey, 'content-type': contentType }, body)]
     }
   },
@@ -124,7 +134,10 @@ const ATTACKS: readonly Attack[] = [
     expected: ['404'],
     async run(t) {
       const body = openBrackets(16_000_000)
-      return [await post(t, '/nope', { 'content-type': 'application/json' }, body), await post(t, '/v2/nope', { 'content-type': 'application/json' }, body)]
+      return [
+        await post(t, '/nope', { 'content-type': 'application/json' }, body),
+        await post(t, '/v2/nope', { 'content-type': 'application/json' }, body)
+      ]
     }
   },
   {
@@ -134,7 +147,10 @@ const ATTACKS: readonly Attack[] = [
     async run(t) {
       const body = openBrackets(22_000_000)
       const path = `/v1/models/${MODEL}:classify`
-      return [await post(t, path, { 'content-type': 'application/json' }, body), await post(t, path, { ...withKey, 'content-type': 'application/json' }, body)]
+      return [
+        await post(t, path, { 'content-type': 'application/json' }, body),
+        await post(t, path, { ...withKey, 'content-type': 'application/json' }, body)
+      ]
     }
   },
   {
@@ -172,7 +188,11 @@ const ATTACKS: readonly Attack[] = [
     what: 'a 1000-byte body sent at 1 byte/s',
     expected: ['408', 'closed'],
     run: async (t) => [
-      await sendRaw(t.url, { head: rawHead('/classify', { ...withKey, 'Content-Type': 'image/jpeg', 'Content-Length': '1000' }), trickle: { bytes: 1000, intervalMs: 1000 }, capMs })
+      await sendRaw(t.url, {
+        head: rawHead('/classify', { ...withKey, 'Content-Type': 'image/jpeg', 'Content-Length': '1000' }),
+        trickle: { bytes: 1000, intervalMs: 1000 },
+        capMs
+      })
     ]
   },
   {
@@ -180,9 +200,19 @@ const ATTACKS: readonly Attack[] = [
     what: 'a chunked multipart body whose closing boundary never comes',
     expected: ['408', 'closed'],
     async run(t) {
-      const { contentType, body } = multipart([{ name: 'image', filename: 'chelsea.jpg', contentType: 'image/jpeg', data: photo }], undefined, false)
+      const { contentType, body } = multipart(
+        [{ name: 'image', filename: 'chelsea.jpg', contentType: 'image/jpeg', data: photo }],
+        undefined,
+        false
+      )
       const chunk = Buffer.concat([Buffer.from(`${body.byteLength.toString(16)}\r\n`), body, Buffer.from('\r\n')])
-      return [await sendRaw(t.url, { head: rawHead('/classify', { ...withKey, 'Content-Type': contentType, 'Transfer-Encoding': 'chunked' }), body: chunk, capMs })]
+      return [
+        await sendRaw(t.url, {
+          head: rawHead('/classify', { ...withKey, 'Content-Type': contentType, 'Transfer-Encoding': 'chunked' }),
+          body: chunk,
+          capMs
+        })
+      ]
     }
   },
   {
@@ -218,7 +248,9 @@ const ATTACKS: readonly Attack[] = [
     what: 'one batch request of 32 7000×7000 RGBA PNGs',
     async run(t) {
       const png = await hugeRgbaPng()
-      const { contentType, body } = multipart(Array.from({ length: 32 }, (_, i) => ({ name: 'images', filename: `${i}.png`, contentType: 'image/png', data: png })))
+      const { contentType, body } = multipart(
+        Array.from({ length: 32 }, (_, i) => ({ name: 'images', filename: `${i}.png`, contentType: 'image/png', data: png }))
+      )
       return [await post(t, `/v1/models/${MODEL}:classify`, { ...withKey, 'content-type': contentType }, body)]
     }
   }
@@ -239,7 +271,8 @@ const serverEnv = Object.fromEntries(
     return [pair.slice(0, at), pair.slice(at + 1)]
   })
 )
-const maxBatchSize = (JSON.parse(await readFile(join(repository, MODEL, 'config.json'), 'utf8')) as { batching: { maxBatchSize: number } }).batching.maxBatchSize
+const maxBatchSize = (JSON.parse(await readFile(join(repository, MODEL, 'config.json'), 'utf8')) as { batching: { maxBatchSize: number } })
+  .batching.maxBatchSize
 
 /** The server's decode budget in MiB, from its settings when it has such a setting (0 otherwise). */
 function decodeBudgetMiB(): { mib: number; setting: string | undefined } {
@@ -365,7 +398,14 @@ class Harness {
     return this.judge(attack, outcomes, report, before, after, serverDied)
   }
 
-  private judge(attack: Attack, outcomes: readonly Outcome[], report: ProbeReport, before: { rss: number; fds: number }, after: { rss: number; fds: number }, serverDied: boolean): AttackResult {
+  private judge(
+    attack: Attack,
+    outcomes: readonly Outcome[],
+    report: ProbeReport,
+    before: { rss: number; fds: number },
+    after: { rss: number; fds: number },
+    serverDied: boolean
+  ): AttackResult {
     const codes = outcomes.map((o) => o.code)
     const photoMaxMs = Math.max(0, ...report.photos.map((p) => p.ms))
     const photoFailures = countBy(report.photos.filter((p) => p.status !== '200').map((p) => p.status))
@@ -412,7 +452,10 @@ class Harness {
 
 const mib = (v: number): string => (Number.isFinite(v) ? v.toFixed(0) : '-')
 const verdict = (ok: boolean | undefined): string => (ok === undefined ? '-' : ok ? 'met' : 'NOT MET')
-const counts = (c: Record<string, number>): string => Object.entries(c).map(([code, n]) => (n === 1 ? code : `${code}×${n}`)).join(' ') || '-'
+const counts = (c: Record<string, number>): string =>
+  Object.entries(c)
+    .map(([code, n]) => (n === 1 ? code : `${code}×${n}`))
+    .join(' ') || '-'
 
 function printResult(r: AttackResult): void {
   const lines = [
@@ -422,13 +465,17 @@ function printResult(r: AttackResult): void {
     `  good photo max ${r.photoMaxMs.toFixed(0)} ms of ${r.photoProbes} probes (limit ${r.photoLimitMs.toFixed(0)})${Object.keys(r.photoFailures).length > 0 ? `, not 200: ${counts(r.photoFailures)}` : ''}`,
     `  RSS ${mib(r.rssMiB.before)} → ${mib(r.rssMiB.peak)} → ${mib(r.rssMiB.after)} MiB after ${settleMs / 1000} s (peak limit ${mib(r.rssMiB.peakLimit)}, after limit ${mib(r.rssMiB.before * RSS_AFTER_FACTOR)})`,
     `  fds ${r.fds.before} → ${r.fds.after}`,
-    `  targets: ${Object.entries(r.checks).map(([k, v]) => `${k} ${verdict(v)}`).join(', ')}`
+    `  targets: ${Object.entries(r.checks)
+      .map(([k, v]) => `${k} ${verdict(v)}`)
+      .join(', ')}`
   ]
   console.log(lines.join('\n'))
 }
 
 const budget = decodeBudgetMiB()
-progress(`${chosen.length} attacks: ${chosen.map((a) => a.name).join(', ')}; decode budget ${budget.setting === undefined ? 'none (no such setting)' : `${budget.mib.toFixed(0)} MiB (${budget.setting})`}`)
+progress(
+  `${chosen.length} attacks: ${chosen.map((a) => a.name).join(', ')}; decode budget ${budget.setting === undefined ? 'none (no such setting)' : `${budget.mib.toFixed(0)} MiB (${budget.setting})`}`
+)
 const harness = await Harness.start(budget.mib)
 console.log(
   `decode budget ${budget.setting === undefined ? 'none' : `${budget.mib.toFixed(0)} MiB`}; good photo idle ${harness.calibration.idlePhotoMs.toFixed(0)} ms, one batch of ${maxBatchSize} ${harness.calibration.oneBatchMs.toFixed(0)} ms: photo limit ${harness.photoLimitMs.toFixed(0)} ms; settle ${settleMs / 1000} s, cap ${capMs / 1000} s\n`
@@ -448,14 +495,31 @@ try {
 const notMet = results.filter((r) => Object.values(r.checks).some((v) => v === false))
 console.log('\nattack                   answers                live ms  photo ms  RSS MiB before→peak→after  fds    targets not met')
 for (const r of results) {
-  const missed = Object.entries(r.checks).filter(([, v]) => v === false).map(([k]) => k)
+  const missed = Object.entries(r.checks)
+    .filter(([, v]) => v === false)
+    .map(([k]) => k)
   const rss = `${mib(r.rssMiB.before)}→${mib(r.rssMiB.peak)}→${mib(r.rssMiB.after)}`
   console.log(
     `${r.name.padEnd(24)} ${counts(r.outcomes).slice(0, 22).padEnd(22)} ${r.worstLiveMs.toFixed(0).padStart(7)} ${r.photoMaxMs.toFixed(0).padStart(9)}  ${rss.padEnd(26)} ${`${r.fds.before}→${r.fds.after}`.padEnd(6)} ${missed.join(', ') || '-'}`
   )
 }
-console.log(`${results.length - notMet.length} of ${results.length} attacks met every target${notMet.length > 0 ? `; not met: ${notMet.map((r) => r.name).join(', ')}` : ''}`)
+console.log(
+  `${results.length - notMet.length} of ${results.length} attacks met every target${notMet.length > 0 ? `; not met: ${notMet.map((r) => r.name).join(', ')}` : ''}`
+)
 if (values.json !== undefined) {
-  await writeFile(values.json, JSON.stringify({ settleSeconds: settleMs / 1000, capSeconds: capMs / 1000, decodeBudgetMiB: budget.mib, photoLimitMs: harness.photoLimitMs, results }, null, 1))
+  await writeFile(
+    values.json,
+    JSON.stringify(
+      {
+        settleSeconds: settleMs / 1000,
+        capSeconds: capMs / 1000,
+        decodeBudgetMiB: budget.mib,
+        photoLimitMs: harness.photoLimitMs,
+        results
+      },
+      null,
+      1
+    )
+  )
 }
 process.exitCode = notMet.length === 0 ? 0 : 1

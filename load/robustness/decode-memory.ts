@@ -102,7 +102,10 @@ async function calibrateOne(kind: string): Promise<void> {
 }
 
 async function runChild(args: string[], env: Record<string, string> = {}): Promise<string> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'load/robustness/decode-memory.ts', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, ['--import', 'tsx', 'load/robustness/decode-memory.ts', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
   let out = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
   const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
@@ -118,10 +121,14 @@ async function calibrate(): Promise<void> {
     const line = (await runChild(['--calibrate-one', kind])).trim().split('\n').pop()!
     const r = JSON.parse(line) as { kind: string; encodedBytes: number; peakBytes: number; estimate: number; ms: number }
     const ratio = r.peakBytes / r.estimate
-    rows.push(`| ${r.kind} | ${(r.encodedBytes / 1e6).toFixed(1)} MB | ${mib(r.peakBytes)} | ${mib(r.estimate)} | ${ratio.toFixed(2)} | ${r.ms.toFixed(0)} |`)
+    rows.push(
+      `| ${r.kind} | ${(r.encodedBytes / 1e6).toFixed(1)} MB | ${mib(r.peakBytes)} | ${mib(r.estimate)} | ${ratio.toFixed(2)} | ${r.ms.toFixed(0)} |`
+    )
     progress(rows[rows.length - 1]!)
   }
-  console.log('\n| image (7000×7000 unless named) | encoded | peak RSS +MiB | estimate MiB | peak / estimate | decode ms |\n|---|---|---|---|---|---|')
+  console.log(
+    '\n| image (7000×7000 unless named) | encoded | peak RSS +MiB | estimate MiB | peak / estimate | decode ms |\n|---|---|---|---|---|---|'
+  )
   for (const row of rows) console.log(row)
 }
 
@@ -134,15 +141,31 @@ interface Variant {
 const VARIANTS: Record<string, Variant> = {
   glibc: { name: 'glibc malloc (sharp: libvips 1 thread)', env: {}, flags: [] },
   arena2: { name: 'glibc, MALLOC_ARENA_MAX=2 (libvips on all cores)', env: { MALLOC_ARENA_MAX: '2' }, flags: [] },
-  'arena2-vips1': { name: 'glibc, MALLOC_ARENA_MAX=2, VIPS_CONCURRENCY=1', env: { MALLOC_ARENA_MAX: '2', VIPS_CONCURRENCY: '1' }, flags: [] },
+  'arena2-vips1': {
+    name: 'glibc, MALLOC_ARENA_MAX=2, VIPS_CONCURRENCY=1',
+    env: { MALLOC_ARENA_MAX: '2', VIPS_CONCURRENCY: '1' },
+    flags: []
+  },
   jemalloc: { name: 'jemalloc LD_PRELOAD (libvips on all cores)', env: { LD_PRELOAD: JEMALLOC }, flags: [] },
   'jemalloc-vips1': { name: 'jemalloc LD_PRELOAD, VIPS_CONCURRENCY=1', env: { LD_PRELOAD: JEMALLOC, VIPS_CONCURRENCY: '1' }, flags: [] },
   'glibc-gc': { name: 'glibc malloc, --expose-gc', env: { NODE_OPTIONS: '--expose-gc' }, flags: [] },
   'arena2-gc': { name: 'glibc, MALLOC_ARENA_MAX=2, --expose-gc', env: { MALLOC_ARENA_MAX: '2', NODE_OPTIONS: '--expose-gc' }, flags: [] },
   'jemalloc-gc': { name: 'jemalloc, --expose-gc', env: { LD_PRELOAD: JEMALLOC, NODE_OPTIONS: '--expose-gc' }, flags: [] },
-  'jemalloc-vips1-gc': { name: 'jemalloc, VIPS_CONCURRENCY=1, --expose-gc', env: { LD_PRELOAD: JEMALLOC, VIPS_CONCURRENCY: '1', NODE_OPTIONS: '--expose-gc' }, flags: [] },
-  'glibc-no-budget': { name: 'glibc, no decode budget (8 slots, 64 GiB)', env: {}, flags: ['--decode-concurrency', '8', '--decode-budget-bytes', String(64 * 1024 * MiB)] },
-  'jemalloc-no-budget': { name: 'jemalloc, no decode budget (8 slots, 64 GiB)', env: { LD_PRELOAD: JEMALLOC }, flags: ['--decode-concurrency', '8', '--decode-budget-bytes', String(64 * 1024 * MiB)] }
+  'jemalloc-vips1-gc': {
+    name: 'jemalloc, VIPS_CONCURRENCY=1, --expose-gc',
+    env: { LD_PRELOAD: JEMALLOC, VIPS_CONCURRENCY: '1', NODE_OPTIONS: '--expose-gc' },
+    flags: []
+  },
+  'glibc-no-budget': {
+    name: 'glibc, no decode budget (8 slots, 64 GiB)',
+    env: {},
+    flags: ['--decode-concurrency', '8', '--decode-budget-bytes', String(64 * 1024 * MiB)]
+  },
+  'jemalloc-no-budget': {
+    name: 'jemalloc, no decode budget (8 slots, 64 GiB)',
+    env: { LD_PRELOAD: JEMALLOC },
+    flags: ['--decode-concurrency', '8', '--decode-budget-bytes', String(64 * 1024 * MiB)]
+  }
 }
 
 interface BurstResult {
@@ -153,11 +176,22 @@ interface BurstResult {
   readonly seconds: number
 }
 
-async function burst(variant: Variant, rgba: Buffer, count: number, batch: number, afterSeconds: number): Promise<{ burst: BurstResult; batch: BurstResult | undefined }> {
-  const server = await startBenchServer(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', ...variant.flags], 'tsx', variant.env)
+async function burst(
+  variant: Variant,
+  rgba: Buffer,
+  count: number,
+  batch: number,
+  afterSeconds: number
+): Promise<{ burst: BurstResult; batch: BurstResult | undefined }> {
+  const server = await startBenchServer(
+    ['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', ...variant.flags],
+    'tsx',
+    variant.env
+  )
   try {
     const photo = await readPhoto('chelsea')
-    for (let i = 0; i < 20; i++) await fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+    for (let i = 0; i < 20; i++)
+      await fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
     await new Promise((r) => setTimeout(r, 2000))
     const sample = async (): Promise<number> => (await procStatusKiB(server.pid, 'VmRSS')) / 1024
     const phase = async (what: string, send: () => Promise<Record<string, number>>): Promise<BurstResult> => {
@@ -165,7 +199,10 @@ async function burst(variant: Variant, rgba: Buffer, count: number, batch: numbe
       const restMiB = await sample()
       let peakMiB = restMiB
       const sampler = setInterval(() => {
-        void sample().then((v) => (peakMiB = Math.max(peakMiB, v)), () => {})
+        void sample().then(
+          (v) => (peakMiB = Math.max(peakMiB, v)),
+          () => {}
+        )
       }, 25)
       const t0 = performance.now()
       const statuses = await send()
@@ -182,7 +219,12 @@ async function burst(variant: Variant, rgba: Buffer, count: number, batch: numbe
       const statuses: Record<string, number> = {}
       await Promise.all(
         Array.from({ length: count }, async () => {
-          const res = await fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: rgba, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })
+          const res = await fetch(`${server.url}/classify`, {
+            method: 'POST',
+            headers: { 'content-type': 'image/png' },
+            body: rgba,
+            signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS)
+          })
           const body = (await res.json()) as { code?: string }
           count1(statuses, res.status === 200 ? '200' : `${res.status} ${body.code ?? ''}`)
         })
@@ -216,7 +258,9 @@ async function burst(variant: Variant, rgba: Buffer, count: number, batch: numbe
 }
 
 function row(variant: string, what: string, r: BurstResult): string {
-  const statuses = Object.entries(r.statuses).map(([k, v]) => `${v}× ${k}`).join(', ')
+  const statuses = Object.entries(r.statuses)
+    .map(([k, v]) => `${v}× ${k}`)
+    .join(', ')
   return `| ${variant} | ${what} | ${r.restMiB.toFixed(0)} | ${r.peakMiB.toFixed(0)} (+${(r.peakMiB - r.restMiB).toFixed(0)}) | ${r.afterMiB.toFixed(0)} (+${(r.afterMiB - r.restMiB).toFixed(0)}) | ${r.seconds.toFixed(1)} | ${statuses} |`
 }
 
@@ -226,9 +270,13 @@ async function bursts(): Promise<void> {
   const afterSeconds = Number(values['after-seconds'])
   const names = (values.variants ?? 'glibc,arena2,arena2-vips1,jemalloc,jemalloc-vips1,glibc-no-budget').split(',')
   const rgba = await cachedImage('RGBA flat 7000', () =>
-    sharp({ create: { width: SIDE, height: SIDE, channels: 4, background: { r: 40, g: 120, b: 200, alpha: 0.5 } } }).png({ compressionLevel: 9 }).toBuffer()
+    sharp({ create: { width: SIDE, height: SIDE, channels: 4, background: { r: 40, g: 120, b: 200, alpha: 0.5 } } })
+      .png({ compressionLevel: 9 })
+      .toBuffer()
   )
-  progress(`burst: ${count} concurrent ${SIDE}×${SIDE} RGBA PNGs (${(rgba.length / 1e3).toFixed(0)} KB each), then a batch of ${batch}; RSS ${afterSeconds} s after each`)
+  progress(
+    `burst: ${count} concurrent ${SIDE}×${SIDE} RGBA PNGs (${(rgba.length / 1e3).toFixed(0)} KB each), then a batch of ${batch}; RSS ${afterSeconds} s after each`
+  )
   const rows: string[] = []
   for (const name of names) {
     const variant = VARIANTS[name]
@@ -242,7 +290,9 @@ async function bursts(): Promise<void> {
     if (result.batch !== undefined) rows.push(row(variant.name, `batch of ${batch}`, result.batch))
     progress(rows.slice(-2).join('\n'))
   }
-  console.log(`\n| allocator | burst | RSS at rest MiB | peak MiB | ${afterSeconds} s after MiB | wall s | answers |\n|---|---|---|---|---|---|---|`)
+  console.log(
+    `\n| allocator | burst | RSS at rest MiB | peak MiB | ${afterSeconds} s after MiB | wall s | answers |\n|---|---|---|---|---|---|---|`
+  )
   for (const r of rows) console.log(r)
 }
 

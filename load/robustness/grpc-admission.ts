@@ -37,17 +37,51 @@ const entries = (bytesEach: number): number => copiesIn(attackBytes, bytesEach)
 const millions = (bytesEach: number): string => `${(entries(bytesEach) / 1e6).toFixed(1)} M`
 
 const attacks: Array<{ name: string; key: boolean; message: () => Buffer }> = [
-  { name: `${millions(2)} empty outputs, no key`, key: false, message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyOutput, entries(2))]) },
-  { name: `${millions(2)} empty outputs, with key`, key: true, message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyOutput, entries(2))]) },
-  { name: `${millions(2)} empty parameters`, key: true, message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyParameter, entries(2))]) },
-  { name: `${millions(2)} empty bytes_contents`, key: true, message: () => Buffer.concat([modelName, inferWire.input('input', 'BYTES', [1], repeatedField(lengthDelimited(8, ''), entries(2)))]) },
-  { name: `${millions(1)} shape dimensions`, key: true, message: () => Buffer.concat([modelName, lengthDelimited(5, lengthDelimited(3, Buffer.alloc(entries(1))))]) },
-  { name: `${millions(1)} uint_contents`, key: true, message: () => Buffer.concat([modelName, inferWire.input('input', 'UINT8', [1, 224, 224, 3], lengthDelimited(4, Buffer.alloc(entries(1))))]) },
-  { name: `${millions(1)} int64_contents`, key: true, message: () => Buffer.concat([modelName, inferWire.input('input', 'INT64', [1], lengthDelimited(3, Buffer.alloc(entries(1))))]) },
+  {
+    name: `${millions(2)} empty outputs, no key`,
+    key: false,
+    message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyOutput, entries(2))])
+  },
+  {
+    name: `${millions(2)} empty outputs, with key`,
+    key: true,
+    message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyOutput, entries(2))])
+  },
+  {
+    name: `${millions(2)} empty parameters`,
+    key: true,
+    message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyParameter, entries(2))])
+  },
+  {
+    name: `${millions(2)} empty bytes_contents`,
+    key: true,
+    message: () => Buffer.concat([modelName, inferWire.input('input', 'BYTES', [1], repeatedField(lengthDelimited(8, ''), entries(2)))])
+  },
+  {
+    name: `${millions(1)} shape dimensions`,
+    key: true,
+    message: () => Buffer.concat([modelName, lengthDelimited(5, lengthDelimited(3, Buffer.alloc(entries(1))))])
+  },
+  {
+    name: `${millions(1)} uint_contents`,
+    key: true,
+    message: () =>
+      Buffer.concat([modelName, inferWire.input('input', 'UINT8', [1, 224, 224, 3], lengthDelimited(4, Buffer.alloc(entries(1))))])
+  },
+  {
+    name: `${millions(1)} int64_contents`,
+    key: true,
+    message: () => Buffer.concat([modelName, inferWire.input('input', 'INT64', [1], lengthDelimited(3, Buffer.alloc(entries(1))))])
+  },
   {
     name: `FP32 batch of ${items} (legitimate)`,
     key: true,
-    message: () => Buffer.concat([modelName, inferWire.input('input', 'FP32', [items, 3, 224, 224]), inferWire.rawInputContents(Buffer.alloc(items * 3 * 224 * 224 * 4))])
+    message: () =>
+      Buffer.concat([
+        modelName,
+        inferWire.input('input', 'FP32', [items, 3, 224, 224]),
+        inferWire.rawInputContents(Buffer.alloc(items * 3 * 224 * 224 * 4))
+      ])
   }
 ]
 
@@ -91,7 +125,15 @@ for (const attack of attacks) {
   clearInterval(sampler)
   const rssAfter = await rssMiB()
   const serverCpuS = ((await server.cpuSeconds()) - cpuBefore).toFixed(2)
-  rows.push({ attack: attack.name, megabytes: (message.byteLength / 1024 / 1024).toFixed(1), answer, answerS, serverCpuS, worstLiveMs: Math.round(worstLiveMs), rss: `${Math.round(rssBefore)} → ${Math.round(peak)} → ${Math.round(rssAfter)}` })
+  rows.push({
+    attack: attack.name,
+    megabytes: (message.byteLength / 1024 / 1024).toFixed(1),
+    answer,
+    answerS,
+    serverCpuS,
+    worstLiveMs: Math.round(worstLiveMs),
+    rss: `${Math.round(rssBefore)} → ${Math.round(peak)} → ${Math.round(rssAfter)}`
+  })
   console.error(`done: ${attack.name}`)
 }
 console.table(rows)

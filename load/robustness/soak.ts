@@ -18,7 +18,13 @@ import { startServerProcess } from '../../test/helpers/process.js'
  *   npm run load:soak -- --minutes 10 [--connections 8] [--sample-seconds 5]
  */
 
-const { values } = parseArgs({ options: { minutes: { type: 'string', default: '10' }, connections: { type: 'string', default: '8' }, 'sample-seconds': { type: 'string', default: '5' } } })
+const { values } = parseArgs({
+  options: {
+    minutes: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '8' },
+    'sample-seconds': { type: 'string', default: '5' }
+  }
+})
 const connections = Number(values.connections)
 const durationS = Math.round(Number(values.minutes) * 60)
 const sampleMs = Number(values['sample-seconds']) * 1000
@@ -30,14 +36,27 @@ const warmUpS = Math.max(20, durationS / 5)
 const good = await Promise.all(
   photoPaths()
     .slice(0, 6)
-    .map(async (path) => ({ method: 'POST' as const, path: '/classify', headers: { 'content-type': 'image/jpeg' }, body: await readFile(path) }))
+    .map(async (path) => ({
+      method: 'POST' as const,
+      path: '/classify',
+      headers: { 'content-type': 'image/jpeg' },
+      body: await readFile(path)
+    }))
 )
-const bad = (await badInputCorpus()).filter((c) => c.cheap && c.expected.status !== 200).map((c) => ({ method: c.request.method, path: c.request.path, headers: { ...c.request.headers }, body: c.request.body }))
+const bad = (await badInputCorpus())
+  .filter((c) => c.cheap && c.expected.status !== 200)
+  .map((c) => ({ method: c.request.method, path: c.request.path, headers: { ...c.request.headers }, body: c.request.body }))
 // One good request, then two bad ones, round and round.
 const requests = good.flatMap((g, i) => [g, bad[(2 * i) % bad.length]!, bad[(2 * i + 1) % bad.length]!])
 for (let i = 2 * good.length; i < bad.length; i += 2) requests.push(good[i % good.length]!, bad[i]!, bad[(i + 1) % bad.length]!)
 
-const server = await startServerProcess(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', ...CORPUS_SERVER_FLAGS])
+const server = await startServerProcess([
+  '--model-repository',
+  await syntheticModelRepository(),
+  '--provider',
+  'cpu',
+  ...CORPUS_SERVER_FLAGS
+])
 const pid = server.child.pid!
 
 async function rssMiB(): Promise<number> {
@@ -74,10 +93,14 @@ const samples: Sample[] = []
 const started = performance.now()
 const sampler = setInterval(() => {
   const atS = (performance.now() - started) / 1000
-  void Promise.all([rssMiB(), eventLoopP99Ms(), probeMs()]).then(([rss, lag, probe]) => samples.push({ atS, rssMiB: rss, eventLoopP99Ms: lag, probeMs: probe }))
+  void Promise.all([rssMiB(), eventLoopP99Ms(), probeMs()]).then(([rss, lag, probe]) =>
+    samples.push({ atS, rssMiB: rss, eventLoopP99Ms: lag, probeMs: probe })
+  )
 }, sampleMs)
 
-process.stderr.write(`soaking ${server.url} for ${durationS} s with ${values.connections} connections (${good.length} good photos, ${bad.length} bad requests in the mix)\n`)
+process.stderr.write(
+  `soaking ${server.url} for ${durationS} s with ${values.connections} connections (${good.length} good photos, ${bad.length} bad requests in the mix)\n`
+)
 const result = await autocannon({ url: server.url, connections, duration: durationS, requests, timeout: 30 })
 clearInterval(sampler)
 await new Promise((r) => setTimeout(r, 200))
@@ -87,7 +110,9 @@ const exitCode = await server.exited
 const statusCounts: Record<string, number> = {}
 for (const [status, stat] of Object.entries(result.statusCodeStats ?? {})) statusCounts[status] = stat.count ?? 0
 // Nothing in this mix should meet a full queue, a deadline or a shutdown: every 5xx is unexpected.
-const unexpected5xx = Object.entries(statusCounts).filter(([s]) => Number(s) >= 500).reduce((n, [, c]) => n + c, 0)
+const unexpected5xx = Object.entries(statusCounts)
+  .filter(([s]) => Number(s) >= 500)
+  .reduce((n, [, c]) => n + c, 0)
 const settled = samples.filter((s) => s.atS >= warmUpS)
 const sortedRss = settled.map((s) => s.rssMiB).sort((a, b) => a - b)
 const medianRss = sortedRss[sortedRss.length >> 1] ?? NaN
@@ -95,7 +120,10 @@ const rssMin = sortedRss[0] ?? NaN
 const rssMax = sortedRss[sortedRss.length - 1] ?? NaN
 const lags = settled.map((s) => s.eventLoopP99Ms).filter(Number.isFinite)
 const worstLag = Math.max(...lags)
-const probes = settled.map((s) => s.probeMs).filter(Number.isFinite).sort((a, b) => a - b)
+const probes = settled
+  .map((s) => s.probeMs)
+  .filter(Number.isFinite)
+  .sort((a, b) => a - b)
 const probeAt = (q: number): number => Math.round(probes[Math.min(probes.length - 1, Math.floor(q * probes.length))] ?? NaN)
 const checks = {
   noUnexpected5xx: unexpected5xx === 0 && result.errors === 0 && result.timeouts === 0,
@@ -109,13 +137,29 @@ console.log(
       durationS,
       requests: result.requests.total,
       requestsPerS: Math.round(result.requests.average),
-      probeLatencyMs: { p50: probeAt(0.5), p90: probeAt(0.9), max: probeAt(1), probes: probes.length, failed: settled.length - probes.length },
+      probeLatencyMs: {
+        p50: probeAt(0.5),
+        p90: probeAt(0.9),
+        max: probeAt(1),
+        probes: probes.length,
+        failed: settled.length - probes.length
+      },
       statusCounts,
       unexpected5xx,
       connectionErrors: result.errors,
       timeouts: result.timeouts,
-      rssMiB: { afterWarmUpS: Math.round(warmUpS), median: Math.round(medianRss), min: Math.round(rssMin), max: Math.round(rssMax), first: Math.round(samples[0]?.rssMiB ?? NaN), samples: settled.length },
-      eventLoopP99Ms: { worst: Number(worstLag.toFixed(2)), median: Number((lags.sort((a, b) => a - b)[lags.length >> 1] ?? NaN).toFixed(2)) },
+      rssMiB: {
+        afterWarmUpS: Math.round(warmUpS),
+        median: Math.round(medianRss),
+        min: Math.round(rssMin),
+        max: Math.round(rssMax),
+        first: Math.round(samples[0]?.rssMiB ?? NaN),
+        samples: settled.length
+      },
+      eventLoopP99Ms: {
+        worst: Number(worstLag.toFixed(2)),
+        median: Number((lags.sort((a, b) => a - b)[lags.length >> 1] ?? NaN).toFixed(2))
+      },
       exitCode,
       checks
     },

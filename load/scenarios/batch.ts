@@ -5,7 +5,9 @@ import { levelsAt, photoLabel, typicalPhoto, type PlanScenario } from '../kit/sc
 export const batchPlan: PlanScenario = async (name, model, options) => {
   const typical = await typicalPhoto()
   const items = Math.min(options.batchItems, 64)
-  const body = Buffer.from(JSON.stringify({ instances: Array.from({ length: items }, () => ({ b64: typical.bytes.toString('base64') })), topk: 5 }))
+  const body = Buffer.from(
+    JSON.stringify({ instances: Array.from({ length: items }, () => ({ b64: typical.bytes.toString('base64') })), topk: 5 })
+  )
   // Each request queues `items` images at once; past the model's queue bound they would be refused.
   const concurrency = options.concurrency.filter((c) => c * items <= model.config.batching.maxQueueSize)
   return {
@@ -13,7 +15,16 @@ export const batchPlan: PlanScenario = async (name, model, options) => {
     title: `POST /v1/models/{model}:classify, ${items} base64 JPEGs (${photoLabel(typical)}) per request`,
     model,
     levels: levelsAt(`${items} per request`, concurrency.length > 0 ? concurrency : [1], (server, c, s) =>
-      runHttpLoad({ url: `${server.url}/v1/models/${model.name}:classify`, headers: { 'content-type': 'application/json' }, body, imagesPerRequest: items }, c, s)
+      runHttpLoad(
+        {
+          url: `${server.url}/v1/models/${model.name}:classify`,
+          headers: { 'content-type': 'application/json' },
+          body,
+          imagesPerRequest: items
+        },
+        c,
+        s
+      )
     )
   }
 }

@@ -37,7 +37,11 @@ export const classifyPlan: PlanScenario = async (name, model, options) => {
     model,
     levels: photos.flatMap((photo) =>
       levelsAt(photoLabel(photo), options.concurrency, (server, c, s) =>
-        runHttpLoad({ url: `${server.url}${path}`, headers: { 'content-type': 'image/jpeg' }, body: photo.bytes, imagesPerRequest: 1 }, c, s)
+        runHttpLoad(
+          { url: `${server.url}${path}`, headers: { 'content-type': 'image/jpeg' }, body: photo.bytes, imagesPerRequest: 1 },
+          c,
+          s
+        )
       )
     ),
     extra: async () => {
@@ -53,7 +57,12 @@ export const classifyPlan: PlanScenario = async (name, model, options) => {
       return {
         'preprocess alone, median ms (500×375)': median(times),
         'sharp alone, images/s, 1 in flight (500×375)': await sharpImagesPerSecond(model, typical, 1, seconds),
-        [`sharp alone, images/s, ${availableParallelism() * 2} in flight (500×375)`]: await sharpImagesPerSecond(model, typical, availableParallelism() * 2, seconds)
+        [`sharp alone, images/s, ${availableParallelism() * 2} in flight (500×375)`]: await sharpImagesPerSecond(
+          model,
+          typical,
+          availableParallelism() * 2,
+          seconds
+        )
       }
     }
   }

@@ -26,6 +26,7 @@ export async function planScenario(name: ScenarioName, options: SuiteOptions): P
   const uint8 = name.endsWith('uint8')
   const modelName = uint8 ? options.uint8Model : options.floatModel
   const model = await modelUnderTest(options.repository, modelName)
-  if (model === undefined) return `no model "${modelName}" in ${options.repository}${uint8 ? ' (build the UINT8 prologue variant first)' : ''}`
+  if (model === undefined)
+    return `no model "${modelName}" in ${options.repository}${uint8 ? ' (build the UINT8 prologue variant first)' : ''}`
   return PLANS[name](name, model, options)
 }

@@ -1,5 +1,13 @@
 import { runHttpLoad } from '../kit/load-generators.js'
-import { levelsAt, photoTensor, tensorDatatype, tensorShape, typicalPhoto, type ModelUnderTest, type PlanScenario } from '../kit/scenario-plan.js'
+import {
+  levelsAt,
+  photoTensor,
+  tensorDatatype,
+  tensorShape,
+  typicalPhoto,
+  type ModelUnderTest,
+  type PlanScenario
+} from '../kit/scenario-plan.js'
 
 /**
  * POST /v2/models/{model}/infer with the binary tensor extension: one image already in the
@@ -9,7 +17,16 @@ import { levelsAt, photoTensor, tensorDatatype, tensorShape, typicalPhoto, type 
 /** The Open Inference Protocol's binary extension: the JSON header, then the tensor bytes. */
 function v2BinaryBody(model: ModelUnderTest, tensor: Buffer): { headers: Record<string, string>; body: Buffer } {
   const header = Buffer.from(
-    JSON.stringify({ inputs: [{ name: model.config.input.name, shape: tensorShape(model, 1), datatype: tensorDatatype(model), parameters: { binary_data_size: tensor.length } }] })
+    JSON.stringify({
+      inputs: [
+        {
+          name: model.config.input.name,
+          shape: tensorShape(model, 1),
+          datatype: tensorDatatype(model),
+          parameters: { binary_data_size: tensor.length }
+        }
+      ]
+    })
   )
   return {
     headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.length) },

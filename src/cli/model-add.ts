@@ -30,7 +30,8 @@ Options:
 function integerFlag(flag: string, raw: string | undefined, min: number, max: number): number | undefined {
   if (raw === undefined) return undefined
   const n = /^\d+$/.test(raw.trim()) ? Number(raw) : NaN
-  if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`--${flag} must be an integer from ${min} to ${max}; got "${raw}".`)
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new UsageError(`--${flag} must be an integer from ${min} to ${max}; got "${raw}".`)
   return n
 }
 
@@ -61,10 +62,16 @@ async function main(argv: string[]): Promise<number | 'help'> {
     }
   })
   if (values.help) return 'help'
-  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'give the ONNX file to import.' : `give one ONNX file; got ${positionals.length} arguments (${positionals.join(' ')}).`)
+  if (positionals.length !== 1)
+    throw new UsageError(
+      positionals.length === 0
+        ? 'give the ONNX file to import.'
+        : `give one ONNX file; got ${positionals.length} arguments (${positionals.join(' ')}).`
+    )
   if (values.name === undefined) throw new UsageError('--name is required.')
   if (values.preset === undefined) throw new UsageError(`--preset is required (${PRESET_NAMES.join(', ')}).`)
-  if (!(PRESET_NAMES as readonly string[]).includes(values.preset)) throw new UsageError(`unknown --preset "${values.preset}"; use one of: ${PRESET_NAMES.join(', ')}.`)
+  if (!(PRESET_NAMES as readonly string[]).includes(values.preset))
+    throw new UsageError(`unknown --preset "${values.preset}"; use one of: ${PRESET_NAMES.join(', ')}.`)
   const maxBatchSize = integerFlag('max-batch-size', values['max-batch-size'], 1, 1024)
   const maxQueueDelayMs = numberFlag('max-queue-delay-ms', values['max-queue-delay-ms'], 0, 10_000)
   try {

@@ -61,7 +61,8 @@ function parseRequest(argv: string[]): BuildRequest | 'help' {
   const v = parsed.values
   if (v.help) return 'help'
   if (v.all && v.depth !== undefined) throw new UsageError('--all and --depth exclude each other.')
-  if (v.all && v.name !== undefined) throw new UsageError('--name names one model; with --all the names are resnet50, resnet101, resnet152.')
+  if (v.all && v.name !== undefined)
+    throw new UsageError('--name names one model; with --all the names are resnet50, resnet101, resnet152.')
   const depth = Number(v.depth ?? 50)
   if (!isResNetDepth(depth)) throw new UsageError(`--depth must be one of ${RESNET_DEPTHS.join(', ')}, got "${v.depth}".`)
   const variant = v.variant ?? 'v1.5'

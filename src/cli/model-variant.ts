@@ -57,7 +57,9 @@ async function main(argv: string[]): Promise<number | 'help'> {
         `Wrote ${written.name} to ${written.dir}`,
         `  input        "${input.name}" ${input.datatype} ${input.layout}`,
         `  model.onnx   ${mib(written.modelBytes)} (source ${mib(written.sourceBytes)}), rewritten in ${(written.rewriteMs / 1000).toFixed(1)} s`,
-        ...(written.foldedBatchNorms === undefined ? [] : [`  fp16         ${written.foldedBatchNorms} BatchNormalization folded into Conv (in float32) first`]),
+        ...(written.foldedBatchNorms === undefined
+          ? []
+          : [`  fp16         ${written.foldedBatchNorms} BatchNormalization folded into Conv (in float32) first`]),
         `Validated as the server does at start-up (config, files, labels, ONNX signature, one run on the CPU).`
       ].join('\n')
     )

@@ -23,9 +23,7 @@ export interface QueueView {
   readonly idleRunners: number
 }
 
-export type BatchDecision =
-  | { readonly run: true; readonly size: number }
-  | { readonly run: false; readonly waitMs: number | undefined }
+export type BatchDecision = { readonly run: true; readonly size: number } | { readonly run: false; readonly waitMs: number | undefined }
 
 const WAIT_FOR_EVENT: BatchDecision = Object.freeze({ run: false, waitMs: undefined })
 

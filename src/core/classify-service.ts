@@ -175,7 +175,12 @@ export class ClassifyService {
     }
     for (const f of failures) fail(f, f.model)
     if (models.length === 0 && failures.length === 0) {
-      throw new RepositoryError('', settings.modelRepository, 'holds no model folders.', 'Add one with `npm run model:add`, build the synthetic default with `npm run model:build`, or start with --build-default-model true.')
+      throw new RepositoryError(
+        '',
+        settings.modelRepository,
+        'holds no model folders.',
+        'Add one with `npm run model:add`, build the synthetic default with `npm run model:build`, or start with --build-default-model true.'
+      )
     }
     const named = settings.defaultModel
     if (named !== undefined && !models.some((m) => m.name === named) && !failures.some((f) => f.model === named)) {
@@ -184,17 +189,30 @@ export class ClassifyService {
     }
     if (settings.provider === 'auto') {
       const cuda = cudaProviderLibrary()
-      if (!cuda.installed) log.info({ provider: 'cpu', missing: cuda.path }, 'execution provider: CPU (the CUDA provider library is not installed)')
+      if (!cuda.installed)
+        log.info({ provider: 'cpu', missing: cuda.path }, 'execution provider: CPU (the CUDA provider library is not installed)')
     }
     const served: ServedModel[] = []
     // One budget for every model: decodes share the cores and the memory whichever model they feed.
-    const decodeBudget = new DecodeBudget({ maxConcurrent: settings.decodeConcurrency, budgetBytes: settings.decodeBudgetBytes, maxQueued: settings.decodeQueueSize })
+    const decodeBudget = new DecodeBudget({
+      maxConcurrent: settings.decodeConcurrency,
+      budgetBytes: settings.decodeBudgetBytes,
+      maxQueued: settings.decodeQueueSize
+    })
     try {
       for (const entry of models) {
-        const sessions = new ModelSessions(entry, { provider: settings.provider, cudaDeviceId: settings.cudaDeviceId, threads: settings.threadsPerSession, sessions: settings.sessionsPerModel })
+        const sessions = new ModelSessions(entry, {
+          provider: settings.provider,
+          cudaDeviceId: settings.cudaDeviceId,
+          threads: settings.threadsPerSession,
+          sessions: settings.sessionsPerModel
+        })
         sessions.on('ready', (info) => {
           if (info.fallbackReason !== undefined) {
-            log.warn({ model: entry.name, reason: info.fallbackReason }, '!!! CUDA execution provider unavailable: running on the CPU instead !!!')
+            log.warn(
+              { model: entry.name, reason: info.fallbackReason },
+              '!!! CUDA execution provider unavailable: running on the CPU instead !!!'
+            )
           }
           log.info({ model: entry.name, provider: info.provider, loadMs: Math.round(info.loadMs) }, 'inference session open')
         })
@@ -207,9 +225,23 @@ export class ClassifyService {
           continue
         }
         served.push(new ServedModel(entry, sessions, settings, events, decodeBudget))
-        log.info({ model: entry.name, version: entry.config.version, synthetic: entry.config.synthetic, provider: sessions.provider, maxBatchSize: sessions.shape!.maxBatchSize, warmedUpBatchSizes: sessions.sizes!.warmUp, readyMs: Math.round(performance.now() - t0) }, 'model ready')
+        log.info(
+          {
+            model: entry.name,
+            version: entry.config.version,
+            synthetic: entry.config.synthetic,
+            provider: sessions.provider,
+            maxBatchSize: sessions.shape!.maxBatchSize,
+            warmedUpBatchSizes: sessions.sizes!.warmUp,
+            readyMs: Math.round(performance.now() - t0)
+          },
+          'model ready'
+        )
         if (entry.config.synthetic) {
-          log.warn({ model: entry.name }, `!!! ${entry.name} has SYNTHETIC weights (seeded random, not trained): its labels mean nothing. See README "Serving real models". !!!`)
+          log.warn(
+            { model: entry.name },
+            `!!! ${entry.name} has SYNTHETIC weights (seeded random, not trained): its labels mean nothing. See README "Serving real models". !!!`
+          )
         }
       }
     } catch (err) {
@@ -252,7 +284,12 @@ export class ClassifyService {
     const t0 = performance.now()
     const preds = this.predictions(model, scores, topk)
     const postprocessMs = performance.now() - t0
-    return { ...model.info, predictions: preds, batchSize, timings: { ...timings, postprocessMs, totalMs: timings.totalMs + postprocessMs } }
+    return {
+      ...model.info,
+      predictions: preds,
+      batchSize,
+      timings: { ...timings, postprocessMs, totalMs: timings.totalMs + postprocessMs }
+    }
   }
 
   /** Throws INVALID_TOPK unless 1 ≤ topk ≤ min(--max-topk, the model's classes). */
@@ -303,13 +340,21 @@ export class ClassifyService {
     const t0 = performance.now()
     const model = this.model(modelName)
     if (tensor.byteLength !== model.tensorItemBytes) {
-      throw new ServiceError('BAD_REQUEST', `One image tensor for ${model.entry.name} is ${model.tensorItemBytes} bytes; got ${tensor.byteLength}.`)
+      throw new ServiceError(
+        'BAD_REQUEST',
+        `One image tensor for ${model.entry.name} is ${model.tensorItemBytes} bytes; got ${tensor.byteLength}.`
+      )
     }
     if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
     const { output, queueMs, batchSize } = await model.submit({ kind: ItemKind.TENSOR, bytes: tensor }, options)
     const t1 = performance.now()
     model.events.onStage?.(model.entry.name, 'queue', queueMs)
-    return { ...model.info, scores: output.scores, batchSize, timings: { queueMs, preprocessMs: 0, inferenceMs: output.inferMs, postprocessMs: 0, totalMs: t1 - t0 } }
+    return {
+      ...model.info,
+      scores: output.scores,
+      batchSize,
+      timings: { queueMs, preprocessMs: 0, inferenceMs: output.inferMs, postprocessMs: 0, totalMs: t1 - t0 }
+    }
   }
 
   /** Stops taking work, lets what was accepted finish (up to the drain timeout), closes the sessions. */

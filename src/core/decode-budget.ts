@@ -183,7 +183,14 @@ export class DecodeBudget {
   private readonly clock: Clock
   private readonly small = new TicketQueue()
   private readonly large = new TicketQueue()
-  private readonly view = { running: 0, largeRunning: 0, bytesInFlight: 0, largeBytesInFlight: 0, smallHead: undefined as Ticket | undefined, largeHead: undefined as Ticket | undefined }
+  private readonly view = {
+    running: 0,
+    largeRunning: 0,
+    bytesInFlight: 0,
+    largeBytesInFlight: 0,
+    smallHead: undefined as Ticket | undefined,
+    largeHead: undefined as Ticket | undefined
+  }
   private waiting = 0
   private nextSeq = 0
   private avgDecodeMs = 0
@@ -191,7 +198,8 @@ export class DecodeBudget {
 
   constructor(limits: DecodeLimits, clock: Clock = systemClock) {
     for (const key of ['maxConcurrent', 'budgetBytes', 'maxQueued'] as const) {
-      if (!Number.isSafeInteger(limits[key]) || limits[key] < 1) throw new RangeError(`DecodeBudget ${key} must be an integer ≥ 1, got ${limits[key]}.`)
+      if (!Number.isSafeInteger(limits[key]) || limits[key] < 1)
+        throw new RangeError(`DecodeBudget ${key} must be an integer ≥ 1, got ${limits[key]}.`)
     }
     this.limits = Object.freeze({ ...limits })
     this.clock = clock
@@ -225,7 +233,12 @@ export class DecodeBudget {
   acquire(cost: number, options: AdmissionOptions = {}): Promise<DecodePermit> {
     const largest = largestDecodeBytes(this.limits)
     if (!(cost <= largest)) {
-      return Promise.reject(new ServiceError('IMAGE_TOO_LARGE', `(decoding it needs about ${mib(cost)} MiB; one decode may use ${mib(largest)} MiB of the ${mib(this.limits.budgetBytes)} MiB decode budget)`))
+      return Promise.reject(
+        new ServiceError(
+          'IMAGE_TOO_LARGE',
+          `(decoding it needs about ${mib(cost)} MiB; one decode may use ${mib(largest)} MiB of the ${mib(this.limits.budgetBytes)} MiB decode budget)`
+        )
+      )
     }
     const { signal } = options
     if (signal?.aborted) return Promise.reject(new ServiceError('CLIENT_CLOSED'))
@@ -245,12 +258,17 @@ export class DecodeBudget {
     if (ticket.state === 'queued' && this.waiting > this.limits.maxQueued) {
       this.leaveQueue(ticket)
       ticket.state = 'done'
-      ticket.reject(new ServiceError('DECODE_QUEUE_FULL', `(${this.waiting} waiting, limit ${this.limits.maxQueued})`, { retryAfterSeconds: this.retryAfterSeconds() }))
+      ticket.reject(
+        new ServiceError('DECODE_QUEUE_FULL', `(${this.waiting} waiting, limit ${this.limits.maxQueued})`, {
+          retryAfterSeconds: this.retryAfterSeconds()
+        })
+      )
       return promise
     }
     if (ticket.state === 'queued') {
       if (signal !== undefined) signal.addEventListener('abort', ticket)
-      if (deadlineAt !== Infinity) ticket.deadlineTimer = this.clock.setTimer(() => this.cancel(ticket, 'DEADLINE_EXCEEDED'), deadlineAt - now)
+      if (deadlineAt !== Infinity)
+        ticket.deadlineTimer = this.clock.setTimer(() => this.cancel(ticket, 'DEADLINE_EXCEEDED'), deadlineAt - now)
     }
     return promise
   }

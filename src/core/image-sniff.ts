@@ -90,7 +90,9 @@ function sniffMarkup(bytes: Uint8Array): SniffedFormat {
   else if (startsWith(bytes, [0xff, 0xfe]) || startsWith(bytes, [0xfe, 0xff])) return { accepted: false, name: 'UTF-16 text (XML?)' }
   while (i < bytes.length && (bytes[i] === 0x20 || bytes[i] === 0x09 || bytes[i] === 0x0a || bytes[i] === 0x0d)) i++
   if (bytes[i] !== 0x3c) return undefined
-  const head = Buffer.from(bytes.buffer, bytes.byteOffset + i, Math.min(MARKUP_WINDOW, bytes.length - i)).toString('latin1').toLowerCase()
+  const head = Buffer.from(bytes.buffer, bytes.byteOffset + i, Math.min(MARKUP_WINDOW, bytes.length - i))
+    .toString('latin1')
+    .toLowerCase()
   if (head.includes('<svg') || head.includes('<!doctype svg')) return { accepted: false, name: 'SVG' }
   if (head.includes('<html') || head.includes('<!doctype html')) return { accepted: false, name: 'HTML' }
   return { accepted: false, name: 'XML/markup' }

@@ -89,10 +89,7 @@ async function run(req: RunRequest): Promise<void> {
     // Rows of padding images are dropped. The binding hands back a fresh array per run; copy only
     // if what is sent is a view into something larger.
     const data = req.runSize === req.kinds.length ? all : all.subarray(0, (all.length / req.runSize) * req.kinds.length)
-    const output =
-      data.byteOffset === 0 && data.byteLength === data.buffer.byteLength
-        ? (data.buffer as ArrayBuffer)
-        : data.slice().buffer
+    const output = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? (data.buffer as ArrayBuffer) : data.slice().buffer
     post({ type: 'result', id: req.id, output, prepareMs: t1 - t0, inferMs: t2 - t1 }, [output])
   } catch (err) {
     post({ type: 'run-failed', id: req.id, message: (err as Error).message })

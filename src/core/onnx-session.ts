@@ -76,9 +76,7 @@ export async function openSession(modelPath: string, settings: SessionSettings):
 }
 
 function describe(meta: ort.InferenceSession.ValueMetadata): TensorSignature {
-  return meta.isTensor
-    ? { name: meta.name, type: meta.type, shape: [...meta.shape] }
-    : { name: meta.name, type: 'non-tensor', shape: [] }
+  return meta.isTensor ? { name: meta.name, type: meta.type, shape: [...meta.shape] } : { name: meta.name, type: 'non-tensor', shape: [] }
 }
 
 export function readSignature(session: ort.InferenceSession): ModelSignature {

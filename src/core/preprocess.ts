@@ -34,7 +34,14 @@ import { countJpegScans } from './jpeg-scans.js'
 const ACCEPTED_FORMATS: ReadonlySet<string> = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif'])
 
 /** sharp's name (metadata().format) for each sniffed format. */
-const SHARP_FORMAT: Readonly<Record<AcceptedFormat, string>> = { jpeg: 'jpeg', png: 'png', webp: 'webp', gif: 'gif', tiff: 'tiff', avif: 'heif' }
+const SHARP_FORMAT: Readonly<Record<AcceptedFormat, string>> = {
+  jpeg: 'jpeg',
+  png: 'png',
+  webp: 'webp',
+  gif: 'gif',
+  tiff: 'tiff',
+  avif: 'heif'
+}
 
 /** A longer elongation would make the resized long side huge (10000×10 → 256000×256). */
 export const MAX_ASPECT_RATIO = 32
@@ -118,7 +125,18 @@ function paddedSourceWindow(outStart: number, count: number, scale: number, padd
 }
 
 /** Bytes per sample of each libvips band format. */
-const SAMPLE_BYTES: Readonly<Record<string, number>> = { uchar: 1, char: 1, ushort: 2, short: 2, uint: 4, int: 4, float: 4, complex: 8, double: 8, dpcomplex: 16 }
+const SAMPLE_BYTES: Readonly<Record<string, number>> = {
+  uchar: 1,
+  char: 1,
+  ushort: 2,
+  short: 2,
+  uint: 4,
+  int: 4,
+  float: 4,
+  complex: 8,
+  double: 8,
+  dpcomplex: 16
+}
 
 /**
  * Per-pixel bytes a loader holds for the whole image, beyond streaming, from peak-RSS measurements
@@ -285,7 +303,14 @@ export class ImagePreprocessor {
    * Shrinking, the common case: one sharp pipeline. libvips' linear kernel widens with the shrink
    * factor as PIL's antialiased bilinear does, which lands within a fraction of a grey level of it.
    */
-  private async reduce(bytes: Uint8Array, hasAlpha: boolean, resized: Size, left: number, top: number, signal: AbortSignal | undefined): Promise<Buffer> {
+  private async reduce(
+    bytes: Uint8Array,
+    hasAlpha: boolean,
+    resized: Size,
+    left: number,
+    top: number,
+    signal: AbortSignal | undefined
+  ): Promise<Buffer> {
     const source = hasAlpha ? await this.decodeRgb(bytes, 0, signal) : this.decoder(bytes, signal)
     return source
       .resize({ width: resized.width, height: resized.height, fit: 'fill', kernel: 'linear', fastShrinkOnLoad: false })
@@ -307,7 +332,15 @@ export class ImagePreprocessor {
    * the output from the whole window (at least 3 source pixels), so a 1×1 image yields 768×768 of
    * which the crop is kept (about 15 ms).
    */
-  private async enlarge(bytes: Uint8Array, width: number, height: number, resized: Size, left: number, top: number, signal: AbortSignal | undefined): Promise<Buffer> {
+  private async enlarge(
+    bytes: Uint8Array,
+    width: number,
+    height: number,
+    resized: Size,
+    left: number,
+    top: number,
+    signal: AbortSignal | undefined
+  ): Promise<Buffer> {
     const scaleX = resized.width / width
     const scaleY = resized.height / height
     const columns = paddedSourceWindow(left, this.crop, scaleX, width + 2)
@@ -315,14 +348,20 @@ export class ImagePreprocessor {
     const padded = await this.decodeRgb(bytes, 1, signal)
     const { data, info } = await padded
       .extract({ left: columns.start, top: rows.start, width: columns.length, height: rows.length })
-      .affine([[scaleX, 0], [0, scaleY]], {
-        // Output x' = x − left maps to padded source x = (x + 0.5) / s + 0.5, PIL's sampling point.
-        idx: columns.start - 0.5,
-        idy: rows.start - 0.5,
-        odx: -0.5 - left,
-        ody: -0.5 - top,
-        interpolator: 'bilinear'
-      })
+      .affine(
+        [
+          [scaleX, 0],
+          [0, scaleY]
+        ],
+        {
+          // Output x' = x − left maps to padded source x = (x + 0.5) / s + 0.5, PIL's sampling point.
+          idx: columns.start - 0.5,
+          idy: rows.start - 0.5,
+          odx: -0.5 - left,
+          ody: -0.5 - top,
+          interpolator: 'bilinear'
+        }
+      )
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true })
     if (info.channels !== 3 || info.width < this.crop || info.height < this.crop) {

@@ -56,7 +56,12 @@ interface MessageRule {
   readonly fields: readonly (FieldRule | undefined)[]
 }
 
-function field(name: string, max: number, reason: string, options: { counting?: Counting; message?: MessageRule; code?: ErrorCode } = {}): FieldRule {
+function field(
+  name: string,
+  max: number,
+  reason: string,
+  options: { counting?: Counting; message?: MessageRule; code?: ErrorCode } = {}
+): FieldRule {
   return { name, max, counting: options.counting ?? 'occurrences', message: options.message, code: options.code ?? 'BAD_REQUEST', reason }
 }
 
@@ -77,7 +82,10 @@ const PARAMETER = message('InferParameter', {
   5: field('uint64_param', 1, SINGULAR)
 })
 
-const PARAMETER_ENTRY = message('parameters entry', { 1: field('key', 1, SINGULAR), 2: field('value', 1, SINGULAR, { message: PARAMETER }) })
+const PARAMETER_ENTRY = message('parameters entry', {
+  1: field('key', 1, SINGULAR),
+  2: field('value', 1, SINGULAR, { message: PARAMETER })
+})
 
 function parameters(number: number): Record<number, FieldRule> {
   return { [number]: field('parameters', MAX_PARAMETERS, 'the server bounds parameters per map', { message: PARAMETER_ENTRY }) }
@@ -94,7 +102,9 @@ export function inferRequestRule(bounds: RequestBounds): MessageRule {
     5: field('uint64_contents', 0, UNREAD, { counting: 'varints' }),
     6: field('fp32_contents', bounds.maxElements, elements, { counting: 'fixed32' }),
     7: field('fp64_contents', 0, UNREAD, { counting: 'varints' }),
-    8: field('bytes_contents', bounds.maxItems, `one element per image, at most --max-batch-items (${bounds.maxItems})`, { code: 'TOO_MANY_ITEMS' })
+    8: field('bytes_contents', bounds.maxItems, `one element per image, at most --max-batch-items (${bounds.maxItems})`, {
+      code: 'TOO_MANY_ITEMS'
+    })
   })
   const input = message('InferInputTensor', {
     1: field('name', 1, SINGULAR),
@@ -204,13 +214,18 @@ function scanMessage(cursor: WireCursor, end: number, rule: MessageRule): void {
     if (number === 0) throw malformed(`${rule.name} holds field number 0`)
     const fieldRule = rule.fields[number]
     if (fieldRule === undefined) {
-      if (++unknown > MAX_UNKNOWN_FIELDS) throw malformed(`${rule.name} holds more than ${MAX_UNKNOWN_FIELDS} fields the protocol does not declare`)
+      if (++unknown > MAX_UNKNOWN_FIELDS)
+        throw malformed(`${rule.name} holds more than ${MAX_UNKNOWN_FIELDS} fields the protocol does not declare`)
       continue
     }
     counts[number]! += entriesOf(fieldRule, wire, cursor.bytes, start, cursor.pos)
     if (counts[number]! > fieldRule.max) {
       const bound =
-        fieldRule.max === 0 ? 'must be empty' : fieldRule.max === 1 ? 'occurs more than once' : `holds more than ${fieldRule.max} ${fieldRule.counting === 'occurrences' ? 'entries' : 'elements'}`
+        fieldRule.max === 0
+          ? 'must be empty'
+          : fieldRule.max === 1
+            ? 'occurs more than once'
+            : `holds more than ${fieldRule.max} ${fieldRule.counting === 'occurrences' ? 'entries' : 'elements'}`
       throw new ServiceError(fieldRule.code, `${rule.name}.${fieldRule.name} ${bound} (${fieldRule.reason}).`)
     }
     if (fieldRule.message !== undefined) {

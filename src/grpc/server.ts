@@ -20,7 +20,15 @@ import type { ServiceMetrics } from '../metrics.js'
 import { infer } from '../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../open-inference/metadata.js'
 import { rawOutputBytes } from '../open-inference/tensor-codec.js'
-import type { InferInput, InferRequest, InferResponse, ModelMetadata, RequestedOutput, ServerMetadata, TensorData } from '../open-inference/types.js'
+import type {
+  InferInput,
+  InferRequest,
+  InferResponse,
+  ModelMetadata,
+  RequestedOutput,
+  ServerMetadata,
+  TensorData
+} from '../open-inference/types.js'
 import { admissionInterceptor, type RpcAccess } from './call-admission.js'
 import { statusOf } from './error-status.js'
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
@@ -187,14 +195,26 @@ function toInferRequest(message: ModelInferRequestMessage): InferRequest {
     throw badRequest(`raw_input_contents holds ${raw.length} entries for ${message.inputs.length} inputs.`)
   }
   const inputs: InferInput[] = message.inputs.map((input, i) => {
-    if (raw.length > 0 && input.contents !== null) throw badRequest(`Input "${input.name}" has contents although the request uses raw_input_contents.`)
-    return { name: input.name, datatype: input.datatype, shape: input.shape, data: raw.length > 0 ? { form: 'raw', bytes: raw[i]! } : contentsData(input) }
+    if (raw.length > 0 && input.contents !== null)
+      throw badRequest(`Input "${input.name}" has contents although the request uses raw_input_contents.`)
+    return {
+      name: input.name,
+      datatype: input.datatype,
+      shape: input.shape,
+      data: raw.length > 0 ? { form: 'raw', bytes: raw[i]! } : contentsData(input)
+    }
   })
   const outputs: RequestedOutput[] = message.outputs.map((output) => {
     const k = parameterValue(output.parameters.classification)
     return { name: output.name, classification: k === undefined ? undefined : typeof k === 'number' ? k : NaN }
   })
-  return { modelName: message.model_name, modelVersion: message.model_version, id: message.id === '' ? undefined : message.id, inputs, outputs }
+  return {
+    modelName: message.model_name,
+    modelVersion: message.model_version,
+    id: message.id === '' ? undefined : message.id,
+    inputs,
+    outputs
+  }
 }
 
 /** The call's deadline on performance.now()'s clock, and an abort signal for a cancelled call. */
@@ -203,7 +223,9 @@ function callOptions(call: ServerUnaryCall<unknown, unknown>): RequestOptions {
   call.once('cancelled', () => abort.abort())
   const deadline = call.getDeadline()
   const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline
-  return Number.isFinite(deadlineMs) ? { signal: abort.signal, deadlineAt: performance.now() + (deadlineMs - Date.now()) } : { signal: abort.signal }
+  return Number.isFinite(deadlineMs)
+    ? { signal: abort.signal, deadlineAt: performance.now() + (deadlineMs - Date.now()) }
+    : { signal: abort.signal }
 }
 
 function grpcError(err: unknown, log: Logger, rpc: string): Partial<StatusObject> {
@@ -217,7 +239,13 @@ function grpcError(err: unknown, log: Logger, rpc: string): Partial<StatusObject
 type UnaryHandler<Res> = (bytes: Buffer, call: ServerUnaryCall<Buffer, Res>) => Res | Promise<Res>
 
 /** Runs a handler and answers with its result, or with its error mapped to a status. */
-async function answer<Res>(rpc: string, handler: UnaryHandler<Res>, call: ServerUnaryCall<Buffer, Res>, callback: sendUnaryData<Res>, log: Logger): Promise<void> {
+async function answer<Res>(
+  rpc: string,
+  handler: UnaryHandler<Res>,
+  call: ServerUnaryCall<Buffer, Res>,
+  callback: sendUnaryData<Res>,
+  log: Logger
+): Promise<void> {
   let result: Res
   try {
     result = await handler(call.request, call)
@@ -273,7 +301,8 @@ function decode<T>(door: DoorContext, rpc: string, bytes: Buffer): T {
 
 /** The request of an RPC that names a model at most: small, so decoding it is cheap whatever it holds. */
 function smallRequest<T>(door: DoorContext, rpc: string, bytes: Buffer): T {
-  if (bytes.byteLength > SMALL_MESSAGE_BYTES) throw new ServiceError('BODY_TOO_LARGE', `(${rpc} requests take at most ${SMALL_MESSAGE_BYTES} bytes; got ${bytes.byteLength}).`)
+  if (bytes.byteLength > SMALL_MESSAGE_BYTES)
+    throw new ServiceError('BODY_TOO_LARGE', `(${rpc} requests take at most ${SMALL_MESSAGE_BYTES} bytes; got ${bytes.byteLength}).`)
   return decode<T>(door, rpc, bytes)
 }
 
@@ -288,7 +317,11 @@ function inferRequestMessage(door: DoorContext, bytes: Buffer): ModelInferReques
  * ModelInfer, counted in request_success/failure_total like the HTTP inference routes (one outcome
  * per call; calls that end before reaching here are counted by the admission interceptor).
  */
-async function modelInfer(door: DoorContext, bytes: Buffer, call: ServerUnaryCall<Buffer, ModelInferResponseMessage>): Promise<ModelInferResponseMessage> {
+async function modelInfer(
+  door: DoorContext,
+  bytes: Buffer,
+  call: ServerUnaryCall<Buffer, ModelInferResponseMessage>
+): Promise<ModelInferResponseMessage> {
   let response: InferResponse
   let items: number | undefined
   let modelName: string | undefined
@@ -336,7 +369,9 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
       smallRequest(door, 'ServerReady', bytes)
       return { ready: service.ready }
     }),
-    ModelReady: unary('ModelReady', log, (bytes) => ({ ready: modelReady(service, smallRequest<ModelRefMessage>(door, 'ModelReady', bytes)) })),
+    ModelReady: unary('ModelReady', log, (bytes) => ({
+      ready: modelReady(service, smallRequest<ModelRefMessage>(door, 'ModelReady', bytes))
+    })),
     ServerMetadata: unary('ServerMetadata', log, (bytes): ServerMetadata => {
       smallRequest(door, 'ServerMetadata', bytes)
       return serverMetadata()
@@ -354,20 +389,44 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
  * the models the service has loaded, so start it after ClassifyService.start. With `metrics`,
  * ModelInfer calls are counted as the HTTP inference routes are.
  */
-export async function startGrpcServer(service: ClassifyService, settings: Settings, logger: Logger, metrics?: ServiceMetrics): Promise<GrpcServerHandle> {
+export async function startGrpcServer(
+  service: ClassifyService,
+  settings: Settings,
+  logger: Logger,
+  metrics?: ServiceMetrics
+): Promise<GrpcServerHandle> {
   const log = logger.child({ door: 'grpc' })
   const { definition, decoders } = deferDecoding(loadInferenceProto()[SERVICE_NAME] as ServiceDefinition)
   const { receiveLimitBytes, requestBounds } = messageLimits(service, settings)
-  const door: DoorContext = { service, settings, log, metrics, decoders, inferRule: inferRequestRule(requestBounds), decodedInferRequests: 0 }
+  const door: DoorContext = {
+    service,
+    settings,
+    log,
+    metrics,
+    decoders,
+    inferRule: inferRequestRule(requestBounds),
+    decodedInferRequests: 0
+  }
   const server = new Server({
     'grpc.max_receive_message_length': receiveLimitBytes,
-    interceptors: [admissionInterceptor({ apiKey: settings.apiKey, authHealth: settings.authHealth, access: ACCESS, countedRpc: 'ModelInfer', log, metrics })]
+    interceptors: [
+      admissionInterceptor({
+        apiKey: settings.apiKey,
+        authHealth: settings.authHealth,
+        access: ACCESS,
+        countedRpc: 'ModelInfer',
+        log,
+        metrics
+      })
+    ]
   })
   server.addService(definition, handlers(door))
   log.info({ receiveLimitBytes, maxItems: requestBounds.maxItems, maxElements: requestBounds.maxElements }, 'gRPC message limits')
   const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host}:${settings.grpcPort}`, ServerCredentials.createInsecure(), (err, bound) => (err === null ? resolve(bound) : reject(err)))
+    server.bindAsync(`${host}:${settings.grpcPort}`, ServerCredentials.createInsecure(), (err, bound) =>
+      err === null ? resolve(bound) : reject(err)
+    )
   })
   return {
     port,

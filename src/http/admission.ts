@@ -125,7 +125,8 @@ export function admitRequests(app: FastifyInstance, settings: Settings): void {
     if (query === null || typeof query !== 'object') return
     for (const name in query) {
       const value = query[name]
-      if (typeof value === 'number' && !Number.isFinite(value)) throw new ServiceError(invalidFieldCode(name), `Query parameter ${name} must be a finite number.`)
+      if (typeof value === 'number' && !Number.isFinite(value))
+        throw new ServiceError(invalidFieldCode(name), `Query parameter ${name} must be a finite number.`)
     }
   })
 }

@@ -21,12 +21,16 @@ import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
 import { capConnections, connectionOptions } from './server-limits.js'
 
-
 /**
  * Builds the HTTP door over the core service, without listening, so tests use it on port 0 or via
  * inject(). main.ts owns the process (listen, signals, shutdown).
  */
-export async function buildApp(service: ClassifyService, settings: Settings, logger: Logger, metrics: ServiceMetrics): Promise<FastifyInstance> {
+export async function buildApp(
+  service: ClassifyService,
+  settings: Settings,
+  logger: Logger,
+  metrics: ServiceMetrics
+): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: settings.bodyLimitBytes,

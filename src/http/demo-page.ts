@@ -31,7 +31,9 @@ function readUiFile(name: string, contentType: string): UiFile {
   try {
     body = readFileSync(UI_DIR + name)
   } catch (err) {
-    throw new Error(`Demo page file ${UI_DIR + name} is missing: run \`npm run build\`, which copies src/http/ui into dist/src/http/.`, { cause: err })
+    throw new Error(`Demo page file ${UI_DIR + name} is missing: run \`npm run build\`, which copies src/http/ui into dist/src/http/.`, {
+      cause: err
+    })
   }
   return { body, contentType, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 22)}"` }
 }

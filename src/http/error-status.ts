@@ -34,7 +34,12 @@ export function httpStatusOf(kind: ErrorKind): number {
 export type ErrorBodyShape = (se: ServiceError, status: number) => unknown
 
 /** The door's own shape: `{ statusCode, code, error, message }`. */
-export const errorBody: ErrorBodyShape = (se, status) => ({ statusCode: status, code: se.code, error: STATUS_CODES[status] ?? 'Error', message: se.message })
+export const errorBody: ErrorBodyShape = (se, status) => ({
+  statusCode: status,
+  code: se.code,
+  error: STATUS_CODES[status] ?? 'Error',
+  message: se.message
+})
 
 /** The Open Inference Protocol's shape, on /v2: `{ error: "<CODE>: <message>" }`. */
 export const v2ErrorBody: ErrorBodyShape = (se) => ({ error: `${se.code}: ${se.message}` })

@@ -90,7 +90,13 @@ export async function* multipartParts(request: FastifyRequest): AsyncGenerator<M
   }
 
   const parts = request.parts({
-    limits: { files: limits.files, fields: limits.fields, parts: limits.files + limits.fields, fieldSize: limits.fieldBytes, fileSize: limits.fileBytes }
+    limits: {
+      files: limits.files,
+      fields: limits.fields,
+      parts: limits.files + limits.fields,
+      fieldSize: limits.fieldBytes,
+      fileSize: limits.fileBytes
+    }
   })
   // The first next() creates the parser and pipes the request into it, synchronously; the counter
   // joins in the same tick, before any chunk flows.

@@ -29,9 +29,11 @@ export function countRequests(app: FastifyInstance, metrics: ServiceMetrics): vo
   // Failures are counted in onError, which sees the thrown error (the reply only has the status);
   // it also runs for parser and validation errors and for clients gone before the answer.
   app.addHook('onError', async (request, _reply, error) => {
-    if (request.routeOptions.config.countRequests !== undefined) metrics.recordRequest(requestedModel(request), httpServiceError(error, request))
+    if (request.routeOptions.config.countRequests !== undefined)
+      metrics.recordRequest(requestedModel(request), httpServiceError(error, request))
   })
   app.addHook('onResponse', async (request, reply) => {
-    if (reply.statusCode < 400 && request.routeOptions.config.countRequests === 'request') metrics.recordRequest(requestedModel(request), 'success')
+    if (reply.statusCode < 400 && request.routeOptions.config.countRequests === 'request')
+      metrics.recordRequest(requestedModel(request), 'success')
   })
 }

@@ -37,4 +37,5 @@ export const Classification = Type.Object({
   timings: Timings
 })
 
-export const SYNTHETIC_WARNING = 'This model has synthetic (seeded random) weights: the predictions are not meaningful. Serve a trained model (see README).'
+export const SYNTHETIC_WARNING =
+  'This model has synthetic (seeded random) weights: the predictions are not meaningful. Serve a trained model (see README).'

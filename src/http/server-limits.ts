@@ -29,7 +29,11 @@ export function connectionOptions(settings: Settings, log: Logger): FastifyHttpO
   return {
     requestTimeout: settings.requestTimeoutMs,
     keepAliveTimeout: settings.keepAliveTimeoutMs,
-    http: { headersTimeout: settings.headersTimeoutMs, connectionsCheckingInterval: timeoutCheckIntervalMs(settings), maxHeaderSize: MAX_HEADER_BYTES },
+    http: {
+      headersTimeout: settings.headersTimeoutMs,
+      connectionsCheckingInterval: timeoutCheckIntervalMs(settings),
+      maxHeaderSize: MAX_HEADER_BYTES
+    },
     routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     clientErrorHandler: (err, socket) => answerConnectionError(err, socket, log)
   }
@@ -59,7 +63,12 @@ function answerConnectionError(err: NodeJS.ErrnoException, socket: Socket, log: 
   if (timedOut) noteRequestTimeout(socket)
   const se = timedOut
     ? new ServiceError('REQUEST_TIMEOUT')
-    : new ServiceError('BAD_REQUEST', err.code === 'HPE_HEADER_OVERFLOW' ? `The request headers are over ${MAX_HEADER_BYTES} bytes.` : 'The request is not valid HTTP/1.1.')
+    : new ServiceError(
+        'BAD_REQUEST',
+        err.code === 'HPE_HEADER_OVERFLOW'
+          ? `The request headers are over ${MAX_HEADER_BYTES} bytes.`
+          : 'The request is not valid HTTP/1.1.'
+      )
   // Node's own handler looks at the response in flight the same way: a request whose body timed
   // out has one, and it tells the path (for the /v2 shape) and whether bytes of it were written.
   const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined

@@ -32,7 +32,9 @@ export function readInferenceBody(body: Buffer, headerLength: string | string[] 
   if (headerLength !== undefined) {
     const n = typeof headerLength === 'string' && /^\s*\d+\s*$/.test(headerLength) ? Number(headerLength) : NaN
     if (!Number.isSafeInteger(n) || n > body.byteLength) {
-      throw malformed(`The Inference-Header-Content-Length header must be one integer no larger than the body (${body.byteLength} bytes); got "${String(headerLength)}".`)
+      throw malformed(
+        `The Inference-Header-Content-Length header must be one integer no larger than the body (${body.byteLength} bytes); got "${String(headerLength)}".`
+      )
     }
     jsonEnd = n
   }
@@ -66,7 +68,9 @@ export function binaryInputSlices(sizes: readonly unknown[], binary: Buffer): Ar
       throw malformed(`Input ${i}: binary_data_size must be a non-negative integer; got ${JSON.stringify(size)}.`)
     }
     if (offset + size > binary.byteLength) {
-      throw malformed(`Input ${i}: binary_data_size ${size} runs past the end of the body (${binary.byteLength - offset} binary bytes left).`)
+      throw malformed(
+        `Input ${i}: binary_data_size ${size} runs past the end of the body (${binary.byteLength - offset} binary bytes left).`
+      )
     }
     slices[i] = binary.subarray(offset, offset + size)
     offset += size

@@ -1,6 +1,14 @@
 import onnxProto from 'onnx-proto'
 import type { onnx as OnnxTypes } from 'onnx-proto'
-import { decodeModel, float32Initializer, graphValueNames, intAttribute, littleEndianBytes, readFloat32, rejectExternalData } from './onnx-edit.js'
+import {
+  decodeModel,
+  float32Initializer,
+  graphValueNames,
+  intAttribute,
+  littleEndianBytes,
+  readFloat32,
+  rejectExternalData
+} from './onnx-edit.js'
 
 /**
  * The FP16 variant: weights stored as float16 and every float tensor inside the graph computed in
@@ -53,10 +61,13 @@ export function convertToFp16(onnxBytes: Uint8Array, options: Fp16Options = {}):
   rejectExternalData(graph)
   for (const node of graph.node ?? []) {
     if ((node.attribute ?? []).some((a) => a.type === AttributeType.GRAPH || a.type === AttributeType.GRAPHS)) {
-      throw new Error(`node "${node.name ?? node.opType ?? ''}" (${node.opType ?? ''}) has a subgraph; the FP16 conversion handles flat graphs only.`)
+      throw new Error(
+        `node "${node.name ?? node.opType ?? ''}" (${node.opType ?? ''}) has a subgraph; the FP16 conversion handles flat graphs only.`
+      )
     }
   }
-  if ((graph.node ?? []).some((n) => n.opType === 'Cast' && n.name?.endsWith(FP16_SUFFIX))) throw new Error('the model is an FP16 variant already.')
+  if ((graph.node ?? []).some((n) => n.opType === 'Cast' && n.name?.endsWith(FP16_SUFFIX)))
+    throw new Error('the model is an FP16 variant already.')
 
   const foldedBatchNorms = options.foldBatchNorm === false ? 0 : foldBatchNormalization(model)
 
@@ -64,7 +75,9 @@ export function convertToFp16(onnxBytes: Uint8Array, options: Fp16Options = {}):
   const float32Nodes = new Set(
     options.keepClassifierFloat32 === false
       ? []
-      : (graph.node ?? []).filter((n) => (n.opType === 'Gemm' || n.opType === 'MatMul') && (n.output ?? []).some((o) => graphOutputs.has(o)))
+      : (graph.node ?? []).filter(
+          (n) => (n.opType === 'Gemm' || n.opType === 'MatMul') && (n.output ?? []).some((o) => graphOutputs.has(o))
+        )
   )
   const float32Only = new Set<string>()
   const initializerNames = new Set((graph.initializer ?? []).map((t) => t.name ?? ''))
@@ -147,9 +160,17 @@ export function convertToFp16(onnxBytes: Uint8Array, options: Fp16Options = {}):
 
   model.metadataProps = [
     ...(model.metadataProps ?? []).filter((p) => p.key !== FP16_METADATA_KEY),
-    { key: FP16_METADATA_KEY, value: `float16 weights and compute, float32 at the edges; ${foldedBatchNorms} BatchNormalization folded into Conv in float32 first` }
+    {
+      key: FP16_METADATA_KEY,
+      value: `float16 weights and compute, float32 at the edges; ${foldedBatchNorms} BatchNormalization folded into Conv in float32 first`
+    }
   ]
-  return { bytes: onnx.ModelProto.encode(model).finish(), foldedBatchNorms, float32Nodes: [...float32Nodes].map((n) => n.name ?? n.opType ?? ''), convertedInitializers }
+  return {
+    bytes: onnx.ModelProto.encode(model).finish(),
+    foldedBatchNorms,
+    float32Nodes: [...float32Nodes].map((n) => n.name ?? n.opType ?? ''),
+    convertedInitializers
+  }
 }
 
 /** Rewrites a FLOAT tensor as FLOAT16 raw_data in place. */

@@ -87,10 +87,18 @@ const quoted = (list: readonly TensorSignature[]): string => list.map((t) => `"$
 export async function importModel(options: ImportOptions): Promise<ImportedModel> {
   const preset = PRESETS[options.preset]
   if (preset === undefined) {
-    throw new ImportError(`unknown preset "${String(options.preset)}".`, `Use --preset with one of: ${Object.keys(PRESETS).join(', ')}.`, true)
+    throw new ImportError(
+      `unknown preset "${String(options.preset)}".`,
+      `Use --preset with one of: ${Object.keys(PRESETS).join(', ')}.`,
+      true
+    )
   }
   if (!MODEL_NAME.test(options.name)) {
-    throw new ImportError(`"${options.name}" is not a valid model name.`, 'Use --name with letters, digits, ".", "_" and "-" (at most 64 characters, starting with a letter or digit).', true)
+    throw new ImportError(
+      `"${options.name}" is not a valid model name.`,
+      'Use --name with letters, digits, ".", "_" and "-" (at most 64 characters, starting with a letter or digit).',
+      true
+    )
   }
   const source = resolve(options.source)
   const modelBytes = await sourceSize(source)
@@ -103,7 +111,11 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
   const labels = await readLabels(labelsSource, options.labels === undefined)
 
   const opened = await openSession(source, { provider: 'cpu', cudaDeviceId: 0, threads: availableParallelism() }).catch((err: unknown) => {
-    throw new ImportError(`ONNX Runtime cannot load ${shown(source)}: ${(err as Error).message}`, 'Export the network again with torch.onnx.export (opset 13–17), see docs/models.md.', false)
+    throw new ImportError(
+      `ONNX Runtime cannot load ${shown(source)}: ${(err as Error).message}`,
+      'Export the network again with torch.onnx.export (opset 13–17), see docs/models.md.',
+      false
+    )
   })
   try {
     const signature = readSignature(opened.session)
@@ -119,13 +131,19 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
       )
     }
 
-    const config = configFromPreset(options.preset, { synthetic: options.synthetic ?? false, inputName: input.name, outputName: output.name })
+    const config = configFromPreset(options.preset, {
+      synthetic: options.synthetic ?? false,
+      inputName: input.name,
+      outputName: output.name
+    })
     if (options.maxBatchSize !== undefined) config.batching.maxBatchSize = options.maxBatchSize
     if (options.maxQueueDelayMs !== undefined) config.batching.maxQueueDelayMs = options.maxQueueDelayMs
     const batch = input.shape[0]
     if (typeof batch === 'number' && batch === 1) {
       if (options.maxBatchSize !== undefined && options.maxBatchSize > 1) notes.push(`--max-batch-size ${options.maxBatchSize} ignored.`)
-      notes.push(`input "${input.name}" has a fixed batch of 1 (shape [${input.shape.join(', ')}]): the server runs one image per model run. Re-export with a dynamic batch axis to batch requests.`)
+      notes.push(
+        `input "${input.name}" has a fixed batch of 1 (shape [${input.shape.join(', ')}]): the server runs one image per model run. Re-export with a dynamic batch axis to batch requests.`
+      )
       config.batching.maxBatchSize = 1
     }
     const width = output.shape.at(-1)
@@ -169,19 +187,30 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
  * Which input (or output) the server should use: the one named by the flag, else the only one,
  * else the one with the preset's name. Anything else is ambiguous and refused with the candidates.
  */
-function pickTensor(kind: 'input' | 'output', candidates: readonly TensorSignature[], requested: string | undefined, presetName: PresetName, notes: string[]): TensorSignature {
+function pickTensor(
+  kind: 'input' | 'output',
+  candidates: readonly TensorSignature[],
+  requested: string | undefined,
+  presetName: PresetName,
+  notes: string[]
+): TensorSignature {
   const flag = `--${kind}`
   if (requested !== undefined) {
     const named = candidates.find((t) => t.name === requested)
     if (named === undefined) {
-      throw new ImportError(`the model has no ${kind} "${requested}"; its ${kind}s are ${quoted(candidates)}.`, `Pass ${flag} with one of ${quoted(candidates)}.`, true)
+      throw new ImportError(
+        `the model has no ${kind} "${requested}"; its ${kind}s are ${quoted(candidates)}.`,
+        `Pass ${flag} with one of ${quoted(candidates)}.`,
+        true
+      )
     }
     return named
   }
   const presetTensorName = PRESETS[presetName][kind].name
   if (candidates.length === 1) {
     const only = candidates[0]!
-    if (only.name !== presetTensorName) notes.push(`${kind} "${only.name}" is the model's only ${kind} (the ${presetName} preset's usual name is "${presetTensorName}").`)
+    if (only.name !== presetTensorName)
+      notes.push(`${kind} "${only.name}" is the model's only ${kind} (the ${presetName} preset's usual name is "${presetTensorName}").`)
     return only
   }
   const byPreset = candidates.find((t) => t.name === presetTensorName)
@@ -204,7 +233,11 @@ async function runOnce(opened: Awaited<ReturnType<typeof openSession>>, config: 
   try {
     await opened.session.run({ [config.input.name]: tensor }, [config.output.name])
   } catch (err) {
-    throw new ImportError(`ONNX Runtime could not run the model on one ${dims.join('×')} image: ${(err as Error).message}`, 'Check that the export takes one [batch, 3, 224, 224] image tensor and returns [batch, classes].', false)
+    throw new ImportError(
+      `ONNX Runtime could not run the model on one ${dims.join('×')} image: ${(err as Error).message}`,
+      'Check that the export takes one [batch, 3, 224, 224] image tensor and returns [batch, classes].',
+      false
+    )
   }
 }
 
@@ -224,13 +257,21 @@ async function readLabels(path: string, shipped: boolean): Promise<string[]> {
     text = await readFile(path, 'utf8')
   } catch {
     throw shipped
-      ? new ImportError(`the shipped labels file ${shown(path)} is missing.`, 'Restore data/imagenet1k-labels.txt from the repository, or pass --labels with your labels file.', false)
-      : new ImportError(`the labels file ${shown(path)} cannot be read.`, 'Pass --labels with a text file holding one class name per line.', true)
+      ? new ImportError(
+          `the shipped labels file ${shown(path)} is missing.`,
+          'Restore data/imagenet1k-labels.txt from the repository, or pass --labels with your labels file.',
+          false
+        )
+      : new ImportError(
+          `the labels file ${shown(path)} cannot be read.`,
+          'Pass --labels with a text file holding one class name per line.',
+          true
+        )
   }
   const labels = text.split(/\r?\n/)
   if (labels.at(-1) === '') labels.pop()
   if (labels.length === 0 || labels.some((l) => l.trim() === '')) {
-    throw new ImportError(`${shown(path)} has empty lines.`, 'Write one non-empty class name per line, in the model\'s output order.', true)
+    throw new ImportError(`${shown(path)} has empty lines.`, "Write one non-empty class name per line, in the model's output order.", true)
   }
   return labels
 }

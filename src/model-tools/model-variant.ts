@@ -54,12 +54,15 @@ export async function writeModelVariant(options: VariantOptions): Promise<Writte
   const outName = options.outName ?? defaultVariantName(options.name, options.uint8Input, options.fp16)
   if (outName === options.name) throw new VariantUsageError('the variant would replace its source; pick another --out-name.')
   const dest = join(repository, outName)
-  if (!options.force && (await exists(dest))) throw new VariantUsageError(`${dest} already exists; pick another --out-name or pass --force.`)
+  if (!options.force && (await exists(dest)))
+    throw new VariantUsageError(`${dest} already exists; pick another --out-name or pass --force.`)
 
   const source = await loadModelFolder(repository, options.name)
   const config = structuredClone(source.config) as ModelConfig
   if (options.uint8Input && (config.input.datatype !== 'float32' || config.input.layout !== 'NCHW')) {
-    throw new VariantUsageError(`${options.name} takes ${config.input.datatype} ${config.input.layout} already; the prologue turns a float32 NCHW model into a uint8 NHWC one.`)
+    throw new VariantUsageError(
+      `${options.name} takes ${config.input.datatype} ${config.input.layout} already; the prologue turns a float32 NCHW model into a uint8 NHWC one.`
+    )
   }
   const sourceBytes = await readFile(source.modelPath)
   const started = performance.now()

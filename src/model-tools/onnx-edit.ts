@@ -74,7 +74,8 @@ export function readFloat32(tensor: OnnxTypes.ITensorProto): Float32Array {
   const count = elementCount(tensor)
   const raw = tensor.rawData
   if (raw && raw.length > 0) {
-    if (raw.length !== count * 4) throw new Error(`initializer "${tensor.name ?? ''}" has ${raw.length} bytes of raw_data for ${count} floats`)
+    if (raw.length !== count * 4)
+      throw new Error(`initializer "${tensor.name ?? ''}" has ${raw.length} bytes of raw_data for ${count} floats`)
     const values = new Float32Array(count)
     if (HOST_IS_LITTLE_ENDIAN) new Uint8Array(values.buffer).set(raw)
     else {
@@ -84,7 +85,8 @@ export function readFloat32(tensor: OnnxTypes.ITensorProto): Float32Array {
     return values
   }
   const data = tensor.floatData ?? []
-  if (data.length !== count) throw new Error(`initializer "${tensor.name ?? ''}" has ${data.length} float_data values for ${count} elements`)
+  if (data.length !== count)
+    throw new Error(`initializer "${tensor.name ?? ''}" has ${data.length} float_data values for ${count} elements`)
   return Float32Array.from(data)
 }
 

@@ -1,7 +1,15 @@
 import onnxProto from 'onnx-proto'
 import type { onnx as OnnxTypes } from 'onnx-proto'
 import type { PreprocessConfig } from '../repository/model-config.js'
-import { decodeModel, float32Initializer, graphValueNames, int64Initializer, intAttribute, intsAttribute, rejectExternalData } from './onnx-edit.js'
+import {
+  decodeModel,
+  float32Initializer,
+  graphValueNames,
+  int64Initializer,
+  intAttribute,
+  intsAttribute,
+  rejectExternalData
+} from './onnx-edit.js'
 
 /**
  * The UINT8 prologue: a float NCHW ResNet becomes one that takes the decoder's pixels as they are,
@@ -61,7 +69,9 @@ export function addUint8Prologue(onnxBytes: Uint8Array, preprocess: PreprocessCo
   const originalName = original.name!
   const tensorType = original.type?.tensorType
   if (tensorType?.elemType !== DataType.FLOAT) {
-    throw new Error(`input "${originalName}" is ${DataType[tensorType?.elemType ?? 0] ?? 'not a tensor'}, not FLOAT: it already takes something other than normalised floats.`)
+    throw new Error(
+      `input "${originalName}" is ${DataType[tensorType?.elemType ?? 0] ?? 'not a tensor'}, not FLOAT: it already takes something other than normalised floats.`
+    )
   }
   const dims = tensorType.shape?.dim ?? []
   if (dims.length !== 4) throw new Error(`input "${originalName}" has rank ${dims.length}; the prologue feeds a rank-4 NCHW image.`)
@@ -83,7 +93,9 @@ export function addUint8Prologue(onnxBytes: Uint8Array, preprocess: PreprocessCo
   }
   for (const name of Object.values(names)) {
     if (taken.has(name)) {
-      throw new Error(`the graph already has a value "${name}"${name.startsWith(PREFIX) ? ' (a uint8 prologue is there already?)' : ''}. Pass another pixels input name.`)
+      throw new Error(
+        `the graph already has a value "${name}"${name.startsWith(PREFIX) ? ' (a uint8 prologue is there already?)' : ''}. Pass another pixels input name.`
+      )
     }
   }
 
@@ -97,11 +109,23 @@ export function addUint8Prologue(onnxBytes: Uint8Array, preprocess: PreprocessCo
   let pixels = names.pixels
   if (bgr) {
     newInitializers.push(int64Initializer(names.indices, [3], [2, 1, 0]))
-    nodes.push({ name: `${PREFIX}rgb_to_bgr`, opType: 'Gather', input: [pixels, names.indices], output: [names.reordered], attribute: [intAttribute('axis', 3)] })
+    nodes.push({
+      name: `${PREFIX}rgb_to_bgr`,
+      opType: 'Gather',
+      input: [pixels, names.indices],
+      output: [names.reordered],
+      attribute: [intAttribute('axis', 3)]
+    })
     pixels = names.reordered
   }
   nodes.push(
-    { name: `${PREFIX}to_nchw`, opType: 'Transpose', input: [pixels], output: [names.nchw], attribute: [intsAttribute('perm', [0, 3, 1, 2])] },
+    {
+      name: `${PREFIX}to_nchw`,
+      opType: 'Transpose',
+      input: [pixels],
+      output: [names.nchw],
+      attribute: [intsAttribute('perm', [0, 3, 1, 2])]
+    },
     { name: `${PREFIX}cast`, opType: 'Cast', input: [names.nchw], output: [names.float], attribute: [intAttribute('to', DataType.FLOAT)] },
     { name: `${PREFIX}scale`, opType: 'Mul', input: [names.float, names.a], output: [names.scaled] },
     { name: `${PREFIX}shift`, opType: 'Add', input: [names.scaled, names.b], output: [originalName] }
@@ -116,16 +140,21 @@ export function addUint8Prologue(onnxBytes: Uint8Array, preprocess: PreprocessCo
   // Before IR version 4 every initializer had to be declared as a graph input as well.
   if (Number(model.irVersion ?? 0) < 4) {
     for (const t of newInitializers) {
-      graph.input.push({ name: t.name, type: { tensorType: { elemType: t.dataType, shape: { dim: (t.dims ?? []).map((d) => ({ dimValue: d })) } } } })
+      graph.input.push({
+        name: t.name,
+        type: { tensorType: { elemType: t.dataType, shape: { dim: (t.dims ?? []).map((d) => ({ dimValue: d })) } } }
+      })
     }
   }
   graph.initializer = [...newInitializers, ...(graph.initializer ?? [])]
   // Nodes must be in topological order: the prologue feeds everything that read the old input.
   graph.node = [...nodes, ...(graph.node ?? [])]
 
-  const description =
-    `uint8 NHWC RGB "${names.pixels}" → ${bgr ? 'BGR, ' : ''}(p × ${preprocess.scale} − mean [${preprocess.mean.join(', ')}]) / std [${preprocess.std.join(', ')}] → NCHW "${originalName}"`
-  model.metadataProps = [...(model.metadataProps ?? []).filter((p) => p.key !== PROLOGUE_METADATA_KEY), { key: PROLOGUE_METADATA_KEY, value: description }]
+  const description = `uint8 NHWC RGB "${names.pixels}" → ${bgr ? 'BGR, ' : ''}(p × ${preprocess.scale} − mean [${preprocess.mean.join(', ')}]) / std [${preprocess.std.join(', ')}] → NCHW "${originalName}"`
+  model.metadataProps = [
+    ...(model.metadataProps ?? []).filter((p) => p.key !== PROLOGUE_METADATA_KEY),
+    { key: PROLOGUE_METADATA_KEY, value: description }
+  ]
   return { bytes: onnx.ModelProto.encode(model).finish(), replacedInput: originalName, pixelsInput: names.pixels }
 }
 

@@ -181,13 +181,19 @@ export function buildResNet(options: BuildResNetOptions): Uint8Array {
       [layer.outChannels, layer.inChannels, layer.kernel, layer.kernel],
       weights.convWeight(layer.outChannels, layer.inChannels, layer.kernel)
     )
-    const conv = graph.addNode('Conv', [input, w], [`${layer.conv}.out`], {
-      kernel_shape: { ints: [layer.kernel, layer.kernel] },
-      strides: { ints: [layer.stride, layer.stride] },
-      pads: { ints: [layer.pad, layer.pad, layer.pad, layer.pad] },
-      dilations: { ints: [1, 1] },
-      group: { int: 1 }
-    }, layer.conv)
+    const conv = graph.addNode(
+      'Conv',
+      [input, w],
+      [`${layer.conv}.out`],
+      {
+        kernel_shape: { ints: [layer.kernel, layer.kernel] },
+        strides: { ints: [layer.stride, layer.stride] },
+        pads: { ints: [layer.pad, layer.pad, layer.pad, layer.pad] },
+        dilations: { ints: [1, 1] },
+        group: { int: 1 }
+      },
+      layer.conv
+    )
     const bn = weights.batchNorm(layer.outChannels, layer.bnRole)
     const c = [layer.outChannels]
     const bnInputs = [

@@ -170,7 +170,10 @@ export class SyntheticResNetWeights {
    * for every photo. Rows orthogonal to it leave the logits to what differs between photos.
    */
   classifier(numClasses: number, features: number): { weight: Float32Array; bias: Float32Array } {
-    const weight = this.random.fillNormal(new Float32Array(numClasses * features), TARGET_LOGIT_STD / (POOLED_FEATURE_SPREAD * Math.sqrt(features)))
+    const weight = this.random.fillNormal(
+      new Float32Array(numClasses * features),
+      TARGET_LOGIT_STD / (POOLED_FEATURE_SPREAD * Math.sqrt(features))
+    )
     subtractRowMeans(weight, features)
     const bias = this.random.fillNormal(new Float32Array(numClasses), 0.01)
     return { weight, bias }

@@ -22,12 +22,19 @@ import { prepareInput, prepareOutputs } from './validation.js'
  * value is the model's own output value for that class.
  */
 
-function classificationOutput(service: ClassifyService, model: ServedModel, name: string, results: readonly ScoresResult[], k: number): InferOutput {
+function classificationOutput(
+  service: ClassifyService,
+  model: ServedModel,
+  name: string,
+  results: readonly ScoresResult[],
+  k: number
+): InferOutput {
   const data: string[] = new Array(results.length * k)
   const labels = model.entry.labels
   let n = 0
   for (const { scores } of results) {
-    for (const { index } of service.predictions(model, scores, k)) data[n++] = `${float32Text(scores[index]!)}:${index}:${labels[index] ?? ''}`
+    for (const { index } of service.predictions(model, scores, k))
+      data[n++] = `${float32Text(scores[index]!)}:${index}:${labels[index] ?? ''}`
   }
   return { name, datatype: 'BYTES', shape: [results.length, k], data }
 }
@@ -63,7 +70,9 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
   const name = model.entry.name
   let results: ScoresResult[]
   try {
-    results = await Promise.all(items.map((item) => (encoded ? service.inferImage(name, item, itemOptions) : service.inferTensor(name, item, itemOptions))))
+    results = await Promise.all(
+      items.map((item) => (encoded ? service.inferImage(name, item, itemOptions) : service.inferTensor(name, item, itemOptions)))
+    )
   } catch (err) {
     withdraw.abort()
     throw err
@@ -77,7 +86,11 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
     modelName: model.info.name,
     modelVersion: model.info.version,
     id: request.id,
-    outputs: outputs.map((o) => (o.classification === undefined ? scoresOutput(model, o.name, results) : classificationOutput(service, model, o.name, results, o.classification))),
+    outputs: outputs.map((o) =>
+      o.classification === undefined
+        ? scoresOutput(model, o.name, results)
+        : classificationOutput(service, model, o.name, results, o.classification)
+    ),
     batchSize
   }
 }

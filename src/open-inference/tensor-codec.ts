@@ -38,15 +38,17 @@ export function splitLengthPrefixed(raw: Uint8Array, expectedCount: number): Uin
   const elements: Uint8Array[] = []
   let offset = 0
   while (offset < raw.byteLength) {
-    if (offset + LENGTH_PREFIX_BYTES > raw.byteLength) throw badRequest('The BYTES data ends inside an element\'s 4-byte length.')
+    if (offset + LENGTH_PREFIX_BYTES > raw.byteLength) throw badRequest("The BYTES data ends inside an element's 4-byte length.")
     const length = view.getUint32(offset, true)
     offset += LENGTH_PREFIX_BYTES
-    if (offset + length > raw.byteLength) throw badRequest(`A BYTES element claims ${length} bytes; only ${raw.byteLength - offset} remain.`)
+    if (offset + length > raw.byteLength)
+      throw badRequest(`A BYTES element claims ${length} bytes; only ${raw.byteLength - offset} remain.`)
     if (elements.length === expectedCount) throw badRequest(`The BYTES data holds more elements than its shape's ${expectedCount}.`)
     elements.push(raw.subarray(offset, offset + length))
     offset += length
   }
-  if (elements.length !== expectedCount) throw badRequest(`The BYTES data holds ${elements.length} elements; its shape says ${expectedCount}.`)
+  if (elements.length !== expectedCount)
+    throw badRequest(`The BYTES data holds ${elements.length} elements; its shape says ${expectedCount}.`)
   return elements
 }
 

@@ -30,7 +30,8 @@ function describeShape(shape: readonly (number | string)[]): string {
 
 function checkShape(shape: readonly number[]): void {
   for (const dim of shape) {
-    if (!Number.isSafeInteger(dim) || dim < 0) throw badRequest(`Shape ${describeShape(shape)} has a dimension that is not a non-negative integer.`)
+    if (!Number.isSafeInteger(dim) || dim < 0)
+      throw badRequest(`Shape ${describeShape(shape)} has a dimension that is not a non-negative integer.`)
   }
 }
 
@@ -64,7 +65,9 @@ function tensorItems(model: ModelContract, input: InferInput, maxItems: number):
   const item = itemShape(model)
   const expected = ['N', ...item]
   if (shape.length !== expected.length || item.some((dim, i) => shape[i + 1] !== dim)) {
-    throw badRequest(`Input "${input.name}" of ${model.entry.name} takes ${input.datatype} ${describeShape(expected)}; got ${describeShape(shape)}.`)
+    throw badRequest(
+      `Input "${input.name}" of ${model.entry.name} takes ${input.datatype} ${describeShape(expected)}; got ${describeShape(shape)}.`
+    )
   }
   const count = shape[0]!
   checkItemCount(count, maxItems)
@@ -76,7 +79,8 @@ function tensorItems(model: ModelContract, input: InferInput, maxItems: number):
       break
     case 'numbers': {
       const elements = count * (itemBytes / ELEMENT_BYTES[input.datatype]!)
-      if (data.values.length !== elements) throw badRequest(`Shape ${describeShape(shape)} has ${elements} elements; the data holds ${data.values.length}.`)
+      if (data.values.length !== elements)
+        throw badRequest(`Shape ${describeShape(shape)} has ${elements} elements; the data holds ${data.values.length}.`)
       bytes = packNumbers(data.values, input.datatype === 'FP32')
       break
     }
@@ -109,9 +113,11 @@ function acceptedInputs(model: ModelContract): string {
 export function prepareInput(model: ModelContract, inputs: readonly InferInput[], maxItems: number): PreparedInput {
   const expectedName = model.entry.config.input.name
   const tensorType = tensorDatatype(model)
-  if (inputs.length !== 1) throw badRequest(`${model.entry.name} takes one input, "${expectedName}" (${acceptedInputs(model)}); got ${inputs.length}.`)
+  if (inputs.length !== 1)
+    throw badRequest(`${model.entry.name} takes one input, "${expectedName}" (${acceptedInputs(model)}); got ${inputs.length}.`)
   const input = inputs[0]!
-  if (input.name !== expectedName) throw badRequest(`${model.entry.name} has no input "${input.name}"; its input is "${expectedName}" (${acceptedInputs(model)}).`)
+  if (input.name !== expectedName)
+    throw badRequest(`${model.entry.name} has no input "${input.name}"; its input is "${expectedName}" (${acceptedInputs(model)}).`)
   if (!Object.hasOwn(ELEMENT_BYTES, input.datatype)) throw badRequest(`Unknown datatype "${input.datatype}".`)
   checkShape(input.shape)
   if (input.datatype === 'BYTES') return encodedImages(input, maxItems)
@@ -120,7 +126,11 @@ export function prepareInput(model: ModelContract, inputs: readonly InferInput[]
 }
 
 /** The outputs to answer (none requested: the raw output tensor); classification k from 1 to min(maxTopk, classes). */
-export function prepareOutputs(model: ModelContract, requested: readonly RequestedOutput[] | undefined, maxTopk: number): readonly PreparedOutput[] {
+export function prepareOutputs(
+  model: ModelContract,
+  requested: readonly RequestedOutput[] | undefined,
+  maxTopk: number
+): readonly PreparedOutput[] {
   const outputName = model.entry.config.output.name
   if (requested === undefined || requested.length === 0) return [{ name: outputName, classification: undefined }]
   const limit = Math.min(maxTopk, model.numClasses)

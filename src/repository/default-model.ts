@@ -11,7 +11,10 @@ export const DEFAULT_MODEL_NAME = 'resnet50'
  */
 export async function ensureDefaultModel(root: string, log: Logger): Promise<void> {
   if ((await listModelFolders(root)).length > 0) return
-  log.warn({ root, model: DEFAULT_MODEL_NAME }, 'model repository is empty: building the synthetic ResNet-50 (seeded random weights, NOT trained)')
+  log.warn(
+    { root, model: DEFAULT_MODEL_NAME },
+    'model repository is empty: building the synthetic ResNet-50 (seeded random weights, NOT trained)'
+  )
   let lastPercent = -10
   const { dir, parameters } = await writeSyntheticModelFolder({
     root,
@@ -41,7 +44,10 @@ export interface DefaultModelChoice {
  * (trained) model is loaded, the default is a real one. `configured` (--default-model) always wins;
  * the caller checks that it names a loaded model.
  */
-export function chooseDefaultModel(models: ReadonlyArray<{ readonly name: string; readonly synthetic: boolean }>, configured: string | undefined): DefaultModelChoice {
+export function chooseDefaultModel(
+  models: ReadonlyArray<{ readonly name: string; readonly synthetic: boolean }>,
+  configured: string | undefined
+): DefaultModelChoice {
   if (configured !== undefined) return { name: configured, reason: '--default-model' }
   const byName = [...models].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   const real = byName.filter((m) => !m.synthetic)

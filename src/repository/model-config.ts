@@ -51,7 +51,8 @@ export const ModelConfigSchema = Type.Object(
           minimum: 0,
           maximum: 10_000,
           default: 0,
-          description: 'How long an idle session waits for a fuller batch. 0 (as Triton): an idle session takes what is queued at once; batches still form while every session is busy.'
+          description:
+            'How long an idle session waits for a fuller batch. 0 (as Triton): an idle session takes what is queued at once; batches still form while every session is busy.'
         }),
         maxQueueSize: Type.Integer({ minimum: 1, maximum: 100_000, default: 256 }),
         padTo: Type.Optional(

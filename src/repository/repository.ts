@@ -91,7 +91,12 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
   const dir = join(root, name)
   const shown = (file: string): string => relative(process.cwd(), join(dir, file)) || file
   if (!MODEL_NAME.test(name)) {
-    throw new RepositoryError(name, shown(''), `"${name}" is not a valid model name.`, 'Rename the folder using letters, digits, ".", "_" and "-" (at most 64 characters).')
+    throw new RepositoryError(
+      name,
+      shown(''),
+      `"${name}" is not a valid model name.`,
+      'Rename the folder using letters, digits, ".", "_" and "-" (at most 64 characters).'
+    )
   }
 
   const configFile = shown('config.json')
@@ -99,7 +104,12 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
   try {
     text = await readFile(join(dir, 'config.json'), 'utf8')
   } catch {
-    throw new RepositoryError(name, configFile, 'is missing.', `Write one with \`npm run model:add -- <model.onnx> --name ${name} --preset torchvision\`, or remove the folder.`)
+    throw new RepositoryError(
+      name,
+      configFile,
+      'is missing.',
+      `Write one with \`npm run model:add -- <model.onnx> --name ${name} --preset torchvision\`, or remove the folder.`
+    )
   }
   let parsed: unknown
   try {
@@ -116,7 +126,12 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
     const triple = /^\/preprocess\/(mean|std)(\/\d+)?$/.exec(first.path)
     if (triple !== null) {
       const got = (parsed as { preprocess?: Record<string, unknown> }).preprocess?.[triple[1]!]
-      throw new RepositoryError(name, configFile, `preprocess.${triple[1]} must be three numbers (got ${JSON.stringify(got)}).`, configFix(first.path))
+      throw new RepositoryError(
+        name,
+        configFile,
+        `preprocess.${triple[1]} must be three numbers (got ${JSON.stringify(got)}).`,
+        configFix(first.path)
+      )
     }
     const where = first.path === '' ? 'the top level' : first.path
     throw new RepositoryError(name, configFile, `${where}: ${first.message} (got ${JSON.stringify(first.value)}).`, configFix(first.path))
@@ -124,18 +139,38 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
   const config = withDefaults as ModelConfig
   const { preprocess } = config
   if (preprocess.crop > preprocess.resize) {
-    throw new RepositoryError(name, configFile, `preprocess.crop (${preprocess.crop}) is larger than preprocess.resize (${preprocess.resize}).`, 'Use a crop no larger than the resized shorter side, e.g. resize 256 and crop 224.')
+    throw new RepositoryError(
+      name,
+      configFile,
+      `preprocess.crop (${preprocess.crop}) is larger than preprocess.resize (${preprocess.resize}).`,
+      'Use a crop no larger than the resized shorter side, e.g. resize 256 and crop 224.'
+    )
   }
   if (preprocess.std.some((s) => s === 0)) {
-    throw new RepositoryError(name, configFile, 'preprocess.std has a zero.', 'Use 1 for channels that are not divided (e.g. the caffe preset).')
+    throw new RepositoryError(
+      name,
+      configFile,
+      'preprocess.std has a zero.',
+      'Use 1 for channels that are not divided (e.g. the caffe preset).'
+    )
   }
   if (config.input.datatype === 'uint8' && config.input.layout !== 'NHWC') {
-    throw new RepositoryError(name, configFile, 'input.datatype uint8 needs input.layout NHWC (raw pixels as decoded).', 'Set input.layout to "NHWC", or use datatype float32.')
+    throw new RepositoryError(
+      name,
+      configFile,
+      'input.datatype uint8 needs input.layout NHWC (raw pixels as decoded).',
+      'Set input.layout to "NHWC", or use datatype float32.'
+    )
   }
 
   const modelPath = join(dir, config.file)
   if (relative(dir, modelPath).startsWith('..')) {
-    throw new RepositoryError(name, configFile, `"file" (${config.file}) points outside the model folder.`, 'Keep model.onnx inside the folder.')
+    throw new RepositoryError(
+      name,
+      configFile,
+      `"file" (${config.file}) points outside the model folder.`,
+      'Keep model.onnx inside the folder.'
+    )
   }
   await checkOnnxFile(name, modelPath, shown(config.file))
   const labels = await readLabels(name, join(dir, config.labels), shown(config.labels))
@@ -143,9 +178,11 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
 }
 
 function configFix(path: string): string {
-  if (path.startsWith('/preprocess/mean') || path.startsWith('/preprocess/std')) return 'Give exactly three numbers, one per colour channel in the model\'s colour order.'
+  if (path.startsWith('/preprocess/mean') || path.startsWith('/preprocess/std'))
+    return "Give exactly three numbers, one per colour channel in the model's colour order."
   if (path.startsWith('/input')) return 'input needs name (as in the ONNX file), layout NCHW|NHWC and datatype float32|uint8.'
-  if (path.startsWith('/batching')) return 'batching takes maxBatchSize (1–1024), maxQueueDelayMs (0–10000), maxQueueSize and optionally padTo (a list of batch sizes).'
+  if (path.startsWith('/batching'))
+    return 'batching takes maxBatchSize (1–1024), maxQueueDelayMs (0–10000), maxQueueSize and optionally padTo (a list of batch sizes).'
   return 'Compare with docs/models.md, or regenerate the file with `npm run model:add`.'
 }
 
@@ -161,7 +198,12 @@ async function checkOnnxFile(name: string, path: string, shown: string): Promise
     const head = Buffer.alloc(1)
     await handle.read(head, 0, 1, 0)
     if (size < 16 || head[0] !== ONNX_FIRST_BYTE) {
-      throw new RepositoryError(name, shown, 'is not an ONNX model.', 'Export the network with torch.onnx.export (see docs/models.md) and copy the .onnx file here.')
+      throw new RepositoryError(
+        name,
+        shown,
+        'is not an ONNX model.',
+        'Export the network with torch.onnx.export (see docs/models.md) and copy the .onnx file here.'
+      )
     }
   } finally {
     await handle.close()
@@ -174,12 +216,17 @@ async function readLabels(name: string, path: string, shown: string): Promise<st
     if (!(await stat(path)).isFile()) throw new Error('not a file')
     text = await readFile(path, 'utf8')
   } catch {
-    throw new RepositoryError(name, shown, 'is missing.', 'Copy data/imagenet1k-labels.txt there, or point "labels" in config.json at your labels file (one class name per line).')
+    throw new RepositoryError(
+      name,
+      shown,
+      'is missing.',
+      'Copy data/imagenet1k-labels.txt there, or point "labels" in config.json at your labels file (one class name per line).'
+    )
   }
   const labels = text.split(/\r?\n/)
   if (labels.at(-1) === '') labels.pop()
   if (labels.length === 0 || labels.some((l) => l.trim() === '')) {
-    throw new RepositoryError(name, shown, 'has empty lines.', 'Write one non-empty class name per line, in the model\'s output order.')
+    throw new RepositoryError(name, shown, 'has empty lines.', "Write one non-empty class name per line, in the model's output order.")
   }
   return labels
 }
@@ -198,48 +245,78 @@ export function checkModelSignature(entry: ModelEntry, signature: ModelSignature
 
   const input = signature.inputs.find((t) => t.name === config.input.name)
   if (input === undefined) {
-    fail(`has no input "${config.input.name}"; its inputs are ${names(signature.inputs)}.`, `Set input.name in config.json to one of ${names(signature.inputs)}.`)
+    fail(
+      `has no input "${config.input.name}"; its inputs are ${names(signature.inputs)}.`,
+      `Set input.name in config.json to one of ${names(signature.inputs)}.`
+    )
   }
   const inp = input as TensorSignature
   if (inp.type !== config.input.datatype) {
-    fail(`input "${inp.name}" is ${inp.type}, but config.json says ${config.input.datatype}.`, `Set input.datatype to "${inp.type}" (float32 models take normalised NCHW; uint8 models take NHWC pixels).`)
+    fail(
+      `input "${inp.name}" is ${inp.type}, but config.json says ${config.input.datatype}.`,
+      `Set input.datatype to "${inp.type}" (float32 models take normalised NCHW; uint8 models take NHWC pixels).`
+    )
   }
   if (inp.shape.length !== 4) {
-    fail(`input "${inp.name}" has rank ${inp.shape.length} (shape [${inp.shape.join(', ')}]); an image model takes rank 4.`, 'Export the model with a [batch, 3, height, width] input.')
+    fail(
+      `input "${inp.name}" has rank ${inp.shape.length} (shape [${inp.shape.join(', ')}]); an image model takes rank 4.`,
+      'Export the model with a [batch, 3, height, width] input.'
+    )
   }
   const [batch, d1, d2, d3] = inp.shape
   const channels = config.input.layout === 'NCHW' ? d1 : d3
   const spatial = config.input.layout === 'NCHW' ? [d2, d3] : [d1, d2]
   if (channels !== 3) {
-    fail(`input "${inp.name}" has ${String(channels)} channels where layout ${config.input.layout} puts them (shape [${inp.shape.join(', ')}]); 3 are needed.`, `Check input.layout (NCHW or NHWC) in config.json.`)
+    fail(
+      `input "${inp.name}" has ${String(channels)} channels where layout ${config.input.layout} puts them (shape [${inp.shape.join(', ')}]); 3 are needed.`,
+      `Check input.layout (NCHW or NHWC) in config.json.`
+    )
   }
   for (const side of spatial) {
     if (typeof side === 'number' && side !== config.preprocess.crop) {
-      fail(`input "${inp.name}" takes ${side}×${side} images, but preprocess.crop is ${config.preprocess.crop}.`, `Set preprocess.crop to ${side} (and resize to about ${Math.round((side * 256) / 224)}).`)
+      fail(
+        `input "${inp.name}" takes ${side}×${side} images, but preprocess.crop is ${config.preprocess.crop}.`,
+        `Set preprocess.crop to ${side} (and resize to about ${Math.round((side * 256) / 224)}).`
+      )
     }
   }
   let maxBatchSize = config.batching.maxBatchSize
   if (typeof batch === 'number') {
     if (batch !== 1) {
-      fail(`input "${inp.name}" has a fixed batch of ${batch}.`, 'Re-export with a dynamic batch dimension (torch.onnx.export(..., dynamic_axes={"input": {0: "N"}})) or a batch of 1.')
+      fail(
+        `input "${inp.name}" has a fixed batch of ${batch}.`,
+        'Re-export with a dynamic batch dimension (torch.onnx.export(..., dynamic_axes={"input": {0: "N"}})) or a batch of 1.'
+      )
     }
     maxBatchSize = 1
   }
 
   const output = signature.outputs.find((t) => t.name === config.output.name)
   if (output === undefined) {
-    fail(`has no output "${config.output.name}"; its outputs are ${names(signature.outputs)}.`, `Set output.name in config.json to one of ${names(signature.outputs)}.`)
+    fail(
+      `has no output "${config.output.name}"; its outputs are ${names(signature.outputs)}.`,
+      `Set output.name in config.json to one of ${names(signature.outputs)}.`
+    )
   }
   const out = output as TensorSignature
   if (out.type !== 'float32') {
-    fail(`output "${out.name}" is ${out.type}; class scores must be float32.`, 'Export the model with a float32 output (FP16 models keep FP32 at their edges: see docs/models.md).')
+    fail(
+      `output "${out.name}" is ${out.type}; class scores must be float32.`,
+      'Export the model with a float32 output (FP16 models keep FP32 at their edges: see docs/models.md).'
+    )
   }
   const width = out.shape.at(-1)
   if (out.shape.length !== 2 || typeof width !== 'number') {
-    fail(`output "${out.name}" has shape [${out.shape.join(', ')}]; expected [batch, classes].`, 'Export the model with a [batch, classes] output (flatten after the pooling).')
+    fail(
+      `output "${out.name}" has shape [${out.shape.join(', ')}]; expected [batch, classes].`,
+      'Export the model with a [batch, classes] output (flatten after the pooling).'
+    )
   }
   if (width !== entry.labels.length) {
-    fail(`output "${out.name}" has ${String(width)} classes but ${config.labels} has ${entry.labels.length} labels.`, `Give ${config.labels} exactly ${String(width)} lines, one per output class.`)
+    fail(
+      `output "${out.name}" has ${String(width)} classes but ${config.labels} has ${entry.labels.length} labels.`,
+      `Give ${config.labels} exactly ${String(width)} lines, one per output class.`
+    )
   }
   return { maxBatchSize, numClasses: width as number }
 }

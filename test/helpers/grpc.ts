@@ -35,7 +35,10 @@ const asIs = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byte
 
 /** A client of the gRPC door at host:port that accepts answers of any size. */
 export function grpcTestClient(address: string): GrpcTestClient {
-  const client = new Client(address, credentials.createInsecure(), { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 })
+  const client = new Client(address, credentials.createInsecure(), {
+    'grpc.max_receive_message_length': -1,
+    'grpc.max_send_message_length': -1
+  })
   function unary<Res>(rpc: string, request: unknown, serialize: (value: never) => Buffer, options: CallOptions): Promise<Res> {
     const method = definition[rpc]
     if (method === undefined) throw new Error(`${SERVICE_NAME} has no method ${rpc}`)
@@ -43,8 +46,14 @@ export function grpcTestClient(address: string): GrpcTestClient {
     const metadata = new Metadata()
     for (const [key, value] of Object.entries(options.metadata ?? {})) metadata.set(key, value)
     return new Promise<Res>((resolve, reject) => {
-      client.makeUnaryRequest(method.path, serialize, method.responseDeserialize, request as never, metadata, callOptions, (err, response) =>
-        err === null ? resolve(response as Res) : reject(err)
+      client.makeUnaryRequest(
+        method.path,
+        serialize,
+        method.responseDeserialize,
+        request as never,
+        metadata,
+        callOptions,
+        (err, response) => (err === null ? resolve(response as Res) : reject(err))
       )
     })
   }
@@ -60,7 +69,11 @@ export function grpcTestClient(address: string): GrpcTestClient {
  * for it. `settings` (default: the server's) lets a test open a second door configured otherwise;
  * `logger` one whose lines it reads.
  */
-export async function startTestGrpc(server: TestServer, settings: Settings = server.settings, logger: Logger = testLogger()): Promise<GrpcTestDoor> {
+export async function startTestGrpc(
+  server: TestServer,
+  settings: Settings = server.settings,
+  logger: Logger = testLogger()
+): Promise<GrpcTestDoor> {
   const handle = await startGrpcServer(server.service, settings, logger, server.metrics)
   const client = grpcTestClient(`127.0.0.1:${handle.port}`)
   return {
@@ -114,7 +127,13 @@ export interface RawGrpcCall {
 export function rawGrpcCall(port: number, rpc: string, headers: Readonly<Record<string, string>> = {}): RawGrpcCall {
   const session = connect(`http://127.0.0.1:${port}`)
   session.on('error', () => undefined)
-  const stream = session.request({ ':method': 'POST', ':path': `/${SERVICE_NAME}/${rpc}`, 'content-type': 'application/grpc', te: 'trailers', ...headers })
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': `/${SERVICE_NAME}/${rpc}`,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    ...headers
+  })
   stream.on('error', () => undefined)
   const ended = new Promise<RawCallEnd>((resolve, reject) => {
     const settle = (h: IncomingHttpHeaders): void => {

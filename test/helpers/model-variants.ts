@@ -28,7 +28,10 @@ export async function variantRepository(variants: Readonly<Record<string, ModelV
     const dir = join(root, name)
     await mkdir(dir)
     const synthetic = variant.real === true ? { synthetic: false } : {}
-    await writeFile(join(dir, 'config.json'), JSON.stringify({ ...config, ...synthetic, batching: { ...config.batching, ...variant.batching } }))
+    await writeFile(
+      join(dir, 'config.json'),
+      JSON.stringify({ ...config, ...synthetic, batching: { ...config.batching, ...variant.batching } })
+    )
     await copyFile(join(good, 'labels.txt'), join(dir, 'labels.txt'))
     if (variant.broken === true) await writeFile(join(dir, 'model.onnx'), Buffer.from('this is not an ONNX model'))
     else await symlink(join(good, 'model.onnx'), join(dir, 'model.onnx'))

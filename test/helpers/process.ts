@@ -19,10 +19,14 @@ export interface ServerProcess {
  * exit by signal instead of code 0 when the machine was busy).
  */
 export async function startServerProcess(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', ...args], {
-    env: { ...process.env, LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/main.ts', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', ...args],
+    {
+      env: { ...process.env, LOG_LEVEL: 'info', ...env },
+      stdio: ['ignore', 'pipe', 'pipe']
+    }
+  )
   const exited = once(child, 'exit').then(([code]) => code as number | null)
   const logs: Array<Record<string, unknown>> = []
   let stderr = ''

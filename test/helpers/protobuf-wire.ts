@@ -58,7 +58,15 @@ export const inferWire = {
   modelName: (name: string): Buffer => lengthDelimited(1, name),
   /** One `inputs` entry; `contents` is an InferTensorContents message's bytes. */
   input: (name: string, datatype: string, shape: readonly number[], contents?: Buffer): Buffer =>
-    lengthDelimited(5, Buffer.concat([lengthDelimited(1, name), lengthDelimited(2, datatype), packedVarints(3, shape), contents === undefined ? Buffer.alloc(0) : lengthDelimited(5, contents)])),
+    lengthDelimited(
+      5,
+      Buffer.concat([
+        lengthDelimited(1, name),
+        lengthDelimited(2, datatype),
+        packedVarints(3, shape),
+        contents === undefined ? Buffer.alloc(0) : lengthDelimited(5, contents)
+      ])
+    ),
   emptyOutput: lengthDelimited(6, ''),
   emptyParameter: lengthDelimited(4, ''),
   rawInputContents: (bytes: Uint8Array): Buffer => lengthDelimited(7, bytes)

@@ -23,7 +23,10 @@ export function testLogger(): Logger {
 
 /** The real service and HTTP door, listening on 127.0.0.1, port 0. `flags` are CLI flags as in production. */
 export async function startTestServer(repository: string, flags: string[] = [], events: ServiceEvents = {}): Promise<TestServer> {
-  const settings = loadSettings(['--model-repository', repository, '--port', '0', '--grpc-port', '0', '--host', '127.0.0.1', '--provider', 'cpu', ...flags], {})
+  const settings = loadSettings(
+    ['--model-repository', repository, '--port', '0', '--grpc-port', '0', '--host', '127.0.0.1', '--provider', 'cpu', ...flags],
+    {}
+  )
   const log = testLogger()
   const metrics = new ServiceMetrics()
   const service = await ClassifyService.start(settings, log, {
@@ -71,14 +74,26 @@ export async function metricValue(server: TestServer, name: string, labels: stri
 
 /** The class indices /classify answers for a JPEG, best first: the reference other doors must match. */
 export async function classifyIndices(server: TestServer, model: string, photo: Buffer, topk = 5): Promise<number[]> {
-  const res = await fetch(`${server.url}/classify?model=${model}&topk=${topk}`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+  const res = await fetch(`${server.url}/classify?model=${model}&topk=${topk}`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/jpeg' },
+    body: photo
+  })
   if (res.status !== 200) throw new Error(`/classify answered ${res.status}`)
   return ((await res.json()) as { predictions: Array<{ index: number }> }).predictions.map((p) => p.index)
 }
 
 /** POST /classify with a JPEG: the status, the code when refused, the predictions when answered. */
-export async function classifyJpeg(url: string, photo: Buffer, model?: string): Promise<{ status: number; code: string | undefined; predictions: unknown[] | undefined }> {
-  const res = await fetch(`${url}/classify${model === undefined ? '' : `?model=${model}`}`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+export async function classifyJpeg(
+  url: string,
+  photo: Buffer,
+  model?: string
+): Promise<{ status: number; code: string | undefined; predictions: unknown[] | undefined }> {
+  const res = await fetch(`${url}/classify${model === undefined ? '' : `?model=${model}`}`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/jpeg' },
+    body: photo
+  })
   const body = (await res.json()) as { code?: string; predictions?: unknown[] }
   return { status: res.status, code: body.code, predictions: body.predictions }
 }

@@ -16,7 +16,7 @@ export function lengthPrefixed(...elements: Uint8Array[]): Buffer {
 
 export function splitLengthPrefixed(raw: Buffer): string[] {
   const out: string[] = []
-  for (let offset = 0; offset < raw.byteLength; ) {
+  for (let offset = 0; offset < raw.byteLength;) {
     const length = raw.readUInt32LE(offset)
     out.push(raw.toString('utf8', offset + 4, offset + 4 + length))
     offset += 4 + length

@@ -29,7 +29,11 @@ async function send(request: BadInput['request']): Promise<{ status: number; bod
 }
 
 async function classify(image: Buffer): Promise<unknown> {
-  const res = await fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: image })
+  const res = await fetch(`${server.url}/classify`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream' },
+    body: image
+  })
   expect(res.status).toBe(200)
   return ((await res.json()) as ErrorAnswer).predictions
 }
@@ -64,7 +68,8 @@ describe('the bad-input corpus', () => {
         expect(body.predictions![0]).toEqual({ error: { code: expected.itemCode, message: expect.any(String) } })
       } else {
         expect(body.predictions).toHaveLength(5)
-        if ('sameAnswerAs' in expected && expected.sameAnswerAs !== undefined) expect(body.predictions).toEqual(await classify(expected.sameAnswerAs))
+        if ('sameAnswerAs' in expected && expected.sameAnswerAs !== undefined)
+          expect(body.predictions).toEqual(await classify(expected.sameAnswerAs))
       }
       // Whatever went wrong, the answer names no file, module or stack frame.
       expect(JSON.stringify(body)).not.toMatch(/\/work\/|\/tmp\/|node_modules|\.ts:\d+|\.js:\d+|\bat \S+ \(/)

@@ -13,7 +13,8 @@ interface Prediction {
   label: string
   probability: number
 }
-type Item = { predictions: Prediction[]; batchSize: number; timings: Record<string, number> } | { error: { code: ErrorCode; message: string } }
+type Item =
+  { predictions: Prediction[]; batchSize: number; timings: Record<string, number> } | { error: { code: ErrorCode; message: string } }
 interface BatchAnswer {
   model: string
   version: string
@@ -36,7 +37,11 @@ let alone: Prediction[][]
 
 beforeAll(async () => {
   server = await startTestServer(await syntheticModelRepository(), ['--max-batch-items', String(MAX_ITEMS)])
-  photos = await Promise.all(photoPaths().slice(0, 4).map((p) => readFile(p)))
+  photos = await Promise.all(
+    photoPaths()
+      .slice(0, 4)
+      .map((p) => readFile(p))
+  )
   expect(photos).toHaveLength(4)
   alone = []
   for (const photo of photos) {
@@ -107,7 +112,11 @@ describe('POST /v1/models/{model}:classify', () => {
 
   it('gives a truncated image and an empty item their codes, and reads URL-safe base64 and query topk', async () => {
     const urlSafe = Buffer.from(photos[0]!).toString('base64url')
-    const { status, body } = await postJson({ instances: [{ b64: b64(photos[1]!.subarray(0, photos[1]!.length >> 1)) }, { b64: '' }, { b64: urlSafe }] }, 'resnet50', '?topk=3')
+    const { status, body } = await postJson(
+      { instances: [{ b64: b64(photos[1]!.subarray(0, photos[1]!.length >> 1)) }, { b64: '' }, { b64: urlSafe }] },
+      'resnet50',
+      '?topk=3'
+    )
     expect(status).toBe(200)
     expectError(body.predictions[0], 'CORRUPT_IMAGE')
     expectError(body.predictions[1], 'EMPTY_BODY')

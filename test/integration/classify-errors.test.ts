@@ -13,14 +13,23 @@ let photo: Buffer
 const BODY_LIMIT = 300_000
 
 beforeAll(async () => {
-  server = await startTestServer(await syntheticModelRepository(), ['--body-limit-bytes', String(BODY_LIMIT), '--max-input-pixels', '4000000'])
+  server = await startTestServer(await syntheticModelRepository(), [
+    '--body-limit-bytes',
+    String(BODY_LIMIT),
+    '--max-input-pixels',
+    '4000000'
+  ])
   photo = await readFile(photoPaths()[0]!)
 })
 afterAll(async () => {
   await server?.close()
 })
 
-async function post(body: RequestInit['body'], headers: Record<string, string>, query = ''): Promise<{ status: number; body: { code: ErrorCode; message: string; statusCode: number } ; headers: Headers }> {
+async function post(
+  body: RequestInit['body'],
+  headers: Record<string, string>,
+  query = ''
+): Promise<{ status: number; body: { code: ErrorCode; message: string; statusCode: number }; headers: Headers }> {
   const res = await fetch(`${server.url}/classify${query}`, { method: 'POST', headers, ...(body === undefined ? {} : { body }) })
   return { status: res.status, body: (await res.json()) as never, headers: res.headers }
 }
@@ -33,25 +42,59 @@ describe('bad input to POST /classify', () => {
     ['bytes that are not an image', () => post(Buffer.from('hello, this is text and not an image at all'), jpeg), 400, 'NOT_AN_IMAGE'],
     ['unsupported content type', () => post('{"a":1}', { 'content-type': 'text/plain' }), 415, 'UNSUPPORTED_MEDIA_TYPE'],
     ['truncated JPEG', () => post(photo.subarray(0, Math.floor(photo.length / 2)), jpeg), 400, 'CORRUPT_IMAGE'],
-    ['too many pixels', async () => post(await sharp({ create: { width: 2500, height: 2000, channels: 3, background: '#468' } }).jpeg().toBuffer(), jpeg), 413, 'IMAGE_TOO_LARGE'],
+    [
+      'too many pixels',
+      async () =>
+        post(
+          await sharp({ create: { width: 2500, height: 2000, channels: 3, background: '#468' } })
+            .jpeg()
+            .toBuffer(),
+          jpeg
+        ),
+      413,
+      'IMAGE_TOO_LARGE'
+    ],
     ['upload over the size limit (raw)', () => post(Buffer.alloc(BODY_LIMIT + 1000, 1), jpeg), 413, 'BODY_TOO_LARGE'],
-    ['upload over the size limit (multipart)', () => {
-      const form = new FormData()
-      form.append('image', new Blob([Buffer.alloc(BODY_LIMIT + 1000, 1)], { type: 'image/jpeg' }), 'big.jpg')
-      return post(form, {})
-    }, 413, 'BODY_TOO_LARGE'],
-    ['multipart with the wrong field name', () => {
-      const form = new FormData()
-      form.append('file', new Blob([photo], { type: 'image/jpeg' }), 'x.jpg')
-      return post(form, {})
-    }, 400, 'BAD_MULTIPART'],
-    ['multipart with two files', () => {
-      const form = new FormData()
-      form.append('image', new Blob([photo], { type: 'image/jpeg' }), 'a.jpg')
-      form.append('image', new Blob([photo], { type: 'image/jpeg' }), 'b.jpg')
-      return post(form, {})
-    }, 400, 'BAD_MULTIPART'],
-    ['malformed multipart', () => post('--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\nabc', { 'content-type': 'multipart/form-data; boundary=xyz' }), 400, 'BAD_MULTIPART'],
+    [
+      'upload over the size limit (multipart)',
+      () => {
+        const form = new FormData()
+        form.append('image', new Blob([Buffer.alloc(BODY_LIMIT + 1000, 1)], { type: 'image/jpeg' }), 'big.jpg')
+        return post(form, {})
+      },
+      413,
+      'BODY_TOO_LARGE'
+    ],
+    [
+      'multipart with the wrong field name',
+      () => {
+        const form = new FormData()
+        form.append('file', new Blob([photo], { type: 'image/jpeg' }), 'x.jpg')
+        return post(form, {})
+      },
+      400,
+      'BAD_MULTIPART'
+    ],
+    [
+      'multipart with two files',
+      () => {
+        const form = new FormData()
+        form.append('image', new Blob([photo], { type: 'image/jpeg' }), 'a.jpg')
+        form.append('image', new Blob([photo], { type: 'image/jpeg' }), 'b.jpg')
+        return post(form, {})
+      },
+      400,
+      'BAD_MULTIPART'
+    ],
+    [
+      'malformed multipart',
+      () =>
+        post('--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\nabc', {
+          'content-type': 'multipart/form-data; boundary=xyz'
+        }),
+      400,
+      'BAD_MULTIPART'
+    ],
     ['unknown model', () => post(photo, jpeg, '?model=resnet9000'), 404, 'MODEL_NOT_FOUND'],
     ['model name with ../', () => post(photo, jpeg, '?model=../resnet50'), 404, 'MODEL_NOT_FOUND'],
     ['topk 0', () => post(photo, jpeg, '?topk=0'), 400, 'INVALID_TOPK'],

@@ -21,7 +21,11 @@ const batches: number[] = []
 
 beforeAll(async () => {
   server = await startTestServer(await syntheticModelRepository(), ['--max-topk', '50'], { onBatch: (_m, size) => batches.push(size) })
-  photos = await Promise.all(photoPaths().slice(0, 16).map((p) => readFile(p)))
+  photos = await Promise.all(
+    photoPaths()
+      .slice(0, 16)
+      .map((p) => readFile(p))
+  )
   expect(photos.length).toBe(16)
 })
 afterAll(async () => {
@@ -44,7 +48,8 @@ describe('POST /classify', () => {
     const probs = body.predictions.map((p) => p.probability)
     expect([...probs].sort((a, b) => b - a)).toEqual(probs)
     expect(body.predictions[0]!.label.length).toBeGreaterThan(0)
-    for (const k of ['queueMs', 'preprocessMs', 'inferenceMs', 'postprocessMs', 'totalMs']) expect(body.timings[k]).toBeGreaterThanOrEqual(0)
+    for (const k of ['queueMs', 'preprocessMs', 'inferenceMs', 'postprocessMs', 'totalMs'])
+      expect(body.timings[k]).toBeGreaterThanOrEqual(0)
     expect(body.timings.totalMs).toBeGreaterThanOrEqual(body.timings.inferenceMs!)
   })
 

@@ -37,7 +37,11 @@ async function classify(image: Buffer): Promise<{ status: number; retryAfter: st
  * destroyed, as a client that goes away does.
  */
 function upload(image: Buffer): { hangUp(): void; outcome: Promise<number | 'hung up'> } {
-  const req = request(`${server.url}/classify`, { method: 'POST', agent: false, headers: { 'content-type': 'image/png', 'content-length': image.length } })
+  const req = request(`${server.url}/classify`, {
+    method: 'POST',
+    agent: false,
+    headers: { 'content-type': 'image/png', 'content-length': image.length }
+  })
   const outcome = new Promise<number | 'hung up'>((resolve) => {
     req.on('response', (res) => {
       res.resume()
@@ -61,7 +65,9 @@ async function until(condition: () => boolean, timeoutMs = 60_000): Promise<void
 beforeAll(async () => {
   server = await startTestServer(await syntheticModelRepository(), FLAGS)
   // 4000×4000 RGBA: ~64 MiB of decode cost (its full-size RGB copy), so a large decode.
-  rgba = await sharp({ create: { width: SIDE, height: SIDE, channels: 4, background: { r: 30, g: 140, b: 90, alpha: 0.5 } } }).png().toBuffer()
+  rgba = await sharp({ create: { width: SIDE, height: SIDE, channels: 4, background: { r: 30, g: 140, b: 90, alpha: 0.5 } } })
+    .png()
+    .toBuffer()
   photo = await readPhoto('chelsea')
 })
 afterAll(async () => {

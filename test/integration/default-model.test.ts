@@ -29,6 +29,8 @@ describe('the default model in a running server', () => {
 
   it('--default-model naming no model stops start-up with the names that exist', async () => {
     const repository = await variantRepository({ resnet50: {} })
-    await expect(startTestServer(repository, ['--default-model', 'resnet-tv'])).rejects.toThrow(/holds no model "resnet-tv" \(--default-model\)\. Fix: Name one of: resnet50\./)
+    await expect(startTestServer(repository, ['--default-model', 'resnet-tv'])).rejects.toThrow(
+      /holds no model "resnet-tv" \(--default-model\)\. Fix: Name one of: resnet50\./
+    )
   })
 })

@@ -33,7 +33,8 @@ let photo: Buffer
 /** Every line the door logged, parsed. */
 const logs: Array<{ level: number; code?: string; msg: string }> = []
 
-const failures = (reason: string): Promise<number> => metricValue(server, 'resnet_serve_request_failure_total', `model="${MODEL}",reason="${reason}"`)
+const failures = (reason: string): Promise<number> =>
+  metricValue(server, 'resnet_serve_request_failure_total', `model="${MODEL}",reason="${reason}"`)
 
 /** Polls until `read` differs from `before`, for outcomes recorded after the answer went out. */
 async function changed(read: () => Promise<number>, before: number): Promise<number> {
@@ -47,7 +48,14 @@ async function changed(read: () => Promise<number>, before: number): Promise<num
 
 beforeAll(async () => {
   // A small batch limit and a body limit far below it: the receive limit must follow the first.
-  server = await startTestServer(await syntheticModelRepository(), ['--max-batch-items', String(MAX_ITEMS), '--body-limit-bytes', String(1 << 20), '--api-key', KEY])
+  server = await startTestServer(await syntheticModelRepository(), [
+    '--max-batch-items',
+    String(MAX_ITEMS),
+    '--body-limit-bytes',
+    String(1 << 20),
+    '--api-key',
+    KEY
+  ])
   const sink = new Writable({
     write(chunk: Buffer, _encoding, done) {
       for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as (typeof logs)[number])
@@ -68,17 +76,29 @@ describe('gRPC admission: the API key before the message', () => {
     const attack = Buffer.concat([inferWire.modelName(MODEL), repeatedField(inferWire.emptyOutput, copiesIn(16 << 20, 2))])
     const decodedBefore = grpc.decodedInferRequests()
     const unauthenticatedBefore = await failures('UNAUTHENTICATED')
-    expect(await callRefusal(grpc.callRaw('ModelInfer', attack))).toEqual({ code: 'UNAUTHENTICATED', details: expect.stringMatching(/^UNAUTHENTICATED: /) as string })
-    expect(await callRefusal(grpc.callRaw('ModelInfer', attack, { metadata: { authorization: 'Bearer wrong' } }))).toMatchObject({ code: 'UNAUTHENTICATED' })
+    expect(await callRefusal(grpc.callRaw('ModelInfer', attack))).toEqual({
+      code: 'UNAUTHENTICATED',
+      details: expect.stringMatching(/^UNAUTHENTICATED: /) as string
+    })
+    expect(await callRefusal(grpc.callRaw('ModelInfer', attack, { metadata: { authorization: 'Bearer wrong' } }))).toMatchObject({
+      code: 'UNAUTHENTICATED'
+    })
     expect(grpc.decodedInferRequests()).toBe(decodedBefore)
     expect(await failures('UNAUTHENTICATED')).toBe(unauthenticatedBefore + 2)
     // With the key, the same message is over the receive limit: refused on its length, still unread.
-    expect(await callRefusal(grpc.callRaw('ModelInfer', attack, WITH_KEY))).toEqual({ code: 'RESOURCE_EXHAUSTED', details: expect.stringMatching(/^BODY_TOO_LARGE: /) as string })
+    expect(await callRefusal(grpc.callRaw('ModelInfer', attack, WITH_KEY))).toEqual({
+      code: 'RESOURCE_EXHAUSTED',
+      details: expect.stringMatching(/^BODY_TOO_LARGE: /) as string
+    })
     expect(grpc.decodedInferRequests()).toBe(decodedBefore)
 
     // The door still answers, and the counter does count what it decodes.
     expect(await grpc.call('ServerLive', {})).toEqual({ live: true })
-    const answer = await grpc.call<{ outputs: Array<{ shape: number[] }> }>('ModelInfer', { model_name: MODEL, inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }] }, WITH_KEY)
+    const answer = await grpc.call<{ outputs: Array<{ shape: number[] }> }>(
+      'ModelInfer',
+      { model_name: MODEL, inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }] },
+      WITH_KEY
+    )
     expect(answer.outputs[0]!.shape).toEqual([1, 1000])
     expect(grpc.decodedInferRequests()).toBe(decodedBefore + 1)
   })
@@ -90,24 +110,74 @@ describe('gRPC admission: absurd entry counts are refused before decoding', () =
   const contents = (bytes: Buffer) => Buffer.concat([model(), inferWire.input('input', 'BYTES', [1], bytes)])
 
   const cases: Array<{ name: string; message: () => Buffer; code?: string; details: RegExp }> = [
-    { name: 'millions of empty outputs', message: () => Buffer.concat([model(), repeatedField(inferWire.emptyOutput, copiesIn(under(4 << 20), 2))]), details: new RegExp(`ModelInferRequest\\.outputs holds more than ${MAX_TENSORS} entries`) },
-    { name: `${MAX_TENSORS + 1} inputs`, message: () => Buffer.concat([model(), repeatedField(inferWire.input('input', 'FP32', [1, 3, 224, 224]), MAX_TENSORS + 1)]), details: /ModelInferRequest\.inputs holds more than/ },
-    { name: 'millions of request parameters', message: () => Buffer.concat([model(), repeatedField(inferWire.emptyParameter, copiesIn(under(4 << 20), 2))]), details: new RegExp(`ModelInferRequest\\.parameters holds more than ${MAX_PARAMETERS} entries`) },
-    { name: 'millions of shape dimensions', message: () => Buffer.concat([model(), lengthDelimited(5, lengthDelimited(3, Buffer.alloc(under(4 << 20))))]), details: new RegExp(`InferInputTensor\\.shape holds more than ${MAX_DIMS} elements`) },
-    { name: 'millions of empty bytes_contents', message: () => contents(repeatedField(lengthDelimited(8, ''), copiesIn(under(4 << 20), 2))), code: 'TOO_MANY_ITEMS', details: /bytes_contents holds more than 8 entries/ },
-    { name: 'one image more than --max-batch-items in bytes_contents', message: () => contents(repeatedField(lengthDelimited(8, 'x'), MAX_ITEMS + 1)), code: 'TOO_MANY_ITEMS', details: /bytes_contents/ },
+    {
+      name: 'millions of empty outputs',
+      message: () => Buffer.concat([model(), repeatedField(inferWire.emptyOutput, copiesIn(under(4 << 20), 2))]),
+      details: new RegExp(`ModelInferRequest\\.outputs holds more than ${MAX_TENSORS} entries`)
+    },
+    {
+      name: `${MAX_TENSORS + 1} inputs`,
+      message: () => Buffer.concat([model(), repeatedField(inferWire.input('input', 'FP32', [1, 3, 224, 224]), MAX_TENSORS + 1)]),
+      details: /ModelInferRequest\.inputs holds more than/
+    },
+    {
+      name: 'millions of request parameters',
+      message: () => Buffer.concat([model(), repeatedField(inferWire.emptyParameter, copiesIn(under(4 << 20), 2))]),
+      details: new RegExp(`ModelInferRequest\\.parameters holds more than ${MAX_PARAMETERS} entries`)
+    },
+    {
+      name: 'millions of shape dimensions',
+      message: () => Buffer.concat([model(), lengthDelimited(5, lengthDelimited(3, Buffer.alloc(under(4 << 20))))]),
+      details: new RegExp(`InferInputTensor\\.shape holds more than ${MAX_DIMS} elements`)
+    },
+    {
+      name: 'millions of empty bytes_contents',
+      message: () => contents(repeatedField(lengthDelimited(8, ''), copiesIn(under(4 << 20), 2))),
+      code: 'TOO_MANY_ITEMS',
+      details: /bytes_contents holds more than 8 entries/
+    },
+    {
+      name: 'one image more than --max-batch-items in bytes_contents',
+      message: () => contents(repeatedField(lengthDelimited(8, 'x'), MAX_ITEMS + 1)),
+      code: 'TOO_MANY_ITEMS',
+      details: /bytes_contents/
+    },
     {
       name: 'more fp32_contents than --max-batch-items images hold',
       message: () => contents(lengthDelimited(6, Buffer.alloc((MAX_ITEMS * ITEM_ELEMENTS + 1) * 4))),
       details: new RegExp(`fp32_contents holds more than ${MAX_ITEMS * ITEM_ELEMENTS} elements`)
     },
-    { name: 'millions of packed uint_contents', message: () => contents(lengthDelimited(4, Buffer.alloc(under(4 << 20)))), details: /uint_contents holds more than/ },
-    { name: 'int64_contents, which no model reads', message: () => contents(lengthDelimited(3, Buffer.alloc(1024))), details: /int64_contents must be empty/ },
+    {
+      name: 'millions of packed uint_contents',
+      message: () => contents(lengthDelimited(4, Buffer.alloc(under(4 << 20)))),
+      details: /uint_contents holds more than/
+    },
+    {
+      name: 'int64_contents, which no model reads',
+      message: () => contents(lengthDelimited(3, Buffer.alloc(1024))),
+      details: /int64_contents must be empty/
+    },
     { name: 'model_name twice', message: () => Buffer.concat([model(), model()]), details: /model_name occurs more than once/ },
-    { name: 'too many undeclared fields', message: () => Buffer.concat([model(), repeatedField(varintField(99, 1), MAX_UNKNOWN_FIELDS + 1)]), details: /not valid protobuf: .*fields the protocol does not declare/ },
-    { name: 'a group (not proto3)', message: () => Buffer.concat([model(), varint(99 * 8 + 3)]), details: /not valid protobuf: .*wire type 3/ },
-    { name: 'a field longer than the message', message: () => Buffer.concat([model(), Buffer.from([0x2a]), varint(1000)]), details: /not valid protobuf: .*runs past the end/ },
-    { name: 'an input that is not a message', message: () => Buffer.concat([model(), varintField(5, 0)]), details: /not valid protobuf: .*inputs is a message/ }
+    {
+      name: 'too many undeclared fields',
+      message: () => Buffer.concat([model(), repeatedField(varintField(99, 1), MAX_UNKNOWN_FIELDS + 1)]),
+      details: /not valid protobuf: .*fields the protocol does not declare/
+    },
+    {
+      name: 'a group (not proto3)',
+      message: () => Buffer.concat([model(), varint(99 * 8 + 3)]),
+      details: /not valid protobuf: .*wire type 3/
+    },
+    {
+      name: 'a field longer than the message',
+      message: () => Buffer.concat([model(), Buffer.from([0x2a]), varint(1000)]),
+      details: /not valid protobuf: .*runs past the end/
+    },
+    {
+      name: 'an input that is not a message',
+      message: () => Buffer.concat([model(), varintField(5, 0)]),
+      details: /not valid protobuf: .*inputs is a message/
+    }
   ]
 
   it.each(cases)('$name → INVALID_ARGUMENT, never decoded', async ({ message, code = 'BAD_REQUEST', details }) => {
@@ -121,7 +191,11 @@ describe('gRPC admission: absurd entry counts are refused before decoding', () =
 
   it('a message within every bound is decoded and answered as before', async () => {
     const decodedBefore = grpc.decodedInferRequests()
-    const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo)), repeatedField(varintField(99, 1), MAX_UNKNOWN_FIELDS)])
+    const message = Buffer.concat([
+      inferWire.modelName(MODEL),
+      inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo)),
+      repeatedField(varintField(99, 1), MAX_UNKNOWN_FIELDS)
+    ])
     const answer = await grpc.callRaw<{ outputs: Array<{ shape: number[] }> }>('ModelInfer', message, WITH_KEY)
     expect(answer.outputs[0]!.shape).toEqual([1, 1000])
     expect(grpc.decodedInferRequests()).toBe(decodedBefore + 1)
@@ -130,7 +204,11 @@ describe('gRPC admission: absurd entry counts are refused before decoding', () =
 
 describe('gRPC admission: the receive limit follows the largest batch', () => {
   const fp32Batch = (items: number): Buffer =>
-    Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'FP32', [items, 3, 224, 224]), inferWire.rawInputContents(Buffer.alloc(items * ITEM_BYTES))])
+    Buffer.concat([
+      inferWire.modelName(MODEL),
+      inferWire.input('input', 'FP32', [items, 3, 224, 224]),
+      inferWire.rawInputContents(Buffer.alloc(items * ITEM_BYTES))
+    ])
 
   it('an FP32 batch of --max-batch-items images works though it is over --body-limit-bytes (28 and more failed at the 16 MB default)', async () => {
     expect(grpc.receiveLimitBytes).toBe(MAX_ITEMS * ITEM_BYTES + 64 * 1024)
@@ -146,8 +224,13 @@ describe('gRPC admission: the receive limit follows the largest batch', () => {
   })
 
   it('the small RPCs take small messages only', async () => {
-    const refusal = await callRefusal(grpc.callRaw('ModelMetadata', Buffer.concat([lengthDelimited(1, MODEL), lengthDelimited(99, Buffer.alloc(64 * 1024))])))
-    expect(refusal).toMatchObject({ code: 'RESOURCE_EXHAUSTED', details: expect.stringMatching(/^BODY_TOO_LARGE: .*ModelMetadata/) as string })
+    const refusal = await callRefusal(
+      grpc.callRaw('ModelMetadata', Buffer.concat([lengthDelimited(1, MODEL), lengthDelimited(99, Buffer.alloc(64 * 1024))]))
+    )
+    expect(refusal).toMatchObject({
+      code: 'RESOURCE_EXHAUSTED',
+      details: expect.stringMatching(/^BODY_TOO_LARGE: .*ModelMetadata/) as string
+    })
   })
 })
 

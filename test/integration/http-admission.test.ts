@@ -33,7 +33,10 @@ interface Door {
 
 /** Another HTTP door over the running service, listening on its own port, with its own flags, metrics and logs. */
 async function door(flags: string[]): Promise<Door> {
-  const settings = loadSettings(['--model-repository', repository, '--provider', 'cpu', '--body-limit-bytes', String(BODY_LIMIT), ...flags], {})
+  const settings = loadSettings(
+    ['--model-repository', repository, '--provider', 'cpu', '--body-limit-bytes', String(BODY_LIMIT), ...flags],
+    {}
+  )
   const logs: Door['logs'] = []
   const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as Door['logs'][number]) })
   const metrics = new ServiceMetrics()
@@ -164,12 +167,20 @@ describe('nothing is parsed before it is admitted', () => {
 
   it('regression: nested JSON to the batch route is refused by its depth, before it is parsed', async () => {
     for (const body of ['['.repeat(BODY_LIMIT), `{"instances":${'['.repeat(100)}${']'.repeat(100)}}`]) {
-      const res = await fetchJson(`${main.url}/v1/models/resnet50:classify`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body })
+      const res = await fetchJson(`${main.url}/v1/models/resnet50:classify`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body
+      })
       expectRegistry(res, 400, 'BAD_REQUEST')
       expect(res.body.message).toMatch(/nests deeper than \d+ levels/)
     }
     // Depth within the limit is parsed as before: the schema refuses the shape, not the depth.
-    const shallow = await fetchJson(`${main.url}/v1/models/resnet50:classify`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"instances":[[[[1]]]]}' })
+    const shallow = await fetchJson(`${main.url}/v1/models/resnet50:classify`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: '{"instances":[[[[1]]]]}'
+    })
     expectRegistry(shallow, 400, 'BAD_REQUEST')
     expect(shallow.body.message).not.toMatch(/nests deeper/)
   })
@@ -187,13 +198,26 @@ describe('nothing is parsed before it is admitted', () => {
   })
 
   it('a route refuses content types it does not take, and declared lengths over its limit, before reading', async () => {
-    const json = await rawRequest(main.url, `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n`)
+    const json = await rawRequest(
+      main.url,
+      `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n`
+    )
     expectRegistry(json, 415, 'UNSUPPORTED_MEDIA_TYPE')
-    const image = await rawRequest(main.url, `POST /v1/models/resnet50:classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n`)
+    const image = await rawRequest(
+      main.url,
+      `POST /v1/models/resnet50:classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n`
+    )
     expectRegistry(image, 415, 'UNSUPPORTED_MEDIA_TYPE')
-    const large = await rawRequest(main.url, `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: image/jpeg\r\nContent-Length: ${BODY_LIMIT + 1}\r\n\r\n`)
+    const large = await rawRequest(
+      main.url,
+      `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: image/jpeg\r\nContent-Length: ${BODY_LIMIT + 1}\r\n\r\n`
+    )
     expectRegistry(large, 413, 'BODY_TOO_LARGE')
-    const health = await fetchJson(`${main.url}/health/live`, { method: 'DELETE', headers: { 'content-type': 'application/json' }, body: '[]' })
+    const health = await fetchJson(`${main.url}/health/live`, {
+      method: 'DELETE',
+      headers: { 'content-type': 'application/json' },
+      body: '[]'
+    })
     expectRegistry(health, 404, 'ROUTE_NOT_FOUND')
   })
 })
@@ -210,7 +234,9 @@ describe('timeouts and caps', () => {
   })
 
   it('regression: a multipart body without its closing boundary is cut off by the same timeout', async () => {
-    const part = Buffer.from('--b0undary\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n')
+    const part = Buffer.from(
+      '--b0undary\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    )
     const head = `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: multipart/form-data; boundary=b0undary\r\nTransfer-Encoding: chunked\r\n\r\n`
     const chunked = Buffer.concat([Buffer.from(`${part.byteLength.toString(16)}\r\n`), part, Buffer.from('\r\n')])
     const answer = await rawRequest(main.url, head, async function* () {
@@ -222,7 +248,11 @@ describe('timeouts and caps', () => {
   })
 
   it('a slow body on /v2 gets its 408 in the V2 error shape; headers that never end get one too', async () => {
-    const v2 = await rawRequest(main.url, `POST /v2/models/resnet50/infer HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n`, trickle(Buffer.from('{"inputs":'), 0x20))
+    const v2 = await rawRequest(
+      main.url,
+      `POST /v2/models/resnet50/infer HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n`,
+      trickle(Buffer.from('{"inputs":'), 0x20)
+    )
     expectV2(v2, 408, 'REQUEST_TIMEOUT')
     const headers = await rawRequest(main.url, 'POST /classify HTTP/1.1\r\nHost: x\r\n')
     expectRegistry(headers, 408, 'REQUEST_TIMEOUT')
@@ -244,7 +274,13 @@ describe('timeouts and caps', () => {
     expect(a.destroyed || b.destroyed).toBe(false)
     a.destroy()
     b.destroy()
-    await until(async () => (await fetch(`${capped.url}/health/live`).then((r) => r.status).catch(() => 0)) === 200, 'a free slot after closing two')
+    await until(
+      async () =>
+        (await fetch(`${capped.url}/health/live`)
+          .then((r) => r.status)
+          .catch(() => 0)) === 200,
+      'a free slot after closing two'
+    )
     expect(capped.logs.some((l) => l.level === 40 && /max-connections/.test(l.msg))).toBe(true)
 
     const idle = await open()
@@ -270,13 +306,18 @@ describe('timeouts and caps', () => {
       })
     )
     await new Promise((r) => setTimeout(r, 200))
-    const refused = await rawRequest(budgeted.url, `POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${photo.byteLength}\r\n\r\n`)
+    const refused = await rawRequest(
+      budgeted.url,
+      `POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${photo.byteLength}\r\n\r\n`
+    )
     expectRegistry(refused, 429, 'BODY_BUDGET_FULL')
     // Requests without a body still pass, and once the stalled uploads go, uploads are admitted again.
     expect((await fetch(`${budgeted.url}/health/live`)).status).toBe(200)
     for (const s of stalled) s.destroy()
     await until(
-      async () => (await fetch(`${budgeted.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })).status === 200,
+      async () =>
+        (await fetch(`${budgeted.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })).status ===
+        200,
       'an upload admitted once the budget is free'
     )
   })
@@ -293,7 +334,8 @@ describe('multipart totals', () => {
     // Chunked, so no length is declared: refused when the body passes the limit.
     const fieldHead = Buffer.from('--xx\r\nContent-Disposition: form-data; name="note"\r\n\r\n')
     const megabyte = Buffer.alloc(1024 * 1024, 'n')
-    const chunk = (bytes: Buffer): Buffer => Buffer.concat([Buffer.from(`${bytes.byteLength.toString(16)}\r\n`), bytes, Buffer.from('\r\n')])
+    const chunk = (bytes: Buffer): Buffer =>
+      Buffer.concat([Buffer.from(`${bytes.byteLength.toString(16)}\r\n`), bytes, Buffer.from('\r\n')])
     const head = `POST /classify HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: multipart/form-data; boundary=xx\r\nTransfer-Encoding: chunked\r\n\r\n`
     const answer = await rawRequest(main.url, head, async function* () {
       yield chunk(fieldHead)
@@ -316,7 +358,11 @@ describe('multipart totals', () => {
       const boundary = 'b'.repeat(length)
       const body = `--${boundary}\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\nabc\r\n--${boundary}--\r\n`
       for (const path of ['/classify', '/v1/models/resnet50:classify']) {
-        const res = await fetchJson(`${main.url}${path}`, { method: 'POST', headers: { ...auth, 'content-type': `multipart/form-data; boundary=${boundary}` }, body })
+        const res = await fetchJson(`${main.url}${path}`, {
+          method: 'POST',
+          headers: { ...auth, 'content-type': `multipart/form-data; boundary=${boundary}` },
+          body
+        })
         expectRegistry(res, 400, 'BAD_MULTIPART')
       }
     }
@@ -325,13 +371,21 @@ describe('multipart totals', () => {
   it('the files of a multipart batch are bounded together as they arrive', async () => {
     const form = new FormData()
     for (let i = 0; i < 3; i++) form.append('images', new Blob([Buffer.alloc(BODY_LIMIT / 2, i)], { type: 'image/jpeg' }), `${i}.jpg`)
-    expectRegistry(await fetchJson(`${main.url}/v1/models/resnet50:classify`, { method: 'POST', headers: auth, body: form }), 413, 'BODY_TOO_LARGE')
+    expectRegistry(
+      await fetchJson(`${main.url}/v1/models/resnet50:classify`, { method: 'POST', headers: auth, body: form }),
+      413,
+      'BODY_TOO_LARGE'
+    )
   })
 })
 
 describe("fastify's own refusals", () => {
   const batch = (model: string): Promise<{ status: number; body: RawAnswer['body'] }> =>
-    fetchJson(`${main.url}/v1/models/${model}:classify`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"instances":[{"b64":"AAAA"}]}' })
+    fetchJson(`${main.url}/v1/models/${model}:classify`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: '{"instances":[{"b64":"AAAA"}]}'
+    })
 
   it('regression: a 128-character model name reaches the route; longer ones are 400 BAD_REQUEST in the registry shape', async () => {
     expectRegistry(await batch('m'.repeat(128)), 404, 'MODEL_NOT_FOUND')
@@ -366,9 +420,15 @@ describe("fastify's own refusals", () => {
 
   it('regression: non-finite deadline_ms or topk (1e309, Infinity) is refused, not read as "no deadline"', async () => {
     const post = (query: string, headers: Record<string, string> = {}): Promise<{ status: number; body: RawAnswer['body'] }> =>
-      fetchJson(`${main.url}/classify${query}`, { method: 'POST', headers: { ...auth, 'content-type': 'image/jpeg', ...headers }, body: photo })
-    for (const query of ['?deadline_ms=1e309', '?deadline_ms=Infinity', '?deadline_ms=-Infinity', '?deadline_ms=NaN']) expectRegistry(await post(query), 400, 'INVALID_DEADLINE')
-    for (const value of ['1e309', 'Infinity', 'NaN', '-1']) expectRegistry(await post('', { 'x-deadline-ms': value }), 400, 'INVALID_DEADLINE')
+      fetchJson(`${main.url}/classify${query}`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'image/jpeg', ...headers },
+        body: photo
+      })
+    for (const query of ['?deadline_ms=1e309', '?deadline_ms=Infinity', '?deadline_ms=-Infinity', '?deadline_ms=NaN'])
+      expectRegistry(await post(query), 400, 'INVALID_DEADLINE')
+    for (const value of ['1e309', 'Infinity', 'NaN', '-1'])
+      expectRegistry(await post('', { 'x-deadline-ms': value }), 400, 'INVALID_DEADLINE')
     for (const query of ['?topk=1e309', '?topk=Infinity']) expectRegistry(await post(query), 400, 'INVALID_TOPK')
     const batchDeadline = await fetchJson(`${main.url}/v1/models/resnet50:classify?deadline_ms=1e309`, {
       method: 'POST',
@@ -385,7 +445,13 @@ describe('false alarms', () => {
     const errorsBefore = main.logs.filter((l) => l.level >= 50).length
     const uploads = [
       { type: 'image/jpeg', first: photo.subarray(0, 20_000) },
-      { type: 'multipart/form-data; boundary=zz', first: Buffer.concat([Buffer.from('--zz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'), photo.subarray(0, 20_000)]) }
+      {
+        type: 'multipart/form-data; boundary=zz',
+        first: Buffer.concat([
+          Buffer.from('--zz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\n'),
+          photo.subarray(0, 20_000)
+        ])
+      }
     ]
     for (const { type, first } of uploads) {
       const { hostname, port } = new URL(main.url)
@@ -406,7 +472,8 @@ describe('false alarms', () => {
   it("regression: a 504 for the client's own deadline is logged at info", async () => {
     const errorsBefore = main.logs.filter((l) => l.level >= 50).length
     // Keep the one session busy so the request with a 1 ms deadline has to queue.
-    const post = (headers: Record<string, string>): Promise<Response> => fetch(`${main.url}/classify`, { method: 'POST', headers: { ...auth, 'content-type': 'image/jpeg', ...headers }, body: photo })
+    const post = (headers: Record<string, string>): Promise<Response> =>
+      fetch(`${main.url}/classify`, { method: 'POST', headers: { ...auth, 'content-type': 'image/jpeg', ...headers }, body: photo })
     const busy = Array.from({ length: 8 }, () => post({}))
     const late = await post({ 'x-deadline-ms': '1' })
     await Promise.all(busy)

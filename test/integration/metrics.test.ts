@@ -15,7 +15,11 @@ const executions: number[] = []
 
 beforeAll(async () => {
   server = await startTestServer(await syntheticModelRepository(), [], { onBatch: (_model, size) => executions.push(size) })
-  photos = await Promise.all(photoPaths().slice(0, 12).map((p) => readFile(p)))
+  photos = await Promise.all(
+    photoPaths()
+      .slice(0, 12)
+      .map((p) => readFile(p))
+  )
   expect(photos).toHaveLength(12)
 })
 afterAll(async () => {
@@ -51,7 +55,9 @@ async function scrape(): Promise<{ samples: Sample[]; text: string; contentType:
 
 /** The value of the one sample with exactly these labels; 0 when the series does not exist yet. */
 function value(samples: Sample[], name: string, labels: Record<string, string>): number {
-  const matches = samples.filter((s) => s.name === name && JSON.stringify(Object.entries(s.labels).sort()) === JSON.stringify(Object.entries(labels).sort()))
+  const matches = samples.filter(
+    (s) => s.name === name && JSON.stringify(Object.entries(s.labels).sort()) === JSON.stringify(Object.entries(labels).sort())
+  )
   expect(matches.length, `${name}${JSON.stringify(labels)}`).toBeLessThanOrEqual(1)
   return matches[0]?.value ?? 0
 }
@@ -91,7 +97,9 @@ describe('GET /metrics', () => {
     }
     expect(delta(before, after, 'resnet_serve_inference_duration_seconds_count', model)).toBe(m)
     expect(delta(before, after, 'resnet_serve_inference_duration_seconds_sum', model)).toBeGreaterThan(0)
-    expect(value(after, 'resnet_serve_inference_duration_seconds_bucket', { ...model, le: '+Inf' })).toBe(value(after, 'resnet_serve_executions_total', model))
+    expect(value(after, 'resnet_serve_inference_duration_seconds_bucket', { ...model, le: '+Inf' })).toBe(
+      value(after, 'resnet_serve_executions_total', model)
+    )
   })
 
   it('counts failures by reason, for /classify and for each failed item of a batch', async () => {
@@ -102,10 +110,16 @@ describe('GET /metrics', () => {
     const batch = await fetch(`${server.url}/v1/models/resnet50:classify`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ instances: [{ b64: photos[0]!.toString('base64') }, { b64: '%%%' }, { b64: Buffer.from('text').toString('base64') }] })
+      body: JSON.stringify({
+        instances: [{ b64: photos[0]!.toString('base64') }, { b64: '%%%' }, { b64: Buffer.from('text').toString('base64') }]
+      })
     })
     expect(batch.status).toBe(200)
-    const tooLarge = await fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: Buffer.alloc(server.settings.bodyLimitBytes + 1) })
+    const tooLarge = await fetch(`${server.url}/classify`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg' },
+      body: Buffer.alloc(server.settings.bodyLimitBytes + 1)
+    })
     expect(tooLarge.status).toBe(413)
     const after = (await scrape()).samples
 
@@ -126,8 +140,16 @@ describe('GET /metrics', () => {
     expect(value(first.samples, 'resnet_serve_pending_requests', model)).toBe(0)
     expect(first.text).toMatch(/^# TYPE resnet_serve_pending_requests gauge$/m)
     expect(first.text).toMatch(/^# TYPE resnet_serve_batch_size histogram$/m)
-    for (const name of ['nodejs_eventloop_lag_seconds', 'process_cpu_user_seconds_total', 'process_resident_memory_bytes', 'nodejs_heap_size_used_bytes']) {
-      expect(first.samples.some((s) => s.name === name), name).toBe(true)
+    for (const name of [
+      'nodejs_eventloop_lag_seconds',
+      'process_cpu_user_seconds_total',
+      'process_resident_memory_bytes',
+      'nodejs_heap_size_used_bytes'
+    ]) {
+      expect(
+        first.samples.some((s) => s.name === name),
+        name
+      ).toBe(true)
     }
     const health = await fetch(`${server.url}/health/ready`)
     expect(health.status).toBe(200)
@@ -138,7 +160,7 @@ describe('GET /metrics', () => {
     }
   })
 
-  it('keeps its metrics off prom-client\'s global registry, so servers in one process never mix counts', () => {
+  it("keeps its metrics off prom-client's global registry, so servers in one process never mix counts", () => {
     expect(server.metrics.registry).not.toBe(globalRegistry)
     expect(globalRegistry.getSingleMetric('resnet_serve_inferences_total')).toBeUndefined()
     expect(server.metrics.registry.getSingleMetric('resnet_serve_inferences_total')).toBeDefined()

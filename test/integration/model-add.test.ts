@@ -67,27 +67,41 @@ describe('importModel', () => {
     expect(await readdir(repository)).toEqual(['taken'])
   })
 
-  it('refuses an input that is neither unique nor the preset\'s, naming the candidates and the flag', async () => {
+  it("refuses an input that is neither unique nor the preset's, naming the candidates and the flag", async () => {
     const source = await writeTinyModel(join(work, 'two-inputs.onnx'), { inputs: ['pixels', 'gain'] })
     const repository = await tempDir('rs-repo-')
     const refused = importModel({ source, name: 'two', preset: 'torchvision', repository })
-    await expect(refused).rejects.toThrow(/has 2 inputs \("pixels", "gain"\) and none is the torchvision preset's "input"\. Fix: Pass --input <name> .*"pixels", "gain"/)
+    await expect(refused).rejects.toThrow(
+      /has 2 inputs \("pixels", "gain"\) and none is the torchvision preset's "input"\. Fix: Pass --input <name> .*"pixels", "gain"/
+    )
     expect(await refused.catch((err: unknown) => (err as ImportError).usage)).toBe(true)
     // The flag picks the image input, but the server could never feed the other one.
-    await expect(importModel({ source, name: 'two', preset: 'torchvision', repository, inputName: 'pixels' })).rejects.toThrow(/also needs the input\(s\) "gain"/)
+    await expect(importModel({ source, name: 'two', preset: 'torchvision', repository, inputName: 'pixels' })).rejects.toThrow(
+      /also needs the input\(s\) "gain"/
+    )
     expect(await readdir(repository)).toEqual([])
   })
 
-  it('picks among several outputs by the preset\'s name, or by --output', async () => {
-    const source = await writeTinyModel(join(work, 'two-outputs.onnx'), { inputs: ['input'], output: 'logits', featuresOutput: 'embedding' })
+  it("picks among several outputs by the preset's name, or by --output", async () => {
+    const source = await writeTinyModel(join(work, 'two-outputs.onnx'), {
+      inputs: ['input'],
+      output: 'logits',
+      featuresOutput: 'embedding'
+    })
     const repository = await tempDir('rs-repo-')
     expect((await importModel({ source, name: 'by-preset', preset: 'torchvision', repository })).config.output.name).toBe('logits')
     await expect(importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository })).rejects.toThrow(
       /has 2 outputs \("logits", "embedding"\) and none is the onnx-zoo preset's "resnetv17_dense0_fwd"\. Fix: Pass --output <name>/
     )
-    await expect(importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository, outputName: 'nope' })).rejects.toThrow(/has no output "nope"; its outputs are "logits", "embedding"/)
+    await expect(importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository, outputName: 'nope' })).rejects.toThrow(
+      /has no output "nope"; its outputs are "logits", "embedding"/
+    )
     // The embedding has 3 "classes": the label count check catches the wrong pick before anything is written.
-    await expect(importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository, outputName: 'embedding' })).rejects.toThrow(/has 3 classes but .* has 1000 labels/)
-    expect((await importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository, outputName: 'logits' })).config.output.name).toBe('logits')
+    await expect(importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository, outputName: 'embedding' })).rejects.toThrow(
+      /has 3 classes but .* has 1000 labels/
+    )
+    expect((await importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository, outputName: 'logits' })).config.output.name).toBe(
+      'logits'
+    )
   })
 })

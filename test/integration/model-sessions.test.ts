@@ -52,13 +52,19 @@ describe('inference pool', () => {
   it('normalising pixels in the worker equals sending the normalised tensor', async () => {
     const pre = new ImagePreprocessor(entry.config.preprocess, { maxInputPixels: 50_000_000 })
     const pixels = await pre.decode(await readFile(photoPaths()[0]!))
-    const fromPixels = await sessions.run(new Uint8Array([ItemKind.PIXELS]), pixels.buffer.slice(pixels.byteOffset, pixels.byteOffset + pixels.byteLength) as ArrayBuffer)
+    const fromPixels = await sessions.run(
+      new Uint8Array([ItemKind.PIXELS]),
+      pixels.buffer.slice(pixels.byteOffset, pixels.byteOffset + pixels.byteLength) as ArrayBuffer
+    )
     const fromTensor = await sessions.run(new Uint8Array([ItemKind.TENSOR]), tensors.slice(0, 3 * 224 * 224).buffer)
     expect(Array.from(fromPixels.output)).toEqual(Array.from(fromTensor.output))
   })
 
   it('a batch padded with zero images to a larger run size answers the same logits for its own images', async () => {
-    const padded = new ModelSessions({ ...entry, config: { ...entry.config, batching: { ...entry.config.batching, padTo: [4] } } }, { provider: 'cpu', cudaDeviceId: 0, threads: 2, sessions: 1 })
+    const padded = new ModelSessions(
+      { ...entry, config: { ...entry.config, batching: { ...entry.config.batching, padTo: [4] } } },
+      { provider: 'cpu', cudaDeviceId: 0, threads: 2, sessions: 1 }
+    )
     await padded.start()
     try {
       expect(padded.sizes!.warmUp).toEqual([4, entry.config.batching.maxBatchSize])
@@ -88,4 +94,3 @@ describe('inference pool', () => {
     expect(sessions.threads[0]).not.toBe(worker)
   })
 })
-

@@ -28,7 +28,11 @@ const PIXELS = CROP * CROP * 3
 const TORCHVISION = configFromPreset('torchvision', { synthetic: true }).preprocess
 const CAFFE = configFromPreset('caffe', { synthetic: true }).preprocess
 
-const sessionOptions: ort.InferenceSession.SessionOptions = { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: 2 }
+const sessionOptions: ort.InferenceSession.SessionOptions = {
+  executionProviders: ['cpu'],
+  graphOptimizationLevel: 'all',
+  intraOpNumThreads: 2
+}
 
 let floatModel: Uint8Array
 /** Every fixture photo, decoded once: crop×crop×3 RGB each, concatenated. */
@@ -159,9 +163,18 @@ describe('FP16 variant', () => {
     const model = onnx.ModelProto.decode(bytes)
     const { FLOAT, FLOAT16 } = onnx.TensorProto.DataType
     const types = new Map(model.graph!.initializer!.map((t) => [t.name, t.dataType]))
-    expect([types.get('conv1.weight'), types.get('layer4.2.conv3.weight'), types.get('fc.weight'), types.get('fc.bias')]).toEqual([FLOAT16, FLOAT16, FLOAT, FLOAT])
+    expect([types.get('conv1.weight'), types.get('layer4.2.conv3.weight'), types.get('fc.weight'), types.get('fc.bias')]).toEqual([
+      FLOAT16,
+      FLOAT16,
+      FLOAT,
+      FLOAT
+    ])
     const graph = inspectOnnxGraph(bytes)
-    expect([graph.nodes[0]!.opType, graph.nodes[0]!.inputs, graph.nodes[0]!.intAttributes.get('to')]).toEqual(['Cast', ['input'], [FLOAT16]])
+    expect([graph.nodes[0]!.opType, graph.nodes[0]!.inputs, graph.nodes[0]!.intAttributes.get('to')]).toEqual([
+      'Cast',
+      ['input'],
+      [FLOAT16]
+    ])
     expect(graph.nodes.slice(-2).map((n) => [n.opType, n.inputs[0], n.outputs[0]])).toEqual([
       ['Cast', 'flatten.out', 'flatten.out/fp32'],
       ['Gemm', 'flatten.out/fp32', 'logits']
@@ -207,7 +220,9 @@ describe('FP16 variant', () => {
       for (let rank = 0; rank < 5; rank++) expect(Math.abs(e[topActual[rank]!]! - e[topExpected[rank]!]!)).toBeLessThan(tolerance)
       expect(topActual[0]).toBe(topExpected[0])
     }
-    console.log(`fp16 on the CPU: top-5 identical on ${identical} of ${photoCount} photos; worst |Δlogit| / max|logit| = ${worst.toFixed(4)}`)
+    console.log(
+      `fp16 on the CPU: top-5 identical on ${identical} of ${photoCount} photos; worst |Δlogit| / max|logit| = ${worst.toFixed(4)}`
+    )
   }, 60_000)
 
   it('converts the prologue too: uint8 in, float32 out, the same top-5 as the float model', async () => {
@@ -243,13 +258,18 @@ describe('variant folders through the service', () => {
     for (const path of photoPaths().slice(0, 6)) {
       const image = await readFile(path)
       const [float, uint8] = await Promise.all([service.classify('resnet50', image, 5), service.classify('resnet50-u8', image, 5)])
-      expect(uint8.predictions.map((p) => p.index), path).toEqual(float.predictions.map((p) => p.index))
+      expect(
+        uint8.predictions.map((p) => p.index),
+        path
+      ).toEqual(float.predictions.map((p) => p.index))
       for (const [i, p] of uint8.predictions.entries()) expect(p.probability).toBeCloseTo(float.predictions[i]!.probability, 5)
     }
   }, 90_000)
 
   it('refuses to overwrite a folder, or to add a prologue to a uint8 model', async () => {
     await expect(writeModelVariant({ repository, name: 'resnet50', uint8Input: true, fp16: false })).rejects.toThrow(/already exists/)
-    await expect(writeModelVariant({ repository, name: 'resnet50-u8', uint8Input: true, fp16: false })).rejects.toThrow(/uint8 NHWC already/)
+    await expect(writeModelVariant({ repository, name: 'resnet50-u8', uint8Input: true, fp16: false })).rejects.toThrow(
+      /uint8 NHWC already/
+    )
   })
 })

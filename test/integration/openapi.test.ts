@@ -40,18 +40,28 @@ describe('OpenAPI at /docs/json and Swagger UI at /docs', () => {
   it('describes the batch route: model path parameter, JSON and multipart bodies, answer and error schemas', () => {
     const batch = doc.paths['/v1/models/{model}:classify']?.post
     expect(batch).toBeDefined()
-    expect(batch!.parameters).toEqual(expect.arrayContaining([expect.objectContaining({ in: 'path', name: 'model' }), expect.objectContaining({ in: 'query', name: 'topk' })]))
+    expect(batch!.parameters).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ in: 'path', name: 'model' }),
+        expect.objectContaining({ in: 'query', name: 'topk' })
+      ])
+    )
     expect(Object.keys(batch!.requestBody!.content).sort()).toEqual(['application/json', 'multipart/form-data'])
     expect(Object.keys(batch!.responses)).toEqual(expect.arrayContaining(['200', '4XX', '5XX']))
   })
 
   it('gives every operation a documented success response', () => {
-    const operations = Object.entries(doc.paths).flatMap(([path, methods]) => Object.entries(methods).map(([method, op]) => ({ where: `${method.toUpperCase()} ${path}`, op })))
+    const operations = Object.entries(doc.paths).flatMap(([path, methods]) =>
+      Object.entries(methods).map(([method, op]) => ({ where: `${method.toUpperCase()} ${path}`, op }))
+    )
     expect(operations.length).toBeGreaterThanOrEqual(5)
     for (const { where, op } of operations) {
       const success = Object.entries(op.responses).find(([status]) => status.startsWith('2'))
       expect(success, where).toBeDefined()
-      expect(Object.values(success![1].content ?? {}).some((c) => c.schema !== undefined), where).toBe(true)
+      expect(
+        Object.values(success![1].content ?? {}).some((c) => c.schema !== undefined),
+        where
+      ).toBe(true)
     }
   })
 

@@ -42,7 +42,12 @@ interface Answer {
 }
 
 async function classify(model: string, init: { headers?: Record<string, string> } = {}): Promise<Answer> {
-  const res = await fetch(`${server.url}/classify?model=${model}`, { method: 'POST', body: photo, ...init, headers: { 'content-type': 'image/jpeg', ...init.headers } })
+  const res = await fetch(`${server.url}/classify?model=${model}`, {
+    method: 'POST',
+    body: photo,
+    ...init,
+    headers: { 'content-type': 'image/jpeg', ...init.headers }
+  })
   const body = (await res.json()) as { code?: string }
   return { status: res.status, retryAfter: res.headers.get('retry-after'), code: body.code }
 }
@@ -88,7 +93,11 @@ describe('overload', () => {
     const ahead = Array.from({ length: 4 }, () => classify('resnet50'))
     await queued(4)
     // Its own connection, which the client destroys: the server sees the socket close.
-    const victim = request(`${server.url}/classify?model=resnet50`, { method: 'POST', agent: false, headers: { 'content-type': 'image/jpeg' } })
+    const victim = request(`${server.url}/classify?model=resnet50`, {
+      method: 'POST',
+      agent: false,
+      headers: { 'content-type': 'image/jpeg' }
+    })
     const victimGone = new Promise((resolve) => victim.on('error', resolve).on('close', resolve))
     victim.end(photo)
     // Four images of ~100 ms each are ahead of it: it is still queued when the client goes.

@@ -17,17 +17,30 @@ describe('--allow-partial-start', () => {
       const photo = await readPhoto('chelsea')
       const ready = await fetch(`${server.url}/health/ready`)
       expect(ready.status).toBe(503)
-      expect(await ready.json()).toEqual({ status: 'not ready', models: [{ name: 'broken', ready: false }, { name: 'resnet50', ready: true }] })
+      expect(await ready.json()).toEqual({
+        status: 'not ready',
+        models: [
+          { name: 'broken', ready: false },
+          { name: 'resnet50', ready: true }
+        ]
+      })
       const broken = await classifyJpeg(server.url, photo, 'broken')
       expect([broken.status, broken.code]).toEqual([503, 'MODEL_NOT_READY'])
-      const batch = await fetch(`${server.url}/v1/models/broken:classify`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ instances: [{ b64: photo.toString('base64') }] }) })
+      const batch = await fetch(`${server.url}/v1/models/broken:classify`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ instances: [{ b64: photo.toString('base64') }] })
+      })
       expect(batch.status).toBe(503)
       expect(((await batch.json()) as { code: string }).code).toBe('MODEL_NOT_READY')
       const good = await classifyJpeg(server.url, photo)
       expect(good.status).toBe(200)
       expect(good.predictions).toHaveLength(5)
       const models = (await (await fetch(`${server.url}/models`)).json()) as { models: Array<{ name: string; ready: boolean }> }
-      expect(models.models.map((m) => [m.name, m.ready])).toEqual([['broken', false], ['resnet50', true]])
+      expect(models.models.map((m) => [m.name, m.ready])).toEqual([
+        ['broken', false],
+        ['resnet50', true]
+      ])
     } finally {
       await server.close()
     }

@@ -81,7 +81,9 @@ describe('malformed model folders stop start-up with a clear message', () => {
 
   it('a mean with two channels', async () => {
     const msg = await startFails(await repositoryWith({ config: withConfig((c) => (c.preprocess.mean = [0.5, 0.5])) }))
-    expect(msg).toMatch(/bad[/\\]config\.json: preprocess\.mean must be three numbers \(got \[0\.5,0\.5\]\)\. Fix: Give exactly three numbers/)
+    expect(msg).toMatch(
+      /bad[/\\]config\.json: preprocess\.mean must be three numbers \(got \[0\.5,0\.5\]\)\. Fix: Give exactly three numbers/
+    )
   })
 
   it('labels count differs from the output width', async () => {
@@ -125,12 +127,16 @@ describe('malformed model folders stop start-up with a clear message', () => {
   })
 
   it('a crop larger than the model input', async () => {
-    const msg = await startFails(await repositoryWith({ config: withConfig((c) => ((c.preprocess.crop = 240), (c.preprocess.resize = 256))) }))
+    const msg = await startFails(
+      await repositoryWith({ config: withConfig((c) => ((c.preprocess.crop = 240), (c.preprocess.resize = 256))) })
+    )
     expect(msg).toMatch(/takes 224×224 images, but preprocess\.crop is 240\. Fix: Set preprocess\.crop to 224/)
   })
 
   it('uint8 datatype for a float32 model', async () => {
-    const msg = await startFails(await repositoryWith({ config: withConfig((c) => ((c.input.datatype = 'uint8'), (c.input.layout = 'NHWC'))) }))
+    const msg = await startFails(
+      await repositoryWith({ config: withConfig((c) => ((c.input.datatype = 'uint8'), (c.input.layout = 'NHWC'))) })
+    )
     expect(msg).toMatch(/input "input" is float32, but config\.json says uint8/)
   })
 
@@ -162,6 +168,8 @@ describe('checkModelSignature', () => {
   })
   it('a greyscale (1-channel) input is refused', () => {
     const s = sig('N')
-    expect(() => checkModelSignature(entry, { ...s, inputs: [{ name: 'input', type: 'float32', shape: ['N', 1, 224, 224] }] })).toThrow(/has 1 channels/)
+    expect(() => checkModelSignature(entry, { ...s, inputs: [{ name: 'input', type: 'float32', shape: ['N', 1, 224, 224] }] })).toThrow(
+      /has 1 channels/
+    )
   })
 })

@@ -35,12 +35,16 @@ async function doorWith(flags: string[]): Promise<FastifyInstance> {
   return app
 }
 
-const post = (path: string, headers: Record<string, string>, body: Buffer | string): Promise<Response> => fetch(`${server.url}${path}`, { method: 'POST', headers, body })
+const post = (path: string, headers: Record<string, string>, body: Buffer | string): Promise<Response> =>
+  fetch(`${server.url}${path}`, { method: 'POST', headers, body })
 
 describe('--api-key', () => {
   it('inference routes refuse a missing or wrong key with 401 UNAUTHENTICATED and WWW-Authenticate', async () => {
     const batch = JSON.stringify({ instances: [{ b64: photo.toString('base64') }] })
-    for (const [path, type, body] of [['/classify', 'image/jpeg', photo], ['/v1/models/resnet50:classify', 'application/json', batch]] as const) {
+    for (const [path, type, body] of [
+      ['/classify', 'image/jpeg', photo],
+      ['/v1/models/resnet50:classify', 'application/json', batch]
+    ] as const) {
       for (const headers of [{}, { authorization: 'Bearer wrong' }, { 'x-api-key': `${KEY}x` }] as Array<Record<string, string>>) {
         const res = await post(path, { 'content-type': type, ...headers }, body)
         expect(res.status).toBe(401)
@@ -65,7 +69,8 @@ describe('--api-key', () => {
   })
 
   it('health, metrics and the model list stay open by default', async () => {
-    for (const path of ['/health/live', '/health/ready', '/metrics', '/models']) expect((await fetch(`${server.url}${path}`)).status).toBe(200)
+    for (const path of ['/health/live', '/health/ready', '/metrics', '/models'])
+      expect((await fetch(`${server.url}${path}`)).status).toBe(200)
   })
 
   it('--auth-health and --auth-metrics put health and metrics behind the key', async () => {
@@ -89,7 +94,10 @@ describe('--api-key', () => {
 describe('CORS', () => {
   it('answers a preflight from a configured origin, and only from it', async () => {
     const preflight = (origin: string): Promise<Response> =>
-      fetch(`${server.url}/classify`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,authorization' } })
+      fetch(`${server.url}/classify`, {
+        method: 'OPTIONS',
+        headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,authorization' }
+      })
     const allowed = await preflight('https://app.example.com')
     expect(allowed.status).toBe(204)
     expect(allowed.headers.get('access-control-allow-origin')).toBe('https://app.example.com')
@@ -102,7 +110,11 @@ describe('CORS', () => {
     const app = await doorWith([])
     const res = await app.inject({ method: 'GET', url: '/health/live', headers: { origin: 'https://app.example.com' } })
     expect(Object.keys(res.headers).filter((h) => h.startsWith('access-control-'))).toEqual([])
-    const preflight = await app.inject({ method: 'OPTIONS', url: '/classify', headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST' } })
+    const preflight = await app.inject({
+      method: 'OPTIONS',
+      url: '/classify',
+      headers: { origin: 'https://app.example.com', 'access-control-request-method': 'POST' }
+    })
     expect(Object.keys(preflight.headers).filter((h) => h.startsWith('access-control-'))).toEqual([])
   })
 
@@ -117,11 +129,32 @@ describe('answers reveal no internals', () => {
   const cases: Array<[string, () => Promise<Response>, number]> = [
     ['corrupt image', () => post('/classify', { ...auth, 'content-type': 'image/jpeg' }, photo.subarray(0, 5000)), 400],
     ['not an image', () => post('/classify', { ...auth, 'content-type': 'image/png' }, 'plain text'), 400],
-    ['model given as the repository path', () => post(`/classify?model=${encodeURIComponent(`${repository}/resnet50`)}`, { ...auth, 'content-type': 'image/jpeg' }, photo), 404],
+    [
+      'model given as the repository path',
+      () => post(`/classify?model=${encodeURIComponent(`${repository}/resnet50`)}`, { ...auth, 'content-type': 'image/jpeg' }, photo),
+      404
+    ],
     ['model ../', () => post('/classify?model=..%2F..%2Fresnet50', { ...auth, 'content-type': 'image/jpeg' }, photo), 404],
-    ['batch model %2e%2e', () => post('/v1/models/%2e%2e:classify', { ...auth, 'content-type': 'application/json' }, '{"instances":[]}'), 404],
-    ['malformed JSON', () => post('/v1/models/resnet50:classify', { ...auth, 'content-type': 'application/json' }, '{"instances": [}'), 400],
-    ['malformed multipart', () => post('/classify', { ...auth, 'content-type': 'multipart/form-data; boundary=b' }, '--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nxx'), 400],
+    [
+      'batch model %2e%2e',
+      () => post('/v1/models/%2e%2e:classify', { ...auth, 'content-type': 'application/json' }, '{"instances":[]}'),
+      404
+    ],
+    [
+      'malformed JSON',
+      () => post('/v1/models/resnet50:classify', { ...auth, 'content-type': 'application/json' }, '{"instances": [}'),
+      400
+    ],
+    [
+      'malformed multipart',
+      () =>
+        post(
+          '/classify',
+          { ...auth, 'content-type': 'multipart/form-data; boundary=b' },
+          '--b\r\nContent-Disposition: form-data; name="image"\r\n\r\nxx'
+        ),
+      400
+    ],
     ['no such route', () => fetch(`${server.url}/etc/passwd`), 404],
     ['unauthenticated', () => post('/classify', { 'content-type': 'image/jpeg' }, photo), 401]
   ]

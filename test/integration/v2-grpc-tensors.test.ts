@@ -39,7 +39,13 @@ describe('V2 gRPC: non-finite FP32 elements', () => {
   it('NaN in raw_input_contents → INVALID_ARGUMENT naming the input (was OK with NaN logits)', async () => {
     const poisoned = tensor.slice()
     poisoned[1000] = NaN
-    const refused = await callRefusal(grpc.call('ModelInfer', { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'FP32', shape: SHAPE }], raw_input_contents: [tensorBytes(poisoned)] }))
+    const refused = await callRefusal(
+      grpc.call('ModelInfer', {
+        model_name: MODEL,
+        inputs: [{ name: INPUT, datatype: 'FP32', shape: SHAPE }],
+        raw_input_contents: [tensorBytes(poisoned)]
+      })
+    )
     expect(refused.code).toBe('INVALID_ARGUMENT')
     expect(refused.details).toMatch(/^BAD_REQUEST: .*"input" image 0, element 1000 is NaN/)
   })
@@ -47,12 +53,24 @@ describe('V2 gRPC: non-finite FP32 elements', () => {
   it('Infinity in typed fp32_contents → INVALID_ARGUMENT', async () => {
     const values = Array.from(tensor)
     values[values.length - 1] = Infinity
-    const refused = await callRefusal(grpc.call('ModelInfer', { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'FP32', shape: SHAPE, contents: { fp32_contents: values } }] }))
-    expect(refused).toEqual({ code: 'INVALID_ARGUMENT', details: expect.stringMatching(/"input" image 0, element 150527 is Infinity/) as unknown })
+    const refused = await callRefusal(
+      grpc.call('ModelInfer', {
+        model_name: MODEL,
+        inputs: [{ name: INPUT, datatype: 'FP32', shape: SHAPE, contents: { fp32_contents: values } }]
+      })
+    )
+    expect(refused).toEqual({
+      code: 'INVALID_ARGUMENT',
+      details: expect.stringMatching(/"input" image 0, element 150527 is Infinity/) as unknown
+    })
   })
 
   it('the same tensor with finite values runs, and its logits are finite', async () => {
-    const res = await grpc.call<InferResponse>('ModelInfer', { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'FP32', shape: SHAPE }], raw_input_contents: [tensorBytes(tensor)] })
+    const res = await grpc.call<InferResponse>('ModelInfer', {
+      model_name: MODEL,
+      inputs: [{ name: INPUT, datatype: 'FP32', shape: SHAPE }],
+      raw_input_contents: [tensorBytes(tensor)]
+    })
     const logits = res.raw_output_contents[0]!
     const scores = new Float32Array(logits.buffer.slice(logits.byteOffset, logits.byteOffset + logits.byteLength))
     expect(scores.length).toBe(1000)

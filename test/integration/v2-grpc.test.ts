@@ -139,7 +139,12 @@ describe('V2 gRPC: ModelInfer, the same top-5 as /classify', () => {
     })
     expect(typed.raw_output_contents[0]!.equals(logits)).toBe(true)
 
-    const json = Buffer.from(JSON.stringify({ inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], parameters: { binary_data_size: tensor.byteLength } }], parameters: { binary_data_output: true } }))
+    const json = Buffer.from(
+      JSON.stringify({
+        inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], parameters: { binary_data_size: tensor.byteLength } }],
+        parameters: { binary_data_output: true }
+      })
+    )
     const rest = await fetch(`${server.url}/v2/models/${MODEL}/infer`, {
       method: 'POST',
       headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(json.byteLength) },
@@ -162,11 +167,18 @@ describe('V2 gRPC: refusals', () => {
     expect(await expectStatus(grpc.call('ModelInfer', fp32({ datatype: 'FP33' })), status.INVALID_ARGUMENT)).toMatch(/Unknown datatype/)
     await expectStatus(grpc.call('ModelInfer', fp32({ shape: [2, 3, 224, 224] })), status.INVALID_ARGUMENT)
     await expectStatus(
-      grpc.call('ModelInfer', { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'BYTES', shape: [2] }], raw_input_contents: [lengthPrefixed(photo)] }),
+      grpc.call('ModelInfer', {
+        model_name: MODEL,
+        inputs: [{ name: INPUT, datatype: 'BYTES', shape: [2] }],
+        raw_input_contents: [lengthPrefixed(photo)]
+      }),
       status.INVALID_ARGUMENT
     )
     await expectStatus(
-      grpc.call('ModelInfer', { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo.subarray(0, 100)] } }] }),
+      grpc.call('ModelInfer', {
+        model_name: MODEL,
+        inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo.subarray(0, 100)] } }]
+      }),
       status.INVALID_ARGUMENT
     )
     await expectStatus(grpc.call('ModelInfer', { ...fp32({}), outputs: classification(0) }), status.INVALID_ARGUMENT)
@@ -176,7 +188,11 @@ describe('V2 gRPC: refusals', () => {
     await expectStatus(grpc.call('ModelInfer', { ...fp32({}), model_name: 'nope' }), status.NOT_FOUND)
     await expectStatus(grpc.call('ModelInfer', { ...fp32({}), model_version: '2' }), status.NOT_FOUND)
     expect(await grpc.call('ServerReady', {})).toEqual({ ready: true })
-    const res = await grpc.call<InferResponse>('ModelInfer', { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }], outputs: classification(5) })
+    const res = await grpc.call<InferResponse>('ModelInfer', {
+      model_name: MODEL,
+      inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }],
+      outputs: classification(5)
+    })
     expect(classificationIndices(res.raw_output_contents[0]!)).toEqual(classifyTop5)
   })
 
@@ -187,7 +203,11 @@ describe('V2 gRPC: refusals', () => {
     const imagesBefore = imagesRun
     const outcomes = await Promise.allSettled(
       Array.from({ length: calls }, () =>
-        grpc.call('ModelInfer', { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }] }, { deadlineMs: 150 })
+        grpc.call(
+          'ModelInfer',
+          { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }] },
+          { deadlineMs: 150 }
+        )
       )
     )
     const codes = outcomes.map((o) => (o.status === 'rejected' ? (o.reason as GrpcCallError).code : status.OK))
@@ -206,7 +226,11 @@ describe('V2 gRPC: API key', () => {
   it('with --api-key, ModelInfer needs the key in its metadata (bearer or x-api-key); metadata RPCs stay open', async () => {
     const locked = await startTestGrpc(server, { ...server.settings, apiKey: 'sesame', authHealth: false })
     try {
-      const request = { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }], outputs: classification(5) }
+      const request = {
+        model_name: MODEL,
+        inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }],
+        outputs: classification(5)
+      }
       expect(await expectStatus(locked.call('ModelInfer', request), status.UNAUTHENTICATED)).toMatch(/^UNAUTHENTICATED: /)
       await expectStatus(locked.call('ModelInfer', request, { metadata: { authorization: 'Bearer wrong' } }), status.UNAUTHENTICATED)
       const answer = await locked.call<InferResponse>('ModelInfer', request, { metadata: { authorization: 'Bearer sesame' } })
@@ -232,8 +256,17 @@ describe('V2 gRPC: request counting', () => {
     const success = ['resnet_serve_request_success_total', `model="${MODEL}"`] as const
     const refused = ['resnet_serve_request_failure_total', `model="${MODEL}",reason="BAD_REQUEST"`] as const
     const [successBefore, refusedBefore] = [await metricValue(server, ...success), await metricValue(server, ...refused)]
-    await grpc.call('ModelInfer', { model_name: MODEL, inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }] })
-    await expectStatus(grpc.call('ModelInfer', { model_name: MODEL, inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }] }), status.INVALID_ARGUMENT)
+    await grpc.call('ModelInfer', {
+      model_name: MODEL,
+      inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }]
+    })
+    await expectStatus(
+      grpc.call('ModelInfer', {
+        model_name: MODEL,
+        inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }]
+      }),
+      status.INVALID_ARGUMENT
+    )
     expect([await metricValue(server, ...success), await metricValue(server, ...refused)]).toEqual([successBefore + 1, refusedBefore + 1])
   })
 })

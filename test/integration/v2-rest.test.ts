@@ -132,7 +132,12 @@ describe('V2 REST: metadata and health', () => {
   })
 
   it('answers 404 with {error} for an unknown model or version, on every model route', async () => {
-    for (const path of ['/v2/models/nope', `/v2/models/${MODEL}/versions/7`, '/v2/models/nope/ready', `/v2/models/${MODEL}/versions/7/ready`]) {
+    for (const path of [
+      '/v2/models/nope',
+      `/v2/models/${MODEL}/versions/7`,
+      '/v2/models/nope/ready',
+      `/v2/models/${MODEL}/versions/7/ready`
+    ]) {
       await expectV2Error(await fetch(server.url + path), 404, 'MODEL_NOT_FOUND')
     }
     const body = { inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }] }
@@ -163,7 +168,10 @@ describe('V2 REST: one photo, every input form, the same top-5 as /classify', ()
   it('BYTES in binary data ([N, 1], length-prefixed), classification answered as binary BYTES', async () => {
     const raw = lengthPrefixed(photo)
     const res = await inferBinary(
-      { inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1, 1], parameters: { binary_data_size: raw.byteLength } }], outputs: [{ name: OUTPUT, parameters: { classification: 5, binary_data: true } }] },
+      {
+        inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1, 1], parameters: { binary_data_size: raw.byteLength } }],
+        outputs: [{ name: OUTPUT, parameters: { classification: 5, binary_data: true } }]
+      },
       raw
     )
     expect(res.status).toBe(200)
@@ -173,7 +181,10 @@ describe('V2 REST: one photo, every input form, the same top-5 as /classify', ()
   })
 
   it('FP32 [1, 3, 224, 224] preprocessed by the project, in JSON', async () => {
-    const res = await infer({ inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], data: Array.from(tensor) }], outputs: [{ name: OUTPUT, parameters: { classification: 5 } }] })
+    const res = await infer({
+      inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], data: Array.from(tensor) }],
+      outputs: [{ name: OUTPUT, parameters: { classification: 5 } }]
+    })
     expect(res.status).toBe(200)
     const body = (await res.json()) as V2Response
     expect(indicesOf(body.outputs[0]!.data!)).toEqual(classifyTop5)
@@ -188,8 +199,14 @@ describe('V2 REST: one photo, every input form, the same top-5 as /classify', ()
     const data = ((await res.json()) as V2Response).outputs[0]!.data!
     expect(data).toHaveLength(10)
     expect(indicesOf(data.slice(0, 5))).toEqual(classifyTop5)
-    const second = await fetch(`${server.url}/classify?model=${MODEL}&topk=5`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: secondPhoto })
-    expect(indicesOf(data.slice(5))).toEqual(((await second.json()) as { predictions: Array<{ index: number }> }).predictions.map((p) => p.index))
+    const second = await fetch(`${server.url}/classify?model=${MODEL}&topk=5`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg' },
+      body: secondPhoto
+    })
+    expect(indicesOf(data.slice(5))).toEqual(
+      ((await second.json()) as { predictions: Array<{ index: number }> }).predictions.map((p) => p.index)
+    )
   })
 })
 
@@ -203,7 +220,10 @@ describe('V2 REST: binary tensor data extension', () => {
 
     const input = tensorBytes(tensor)
     const binRes = await inferBinary(
-      { inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], parameters: { binary_data_size: input.byteLength } }], parameters: { binary_data_output: true } },
+      {
+        inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], parameters: { binary_data_size: input.byteLength } }],
+        parameters: { binary_data_output: true }
+      },
       input
     )
     expect(binRes.status).toBe(200)
@@ -213,7 +233,7 @@ describe('V2 REST: binary tensor data extension', () => {
     expect(binary.get(OUTPUT)!.equals(tensorBytes(Float32Array.from(jsonOutput.data as number[])))).toBe(true)
   })
 
-  it('an output\'s own binary_data: false overrides binary_data_output', async () => {
+  it("an output's own binary_data: false overrides binary_data_output", async () => {
     const input = tensorBytes(tensor)
     const res = await inferBinary(
       {
@@ -230,12 +250,18 @@ describe('V2 REST: binary tensor data extension', () => {
 })
 
 describe('V2 REST: refusals are {error} with the right status, and the server keeps answering', () => {
-  const tensorInput = (shape: number[], size: number) => ({ inputs: [{ name: INPUT, datatype: 'FP32', shape, parameters: { binary_data_size: size } }] })
+  const tensorInput = (shape: number[], size: number) => ({
+    inputs: [{ name: INPUT, datatype: 'FP32', shape, parameters: { binary_data_size: size } }]
+  })
 
   it('malformed binary headers → 400', async () => {
     const json = Buffer.from(JSON.stringify(tensorInput([1, 3, 224, 224], 16)))
     const send = (headerLength: string, body: Buffer) =>
-      fetch(`${server.url}/v2/models/${MODEL}/infer`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', [HEADER_LENGTH]: headerLength }, body })
+      fetch(`${server.url}/v2/models/${MODEL}/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/octet-stream', [HEADER_LENGTH]: headerLength },
+        body
+      })
     const body = Buffer.concat([json, Buffer.alloc(16)])
     await expectV2Error(await send('twelve', body), 400, 'BAD_REQUEST')
     await expectV2Error(await send(String(body.byteLength + 1), body), 400, 'BAD_REQUEST')
@@ -246,24 +272,49 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     await expectV2Error(await send(String(json.byteLength), Buffer.concat([json, Buffer.alloc(20)])), 400, 'BAD_REQUEST')
     // binary data without the length header: the body is not JSON
     await expectV2Error(
-      await fetch(`${server.url}/v2/models/${MODEL}/infer`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body }),
+      await fetch(`${server.url}/v2/models/${MODEL}/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/octet-stream' },
+        body
+      }),
       400,
       'BAD_REQUEST'
     )
   })
 
   it('a shape that does not match the data → 400', async () => {
-    await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], data: [1, 2, 3] }] }), 400, 'BAD_REQUEST')
+    await expectV2Error(
+      await infer({ inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], data: [1, 2, 3] }] }),
+      400,
+      'BAD_REQUEST'
+    )
     await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 223], data: [] }] }), 400, 'BAD_REQUEST')
     await expectV2Error(await inferBinary(tensorInput([2, 3, 224, 224], tensor.byteLength), tensorBytes(tensor)), 400, 'BAD_REQUEST')
-    await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [2], data: [photo.toString('base64')] }] }), 400, 'BAD_REQUEST')
+    await expectV2Error(
+      await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [2], data: [photo.toString('base64')] }] }),
+      400,
+      'BAD_REQUEST'
+    )
     const raw = lengthPrefixed(photo)
-    await expectV2Error(await inferBinary({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], parameters: { binary_data_size: raw.byteLength - 1 } }] }, raw.subarray(0, -1)), 400, 'BAD_REQUEST')
+    await expectV2Error(
+      await inferBinary(
+        { inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], parameters: { binary_data_size: raw.byteLength - 1 } }] },
+        raw.subarray(0, -1)
+      ),
+      400,
+      'BAD_REQUEST'
+    )
   })
 
   it('an unknown or unsupported datatype → 400', async () => {
-    expect(await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'FP33', shape: [1], data: [1] }] }), 400, 'BAD_REQUEST')).toMatch(/Unknown datatype/)
-    await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'INT64', shape: [1, 3, 224, 224], data: [1] }] }), 400, 'BAD_REQUEST')
+    expect(
+      await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'FP33', shape: [1], data: [1] }] }), 400, 'BAD_REQUEST')
+    ).toMatch(/Unknown datatype/)
+    await expectV2Error(
+      await infer({ inputs: [{ name: INPUT, datatype: 'INT64', shape: [1, 3, 224, 224], data: [1] }] }),
+      400,
+      'BAD_REQUEST'
+    )
   })
 
   it('a wrong input or output name, a missing input, a bad classification count → 400', async () => {
@@ -272,18 +323,38 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     await expectV2Error(await infer({ inputs: [bytesInput], outputs: [{ name: 'probabilities' }] }), 400, 'BAD_REQUEST')
     await expectV2Error(await infer({ inputs: [] }), 400, 'BAD_REQUEST')
     await expectV2Error(await infer({ outputs: [] }), 400, 'BAD_REQUEST')
-    await expectV2Error(await infer({ inputs: [bytesInput], outputs: [{ name: OUTPUT, parameters: { classification: 0 } }] }), 400, 'INVALID_TOPK')
+    await expectV2Error(
+      await infer({ inputs: [bytesInput], outputs: [{ name: OUTPUT, parameters: { classification: 0 } }] }),
+      400,
+      'INVALID_TOPK'
+    )
   })
 
   it('bad images, bad base64 and too many images → 400 with their own codes', async () => {
-    await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: ['not base64!'] }] }), 400, 'INVALID_BASE64')
-    await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.subarray(0, 200).toString('base64')] }] }), 400, 'CORRUPT_IMAGE')
+    await expectV2Error(
+      await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: ['not base64!'] }] }),
+      400,
+      'INVALID_BASE64'
+    )
+    await expectV2Error(
+      await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.subarray(0, 200).toString('base64')] }] }),
+      400,
+      'CORRUPT_IMAGE'
+    )
     const many = server.settings.maxBatchItems + 1
-    await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [many], data: new Array(many).fill('AAAA') }] }), 400, 'TOO_MANY_ITEMS')
+    await expectV2Error(
+      await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [many], data: new Array(many).fill('AAAA') }] }),
+      400,
+      'TOO_MANY_ITEMS'
+    )
   })
 
   it('a body that is not JSON → 400; an unknown /v2 route → 404 {error}', async () => {
-    const res = await fetch(`${server.url}/v2/models/${MODEL}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"inputs": [' })
+    const res = await fetch(`${server.url}/v2/models/${MODEL}/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"inputs": ['
+    })
     await expectV2Error(res, 400, 'BAD_REQUEST')
     await expectV2Error(await fetch(`${server.url}/v2/repository/index`), 404, 'ROUTE_NOT_FOUND')
   })
@@ -291,10 +362,16 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
   it('JSON data nested 10,000 deep → 400, not a stack overflow 500', async () => {
     const depth = 10_000
     const body = `{"inputs":[{"name":"${INPUT}","datatype":"FP32","shape":[1,3,224,224],"data":${'['.repeat(depth)}1${']'.repeat(depth)}}]}`
-    const res = await fetch(`${server.url}/v2/models/${MODEL}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+    const res = await fetch(`${server.url}/v2/models/${MODEL}/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body
+    })
     expect(await expectV2Error(res, 400, 'BAD_REQUEST')).toMatch(/nests deeper than \d+ levels/)
     // The tensor's own nesting, [1][3][224][224], stays accepted.
-    const nested = Array.from({ length: 3 }, (_, c) => Array.from({ length: 224 }, (_, y) => Array.from(tensor.subarray((c * 224 + y) * 224, (c * 224 + y + 1) * 224))))
+    const nested = Array.from({ length: 3 }, (_, c) =>
+      Array.from({ length: 224 }, (_, y) => Array.from(tensor.subarray((c * 224 + y) * 224, (c * 224 + y + 1) * 224)))
+    )
     expect((await infer({ inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], data: [nested] }] })).status).toBe(200)
   })
 
@@ -302,7 +379,11 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     // JSON has no NaN literal, but 1e39 overflows float32 to Infinity.
     const overflow = Array.from(tensor)
     overflow[5] = 1e39
-    const json = await expectV2Error(await infer({ inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], data: overflow }] }), 400, 'BAD_REQUEST')
+    const json = await expectV2Error(
+      await infer({ inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], data: overflow }] }),
+      400,
+      'BAD_REQUEST'
+    )
     expect(json).toMatch(/"input" image 0, element 5 is Infinity/)
 
     // Binary data carries NaN as it is; the second image's tensor starts at an odd offset of the body.
@@ -310,11 +391,18 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     pair.set(tensor)
     pair.set(tensor, tensor.length)
     pair[tensor.length + 7] = NaN
-    const header = { inputs: [{ name: INPUT, datatype: 'FP32', shape: [2, 3, 224, 224], parameters: { binary_data_size: pair.byteLength } }], id: 'odd' }
+    const header = {
+      inputs: [{ name: INPUT, datatype: 'FP32', shape: [2, 3, 224, 224], parameters: { binary_data_size: pair.byteLength } }],
+      id: 'odd'
+    }
     expect(JSON.stringify(header).length % 4).not.toBe(0)
-    expect(await expectV2Error(await inferBinary(header, tensorBytes(pair)), 400, 'BAD_REQUEST')).toMatch(/"input" image 1, element 7 is NaN/)
+    expect(await expectV2Error(await inferBinary(header, tensorBytes(pair)), 400, 'BAD_REQUEST')).toMatch(
+      /"input" image 1, element 7 is NaN/
+    )
     pair[tensor.length + 7] = -Infinity
-    expect(await expectV2Error(await inferBinary(header, tensorBytes(pair)), 400, 'BAD_REQUEST')).toMatch(/"input" image 1, element 7 is -Infinity/)
+    expect(await expectV2Error(await inferBinary(header, tensorBytes(pair)), 400, 'BAD_REQUEST')).toMatch(
+      /"input" image 1, element 7 is -Infinity/
+    )
   })
 
   it('counts each infer request once, as a success or by its refusal code', async () => {
@@ -325,14 +413,21 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     const answered = await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }] })
     expect(answered.status).toBe(200)
     await answered.arrayBuffer()
-    await expectV2Error(await infer({ inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }] }), 400, 'BAD_REQUEST')
+    await expectV2Error(
+      await infer({ inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }] }),
+      400,
+      'BAD_REQUEST'
+    )
     expect([await metric(...success), await metric(...refused)]).toEqual([before[0]! + 1, before[1]! + 1])
   })
 
   it('still answers after all that', async () => {
     const ready = await fetch(`${server.url}/v2/health/ready`)
     expect({ status: ready.status, body: await ready.text() }).toEqual({ status: 200, body: '' })
-    const res = await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }], outputs: [{ name: OUTPUT, parameters: { classification: 5 } }] })
+    const res = await infer({
+      inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }],
+      outputs: [{ name: OUTPUT, parameters: { classification: 5 } }]
+    })
     expect(res.status).toBe(200)
     expect(indicesOf(((await res.json()) as V2Response).outputs[0]!.data!)).toEqual(classifyTop5)
   })
@@ -358,17 +453,30 @@ describe('V2 REST: a uint8 NHWC model takes UINT8 [N, 224, 224, 3]', () => {
   })
 
   it('describes its input as UINT8 [-1, 224, 224, 3] and answers the pixels the project decodes as /classify answers the photo', async () => {
-    const meta = (await (await fetch(`${u8Server.url}/v2/models/${U8_MODEL}`)).json()) as { inputs: Array<{ name: string; datatype: string; shape: number[] }> }
+    const meta = (await (await fetch(`${u8Server.url}/v2/models/${U8_MODEL}`)).json()) as {
+      inputs: Array<{ name: string; datatype: string; shape: number[] }>
+    }
     const input = meta.inputs[0]!
     expect(input).toMatchObject({ datatype: 'UINT8', shape: [-1, 224, 224, 3] })
 
     const pixels = await u8Server.service.preprocess(U8_MODEL, photo)
     const json = Buffer.from(
-      JSON.stringify({ inputs: [{ name: input.name, datatype: 'UINT8', shape: [1, 224, 224, 3], parameters: { binary_data_size: pixels.byteLength } }], outputs: [{ name: OUTPUT, parameters: { classification: 5 } }] })
+      JSON.stringify({
+        inputs: [{ name: input.name, datatype: 'UINT8', shape: [1, 224, 224, 3], parameters: { binary_data_size: pixels.byteLength } }],
+        outputs: [{ name: OUTPUT, parameters: { classification: 5 } }]
+      })
     )
-    const res = await fetch(`${u8Server.url}/v2/models/${U8_MODEL}/infer`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', [HEADER_LENGTH]: String(json.byteLength) }, body: Buffer.concat([json, pixels]) })
+    const res = await fetch(`${u8Server.url}/v2/models/${U8_MODEL}/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/octet-stream', [HEADER_LENGTH]: String(json.byteLength) },
+      body: Buffer.concat([json, pixels])
+    })
     expect(res.status).toBe(200)
-    const classify = await fetch(`${u8Server.url}/classify?model=${U8_MODEL}&topk=5`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+    const classify = await fetch(`${u8Server.url}/classify?model=${U8_MODEL}&topk=5`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg' },
+      body: photo
+    })
     const expected = ((await classify.json()) as { predictions: Array<{ index: number }> }).predictions.map((p) => p.index)
     expect(indicesOf(((await res.json()) as V2Response).outputs[0]!.data!)).toEqual(expected)
 

@@ -32,11 +32,22 @@ async function openFilesOf(pid: number): Promise<number> {
 
 describe('ten thousand bad requests', () => {
   it('leave the server process with the memory and open files it had', async () => {
-    const child = await startServerProcess(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', ...CORPUS_SERVER_FLAGS])
+    const child = await startServerProcess([
+      '--model-repository',
+      await syntheticModelRepository(),
+      '--provider',
+      'cpu',
+      ...CORPUS_SERVER_FLAGS
+    ])
     try {
       const cheap = corpus.filter((c) => c.cheap && c.expected.status !== 200)
       expect(cheap.length).toBeGreaterThanOrEqual(20)
-      const requests = cheap.map((c) => ({ method: c.request.method, path: c.request.path, headers: { ...c.request.headers }, body: c.request.body }))
+      const requests = cheap.map((c) => ({
+        method: c.request.method,
+        path: c.request.path,
+        headers: { ...c.request.headers },
+        body: c.request.body
+      }))
       const hammer = async (amount: number): Promise<autocannon.Result> =>
         autocannon({ url: child.url, connections: 16, amount, requests, timeout: 30 })
       // Warm-up: lazy modules, JIT, sharp's thread pool, the 16 keep-alive connections' buffers.
@@ -52,11 +63,17 @@ describe('ten thousand bad requests', () => {
       expect(result['5xx']).toBe(0)
       expect(result['2xx']).toBe(0)
       expect(result.requests.sent).toBeGreaterThanOrEqual(10_000)
-      console.log(`RSS ${(before.rss / 2 ** 20).toFixed(0)} → ${(after.rss / 2 ** 20).toFixed(0)} MiB, open files ${before.files} → ${after.files}`)
+      console.log(
+        `RSS ${(before.rss / 2 ** 20).toFixed(0)} → ${(after.rss / 2 ** 20).toFixed(0)} MiB, open files ${before.files} → ${after.files}`
+      )
       expect(after.rss, `RSS ${before.rss} → ${after.rss}`).toBeLessThanOrEqual(before.rss * GROWTH_TOLERANCE)
       expect(after.files, `open files ${before.files} → ${after.files}`).toBeLessThanOrEqual(Math.ceil(before.files * GROWTH_TOLERANCE))
       // The process still classifies.
-      const res = await fetch(`${child.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: await readPhoto('chelsea') })
+      const res = await fetch(`${child.url}/classify`, {
+        method: 'POST',
+        headers: { 'content-type': 'image/jpeg' },
+        body: await readPhoto('chelsea')
+      })
       expect(res.status).toBe(200)
     } finally {
       child.child.kill('SIGTERM')

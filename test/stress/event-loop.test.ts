@@ -23,7 +23,11 @@ let photos: Buffer[]
 
 beforeAll(async () => {
   server = await startTestServer(await syntheticModelRepository())
-  photos = await Promise.all(photoPaths().slice(0, 16).map((p) => readFile(p)))
+  photos = await Promise.all(
+    photoPaths()
+      .slice(0, 16)
+      .map((p) => readFile(p))
+  )
 })
 afterAll(async () => {
   await server?.close()
@@ -34,7 +38,11 @@ describe('the event loop under a batch of sixteen photos', () => {
     const h = monitorEventLoopDelay({ resolution: 5 })
     h.enable()
     const work = Promise.all(
-      photos.map((body) => fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body }).then((res) => expect(res.status).toBe(200)))
+      photos.map((body) =>
+        fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body }).then((res) =>
+          expect(res.status).toBe(200)
+        )
+      )
     )
     const liveTimes: number[] = []
     let done = false
@@ -49,7 +57,9 @@ describe('the event loop under a batch of sixteen photos', () => {
     await work
     h.disable()
     const p99 = h.percentile(99) / 1e6
-    console.log(`event-loop delay p99 ${p99.toFixed(1)} ms, max ${(h.max / 1e6).toFixed(1)} ms; /health/live max ${Math.max(...liveTimes).toFixed(1)} ms over ${liveTimes.length} probes`)
+    console.log(
+      `event-loop delay p99 ${p99.toFixed(1)} ms, max ${(h.max / 1e6).toFixed(1)} ms; /health/live max ${Math.max(...liveTimes).toFixed(1)} ms over ${liveTimes.length} probes`
+    )
     expect(liveTimes.length).toBeGreaterThan(3)
     expect(p99).toBeLessThan(EVENT_LOOP_P99_MS)
     expect(Math.max(...liveTimes)).toBeLessThan(LIVE_MAX_MS)

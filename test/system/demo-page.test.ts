@@ -86,110 +86,135 @@ describe('GET /models', () => {
   })
 })
 
-describe.skipIf(!hasChromium)(`in Chromium${hasChromium ? '' : ` (skipped: ${CHROMIUM} is missing; apt-get install chromium, as .ci/run does)`}`, () => {
-  let browser: Browser
-  let page: Page
-  const pageProblems: string[] = []
+describe.skipIf(!hasChromium)(
+  `in Chromium${hasChromium ? '' : ` (skipped: ${CHROMIUM} is missing; apt-get install chromium, as .ci/run does)`}`,
+  () => {
+    let browser: Browser
+    let page: Page
+    const pageProblems: string[] = []
 
-  beforeAll(async () => {
-    // launch() gives every run a fresh temporary --user-data-dir of its own.
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
+    beforeAll(async () => {
+      // launch() gives every run a fresh temporary --user-data-dir of its own.
+      browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        headless: true,
+        args: [
+          '--no-sandbox',
+          '--disable-gpu',
+          '--disable-quic',
+          '--no-first-run',
+          '--disable-background-networking',
+          '--disable-component-update',
+          '--disable-sync'
+        ]
+      })
+      page = await browser.newPage({ viewport: { width: 900, height: 1100 } })
+      // Other test files may be running models on the same few cores; a classification can take a while.
+      page.setDefaultTimeout(90_000)
+      // A CSP violation or a script error shows up as a console error.
+      page.on('console', (message) => {
+        if (message.type() === 'error') pageProblems.push(message.text())
+      })
+      page.on('pageerror', (err) => pageProblems.push(err.message))
+      await page.goto(`${server.url}/`)
     })
-    page = await browser.newPage({ viewport: { width: 900, height: 1100 } })
-    // Other test files may be running models on the same few cores; a classification can take a while.
-    page.setDefaultTimeout(90_000)
-    // A CSP violation or a script error shows up as a console error.
-    page.on('console', (message) => {
-      if (message.type() === 'error') pageProblems.push(message.text())
+    afterAll(async () => {
+      await browser?.close()
     })
-    page.on('pageerror', (err) => pageProblems.push(err.message))
-    await page.goto(`${server.url}/`)
-  })
-  afterAll(async () => {
-    await browser?.close()
-  })
 
-  it('offers the loaded models in a labelled select, resnet50 chosen', async () => {
-    const select = page.getByLabel('Model')
-    await page.locator('#model-select option[value="resnet50"]').waitFor({ state: 'attached' })
-    expect(await select.inputValue()).toBe('resnet50')
-    expect(await select.locator('option').allTextContents()).toEqual(['resnet50 (version 1, synthetic weights)'])
-  })
-
-  it('shows the same top five as POST /classify for the same photo, with the synthetic warning', async () => {
-    await page.setInputFiles('#image-input', join(PHOTOS_DIR, `${PHOTO}.jpg`))
-    await page.locator('#predictions li').nth(4).waitFor()
-
-    const res = await fetch(`${server.url}/classify?model=resnet50&topk=5`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: await readPhoto(PHOTO) })
-    expect(res.status).toBe(200)
-    const expected = (await res.json()) as ClassifyAnswer
-
-    const rows = page.locator('#predictions li')
-    expect(await rows.evaluateAll((items) => items.map((item) => Number(item.getAttribute('data-index'))))).toEqual(expected.predictions.map((p) => p.index))
-    expect(await rows.locator('.label').allTextContents()).toEqual(expected.predictions.map((p) => p.label))
-    expect(await rows.locator('.percent').allTextContents()).toEqual(expected.predictions.map((p) => formatPercent(p.probability)))
-
-    expect(expected.synthetic).toBe(true)
-    const warning = page.locator('#synthetic-warning')
-    expect(await warning.isVisible()).toBe(true)
-    expect(await warning.textContent()).toBe(expected.warning)
-    expect(await page.locator('#model-name').textContent()).toBe('resnet50')
-    expect(await page.locator('#model-version').textContent()).toBe(expected.version)
-    expect(await page.locator('#batch-size').textContent()).toBe('1')
-    expect(await page.locator('#timing-total').textContent()).toMatch(/^\d+(\.\d)? ms$/)
-    expect(await page.locator('#preview').getAttribute('src')).toMatch(/^blob:/)
-    expect(await page.locator('#result').getAttribute('aria-live')).toBe('polite')
-
-    if (process.env.DEMO_SCREENSHOT !== undefined) {
-      await mkdir(join(process.env.DEMO_SCREENSHOT, '..'), { recursive: true })
-      await page.screenshot({ path: process.env.DEMO_SCREENSHOT, fullPage: true })
-    }
-    expect(pageProblems).toEqual([])
-  })
-
-  it('shows a refused file with the server’s error code and message', async () => {
-    await page.setInputFiles('#image-input', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not an image') })
-    const error = page.locator('#error')
-    await error.waitFor()
-    const res = await fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: 'not an image' })
-    const expected = (await res.json()) as { code: string; message: string }
-    expect(res.status).toBeGreaterThanOrEqual(400)
-    expect(await error.locator('code').textContent()).toBe(expected.code)
-    expect(await error.textContent()).toContain(expected.message)
-    expect(await page.locator('#predictions').isVisible()).toBe(false)
-    await page.locator('#preview').waitFor({ state: 'hidden' })
-  })
-
-  it('opens the file picker from the keyboard through the drop zone', async () => {
-    // Checked at the input's click rather than at Chromium's file chooser event, which sometimes never
-    // came (two runs in six here); the click is what opens the picker in every browser.
-    const dropZone = page.locator('#drop-zone')
-    expect(await dropZone.evaluate((element) => element.tagName)).toBe('BUTTON')
-    await page.locator('#image-input').evaluate((input) => {
-      input.addEventListener('click', (event: { preventDefault(): void }) => {
-        event.preventDefault()
-        input.setAttribute('data-opened-by', 'keyboard')
-      }, { once: true })
+    it('offers the loaded models in a labelled select, resnet50 chosen', async () => {
+      const select = page.getByLabel('Model')
+      await page.locator('#model-select option[value="resnet50"]').waitFor({ state: 'attached' })
+      expect(await select.inputValue()).toBe('resnet50')
+      expect(await select.locator('option').allTextContents()).toEqual(['resnet50 (version 1, synthetic weights)'])
     })
-    await dropZone.focus()
-    await page.keyboard.press('Enter')
-    await page.locator('#image-input[data-opened-by="keyboard"]').waitFor({ state: 'attached' })
-  })
 
-  it('without JavaScript shows the note and a plain upload form to POST /classify', async () => {
-    const context = await browser.newContext({ javaScriptEnabled: false })
-    try {
-      const noScriptPage = await context.newPage()
-      await noScriptPage.goto(`${server.url}/`)
-      expect(await noScriptPage.getByText('JavaScript is off').isVisible()).toBe(true)
-      expect(await noScriptPage.getByLabel('Image (JPEG, PNG, WebP, GIF, TIFF or AVIF)').isVisible()).toBe(true)
-      expect(await noScriptPage.locator('#classify-form').getAttribute('action')).toBe('/classify')
-      expect(await noScriptPage.locator('#drop-zone').isVisible()).toBe(false)
-    } finally {
-      await context.close()
-    }
-  })
-})
+    it('shows the same top five as POST /classify for the same photo, with the synthetic warning', async () => {
+      await page.setInputFiles('#image-input', join(PHOTOS_DIR, `${PHOTO}.jpg`))
+      await page.locator('#predictions li').nth(4).waitFor()
+
+      const res = await fetch(`${server.url}/classify?model=resnet50&topk=5`, {
+        method: 'POST',
+        headers: { 'content-type': 'image/jpeg' },
+        body: await readPhoto(PHOTO)
+      })
+      expect(res.status).toBe(200)
+      const expected = (await res.json()) as ClassifyAnswer
+
+      const rows = page.locator('#predictions li')
+      expect(await rows.evaluateAll((items) => items.map((item) => Number(item.getAttribute('data-index'))))).toEqual(
+        expected.predictions.map((p) => p.index)
+      )
+      expect(await rows.locator('.label').allTextContents()).toEqual(expected.predictions.map((p) => p.label))
+      expect(await rows.locator('.percent').allTextContents()).toEqual(expected.predictions.map((p) => formatPercent(p.probability)))
+
+      expect(expected.synthetic).toBe(true)
+      const warning = page.locator('#synthetic-warning')
+      expect(await warning.isVisible()).toBe(true)
+      expect(await warning.textContent()).toBe(expected.warning)
+      expect(await page.locator('#model-name').textContent()).toBe('resnet50')
+      expect(await page.locator('#model-version').textContent()).toBe(expected.version)
+      expect(await page.locator('#batch-size').textContent()).toBe('1')
+      expect(await page.locator('#timing-total').textContent()).toMatch(/^\d+(\.\d)? ms$/)
+      expect(await page.locator('#preview').getAttribute('src')).toMatch(/^blob:/)
+      expect(await page.locator('#result').getAttribute('aria-live')).toBe('polite')
+
+      if (process.env.DEMO_SCREENSHOT !== undefined) {
+        await mkdir(join(process.env.DEMO_SCREENSHOT, '..'), { recursive: true })
+        await page.screenshot({ path: process.env.DEMO_SCREENSHOT, fullPage: true })
+      }
+      expect(pageProblems).toEqual([])
+    })
+
+    it('shows a refused file with the server’s error code and message', async () => {
+      await page.setInputFiles('#image-input', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not an image') })
+      const error = page.locator('#error')
+      await error.waitFor()
+      const res = await fetch(`${server.url}/classify`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/octet-stream' },
+        body: 'not an image'
+      })
+      const expected = (await res.json()) as { code: string; message: string }
+      expect(res.status).toBeGreaterThanOrEqual(400)
+      expect(await error.locator('code').textContent()).toBe(expected.code)
+      expect(await error.textContent()).toContain(expected.message)
+      expect(await page.locator('#predictions').isVisible()).toBe(false)
+      await page.locator('#preview').waitFor({ state: 'hidden' })
+    })
+
+    it('opens the file picker from the keyboard through the drop zone', async () => {
+      // Checked at the input's click rather than at Chromium's file chooser event, which sometimes never
+      // came (two runs in six here); the click is what opens the picker in every browser.
+      const dropZone = page.locator('#drop-zone')
+      expect(await dropZone.evaluate((element) => element.tagName)).toBe('BUTTON')
+      await page.locator('#image-input').evaluate((input) => {
+        input.addEventListener(
+          'click',
+          (event: { preventDefault(): void }) => {
+            event.preventDefault()
+            input.setAttribute('data-opened-by', 'keyboard')
+          },
+          { once: true }
+        )
+      })
+      await dropZone.focus()
+      await page.keyboard.press('Enter')
+      await page.locator('#image-input[data-opened-by="keyboard"]').waitFor({ state: 'attached' })
+    })
+
+    it('without JavaScript shows the note and a plain upload form to POST /classify', async () => {
+      const context = await browser.newContext({ javaScriptEnabled: false })
+      try {
+        const noScriptPage = await context.newPage()
+        await noScriptPage.goto(`${server.url}/`)
+        expect(await noScriptPage.getByText('JavaScript is off').isVisible()).toBe(true)
+        expect(await noScriptPage.getByLabel('Image (JPEG, PNG, WebP, GIF, TIFF or AVIF)').isVisible()).toBe(true)
+        expect(await noScriptPage.locator('#classify-form').getAttribute('action')).toBe('/classify')
+        expect(await noScriptPage.locator('#drop-zone').isVisible()).toBe(false)
+      } finally {
+        await context.close()
+      }
+    })
+  }
+)

@@ -18,7 +18,10 @@ const run = promisify(execFile)
 const PYTHON = '/usr/bin/python3'
 const EXPORT_SCRIPT = 'test/python/export_torchvision.py'
 const hasTorch = spawnSync(PYTHON, ['-c', 'import torch, torchvision'], { stdio: 'ignore' }).status === 0
-if (!hasTorch) console.warn(`model-add-cli.test: skipping the torchvision ResNet-50 cases: ${PYTHON} cannot import torch and torchvision (apt-get install python3-torch python3-torchvision python3-onnx).`)
+if (!hasTorch)
+  console.warn(
+    `model-add-cli.test: skipping the torchvision ResNet-50 cases: ${PYTHON} cannot import torch and torchvision (apt-get install python3-torch python3-torchvision python3-onnx).`
+  )
 
 let work: string
 
@@ -33,12 +36,28 @@ describe.skipIf(!hasTorch)('torchvision ResNet-50 exported by PyTorch', () => {
   beforeAll(async () => {
     exports = await tempDir('rs-tv-export-')
     // The ONNX Model Zoo's v1-7 ResNets: input "data" with a fixed batch of 1, output "resnetv24_dense0_fwd".
-    await run(PYTHON, [EXPORT_SCRIPT, '50', '--out-dir', join(exports, 'zoo'), '--input-name', 'data', '--output-name', 'resnetv24_dense0_fwd', '--fixed-batch'])
+    await run(PYTHON, [
+      EXPORT_SCRIPT,
+      '50',
+      '--out-dir',
+      join(exports, 'zoo'),
+      '--input-name',
+      'data',
+      '--output-name',
+      'resnetv24_dense0_fwd',
+      '--fixed-batch'
+    ])
   })
 
   it('--preset onnx-zoo accepts input "data" with a fixed batch of 1, and the server runs one image per run', async () => {
     const repository = await tempDir('rs-repo-')
-    const imported = await importModel({ source: join(exports, 'zoo', 'resnet50.onnx'), name: 'resnet50-zoo', preset: 'onnx-zoo', repository, synthetic: true })
+    const imported = await importModel({
+      source: join(exports, 'zoo', 'resnet50.onnx'),
+      name: 'resnet50-zoo',
+      preset: 'onnx-zoo',
+      repository,
+      synthetic: true
+    })
     expect(imported.input).toEqual({ name: 'data', type: 'float32', shape: [1, 3, 224, 224] })
     expect(imported.config.output.name).toBe('resnetv24_dense0_fwd')
     expect(imported.config.batching.maxBatchSize).toBe(1)
@@ -68,7 +87,19 @@ describe('the model:add CLI', () => {
   it('prints the summary and exits 0', async () => {
     const source = await writeTinyModel(join(work, 'cli.onnx'), { inputs: ['input'] })
     const repository = await tempDir('rs-repo-')
-    const { code, stdout, stderr } = await cli(source, '--name', 'cli-model', '--preset', 'torchvision', '--repository', repository, '--max-batch-size', '8', '--max-queue-delay-ms', '2.5')
+    const { code, stdout, stderr } = await cli(
+      source,
+      '--name',
+      'cli-model',
+      '--preset',
+      'torchvision',
+      '--repository',
+      repository,
+      '--max-batch-size',
+      '8',
+      '--max-queue-delay-ms',
+      '2.5'
+    )
     expect(stderr).toBe('')
     expect(code).toBe(0)
     expect(stdout).toMatch(/^Imported cli-model into /)
@@ -77,7 +108,9 @@ describe('the model:add CLI', () => {
     expect(stdout).toMatch(/preset\s+torchvision/)
     expect(stdout).toMatch(/RGB, \(pixel × 1\/255 − mean\) \/ std, mean \[0\.485, 0\.456, 0\.406\], std \[0\.229, 0\.224, 0\.225\]/)
     expect(stdout).toMatch(/up to 8 images per run, waiting at most 2\.5 ms/)
-    const config = JSON.parse(await readFile(join(repository, 'cli-model', 'config.json'), 'utf8')) as { batching: { maxBatchSize: number; maxQueueDelayMs: number } }
+    const config = JSON.parse(await readFile(join(repository, 'cli-model', 'config.json'), 'utf8')) as {
+      batching: { maxBatchSize: number; maxQueueDelayMs: number }
+    }
     expect(config.batching).toMatchObject({ maxBatchSize: 8, maxQueueDelayMs: 2.5 })
   })
 

@@ -18,10 +18,14 @@ interface Started {
 }
 
 async function npmStart(repository: string): Promise<Started> {
-  const npm = spawn('npm', ['start', '--', '--model-repository', repository, '--provider', 'cpu', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0'], {
-    env: { ...process.env, LOG_LEVEL: 'info' },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
+  const npm = spawn(
+    'npm',
+    ['start', '--', '--model-repository', repository, '--provider', 'cpu', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0'],
+    {
+      env: { ...process.env, LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe']
+    }
+  )
   const exited = once(npm, 'exit') as Promise<[number | null, NodeJS.Signals | null]>
   let stderr = ''
   npm.stderr!.on('data', (d: Buffer) => (stderr += d.toString()))

@@ -25,7 +25,9 @@ const MAX_PHOTO_MEAN_ABS_DIFF = 0.5
 
 const hasTorchvision = spawnSync(PYTHON, ['-c', 'import torch, torchvision, PIL'], { stdio: 'ignore' }).status === 0
 if (!hasTorchvision) {
-  console.warn(`preprocess-parity.test: SKIPPED: ${PYTHON} cannot import torch, torchvision and PIL (apt-get install python3-torch python3-torchvision python3-pil; .ci/run does).`)
+  console.warn(
+    `preprocess-parity.test: SKIPPED: ${PYTHON} cannot import torch, torchvision and PIL (apt-get install python3-torch python3-torchvision python3-pil; .ci/run does).`
+  )
 }
 
 const config = configFromPreset('torchvision', { synthetic: true }).preprocess
@@ -44,10 +46,22 @@ describe.skipIf(!hasTorchvision)('preprocessing parity with torchvision', () => 
     work = await mkdtemp(join(tmpdir(), 'rs-preprocess-parity-'))
     // Small images take the enlargement path; one enlarged about 7× (PNG, so no JPEG decoder differences).
     const small = join(work, 'chelsea-48x32.png')
-    await sharp(await readFile(photos[photos.findIndex((p) => basename(p) === 'chelsea.jpg')]!)).resize(48, 32).png().toFile(small)
+    await sharp(await readFile(photos[photos.findIndex((p) => basename(p) === 'chelsea.jpg')]!))
+      .resize(48, 32)
+      .png()
+      .toFile(small)
     photos.push(small)
     const referenceFile = join(work, 'torchvision.f32')
-    await promisify(execFile)(PYTHON, [SCRIPT, '--out', referenceFile, '--resize', String(config.resize), '--crop', String(config.crop), ...photos])
+    await promisify(execFile)(PYTHON, [
+      SCRIPT,
+      '--out',
+      referenceFile,
+      '--resize',
+      String(config.resize),
+      '--crop',
+      String(config.crop),
+      ...photos
+    ])
     // Little-endian float32 from the script; every host these tests run on is little-endian.
     const referenceBytes = await readFile(referenceFile)
     const reference = new Float32Array(referenceBytes.buffer, referenceBytes.byteOffset, referenceBytes.byteLength / 4)
@@ -80,7 +94,9 @@ describe.skipIf(!hasTorchvision)('preprocessing parity with torchvision', () => 
       rows.push(`  ${basename(photos[n]!).padEnd(24)} mean ${(sum / itemElements).toFixed(3)}  max ${max.toFixed(1)}`)
     }
     const overall = totalSum / ours.length
-    console.log(`preprocessing vs torchvision, |difference| in 0–255 units, ${photos.length} photos:\n${rows.join('\n')}\n  overall mean ${overall.toFixed(3)}`)
+    console.log(
+      `preprocessing vs torchvision, |difference| in 0–255 units, ${photos.length} photos:\n${rows.join('\n')}\n  overall mean ${overall.toFixed(3)}`
+    )
     expect(overall).toBeLessThanOrEqual(MAX_OVERALL_MEAN_ABS_DIFF)
     for (const [photo, mean] of Object.entries(photoMeans)) expect(mean, photo).toBeLessThanOrEqual(MAX_PHOTO_MEAN_ABS_DIFF)
   })

@@ -15,7 +15,14 @@ import { startServerProcess } from '../helpers/process.js'
  */
 
 // onnxruntime-node lists 'cuda' among its backends whether or not the provider library was installed.
-const ortBin = join(dirname(createRequire(import.meta.url).resolve('onnxruntime-node')), '..', 'bin', 'napi-v6', process.platform, process.arch)
+const ortBin = join(
+  dirname(createRequire(import.meta.url).resolve('onnxruntime-node')),
+  '..',
+  'bin',
+  'napi-v6',
+  process.platform,
+  process.arch
+)
 const hasCuda = existsSync(join(ortBin, 'libonnxruntime_providers_cuda.so'))
 
 function capturingLogger(): { log: pino.Logger; lines: Array<Record<string, unknown>> } {
@@ -38,7 +45,11 @@ describe.skipIf(hasCuda)('execution provider without CUDA', () => {
       expect(service.model('resnet50').sessions.provider).toBe('cpu')
       const said = lines.filter((l) => typeof l.msg === 'string' && /execution provider|CUDA/.test(l.msg))
       expect(said).toHaveLength(1)
-      expect(said[0]).toMatchObject({ level: 30, msg: 'execution provider: CPU (the CUDA provider library is not installed)', missing: join(ortBin, 'libonnxruntime_providers_cuda.so') })
+      expect(said[0]).toMatchObject({
+        level: 30,
+        msg: 'execution provider: CPU (the CUDA provider library is not installed)',
+        missing: join(ortBin, 'libonnxruntime_providers_cuda.so')
+      })
     } finally {
       await service.close()
     }
@@ -54,6 +65,8 @@ describe.skipIf(hasCuda)('execution provider without CUDA', () => {
   it('cuda refuses to start, with the fix in the message', async () => {
     const { log } = capturingLogger()
     const settings = loadSettings(['--model-repository', await syntheticModelRepository(), '--provider', 'cuda'], {})
-    await expect(ClassifyService.start(settings, log)).rejects.toThrow(/CUDA execution provider could not be used \(its library is not installed: .*libonnxruntime_providers_cuda\.so is missing\).*ONNXRUNTIME_NODE_INSTALL=cuda12/)
+    await expect(ClassifyService.start(settings, log)).rejects.toThrow(
+      /CUDA execution provider could not be used \(its library is not installed: .*libonnxruntime_providers_cuda\.so is missing\).*ONNXRUNTIME_NODE_INSTALL=cuda12/
+    )
   })
 })

@@ -7,9 +7,25 @@ import { startServerProcess } from '../helpers/process.js'
 
 describe('graceful shutdown', () => {
   it('SIGTERM during traffic answers every accepted request and exits 0', async () => {
-    const server = await startServerProcess(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', '--drain-timeout-ms', '60000'])
-    const photos = await Promise.all(photoPaths().slice(0, 12).map((p) => readFile(p)))
-    const requests = photos.map((body) => fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body }).then(async (r) => ({ status: r.status, body: (await r.json()) as { predictions?: unknown[] } })))
+    const server = await startServerProcess([
+      '--model-repository',
+      await syntheticModelRepository(),
+      '--provider',
+      'cpu',
+      '--drain-timeout-ms',
+      '60000'
+    ])
+    const photos = await Promise.all(
+      photoPaths()
+        .slice(0, 12)
+        .map((p) => readFile(p))
+    )
+    const requests = photos.map((body) =>
+      fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body }).then(async (r) => ({
+        status: r.status,
+        body: (await r.json()) as { predictions?: unknown[] }
+      }))
+    )
     // Let the requests arrive (and the first batch start) before the signal.
     await new Promise((r) => setTimeout(r, 300))
     server.child.kill('SIGTERM')
@@ -46,7 +62,14 @@ function classifyOnce(url: string, photo: Buffer): Promise<Outcome> {
 describe('SIGTERM under load', () => {
   it('answers every accepted request (result or 503) and exits 0 within the drain timeout', async () => {
     const drainTimeoutMs = 20_000
-    const server = await startServerProcess(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', '--drain-timeout-ms', String(drainTimeoutMs)])
+    const server = await startServerProcess([
+      '--model-repository',
+      await syntheticModelRepository(),
+      '--provider',
+      'cpu',
+      '--drain-timeout-ms',
+      String(drainTimeoutMs)
+    ])
     const photo = await readPhoto('chelsea')
     const outcomes: Outcome[] = []
     let stopped = false

@@ -33,7 +33,9 @@ const RELATIVE_TOLERANCE = 1e-4
 
 const hasTorch = spawnSync(PYTHON, ['-c', 'import torch, torchvision, onnx'], { stdio: 'ignore' }).status === 0
 if (!hasTorch) {
-  console.warn(`torchvision-parity.test: SKIPPED: ${PYTHON} cannot import torch, torchvision and onnx (apt-get install python3-torch python3-torchvision python3-onnx; .ci/run does).`)
+  console.warn(
+    `torchvision-parity.test: SKIPPED: ${PYTHON} cannot import torch, torchvision and onnx (apt-get install python3-torch python3-torchvision python3-onnx; .ci/run does).`
+  )
 }
 
 const preprocess = PRESETS.torchvision.preprocess
@@ -58,8 +60,21 @@ describe.skipIf(!hasTorch)('torchvision ResNets served by resnet-serve match PyT
     await writeFile(join(work, 'inputs.f32'), inputs)
 
     const t0 = performance.now()
-    await promisify(execFile)(PYTHON, [EXPORT_SCRIPT, ...DEPTHS.map(String), '--out-dir', work, '--seed', '0', '--inputs', join(work, 'inputs.f32'), '--count', String(IMAGES)])
-    console.log(`torchvision export + PyTorch reference logits for ResNet-${DEPTHS.join('/')}: ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+    await promisify(execFile)(PYTHON, [
+      EXPORT_SCRIPT,
+      ...DEPTHS.map(String),
+      '--out-dir',
+      work,
+      '--seed',
+      '0',
+      '--inputs',
+      join(work, 'inputs.f32'),
+      '--count',
+      String(IMAGES)
+    ])
+    console.log(
+      `torchvision export + PyTorch reference logits for ResNet-${DEPTHS.join('/')}: ${((performance.now() - t0) / 1000).toFixed(1)} s`
+    )
   })
   afterAll(async () => {
     if (work !== undefined) await rm(work, { recursive: true, force: true })

@@ -20,7 +20,10 @@ const PYTHON = '/usr/bin/python3'
 
 describe('V2 gRPC: an independent Python client compiled from the project .proto', () => {
   const python = spawnSync(PYTHON, ['-c', 'import grpc, grpc_tools.protoc'], { encoding: 'utf8' })
-  const missing = python.status !== 0 ? `python grpc is missing (${PYTHON}: ${(python.stderr || python.error?.message || '').trim().split('\n').pop()}); install python3-grpcio and python3-grpc-tools` : undefined
+  const missing =
+    python.status !== 0
+      ? `python grpc is missing (${PYTHON}: ${(python.stderr || python.error?.message || '').trim().split('\n').pop()}); install python3-grpcio and python3-grpc-tools`
+      : undefined
   if (missing !== undefined) console.warn(`skipping the Python gRPC client test: ${missing}`)
 
   it.skipIf(missing !== undefined)('ServerReady, ModelMetadata and ModelInfer (BYTES and raw FP32) agree with /classify', async () => {
@@ -34,10 +37,14 @@ describe('V2 gRPC: an independent Python client compiled from the project .proto
       const tensorFile = join(dir, 'tensor.f32')
       await writeFile(tensorFile, tensorBytes(await modelInputTensor(server, MODEL, photo)))
       // Asynchronously: the server answering the client runs on this very event loop.
-      const run = await promisify(execFile)(PYTHON, ['test/python/grpc_client.py', '--port', String(grpc.port), '--model', MODEL, '--photo', photoPath, '--fp32', tensorFile], {
-        encoding: 'utf8',
-        timeout: 90_000
-      })
+      const run = await promisify(execFile)(
+        PYTHON,
+        ['test/python/grpc_client.py', '--port', String(grpc.port), '--model', MODEL, '--photo', photoPath, '--fp32', tensorFile],
+        {
+          encoding: 'utf8',
+          timeout: 90_000
+        }
+      )
       const result = JSON.parse(run.stdout) as {
         server_ready: boolean
         metadata: { name: string; platform: string; inputs: Array<{ name: string; datatype: string; shape: number[] }> }
@@ -46,7 +53,11 @@ describe('V2 gRPC: an independent Python client compiled from the project .proto
         wrong_input_status: string
       }
       expect(result.server_ready).toBe(true)
-      expect(result.metadata).toMatchObject({ name: MODEL, platform: 'onnxruntime_onnx', inputs: [{ name: 'input', datatype: 'FP32', shape: [-1, 3, 224, 224] }] })
+      expect(result.metadata).toMatchObject({
+        name: MODEL,
+        platform: 'onnxruntime_onnx',
+        inputs: [{ name: 'input', datatype: 'FP32', shape: [-1, 3, 224, 224] }]
+      })
       expect(result.bytes).toEqual({ id: 'python-bytes', model_version: '1', top5: classifyTop5 })
       expect(result.fp32).toEqual({ id: 'python-fp32', top5: classifyTop5 })
       expect(result.wrong_input_status).toBe('INVALID_ARGUMENT')

@@ -188,7 +188,10 @@ describe('Batcher', { timeout: 5000 }, () => {
     await settle()
     expect(exec.calls).toEqual([[1, 2, 3, 4]])
     clock.advance(5)
-    expect(exec.calls).toEqual([[1, 2, 3, 4], [5, 6]])
+    expect(exec.calls).toEqual([
+      [1, 2, 3, 4],
+      [5, 6]
+    ])
     exec.finish(1)
     const out = await Promise.all(results)
     expect(out.map((r) => r.batchSize)).toEqual([4, 4, 4, 4, 2, 2])
@@ -339,13 +342,19 @@ describe('Batcher', { timeout: 5000 }, () => {
     clock.advance(4000)
     exec.finish(0)
     await settle()
-    expect(exec.calls).toEqual([[0, 1], [2, 3]])
+    expect(exec.calls).toEqual([
+      [0, 1],
+      [2, 3]
+    ])
     void b.submit(6)
     void b.submit(7)
     const slow = (await caught(b.submit(8))) as ServiceError
     expect(slow.code).toBe('QUEUE_FULL')
     expect(slow.retryAfterSeconds).toBe(Math.ceil(((2 + 1) * 4000 + 5) / 1000))
-    expect(exec.calls).toEqual([[0, 1], [2, 3]])
+    expect(exec.calls).toEqual([
+      [0, 1],
+      [2, 3]
+    ])
     void queued
   })
 

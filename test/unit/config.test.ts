@@ -26,7 +26,14 @@ describe('where a setting comes from', () => {
 
   it('booleans: a bare flag is true; the environment takes true/false, 1/0, yes/no, on/off', () => {
     expect(loadSettings(['--allow-partial-start'], {}).allowPartialStart).toBe(true)
-    for (const [raw, value] of [['1', true], ['yes', true], ['ON', true], ['0', false], ['no', false], ['off', false]] as const) {
+    for (const [raw, value] of [
+      ['1', true],
+      ['yes', true],
+      ['ON', true],
+      ['0', false],
+      ['no', false],
+      ['off', false]
+    ] as const) {
       expect(loadSettings([], { ALLOW_PARTIAL_START: raw }).allowPartialStart, raw).toBe(value)
     }
   })
@@ -36,7 +43,10 @@ describe('where a setting comes from', () => {
   })
 
   it('CORS origins: a comma-separated list, trimmed; unset means none', () => {
-    expect(loadSettings(['--cors-origins', 'https://a.example, https://b.example:8443'], {}).corsOrigins).toEqual(['https://a.example', 'https://b.example:8443'])
+    expect(loadSettings(['--cors-origins', 'https://a.example, https://b.example:8443'], {}).corsOrigins).toEqual([
+      'https://a.example',
+      'https://b.example:8443'
+    ])
     expect(loadSettings(['--cors-origins', '*'], {}).corsOrigins).toEqual(['*'])
     expect(loadSettings([], {}).corsOrigins).toBeUndefined()
   })
@@ -57,7 +67,10 @@ describe('derived defaults', () => {
   })
 
   it('a value given wins over the derived one', () => {
-    expect(loadSettings(['--threads-per-session', '5', '--decode-concurrency', '7'], {}, 16)).toMatchObject({ threadsPerSession: 5, decodeConcurrency: 7 })
+    expect(loadSettings(['--threads-per-session', '5', '--decode-concurrency', '7'], {}, 16)).toMatchObject({
+      threadsPerSession: 5,
+      decodeConcurrency: 7
+    })
   })
 })
 
@@ -77,7 +90,9 @@ describe('refusals name the flag, the variable and the fix', () => {
 
   it('refuses --headers-timeout-ms over --request-timeout-ms: the headers are part of the request', () => {
     expect(() => loadSettings(['--headers-timeout-ms', '5000', '--request-timeout-ms', '1000'], {})).toThrow(ConfigError)
-    expect(() => loadSettings(['--headers-timeout-ms', '5000', '--request-timeout-ms', '1000'], {})).toThrow(/--request-timeout-ms \(1000\).*lower the first or raise the second/)
+    expect(() => loadSettings(['--headers-timeout-ms', '5000', '--request-timeout-ms', '1000'], {})).toThrow(
+      /--request-timeout-ms \(1000\).*lower the first or raise the second/
+    )
   })
 })
 

@@ -17,7 +17,14 @@ const MiB = 2 ** 20
 /** Two slots, 800 MiB: small decodes up to 100 MiB, large ones up to 700 MiB together. */
 const LIMITS: DecodeLimits = { maxConcurrent: 2, budgetBytes: 800 * MiB, maxQueued: 4 }
 
-const idle: BudgetView = { running: 0, largeRunning: 0, bytesInFlight: 0, largeBytesInFlight: 0, smallHead: undefined, largeHead: undefined }
+const idle: BudgetView = {
+  running: 0,
+  largeRunning: 0,
+  bytesInFlight: 0,
+  largeBytesInFlight: 0,
+  smallHead: undefined,
+  largeHead: undefined
+}
 
 describe('decideAdmission (pure)', () => {
   it('derives the lanes from the limits: small up to 1/8 of the budget, one decode at most 7/8 of it', () => {
@@ -65,13 +72,27 @@ describe('decideAdmission (pure)', () => {
   })
 
   it('a small decode passes an older large one that other large decodes keep out', () => {
-    const view = { ...idle, running: 1, largeRunning: 1, bytesInFlight: 600 * MiB, largeBytesInFlight: 600 * MiB, largeHead: { cost: 200 * MiB, seq: 1 }, smallHead: { cost: 5 * MiB, seq: 2 } }
+    const view = {
+      ...idle,
+      running: 1,
+      largeRunning: 1,
+      bytesInFlight: 600 * MiB,
+      largeBytesInFlight: 600 * MiB,
+      largeHead: { cost: 200 * MiB, seq: 1 },
+      smallHead: { cost: 5 * MiB, seq: 2 }
+    }
     expect(decideAdmission(view, LIMITS)).toBe('small')
   })
 
   it('but not one that only the small decodes running keep out: they drain, then it starts (no starvation)', () => {
     const three = { ...LIMITS, maxConcurrent: 3 }
-    const view = { ...idle, running: 3, bytesInFlight: 30 * MiB, largeHead: { cost: 200 * MiB, seq: 1 }, smallHead: { cost: 5 * MiB, seq: 9 } }
+    const view = {
+      ...idle,
+      running: 3,
+      bytesInFlight: 30 * MiB,
+      largeHead: { cost: 200 * MiB, seq: 1 },
+      smallHead: { cost: 5 * MiB, seq: 9 }
+    }
     expect(decideAdmission(view, three)).toBeUndefined()
     // One small decode finished: the slot goes to the older large decode, not to the younger small one.
     expect(decideAdmission({ ...view, running: 2, bytesInFlight: 20 * MiB }, three)).toBe('large')

@@ -38,11 +38,27 @@ describe('Kubernetes and KServe manifests', () => {
     const report = await validateManifests('deploy')
     expect(report.problems).toEqual([])
     const kinds = report.manifests.map((m) => m.kind).sort()
-    expect(kinds).toEqual(['Deployment', 'Deployment', 'HorizontalPodAutoscaler', 'InferenceService', 'PersistentVolumeClaim', 'Service', 'Service', 'Service', 'ServingRuntime'])
+    expect(kinds).toEqual([
+      'Deployment',
+      'Deployment',
+      'HorizontalPodAutoscaler',
+      'InferenceService',
+      'PersistentVolumeClaim',
+      'Service',
+      'Service',
+      'Service',
+      'ServingRuntime'
+    ])
   })
 
   async function deployTexts(): Promise<Map<string, string>> {
-    const files = ['kubernetes/deployment.yaml', 'kubernetes/service.yaml', 'kubernetes/hpa.yaml', 'kserve/servingruntime.yaml', 'kserve/inferenceservice.yaml']
+    const files = [
+      'kubernetes/deployment.yaml',
+      'kubernetes/service.yaml',
+      'kubernetes/hpa.yaml',
+      'kserve/servingruntime.yaml',
+      'kserve/inferenceservice.yaml'
+    ]
     return new Map(await Promise.all(files.map(async (f) => [f, await readFile(`deploy/${f}`, 'utf8')] as [string, string])))
   }
 
@@ -54,17 +70,83 @@ describe('Kubernetes and KServe manifests', () => {
   }
 
   it.each([
-    ['Kubernetes schema: a quantity that is not one', 'kubernetes/deployment.yaml', 'requests: { cpu: "2", memory: 1536Mi }', 'requests: { cpu: "two", memory: 1536Mi }', /resources\/requests\/cpu/],
-    ['a flag resnet-serve does not know', 'kubernetes/deployment.yaml', 'args: ["--provider", "cpu"]', 'args: ["--provider", "cpu", "--treads", "2"]', /refuse to start: .*treads/],
-    ['a setting with a bad value', 'kubernetes/deployment.yaml', '{ name: BUILD_DEFAULT_MODEL, value: "false" }', '{ name: BUILD_DEFAULT_MODEL, value: "nope" }', /BUILD_DEFAULT_MODEL=nope/],
-    ['a liveness probe on the readiness path', 'kubernetes/deployment.yaml', /livenessProbe:\n(\s+)httpGet: \{ path: \/health\/live/, 'livenessProbe:\n$1httpGet: { path: /health/ready', /livenessProbe should GET \/health\/live/],
-    ['a Service port the pods do not have', 'kubernetes/service.yaml', '{ name: http, port: 8080, targetPort: http', '{ name: http, port: 8080, targetPort: web', /targetPort web is not a port/],
-    ['an HPA aimed at a missing Deployment', 'kubernetes/hpa.yaml', 'kind: Deployment, name: resnet-serve }', 'kind: Deployment, name: resnet }', /scaleTargetRef Deployment\/resnet is not defined/],
-    ['a protocol KServe does not know', 'kserve/servingruntime.yaml', 'protocolVersions: [v2, grpc-v2]', 'protocolVersions: [v2, grpc]', /protocol "grpc" is not one of/],
-    ['a misspelt ServingRuntime field', 'kserve/servingruntime.yaml', 'multiModel: false', 'multimodel: false', /unknown field "multimodel"/],
-    ['KServe model path not passed to the server', 'kserve/servingruntime.yaml', '--model-repository=/mnt/models', '--model-repository=/models', /must be \/mnt\/models/],
-    ['an InferenceService naming a missing runtime', 'kserve/inferenceservice.yaml', 'runtime: resnet-serve', 'runtime: triton', /runtime triton is not a ServingRuntime/],
-    ['a storageUri without a scheme', 'kserve/inferenceservice.yaml', 'storageUri: pvc://resnet-serve-models/', 'storageUri: resnet-serve-models', /has no scheme/],
+    [
+      'Kubernetes schema: a quantity that is not one',
+      'kubernetes/deployment.yaml',
+      'requests: { cpu: "2", memory: 1536Mi }',
+      'requests: { cpu: "two", memory: 1536Mi }',
+      /resources\/requests\/cpu/
+    ],
+    [
+      'a flag resnet-serve does not know',
+      'kubernetes/deployment.yaml',
+      'args: ["--provider", "cpu"]',
+      'args: ["--provider", "cpu", "--treads", "2"]',
+      /refuse to start: .*treads/
+    ],
+    [
+      'a setting with a bad value',
+      'kubernetes/deployment.yaml',
+      '{ name: BUILD_DEFAULT_MODEL, value: "false" }',
+      '{ name: BUILD_DEFAULT_MODEL, value: "nope" }',
+      /BUILD_DEFAULT_MODEL=nope/
+    ],
+    [
+      'a liveness probe on the readiness path',
+      'kubernetes/deployment.yaml',
+      /livenessProbe:\n(\s+)httpGet: \{ path: \/health\/live/,
+      'livenessProbe:\n$1httpGet: { path: /health/ready',
+      /livenessProbe should GET \/health\/live/
+    ],
+    [
+      'a Service port the pods do not have',
+      'kubernetes/service.yaml',
+      '{ name: http, port: 8080, targetPort: http',
+      '{ name: http, port: 8080, targetPort: web',
+      /targetPort web is not a port/
+    ],
+    [
+      'an HPA aimed at a missing Deployment',
+      'kubernetes/hpa.yaml',
+      'kind: Deployment, name: resnet-serve }',
+      'kind: Deployment, name: resnet }',
+      /scaleTargetRef Deployment\/resnet is not defined/
+    ],
+    [
+      'a protocol KServe does not know',
+      'kserve/servingruntime.yaml',
+      'protocolVersions: [v2, grpc-v2]',
+      'protocolVersions: [v2, grpc]',
+      /protocol "grpc" is not one of/
+    ],
+    [
+      'a misspelt ServingRuntime field',
+      'kserve/servingruntime.yaml',
+      'multiModel: false',
+      'multimodel: false',
+      /unknown field "multimodel"/
+    ],
+    [
+      'KServe model path not passed to the server',
+      'kserve/servingruntime.yaml',
+      '--model-repository=/mnt/models',
+      '--model-repository=/models',
+      /must be \/mnt\/models/
+    ],
+    [
+      'an InferenceService naming a missing runtime',
+      'kserve/inferenceservice.yaml',
+      'runtime: resnet-serve',
+      'runtime: triton',
+      /runtime triton is not a ServingRuntime/
+    ],
+    [
+      'a storageUri without a scheme',
+      'kserve/inferenceservice.yaml',
+      'storageUri: pvc://resnet-serve-models/',
+      'storageUri: resnet-serve-models',
+      /has no scheme/
+    ],
     ['duplicate YAML keys', 'kubernetes/hpa.yaml', '  minReplicas: 2\n', '  minReplicas: 2\n  minReplicas: 3\n', /YAML: .*[Uu]nique/]
   ])('catches %s', async (_what, file, from, to, expected) => {
     const report = validateTexts(broken(await deployTexts(), file, from, to))

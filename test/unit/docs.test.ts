@@ -18,7 +18,10 @@ describe('docs agree with the code', () => {
       expect(cells[3], `${code}: gRPC status`).toBe(grpcStatusName(ERRORS[code].kind))
     }
     const documented = [...text.matchAll(/^\| `([A-Z_]+)` \|/gm)].map((m) => m[1])
-    expect(documented.filter((c) => !(c! in ERRORS)), 'codes documented but not in src/errors.ts').toEqual([])
+    expect(
+      documented.filter((c) => !(c! in ERRORS)),
+      'codes documented but not in src/errors.ts'
+    ).toEqual([])
   })
 
   it('docs/configuration.md lists every setting with its flag, environment variable and default', async () => {

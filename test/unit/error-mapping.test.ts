@@ -55,7 +55,11 @@ describe('the HTTP adapter', () => {
       'BAD_REQUEST'
     ])
     // Names from a request are looked up as data, never as properties of the map's prototype.
-    expect([invalidFieldCode('constructor'), invalidFieldCode('__proto__'), invalidFieldCode('toString')]).toEqual(['BAD_REQUEST', 'BAD_REQUEST', 'BAD_REQUEST'])
+    expect([invalidFieldCode('constructor'), invalidFieldCode('__proto__'), invalidFieldCode('toString')]).toEqual([
+      'BAD_REQUEST',
+      'BAD_REQUEST',
+      'BAD_REQUEST'
+    ])
   })
 
   describe('schema refusals, from a real fastify instance (no port)', () => {
@@ -71,7 +75,11 @@ describe('the HTTP adapter', () => {
       })
       const querystring = {
         type: 'object',
-        properties: { topk: { type: 'integer', minimum: 1 }, deadline_ms: { type: 'integer', minimum: 1 }, model: { type: 'string', maxLength: 4 } },
+        properties: {
+          topk: { type: 'integer', minimum: 1 },
+          deadline_ms: { type: 'integer', minimum: 1 },
+          model: { type: 'string', maxLength: 4 }
+        },
         additionalProperties: false
       }
       const body = { type: 'object', properties: { topk: { type: 'integer' }, instances: { type: 'array' } }, required: ['instances'] }
@@ -95,13 +103,18 @@ describe('the HTTP adapter', () => {
     })
   })
 
-  it('maps every kind to a status, and the /v2 paths get the protocol\'s body', () => {
+  it("maps every kind to a status, and the /v2 paths get the protocol's body", () => {
     expect(KINDS.map((k) => [k, httpStatusOf(k)])).toEqual(KINDS.map((k) => [k, expect.any(Number)]))
     expect(new Set(KINDS.map(httpStatusOf)).size).toBe(KINDS.length)
     const se = new ServiceError('MODEL_NOT_FOUND')
     expect(errorBodyFor('/v2/models/x/infer')(se, 404)).toEqual(v2ErrorBody(se, 404))
     expect(errorBodyFor('/v2')(se, 404)).toEqual({ error: `MODEL_NOT_FOUND: ${ERRORS.MODEL_NOT_FOUND.message}` })
-    expect(errorBodyFor('/v2x')(se, 404)).toEqual({ statusCode: 404, code: 'MODEL_NOT_FOUND', error: 'Not Found', message: ERRORS.MODEL_NOT_FOUND.message })
+    expect(errorBodyFor('/v2x')(se, 404)).toEqual({
+      statusCode: 404,
+      code: 'MODEL_NOT_FOUND',
+      error: 'Not Found',
+      message: ERRORS.MODEL_NOT_FOUND.message
+    })
     expect(errorBodyFor(undefined)(se, 404)).toEqual(errorBody(se, 404))
   })
 })

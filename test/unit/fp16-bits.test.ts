@@ -47,7 +47,8 @@ describe('float32 → float16 bits', () => {
       const high = float16BitsToNumber(bits + 1)
       const middle = (low + high) / 2 // exact in float32: halves have 11 significant bits
       const even = bits % 2 === 0 ? bits : bits + 1
-      if (float32ToFloat16Bits(middle) !== even) expect.fail(`midpoint above 0x${bits.toString(16)} rounded to 0x${float32ToFloat16Bits(middle).toString(16)}`)
+      if (float32ToFloat16Bits(middle) !== even)
+        expect.fail(`midpoint above 0x${bits.toString(16)} rounded to 0x${float32ToFloat16Bits(middle).toString(16)}`)
     }
     const values = Float32Array.from([0.1, -0.1, 3.14159, 70000, 2 ** -20])
     expect([...float32ArrayToFloat16Bits(values)]).toEqual([...values].map(float32ToFloat16Bits))

@@ -41,8 +41,18 @@ describe('sniffImageFormat: formats recognised and refused', () => {
 
   it.each<[string, Buffer, string]>([
     ['SVG', text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>'), 'SVG'],
-    ['SVG after an XML declaration, a comment and a DOCTYPE', text('<?xml version="1.0"?>\n<!-- drawn by hand -->\n<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n<svg/>'), 'SVG'],
-    ['SVG after a UTF-8 byte-order mark and white space', Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), text('\r\n\t <SVG></SVG>')]), 'SVG'],
+    [
+      'SVG after an XML declaration, a comment and a DOCTYPE',
+      text(
+        '<?xml version="1.0"?>\n<!-- drawn by hand -->\n<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n<svg/>'
+      ),
+      'SVG'
+    ],
+    [
+      'SVG after a UTF-8 byte-order mark and white space',
+      Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), text('\r\n\t <SVG></SVG>')]),
+      'SVG'
+    ],
     ['HTML', text('<!doctype html><html><body><img src=x></body></html>'), 'HTML'],
     ['other XML', text('<?xml version="1.0"?><plist><dict/></plist>'), 'XML/markup'],
     ['UTF-16 XML', Buffer.from('\ufeff<svg/>', 'utf16le'), 'UTF-16 text (XML?)'],
@@ -58,7 +68,11 @@ describe('sniffImageFormat: formats recognised and refused', () => {
   })
 
   it('a markup body is judged from its first 4 KiB, whatever its length (a 14.7 MB SVG sent as image/png)', () => {
-    const huge = Buffer.concat([text('<svg xmlns="http://www.w3.org/2000/svg">'), Buffer.alloc(14_700_000, '<rect width="1" height="1"/>'), text('</svg>')])
+    const huge = Buffer.concat([
+      text('<svg xmlns="http://www.w3.org/2000/svg">'),
+      Buffer.alloc(14_700_000, '<rect width="1" height="1"/>'),
+      text('</svg>')
+    ])
     expect(sniffImageFormat(huge)).toEqual(refused('SVG'))
     // The root element beyond the window: still refused, only named less precisely.
     const late = Buffer.concat([text('<!--'), Buffer.alloc(10_000, ' '), text('--><svg/>')])

@@ -6,7 +6,8 @@ import { readPhoto } from '../helpers/photos.js'
 
 /** The JPEG scan counter on files written by sharp (mozjpeg) and on hand-made marker sequences. Unit tier. */
 
-const photo = (): Sharp => sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
+const photo = (): Sharp =>
+  sharp({ create: { width: 96, height: 64, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 40 } } })
 
 /** A marker segment: FF, marker, 16-bit length (itself included), payload. */
 function segment(marker: number, payload: number[]): number[] {
@@ -45,9 +46,26 @@ describe('countJpegScans walks markers as libjpeg reads them', () => {
       ...segment(0xdb, new Array(65).fill(1)),
       ...sos,
       // Entropy-coded data: stuffed 0xFF 0x00, restart markers, then fill bytes before the next marker.
-      0x12, 0xff, 0x00, 0x34, 0xff, 0xd0, 0x56, 0xff, 0x00, 0xff, 0xd1, 0x78, 0xff, 0xff, 0xff,
+      0x12,
+      0xff,
+      0x00,
+      0x34,
+      0xff,
+      0xd0,
+      0x56,
+      0xff,
+      0x00,
+      0xff,
+      0xd1,
+      0x78,
+      0xff,
+      0xff,
+      0xff,
       ...sos,
-      0xff, 0x00, 0xff, 0x00,
+      0xff,
+      0x00,
+      0xff,
+      0x00,
       ...eoi,
       // After EOI nothing is decoded.
       ...sos,

@@ -54,10 +54,20 @@ describe('prepareInput: encoded images (BYTES)', () => {
 
   it.each<[string, InferInput, ErrorCode, RegExp]>([
     ['[2, 2]', bytesInput([2, 2], { form: 'elements', values: images }), 'BAD_REQUEST', /shape \[N\] or \[N, 1\]; got \[2, 2\]/],
-    ['a count the data does not hold', bytesInput([3], { form: 'elements', values: images }), 'BAD_REQUEST', /holds 2 elements; its shape says 3/],
+    [
+      'a count the data does not hold',
+      bytesInput([3], { form: 'elements', values: images }),
+      'BAD_REQUEST',
+      /holds 2 elements; its shape says 3/
+    ],
     ['numbers', bytesInput([2], { form: 'numbers', values: [1, 2] }), 'BAD_REQUEST', /byte strings \(JSON: base64 strings\), not numbers/],
     ['no images', bytesInput([0], { form: 'elements', values: [] }), 'BAD_REQUEST', /first dimension is 0/],
-    ['more images than one request may carry', bytesInput([5], { form: 'elements', values: [] }), 'TOO_MANY_ITEMS', /Got 5; the maximum is 4/],
+    [
+      'more images than one request may carry',
+      bytesInput([5], { form: 'elements', values: [] }),
+      'TOO_MANY_ITEMS',
+      /Got 5; the maximum is 4/
+    ],
     ['a negative dimension', bytesInput([-1], { form: 'elements', values: [] }), 'BAD_REQUEST', /not a non-negative integer/]
   ])('refuses %s', (_name, input, code, message) => {
     expect(refusal(() => prepareInput(floatModel, [input], MAX_ITEMS))).toEqual({ code, message: expect.stringMatching(message) as string })
@@ -79,31 +89,74 @@ describe("prepareInput: the model's own tensor", () => {
 
   it('UINT8 [N, 224, 224, 3] for a uint8 NHWC model; values must be bytes', () => {
     const values = new Array<number>(ITEM).fill(255)
-    expect(prepareInput(uint8Model, [{ name: 'pixels', datatype: 'UINT8', shape: [1, CROP, CROP, 3], data: { form: 'numbers', values } }], MAX_ITEMS).items[0]).toHaveLength(ITEM)
+    expect(
+      prepareInput(
+        uint8Model,
+        [{ name: 'pixels', datatype: 'UINT8', shape: [1, CROP, CROP, 3], data: { form: 'numbers', values } }],
+        MAX_ITEMS
+      ).items[0]
+    ).toHaveLength(ITEM)
     values[9] = 256
-    expect(refusal(() => prepareInput(uint8Model, [{ name: 'pixels', datatype: 'UINT8', shape: [1, CROP, CROP, 3], data: { form: 'numbers', values } }], MAX_ITEMS)).message).toMatch(
-      /UINT8 element 9 is 256; it must be an integer from 0 to 255/
-    )
+    expect(
+      refusal(() =>
+        prepareInput(
+          uint8Model,
+          [{ name: 'pixels', datatype: 'UINT8', shape: [1, CROP, CROP, 3], data: { form: 'numbers', values } }],
+          MAX_ITEMS
+        )
+      ).message
+    ).toMatch(/UINT8 element 9 is 256; it must be an integer from 0 to 255/)
   })
 
   it('refuses NaN and ±Infinity, naming the image and the element', () => {
     const bad = two.slice()
     bad[ITEM + 7] = NaN
-    expect(refusal(() => prepareInput(floatModel, [fp32Input([2, 3, CROP, CROP], { form: 'raw', bytes: tensorBytes(bad) })], MAX_ITEMS)).message).toMatch(/image 1, element 7 is NaN/)
+    expect(
+      refusal(() => prepareInput(floatModel, [fp32Input([2, 3, CROP, CROP], { form: 'raw', bytes: tensorBytes(bad) })], MAX_ITEMS)).message
+    ).toMatch(/image 1, element 7 is NaN/)
     bad[ITEM + 7] = -Infinity
-    expect(refusal(() => prepareInput(floatModel, [fp32Input([2, 3, CROP, CROP], { form: 'numbers', values: bad })], MAX_ITEMS)).message).toMatch(/image 1, element 7 is -Infinity/)
+    expect(
+      refusal(() => prepareInput(floatModel, [fp32Input([2, 3, CROP, CROP], { form: 'numbers', values: bad })], MAX_ITEMS)).message
+    ).toMatch(/image 1, element 7 is -Infinity/)
   })
 
   it.each<[string, InferInput, RegExp]>([
-    ['the other layout', fp32Input([1, CROP, CROP, 3], { form: 'numbers', values: two.subarray(0, ITEM) }), /takes FP32 \[N, 3, 224, 224\]; got \[1, 224, 224, 3\]/],
-    ['fewer numbers than the shape', fp32Input([2, 3, CROP, CROP], { form: 'numbers', values: two.subarray(1) }), /has 301056 elements; the data holds 301055/],
-    ['raw bytes of another size', fp32Input([2, 3, CROP, CROP], { form: 'raw', bytes: tensorBytes(two.subarray(1)) }), /is 1204224 bytes of data; got 1204220/],
+    [
+      'the other layout',
+      fp32Input([1, CROP, CROP, 3], { form: 'numbers', values: two.subarray(0, ITEM) }),
+      /takes FP32 \[N, 3, 224, 224\]; got \[1, 224, 224, 3\]/
+    ],
+    [
+      'fewer numbers than the shape',
+      fp32Input([2, 3, CROP, CROP], { form: 'numbers', values: two.subarray(1) }),
+      /has 301056 elements; the data holds 301055/
+    ],
+    [
+      'raw bytes of another size',
+      fp32Input([2, 3, CROP, CROP], { form: 'raw', bytes: tensorBytes(two.subarray(1)) }),
+      /is 1204224 bytes of data; got 1204220/
+    ],
     ['byte strings', fp32Input([1, 3, CROP, CROP], { form: 'elements', values: [] }), /carries numbers, not byte strings/],
-    ['the datatype of another model', { name: 'input', datatype: 'UINT8', shape: [1, CROP, CROP, 3], data: { form: 'numbers', values: [] } }, /takes BYTES \[N\] \(encoded images\) or FP32 \[N, 3, 224, 224\]; got UINT8/],
-    ['a datatype the protocol does not define', { name: 'input', datatype: 'FP8', shape: [1], data: { form: 'numbers', values: [] } }, /Unknown datatype "FP8"/],
-    ['an input of another name', { name: 'image', datatype: 'BYTES', shape: [1], data: { form: 'elements', values: [] } }, /has no input "image"; its input is "input"/]
+    [
+      'the datatype of another model',
+      { name: 'input', datatype: 'UINT8', shape: [1, CROP, CROP, 3], data: { form: 'numbers', values: [] } },
+      /takes BYTES \[N\] \(encoded images\) or FP32 \[N, 3, 224, 224\]; got UINT8/
+    ],
+    [
+      'a datatype the protocol does not define',
+      { name: 'input', datatype: 'FP8', shape: [1], data: { form: 'numbers', values: [] } },
+      /Unknown datatype "FP8"/
+    ],
+    [
+      'an input of another name',
+      { name: 'image', datatype: 'BYTES', shape: [1], data: { form: 'elements', values: [] } },
+      /has no input "image"; its input is "input"/
+    ]
   ])('refuses %s', (_name, input, message) => {
-    expect(refusal(() => prepareInput(floatModel, [input], MAX_ITEMS))).toEqual({ code: 'BAD_REQUEST', message: expect.stringMatching(message) as string })
+    expect(refusal(() => prepareInput(floatModel, [input], MAX_ITEMS))).toEqual({
+      code: 'BAD_REQUEST',
+      message: expect.stringMatching(message) as string
+    })
   })
 
   it('refuses anything but exactly one input', () => {
@@ -121,13 +174,18 @@ describe('prepareOutputs', () => {
 
   it('classification k from 1 to the smaller of --max-topk and the classes', () => {
     expect(prepareOutputs(floatModel, [output('logits', 5)], 100)).toEqual([output('logits', 5)])
-    expect(refusal(() => prepareOutputs(floatModel, [output('logits', 101)], 100))).toEqual({ code: 'INVALID_TOPK', message: expect.stringMatching(/from 1 to 100/) as string })
+    expect(refusal(() => prepareOutputs(floatModel, [output('logits', 101)], 100))).toEqual({
+      code: 'INVALID_TOPK',
+      message: expect.stringMatching(/from 1 to 100/) as string
+    })
     expect(refusal(() => prepareOutputs(model(floatModel.entry.config, 10), [output('logits', 11)], 100)).message).toMatch(/from 1 to 10/)
     for (const k of [0, 1.5, NaN]) expect(refusal(() => prepareOutputs(floatModel, [output('logits', k)], 100)).code).toBe('INVALID_TOPK')
   })
 
   it('refuses an output the model lacks, and one asked for twice', () => {
-    expect(refusal(() => prepareOutputs(floatModel, [output('probs')], 100)).message).toMatch(/has no output "probs"; its output is "logits"/)
+    expect(refusal(() => prepareOutputs(floatModel, [output('probs')], 100)).message).toMatch(
+      /has no output "probs"; its output is "logits"/
+    )
     expect(refusal(() => prepareOutputs(floatModel, [output('logits'), output('logits', 3)], 100)).message).toMatch(/requested twice/)
   })
 })

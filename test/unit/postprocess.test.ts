@@ -8,8 +8,18 @@ const close = (a: number, b: number, eps = 1e-6): boolean => Math.abs(a - b) <= 
 describe('softmax', () => {
   it('sums to 1 and keeps the order of the scores', () => {
     const p = softmax(Float32Array.from([1, 3, 2, -1]))
-    expect(close(p.reduce((s, x) => s + x, 0), 1)).toBe(true)
-    expect([...p].map((x, i) => [x, i]).sort((a, b) => b[0]! - a[0]!).map(([, i]) => i)).toEqual([1, 2, 0, 3])
+    expect(
+      close(
+        p.reduce((s, x) => s + x, 0),
+        1
+      )
+    ).toBe(true)
+    expect(
+      [...p]
+        .map((x, i) => [x, i])
+        .sort((a, b) => b[0]! - a[0]!)
+        .map(([, i]) => i)
+    ).toEqual([1, 2, 0, 3])
   })
 
   it('is the textbook value on a small case', () => {
@@ -52,7 +62,7 @@ describe('topK', () => {
 
   it('agrees with a full sort on 1000 random scores for every k up to 20', () => {
     let seed = 42
-    const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31)
+    const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
     const scores = Float32Array.from({ length: 1000 }, random)
     const sorted = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b)
     for (let k = 1; k <= 20; k++) expect(topK(scores, k)).toEqual(sorted.slice(0, k))

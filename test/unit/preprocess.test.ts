@@ -56,7 +56,12 @@ function uprightPixels(width: number, height: number): Buffer {
  * column 0 of the stored image are the displayed top/left, top/right, bottom/right, bottom/left,
  * left/top, right/top, right/bottom, left/bottom for n = 1 … 8).
  */
-function storedForOrientation(upright: Buffer, width: number, height: number, n: number): { pixels: Buffer; width: number; height: number } {
+function storedForOrientation(
+  upright: Buffer,
+  width: number,
+  height: number,
+  n: number
+): { pixels: Buffer; width: number; height: number } {
   const swaps = n >= 5
   const sw = swaps ? height : width
   const sh = swaps ? width : height
@@ -65,15 +70,32 @@ function storedForOrientation(upright: Buffer, width: number, height: number, n:
     for (let c = 0; c < sw; c++) {
       let x: number, y: number
       switch (n) {
-        case 1: [x, y] = [c, r]; break
-        case 2: [x, y] = [width - 1 - c, r]; break
-        case 3: [x, y] = [width - 1 - c, height - 1 - r]; break
-        case 4: [x, y] = [c, height - 1 - r]; break
-        case 5: [x, y] = [r, c]; break
-        case 6: [x, y] = [width - 1 - r, c]; break
-        case 7: [x, y] = [width - 1 - r, height - 1 - c]; break
-        case 8: [x, y] = [r, height - 1 - c]; break
-        default: throw new Error(`orientation ${n}`)
+        case 1:
+          ;[x, y] = [c, r]
+          break
+        case 2:
+          ;[x, y] = [width - 1 - c, r]
+          break
+        case 3:
+          ;[x, y] = [width - 1 - c, height - 1 - r]
+          break
+        case 4:
+          ;[x, y] = [c, height - 1 - r]
+          break
+        case 5:
+          ;[x, y] = [r, c]
+          break
+        case 6:
+          ;[x, y] = [width - 1 - r, c]
+          break
+        case 7:
+          ;[x, y] = [width - 1 - r, height - 1 - c]
+          break
+        case 8:
+          ;[x, y] = [r, height - 1 - c]
+          break
+        default:
+          throw new Error(`orientation ${n}`)
       }
       upright.copy(stored, (r * sw + c) * 3, (y * width + x) * 3, (y * width + x) * 3 + 3)
     }
@@ -158,14 +180,19 @@ describe('ImagePreprocessor.decode', () => {
     const reference = await preprocessor.decode(await rawImage(upright, width, height).jpeg({ quality: 95 }).toBuffer())
     for (let n = 1; n <= 8; n++) {
       const stored = storedForOrientation(upright, width, height, n)
-      const jpeg = await rawImage(stored.pixels, stored.width, stored.height).withMetadata({ orientation: n }).jpeg({ quality: 95 }).toBuffer()
+      const jpeg = await rawImage(stored.pixels, stored.width, stored.height)
+        .withMetadata({ orientation: n })
+        .jpeg({ quality: 95 })
+        .toBuffer()
       expect((await sharp(jpeg).metadata()).orientation).toBe(n)
       const decoded = await preprocessor.decode(jpeg)
       // JPEG blocks fall differently on rotated pixels, hence "nearly".
       expect(meanAbsDiff(decoded, reference), `orientation ${n}`).toBeLessThan(1.5)
       if (n !== 1) {
         // The check has teeth: the same pixels without the orientation tag differ a lot.
-        const unrotated = await preprocessor.decode(await rawImage(stored.pixels, stored.width, stored.height).jpeg({ quality: 95 }).toBuffer())
+        const unrotated = await preprocessor.decode(
+          await rawImage(stored.pixels, stored.width, stored.height).jpeg({ quality: 95 }).toBuffer()
+        )
         expect(meanAbsDiff(unrotated, reference), `orientation ${n} ignored`).toBeGreaterThan(10)
       }
     }
@@ -182,7 +209,10 @@ describe('ImagePreprocessor.decode', () => {
   })
 
   it('turns CMYK JPEG into sRGB', async () => {
-    const cmyk = await sharp(await readPhoto('coffee')).toColourspace('cmyk').jpeg().toBuffer()
+    const cmyk = await sharp(await readPhoto('coffee'))
+      .toColourspace('cmyk')
+      .jpeg()
+      .toBuffer()
     expect((await sharp(cmyk).metadata()).space).toBe('cmyk')
     const fromCmyk = await preprocessor.decode(cmyk)
     expect(fromCmyk).toHaveLength(PIXEL_BYTES)
@@ -191,7 +221,10 @@ describe('ImagePreprocessor.decode', () => {
   })
 
   it('turns 16-bit PNG into 8-bit', async () => {
-    const png16 = await sharp(await readPhoto('chelsea')).toColourspace('rgb16').png().toBuffer()
+    const png16 = await sharp(await readPhoto('chelsea'))
+      .toColourspace('rgb16')
+      .png()
+      .toBuffer()
     expect((await sharp(png16).metadata()).depth).toBe('ushort')
     const px = await preprocessor.decode(png16)
     expect(px).toHaveLength(PIXEL_BYTES)
@@ -216,7 +249,9 @@ describe('ImagePreprocessor.decode', () => {
   it('enlarging clamps at the edges as PIL does: a flat image stays flat up to its border', async () => {
     // resize = crop, so the crop reaches the resized image's edges.
     const edgeToEdge = new ImagePreprocessor({ ...TORCHVISION, resize: 224, crop: 224 }, { maxInputPixels: 50_000_000 })
-    const flat = await sharp({ create: { width: 7, height: 5, channels: 3, background: { r: 10, g: 200, b: 30 } } }).png().toBuffer()
+    const flat = await sharp({ create: { width: 7, height: 5, channels: 3, background: { r: 10, g: 200, b: 30 } } })
+      .png()
+      .toBuffer()
     const px = await edgeToEdge.decode(flat)
     for (let i = 0; i < px.length; i += 3) {
       if (px[i] !== 10 || px[i + 1] !== 200 || px[i + 2] !== 30) throw new Error(`pixel ${i / 3} is ${px[i]},${px[i + 1]},${px[i + 2]}`)
@@ -276,13 +311,19 @@ describe('ImagePreprocessor.decode', () => {
   })
 
   it('scales a 1×1 image up to the full crop', async () => {
-    const px = await preprocessor.decode(await rawImage(Buffer.from([10, 20, 30]), 1, 1).png().toBuffer())
+    const px = await preprocessor.decode(
+      await rawImage(Buffer.from([10, 20, 30]), 1, 1)
+        .png()
+        .toBuffer()
+    )
     expect(px).toHaveLength(PIXEL_BYTES)
     expect([px[0], px[1], px[2], px[PIXEL_BYTES - 1]]).toEqual([10, 20, 30, 30])
   })
 
   it('accepts a 32:1 strip', async () => {
-    const strip = await sharp({ create: { width: 3200, height: 100, channels: 3, background: '#808080' } }).png().toBuffer()
+    const strip = await sharp({ create: { width: 3200, height: 100, channels: 3, background: '#808080' } })
+      .png()
+      .toBuffer()
     expect(await preprocessor.decode(strip)).toHaveLength(PIXEL_BYTES)
   })
 })
@@ -292,16 +333,57 @@ describe('ImagePreprocessor.decode rejects what it cannot or must not decode', (
     ['zero bytes', 'EMPTY_BODY', async () => new Uint8Array(0)],
     ['random bytes', 'NOT_AN_IMAGE', async () => Uint8Array.from({ length: 4096 }, (_, i) => (i * 7919 + 13) % 251)],
     ['text', 'NOT_AN_IMAGE', async () => Buffer.from('hello, this is not an image')],
-    ['SVG', 'UNSUPPORTED_IMAGE_FORMAT', async () => Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"><image href="http://example.invalid/x.png" width="100" height="100"/></svg>')],
+    [
+      'SVG',
+      'UNSUPPORTED_IMAGE_FORMAT',
+      async () =>
+        Buffer.from(
+          '<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"><image href="http://example.invalid/x.png" width="100" height="100"/></svg>'
+        )
+    ],
     ['a PDF header', 'UNSUPPORTED_IMAGE_FORMAT', async () => Buffer.from('%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\n')],
-    ['a JPEG signature and nothing decodable behind it', 'CORRUPT_IMAGE', async () => Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x02, 0x00])],
+    [
+      'a JPEG signature and nothing decodable behind it',
+      'CORRUPT_IMAGE',
+      async () => Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0x00, 0x02, 0x00])
+    ],
     ['BMP', 'UNSUPPORTED_IMAGE_FORMAT', async () => Buffer.concat([Buffer.from('BM'), Buffer.alloc(60)])],
-    ['truncated JPEG', 'CORRUPT_IMAGE', async () => { const p = await readPhoto('chelsea'); return p.subarray(0, p.length >> 1) }],
+    [
+      'truncated JPEG',
+      'CORRUPT_IMAGE',
+      async () => {
+        const p = await readPhoto('chelsea')
+        return p.subarray(0, p.length >> 1)
+      }
+    ],
     ['JPEG cut after its header', 'CORRUPT_IMAGE', async () => (await readPhoto('chelsea')).subarray(0, 700)],
-    ['truncated PNG', 'CORRUPT_IMAGE', async () => { const p = await sharp(await readPhoto('chelsea')).png().toBuffer(); return p.subarray(0, p.length >> 1) }],
+    [
+      'truncated PNG',
+      'CORRUPT_IMAGE',
+      async () => {
+        const p = await sharp(await readPhoto('chelsea'))
+          .png()
+          .toBuffer()
+        return p.subarray(0, p.length >> 1)
+      }
+    ],
     ['a PNG header declaring 30000×30000', 'IMAGE_TOO_LARGE', async () => pngDeclaring(30000, 30000)],
-    ['a 10000×10 strip', 'IMAGE_ASPECT_RATIO', async () => sharp({ create: { width: 10000, height: 10, channels: 3, background: '#808080' } }).png().toBuffer()],
-    ['a 10×10000 strip', 'IMAGE_ASPECT_RATIO', async () => sharp({ create: { width: 10, height: 10000, channels: 3, background: '#808080' } }).jpeg().toBuffer()]
+    [
+      'a 10000×10 strip',
+      'IMAGE_ASPECT_RATIO',
+      async () =>
+        sharp({ create: { width: 10000, height: 10, channels: 3, background: '#808080' } })
+          .png()
+          .toBuffer()
+    ],
+    [
+      'a 10×10000 strip',
+      'IMAGE_ASPECT_RATIO',
+      async () =>
+        sharp({ create: { width: 10, height: 10000, channels: 3, background: '#808080' } })
+          .jpeg()
+          .toBuffer()
+    ]
   ])('%s → %s', async (_name, code, bytes) => {
     expect(await decodeError(await bytes())).toBe(code)
   })
@@ -318,13 +400,19 @@ describe('ImagePreprocessor.decode rejects what it cannot or must not decode', (
 })
 
 describe('ImagePreprocessor.decode: admission before any pixel is decoded', () => {
-  const svg = (body: string, side = 4096): Buffer => Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${side}" height="${side}">${body}</svg>`)
+  const svg = (body: string, side = 4096): Buffer =>
+    Buffer.from(`<svg xmlns="http://www.w3.org/2000/svg" width="${side}" height="${side}">${body}</svg>`)
 
   it.each<[string, Buffer]>([
     // Regression: a 14.7 MB SVG sent as image/png took 10.6 s and +1.2 GB in librsvg before its 415;
     // DOCTYPE SVGs answered 400 CORRUPT_IMAGE and huge ones 413.
     ['a 14.7 MB SVG', svg('<rect width="9" height="9" fill="#123"/>'.repeat(14_700_000 / 39))],
-    ['an SVG with a DOCTYPE', Buffer.from('<?xml version="1.0"?><!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd"><svg xmlns="http://www.w3.org/2000/svg" width="30000" height="30000"/>')],
+    [
+      'an SVG with a DOCTYPE',
+      Buffer.from(
+        '<?xml version="1.0"?><!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd"><svg xmlns="http://www.w3.org/2000/svg" width="30000" height="30000"/>'
+      )
+    ],
     ['an SVG declaring 30000×30000', svg('', 30_000)],
     ['XML', Buffer.from('<?xml version="1.0"?><note><to>x</to></note>')],
     ['HTML', Buffer.from('<!DOCTYPE html><html><body><svg width="10" height="10"></svg></body></html>')],
@@ -337,7 +425,9 @@ describe('ImagePreprocessor.decode: admission before any pixel is decoded', () =
   })
 
   it('a progressive JPEG as encoders write it (10 scans) decodes', async () => {
-    const jpeg = await sharp(await readPhoto('chelsea')).jpeg({ progressive: true }).toBuffer()
+    const jpeg = await sharp(await readPhoto('chelsea'))
+      .jpeg({ progressive: true })
+      .toBuffer()
     expect(await preprocessor.decode(jpeg)).toHaveLength(PIXEL_BYTES)
     // …and so does one at the limit exactly.
     const atLimit = new ImagePreprocessor(TORCHVISION, { maxInputPixels: 50_000_000, maxJpegScans: 12 })
@@ -382,7 +472,9 @@ describe('ImagePreprocessor.decode: admission before any pixel is decoded', () =
     const budget = new DecodeBudget({ maxConcurrent: 2, budgetBytes: 64 * 2 ** 20, maxQueued: 8 })
     const pre = new ImagePreprocessor(TORCHVISION, { maxInputPixels: 50_000_000, budget })
     // 4000×4000 RGBA: its full-size RGB copy alone is 48 MB, over the 56 MiB one decode may take with its rows.
-    const rgba = await sharp({ create: { width: 4000, height: 4000, channels: 4, background: { r: 1, g: 2, b: 3, alpha: 0.5 } } }).png().toBuffer()
+    const rgba = await sharp({ create: { width: 4000, height: 4000, channels: 4, background: { r: 1, g: 2, b: 3, alpha: 0.5 } } })
+      .png()
+      .toBuffer()
     const err = await decodeFailure(rgba, pre)
     expect(err.code).toBe('IMAGE_TOO_LARGE')
     expect(err.message).toMatch(/decode budget/)
@@ -392,8 +484,10 @@ describe('ImagePreprocessor.decode: admission before any pixel is decoded', () =
 describe('decodeCostBytes', () => {
   const metadataOf = async (image: Sharp): Promise<Metadata> => sharp(await image.toBuffer()).metadata()
   const side = 1000
-  const noise = (channels: 3 | 4): Sharp => sharp({ create: { width: side, height: side, channels, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 20 } } })
-  const perPixel = async (image: Sharp, enlarging = false): Promise<number> => decodeCostBytes(await metadataOf(image), enlarging) / (side * side)
+  const noise = (channels: 3 | 4): Sharp =>
+    sharp({ create: { width: side, height: side, channels, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 20 } } })
+  const perPixel = async (image: Sharp, enlarging = false): Promise<number> =>
+    decodeCostBytes(await metadataOf(image), enlarging) / (side * side)
 
   it('counts what each loader holds per pixel: nothing but rows for streamed formats, the whole image for the others', async () => {
     const rows = (5 * 1024 * side) / (side * side)

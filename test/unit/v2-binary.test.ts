@@ -35,7 +35,9 @@ describe('jsonTooDeepAt', () => {
 describe('readInferenceBody', () => {
   it('refuses 10,000 levels of nesting as BAD_REQUEST without parsing them', () => {
     const body = bytes(`{"inputs":[{"data":${'['.repeat(10_000)}1${']'.repeat(10_000)}}]}`)
-    expect(() => readInferenceBody(body, undefined)).toThrow(expect.objectContaining({ code: 'BAD_REQUEST', message: expect.stringMatching(`deeper than ${MAX_JSON_DEPTH} levels`) as unknown }))
+    expect(() => readInferenceBody(body, undefined)).toThrow(
+      expect.objectContaining({ code: 'BAD_REQUEST', message: expect.stringMatching(`deeper than ${MAX_JSON_DEPTH} levels`) as unknown })
+    )
   })
 
   it('still reads a header whose tensor data nests four levels', () => {

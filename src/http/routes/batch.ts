@@ -33,17 +33,27 @@ const BatchParams = Type.Object({ model: Type.String({ minLength: 1, maxLength: 
 
 const BatchQuery = Type.Object(
   {
-    topk: Type.Optional(Type.Integer({ minimum: 1, description: `Predictions per image, best first (default ${DEFAULT_TOPK}; a JSON body's topk wins)` })),
-    deadline_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Give up on images that have not run within this many ms' }))
+    topk: Type.Optional(
+      Type.Integer({ minimum: 1, description: `Predictions per image, best first (default ${DEFAULT_TOPK}; a JSON body's topk wins)` })
+    ),
+    deadline_ms: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Give up on images that have not run within this many ms' })
+    )
   },
   { additionalProperties: false }
 )
 
 const JsonBatch = Type.Object(
   {
-    instances: Type.Array(Type.Object({ b64: Type.String({ description: 'The encoded image (JPEG, PNG, …) in base64, standard or URL-safe alphabet' }) }, { additionalProperties: false }), {
-      description: 'The images, answered in this order; at most --max-batch-items (default 64) of them.'
-    }),
+    instances: Type.Array(
+      Type.Object(
+        { b64: Type.String({ description: 'The encoded image (JPEG, PNG, …) in base64, standard or URL-safe alphabet' }) },
+        { additionalProperties: false }
+      ),
+      {
+        description: 'The images, answered in this order; at most --max-batch-items (default 64) of them.'
+      }
+    ),
     topk: Type.Optional(Type.Integer({ minimum: 1, description: `Predictions per image, best first (default ${DEFAULT_TOPK})` }))
   },
   { additionalProperties: false }
@@ -102,11 +112,13 @@ async function readMultipartItems(request: FastifyRequest, settings: Settings): 
   let total = 0
   for await (const part of multipartParts(request)) {
     if (part.type !== 'file') continue
-    if (!FILE_FIELDS.has(part.fieldname)) throw new ServiceError('BAD_MULTIPART', `Unexpected file field "${part.fieldname.slice(0, 64)}"; use "image" or "images".`)
+    if (!FILE_FIELDS.has(part.fieldname))
+      throw new ServiceError('BAD_MULTIPART', `Unexpected file field "${part.fieldname.slice(0, 64)}"; use "image" or "images".`)
     if (items.length === settings.maxBatchItems) throw tooMany(settings, 'more')
     const bytes = await partBytes(part, request)
     total += bytes.byteLength
-    if (total > settings.bodyLimitBytes) throw new ServiceError('BODY_TOO_LARGE', `The images together are over ${settings.bodyLimitBytes} bytes.`)
+    if (total > settings.bodyLimitBytes)
+      throw new ServiceError('BODY_TOO_LARGE', `The images together are over ${settings.bodyLimitBytes} bytes.`)
     items.push(bytes)
   }
   return items

@@ -13,7 +13,9 @@ const ClassifyQuery = Type.Object(
   {
     model: Type.Optional(Type.String({ minLength: 1, maxLength: 128, description: 'Model name (default: the server default)' })),
     topk: Type.Integer({ minimum: 1, default: 5, description: 'How many predictions, best first' }),
-    deadline_ms: Type.Optional(Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Give up if the image has not run within this many ms' }))
+    deadline_ms: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Give up if the image has not run within this many ms' })
+    )
   },
   { additionalProperties: false }
 )
@@ -55,7 +57,8 @@ export function classifyRoutes(app: FastifyInstance, service: ClassifyService): 
       },
       schema: {
         summary: 'Classify one image',
-        description: 'Send the image as multipart/form-data (field "image") or as the raw body with an image/* content type. Deadline: query deadline_ms or header x-deadline-ms.',
+        description:
+          'Send the image as multipart/form-data (field "image") or as the raw body with an image/* content type. Deadline: query deadline_ms or header x-deadline-ms.',
         querystring: ClassifyQuery,
         response: { 200: Classification, '4xx': ErrorBody, '5xx': ErrorBody }
       }

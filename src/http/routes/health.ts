@@ -2,7 +2,10 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import type { ClassifyService } from '../../core/classify-service.js'
 
-const Health = Type.Object({ status: Type.String(), models: Type.Optional(Type.Array(Type.Object({ name: Type.String(), ready: Type.Boolean() }))) })
+const Health = Type.Object({
+  status: Type.String(),
+  models: Type.Optional(Type.Array(Type.Object({ name: Type.String(), ready: Type.Boolean() })))
+})
 
 /** Liveness: the process answers. Readiness: models loaded, warmed up, not draining. */
 export function healthRoutes(app: FastifyInstance, service: ClassifyService): void {

@@ -8,8 +8,11 @@ export function metricsRoutes(app: FastifyInstance, metrics: ServiceMetrics): vo
     {
       schema: {
         summary: 'Prometheus metrics',
-        description: 'Requests and failures by model and reason, inferences vs executions (mean batch size), batch sizes, stage durations, queue depth, and the process metrics.',
-        response: { 200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } } }
+        description:
+          'Requests and failures by model and reason, inferences vs executions (mean batch size), batch sizes, stage durations, queue depth, and the process metrics.',
+        response: {
+          200: { description: 'Prometheus text exposition format 0.0.4', content: { 'text/plain': { schema: { type: 'string' } } } }
+        }
       }
     },
     async (_request, reply) => {

@@ -11,7 +11,11 @@ const ModelListing = Type.Object(
       Type.Object({
         name: Type.String(),
         version: Type.Optional(Type.String({ description: 'Absent when the model failed to load' })),
-        synthetic: Type.Optional(Type.Boolean({ description: 'True when the weights are seeded random numbers: the labels mean nothing. Absent when the model failed to load.' })),
+        synthetic: Type.Optional(
+          Type.Boolean({
+            description: 'True when the weights are seeded random numbers: the labels mean nothing. Absent when the model failed to load.'
+          })
+        ),
         ready: Type.Boolean({ description: 'Loaded, warmed up, and the server is not shutting down' }),
         default: Type.Boolean({ description: 'Used by /classify when the request names no model' })
       })

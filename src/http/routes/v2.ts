@@ -40,14 +40,23 @@ export interface V2RouteOptions {
  * Parameter values are strings, numbers or booleans, checked where each is read: a schema union
  * would let ajv's type coercion turn `true` into "true" while trying the union's branches.
  */
-const Parameters = Type.Record(Type.String(), Type.Unknown({ description: 'string, number or boolean' }), { description: 'Name/value parameters' })
+const Parameters = Type.Record(Type.String(), Type.Unknown({ description: 'string, number or boolean' }), {
+  description: 'Name/value parameters'
+})
 
-const V2Error = Type.Object({ error: Type.String({ description: '"<CODE>: <message>"; the codes are listed in docs/operations.md' }) }, { description: 'Open Inference Protocol error' })
+const V2Error = Type.Object(
+  { error: Type.String({ description: '"<CODE>: <message>"; the codes are listed in docs/operations.md' }) },
+  { description: 'Open Inference Protocol error' }
+)
 // A zero-length string rather than null: the body is empty either way, and OpenAPI then still shows a schema.
 const Empty = Type.String({ maxLength: 0, description: 'Empty body: the status is the answer (200 true, 400 false).' })
 const errorResponses = { '4xx': V2Error, '5xx': V2Error } as const
 
-const TensorMetadataSchema = Type.Object({ name: Type.String(), datatype: Type.String(), shape: Type.Array(Type.Integer({ description: '-1: any size' })) })
+const TensorMetadataSchema = Type.Object({
+  name: Type.String(),
+  datatype: Type.String(),
+  shape: Type.Array(Type.Integer({ description: '-1: any size' }))
+})
 
 const ServerMetadataSchema = Type.Object({ name: Type.String(), version: Type.String(), extensions: Type.Array(Type.String()) })
 
@@ -62,7 +71,9 @@ const ModelMetadataSchema = Type.Object({
 const RequestInput = Type.Object({
   name: Type.String(),
   shape: Type.Array(Type.Integer({ minimum: 0 })),
-  datatype: Type.String({ description: 'BYTES (encoded images, base64 strings in JSON) or the model input datatype (FP32, or UINT8 for uint8 models)' }),
+  datatype: Type.String({
+    description: 'BYTES (encoded images, base64 strings in JSON) or the model input datatype (FP32, or UINT8 for uint8 models)'
+  }),
   parameters: Type.Optional(Parameters),
   data: Type.Optional(Type.Unknown({ description: 'Row-major elements, flat or nested; absent when binary_data_size is given' }))
 })
@@ -179,7 +190,8 @@ function toInferRequest(body: InferenceRequestT, binary: Buffer, params: ModelRo
   const inputs: InferInput[] = body.inputs.map((input, i) => {
     const slice = slices[i]
     if (slice !== undefined && input.data !== undefined) throw badRequest(`Input "${input.name}" has both JSON data and binary_data_size.`)
-    if (slice === undefined && input.data === undefined) throw badRequest(`Input "${input.name}" has neither JSON data nor binary_data_size.`)
+    if (slice === undefined && input.data === undefined)
+      throw badRequest(`Input "${input.name}" has neither JSON data nor binary_data_size.`)
     return {
       name: input.name,
       datatype: input.datatype,
@@ -209,11 +221,20 @@ function binaryFlags(body: InferenceRequestT, response: InferResponse): boolean[
 }
 
 function jsonOutput(output: InferOutput): Record<string, unknown> {
-  return { name: output.name, datatype: output.datatype, shape: output.shape, data: output.datatype === 'FP32' ? Array.from(output.data) : output.data }
+  return {
+    name: output.name,
+    datatype: output.datatype,
+    shape: output.shape,
+    data: output.datatype === 'FP32' ? Array.from(output.data) : output.data
+  }
 }
 
 function sendInferResponse(reply: FastifyReply, body: InferenceRequestT, response: InferResponse): unknown {
-  const head = { model_name: response.modelName, model_version: response.modelVersion, ...(response.id === undefined ? {} : { id: response.id }) }
+  const head = {
+    model_name: response.modelName,
+    model_version: response.modelVersion,
+    ...(response.id === undefined ? {} : { id: response.id })
+  }
   const binary = binaryFlags(body, response)
   if (!binary.includes(true)) return { ...head, outputs: response.outputs.map(jsonOutput) }
   const chunks: Uint8Array[] = []
@@ -258,10 +279,16 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
     throw new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
   })
 
-  app.get('/', { schema: { summary: 'V2 server metadata', response: { 200: ServerMetadataSchema, ...errorResponses } } }, async () => serverMetadata())
-  app.get('/health/live', { schema: { summary: 'V2 liveness', response: { 200: Empty } } }, async (_request, reply) => reply.code(200).send())
-  app.get('/health/ready', { schema: { summary: 'V2 readiness: every loaded model serves', response: { 200: Empty, 400: Empty } } }, async (_request, reply) =>
-    reply.code(service.ready ? 200 : 400).send()
+  app.get('/', { schema: { summary: 'V2 server metadata', response: { 200: ServerMetadataSchema, ...errorResponses } } }, async () =>
+    serverMetadata()
+  )
+  app.get('/health/live', { schema: { summary: 'V2 liveness', response: { 200: Empty } } }, async (_request, reply) =>
+    reply.code(200).send()
+  )
+  app.get(
+    '/health/ready',
+    { schema: { summary: 'V2 readiness: every loaded model serves', response: { 200: Empty, 400: Empty } } },
+    async (_request, reply) => reply.code(service.ready ? 200 : 400).send()
   )
 
   for (const { url, summary, params } of withVersions('', 'V2 model metadata')) {

@@ -126,7 +126,12 @@ async function classify() {
   resultRegion.setAttribute('aria-busy', 'true')
   statusLine.textContent = `Classifying ${currentFile.name}…`
   try {
-    const response = await fetch(`/classify?${query}`, { method: 'POST', headers: { 'content-type': contentType }, body: currentFile, signal: request.signal })
+    const response = await fetch(`/classify?${query}`, {
+      method: 'POST',
+      headers: { 'content-type': contentType },
+      body: currentFile,
+      signal: request.signal
+    })
     const body = await response.json().catch(() => undefined)
     if (inFlight !== request) return
     if (response.ok && body !== undefined) showAnswer(body)
