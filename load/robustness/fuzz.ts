@@ -1,8 +1,7 @@
 import { parseArgs } from 'node:util'
 import fc from 'fast-check'
-import { syntheticModelRepository } from '../../test/helpers/models.js'
 import { readPhoto } from '../../test/helpers/photos.js'
-import { startServerProcess } from '../../test/helpers/process.js'
+import { startSyntheticServerProcess } from '../../test/helpers/process.js'
 
 /**
  * Property-based fuzzing of the HTTP door (fast-check): generated requests to POST /classify, the
@@ -126,14 +125,7 @@ const v2Request = fc
   .record({ model: modelName, body: v2Body })
   .map(({ model, body }): FuzzRequest => ({ path: `/v2/models/${encodeURIComponent(model)}/infer`, contentType: 'application/json', body }))
 
-const server = await startServerProcess([
-  '--model-repository',
-  await syntheticModelRepository(),
-  '--provider',
-  'cpu',
-  '--log-level',
-  'info'
-])
+const server = await startSyntheticServerProcess(['--log-level', 'info'])
 const routes = (await (await fetch(`${server.url}/docs/json`).catch(() => undefined))?.json().catch(() => undefined)) as
   { paths?: Record<string, unknown> } | undefined
 const hasV2 = Object.keys(routes?.paths ?? {}).some((p) => p.startsWith('/v2/models/'))

@@ -2,9 +2,8 @@ import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { badInputCorpus, CORPUS_SERVER_FLAGS } from '../../test/fixtures/bad-inputs.js'
-import { syntheticModelRepository } from '../../test/helpers/models.js'
 import { photoPaths } from '../../test/helpers/photos.js'
-import { startServerProcess } from '../../test/helpers/process.js'
+import { startSyntheticServerProcess } from '../../test/helpers/process.js'
 
 /**
  * Soak: --minutes (default 10) of mixed traffic against a server process, one good photo to two
@@ -50,13 +49,7 @@ const bad = (await badInputCorpus())
 const requests = good.flatMap((g, i) => [g, bad[(2 * i) % bad.length]!, bad[(2 * i + 1) % bad.length]!])
 for (let i = 2 * good.length; i < bad.length; i += 2) requests.push(good[i % good.length]!, bad[i]!, bad[(i + 1) % bad.length]!)
 
-const server = await startServerProcess([
-  '--model-repository',
-  await syntheticModelRepository(),
-  '--provider',
-  'cpu',
-  ...CORPUS_SERVER_FLAGS
-])
+const server = await startSyntheticServerProcess(CORPUS_SERVER_FLAGS)
 const pid = server.child.pid!
 
 async function rssMiB(): Promise<number> {

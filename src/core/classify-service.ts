@@ -314,17 +314,9 @@ export class ClassifyService {
     const model = this.model(modelName)
     if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
     const pixels = await model.preprocessor.decode(image, options)
-    const t1 = performance.now()
-    model.events.onStage?.(model.entry.name, 'preprocess', t1 - t0)
-    const { output, queueMs, batchSize } = await model.submit({ kind: ItemKind.PIXELS, bytes: pixels }, options)
-    const t2 = performance.now()
-    model.events.onStage?.(model.entry.name, 'queue', queueMs)
-    return {
-      ...model.info,
-      scores: output.scores,
-      batchSize,
-      timings: { queueMs, preprocessMs: t1 - t0, inferenceMs: output.inferMs, postprocessMs: 0, totalMs: t2 - t0 }
-    }
+    const preprocessMs = performance.now() - t0
+    model.events.onStage?.(model.entry.name, 'preprocess', preprocessMs)
+    return this.runItem(model, { kind: ItemKind.PIXELS, bytes: pixels }, options, t0, preprocessMs)
   }
 
   /** Decodes and preprocesses an image: the crop×crop×3 RGB pixels the model's batcher would receive. */
@@ -346,14 +338,25 @@ export class ClassifyService {
       )
     }
     if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
-    const { output, queueMs, batchSize } = await model.submit({ kind: ItemKind.TENSOR, bytes: tensor }, options)
-    const t1 = performance.now()
+    return this.runItem(model, { kind: ItemKind.TENSOR, bytes: tensor }, options, t0, 0)
+  }
+
+  /** One item through the model's batcher: its raw output row, timed from `t0`, when the request reached the core. */
+  private async runItem(
+    model: ServedModel,
+    item: BatchItem,
+    options: RequestOptions,
+    t0: number,
+    preprocessMs: number
+  ): Promise<ScoresResult> {
+    const { output, queueMs, batchSize } = await model.submit(item, options)
+    const totalMs = performance.now() - t0
     model.events.onStage?.(model.entry.name, 'queue', queueMs)
     return {
       ...model.info,
       scores: output.scores,
       batchSize,
-      timings: { queueMs, preprocessMs: 0, inferenceMs: output.inferMs, postprocessMs: 0, totalMs: t1 - t0 }
+      timings: { queueMs, preprocessMs, inferenceMs: output.inferMs, postprocessMs: 0, totalMs }
     }
   }
 

@@ -243,14 +243,12 @@ export function checkModelSignature(entry: ModelEntry, signature: ModelSignature
   }
   const names = (list: readonly TensorSignature[]): string => list.map((t) => `"${t.name}"`).join(', ')
 
-  const input = signature.inputs.find((t) => t.name === config.input.name)
-  if (input === undefined) {
-    fail(
-      `has no input "${config.input.name}"; its inputs are ${names(signature.inputs)}.`,
-      `Set input.name in config.json to one of ${names(signature.inputs)}.`
-    )
-  }
-  const inp = input as TensorSignature
+  /** The input or output config.json names, or the refusal that lists the ones the model has. */
+  const named = (kind: 'input' | 'output', list: readonly TensorSignature[], name: string): TensorSignature =>
+    list.find((t) => t.name === name) ??
+    fail(`has no ${kind} "${name}"; its ${kind}s are ${names(list)}.`, `Set ${kind}.name in config.json to one of ${names(list)}.`)
+
+  const inp = named('input', signature.inputs, config.input.name)
   if (inp.type !== config.input.datatype) {
     fail(
       `input "${inp.name}" is ${inp.type}, but config.json says ${config.input.datatype}.`,
@@ -291,14 +289,7 @@ export function checkModelSignature(entry: ModelEntry, signature: ModelSignature
     maxBatchSize = 1
   }
 
-  const output = signature.outputs.find((t) => t.name === config.output.name)
-  if (output === undefined) {
-    fail(
-      `has no output "${config.output.name}"; its outputs are ${names(signature.outputs)}.`,
-      `Set output.name in config.json to one of ${names(signature.outputs)}.`
-    )
-  }
-  const out = output as TensorSignature
+  const out = named('output', signature.outputs, config.output.name)
   if (out.type !== 'float32') {
     fail(
       `output "${out.name}" is ${out.type}; class scores must be float32.`,

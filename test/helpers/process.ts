@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createInterface } from 'node:readline'
+import { syntheticModelRepository } from './models.js'
 
 export interface ServerProcess {
   readonly child: ChildProcess
@@ -46,4 +47,9 @@ export async function startServerProcess(args: string[], env: Record<string, str
     void exited.then((code) => reject(new Error(`server exited (${code}) before listening: ${stderr}`)))
   })
   return { child, url, logs, exited, stderr: () => stderr }
+}
+
+/** startServerProcess on the synthetic ResNet-50 (test/helpers/models.ts), on the CPU, with `flags` besides. */
+export async function startSyntheticServerProcess(flags: readonly string[] = [], env: Record<string, string> = {}): Promise<ServerProcess> {
+  return startServerProcess(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', ...flags], env)
 }

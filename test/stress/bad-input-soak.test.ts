@@ -2,9 +2,8 @@ import { readdir, readFile } from 'node:fs/promises'
 import autocannon from 'autocannon'
 import { describe, expect, it } from 'vitest'
 import { badInputCorpus, CORPUS_SERVER_FLAGS } from '../fixtures/bad-inputs.js'
-import { syntheticModelRepository } from '../helpers/models.js'
 import { readPhoto } from '../helpers/photos.js'
-import { startServerProcess } from '../helpers/process.js'
+import { startSyntheticServerProcess } from '../helpers/process.js'
 
 /**
  * Stress tier: ten thousand cheap bad requests (test/fixtures/bad-inputs.ts) leave a server
@@ -32,13 +31,7 @@ async function openFilesOf(pid: number): Promise<number> {
 
 describe('ten thousand bad requests', () => {
   it('leave the server process with the memory and open files it had', async () => {
-    const child = await startServerProcess([
-      '--model-repository',
-      await syntheticModelRepository(),
-      '--provider',
-      'cpu',
-      ...CORPUS_SERVER_FLAGS
-    ])
+    const child = await startSyntheticServerProcess(CORPUS_SERVER_FLAGS)
     try {
       const cheap = corpus.filter((c) => c.cheap && c.expected.status !== 200)
       expect(cheap.length).toBeGreaterThanOrEqual(20)

@@ -2,19 +2,11 @@ import { readFile } from 'node:fs/promises'
 import { request } from 'node:http'
 import { describe, expect, it } from 'vitest'
 import { photoPaths, readPhoto } from '../helpers/photos.js'
-import { syntheticModelRepository } from '../helpers/models.js'
-import { startServerProcess } from '../helpers/process.js'
+import { startServerProcess, startSyntheticServerProcess } from '../helpers/process.js'
 
 describe('graceful shutdown', () => {
   it('SIGTERM during traffic answers every accepted request and exits 0', async () => {
-    const server = await startServerProcess([
-      '--model-repository',
-      await syntheticModelRepository(),
-      '--provider',
-      'cpu',
-      '--drain-timeout-ms',
-      '60000'
-    ])
+    const server = await startSyntheticServerProcess(['--drain-timeout-ms', '60000'])
     const photos = await Promise.all(
       photoPaths()
         .slice(0, 12)
@@ -62,14 +54,7 @@ function classifyOnce(url: string, photo: Buffer): Promise<Outcome> {
 describe('SIGTERM under load', () => {
   it('answers every accepted request (result or 503) and exits 0 within the drain timeout', async () => {
     const drainTimeoutMs = 20_000
-    const server = await startServerProcess([
-      '--model-repository',
-      await syntheticModelRepository(),
-      '--provider',
-      'cpu',
-      '--drain-timeout-ms',
-      String(drainTimeoutMs)
-    ])
+    const server = await startSyntheticServerProcess(['--drain-timeout-ms', String(drainTimeoutMs)])
     const photo = await readPhoto('chelsea')
     const outcomes: Outcome[] = []
     let stopped = false
