@@ -7,12 +7,23 @@ import { Ring } from './ring.js'
  * and the time), `Batcher` is the loop around it (queue, one timer, runners, cancellation).
  * Batching comes from load: a batch forms only when a runner is idle, so while every session is
  * busy, requests pile up and the next batch takes them together.
+ *
+ * Priorities, as Triton's: with `priorityLevels` n > 0 the queue is n FIFO rings, level 1 the
+ * highest; a batch takes items from the highest non-empty level first, FIFO within a level. A
+ * request's priority 0, or one above n, means the model's `defaultPriorityLevel` (default: n, the
+ * lowest, so that only requests that ask for it go ahead). The wait for a fuller batch is measured
+ * from the oldest item at any level, so a low-priority item still runs within maxQueueDelayMs of
+ * an idle runner; under sustained higher-priority load it waits (no ageing, as in Triton).
  */
 
 export interface BatchPolicy {
   readonly maxBatchSize: number
   readonly maxQueueDelayMs: number
   readonly maxQueueSize: number
+  /** Priority levels (1 = highest); 0 or absent: priorities off, one FIFO queue. */
+  readonly priorityLevels?: number
+  /** The level of a request that names none (priority 0); absent: the lowest level. */
+  readonly defaultPriorityLevel?: number
 }
 
 export interface QueueView {
@@ -68,6 +79,8 @@ export interface SubmitOptions {
   /** Clock time (same clock as the batcher's) after which the item must not start. */
   deadlineAt?: number
   signal?: AbortSignal
+  /** Priority level, 1 the highest; 0, absent or above the policy's levels: the default level. */
+  priority?: number
 }
 
 export interface BatcherOptions<I, O> {
@@ -98,6 +111,8 @@ class QueueItem<I, O> {
     input: I,
     readonly enqueuedAt: number,
     readonly deadlineAt: number,
+    /** Index of its ring: priority level − 1. */
+    readonly level: number,
     readonly signal: AbortSignal | undefined
   ) {
     this.input = input
@@ -121,7 +136,10 @@ export class Batcher<I, O> {
   private readonly execute: (inputs: I[]) => Promise<O[]>
   private readonly clock: Clock
   private readonly onBatch: ((info: { size: number; queueMs: number[] }) => void) | undefined
-  private readonly ring = new Ring<QueueItem<I, O>>()
+  /** One FIFO ring per priority level, highest first; one ring when priorities are off. */
+  private readonly rings: Ring<QueueItem<I, O>>[]
+  /** Ring index of a request without a valid priority. */
+  private readonly defaultLevel: number
   /**
    * The queue's live counts, updated in place as items come and go and handed to decideBatch as
    * its read-only QueueView (one object for every decision). `length` counts live items only.
@@ -153,6 +171,16 @@ export class Batcher<I, O> {
     if (!(policy.maxQueueDelayMs >= 0) || !Number.isFinite(policy.maxQueueDelayMs)) {
       throw new RangeError(`batching.maxQueueDelayMs must be a finite number ≥ 0, got ${policy.maxQueueDelayMs}.`)
     }
+    const levels = policy.priorityLevels ?? 0
+    if (!Number.isInteger(levels) || levels < 0) {
+      throw new RangeError(`batching.priorityLevels must be an integer ≥ 0 (0: priorities off), got ${levels}.`)
+    }
+    const defaultLevel = policy.defaultPriorityLevel ?? levels
+    if (levels > 0 && (!Number.isInteger(defaultLevel) || defaultLevel < 1 || defaultLevel > levels)) {
+      throw new RangeError(`batching.defaultPriorityLevel must be an integer from 1 to priorityLevels (${levels}), got ${defaultLevel}.`)
+    }
+    this.rings = Array.from({ length: Math.max(1, levels) }, () => new Ring<QueueItem<I, O>>())
+    this.defaultLevel = levels === 0 ? 0 : defaultLevel - 1
     this.policy = Object.freeze({ ...policy })
     this.flushPolicy = Object.freeze({ ...policy, maxQueueDelayMs: 0 })
     this.queueState.idleRunners = runners
@@ -193,7 +221,7 @@ export class Batcher<I, O> {
     const signal = options?.signal
     if (signal?.aborted) return Promise.reject(new ServiceError('CLIENT_CLOSED'))
 
-    const item = new QueueItem<I, O>(this, input, now, deadlineAt, signal)
+    const item = new QueueItem<I, O>(this, input, now, deadlineAt, this.levelOf(options?.priority), signal)
     const promise = new Promise<BatchResult<O>>((resolve, reject) => {
       item.resolve = resolve
       item.reject = reject
@@ -203,7 +231,7 @@ export class Batcher<I, O> {
       item.deadlineTimer = this.clock.setTimer(() => this.cancel(item, 'DEADLINE_EXCEEDED'), deadlineAt - now)
     }
     if (this.queueState.length === 0) this.queueState.oldestEnqueuedAt = now
-    this.ring.push(item)
+    this.rings[item.level]!.push(item)
     this.queueState.length++
     this.pump()
     return promise
@@ -228,7 +256,7 @@ export class Batcher<I, O> {
     this.leaveQueue(item)
     item.input = undefined
     item.reject(new ServiceError(code))
-    this.dropCancelledHead()
+    this.dropCancelledHeads()
     if (this.queueState.length === 0) this.disarm()
     this.notifyIfDrained()
   }
@@ -243,14 +271,27 @@ export class Batcher<I, O> {
     }
   }
 
-  /** Keeps the ring's head a live item, so `oldestEnqueuedAt` is the oldest still waiting. */
-  private dropCancelledHead(): void {
-    let head = this.ring.peek()
-    while (head !== undefined && !head.queued) {
-      this.ring.shift()
-      head = this.ring.peek()
+  /** The ring a request goes to: its priority level when valid for this policy, else the default. */
+  private levelOf(priority: number | undefined): number {
+    if (priority === undefined || !Number.isInteger(priority) || priority < 1 || priority > this.rings.length) return this.defaultLevel
+    return priority - 1
+  }
+
+  /**
+   * Keeps each ring's head a live item, so `oldestEnqueuedAt` is the oldest still waiting at any
+   * level (each ring is in submit order, so its head is its oldest).
+   */
+  private dropCancelledHeads(): void {
+    let oldest = Infinity
+    for (const ring of this.rings) {
+      let head = ring.peek()
+      while (head !== undefined && !head.queued) {
+        ring.shift()
+        head = ring.peek()
+      }
+      if (head !== undefined && head.enqueuedAt < oldest) oldest = head.enqueuedAt
     }
-    if (head !== undefined) this.queueState.oldestEnqueuedAt = head.enqueuedAt
+    if (oldest !== Infinity) this.queueState.oldestEnqueuedAt = oldest
   }
 
   /** The loop body: runs on enqueue, on batch completion, on the batch timer and on close. */
@@ -286,9 +327,13 @@ export class Batcher<I, O> {
   private startBatch(size: number, now: number): void {
     const items: QueueItem<I, O>[] = []
     const inputs: I[] = []
-    while (items.length < size) {
-      const item = this.ring.shift()
-      if (item === undefined) break
+    let level = 0
+    while (items.length < size && level < this.rings.length) {
+      const item = this.rings[level]!.shift()
+      if (item === undefined) {
+        level++
+        continue
+      }
       if (!item.queued) continue
       if (item.deadlineAt <= now) {
         // Its timer has not fired yet (real timers run late); it must still never start.
@@ -303,7 +348,7 @@ export class Batcher<I, O> {
       inputs.push(item.input as I)
       item.input = undefined
     }
-    this.dropCancelledHead()
+    this.dropCancelledHeads()
     if (items.length === 0) {
       this.notifyIfDrained()
       return

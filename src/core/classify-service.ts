@@ -25,6 +25,8 @@ export interface RequestOptions {
   readonly deadlineAt?: number
   /** Aborted when the client goes away; a queued image is then dropped. */
   readonly signal?: AbortSignal
+  /** The batcher's priority level, 1 the highest; absent or 0: the model's default (see batcher.ts). */
+  readonly priority?: number
 }
 
 export interface Timings {

@@ -173,6 +173,16 @@ function parameterValue(parameter: InferParameterMessage | undefined): unknown {
   return parameter?.parameter_choice === undefined ? undefined : parameter[parameter.parameter_choice]
 }
 
+/** A parameters map's values as plain numbers, strings and booleans; undefined when empty. */
+function parameterValues(parameters: Record<string, InferParameterMessage>): Record<string, unknown> | undefined {
+  let values: Record<string, unknown> | undefined
+  for (const name in parameters) {
+    values ??= {}
+    values[name] = parameterValue(parameters[name])
+  }
+  return values
+}
+
 /** Typed contents → the core's TensorData; datatypes the models never take get no data (the core refuses them). */
 function contentsData(input: InferInputTensorMessage): TensorData {
   const contents = input.contents
@@ -212,6 +222,7 @@ function toInferRequest(message: ModelInferRequestMessage): InferRequest {
     modelName: message.model_name,
     modelVersion: message.model_version,
     id: message.id === '' ? undefined : message.id,
+    parameters: parameterValues(message.parameters),
     inputs,
     outputs
   }

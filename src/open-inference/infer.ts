@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events'
 import type { ClassifyService, RequestOptions, ScoresResult, ServedModel } from '../core/classify-service.js'
 import { resolveModel } from './metadata.js'
+import { withRequestParameters } from './request-parameters.js'
 import { float32Text } from './tensor-codec.js'
 import type { InferOutput, InferRequest, InferResponse } from './types.js'
 import { prepareInput, prepareOutputs } from './validation.js'
@@ -56,6 +57,7 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
   const model = resolveModel(service, request.modelName, request.modelVersion)
   const { items, encoded } = prepareInput(model, request.inputs, service.settings.maxBatchItems)
   const outputs = prepareOutputs(model, request.outputs, service.settings.maxTopk)
+  const { deadlineAt, priority } = withRequestParameters(request.parameters, options)
 
   const withdraw = new AbortController()
   // Every queued image listens on this signal: more than Node's default of 10 is expected.
@@ -66,7 +68,7 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
     if (outer.aborted) withdraw.abort()
     else outer.addEventListener('abort', onOuterAbort, { once: true })
   }
-  const itemOptions: RequestOptions = { deadlineAt: options.deadlineAt, signal: withdraw.signal }
+  const itemOptions: RequestOptions = { deadlineAt, priority, signal: withdraw.signal }
   const name = model.entry.name
   let results: ScoresResult[]
   try {

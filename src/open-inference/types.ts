@@ -55,6 +55,8 @@ export interface InferRequest {
   /** Undefined or empty: whichever version the model serves. */
   readonly modelVersion: string | undefined
   readonly id: string | undefined
+  /** The request's own parameters (`timeout`, `priority`: see request-parameters.ts); undefined when none. */
+  readonly parameters?: Readonly<Record<string, unknown>>
   readonly inputs: readonly InferInput[]
   /** Undefined or empty: every output, as raw tensors. */
   readonly outputs: readonly RequestedOutput[] | undefined

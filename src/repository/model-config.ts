@@ -55,6 +55,22 @@ export const ModelConfigSchema = Type.Object(
             'How long an idle session waits for a fuller batch. 0 (as Triton): an idle session takes what is queued at once; batches still form while every session is busy.'
         }),
         maxQueueSize: Type.Integer({ minimum: 1, maximum: 100_000, default: 256 }),
+        priorityLevels: Type.Optional(
+          Type.Integer({
+            minimum: 0,
+            maximum: 16,
+            description:
+              "Priority levels a request's `priority` parameter picks from, 1 the highest; batches take higher levels first, FIFO within a level. 0 or absent: priorities off (one FIFO queue; the parameter is accepted and ignored, as in Triton)."
+          })
+        ),
+        defaultPriorityLevel: Type.Optional(
+          Type.Integer({
+            minimum: 1,
+            maximum: 16,
+            description:
+              'The level of a request with no priority, priority 0, or one above priorityLevels. Absent: the lowest level, so only requests that ask go ahead.'
+          })
+        ),
         padTo: Type.Optional(
           Type.Array(Type.Integer({ minimum: 1, maximum: 1024 }), {
             maxItems: 64,

@@ -162,6 +162,15 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
       'Set input.layout to "NHWC", or use datatype float32.'
     )
   }
+  const { priorityLevels = 0, defaultPriorityLevel } = config.batching
+  if (defaultPriorityLevel !== undefined && defaultPriorityLevel > priorityLevels) {
+    throw new RepositoryError(
+      name,
+      configFile,
+      `batching.defaultPriorityLevel (${defaultPriorityLevel}) is above batching.priorityLevels (${priorityLevels}).`,
+      'Set priorityLevels to at least defaultPriorityLevel, or remove defaultPriorityLevel (the lowest level is the default).'
+    )
+  }
 
   const modelPath = join(dir, config.file)
   if (relative(dir, modelPath).startsWith('..')) {

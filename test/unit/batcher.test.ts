@@ -561,3 +561,122 @@ describe('Batcher', { timeout: 5000 }, () => {
     expect((await Promise.all(results)).map((r) => r.output)).toEqual(Array.from({ length: next }, (_, i) => i * 10))
   })
 })
+
+describe('Batcher priorities', { timeout: 5000 }, () => {
+  const LEVELS: BatchPolicy = { maxBatchSize: 2, maxQueueDelayMs: 0, maxQueueSize: 100, priorityLevels: 3 }
+
+  /** A batcher whose one runner is busy with item 0, so later submits queue until finish(0). */
+  function busyBatcher(policy: BatchPolicy) {
+    const clock = new FakeClock()
+    const exec = manualExecute()
+    const b = new Batcher({ policy, runners: 1, execute: exec.execute, clock })
+    const first = b.submit(0)
+    expect(exec.calls).toEqual([[0]])
+    return { clock, exec, b, first }
+  }
+
+  it('takes the highest level first (1 is the highest), FIFO within a level, whatever the submit order', async () => {
+    const { exec, b } = busyBatcher(LEVELS)
+    const submitted = [
+      [31, 3],
+      [32, 3],
+      [11, 1],
+      [21, 2],
+      [12, 1],
+      [33, 3],
+      [22, 2]
+    ].map(([input, priority]) => b.submit(input!, { priority }))
+    for (let i = 0; i < 5; i++) {
+      exec.finish(i)
+      await settle()
+    }
+    expect(exec.calls).toEqual([[0], [11, 12], [21, 22], [31, 32], [33]])
+    expect((await Promise.all(submitted)).map((r) => r.output)).toEqual([310, 320, 110, 210, 120, 330, 220])
+  })
+
+  it('puts priority 0, an absent priority and one above the levels at the default level: the lowest unless the policy names one', async () => {
+    const lowest = busyBatcher(LEVELS)
+    for (const [input, priority] of [
+      [1, undefined],
+      [2, 0],
+      [3, 7],
+      [4, 2]
+    ] as const)
+      void lowest.b.submit(input, { priority })
+    lowest.exec.finish(0)
+    await settle()
+    expect(lowest.exec.calls[1]).toEqual([4, 1])
+
+    const middle = busyBatcher({ ...LEVELS, defaultPriorityLevel: 2 })
+    for (const [input, priority] of [
+      [1, 3],
+      [2, undefined],
+      [3, 1]
+    ] as const)
+      void middle.b.submit(input, { priority })
+    middle.exec.finish(0)
+    await settle()
+    expect(middle.exec.calls[1]).toEqual([3, 2])
+  })
+
+  it('with priorityLevels 0 (the default) ignores priorities: one FIFO queue', async () => {
+    const { exec, b } = busyBatcher({ ...LEVELS, priorityLevels: 0 })
+    for (const [input, priority] of [
+      [1, 3],
+      [2, 1],
+      [3, 2]
+    ])
+      void b.submit(input!, { priority })
+    exec.finish(0)
+    await settle()
+    exec.finish(1)
+    await settle()
+    expect(exec.calls).toEqual([[0], [1, 2], [3]])
+  })
+
+  it('times the wait for a fuller batch from the oldest item at any level, and that batch still takes the higher level first', async () => {
+    const clock = new FakeClock()
+    const exec = echoExecute()
+    const b = new Batcher({ policy: { ...LEVELS, maxBatchSize: 4, maxQueueDelayMs: 10 }, runners: 1, execute: exec.execute, clock })
+    const low = b.submit(30, { priority: 3 })
+    clock.advance(6)
+    const high = b.submit(10, { priority: 1 })
+    clock.advance(3.999)
+    expect(exec.calls).toEqual([])
+    clock.advance(0.001)
+    expect(exec.calls).toEqual([[10, 30]])
+    expect((await low).queueMs).toBe(10)
+    expect((await high).queueMs).toBeCloseTo(4, 9)
+  })
+
+  it('keeps the oldest-first timing right when the oldest item, at a lower level, is cancelled', async () => {
+    const clock = new FakeClock()
+    const exec = echoExecute()
+    const b = new Batcher({ policy: { ...LEVELS, maxBatchSize: 4, maxQueueDelayMs: 10 }, runners: 1, execute: exec.execute, clock })
+    const ac = new AbortController()
+    const low = caught(b.submit(30, { priority: 3, signal: ac.signal }))
+    clock.advance(4)
+    void b.submit(10, { priority: 1 })
+    ac.abort()
+    expect(((await low) as ServiceError).code).toBe('CLIENT_CLOSED')
+    clock.advance(9.999)
+    expect(exec.calls).toEqual([])
+    clock.advance(0.001)
+    expect(exec.calls).toEqual([[10]])
+  })
+
+  it('counts maxQueueSize over every level', async () => {
+    const { b } = busyBatcher({ ...LEVELS, maxQueueSize: 2 })
+    void b.submit(1, { priority: 1 })
+    void b.submit(2, { priority: 3 })
+    expect(((await caught(b.submit(3, { priority: 1 }))) as ServiceError).code).toBe('QUEUE_FULL')
+  })
+
+  it('refuses priority settings that cannot work, saying what to fix', () => {
+    const execute = async (inputs: number[]) => inputs
+    expect(() => new Batcher({ policy: { ...LEVELS, priorityLevels: -1 }, runners: 1, execute })).toThrow(/priorityLevels/)
+    expect(() => new Batcher({ policy: { ...LEVELS, defaultPriorityLevel: 4 }, runners: 1, execute })).toThrow(
+      /defaultPriorityLevel.*1 to priorityLevels \(3\)/
+    )
+  })
+})

@@ -203,6 +203,7 @@ function toInferRequest(body: InferenceRequestT, binary: Buffer, params: ModelRo
     modelName: params.model,
     modelVersion: params.version,
     id: body.id,
+    parameters: body.parameters,
     inputs,
     outputs: body.outputs?.map((output) => {
       const k = output.parameters?.classification

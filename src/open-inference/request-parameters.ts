@@ -1,0 +1,48 @@
+import { performance } from 'node:perf_hooks'
+import type { RequestOptions } from '../core/classify-service.js'
+import { ServiceError } from '../errors.js'
+
+/**
+ * Triton's request parameters that change how a request is scheduled, read the same way from both
+ * doors (REST `parameters`, gRPC `parameters` map):
+ * - `timeout`: microseconds the request may take from now; it becomes the request's deadline when
+ *   sooner than the one it already has (x-deadline-ms, the gRPC call's deadline). 0: no timeout.
+ *   Passed, the request ends DEADLINE_EXCEEDED as any deadline does.
+ * - `priority`: the batcher's priority level, 1 the highest; 0 the model's default level. A model
+ *   without priority levels accepts it and ignores it, as Triton does.
+ * Other parameters are left to whoever reads them.
+ */
+
+export const TIMEOUT_PARAMETER = 'timeout'
+export const PRIORITY_PARAMETER = 'priority'
+
+/** A whole number ≥ 0 exactly as a double holds it (int64 and uint64 values arrive as numbers). */
+function wholeNumber(parameters: Readonly<Record<string, unknown>>, name: string, unit: string): number | undefined {
+  const value = parameters[name]
+  if (value === undefined) return undefined
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw new ServiceError('BAD_REQUEST', `The request parameter "${name}" must be a whole number ≥ 0 (${unit}).`)
+  }
+  return value
+}
+
+/**
+ * The request options with the parameters' timeout and priority applied; `options` itself is not
+ * changed. Throws BAD_REQUEST for a value that is not a whole number ≥ 0.
+ */
+export function withRequestParameters(
+  parameters: Readonly<Record<string, unknown>> | undefined,
+  options: RequestOptions,
+  now: number = performance.now()
+): RequestOptions {
+  if (parameters === undefined) return options
+  const timeoutUs = wholeNumber(parameters, TIMEOUT_PARAMETER, 'microseconds; 0 for none')
+  const priority = wholeNumber(parameters, PRIORITY_PARAMETER, "a level, 1 the highest; 0 for the model's default")
+  if (timeoutUs === undefined && priority === undefined) return options
+  let deadlineAt = options.deadlineAt
+  if (timeoutUs !== undefined && timeoutUs > 0) {
+    const timeoutAt = now + timeoutUs / 1000
+    if (deadlineAt === undefined || timeoutAt < deadlineAt) deadlineAt = timeoutAt
+  }
+  return { ...options, deadlineAt, priority: priority ?? options.priority }
+}
