@@ -34,6 +34,7 @@ export interface Settings {
   readonly drainTimeoutMs: number
   readonly headersTimeoutMs: number
   readonly requestTimeoutMs: number
+  readonly drainGraceMs: number
   readonly keepAliveTimeoutMs: number
   readonly maxConnections: number
   readonly bodyBudgetBytes: number
@@ -194,7 +195,7 @@ export const SETTINGS = [
     max: 100_000,
     fallback: 32,
     description:
-      'Most scans a JPEG may have (counted before decoding; encoders write 1 baseline, 5-18 progressive); more: 400 IMAGE_TOO_COMPLEX.'
+      'Most scans a JPEG may have, counted from its markers before decoding (encoders write 1 baseline, 5-18 progressive); more: 400 `IMAGE_TOO_COMPLEX`. See [Decoding](#decoding).'
   }),
   spec({
     key: 'decodeTimeoutSeconds',
@@ -204,7 +205,7 @@ export const SETTINGS = [
     min: 1,
     max: 3600,
     fallback: 20,
-    description: 'Longest one decoding pass of an image may run; then it is stopped: 400 IMAGE_TOO_COMPLEX.'
+    description: 'Longest one decoding pass of an image may run; then libvips stops it: 400 `IMAGE_TOO_COMPLEX`.'
   }),
   spec({
     key: 'decodeConcurrency',
@@ -214,7 +215,7 @@ export const SETTINGS = [
     min: 1,
     max: 256,
     description:
-      'Images decoded at once. Default: the cores, at least 2, at most the libuv threadpool size (UV_THREADPOOL_SIZE, 4) minus 1.'
+      'Images decoded at once. Default: the cores, at least 2, at most the libuv threadpool size (`UV_THREADPOOL_SIZE`, default 4) minus 1.'
   }),
   spec({
     key: 'decodeBudgetBytes',
@@ -225,7 +226,7 @@ export const SETTINGS = [
     max: 2 ** 46,
     fallback: 512 * 1024 * 1024,
     description:
-      'Estimated decoded memory of all images being decoded at once; an image that needs more than 7/8 of it alone: 413 IMAGE_TOO_LARGE.'
+      'Estimated decoded memory of all images being decoded at once (512 MiB); an image whose decode alone needs more than 7/8 of it: 413 `IMAGE_TOO_LARGE`.'
   }),
   spec({
     key: 'decodeQueueSize',
@@ -235,7 +236,7 @@ export const SETTINGS = [
     min: 1,
     max: 100_000,
     fallback: 256,
-    description: 'Images waiting for a decode slot or for decode budget; one more: 429 DECODE_QUEUE_FULL with Retry-After.'
+    description: 'Images waiting for a decode slot or for decode budget; one more: 429 `DECODE_QUEUE_FULL` with `Retry-After`.'
   }),
   spec({
     key: 'maxBatchItems',
@@ -245,7 +246,8 @@ export const SETTINGS = [
     min: 1,
     max: 4096,
     fallback: 64,
-    description: 'Most images one batch-endpoint or /v2 request may carry.'
+    description:
+      'Most images one batch-endpoint or /v2 request may carry. Also sets the gRPC receive limit (see [gRPC message limits](#grpc-message-limits)).'
   }),
   spec({
     key: 'drainTimeoutMs',
@@ -255,7 +257,19 @@ export const SETTINGS = [
     min: 0,
     max: 600_000,
     fallback: 30_000,
-    description: 'On SIGTERM/SIGINT, how long accepted requests may take to finish.'
+    description:
+      'On SIGTERM (after `--drain-grace-ms`) or SIGINT, how long accepted requests may take to finish once the ports stop accepting; then work still queued is cancelled.'
+  }),
+  spec({
+    key: 'drainGraceMs',
+    flag: 'drain-grace-ms',
+    env: 'DRAIN_GRACE_MS',
+    kind: 'integer',
+    min: 0,
+    max: 600_000,
+    fallback: 10_000,
+    description:
+      "On SIGTERM, how long the ports keep serving while readiness answers 503, so a load balancer stops routing here first (the manifests' readiness probe: 5 s × 2 failures). SIGINT skips it. Grace + drain timeout + 5 s must fit the pod's terminationGracePeriodSeconds."
   }),
   spec({
     key: 'headersTimeoutMs',
@@ -265,7 +279,8 @@ export const SETTINGS = [
     min: 100,
     max: 600_000,
     fallback: 10_000,
-    description: 'How long an HTTP client may take to send the request line and headers; then the connection is closed.'
+    description:
+      'How long an HTTP client may take to send the request line and headers; then 408 `REQUEST_TIMEOUT` and the connection is closed. At most `--request-timeout-ms`.'
   }),
   spec({
     key: 'requestTimeoutMs',
@@ -276,7 +291,7 @@ export const SETTINGS = [
     max: 3_600_000,
     fallback: 30_000,
     description:
-      'How long an HTTP client may take to send a whole request, headers and body; then 408 REQUEST_TIMEOUT and the connection is closed. At least --headers-timeout-ms.'
+      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
   }),
   spec({
     key: 'keepAliveTimeoutMs',
@@ -286,7 +301,8 @@ export const SETTINGS = [
     min: 100,
     max: 600_000,
     fallback: 72_000,
-    description: 'How long an idle keep-alive HTTP connection stays open; keep it above the idle timeout of a load balancer in front.'
+    description:
+      'How long an idle keep-alive HTTP connection stays open; keep it above the idle timeout of a load balancer in front (60 s on most).'
   }),
   spec({
     key: 'maxConnections',
@@ -296,7 +312,8 @@ export const SETTINGS = [
     min: 1,
     max: 1_000_000,
     fallback: 512,
-    description: 'Most open HTTP connections; a connection over the cap is closed as soon as it is accepted.'
+    description:
+      'Most open HTTP connections; a connection over the cap is closed as soon as it is accepted (logged at warn, at most once per 10 s). Probes need a free one too.'
   }),
   spec({
     key: 'bodyBudgetBytes',
@@ -307,7 +324,7 @@ export const SETTINGS = [
     max: 2 ** 40,
     fallback: 192 * 1024 * 1024,
     description:
-      "HTTP request bodies held at once (each counted at its Content-Length, a chunked one at its route's limit, until answered); one more: 429 BODY_BUDGET_FULL with Retry-After. A request alone is always admitted."
+      "HTTP request bodies held at once (192 MiB): each admitted request counts its `Content-Length` (a chunked one its route's limit) until it is answered; one that would pass the budget gets 429 `BODY_BUDGET_FULL` with `Retry-After: 1` before its body is read. A request alone is always admitted. With the baseline (about 0.7 GiB with one ResNet-50) and `--decode-budget-bytes`, it must fit the pod's memory limit."
   }),
   spec({
     key: 'allowPartialStart',
@@ -330,7 +347,7 @@ export const SETTINGS = [
     env: 'AUTH_HEALTH',
     kind: 'boolean',
     fallback: false,
-    description: 'With --api-key: the health routes (/health/*, /v2/health/*) need the key too.'
+    description: 'With `--api-key`: the health routes (`/health/*`, `/v2/health/*`) need the key too (probes must then send it).'
   }),
   spec({
     key: 'authMetrics',
@@ -338,14 +355,14 @@ export const SETTINGS = [
     env: 'AUTH_METRICS',
     kind: 'boolean',
     fallback: false,
-    description: 'With --api-key: GET /metrics needs the key too.'
+    description: 'With `--api-key`: `GET /metrics` needs the key too (the scraper must then send it).'
   }),
   spec({
     key: 'corsOrigins',
     flag: 'cors-origins',
     env: 'CORS_ORIGINS',
     kind: 'origins',
-    description: 'Comma-separated origins (https://app.example.com) or * that browsers may call from; unset: no CORS headers at all.'
+    description: 'Comma-separated origins (`https://app.example.com`) or `*` that browsers may call from; unset: no CORS headers at all.'
   }),
   spec({
     key: 'logLevel',
@@ -366,7 +383,7 @@ export class ConfigError extends Error {
 type Raw = Record<string, string | boolean | undefined>
 
 function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, source: string): unknown {
-  const hint = `${source} (flag --${s.flag}, env ${s.env}): ${s.description}`
+  const hint = `${source} (flag --${s.flag}, env ${s.env}): ${plainText(s.description)}`
   switch (s.kind) {
     case 'string':
       if (typeof raw !== 'string' || raw.length === 0) throw new ConfigError(`${hint} It must be a non-empty string.`)
@@ -405,6 +422,11 @@ function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, sourc
       return Object.freeze(origins)
     }
   }
+}
+
+/** A description as plain text, for a terminal: no code spans, links as their words. */
+export function plainText(markdown: string): string {
+  return markdown.replace(/`([^`]*)`/g, '$1').replace(/\[([^\]]*)\]\([^)]*\)/g, '$1')
 }
 
 function isOrigin(text: string): boolean {

@@ -1,21 +1,39 @@
-import { pino } from 'pino'
-import { ConfigError, describeSettings, loadSettings, type Settings } from './config.js'
-import { ClassifyService } from './core/classify-service.js'
-import { startGrpcServer, type GrpcServerHandle } from './grpc/server.js'
-import { buildApp } from './http/app.js'
-import { ServiceMetrics } from './metrics.js'
-import { ensureDefaultModel } from './repository/default-model.js'
-import { RepositoryError } from './repository/repository.js'
+import { helpText, wantsHelp } from './config-help.js'
+import type { Settings } from './config.js'
+import type { ClassifyService } from './core/classify-service.js'
+import type { GrpcServerHandle } from './grpc/server.js'
 
 /** The process: settings, the core service, its doors, and a graceful exit on SIGTERM/SIGINT. */
 
 async function main(): Promise<void> {
+  // Help needs only the settings table: it is printed before sharp, ONNX Runtime or fastify load.
+  if (wantsHelp(process.argv.slice(2))) {
+    process.stdout.write(helpText())
+    process.exit(0)
+  }
+  const [
+    { pino },
+    { ConfigError, describeSettings, loadSettings },
+    core,
+    { startGrpcServer },
+    { buildApp },
+    { ServiceMetrics },
+    { ensureDefaultModel }
+  ] = await Promise.all([
+    import('pino'),
+    import('./config.js'),
+    import('./core/classify-service.js'),
+    import('./grpc/server.js'),
+    import('./http/app.js'),
+    import('./metrics.js'),
+    import('./repository/default-model.js')
+  ])
   let settings: Settings
   try {
     settings = loadSettings()
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
-    console.error(`resnet-serve: invalid setting: ${err.message}`)
+    console.error(`resnet-serve: invalid setting: ${err.message} (all settings: --help)`)
     process.exit(2)
   }
   const log = pino({ level: settings.logLevel, base: { service: 'resnet-serve' } })
@@ -25,9 +43,9 @@ async function main(): Promise<void> {
   let service: ClassifyService
   try {
     if (settings.buildDefaultModel) await ensureDefaultModel(settings.modelRepository, log)
-    service = await ClassifyService.start(settings, log, metrics.events)
+    service = await core.ClassifyService.start(settings, log, metrics.events)
   } catch (err) {
-    if (err instanceof RepositoryError || err instanceof Error) {
+    if (err instanceof Error) {
       log.fatal({ problem: err.message }, 'cannot start: a model failed to load')
       console.error(`resnet-serve: cannot start: ${err.message}`)
       process.exit(1)
@@ -49,11 +67,8 @@ async function main(): Promise<void> {
   }
   log.info({ host: settings.host, port: grpc.port }, 'gRPC listening')
 
-  let stopping = false
-  const stop = (signal: NodeJS.Signals): void => {
-    if (stopping) return
-    stopping = true
-    log.info({ signal, drainTimeoutMs: settings.drainTimeoutMs }, 'shutting down: no new requests, finishing accepted ones')
+  const closeDoors = (): void => {
+    log.info({ drainTimeoutMs: settings.drainTimeoutMs }, 'shutting down: no new connections, finishing accepted requests')
     const force = setTimeout(() => {
       log.error('drain timeout passed; exiting with work unfinished')
       process.exit(1)
@@ -71,8 +86,30 @@ async function main(): Promise<void> {
         process.exit(1)
       })
   }
-  process.once('SIGTERM', stop)
-  process.once('SIGINT', stop)
+
+  // SIGTERM (Kubernetes, systemd, podman stop) first drains: readiness answers 503 while both ports
+  // keep serving for --drain-grace-ms, the time a load balancer takes to stop routing here; then the
+  // doors close. SIGINT (Ctrl-C), or a second signal during the grace, closes them at once.
+  let grace: NodeJS.Timeout | undefined
+  let closing = false
+  const stop = (signal: NodeJS.Signals): void => {
+    if (closing) return
+    if (grace !== undefined || signal === 'SIGINT' || settings.drainGraceMs === 0) {
+      clearTimeout(grace)
+      closing = true
+      service.beginDrain()
+      closeDoors()
+      return
+    }
+    service.beginDrain()
+    log.info({ signal, drainGraceMs: settings.drainGraceMs }, 'draining: readiness answers 503, still serving until the grace period ends')
+    grace = setTimeout(() => {
+      closing = true
+      closeDoors()
+    }, settings.drainGraceMs)
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
 }
 
 await main()

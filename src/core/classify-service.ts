@@ -143,6 +143,8 @@ export class ClassifyService {
   /** Models that failed to load under --allow-partial-start: known by name, never ready. */
   private readonly failed = new Map<string, string>()
   private closing = false
+  /** Set by beginDrain(): not ready (load balancers stop routing here) while still serving. */
+  private draining = false
   readonly defaultModel: string | undefined
 
   private constructor(
@@ -276,7 +278,20 @@ export class ClassifyService {
    * a model must not take traffic meant for a whole one. Its other models still answer.
    */
   get ready(): boolean {
-    return !this.closing && this.models.size > 0 && this.failed.size === 0
+    return !this.draining && !this.closing && this.models.size > 0 && this.failed.size === 0
+  }
+
+  /**
+   * The first step of a shutdown: readiness turns false so that load balancers take this replica
+   * out, while requests (new ones too) are still served as usual until close().
+   */
+  beginDrain(): void {
+    this.draining = true
+  }
+
+  /** Whether a shutdown has begun (beginDrain or close): answers should ask clients to reconnect elsewhere. */
+  get isDraining(): boolean {
+    return this.draining || this.closing
   }
 
   async classify(modelName: string | undefined, image: Uint8Array, topk: number, options: RequestOptions = {}): Promise<Classification> {

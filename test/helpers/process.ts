@@ -24,7 +24,8 @@ export async function startServerProcess(args: string[], env: Record<string, str
     process.execPath,
     ['--import', 'tsx', 'src/main.ts', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', ...args],
     {
-      env: { ...process.env, LOG_LEVEL: 'info', ...env },
+      // No grace period before the drain unless a test asks for one (--drain-grace-ms wins over the variable).
+      env: { ...process.env, LOG_LEVEL: 'info', DRAIN_GRACE_MS: '0', ...env },
       stdio: ['ignore', 'pipe', 'pipe']
     }
   )

@@ -22,7 +22,7 @@ async function npmStart(repository: string): Promise<Started> {
     'npm',
     ['start', '--', '--model-repository', repository, '--provider', 'cpu', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0'],
     {
-      env: { ...process.env, LOG_LEVEL: 'info' },
+      env: { ...process.env, LOG_LEVEL: 'info', DRAIN_GRACE_MS: '0' },
       stdio: ['ignore', 'pipe', 'pipe']
     }
   )

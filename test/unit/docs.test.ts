@@ -1,9 +1,11 @@
 import { readFile } from 'node:fs/promises'
 import { describe, expect, it } from 'vitest'
-import { SETTINGS } from '../../src/config.js'
+import { SETTINGS, plainText } from '../../src/config.js'
+import { helpText } from '../../src/config-help.js'
 import { ERRORS, type ErrorCode } from '../../src/errors.js'
 import { httpStatusOf } from '../../src/http/error-status.js'
 import { grpcStatusName } from '../../src/grpc/error-status.js'
+import { DOC, withGeneratedTable } from '../../scripts/settings-table.js'
 
 /** The docs are part of the API: every error code and every setting is documented, and correctly. */
 
@@ -32,5 +34,22 @@ describe('docs agree with the code', () => {
       expect(row).toContain(`\`${s.env}\``)
       if ('fallback' in s && s.fallback !== undefined) expect(row).toContain(`\`${String(s.fallback)}\``)
     }
+  })
+
+  it('the settings table in docs/configuration.md is the one generated from SETTINGS (npm run docs:settings)', async () => {
+    const text = await readFile(DOC, 'utf8')
+    expect(text, 'docs/configuration.md differs from SETTINGS: run npm run docs:settings').toBe(withGeneratedTable(text))
+  })
+
+  it('--help shows every setting with its flag, variable, default and meaning', () => {
+    const help = helpText()
+    for (const s of SETTINGS) {
+      const line = help.split('\n').find((l) => l.startsWith(`  --${s.flag}`))
+      expect(line, `--help has no line for --${s.flag}`).toBeDefined()
+      expect(line).toContain(`env ${s.env}`)
+      if ('fallback' in s && s.fallback !== undefined) expect(line).toContain(`default ${String(s.fallback)}`)
+      expect(help.replace(/\s+/g, ' ')).toContain(plainText(s.description).replace(/\s+/g, ' '))
+    }
+    expect(help).not.toContain('`')
   })
 })

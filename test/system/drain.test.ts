@@ -1,0 +1,89 @@
+import { request } from 'node:http'
+import { connect, type Socket } from 'node:net'
+import { once } from 'node:events'
+import { describe, expect, it } from 'vitest'
+import { readPhoto } from '../helpers/photos.js'
+import { startSyntheticServerProcess, type ServerProcess } from '../helpers/process.js'
+
+/**
+ * The drain a load balancer can follow: after SIGTERM the replica reports not ready while it keeps
+ * serving for --drain-grace-ms, then closes its ports and finishes what it has.
+ */
+
+interface Answer {
+  status: number
+  headers: Record<string, string | string[] | undefined>
+  body: string
+}
+
+/** One request on a fresh connection, so that every answer shows what the listener does now. */
+function send(url: string, method: string, path: string, body?: Buffer): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const headers = body === undefined ? {} : { 'content-type': 'image/jpeg' }
+    const req = request(`${url}${path}`, { method, agent: false, headers }, (res) => {
+      let text = ''
+      res.on('data', (d: Buffer) => (text += d.toString()))
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text }))
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+async function logged(server: ServerProcess, msg: string): Promise<void> {
+  while (!server.logs.some((l) => l.msg === msg)) {
+    if (server.child.exitCode !== null) throw new Error(`exited before logging "${msg}"`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+describe('drain on SIGTERM', () => {
+  it('readiness answers 503 while /health/live and /classify are still served for the grace period; then the port closes and the exit code is 0', async () => {
+    // Long timeouts: without the drain's own handling, the silent connection below would hold the
+    // exit past the test's time limit rather than end it by luck.
+    const server = await startSyntheticServerProcess([
+      '--drain-grace-ms',
+      '6000',
+      '--drain-timeout-ms',
+      '120000',
+      '--keep-alive-timeout-ms',
+      '120000'
+    ])
+    const photo = await readPhoto('chelsea')
+    expect((await send(server.url, 'GET', '/health/ready')).status).toBe(200)
+
+    // Regression: a connection accepted but never sent a byte held the close for over a minute.
+    const { port } = new URL(server.url)
+    const silent: Socket = connect(Number(port), '127.0.0.1')
+    await once(silent, 'connect')
+    const silentClosed = once(silent, 'close')
+    silent.on('error', () => {})
+
+    server.child.kill('SIGTERM')
+    await logged(server, 'draining: readiness answers 503, still serving until the grace period ends')
+    const ready = await send(server.url, 'GET', '/health/ready')
+    expect(ready.status).toBe(503)
+    expect(JSON.parse(ready.body)).toMatchObject({ status: 'not ready' })
+    expect((await send(server.url, 'GET', '/v2/health/ready')).status).not.toBe(200)
+    expect((await send(server.url, 'GET', '/health/live')).status).toBe(200)
+    const classified = await send(server.url, 'POST', '/classify', photo)
+    expect(classified.status).toBe(200)
+    expect(JSON.parse(classified.body).predictions).toHaveLength(5)
+    // Keep-alive clients are asked to reconnect, so their next request goes where the balancer says.
+    expect(classified.headers.connection).toBe('close')
+    // Still in the grace period: the doors had not begun to close.
+    expect(server.logs.some((l) => l.msg === 'shutting down: no new connections, finishing accepted requests')).toBe(false)
+
+    expect(await server.exited).toBe(0)
+    await silentClosed
+    expect(server.logs.some((l) => l.msg === 'stopped')).toBe(true)
+    await expect(send(server.url, 'GET', '/health/live')).rejects.toThrow(/ECONNREFUSED/)
+  })
+
+  it('SIGINT skips the grace period', async () => {
+    const server = await startSyntheticServerProcess(['--drain-grace-ms', '600000'])
+    server.child.kill('SIGINT')
+    expect(await server.exited).toBe(0)
+    expect(server.logs.some((l) => String(l.msg).startsWith('draining'))).toBe(false)
+  })
+})
