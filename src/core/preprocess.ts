@@ -14,7 +14,10 @@ import { countJpegScans } from './jpeg-scans.js'
  *
  * - shorter side → `resize`, longer side → trunc(resize × long / short), resized with `fit: 'fill'`
  *   and a linear (triangle) kernel that widens with the scale factor, as PIL's antialiased
- *   bilinear does; no shrink-on-load, which would move pixels (the figures: docs/models.md);
+ *   bilinear does. A JPEG at least 4× larger than needed is shrunk while it decodes (libjpeg's
+ *   DCT scaling by 2, 4 or 8), leaving at least a factor of 2 to the kernel (sharp's
+ *   `fastShrinkOnLoad: false`); a model's `preprocess.decode: "fast"` lets the decoder shrink as far
+ *   as it can, which is quicker on large photos and moves pixels more (the figures: docs/models.md);
  * - centre crop at round-half-to-even((size − crop) / 2), Python's round().
  *
  * Colour: EXIF orientation is applied first; embedded ICC profiles and CMYK are converted to sRGB
@@ -228,6 +231,8 @@ export class ImagePreprocessor {
   private readonly timeoutSeconds: number
   private readonly budget: DecodeBudget | undefined
   private readonly inputOptions: SharpOptions
+  /** preprocess.decode 'fast': JPEG shrink-on-load as far as it goes; 'exact' leaves the last factor of 2 to the resize. */
+  private readonly fastShrinkOnLoad: boolean
 
   constructor(config: PreprocessConfig, limits: DecodeLimits) {
     if (config.crop > config.resize) throw new Error(`preprocess.crop (${config.crop}) is larger than preprocess.resize (${config.resize})`)
@@ -237,6 +242,7 @@ export class ImagePreprocessor {
     this.maxJpegScans = limits.maxJpegScans ?? DEFAULT_MAX_JPEG_SCANS
     this.timeoutSeconds = limits.decodeTimeoutSeconds ?? DEFAULT_DECODE_TIMEOUT_SECONDS
     this.budget = limits.budget
+    this.fastShrinkOnLoad = config.decode === 'fast'
     this.inputOptions = {
       limitInputPixels: limits.maxInputPixels,
       // Truncated JPEGs and PNGs would otherwise decode with a grey or black tail. 'truncated'
@@ -262,10 +268,14 @@ export class ImagePreprocessor {
       const scans = countJpegScans(bytes, this.maxJpegScans)
       if (scans > this.maxJpegScans) throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${this.maxJpegScans} scans)`)
     }
+    // One sharp instance reads the header and then decodes: a second would pay sharp's JS set-up
+    // (its options object, input checks) again for every image, measured at about half of its
+    // per-image main-thread cost (load/overhead.ts).
+    const image = sharp(bytes, this.inputOptions)
     let metadata: Metadata
     try {
       // Header only: the format, size and orientation are checked before any pixel is decoded.
-      metadata = await sharp(bytes, this.inputOptions).metadata()
+      metadata = await image.metadata()
     } catch (err) {
       throw mapSharpError(err, this.timeoutSeconds)
     }
@@ -278,8 +288,8 @@ export class ImagePreprocessor {
       const resized = resizedSize(width, height, this.resize)
       const { left, top } = centreCropOffset(resized.width, resized.height, this.crop)
       const pixels = enlarging
-        ? await this.enlarge(bytes, width, height, resized, left, top, options.signal)
-        : await this.reduce(bytes, metadata.hasAlpha, resized, left, top, options.signal)
+        ? await this.enlarge(image, width, height, resized, left, top, options.signal)
+        : await this.reduce(image, metadata.hasAlpha, resized, left, top, options.signal)
       if (pixels.length !== this.crop * this.crop * 3) {
         throw new ServiceError('INTERNAL', `The decoder gave ${pixels.length} bytes, not ${this.crop}×${this.crop}×3.`)
       }
@@ -304,16 +314,16 @@ export class ImagePreprocessor {
    * factor as PIL's antialiased bilinear does, which lands within a fraction of a grey level of it.
    */
   private async reduce(
-    bytes: Uint8Array,
+    image: Sharp,
     hasAlpha: boolean,
     resized: Size,
     left: number,
     top: number,
     signal: AbortSignal | undefined
   ): Promise<Buffer> {
-    const source = hasAlpha ? await this.decodeRgb(bytes, 0, signal) : this.decoder(bytes, signal)
+    const source = hasAlpha ? await this.decodeRgb(image, 0, signal) : this.decoder(image, signal)
     return source
-      .resize({ width: resized.width, height: resized.height, fit: 'fill', kernel: 'linear', fastShrinkOnLoad: false })
+      .resize({ width: resized.width, height: resized.height, fit: 'fill', kernel: 'linear', fastShrinkOnLoad: this.fastShrinkOnLoad })
       .extract({ left, top, width: this.crop, height: this.crop })
       .removeAlpha()
       .toColourspace('srgb')
@@ -333,7 +343,7 @@ export class ImagePreprocessor {
    * which the crop is kept (about 15 ms).
    */
   private async enlarge(
-    bytes: Uint8Array,
+    image: Sharp,
     width: number,
     height: number,
     resized: Size,
@@ -345,7 +355,7 @@ export class ImagePreprocessor {
     const scaleY = resized.height / height
     const columns = paddedSourceWindow(left, this.crop, scaleX, width + 2)
     const rows = paddedSourceWindow(top, this.crop, scaleY, height + 2)
-    const padded = await this.decodeRgb(bytes, 1, signal)
+    const padded = await this.decodeRgb(image, 1, signal)
     const { data, info } = await padded
       .extract({ left: columns.start, top: rows.start, width: columns.length, height: rows.length })
       .affine(
@@ -398,21 +408,21 @@ export class ImagePreprocessor {
    * resamples with alpha premultiplied and drops it only at the end, which would turn transparent
    * pixels black; PIL's convert('RGB') keeps their stored colour.
    */
-  private async decodeRgb(bytes: Uint8Array, border: number, signal: AbortSignal | undefined): Promise<Sharp> {
-    let image = this.decoder(bytes, signal).removeAlpha().toColourspace('srgb')
-    if (border > 0) image = image.extend({ top: border, bottom: border, left: border, right: border, extendWith: 'copy' })
-    const { data, info } = await image.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true })
+  private async decodeRgb(image: Sharp, border: number, signal: AbortSignal | undefined): Promise<Sharp> {
+    let rgb = this.decoder(image, signal).removeAlpha().toColourspace('srgb')
+    if (border > 0) rgb = rgb.extend({ top: border, bottom: border, left: border, right: border, extendWith: 'copy' })
+    const { data, info } = await rgb.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true })
     return sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } })
   }
 
   /**
-   * A pipeline that decodes `bytes`, under the decode timeout. libvips cannot be stopped from
-   * outside once it runs, so a client that has gone is checked for before each decoding pass:
-   * its decode is not started, or not continued into its second pass.
+   * The pipeline of `image` (whose header was read) that decodes it, under the decode timeout.
+   * libvips cannot be stopped from outside once it runs, so a client that has gone is checked for
+   * before each decoding pass: its decode is not started, or not continued into its second pass.
    */
-  private decoder(bytes: Uint8Array, signal: AbortSignal | undefined): Sharp {
+  private decoder(image: Sharp, signal: AbortSignal | undefined): Sharp {
     if (signal?.aborted) throw new ServiceError('CLIENT_CLOSED', '(before decoding)')
-    return sharp(bytes, this.inputOptions).timeout({ seconds: this.timeoutSeconds })
+    return image.timeout({ seconds: this.timeoutSeconds })
   }
 }
 

@@ -13,7 +13,13 @@ export const PreprocessConfigSchema = Type.Object(
     colorOrder: Type.Union([Type.Literal('RGB'), Type.Literal('BGR')]),
     scale: Type.Number({ exclusiveMinimum: 0 }),
     mean: Triple,
-    std: Triple
+    std: Triple,
+    decode: Type.Optional(
+      Type.Union([Type.Literal('exact'), Type.Literal('fast')], {
+        description:
+          "JPEG decoding: 'exact' (default) leaves at least a factor of 2 of the shrink to the resize kernel, within a fraction of a grey level of torchvision; 'fast' shrinks as far as the decoder can while decoding (by up to 8), quicker on large photos, further from torchvision (docs/models.md)."
+      })
+    )
   },
   { additionalProperties: false }
 )
