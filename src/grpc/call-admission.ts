@@ -87,7 +87,8 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
             nextMessage(message)
           },
           onReceiveHalfClose(nextHalfClose) {
-            if (delivered) {
+            // A stream of requests may hold none: closing it at once is the client's to do.
+            if (delivered || method.requestStream) {
               nextHalfClose()
               return
             }

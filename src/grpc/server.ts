@@ -5,6 +5,7 @@ import {
   Server,
   ServerCredentials,
   type MethodDefinition,
+  type ServerDuplexStream,
   type ServerUnaryCall,
   type ServiceDefinition,
   type StatusObject,
@@ -32,6 +33,8 @@ import type {
 import { admissionInterceptor, type RpcAccess } from './call-admission.js'
 import { statusOf } from './error-status.js'
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
+import { requestHead } from './request-head.js'
+import { serveInferStream, streamCounters, type StreamCounters } from './stream-infer.js'
 
 /**
  * The gRPC door: the Open Inference Protocol's `inference.GRPCInferenceService` over the core
@@ -55,6 +58,7 @@ const MAX_MESSAGE_BYTES = 2 ** 31 - 1
 
 const ACCESS: Readonly<Record<string, RpcAccess>> = {
   ModelInfer: 'inference',
+  ModelStreamInfer: 'inference',
   ServerLive: 'health',
   ServerReady: 'health',
   ModelReady: 'health',
@@ -121,6 +125,11 @@ interface ModelInferResponseMessage {
   raw_output_contents: Uint8Array[]
 }
 
+interface ModelStreamInferResponseMessage {
+  error_message: string
+  infer_response: ModelInferResponseMessage
+}
+
 interface ModelRefMessage {
   name: string
   version: string
@@ -132,6 +141,8 @@ export interface GrpcServerHandle {
   readonly receiveLimitBytes: number
   /** ModelInfer messages protobuf has decoded: those past the key, the receive limit and the entry bounds. */
   decodedInferRequests(): number
+  /** What ModelStreamInfer calls have read and answered (see stream-infer.ts). */
+  streamCounters(): Readonly<StreamCounters>
   /** Stops taking calls and waits for those in progress (up to the drain timeout), then closes. */
   close(): Promise<void>
 }
@@ -229,7 +240,7 @@ function toInferRequest(message: ModelInferRequestMessage): InferRequest {
 }
 
 /** The call's deadline on performance.now()'s clock, and an abort signal for a cancelled call. */
-function callOptions(call: ServerUnaryCall<unknown, unknown>): RequestOptions {
+function callOptions(call: ServerUnaryCall<unknown, unknown> | ServerDuplexStream<unknown, unknown>): RequestOptions {
   const abort = new AbortController()
   call.once('cancelled', () => abort.abort())
   const deadline = call.getDeadline()
@@ -298,7 +309,10 @@ interface DoorContext {
   readonly decoders: ReadonlyMap<string, Decode>
   /** ModelInferRequest's entry bounds, built once from the loaded models. */
   readonly inferRule: MessageRule
+  /** The receive limit: also what one stream's running requests may hold together. */
+  readonly receiveLimitBytes: number
   decodedInferRequests: number
+  readonly streamCounters: StreamCounters
 }
 
 /** protobuf's decode of bytes already admitted; a message it cannot read is the client's fault. */
@@ -325,19 +339,15 @@ function inferRequestMessage(door: DoorContext, bytes: Buffer): ModelInferReques
 }
 
 /**
- * ModelInfer, counted in request_success/failure_total like the HTTP inference routes (one outcome
- * per call; calls that end before reaching here are counted by the admission interceptor).
+ * One inference request, of a ModelInfer call or of a stream, counted in request_success/failure_total
+ * like the HTTP inference routes (one outcome per request; calls that end before reaching here are
+ * counted by the admission interceptor).
  */
-async function modelInfer(
-  door: DoorContext,
-  bytes: Buffer,
-  call: ServerUnaryCall<Buffer, ModelInferResponseMessage>
-): Promise<ModelInferResponseMessage> {
+async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOptions): Promise<ModelInferResponseMessage> {
   let response: InferResponse
   let items: number | undefined
   let modelName: string | undefined
   try {
-    const options = callOptions(call)
     const request = inferRequestMessage(door, bytes)
     modelName = request.model_name
     const inferRequest = toInferRequest(request)
@@ -356,6 +366,24 @@ async function modelInfer(
     // Raw contents for every output, as Triton answers: clients read them without a per-datatype field.
     outputs: response.outputs.map((o) => ({ name: o.name, datatype: o.datatype, shape: o.shape })),
     raw_output_contents: response.outputs.map(rawOutputBytes)
+  }
+}
+
+/**
+ * One streamed request's answer: its response, or its error in error_message with the model and
+ * id it named, so the stream goes on. Logged as a refused or failed call would be.
+ */
+async function streamAnswer(door: DoorContext, bytes: Buffer, options: RequestOptions): Promise<ModelStreamInferResponseMessage> {
+  try {
+    return { error_message: '', infer_response: await modelInfer(door, bytes, options) }
+  } catch (err) {
+    const se = toServiceError(err)
+    if (se.kind === 'internal') door.log.error({ err, rpc: 'ModelStreamInfer' }, 'gRPC stream request failed')
+    else door.log.info({ rpc: 'ModelStreamInfer', code: se.code }, 'gRPC stream request refused')
+    return {
+      error_message: `${se.code}: ${se.message}`,
+      infer_response: { ...requestHead(bytes), outputs: [], raw_output_contents: [] }
+    }
   }
 }
 
@@ -391,7 +419,16 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
       const request = smallRequest<ModelRefMessage>(door, 'ModelMetadata', bytes)
       return modelMetadata(service, request.name, request.version)
     }),
-    ModelInfer: unary('ModelInfer', log, (bytes, call: ServerUnaryCall<Buffer, ModelInferResponseMessage>) => modelInfer(door, bytes, call))
+    ModelInfer: unary('ModelInfer', log, (bytes, call: ServerUnaryCall<Buffer, ModelInferResponseMessage>) =>
+      modelInfer(door, bytes, callOptions(call))
+    ),
+    ModelStreamInfer: (call: ServerDuplexStream<Buffer, ModelStreamInferResponseMessage>) =>
+      serveInferStream(call, {
+        answer: (bytes, options) => streamAnswer(door, bytes, options),
+        options: callOptions(call),
+        maxInFlightBytes: door.receiveLimitBytes,
+        counters: door.streamCounters
+      })
   }
 }
 
@@ -416,7 +453,9 @@ export async function startGrpcServer(
     metrics,
     decoders,
     inferRule: inferRequestRule(requestBounds),
-    decodedInferRequests: 0
+    receiveLimitBytes,
+    decodedInferRequests: 0,
+    streamCounters: streamCounters()
   }
   const server = new Server({
     'grpc.max_receive_message_length': receiveLimitBytes,
@@ -443,6 +482,7 @@ export async function startGrpcServer(
     port,
     receiveLimitBytes,
     decodedInferRequests: () => door.decodedInferRequests,
+    streamCounters: () => door.streamCounters,
     close: () =>
       new Promise<void>((resolve) => {
         const force = setTimeout(() => {

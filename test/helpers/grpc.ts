@@ -4,6 +4,7 @@ import { expect } from 'vitest'
 import type { Logger } from 'pino'
 import type { Settings } from '../../src/config.js'
 import { SERVICE_NAME, loadInferenceProto, startGrpcServer } from '../../src/grpc/server.js'
+import type { StreamCounters } from '../../src/grpc/stream-infer.js'
 import { testLogger, type TestServer } from './server.js'
 
 export interface GrpcTestClient {
@@ -19,6 +20,8 @@ export interface GrpcTestDoor extends Omit<GrpcTestClient, 'close'> {
   readonly receiveLimitBytes: number
   /** ModelInfer messages the door has protobuf-decoded so far. */
   decodedInferRequests(): number
+  /** What the door's ModelStreamInfer calls have read and answered so far. */
+  streamCounters(): Readonly<StreamCounters>
   close(): Promise<void>
 }
 
@@ -80,6 +83,7 @@ export async function startTestGrpc(
     port: handle.port,
     receiveLimitBytes: handle.receiveLimitBytes,
     decodedInferRequests: () => handle.decodedInferRequests(),
+    streamCounters: () => ({ ...handle.streamCounters() }),
     call: client.call,
     callRaw: client.callRaw,
     async close() {
