@@ -2,7 +2,7 @@
 # The load suite on the GPU host; writes everything under $OUT. In the project root, after
 # `bash .gpu/a/device.sh a`, `bash .gpu/b/device.sh b`, `source .gpu/b/device.sh env`:
 #
-#   bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|all ...]   (default all; parts run in the order below)
+#   bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|queuedelay|all ...]   (default all; parts run in the order below)
 #
 # Parts, so that each device command stays under its 10-minute limit if one run of all does not:
 #   models  the synthetic ResNet-50 and its variants -u8, -fp16, -u8-fp16 (UINT8 prologue, FP16)
@@ -11,6 +11,8 @@
 #   suite   every door against --provider cuda with the FP32 models, report with charts
 #   fp16    /classify, /v2 and gRPC with the UINT8+FP16 model (the fastest path), its own report
 #   firstrun  the first runs of each batch size on one session (what warm-up must cover), first-run.md
+#   queuedelay  /classify with the batcher's maxQueueDelayMs 0 against 5 ms in paired rounds (-u8-fp16
+#           model, GPU_CONCURRENCY, 2 rounds of GPU_DURATION), queue-delay.md; not part of all (~3 min)
 # Send dist/ in the checkout (run's carry: [".gpu/b", "dist"]): linked from the archive in /tmp it
 # misses the checkout's data/ and the service could not be reached (first GPU run, docs/gpu-report.md).
 # Run `firstrun` first on a new host: it tells whether a change of batch size costs time per run.
@@ -33,7 +35,7 @@ photos=${GPU_PHOTOS:-500x375,4000x3000}
 repo=${GPU_REPOSITORY:-/tmp/gpu-models}
 # sharp (so "sharp alone" and the service's decoding) gets its parallelism from the libuv pool.
 export UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-$(nproc)}
-for p in $parts; do case "$p" in models|raw|suite|fp16|firstrun|all) ;; *) echo "usage: bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|all ...]"; exit 2 ;; esac; done
+for p in $parts; do case "$p" in models|raw|suite|fp16|firstrun|queuedelay|all) ;; *) echo "usage: bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|queuedelay|all ...]"; exit 2 ;; esac; done
 mkdir -p "$out"
 exec > >(tee -a "$out/run.log") 2>&1
 
@@ -75,5 +77,10 @@ if want fp16; then
 fi
 if want firstrun; then
   node load/gpu/first-run.mjs "$repo" resnet50,resnet50-u8-fp16 "$provider" "${GPU_FIRST_RUN_BATCHES:-1,2,3,4,8,16,32,64,128}" | tee "$out/first-run.md"
+fi
+if [[ $parts == *" queuedelay "* ]]; then
+  node dist/load/queue-delay.js --entry dist --provider "$provider" --sessions-per-model "$sessions" --max-batch "$max_batch" \
+    --repository "$repo" --model resnet50-u8-fp16 --concurrency "$concurrency" --rounds "${GPU_QUEUE_DELAY_ROUNDS:-2}" \
+    --duration "$duration" --out "$out" | tee "$out/queue-delay.md"
 fi
 echo "== done $(date -u +%FT%TZ); reports: $out/load-report.md $out/fp16/load-report.md"

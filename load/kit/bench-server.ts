@@ -47,14 +47,21 @@ function grpcAddressOf(entry: Record<string, unknown>): string | undefined {
  * gRPC door's line when it logs one first). The pid is the Node process itself, so its CPU time
  * includes the inference worker threads and sharp's threads.
  */
-export async function startBenchServer(args: string[], entry: ServerEntry = 'tsx', env: Record<string, string> = {}): Promise<BenchServer> {
+export async function startBenchServer(
+  args: string[],
+  entry: ServerEntry = 'tsx',
+  env: Record<string, string> = {},
+  /** Another source tree of the service (a past commit, for A/B runs); paths in `args` must then be absolute. */
+  cwd?: string
+): Promise<BenchServer> {
   const main = entry === 'tsx' ? ['--import', 'tsx', 'src/main.ts'] : ['dist/src/main.js']
   const child: ChildProcess = spawn(
     process.execPath,
     [...main, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--log-level', 'info', ...args],
     {
       env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe']
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...(cwd === undefined ? {} : { cwd })
     }
   )
   const exited = once(child, 'exit')

@@ -87,6 +87,16 @@ function targetRows(result: SuiteResult, raw: RawFile | undefined): string[] {
       )
     }
   }
+  const fast = byName.get('classify-fast')
+  for (const group of [...new Set(fast?.levels.map((l) => l.group) ?? [])]) {
+    const best = maxBy(
+      fast!.levels.filter((l) => l.group === group),
+      (l) => l.ratioToRaw
+    )
+    rows.push(
+      `| /classify with the fast decode ≥ 0.85× raw session (${group}) | ${f1(best.imagesPerSecond)} / ${f1(best.rawImagesPerSecond)} images/s = **${best.ratioToRaw.toFixed(2)}×** (concurrency ${best.concurrency}) | ${best.ratioToRaw >= 0.85 ? 'yes' : 'no'} |`
+    )
+  }
   for (const [float, uint8] of [
     ['classify', 'classify-uint8'],
     ['v2-fp32', 'v2-uint8'],
@@ -195,7 +205,9 @@ export function reportMarkdown(
   chartDir: string,
   reportPath: string,
   chartNames: readonly string[],
-  raw: { file: RawFile; source: string } | undefined
+  raw: { file: RawFile; source: string } | undefined,
+  /** Sections of the paired benchmarks (benchmark-sections.ts), after the suite's scenarios. */
+  benchmarks: readonly string[] = []
 ): string {
   const rel = (name: string): string => relative(join(reportPath, '..'), join(chartDir, `${name}.svg`))
   const loadAverage = result.host.loadAverageAtStart.map((n) => n.toFixed(2)).join(' ')
@@ -234,6 +246,7 @@ export function reportMarkdown(
     '## Scenarios',
     '',
     ...result.scenarios.map((s) => `${scenarioSection(s)}\n`),
+    ...benchmarks,
     GPU_SECTION,
     ''
   ].join('\n')

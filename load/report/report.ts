@@ -6,13 +6,17 @@
  *   npm run load:report -- --from [load/results/suite-….json | latest]
  *   npm run load:report -- --from latest --report-dir $OUT   write elsewhere (the GPU run)
  *   npm run load:report -- … --raw load/results/raw.json      add the raw-session table of npm run load:raw
+ *
+ * The newest result of each paired benchmark in the suite JSON's folder (load:queue-delay,
+ * load:overhead, load:decode-parity, load:open-loop, load:peer) gets a section of its own.
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
-import { basename, join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import { progress } from '../kit/progress.js'
 import { latestResultFile, readSuiteResult, type SuiteResult } from '../kit/suite-results.js'
 import { runSuite } from '../suite.js'
 import { charts, renderSvg } from './charts.js'
+import { benchmarkSections } from './benchmark-sections.js'
 import { reportMarkdown, type RawFile } from './markdown.js'
 
 function takeOption(argv: string[], name: string): string | undefined {
@@ -48,7 +52,8 @@ async function main(argv: string[]): Promise<void> {
     await writeFile(join(chartDir, `${name}.svg`), await renderSvg(spec))
     progress(`chart ${join(chartDir, `${name}.svg`)}`)
   }
-  await writeFile(reportPath, reportMarkdown(result, basename(source), chartDir, reportPath, Object.keys(specs), raw))
+  const benchmarks = await benchmarkSections(dirname(source))
+  await writeFile(reportPath, reportMarkdown(result, basename(source), chartDir, reportPath, Object.keys(specs), raw, benchmarks))
   progress(`report ${reportPath}`)
 }
 

@@ -1,0 +1,172 @@
+import { mkdir, writeFile } from 'node:fs/promises'
+import { availableParallelism, loadavg } from 'node:os'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { pino } from 'pino'
+import { ImagePreprocessor } from '../src/core/preprocess.js'
+import { ensureDefaultModel } from '../src/repository/default-model.js'
+import type { BenchServer } from './kit/bench-server.js'
+import { runHttpLoad } from './kit/load-generators.js'
+import { measureArm, parseArm, startArms, stopArms, type RoundFigure } from './kit/paired-arms.js'
+import { progress } from './kit/progress.js'
+import { RawSessionPool } from './kit/raw-session.js'
+import { modelUnderTest, typicalPhoto } from './kit/scenario-plan.js'
+import { median } from './kit/stats.js'
+import { RESULTS_DIR } from './kit/suite-results.js'
+import { overheadMarkdown, type OverheadResult, type OverheadRound } from './report/benchmark-sections.js'
+
+/**
+ * Where /classify's CPU goes, and what a change of the service does to it: in each round, the
+ * yardsticks (the raw ONNX Runtime session at the model's largest batch and at batch 1, and sharp's
+ * decode of the same photo, each with its CPU per image from this process's own CPU time, which
+ * covers its worker threads and libuv's), then every arm of the service at concurrency 1 and at
+ * saturation, the arms' order reversed every other round. The targets, per round:
+ *
+ * - concurrency 1: median latency ≤ raw batch-1 median + preprocessing median + 3 ms;
+ * - saturation: images/s ≥ 0.95 × the pipeline bound, cores ÷ (raw CPU-s per image + decode CPU-s per image).
+ *
+ *   npm run load:overhead -- --arm 'before@HEAD~1' --arm 'after' [--arm 'label [--flag v] [ENV=v]' …]
+ *                            [--rounds 4 --duration 6 --saturation 16]
+ */
+
+const { values } = parseArgs({
+  options: {
+    arm: { type: 'string', multiple: true, default: [] },
+    rounds: { type: 'string', default: '4' },
+    duration: { type: 'string', default: '6' },
+    saturation: { type: 'string', default: '16' },
+    repository: { type: 'string', default: '.cache/bench-models' },
+    model: { type: 'string', default: 'resnet50' },
+    out: { type: 'string', default: RESULTS_DIR }
+  }
+})
+const specs = (values.arm.length > 0 ? values.arm : ['service']).map(parseArm)
+const rounds = Number(values.rounds)
+const duration = Number(values.duration)
+const saturation = Number(values.saturation)
+const cores = availableParallelism()
+
+const startedAt = new Date().toISOString()
+const loadAverageAtStart = loadavg()
+await ensureDefaultModel(values.repository, pino({ level: 'warn' }))
+const model = await modelUnderTest(values.repository, values.model)
+if (model === undefined) throw new Error(`no model ${values.model} in ${values.repository}`)
+const photo = await typicalPhoto()
+const maxBatch = model.config.batching.maxBatchSize
+const preprocessor = new ImagePreprocessor(model.config.preprocess, { maxInputPixels: 50_000_000 })
+// As the service decodes: its default --decode-concurrency on these cores (src/config.ts).
+const decodeInFlight = Math.max(2, Math.min(cores, (Number(process.env.UV_THREADPOOL_SIZE) || 4) - 1))
+
+/** CPU seconds this process (all its threads) spends while `work` runs, and the wall time. */
+async function timed<T>(work: () => Promise<T>): Promise<{ value: T; cpuSeconds: number; seconds: number }> {
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  const value = await work()
+  const cpu = process.cpuUsage(cpu0)
+  return { value, cpuSeconds: (cpu.user + cpu.system) / 1e6, seconds: (performance.now() - t0) / 1000 }
+}
+
+async function decodeFigure(seconds: number): Promise<{ imagesPerSecond: number; cpuSecondsPerImage: number }> {
+  let done = 0
+  const t0 = performance.now()
+  const run = await timed(() =>
+    Promise.all(
+      Array.from({ length: decodeInFlight }, async () => {
+        while (performance.now() - t0 < seconds * 1000) {
+          await preprocessor.decode(photo.bytes)
+          done++
+        }
+      })
+    )
+  )
+  return { imagesPerSecond: done / run.seconds, cpuSecondsPerImage: run.cpuSeconds / done }
+}
+
+async function preprocessMedianMs(n: number): Promise<number> {
+  const times: number[] = []
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    await preprocessor.decode(photo.bytes)
+    times.push(performance.now() - t)
+  }
+  return median(times)
+}
+
+const load = (c: number) => (server: BenchServer) =>
+  runHttpLoad(
+    {
+      url: `${server.url}/classify?model=${values.model}`,
+      headers: { 'content-type': 'image/jpeg' },
+      body: photo.bytes,
+      imagesPerRequest: 1
+    },
+    c,
+    duration
+  )
+
+const raw = await RawSessionPool.open(model.path, model.config, { provider: 'cpu', inFlight: 1 })
+const arms = await startArms(specs, ['--model-repository', resolve(values.repository), '--provider', 'cpu'])
+const results: OverheadRound[] = []
+try {
+  for (const a of arms) await load(4)(a.server).catch(() => undefined)
+  for (let r = 0; r < rounds; r++) {
+    progress(`round ${r + 1}/${rounds}: yardsticks`)
+    const rawBatch = await timed(() => raw.measure(maxBatch, Math.max(2, duration / 2)))
+    const rawOne = await raw.measure(1, Math.max(2, duration / 3))
+    const decode = await decodeFigure(Math.max(2, duration / 3))
+    const preprocessMs = await preprocessMedianMs(30)
+    const rawImages = rawBatch.value.imagesPerSecond * rawBatch.seconds
+    const round: OverheadRound = {
+      loadAverage: loadavg()[0]!,
+      rawImagesPerSecond: rawBatch.value.imagesPerSecond,
+      rawCpuSecondsPerImage: rawBatch.cpuSeconds / rawImages,
+      rawBatch1MedianMs: rawOne.medianMs,
+      decodeImagesPerSecond: decode.imagesPerSecond,
+      decodeCpuSecondsPerImage: decode.cpuSecondsPerImage,
+      preprocessMedianMs: preprocessMs,
+      arms: arms.map(() => ({}) as { one: RoundFigure; saturated: RoundFigure })
+    }
+    const order = arms.map((_, i) => i)
+    if (r % 2 === 1) order.reverse()
+    for (const [key, c] of [
+      ['one', 1],
+      ['saturated', saturation]
+    ] as const) {
+      for (const i of order) {
+        const figure = await measureArm(arms[i]!.server, load(c))
+        ;(round.arms[i] as Record<string, RoundFigure>)[key] = figure
+        progress(
+          `  ${arms[i]!.spec.label}, concurrency ${c}: ${figure.imagesPerSecond.toFixed(1)} images/s, p50 ${figure.p50Ms.toFixed(1)} ms, ` +
+            `${(1000 * figure.cpuSecondsPerImage).toFixed(1)} CPU ms/image (raw ${(1000 * round.rawCpuSecondsPerImage).toFixed(1)} + decode ${(1000 * round.decodeCpuSecondsPerImage).toFixed(1)})`
+        )
+      }
+    }
+    results.push(round)
+  }
+} finally {
+  await stopArms(arms)
+  await raw.close()
+}
+
+const result: OverheadResult = {
+  startedAt,
+  finishedAt: new Date().toISOString(),
+  command: `load/overhead.ts ${process.argv.slice(2).join(' ')}`.trim(),
+  cores,
+  loadAverageAtStart,
+  loadAverageAtEnd: loadavg(),
+  durationSeconds: duration,
+  saturation,
+  maxBatch,
+  decodeInFlight,
+  arms: specs.map(
+    (s) =>
+      `${s.label}${s.ref === undefined ? '' : ` (${s.ref})`}${[...s.args, ...Object.entries(s.env).map(([k, v]) => `${k}=${v}`)].map((a) => ` ${a}`).join('')}`
+  ),
+  rounds: results
+}
+console.log(overheadMarkdown(result))
+await mkdir(values.out, { recursive: true })
+const path = join(values.out, `overhead-${startedAt.replace(/[:.]/g, '-')}.json`)
+await writeFile(path, `${JSON.stringify(result, null, 2)}\n`)
+progress(`results: ${path}`)

@@ -1,0 +1,372 @@
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { formatSpread, ratioSpread, spreadOf, type RoundFigure, type Spread } from '../kit/paired-arms.js'
+import { median } from '../kit/stats.js'
+
+/**
+ * The JSON written by the paired benchmarks (queue delay, overhead, decode parity, open loop, the
+ * Python peer) and its Markdown: each script prints it, and the load report puts the newest of each
+ * under its own heading. Every figure is a median over rounds with its range.
+ */
+
+const f = (n: number, d = 1): string => n.toFixed(d)
+const loads = (l: readonly number[]): string => l.map((x) => x.toFixed(2)).join(' ')
+
+interface RunInfo {
+  readonly startedAt: string
+  readonly command: string
+  readonly loadAverageAtStart: readonly number[]
+}
+
+export interface QueueDelayResult extends RunInfo {
+  readonly finishedAt: string
+  readonly cores: number
+  readonly loadAverageAtEnd: readonly number[]
+  readonly durationSeconds: number
+  readonly rounds: number
+  readonly delaysMs: readonly number[]
+  /** Per concurrency, per delay (in the order of delaysMs), one figure per round. */
+  readonly levels: ReadonlyArray<{ readonly concurrency: number; readonly arms: readonly RoundFigure[][] }>
+}
+
+/** Per concurrency, each delay's median (range) over the rounds, and the last delay ÷ the first per round. */
+export function queueDelayMarkdown(r: QueueDelayResult): string {
+  const header = r.delaysMs.flatMap((d) => [`${d} ms: images/s`, `${d} ms: p50 ms`, `${d} ms: p99 ms`])
+  const last = r.delaysMs.length - 1
+  const lines = [
+    `| concurrency | ${header.join(' | ')} | images/s, ${r.delaysMs[last]} ÷ ${r.delaysMs[0]} | p50, ${r.delaysMs[last]} ÷ ${r.delaysMs[0]} |`,
+    `|---|${header.map(() => '---|').join('')}---|---|`
+  ]
+  for (const level of r.levels) {
+    const cells = level.arms.flatMap((rounds) => [
+      formatSpread(spreadOf(rounds.map((x) => x.imagesPerSecond))),
+      formatSpread(spreadOf(rounds.map((x) => x.p50Ms)), 0),
+      formatSpread(spreadOf(rounds.map((x) => x.p99Ms)), 0)
+    ])
+    const a = level.arms[0]!
+    const b = level.arms[last]!
+    const ips = ratioSpread(
+      a.map((x) => x.imagesPerSecond),
+      b.map((x) => x.imagesPerSecond)
+    )
+    const p50 = ratioSpread(
+      a.map((x) => x.p50Ms),
+      b.map((x) => x.p50Ms)
+    )
+    lines.push(`| ${level.concurrency} | ${cells.join(' | ')} | ${formatSpread(ips, 2)} | ${formatSpread(p50, 2)} |`)
+  }
+  lines.push(
+    '',
+    `${r.rounds} paired rounds of ${r.durationSeconds} s per level, ${r.cores} cores, load average ${loads(r.loadAverageAtStart)} at the start and ${loads(r.loadAverageAtEnd)} at the end (\`${r.command}\`, ${r.startedAt}).`
+  )
+  return lines.join('\n')
+}
+
+export interface OverheadRound {
+  readonly loadAverage: number
+  readonly rawImagesPerSecond: number
+  readonly rawCpuSecondsPerImage: number
+  readonly rawBatch1MedianMs: number
+  readonly decodeImagesPerSecond: number
+  readonly decodeCpuSecondsPerImage: number
+  readonly preprocessMedianMs: number
+  /** Per arm: concurrency 1 and saturation. */
+  readonly arms: ReadonlyArray<{ readonly one: RoundFigure; readonly saturated: RoundFigure }>
+}
+
+export interface OverheadResult extends RunInfo {
+  readonly finishedAt: string
+  readonly cores: number
+  readonly loadAverageAtEnd: readonly number[]
+  readonly durationSeconds: number
+  readonly saturation: number
+  readonly maxBatch: number
+  readonly decodeInFlight: number
+  readonly arms: readonly string[]
+  readonly rounds: readonly OverheadRound[]
+}
+
+/** cores ÷ (raw CPU-s per image + decode CPU-s per image): images/s if the cores did nothing else. */
+export function pipelineBound(round: OverheadRound, cores: number): number {
+  return cores / (round.rawCpuSecondsPerImage + round.decodeCpuSecondsPerImage)
+}
+
+export function overheadMarkdown(r: OverheadResult): string {
+  const per = <T>(pick: (round: OverheadRound) => T): T[] => r.rounds.map(pick)
+  const ms = (s: Spread): string => formatSpread({ median: 1000 * s.median, min: 1000 * s.min, max: 1000 * s.max })
+  const lines = [
+    `Yardsticks, per round (median, range): raw session batch ${r.maxBatch} ${formatSpread(spreadOf(per((x) => x.rawImagesPerSecond)))} images/s at ` +
+      `${ms(spreadOf(per((x) => x.rawCpuSecondsPerImage)))} CPU ms/image; raw batch 1 median run ${formatSpread(spreadOf(per((x) => x.rawBatch1MedianMs)))} ms; ` +
+      `sharp's decode of the photo, ${r.decodeInFlight} in flight, ${formatSpread(spreadOf(per((x) => x.decodeImagesPerSecond)))} images/s at ` +
+      `${ms(spreadOf(per((x) => x.decodeCpuSecondsPerImage)))} CPU ms/image, one at a time ${formatSpread(spreadOf(per((x) => x.preprocessMedianMs)))} ms; ` +
+      `pipeline bound ${r.cores} ÷ (raw + decode CPU-s per image) ${formatSpread(spreadOf(per((x) => pipelineBound(x, r.cores))))} images/s.`,
+    '',
+    `| arm | c=1 p50 ms | c=1 p50 − (raw batch-1 + preprocess) ms | c=1 target (≤ 3 ms) | c=${r.saturation} images/s | × pipeline bound | c=${r.saturation} target (≥ 0.95) | c=${r.saturation} server CPU ms/image | of which neither raw nor decode | load generator, cores |`,
+    '|---|---|---|---|---|---|---|---|---|---|'
+  ]
+  for (const [i, label] of r.arms.entries()) {
+    const one = per((x) => x.arms[i]!.one)
+    const sat = per((x) => x.arms[i]!.saturated)
+    const overhead = spreadOf(r.rounds.map((x) => x.arms[i]!.one.p50Ms - x.rawBatch1MedianMs - x.preprocessMedianMs))
+    const ofBound = spreadOf(r.rounds.map((x) => x.arms[i]!.saturated.imagesPerSecond / pipelineBound(x, r.cores)))
+    const other = spreadOf(
+      r.rounds.map((x) => x.arms[i]!.saturated.cpuSecondsPerImage - x.rawCpuSecondsPerImage - x.decodeCpuSecondsPerImage)
+    )
+    lines.push(
+      `| ${label} | ${formatSpread(spreadOf(one.map((x) => x.p50Ms)))} | ${formatSpread(overhead)} | ${overhead.median <= 3 ? 'met' : 'not met'} | ` +
+        `${formatSpread(spreadOf(sat.map((x) => x.imagesPerSecond)))} | ${formatSpread(ofBound, 2)} | ${ofBound.median >= 0.95 ? 'met' : 'not met'} | ` +
+        `${ms(spreadOf(sat.map((x) => x.cpuSecondsPerImage)))} | ${ms(other)} | ${formatSpread(spreadOf(sat.map((x) => x.generatorCores)), 2)} |`
+    )
+  }
+  if (r.arms.length > 1) {
+    lines.push('', `Per round, each arm ÷ ${r.arms[0]} (median, range):`, '')
+    lines.push(`| arm | c=1 p50 | c=${r.saturation} images/s | c=${r.saturation} CPU per image |`, '|---|---|---|---|')
+    for (let i = 1; i < r.arms.length; i++) {
+      const ratio = (pick: (x: OverheadRound, arm: number) => number): string =>
+        formatSpread(
+          ratioSpread(
+            r.rounds.map((x) => pick(x, 0)),
+            r.rounds.map((x) => pick(x, i))
+          ),
+          3
+        )
+      lines.push(
+        `| ${r.arms[i]} | ${ratio((x, a) => x.arms[a]!.one.p50Ms)} | ${ratio((x, a) => x.arms[a]!.saturated.imagesPerSecond)} | ${ratio((x, a) => x.arms[a]!.saturated.cpuSecondsPerImage)} |`
+      )
+    }
+  }
+  lines.push(
+    '',
+    `${r.rounds.length} rounds, ${r.durationSeconds} s per figure, ${r.cores} cores, load average ${loads(r.loadAverageAtStart)} at the start, ` +
+      `${formatSpread(spreadOf(per((x) => x.loadAverage)), 2)} (1-minute) over the rounds, ${loads(r.loadAverageAtEnd)} at the end (\`${r.command}\`, ${r.startedAt}).`
+  )
+  return lines.join('\n')
+}
+
+type Mode = 'exact' | 'fast'
+
+export interface ParityRow {
+  readonly photo: string
+  readonly size: string
+  readonly mean: Record<Mode, number>
+  readonly max: Record<Mode, number>
+}
+
+export interface DecodeParityResult extends RunInfo {
+  /** The parity test's 18 images. */
+  readonly rows: readonly ParityRow[]
+  readonly overallMean: Record<Mode, number>
+  /** The camera-sized photo, apart: it is not one of the 18. */
+  readonly large: ParityRow
+  /** Decodes per second of the large photo, one in flight, per round. */
+  readonly speed: { readonly photo: string; readonly perRound: Record<Mode, number[]> }
+}
+
+export function decodeParityMarkdown(r: DecodeParityResult): string {
+  const ratios = r.speed.perRound.fast.map((fast, i) => fast / r.speed.perRound.exact[i]!)
+  return [
+    '| image | size | exact: mean | exact: max | fast: mean | fast: max |',
+    '|---|---|---|---|---|---|',
+    ...[...r.rows, r.large].map(
+      (row) =>
+        `| ${row.photo} | ${row.size} | ${f(row.mean.exact, 3)} | ${f(row.max.exact)} | ${f(row.mean.fast, 3)} | ${f(row.max.fast)} |`
+    ),
+    `| **the 18 images** | | **${f(r.overallMean.exact, 3)}** | | **${f(r.overallMean.fast, 3)}** | |`,
+    '',
+    `${r.speed.photo} decodes per second, one in flight, ${ratios.length} paired rounds: exact ${formatSpread(spreadOf(r.speed.perRound.exact))}, ` +
+      `fast ${formatSpread(spreadOf(r.speed.perRound.fast))}; fast ÷ exact per round ${formatSpread(spreadOf(ratios), 2)} ` +
+      `(load average at the start ${loads(r.loadAverageAtStart)}; \`${r.command}\`, ${r.startedAt}).`
+  ].join('\n')
+}
+
+/** Median of a list, or 0 for none (a level with no answer). */
+export function medianOr0(values: readonly number[]): number {
+  return values.length === 0 ? 0 : median(values)
+}
+
+export interface OpenLoopRow {
+  readonly targetRate: number
+  readonly share: number
+  readonly sent: number
+  readonly answeredPerSecond: number
+  readonly errors: number
+  readonly unanswered: number
+  readonly p50: number
+  readonly p99: number
+  readonly p999: number
+  readonly p99FromSend: number
+  readonly goodput: number
+  readonly withinObjective: number
+  readonly maxInFlight: number
+  readonly autocannon:
+    { readonly connections: number; readonly achievedRate: number; readonly p50: number; readonly p99: number } | undefined
+}
+
+export interface OpenLoopResult extends RunInfo {
+  readonly loadAverageAtEnd: readonly number[]
+  readonly cores: number
+  readonly durationSeconds: number
+  readonly objectiveMs: number
+  readonly rawImagesPerSecond: number
+  readonly rows: readonly OpenLoopRow[]
+}
+
+export function openLoopMarkdown(r: OpenLoopResult): string {
+  const lines = [
+    `Objective: answered within ${r.objectiveMs} ms. Raw session before the run: ${f(r.rawImagesPerSecond)} images/s; rates are shares of it.`,
+    '',
+    `| rate /s (× raw) | sent | answered /s | errors, unanswered | p50 ms | p99 ms | p99.9 ms | p99 from the send ms | goodput /s | within ${r.objectiveMs} ms | most in flight | autocannon overallRate: answered /s, p50, p99 ms |`,
+    '|---|---|---|---|---|---|---|---|---|---|---|---|'
+  ]
+  for (const row of r.rows) {
+    const ac =
+      row.autocannon === undefined
+        ? '–'
+        : `${f(row.autocannon.achievedRate)}, ${f(row.autocannon.p50, 0)}, ${f(row.autocannon.p99, 0)} (${row.autocannon.connections} connections)`
+    lines.push(
+      `| ${f(row.targetRate)} (${f(row.share, 2)}) | ${row.sent} | ${f(row.answeredPerSecond)} | ${row.errors}, ${row.unanswered} | ${f(row.p50, 0)} | ${f(row.p99, 0)} | ${f(row.p999, 0)} | ` +
+        `${f(row.p99FromSend, 0)} | ${f(row.goodput)} | ${f(100 * row.withinObjective, 0)} % | ${row.maxInFlight} | ${ac} |`
+    )
+  }
+  lines.push(
+    '',
+    `${r.durationSeconds} s per rate, ${r.cores} cores, load average ${loads(r.loadAverageAtStart)} at the start and ${loads(r.loadAverageAtEnd)} at the end (\`${r.command}\`, ${r.startedAt}).`
+  )
+  return lines.join('\n')
+}
+
+export interface PeerResult extends RunInfo {
+  readonly loadAverageAtEnd: readonly number[]
+  readonly cores: number
+  readonly durationSeconds: number
+  readonly rounds: number
+  /** resnet-serve first, the peer second. */
+  readonly arms: readonly [string, string]
+  readonly peerThreads: number
+  readonly levels: ReadonlyArray<{ readonly concurrency: number; readonly arms: readonly RoundFigure[][] }>
+}
+
+export function peerMarkdown(r: PeerResult): string {
+  const lines = [
+    `| concurrency | ${r.arms[0]}: images/s | p50 ms | p99 ms | CPU ms/image | ${r.arms[1]}: images/s | p50 ms | p99 ms | CPU ms/image | images/s ratio | p50 ratio (peer ÷ resnet-serve) |`,
+    '|---|---|---|---|---|---|---|---|---|---|---|'
+  ]
+  for (const level of r.levels) {
+    const [ours, peer] = level.arms as [RoundFigure[], RoundFigure[]]
+    const cells = (rounds: RoundFigure[]): string =>
+      [
+        formatSpread(spreadOf(rounds.map((x) => x.imagesPerSecond))),
+        formatSpread(spreadOf(rounds.map((x) => x.p50Ms)), 0),
+        formatSpread(spreadOf(rounds.map((x) => x.p99Ms)), 0),
+        formatSpread(spreadOf(rounds.map((x) => 1000 * x.cpuSecondsPerImage)))
+      ].join(' | ')
+    const ips = ratioSpread(
+      peer.map((x) => x.imagesPerSecond),
+      ours.map((x) => x.imagesPerSecond)
+    )
+    const p50 = ratioSpread(
+      ours.map((x) => x.p50Ms),
+      peer.map((x) => x.p50Ms)
+    )
+    lines.push(`| ${level.concurrency} | ${cells(ours)} | ${cells(peer)} | **${formatSpread(ips, 2)}** | ${formatSpread(p50, 2)} |`)
+  }
+  lines.push(
+    '',
+    `${r.rounds} paired rounds of ${r.durationSeconds} s per level; PyTorch threads in the peer: ${r.peerThreads}; ${r.cores} cores, load average ${loads(r.loadAverageAtStart)} at the start and ${loads(r.loadAverageAtEnd)} at the end (\`${r.command}\`, ${r.startedAt}).`
+  )
+  return lines.join('\n')
+}
+
+/** The newest `<prefix>-*.json` in `dir`, parsed, or undefined when there is none. */
+async function newest<T>(dir: string, prefix: string): Promise<{ result: T; file: string } | undefined> {
+  const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.startsWith(`${prefix}-`) && f.endsWith('.json')).sort()
+  const file = files.at(-1)
+  if (file === undefined) return undefined
+  return { result: JSON.parse(await readFile(join(dir, file), 'utf8')) as T, file }
+}
+
+/**
+ * The load report's sections for the paired benchmarks, each from the newest JSON of its kind in
+ * `dir` (absent kinds are left out), with the command that writes it.
+ */
+export async function benchmarkSections(dir: string): Promise<string[]> {
+  const sections: string[] = []
+  const queueDelay = await newest<QueueDelayResult>(dir, 'queue-delay')
+  if (queueDelay !== undefined)
+    sections.push(
+      [
+        `## The batcher's queue delay (\`npm run load:queue-delay\`, \`${queueDelay.file}\`)`,
+        '',
+        "POST /classify with the 500×375 photo against two servers that differ only in the model's `batching.maxQueueDelayMs`:",
+        '0 (the default: an idle session takes what is queued at once) and 5 ms (an idle session waits up to 5 ms for a fuller',
+        'batch). Paired rounds, the order reversed every other round; median (range) over the rounds, and per-round ratios.',
+        '',
+        queueDelayMarkdown(queueDelay.result),
+        ''
+      ].join('\n')
+    )
+  const overhead = await newest<OverheadResult>(dir, 'overhead')
+  if (overhead !== undefined)
+    sections.push(
+      [
+        `## Where the CPU goes: the service against its pipeline (\`npm run load:overhead\`, \`${overhead.file}\`)`,
+        '',
+        "Each round measures the yardsticks (the raw session and sharp's decode, CPU per image from the load process's own",
+        "CPU time, which covers their threads) and then every arm of the service at concurrency 1 and at saturation, the arms'",
+        'order reversed every other round. Targets: at concurrency 1, median latency ≤ raw batch-1 median + preprocessing',
+        'median + 3 ms; at saturation, images/s ≥ 0.95 × the pipeline bound, cores ÷ (raw + decode CPU-s per image). The load',
+        'generator runs on the same cores (its share is in the last column) and the bound does not leave room for it.',
+        '',
+        overheadMarkdown(overhead.result),
+        ''
+      ].join('\n')
+    )
+  const parity = await newest<DecodeParityResult>(dir, 'decode-parity')
+  if (parity !== undefined)
+    sections.push(
+      [
+        `## Large photos: exact and fast JPEG decoding (\`npm run load:decode-parity\`, \`${parity.file}\`)`,
+        '',
+        "Mean and largest |difference| from torchvision (0–255 units) on the parity test's 18 images and a camera-sized photo,",
+        "per decode mode, and the decode speed of the camera-sized photo in paired rounds. The suite's `classify-fast`",
+        'scenario (above, when run) measures /classify with the fast decode against the raw session.',
+        '',
+        decodeParityMarkdown(parity.result),
+        ''
+      ].join('\n')
+    )
+  const openLoop = await newest<OpenLoopResult>(dir, 'open-loop')
+  if (openLoop !== undefined)
+    sections.push(
+      [
+        `## Open-loop load: requests at a fixed rate (\`npm run load:open-loop\`, \`${openLoop.file}\`)`,
+        '',
+        'Requests arrive at evenly spaced intended times whatever the service does; latency is measured from the intended',
+        'time, so a request that had to wait to be sent counts its wait (no coordinated omission); goodput is the answers',
+        "within the objective per second. The last column is autocannon's `overallRate` at the same rate on a fixed number of",
+        'connections: it sends only when a connection is free and times from the actual send, so above capacity it sends',
+        'less and reports the latency of the requests it did send.',
+        '',
+        openLoopMarkdown(openLoop.result),
+        ''
+      ].join('\n')
+    )
+  const peer = await newest<PeerResult>(dir, 'peer')
+  if (peer !== undefined)
+    sections.push(
+      [
+        `## A Python peer side by side (\`npm run load:peer\`, \`${peer.file}\`)`,
+        '',
+        'What a Python user would build (`load/peer/fastapi_resnet50.py`: FastAPI + uvicorn, PIL + torchvision transforms,',
+        "PyTorch ResNet-50 with random weights, one request per model run, the model in Starlette's thread pool) against",
+        'resnet-serve, same photo (500×375), same cores, paired rounds. The ratio is resnet-serve ÷ peer for images/s and',
+        "peer ÷ resnet-serve for the median latency. What biases it: the engine most of all (ONNX Runtime against Debian's",
+        'PyTorch 1.13, built without MKL, which runs one intra-op thread here by default: see the threads figure below),',
+        "then batching (resnet-serve batches under load, the peer never does) and decoding (sharp's libvips against PIL).",
+        '',
+        peerMarkdown(peer.result),
+        ''
+      ].join('\n')
+    )
+  return sections
+}
