@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { ClassifyService, ServedModel, ServiceEvents, Stage } from './core/classify-service.js'
+import { ModelStatistics } from './core/model-statistics.js'
 import type { ServiceError } from './errors.js'
 
 /**
@@ -26,6 +27,8 @@ export class ServiceMetrics {
   readonly registry = new Registry()
   /** Pass to ClassifyService.start: the core reports model runs and stage times through these. */
   readonly events: Required<ServiceEvents>
+  /** The statistics extension's counters (Triton's ModelStatistics), fed by the same hooks as the metrics. */
+  readonly statistics = new ModelStatistics()
 
   private readonly requestSuccess: Counter<'model'>
   private readonly requestFailure: Counter<'model' | 'reason'>
@@ -102,9 +105,11 @@ export class ServiceMetrics {
         this.inferences.inc({ model }, size)
         this.batchSize.observe({ model }, size)
         this.stageDurations.inference.observe({ model }, inferMs / 1000)
+        this.statistics.current(model)?.recordExecution(size, inferMs, Date.now())
       },
       onStage: (model, stage, ms) => {
         this.stageDurations[stage].observe({ model }, ms / 1000)
+        this.statistics.current(model)?.recordStage(stage, ms)
       }
     }
   }
@@ -119,6 +124,7 @@ export class ServiceMetrics {
       // Models that failed to load (--allow-partial-start) have no batcher; they still get labels.
       if (service.isModelReady(name)) served.push(service.model(name))
     }
+    for (const model of served) this.statistics.track(model.info.name, model.info.version)
     this.served = served
     this.knownModels = new Set(service.modelNames())
     this.defaultModel = service.defaultModel
@@ -130,12 +136,16 @@ export class ServiceMetrics {
    * (src/http/request-counting.ts) and once per batch image, the gRPC door from ModelInfer and,
    * for calls that end before the handler, from its admission interceptor. A failure is the
    * ServiceError the door answered with, so the reason is the code the client saw. `model` as the
-   * client named it, undefined for the default model.
+   * client named it, undefined for the default model; `elapsedMs` from the request's arrival to its
+   * answer, for the statistics extension (0 where the door cannot tell).
    */
-  recordRequest(model: string | undefined, outcome: RequestOutcome): void {
+  recordRequest(model: string | undefined, outcome: RequestOutcome, elapsedMs = 0): void {
     const label = this.modelLabel(model)
     if (outcome === 'success') this.requestSuccess.inc({ model: label })
     else this.requestFailure.inc({ model: label, reason: outcome.code })
+    const name = model ?? this.defaultModel
+    // Only tracked models have statistics: a name a client made up finds none.
+    if (name !== undefined) this.statistics.current(name)?.recordOutcome(outcome === 'success', elapsedMs)
   }
 
   /** The Prometheus text exposition of every metric. */

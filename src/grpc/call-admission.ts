@@ -16,12 +16,13 @@ import { libraryStatusError, statusOf } from './error-status.js'
  * receive limit, past their deadline, or hung up by the client): the handler cannot see those.
  */
 
-/** Who may call an RPC: `inference` needs the key; `health` with --auth-health; `open` never. */
-export type RpcAccess = 'inference' | 'health' | 'open'
+/** Who may call an RPC: `inference` needs the key; `health` with --auth-health; `metrics` with --auth-metrics; `open` never. */
+export type RpcAccess = 'inference' | 'health' | 'metrics' | 'open'
 
 export interface AdmissionPolicy {
   readonly apiKey: string | undefined
   readonly authHealth: boolean
+  readonly authMetrics: boolean
   /** By RPC name; an RPC not listed needs the key. */
   readonly access: Readonly<Record<string, RpcAccess>>
   /** The RPC whose outcomes are counted in request_success/failure_total. */
@@ -37,7 +38,7 @@ function rpcName(method: ServerMethodDefinition<unknown, unknown>): string {
 function needsKey(policy: AdmissionPolicy, rpc: string): boolean {
   if (policy.apiKey === undefined) return false
   const access = policy.access[rpc] ?? 'inference'
-  return access === 'inference' || (access === 'health' && policy.authHealth)
+  return access === 'inference' || (access === 'health' && policy.authHealth) || (access === 'metrics' && policy.authMetrics)
 }
 
 /**

@@ -31,6 +31,7 @@ import type {
   TensorData
 } from '../open-inference/types.js'
 import { admissionInterceptor, type RpcAccess } from './call-admission.js'
+import { modelConfigReply, modelStatisticsReply, type ModelRefRequest } from './config-stats-handlers.js'
 import { statusOf } from './error-status.js'
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 import { requestHead } from './request-head.js'
@@ -64,7 +65,10 @@ const ACCESS: Readonly<Record<string, RpcAccess>> = {
   ModelReady: 'health',
   // Metadata RPCs stay open, as model listings are on the HTTP door.
   ServerMetadata: 'open',
-  ModelMetadata: 'open'
+  ModelMetadata: 'open',
+  ModelConfig: 'open',
+  // Statistics tell what /metrics tells: closed with --auth-metrics, as /metrics is.
+  ModelStatistics: 'metrics'
 }
 
 /**
@@ -347,6 +351,7 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
   let response: InferResponse
   let items: number | undefined
   let modelName: string | undefined
+  const arrivedAt = performance.now()
   try {
     const request = inferRequestMessage(door, bytes)
     modelName = request.model_name
@@ -354,10 +359,10 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
     items = inferRequest.inputs[0]?.shape[0]
     response = await infer(door.service, inferRequest, options)
   } catch (err) {
-    door.metrics?.recordRequest(modelName, toServiceError(err))
+    door.metrics?.recordRequest(modelName, toServiceError(err), performance.now() - arrivedAt)
     throw err
   }
-  door.metrics?.recordRequest(response.modelName, 'success')
+  door.metrics?.recordRequest(response.modelName, 'success', performance.now() - arrivedAt)
   door.log.info({ model: response.modelName, items, batchSize: response.batchSize }, 'inferred')
   return {
     model_name: response.modelName,
@@ -428,7 +433,11 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
         options: callOptions(call),
         maxInFlightBytes: door.receiveLimitBytes,
         counters: door.streamCounters
-      })
+      }),
+    ModelConfig: unary('ModelConfig', log, (bytes) => modelConfigReply(service, smallRequest<ModelRefRequest>(door, 'ModelConfig', bytes))),
+    ModelStatistics: unary('ModelStatistics', log, (bytes) =>
+      modelStatisticsReply(service, door.metrics?.statistics, smallRequest<ModelRefRequest>(door, 'ModelStatistics', bytes))
+    )
   }
 }
 
@@ -463,6 +472,7 @@ export async function startGrpcServer(
       admissionInterceptor({
         apiKey: settings.apiKey,
         authHealth: settings.authHealth,
+        authMetrics: settings.authMetrics,
         access: ACCESS,
         countedRpc: 'ModelInfer',
         log,

@@ -18,7 +18,8 @@ export function routeAccess(routeUrl: string | undefined): RouteAccess {
   if (routeUrl === undefined) return 'open'
   if (INFERENCE_ROUTES.has(routeUrl) || (routeUrl.startsWith('/v2/models/') && routeUrl.endsWith('/infer'))) return 'inference'
   if (routeUrl.startsWith('/health/') || routeUrl.startsWith('/v2/health/')) return 'health'
-  if (routeUrl === '/metrics') return 'metrics'
+  // Statistics tell what /metrics tells.
+  if (routeUrl === '/metrics' || (routeUrl.startsWith('/v2/models') && routeUrl.endsWith('/stats'))) return 'metrics'
   return 'open'
 }
 

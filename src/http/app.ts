@@ -19,6 +19,7 @@ import { healthRoutes } from './routes/health.js'
 import { metricsRoutes } from './routes/metrics.js'
 import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
+import { v2ConfigStatsRoutes } from './routes/v2-config-stats.js'
 import { capConnections, connectionOptions } from './server-limits.js'
 
 /**
@@ -108,5 +109,6 @@ export async function buildApp(
   demoPageRoutes(app)
   // Open Inference Protocol (KServe V2): its own body parsing and its own error body, under /v2 only.
   await app.register(v2Routes, { prefix: '/v2', service, settings })
+  await app.register(v2ConfigStatsRoutes, { prefix: '/v2', service, statistics: metrics.statistics })
   return app
 }

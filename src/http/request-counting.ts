@@ -28,12 +28,12 @@ function requestedModel(request: FastifyRequest): string | undefined {
 export function countRequests(app: FastifyInstance, metrics: ServiceMetrics): void {
   // Failures are counted in onError, which sees the thrown error (the reply only has the status);
   // it also runs for parser and validation errors and for clients gone before the answer.
-  app.addHook('onError', async (request, _reply, error) => {
+  app.addHook('onError', async (request, reply, error) => {
     if (request.routeOptions.config.countRequests !== undefined)
-      metrics.recordRequest(requestedModel(request), httpServiceError(error, request))
+      metrics.recordRequest(requestedModel(request), httpServiceError(error, request), reply.elapsedTime)
   })
   app.addHook('onResponse', async (request, reply) => {
     if (reply.statusCode < 400 && request.routeOptions.config.countRequests === 'request')
-      metrics.recordRequest(requestedModel(request), 'success')
+      metrics.recordRequest(requestedModel(request), 'success', reply.elapsedTime)
   })
 }

@@ -186,10 +186,11 @@ export function batchRoutes(app: FastifyInstance, service: ClassifyService, metr
         topk = body.topk ?? topk
       }
       const outcomes = await classifyBatch(service, model, items, topk, options)
-      // Each image counts as a request of its own, as it would have on /classify.
+      // Each image counts as a request of its own, as it would have on /classify, that took the batch's time.
       let failed = 0
+      const elapsedMs = reply.elapsedTime
       for (const outcome of outcomes) {
-        metrics.recordRequest(model.entry.name, outcome instanceof ServiceError ? outcome : 'success')
+        metrics.recordRequest(model.entry.name, outcome instanceof ServiceError ? outcome : 'success', elapsedMs)
         if (!(outcome instanceof ServiceError)) continue
         failed++
         if (outcome.code === 'INTERNAL') request.log.error({ err: outcome.cause ?? outcome }, 'batch item failed')
