@@ -21,6 +21,7 @@ import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
 import { v2ConfigStatsRoutes } from './routes/v2-config-stats.js'
 import { capConnections, connectionOptions } from './server-limits.js'
+import { closeSilentConnectionsOnClose } from './silent-connections.js'
 
 /**
  * Builds the HTTP door over the core service, without listening, so tests use it on port 0 or via
@@ -91,11 +92,13 @@ export async function buildApp(
   app.setErrorHandler((err, request, reply) => {
     sendError(request, reply, err, errorBody)
   })
-  // Once close() has begun the server stops listening; answers still in flight then ask the client to
-  // close its keep-alive connection, or close() would wait on idle sockets until the drain timeout.
+  // From the drain on, answers ask the client to close its keep-alive connection: during the grace
+  // period its next request then opens a new connection, which a load balancer sends to a replica
+  // that stays; once close() has begun, close() would otherwise wait on idle sockets.
   app.addHook('onSend', async (_request, reply) => {
-    if (!app.server.listening) void reply.header('connection', 'close')
+    if (service.isDraining || !app.server.listening) void reply.header('connection', 'close')
   })
+  closeSilentConnectionsOnClose(app)
   // Unknown routes are refused by the admission hook before their body is read; this is the fallback.
   app.setNotFoundHandler(async (request) => {
     throw new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
