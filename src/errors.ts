@@ -28,7 +28,7 @@ export const ERRORS = {
   NOT_AN_IMAGE: { kind: 'invalid_argument', message: 'The bytes are not an image format the server can decode.' },
   UNSUPPORTED_MEDIA_TYPE: {
     kind: 'unsupported_media_type',
-    message: 'Unsupported content type; send multipart/form-data with an "image" field, or a raw image/* body.'
+    message: 'This route does not read a body of this content type.'
   },
   UNSUPPORTED_IMAGE_FORMAT: {
     kind: 'unsupported_media_type',
@@ -48,7 +48,7 @@ export const ERRORS = {
   BODY_TOO_LARGE: { kind: 'payload_too_large', message: 'The request body is larger than the server accepts.' },
   BAD_MULTIPART: {
     kind: 'invalid_argument',
-    message: 'The multipart body is malformed or does not hold exactly one file in the "image" field.'
+    message: 'The multipart body is malformed, or its files or fields are not the ones this route reads.'
   },
   BAD_REQUEST: { kind: 'invalid_argument', message: 'The request is invalid.' },
   TOO_MANY_ITEMS: {
@@ -56,7 +56,7 @@ export const ERRORS = {
     message: 'The request carries more images than one request may (setting --max-batch-items).'
   },
   INVALID_BASE64: { kind: 'invalid_argument', message: 'The image is not valid base64 (standard or URL-safe alphabet).' },
-  INVALID_TOPK: { kind: 'invalid_argument', message: 'topk must be an integer between 1 and the configured maximum.' },
+  INVALID_TOPK: { kind: 'invalid_argument', message: 'topk must be an integer from 1 to the maximum.' },
   INVALID_DEADLINE: { kind: 'invalid_argument', message: 'The deadline must be a positive number of milliseconds.' },
   UNAUTHENTICATED: {
     kind: 'unauthenticated',

@@ -12,6 +12,8 @@ declare module 'fastify' {
      * `*` for any type or none. Unset: the route takes no body.
      */
     bodyTypes?: readonly string[]
+    /** What to send instead, as curl options (`-F image=@photo.jpg`): the fix in a 415 answer. */
+    bodyExample?: string
   }
 }
 
@@ -48,6 +50,16 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
   return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
+/** What `curl -d` / `--data` sends: a file posted that way is refused, so the answer says so. */
+const FORM_TYPE = 'application/x-www-form-urlencoded'
+
+/** The detail of a 415: the type that came, the types the route reads, and what to send. */
+function unsupportedType(request: FastifyRequest, bodyTypes: readonly string[], type: string | undefined): string {
+  const got = type === undefined ? 'no Content-Type' : `"${type.slice(0, 100)}"${type === FORM_TYPE ? ", what curl's -d/--data sends" : ''}`
+  const example = request.routeOptions.config.bodyExample
+  return `It reads ${bodyTypes.join(', ')}; got ${got}.${example === undefined ? '' : ` Send, for example: curl ${example}`}`
+}
+
 function takes(bodyTypes: readonly string[], type: string | undefined): boolean {
   for (const accepted of bodyTypes) {
     if (accepted === '*') return true
@@ -72,7 +84,7 @@ function admitBody(request: FastifyRequest): number {
   const bodyTypes = request.routeOptions.config.bodyTypes
   const type = mediaTypeOf(headers)
   if (bodyTypes === undefined) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', 'This route takes no body.')
-  if (!takes(bodyTypes, type)) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', `This route takes ${bodyTypes.join(', ')}.`)
+  if (!takes(bodyTypes, type)) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', unsupportedType(request, bodyTypes, type))
   let limit = request.routeOptions.bodyLimit
   if (type === MULTIPART_TYPE) {
     const boundary = boundaryOf(headers['content-type'] ?? '')

@@ -9,7 +9,7 @@ import type { ServiceMetrics } from '../metrics.js'
 import { requireApiKey } from './access.js'
 import { admitRequests } from './admission.js'
 import { demoPageRoutes } from './demo-page.js'
-import { errorBody, errorBodyFor, sendError } from './error-status.js'
+import { errorBody, errorBodyFor, schemaErrorFormatter, sendError } from './error-status.js'
 import { MAX_JSON_DEPTH, jsonTooDeepAt } from './json-depth.js'
 import { registerOpenApi } from './openapi.js'
 import { countRequests } from './request-counting.js'
@@ -46,7 +46,8 @@ export async function buildApp(
     frameworkErrors: (err, request, reply) => {
       sendError(request, reply, err, errorBodyFor(request.url))
     },
-    ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } }
+    ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } },
+    schemaErrorFormatter: schemaErrorFormatter(settings.maxTopk)
   })
   capConnections(app.server, settings, logger)
 

@@ -1,4 +1,4 @@
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
 import { STATUS_CODES, type IncomingMessage } from 'node:http'
 import { ServiceError, isServiceError, toServiceError, type ErrorCode, type ErrorKind } from '../errors.js'
 
@@ -108,10 +108,27 @@ export function bodyCutOff(raw: IncomingMessage): boolean {
   return raw.destroyed && !raw.complete
 }
 
-/** A schema refusal: the code of the first field that has one (`/topk`, `/deadline_ms`), else BAD_REQUEST. */
+/**
+ * fastify's schemaErrorFormatter: fastify's own wording, except that a refused topk (0, abc, over
+ * the maximum) names the maximum; that text becomes INVALID_TOPK's detail (validationError).
+ */
+export function schemaErrorFormatter(maxTopk: number): (errors: FastifySchemaValidationError[], dataVar: string) => Error {
+  return (errors, dataVar) => {
+    if (errors.some((e) => e.instancePath.split('/')[1] === 'topk')) {
+      return new Error(`The maximum is ${maxTopk} (--max-topk; at most the model's classes).`)
+    }
+    return new Error(errors.map((e) => `${dataVar}${e.instancePath} ${e.message ?? ''}`).join(', '))
+  }
+}
+
+/**
+ * A schema refusal: the code of the first field that has one (`/topk`, `/deadline_ms`), else
+ * BAD_REQUEST. A topk refusal keeps schemaErrorFormatter's text, which names the maximum.
+ */
 function validationError(validation: ReadonlyArray<{ instancePath?: string }>, message: string | undefined): ServiceError {
   for (const v of validation) {
     const code = invalidFieldCode(v.instancePath?.split('/')[1])
+    if (code === 'INVALID_TOPK') return new ServiceError(code, message)
     if (code !== 'BAD_REQUEST') return new ServiceError(code)
   }
   return new ServiceError('BAD_REQUEST', message)

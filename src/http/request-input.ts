@@ -29,6 +29,26 @@ export function requestOptions(request: FastifyRequest, reply: FastifyReply, dea
   return relative === undefined ? { signal: abort.signal } : { signal: abort.signal, deadlineAt: performance.now() + relative }
 }
 
+/** Predictions per image when the request asks for no number. */
+export const DEFAULT_TOPK = 5
+
+/**
+ * A topk sent as a multipart text field (`curl -F topk=3`), which the query's topk overrides: an
+ * integer from 1 to --max-topk, else INVALID_TOPK naming the maximum. The model's own class count
+ * is checked later, as for a query's topk.
+ */
+export function multipartTopk(value: string | undefined, maxTopk: number): number | undefined {
+  if (value === undefined) return undefined
+  const n = /^\s*\d{1,9}\s*$/.test(value) ? Number(value) : NaN
+  if (!(n >= 1 && n <= maxTopk)) {
+    throw new ServiceError(
+      'INVALID_TOPK',
+      `The multipart field topk is "${value.slice(0, 32)}"; the maximum is ${maxTopk} (--max-topk; at most the model's classes).`
+    )
+  }
+  return n
+}
+
 /** Standard (+/) or URL-safe (-_) alphabet; padding, when present, completes the last quantum. */
 const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/
 

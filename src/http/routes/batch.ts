@@ -7,7 +7,7 @@ import { ServiceError } from '../../errors.js'
 import type { ServiceMetrics } from '../../metrics.js'
 import { MULTIPART_TYPE } from '../admission.js'
 import { TOLERATED_FIELDS, multipartParts, partBytes } from '../multipart-body.js'
-import { decodeBase64Item, jsonBatchBodyLimit, requestOptions } from '../request-input.js'
+import { decodeBase64Item, jsonBatchBodyLimit, multipartTopk, requestOptions } from '../request-input.js'
 import { ErrorBody, Prediction, SYNTHETIC_WARNING, Timings } from '../schemas.js'
 
 /**
@@ -34,7 +34,10 @@ const BatchParams = Type.Object({ model: Type.String({ minLength: 1, maxLength: 
 const BatchQuery = Type.Object(
   {
     topk: Type.Optional(
-      Type.Integer({ minimum: 1, description: `Predictions per image, best first (default ${DEFAULT_TOPK}; a JSON body's topk wins)` })
+      Type.Integer({
+        minimum: 1,
+        description: `Predictions per image, best first (default ${DEFAULT_TOPK}; a JSON body's topk or a multipart topk field wins)`
+      })
     ),
     deadline_ms: Type.Optional(
       Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Give up on images that have not run within this many ms' })
@@ -64,7 +67,7 @@ const JsonBatch = Type.Object(
 const MultipartBatch = {
   type: 'object',
   nullable: true,
-  description: 'Files in fields "image" or "images" (one file per part), answered in the order sent.',
+  description: 'Files in fields "image" or "images" (one file per part), answered in the order sent; optionally a text field topk.',
   properties: { images: { type: 'array', items: { type: 'string', format: 'binary' } } }
 } as const
 
@@ -106,12 +109,19 @@ function tooMany(settings: Settings, count: number | string): ServiceError {
   return new ServiceError('TOO_MANY_ITEMS', `Got ${count}; the maximum is ${settings.maxBatchItems}.`)
 }
 
-/** The files of a multipart batch, in order: at most maxBatchItems, at most bodyLimitBytes together. */
-async function readMultipartItems(request: FastifyRequest, settings: Settings): Promise<Uint8Array[]> {
+/**
+ * The files of a multipart batch, in order: at most maxBatchItems, at most bodyLimitBytes
+ * together; and its topk text field, when it has one.
+ */
+async function readMultipartItems(request: FastifyRequest, settings: Settings): Promise<{ items: Uint8Array[]; topkField?: string }> {
   const items: Uint8Array[] = []
+  let topkField: string | undefined
   let total = 0
   for await (const part of multipartParts(request)) {
-    if (part.type !== 'file') continue
+    if (part.type !== 'file') {
+      if (part.fieldname === 'topk') topkField = String(part.value)
+      continue
+    }
     if (!FILE_FIELDS.has(part.fieldname))
       throw new ServiceError('BAD_MULTIPART', `Unexpected file field "${part.fieldname.slice(0, 64)}"; use "image" or "images".`)
     if (items.length === settings.maxBatchItems) throw tooMany(settings, 'more')
@@ -121,7 +131,7 @@ async function readMultipartItems(request: FastifyRequest, settings: Settings): 
       throw new ServiceError('BODY_TOO_LARGE', `The images together are over ${settings.bodyLimitBytes} bytes.`)
     items.push(bytes)
   }
-  return items
+  return topkField === undefined ? { items } : { items, topkField }
 }
 
 /** The images of a JSON batch, each decoded or replaced by the error for its slot. */
@@ -156,6 +166,7 @@ export function batchRoutes(app: FastifyInstance, service: ClassifyService, metr
       config: {
         countRequests: 'items',
         bodyTypes: ['application/json', MULTIPART_TYPE],
+        bodyExample: `-F images=@a.jpg -F images=@b.jpg, or -H 'content-type: application/json' -d '{"instances": [{"b64": "<base64 of the image>"}]}'`,
         // One file more than allowed, so the handler (not the parser's generic limit error) names the excess.
         multipart: { files: settings.maxBatchItems + 1, ...TOLERATED_FIELDS, fileBytes: settings.bodyLimitBytes }
       },
@@ -179,7 +190,9 @@ export function batchRoutes(app: FastifyInstance, service: ClassifyService, metr
       let items: Array<Uint8Array | ServiceError>
       let topk = query.topk ?? DEFAULT_TOPK
       if (request.isMultipart()) {
-        items = await readMultipartItems(request, settings)
+        const form = await readMultipartItems(request, settings)
+        items = form.items
+        topk = multipartTopk(form.topkField, settings.maxTopk) ?? topk
       } else {
         const body = jsonBody(request)
         items = readJsonItems(body, settings)

@@ -1,0 +1,135 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { readPhoto } from '../helpers/photos.js'
+import { syntheticModelRepository } from '../helpers/models.js'
+import { startTestServer, type TestServer } from '../helpers/server.js'
+
+/**
+ * The refusals a newcomer meets first say what was wrong and what to send instead. Regressions:
+ * topk=0 said "the configured maximum" without the number; curl's default form type got a 415
+ * that named neither the type nor the fix; the batch endpoint's wrong-field answer spoke of
+ * "exactly one file"; a multipart topk field was ignored.
+ */
+
+const MAX_TOPK = 7
+let server: TestServer
+let photo: Buffer
+
+beforeAll(async () => {
+  server = await startTestServer(await syntheticModelRepository(), ['--max-topk', String(MAX_TOPK)])
+  photo = await readPhoto('chelsea')
+})
+afterAll(async () => {
+  await server?.close()
+})
+
+interface Answer {
+  status: number
+  body: { code?: string; message?: string; predictions?: Array<{ predictions?: unknown[] }> }
+}
+
+async function post(path: string, init: RequestInit): Promise<Answer> {
+  const res = await fetch(`${server.url}${path}`, { method: 'POST', ...init })
+  return { status: res.status, body: (await res.json()) as Answer['body'] }
+}
+
+function form(fields: Record<string, string>, files: Record<string, Buffer> = {}): FormData {
+  const data = new FormData()
+  for (const [name, bytes] of Object.entries(files)) data.append(name, new Blob([bytes], { type: 'image/jpeg' }), `${name}.jpg`)
+  for (const [name, value] of Object.entries(fields)) data.append(name, value)
+  return data
+}
+
+const BATCH = '/v1/models/resnet50:classify'
+
+describe('topk out of range names the maximum', () => {
+  for (const [where, path] of [
+    ['/classify', '/classify'],
+    ['the batch endpoint', BATCH]
+  ] as const) {
+    for (const topk of ['0', 'abc', String(MAX_TOPK + 1)]) {
+      it(`${where}?topk=${topk}`, async () => {
+        const init =
+          path === BATCH
+            ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ instances: [{ b64: photo.toString('base64') }] }) }
+            : { headers: { 'content-type': 'image/jpeg' }, body: photo }
+        const answer = await post(`${path}?topk=${topk}`, init)
+        expect(answer.status).toBe(400)
+        expect(answer.body.code).toBe('INVALID_TOPK')
+        expect(answer.body.message).toMatch(new RegExp(`maximum is ${MAX_TOPK}\\b`, 'i'))
+      })
+    }
+  }
+
+  it('in a JSON batch body', async () => {
+    const body = JSON.stringify({ instances: [{ b64: photo.toString('base64') }], topk: 0 })
+    const answer = await post(BATCH, { headers: { 'content-type': 'application/json' }, body })
+    expect(answer.body.code).toBe('INVALID_TOPK')
+    expect(answer.body.message).toContain(`The maximum is ${MAX_TOPK}`)
+  })
+})
+
+describe("curl's default form content type", () => {
+  it('/classify: 415 names the type it got, the types it reads and a command that works', async () => {
+    const answer = await post('/classify', { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: photo })
+    expect(answer.status).toBe(415)
+    expect(answer.body.code).toBe('UNSUPPORTED_MEDIA_TYPE')
+    expect(answer.body.message).toContain(`got "application/x-www-form-urlencoded", what curl's -d/--data sends`)
+    expect(answer.body.message).toContain('It reads image/*, application/octet-stream, multipart/form-data')
+    expect(answer.body.message).toContain('curl -F image=@photo.jpg')
+  })
+
+  it('the batch endpoint: its own example', async () => {
+    const answer = await post(BATCH, { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: photo })
+    expect(answer.status).toBe(415)
+    expect(answer.body.message).toContain('got "application/x-www-form-urlencoded"')
+    expect(answer.body.message).toContain('curl -F images=@a.jpg -F images=@b.jpg')
+  })
+
+  it('no content type at all says so', async () => {
+    const answer = await post('/classify', { body: new Uint8Array(photo) })
+    expect(answer.status).toBe(415)
+    expect(answer.body.message).toContain('got no Content-Type')
+  })
+})
+
+describe('multipart field names', () => {
+  it('the batch endpoint names its own fields, not "exactly one file"', async () => {
+    const answer = await post(BATCH, { body: form({}, { file: photo }) })
+    expect(answer.status).toBe(400)
+    expect(answer.body.code).toBe('BAD_MULTIPART')
+    expect(answer.body.message).not.toContain('exactly one file')
+    expect(answer.body.message).toContain('Unexpected file field "file"; use "image" or "images"')
+  })
+
+  it('/classify names the "image" field', async () => {
+    const answer = await post('/classify', { body: form({}, { file: photo }) })
+    expect(answer.body.code).toBe('BAD_MULTIPART')
+    expect(answer.body.message).toContain('send the image in the "image" field (curl -F image=@photo.jpg)')
+  })
+})
+
+describe('a multipart topk field', () => {
+  it('/classify honours it', async () => {
+    const answer = await post('/classify', { body: form({ topk: '2' }, { image: photo }) })
+    expect(answer.status).toBe(200)
+    expect(answer.body.predictions).toHaveLength(2)
+  })
+
+  it("/classify: the query's topk wins over the field", async () => {
+    const answer = await post('/classify?topk=3', { body: form({ topk: '2' }, { image: photo }) })
+    expect(answer.body.predictions).toHaveLength(3)
+  })
+
+  it('/classify: a bad field is refused with the maximum', async () => {
+    const answer = await post('/classify', { body: form({ topk: 'lots' }, { image: photo }) })
+    expect(answer.status).toBe(400)
+    expect(answer.body.code).toBe('INVALID_TOPK')
+    expect(answer.body.message).toContain(`The multipart field topk is "lots"; the maximum is ${MAX_TOPK}`)
+  })
+
+  it("the batch endpoint honours it (the body's topk wins over the query's, as for JSON)", async () => {
+    const answer = await post(`${BATCH}?topk=4`, { body: form({ topk: '2' }, { images: photo }) })
+    expect(answer.status).toBe(200)
+    expect(answer.body.predictions?.[0]?.predictions).toHaveLength(2)
+  })
+})
