@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
 import { invalidFieldCode } from './error-status.js'
+import { contentEncodingOf } from './content-encoding.js'
 import { multipartBodyLimit } from './multipart-body.js'
 
 declare module 'fastify' {
@@ -23,7 +24,8 @@ declare module 'fastify' {
  * first (src/http/access.ts), then this hook refuses unknown routes, bodies a route does not
  * take (by media type), multipart boundaries the parser cannot use, declared lengths over the
  * route's limit, and bodies that would take the bodies held at once past --body-budget-bytes. A
- * refused body is never read: the answer closes the connection.
+ * refused body is never parsed or held: after the answer its bytes are dropped as they come, up to
+ * a bound, then the connection is closed (refused-body.ts).
  */
 
 export const MULTIPART_TYPE = 'multipart/form-data'
@@ -98,6 +100,8 @@ function admitBody(request: FastifyRequest): number {
   if (declared === undefined) return limit
   const length = Number(declared)
   if (length > limit) throw new ServiceError('BODY_TOO_LARGE', `This route takes at most ${limit} bytes; the Content-Length is ${length}.`)
+  // A compressed body may decode to the route's whole limit, whatever its declared length.
+  if (contentEncodingOf(headers) !== undefined) return limit
   // A malformed length is fastify's to refuse (FST_ERR_CTP_INVALID_CONTENT_LENGTH); it holds nothing meanwhile.
   return Number.isSafeInteger(length) && length > 0 ? length : 0
 }

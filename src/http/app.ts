@@ -21,6 +21,7 @@ import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
 import { v2ConfigStatsRoutes } from './routes/v2-config-stats.js'
 import { capConnections, connectionOptions } from './server-limits.js'
+import { plainJsonOnV2 } from './v2-content-type.js'
 import { closeSilentConnectionsOnClose } from './silent-connections.js'
 
 /**
@@ -100,6 +101,7 @@ export async function buildApp(
     if (service.isDraining || !app.server.listening) void reply.header('connection', 'close')
   })
   closeSilentConnectionsOnClose(app)
+  plainJsonOnV2(app)
   // Unknown routes are refused by the admission hook before their body is read; this is the fallback.
   app.setNotFoundHandler(async (request) => {
     throw new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)

@@ -1,6 +1,8 @@
 import type { FastifyReply, FastifyRequest, FastifySchemaValidationError } from 'fastify'
 import { STATUS_CODES, type IncomingMessage } from 'node:http'
 import { ServiceError, isServiceError, toServiceError, type ErrorCode, type ErrorKind } from '../errors.js'
+import { discardRefusedBody } from './refused-body.js'
+import { V2_JSON_CONTENT_TYPE } from './v2-content-type.js'
 
 /** The one place an error kind becomes an HTTP status. */
 export function httpStatusOf(kind: ErrorKind): number {
@@ -162,8 +164,9 @@ const EXPECTED_5XX: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['SHUTTING_DOWN'
 
 /**
  * Answers a failed request: logs it (unexpected failures at error, refusals at info), sets
- * Retry-After when the error carries one, and sends the body its door's protocol wants. A request
- * whose body has not fully arrived is answered with `Connection: close`: the rest is not read.
+ * Retry-After when the error carries one, and sends the body its door's protocol wants. The rest of
+ * a body that has not fully arrived is read and dropped, within bounds (see refused-body.ts), so
+ * that a client still sending sees the answer.
  */
 export function sendError(request: FastifyRequest, reply: FastifyReply, err: unknown, body: ErrorBodyShape): void {
   const se = httpServiceError(err, request)
@@ -171,6 +174,10 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, err: unk
   if (status >= 500 && !EXPECTED_5XX.has(se.code)) request.log.error({ err }, 'request failed')
   else request.log.info({ code: se.code, status }, 'request refused')
   if (se.retryAfterSeconds !== undefined) void reply.header('retry-after', String(se.retryAfterSeconds))
-  if (!request.raw.complete) void reply.header('connection', 'close')
-  void reply.code(status).send(body(se, status))
+  if (!request.raw.complete) discardRefusedBody(request.raw)
+  void reply.code(status)
+  // Exactly application/json on /v2 (v2-content-type.ts), also where no route's hooks run (the
+  // router's refusals): fastify appends a charset to JSON it serialises, so this is sent as bytes.
+  if (body === v2ErrorBody) void reply.header('content-type', V2_JSON_CONTENT_TYPE).send(Buffer.from(JSON.stringify(body(se, status))))
+  else void reply.send(body(se, status))
 }

@@ -5,6 +5,8 @@ import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
 import { errorBodyFor, httpStatusOf, noteRequestTimeout } from './error-status.js'
+import { isDiscardingRefusedBody } from './refused-body.js'
+import { V2_JSON_CONTENT_TYPE, isV2Url } from './v2-content-type.js'
 
 /**
  * What one connection may cost before any route runs: how long its headers and its whole request
@@ -59,6 +61,11 @@ export function capConnections(server: Server, settings: Settings, log: Logger):
  */
 function answerConnectionError(err: NodeJS.ErrnoException, socket: Socket, log: Logger): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return
+  // Its request was answered already; what timed out is the refused body being dropped.
+  if (isDiscardingRefusedBody(socket)) {
+    socket.destroy()
+    return
+  }
   const timedOut = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
   if (timedOut) noteRequestTimeout(socket)
   const se = timedOut
@@ -76,8 +83,9 @@ function answerConnectionError(err: NodeJS.ErrnoException, socket: Socket, log: 
   if (socket.writable && inFlight?.headersSent !== true) {
     const status = httpStatusOf(se.kind)
     const body = JSON.stringify(errorBodyFor(inFlight?.req?.url)(se, status))
+    const type = isV2Url(inFlight?.req?.url) ? V2_JSON_CONTENT_TYPE : 'application/json; charset=utf-8'
     socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
     )
   }
   socket.destroy()

@@ -109,10 +109,20 @@ describe('V2 REST: metadata and health', () => {
     expect(body.extensions).toEqual(expect.arrayContaining(['classification', 'binary_tensor_data']))
   })
 
-  it('answers the health routes with a status and no body', async () => {
-    for (const path of ['/v2/health/live', '/v2/health/ready', `/v2/models/${MODEL}/ready`, `/v2/models/${MODEL}/versions/1/ready`]) {
+  it("answers the health routes with a status and the protocol's JSON body (KServe's SDK reads it; the bodies were empty)", async () => {
+    for (const [path, body] of [
+      ['/v2/health/live', { live: true }],
+      ['/v2/health/ready', { ready: true }],
+      [`/v2/models/${MODEL}/ready`, { name: MODEL, ready: true }],
+      [`/v2/models/${MODEL}/versions/1/ready`, { name: MODEL, ready: true }]
+    ] as const) {
       const res = await fetch(server.url + path)
-      expect({ path, status: res.status, body: await res.text() }).toEqual({ path, status: 200, body: '' })
+      expect({ path, status: res.status, type: res.headers.get('content-type'), body: await res.json() }).toEqual({
+        path,
+        status: 200,
+        type: 'application/json',
+        body
+      })
     }
   })
 
@@ -423,7 +433,7 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
 
   it('still answers after all that', async () => {
     const ready = await fetch(`${server.url}/v2/health/ready`)
-    expect({ status: ready.status, body: await ready.text() }).toEqual({ status: 200, body: '' })
+    expect({ status: ready.status, body: await ready.json() }).toEqual({ status: 200, body: { ready: true } })
     const res = await infer({
       inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }],
       outputs: [{ name: OUTPUT, parameters: { classification: 5 } }]

@@ -7,6 +7,7 @@ import { infer } from '../../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../../open-inference/metadata.js'
 import { rawOutputBytes } from '../../open-inference/tensor-codec.js'
 import type { InferInput, InferOutput, InferRequest, InferResponse, TensorData } from '../../open-inference/types.js'
+import { inflateRequestBody } from '../content-encoding.js'
 import { sendError, v2ErrorBody } from '../error-status.js'
 import { decodeBase64Item, jsonBatchBodyLimit, requestOptions } from '../request-input.js'
 import { BINARY_DATA_SIZE, INFERENCE_HEADER_LENGTH, binaryInputSlices, binaryResponseBody, readInferenceBody } from '../v2-binary.js'
@@ -18,7 +19,11 @@ import { BINARY_DATA_SIZE, INFERENCE_HEADER_LENGTH, binaryInputSlices, binaryRes
  * Conventions where the protocol leaves the choice to the server:
  * - A BYTES element in JSON `data` is a string holding the base64 (standard or URL-safe alphabet)
  *   of the element's bytes, i.e. of one encoded image; in binary data it is the raw bytes.
- * - Health answers carry no body: 200 means true, 400 false. An unknown model is 404 with an error.
+ * - Health answers: 200 means true, 400 false (Triton's clients read the status), with the
+ *   protocol's JSON body saying the same (KServe's read `live` / `ready`). An unknown model is 404
+ *   with an error.
+ * - Infer bodies may be compressed (Content-Encoding gzip or deflate); the body limit applies to
+ *   the inflated bytes.
  * - Errors are `{"error": "<CODE>: <message>"}`, the code from docs/operations.md, with that code's
  *   HTTP status.
  * - Deadline: the x-deadline-ms header, as on /classify.
@@ -48,8 +53,13 @@ const V2Error = Type.Object(
   { error: Type.String({ description: '"<CODE>: <message>"; the codes are listed in docs/operations.md' }) },
   { description: 'Open Inference Protocol error' }
 )
-// A zero-length string rather than null: the body is empty either way, and OpenAPI then still shows a schema.
-const Empty = Type.String({ maxLength: 0, description: 'Empty body: the status is the answer (200 true, 400 false).' })
+// The status is the answer (200 true, 400 false), as Triton's clients read it; the body says the same, as KServe's read it.
+const Live = Type.Object({ live: Type.Boolean() }, { description: 'The status is the answer: 200 live.' })
+const Ready = Type.Object({ ready: Type.Boolean() }, { description: 'The status is the answer: 200 ready, 400 not.' })
+const ModelReady = Type.Object(
+  { name: Type.String(), ready: Type.Boolean() },
+  { description: 'The status is the answer: 200 ready, 400 not.' }
+)
 const errorResponses = { '4xx': V2Error, '5xx': V2Error } as const
 
 const TensorMetadataSchema = Type.Object({
@@ -283,13 +293,14 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
   app.get('/', { schema: { summary: 'V2 server metadata', response: { 200: ServerMetadataSchema, ...errorResponses } } }, async () =>
     serverMetadata()
   )
-  app.get('/health/live', { schema: { summary: 'V2 liveness', response: { 200: Empty } } }, async (_request, reply) =>
-    reply.code(200).send()
-  )
+  app.get('/health/live', { schema: { summary: 'V2 liveness', response: { 200: Live } } }, async () => ({ live: true }))
   app.get(
     '/health/ready',
-    { schema: { summary: 'V2 readiness: every loaded model serves', response: { 200: Empty, 400: Empty } } },
-    async (_request, reply) => reply.code(service.ready ? 200 : 400).send()
+    { schema: { summary: 'V2 readiness: every loaded model serves', response: { 200: Ready, 400: Ready } } },
+    async (_request, reply) => {
+      const ready = service.ready
+      return reply.code(ready ? 200 : 400).send({ ready })
+    }
   )
 
   for (const { url, summary, params } of withVersions('', 'V2 model metadata')) {
@@ -299,10 +310,15 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
     })
   }
   for (const { url, summary, params } of withVersions('/ready', 'V2 model readiness')) {
-    app.get(url, { schema: { summary, params, response: { 200: Empty, 400: Empty, ...errorResponses } } }, async (request, reply) => {
-      const { model, version } = request.params as ModelRouteParams
-      return reply.code(isModelReady(service, model, version) ? 200 : 400).send()
-    })
+    app.get(
+      url,
+      { schema: { summary, params, response: { 200: ModelReady, 400: ModelReady, ...errorResponses } } },
+      async (request, reply) => {
+        const { model, version } = request.params as ModelRouteParams
+        const ready = isModelReady(service, model, version)
+        return reply.code(ready ? 200 : 400).send({ name: model, ready })
+      }
+    )
   }
   for (const { url, summary, params } of withVersions('/infer', 'V2 inference')) {
     app.post(
@@ -310,6 +326,8 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
       {
         bodyLimit: jsonBatchBodyLimit(settings),
         config: { countRequests: 'request', bodyTypes: ['*'] },
+        // tritonclient's request_compression_algorithm: gzip or deflate bodies, limited by their inflated size.
+        preParsing: inflateRequestBody,
         schema: { summary, params, body: InferenceRequestSchema, response: { 200: InferenceResponseSchema, ...errorResponses } }
       },
       async (request: FastifyRequest, reply: FastifyReply) => {
