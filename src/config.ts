@@ -9,6 +9,8 @@ import { parseArgs } from 'node:util'
  */
 
 export type Provider = 'auto' | 'cuda' | 'cpu'
+/** Triton's model control modes: load everything once, load on request, or follow the repository folder. */
+export type ModelControlMode = 'none' | 'explicit' | 'poll'
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
 export interface Settings {
@@ -39,6 +41,10 @@ export interface Settings {
   readonly maxConnections: number
   readonly bodyBudgetBytes: number
   readonly allowPartialStart: boolean
+  readonly modelControlMode: ModelControlMode
+  /** Models loaded at start in explicit mode; `*` is every folder. */
+  readonly loadModels: readonly string[]
+  readonly repositoryPollSecs: number
   readonly apiKey: string | undefined
   readonly authHealth: boolean
   readonly authMetrics: boolean
@@ -47,7 +53,7 @@ export interface Settings {
   readonly logLevel: LogLevel
 }
 
-type Kind = 'string' | 'integer' | 'boolean' | 'enum' | 'origins'
+type Kind = 'string' | 'integer' | 'boolean' | 'enum' | 'origins' | 'list'
 
 interface SettingSpec<K extends keyof Settings> {
   readonly key: K
@@ -335,6 +341,34 @@ export const SETTINGS = [
     description: 'Start even when some models fail to load; those report not ready.'
   }),
   spec({
+    key: 'modelControlMode',
+    flag: 'model-control-mode',
+    env: 'MODEL_CONTROL_MODE',
+    kind: 'enum',
+    choices: ['none', 'explicit', 'poll'],
+    fallback: 'none',
+    description:
+      'How models are loaded (as Triton): none loads every model folder at start and never changes; explicit loads the `--load-model` ones at start, then only through the repository API; poll loads every folder at start, then follows the folder every `--repository-poll-secs` (new folders load, changed ones reload, removed ones unload).'
+  }),
+  spec({
+    key: 'loadModels',
+    flag: 'load-model',
+    env: 'LOAD_MODEL',
+    kind: 'list',
+    description:
+      'With `--model-control-mode explicit`: a model to load at start; repeat the flag or give a comma list; `*` loads every folder. Default: none.'
+  }),
+  spec({
+    key: 'repositoryPollSecs',
+    flag: 'repository-poll-secs',
+    env: 'REPOSITORY_POLL_SECS',
+    kind: 'integer',
+    min: 1,
+    max: 86_400,
+    fallback: 15,
+    description: 'With `--model-control-mode poll`: seconds between two looks at the model repository folder.'
+  }),
+  spec({
     key: 'apiKey',
     flag: 'api-key',
     env: 'API_KEY',
@@ -380,7 +414,7 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
-type Raw = Record<string, string | boolean | undefined>
+type Raw = Record<string, string | boolean | string[] | undefined>
 
 function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, source: string): unknown {
   const hint = `${source} (flag --${s.flag}, env ${s.env}): ${plainText(s.description)}`
@@ -404,6 +438,14 @@ function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, sourc
         throw new ConfigError(`${hint} Got "${String(raw)}"; use an integer from ${s.min} to ${s.max}.`)
       }
       return n
+    }
+    case 'list': {
+      const items = String(raw)
+        .split(',')
+        .map((v) => v.trim())
+      if (items.length === 0 || items.some((v) => v.length === 0))
+        throw new ConfigError(`${hint} Got "${String(raw)}"; give names, comma-separated.`)
+      return Object.freeze([...new Set(items)])
     }
     case 'origins': {
       const origins =
@@ -446,8 +488,8 @@ export function loadSettings(
   env: NodeJS.ProcessEnv = process.env,
   cores = availableParallelism()
 ): Settings {
-  const options: Record<string, { type: 'string' | 'boolean' }> = {}
-  for (const s of SETTINGS) options[s.flag] = { type: s.kind === 'boolean' ? 'boolean' : 'string' }
+  const options: Record<string, { type: 'string' | 'boolean'; multiple: boolean }> = {}
+  for (const s of SETTINGS) options[s.flag] = { type: s.kind === 'boolean' ? 'boolean' : 'string', multiple: s.kind === 'list' }
   let values: Raw
   try {
     values = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values as Raw
@@ -456,7 +498,9 @@ export function loadSettings(
   }
   const out: Record<string, unknown> = {}
   for (const s of SETTINGS) {
-    const fromFlag = values[s.flag]
+    // A repeated flag (kind list) arrives as several values: one comma list, as its variable gives it.
+    const given = values[s.flag]
+    const fromFlag = Array.isArray(given) ? given.join(',') : given
     const fromEnv = env[s.env]
     if (fromFlag !== undefined) out[s.key] = parseValue(s, fromFlag, `--${s.flag}=${String(fromFlag)}`)
     else if (fromEnv !== undefined && fromEnv !== '') out[s.key] = parseValue(s, fromEnv, `${s.env}=${fromEnv}`)
@@ -469,6 +513,12 @@ export function loadSettings(
   // sharp decodes on the libuv threadpool: leave one of its threads for header reads and file I/O.
   const threadpool = Number(env.UV_THREADPOOL_SIZE) || 4
   out.decodeConcurrency ??= Math.max(2, Math.min(cores, threadpool - 1))
+  if (out.loadModels !== undefined && out.modelControlMode !== 'explicit') {
+    throw new ConfigError(
+      `--load-model (${(out.loadModels as string[]).join(', ')}) only applies with --model-control-mode explicit (got ${String(out.modelControlMode)}): add --model-control-mode explicit, or drop --load-model (the other modes load every folder).`
+    )
+  }
+  out.loadModels ??= Object.freeze([])
   // Node applies neither timeout when the headers may take longer than the whole request.
   if ((out.headersTimeoutMs as number) > (out.requestTimeoutMs as number)) {
     throw new ConfigError(

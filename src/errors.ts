@@ -63,6 +63,14 @@ export const ERRORS = {
     message: 'This route needs the API key: send "Authorization: Bearer <key>" or "x-api-key: <key>".'
   },
   MODEL_NOT_FOUND: { kind: 'not_found', message: 'No model of that name is loaded.' },
+  MODEL_CONTROL_DISABLED: {
+    kind: 'invalid_argument',
+    message: 'Explicit model load / unload is not allowed: start the server with --model-control-mode explicit.'
+  },
+  MODEL_LOAD_FAILED: {
+    kind: 'invalid_argument',
+    message: 'The model failed to load; the versions it served before (if any) still serve. The reason follows.'
+  },
   ROUTE_NOT_FOUND: { kind: 'not_found', message: 'No route answers this method and path; the API is listed at /docs.' },
   REQUEST_TIMEOUT: {
     kind: 'request_timeout',

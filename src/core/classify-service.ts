@@ -2,12 +2,12 @@ import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
-import { chooseDefaultModel } from '../repository/default-model.js'
-import { loadRepository, RepositoryError, type ModelEntry } from '../repository/repository.js'
+import { listModelFolders, RepositoryError, type ModelEntry } from '../repository/repository.js'
 import { Batcher, type BatchResult } from './batcher.js'
 import { DecodeBudget } from './decode-budget.js'
 import { ItemKind } from './worker-messages.js'
 import { ModelSessions } from './model-sessions.js'
+import { ModelTable, type ModelIndexEntry } from './model-table.js'
 import { cudaProviderLibrary } from './onnx-session.js'
 import { predictions, type Prediction } from './postprocess.js'
 import { ImagePreprocessor } from './preprocess.js'
@@ -36,6 +36,9 @@ export interface Timings {
   readonly postprocessMs: number
   readonly totalMs: number
 }
+
+/** A model named by the request (undefined: the default model), or a version already looked up. */
+export type ModelRef = string | undefined | ServedModel
 
 export interface ModelInfo {
   readonly name: string
@@ -71,10 +74,13 @@ export type Stage = 'queue' | 'preprocess' | 'postprocess'
 
 /** Hooks for metrics. Called on the hot path: they must be cheap and must not throw. */
 export interface ServiceEvents {
-  /** One model execution: how many images it held and how long the run took. */
-  onBatch?(model: string, size: number, inferMs: number): void
+  /**
+   * One model execution: how many images it held and how long the run took. `version`: the served
+   * version that ran it (statistics count per version; metrics per model).
+   */
+  onBatch?(model: string, size: number, inferMs: number, version?: string): void
   /** One image finished a stage (every door: image and tensor inputs, classify and raw scores). */
-  onStage?(model: string, stage: Stage, ms: number): void
+  onStage?(model: string, stage: Stage, ms: number, version?: string): void
 }
 
 /** A model as served: its sessions, its batcher, its preprocessing. */
@@ -87,11 +93,19 @@ export class ServedModel {
   readonly numClasses: number
   /** Bytes of one preprocessed tensor item in the model's input format. */
   readonly tensorItemBytes: number
+  /**
+   * Requests between their lookup of this version and their answer. A version replaced by a reload
+   * or unloaded (ModelTable) closes only when this is back to 0; `onIdle` is then called.
+   */
+  leases = 0
+  onIdle: (() => void) | undefined = undefined
+  /** Its batcher is closed: a request that still holds it goes to the model's current version. */
+  closed = false
 
   constructor(entry: ModelEntry, sessions: ModelSessions, settings: Settings, events: ServiceEvents, decodeBudget: DecodeBudget) {
     const shape = sessions.shape!
     this.entry = entry
-    this.info = Object.freeze({ name: entry.name, version: entry.config.version, synthetic: entry.config.synthetic })
+    this.info = Object.freeze({ name: entry.name, version: entry.version, synthetic: entry.config.synthetic })
     this.sessions = sessions
     this.numClasses = shape.numClasses
     const { crop } = entry.config.preprocess
@@ -126,7 +140,7 @@ export class ServedModel {
       offset += item.bytes.byteLength
     }
     const { output, inferMs } = await this.sessions.run(kinds, data.buffer)
-    this.events.onBatch?.(this.entry.name, items.length, inferMs)
+    this.events.onBatch?.(this.entry.name, items.length, inferMs, this.info.version)
     const width = this.numClasses
     const out: ItemOutput[] = new Array(items.length)
     for (let i = 0; i < items.length; i++) out[i] = { scores: output.subarray(i * width, (i + 1) * width), inferMs }
@@ -139,46 +153,39 @@ export class ServedModel {
 }
 
 export class ClassifyService {
-  private readonly models = new Map<string, ServedModel>()
-  /** Models that failed to load under --allow-partial-start: known by name, never ready. */
-  private readonly failed = new Map<string, string>()
+  /** The served models and versions, and how they change (load, reload, unload, poll). */
+  private readonly table: ModelTable
+  private readonly modelListeners: Array<() => void> = []
   private closing = false
   /** Set by beginDrain(): not ready (load balancers stop routing here) while still serving. */
   private draining = false
-  readonly defaultModel: string | undefined
 
   private constructor(
     readonly settings: Settings,
     private readonly log: Logger,
-    served: ServedModel[],
-    failed: Map<string, string>,
+    events: ServiceEvents,
     /** Admission for every model's image decodes (slots, estimated bytes, queue). */
     readonly decodeBudget: DecodeBudget
   ) {
-    for (const m of served) this.models.set(m.entry.name, m)
-    this.failed = failed
-    const choice = chooseDefaultModel(
-      served.map((m) => ({ name: m.entry.name, synthetic: m.entry.config.synthetic })),
-      settings.defaultModel
+    this.table = new ModelTable(
+      settings,
+      log,
+      (entry) => this.openModel(entry, events),
+      () => {
+        for (const listener of this.modelListeners) listener()
+      }
     )
-    this.defaultModel = choice.name
-    if (choice.name !== undefined) log.info({ model: choice.name, why: choice.reason }, 'default model (requests that name none)')
   }
 
   /**
-   * Loads the repository, opens every model's sessions, checks each against its config and warms it
-   * up. Throws RepositoryError (with the fix) unless partial start is allowed.
+   * Opens the models the control mode loads at start (none and poll: every folder; explicit: the
+   * --load-model ones), checks each against its config and warms it up. Throws RepositoryError
+   * (with the fix) unless partial start is allowed.
    */
   static async start(settings: Settings, log: Logger, events: ServiceEvents = {}): Promise<ClassifyService> {
-    const { models, failures } = await loadRepository(settings.modelRepository)
-    const failed = new Map<string, string>()
-    const fail = (err: RepositoryError | Error, name: string): void => {
-      if (!settings.allowPartialStart) throw err
-      log.error({ model: name, err: err.message }, 'model failed to load; serving the others (--allow-partial-start)')
-      failed.set(name, err.message)
-    }
-    for (const f of failures) fail(f, f.model)
-    if (models.length === 0 && failures.length === 0) {
+    const folders = await listModelFolders(settings.modelRepository)
+    const mode = settings.modelControlMode
+    if (folders.length === 0 && mode === 'none') {
       throw new RepositoryError(
         '',
         settings.modelRepository,
@@ -187,98 +194,182 @@ export class ClassifyService {
       )
     }
     const named = settings.defaultModel
-    if (named !== undefined && !models.some((m) => m.name === named) && !failures.some((f) => f.model === named)) {
-      const known = [...models.map((m) => m.name), ...failures.map((f) => f.model)].sort().join(', ')
-      throw new RepositoryError(named, settings.modelRepository, `holds no model "${named}" (--default-model).`, `Name one of: ${known}.`)
+    if (named !== undefined && mode === 'none' && !folders.includes(named)) {
+      throw new RepositoryError(
+        named,
+        settings.modelRepository,
+        `holds no model "${named}" (--default-model).`,
+        `Name one of: ${folders.join(', ')}.`
+      )
+    }
+    const atStart = mode !== 'explicit' ? folders : settings.loadModels.includes('*') ? folders : settings.loadModels
+    const absent = atStart.filter((name) => !folders.includes(name))
+    if (absent.length > 0) {
+      throw new RepositoryError(
+        absent[0]!,
+        settings.modelRepository,
+        `holds no model "${absent[0]}" (--load-model).`,
+        `Name folders of the repository: ${folders.join(', ') || 'it is empty'}.`
+      )
     }
     if (settings.provider === 'auto') {
       const cuda = cudaProviderLibrary()
       if (!cuda.installed)
         log.info({ provider: 'cpu', missing: cuda.path }, 'execution provider: CPU (the CUDA provider library is not installed)')
     }
-    const served: ServedModel[] = []
     // One budget for every model: decodes share the cores and the memory whichever model they feed.
     const decodeBudget = new DecodeBudget({
       maxConcurrent: settings.decodeConcurrency,
       budgetBytes: settings.decodeBudgetBytes,
       maxQueued: settings.decodeQueueSize
     })
-    try {
-      for (const entry of models) {
-        const sessions = new ModelSessions(entry, {
-          provider: settings.provider,
-          cudaDeviceId: settings.cudaDeviceId,
-          threads: settings.threadsPerSession,
-          sessions: settings.sessionsPerModel
-        })
-        sessions.on('ready', (info) => {
-          if (info.fallbackReason !== undefined) {
-            log.warn(
-              { model: entry.name, reason: info.fallbackReason },
-              '!!! CUDA execution provider unavailable: running on the CPU instead !!!'
-            )
-          }
-          log.info({ model: entry.name, provider: info.provider, loadMs: Math.round(info.loadMs) }, 'inference session open')
-        })
-        sessions.on('crash', (reason) => log.error({ model: entry.name, reason }, 'inference worker crashed; replacing it'))
-        const t0 = performance.now()
-        try {
-          await sessions.start()
-        } catch (err) {
-          fail(err as Error, entry.name)
-          continue
-        }
-        served.push(new ServedModel(entry, sessions, settings, events, decodeBudget))
-        log.info(
-          {
-            model: entry.name,
-            version: entry.config.version,
-            synthetic: entry.config.synthetic,
-            provider: sessions.provider,
-            maxBatchSize: sessions.shape!.maxBatchSize,
-            warmedUpBatchSizes: sessions.sizes!.warmUp,
-            readyMs: Math.round(performance.now() - t0)
-          },
-          'model ready'
-        )
-        if (entry.config.synthetic) {
-          log.warn(
-            { model: entry.name },
-            `!!! ${entry.name} has SYNTHETIC weights (seeded random, not trained): its labels mean nothing. See README "Serving real models". !!!`
-          )
-        }
-      }
-    } catch (err) {
-      await Promise.all(served.map((m) => m.sessions.close()))
-      throw err
-    }
-    return new ClassifyService(settings, log, served, failed, decodeBudget)
+    const service = new ClassifyService(settings, log, events, decodeBudget)
+    await service.table.loadAtStart(atStart)
+    if (mode === 'poll') service.table.startPolling()
+    return service
   }
 
-  /** The served model of that name; MODEL_NOT_FOUND / MODEL_NOT_READY otherwise. */
-  model(name: string | undefined): ServedModel {
+  /** One version's sessions, opened, checked against its config and warmed up. */
+  private async openModel(entry: ModelEntry, events: ServiceEvents): Promise<ServedModel> {
+    const { settings, log } = this
+    const sessions = new ModelSessions(entry, {
+      provider: settings.provider,
+      cudaDeviceId: settings.cudaDeviceId,
+      threads: settings.threadsPerSession,
+      sessions: settings.sessionsPerModel
+    })
+    sessions.on('ready', (info) => {
+      if (info.fallbackReason !== undefined) {
+        log.warn(
+          { model: entry.name, reason: info.fallbackReason },
+          '!!! CUDA execution provider unavailable: running on the CPU instead !!!'
+        )
+      }
+      log.info({ model: entry.name, provider: info.provider, loadMs: Math.round(info.loadMs) }, 'inference session open')
+    })
+    sessions.on('crash', (reason) => log.error({ model: entry.name, reason }, 'inference worker crashed; replacing it'))
+    const t0 = performance.now()
+    await sessions.start()
+    const served = new ServedModel(entry, sessions, settings, events, this.decodeBudget)
+    log.info(
+      {
+        model: entry.name,
+        version: entry.version,
+        synthetic: entry.config.synthetic,
+        provider: sessions.provider,
+        maxBatchSize: sessions.shape!.maxBatchSize,
+        warmedUpBatchSizes: sessions.sizes!.warmUp,
+        readyMs: Math.round(performance.now() - t0)
+      },
+      'model ready'
+    )
+    if (entry.config.synthetic) {
+      log.warn(
+        { model: entry.name },
+        `!!! ${entry.name} has SYNTHETIC weights (seeded random, not trained): its labels mean nothing. See README "Serving real models". !!!`
+      )
+    }
+    return served
+  }
+
+  /** The model a request that names none goes to; re-chosen when the served models change. */
+  get defaultModel(): string | undefined {
+    return this.table.defaultModel
+  }
+
+  /** The served model of that name (its newest version, or the named one); MODEL_NOT_FOUND / MODEL_NOT_READY otherwise. */
+  model(name: string | undefined, version?: string): ServedModel {
     const key = name ?? this.defaultModel
-    const m = key === undefined ? undefined : this.models.get(key)
-    if (m !== undefined) return m
-    if (key !== undefined && this.failed.has(key)) throw new ServiceError('MODEL_NOT_READY', `Model "${key}" failed to load.`)
-    throw new ServiceError('MODEL_NOT_FOUND', key === undefined ? undefined : `Loaded models: ${this.modelNames().join(', ')}.`)
+    if (key === undefined) throw new ServiceError('MODEL_NOT_FOUND')
+    return this.table.find(key, version)
+  }
+
+  /** Every served version of a model, newest first. */
+  modelVersions(name: string): ServedModel[] {
+    return this.table.versions(name)
+  }
+
+  /** Every served version of every model. */
+  servedModels(): ServedModel[] {
+    return this.table.served()
   }
 
   modelNames(): string[] {
-    return [...this.models.keys(), ...this.failed.keys()].sort()
+    return this.table.names()
   }
 
-  isModelReady(name: string): boolean {
-    return !this.closing && this.models.has(name)
+  isModelReady(name: string, version?: string): boolean {
+    return !this.closing && this.table.isReady(name, version)
+  }
+
+  /** Calls `listener` after every change of the served models (load, reload, unload). */
+  onModelsChanged(listener: () => void): void {
+    this.modelListeners.push(listener)
   }
 
   /**
-   * Ready when not shutting down and every model in the repository serves. As in Triton, a server
+   * Repository API: loads or reloads a model (explicit mode only). Resolves once the new versions
+   * serve; a model that fails to load keeps serving what it served before.
+   */
+  async loadModel(name: string): Promise<void> {
+    this.checkModelControl()
+    if (!(await listModelFolders(this.settings.modelRepository)).includes(name)) {
+      throw new ServiceError('MODEL_NOT_FOUND', `(the repository has no folder "${name}").`)
+    }
+    try {
+      await this.table.load(name, { wantedOnFailure: false })
+    } catch (err) {
+      if (err instanceof ServiceError) throw err
+      throw new ServiceError('MODEL_LOAD_FAILED', `"${name}": ${(err as Error).message}`, { cause: err })
+    }
+  }
+
+  /** Repository API: stops serving a model (explicit mode only); resolves once its requests finished and its sessions closed. */
+  async unloadModel(name: string): Promise<void> {
+    this.checkModelControl()
+    if (this.table.versions(name).length === 0 && !(await listModelFolders(this.settings.modelRepository)).includes(name)) {
+      throw new ServiceError('MODEL_NOT_FOUND', `(no model "${name}" is loaded or in the repository).`)
+    }
+    await this.table.unload(name)
+  }
+
+  /** Repository API: every model folder and served model with its state (`readyOnly`: the READY ones). */
+  repositoryIndex(readyOnly: boolean): Promise<ModelIndexEntry[]> {
+    return this.table.index(readyOnly)
+  }
+
+  private checkModelControl(): void {
+    if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
+    const mode = this.settings.modelControlMode
+    if (mode !== 'explicit') {
+      throw new ServiceError(
+        'MODEL_CONTROL_DISABLED',
+        mode === 'poll' ? '(polling is enabled: the repository folder decides).' : '(--model-control-mode is none).'
+      )
+    }
+  }
+
+  /**
+   * A request's hold on a version from lookup to answer (see ServedModel.leases). A version that
+   * closed while its caller held it across an await is replaced by the model's current one.
+   */
+  private lease(model: ServedModel): ServedModel {
+    const held = model.closed ? this.table.find(model.entry.name) : model
+    held.leases++
+    return held
+  }
+
+  private release(model: ServedModel): void {
+    if (--model.leases === 0) model.onIdle?.()
+  }
+
+  /**
+   * Ready when not shutting down and every model that should serve does. As in Triton, a server
    * whose models failed to load (kept by --allow-partial-start) is not ready: a replica that lacks
    * a model must not take traffic meant for a whole one. Its other models still answer.
    */
   get ready(): boolean {
-    return !this.draining && !this.closing && this.models.size > 0 && this.failed.size === 0
+    return !this.draining && !this.closing && this.table.ready
   }
 
   /**
@@ -294,19 +385,28 @@ export class ClassifyService {
     return this.draining || this.closing
   }
 
-  async classify(modelName: string | undefined, image: Uint8Array, topk: number, options: RequestOptions = {}): Promise<Classification> {
-    const model = this.model(modelName)
-    this.checkTopk(model, topk)
-    const { scores, batchSize, timings } = await this.inferImage(model.entry.name, image, options)
-    const t0 = performance.now()
-    const preds = this.predictions(model, scores, topk)
-    const postprocessMs = performance.now() - t0
-    return {
-      ...model.info,
-      predictions: preds,
-      batchSize,
-      timings: { ...timings, postprocessMs, totalMs: timings.totalMs + postprocessMs }
+  /** `model`: a name (undefined: the default model), or a version already looked up (ServedModel). */
+  async classify(model: ModelRef, image: Uint8Array, topk: number, options: RequestOptions = {}): Promise<Classification> {
+    const served = this.lease(this.resolve(model))
+    try {
+      this.checkTopk(served, topk)
+      const { scores, batchSize, timings } = await this.inferImage(served, image, options)
+      const t0 = performance.now()
+      const preds = this.predictions(served, scores, topk)
+      const postprocessMs = performance.now() - t0
+      return {
+        ...served.info,
+        predictions: preds,
+        batchSize,
+        timings: { ...timings, postprocessMs, totalMs: timings.totalMs + postprocessMs }
+      }
+    } finally {
+      this.release(served)
     }
+  }
+
+  private resolve(model: ModelRef): ServedModel {
+    return typeof model === 'object' ? model : this.model(model)
   }
 
   /** Throws INVALID_TOPK unless 1 ≤ topk ≤ min(--max-topk, the model's classes). */
@@ -321,19 +421,23 @@ export class ClassifyService {
   predictions(model: ServedModel, scores: Float32Array, topk: number): Prediction[] {
     const t0 = performance.now()
     const preds = predictions(scores, model.entry.labels, topk, model.entry.config.output.kind === 'probabilities')
-    model.events.onStage?.(model.entry.name, 'postprocess', performance.now() - t0)
+    model.events.onStage?.(model.entry.name, 'postprocess', performance.now() - t0, model.info.version)
     return preds
   }
 
   /** Decodes and preprocesses an encoded image, runs it through the model's batcher: the raw output row. */
-  async inferImage(modelName: string | undefined, image: Uint8Array, options: RequestOptions = {}): Promise<ScoresResult> {
+  async inferImage(modelRef: ModelRef, image: Uint8Array, options: RequestOptions = {}): Promise<ScoresResult> {
     const t0 = performance.now()
-    const model = this.model(modelName)
-    if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
-    const pixels = await model.preprocessor.decode(image, options)
-    const preprocessMs = performance.now() - t0
-    model.events.onStage?.(model.entry.name, 'preprocess', preprocessMs)
-    return this.runItem(model, { kind: ItemKind.PIXELS, bytes: pixels }, options, t0, preprocessMs)
+    const model = this.lease(this.resolve(modelRef))
+    try {
+      if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
+      const pixels = await model.preprocessor.decode(image, options)
+      const preprocessMs = performance.now() - t0
+      model.events.onStage?.(model.entry.name, 'preprocess', preprocessMs, model.info.version)
+      return await this.runItem(model, { kind: ItemKind.PIXELS, bytes: pixels }, options, t0, preprocessMs)
+    } finally {
+      this.release(model)
+    }
   }
 
   /** Decodes and preprocesses an image: the crop×crop×3 RGB pixels the model's batcher would receive. */
@@ -345,17 +449,21 @@ export class ClassifyService {
    * Runs one already-preprocessed image (the model's input format: float32 CHW, or uint8 HWC)
    * through the same batcher as everyone else, returning the raw output row.
    */
-  async inferTensor(modelName: string | undefined, tensor: Uint8Array, options: RequestOptions = {}): Promise<ScoresResult> {
+  async inferTensor(modelRef: ModelRef, tensor: Uint8Array, options: RequestOptions = {}): Promise<ScoresResult> {
     const t0 = performance.now()
-    const model = this.model(modelName)
-    if (tensor.byteLength !== model.tensorItemBytes) {
-      throw new ServiceError(
-        'BAD_REQUEST',
-        `One image tensor for ${model.entry.name} is ${model.tensorItemBytes} bytes; got ${tensor.byteLength}.`
-      )
+    const model = this.lease(this.resolve(modelRef))
+    try {
+      if (tensor.byteLength !== model.tensorItemBytes) {
+        throw new ServiceError(
+          'BAD_REQUEST',
+          `One image tensor for ${model.entry.name} is ${model.tensorItemBytes} bytes; got ${tensor.byteLength}.`
+        )
+      }
+      if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
+      return await this.runItem(model, { kind: ItemKind.TENSOR, bytes: tensor }, options, t0, 0)
+    } finally {
+      this.release(model)
     }
-    if (this.closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
-    return this.runItem(model, { kind: ItemKind.TENSOR, bytes: tensor }, options, t0, 0)
   }
 
   /** One item through the model's batcher: its raw output row, timed from `t0`, when the request reached the core. */
@@ -368,7 +476,7 @@ export class ClassifyService {
   ): Promise<ScoresResult> {
     const { output, queueMs, batchSize } = await model.submit(item, options)
     const totalMs = performance.now() - t0
-    model.events.onStage?.(model.entry.name, 'queue', queueMs)
+    model.events.onStage?.(model.entry.name, 'queue', queueMs, model.info.version)
     return {
       ...model.info,
       scores: output.scores,
@@ -381,15 +489,6 @@ export class ClassifyService {
   async close(drainTimeoutMs = this.settings.drainTimeoutMs): Promise<void> {
     if (this.closing) return
     this.closing = true
-    const served = [...this.models.values()]
-    for (const m of served) m.batcher.close()
-    let timer: NodeJS.Timeout | undefined
-    const timedOut = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), drainTimeoutMs)
-    })
-    const outcome = await Promise.race([Promise.all(served.map((m) => m.batcher.drained())), timedOut])
-    clearTimeout(timer)
-    if (outcome === 'timeout') this.log.warn({ drainTimeoutMs }, 'drain timeout passed; closing sessions with work still queued')
-    await Promise.all(served.map((m) => m.sessions.close()))
+    await this.table.close(drainTimeoutMs)
   }
 }

@@ -33,6 +33,13 @@ import type {
 import { admissionInterceptor, type RpcAccess } from './call-admission.js'
 import { modelConfigReply, modelStatisticsReply, type ModelRefRequest } from './config-stats-handlers.js'
 import { statusOf } from './error-status.js'
+import {
+  repositoryIndexReply,
+  repositoryModelLoadReply,
+  repositoryModelUnloadReply,
+  type RepositoryControlRequestMessage,
+  type RepositoryIndexRequestMessage
+} from './repository-handlers.js'
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 import { requestHead } from './request-head.js'
 import { serveInferStream, streamCounters, type StreamCounters } from './stream-infer.js'
@@ -68,7 +75,11 @@ const ACCESS: Readonly<Record<string, RpcAccess>> = {
   ModelMetadata: 'open',
   ModelConfig: 'open',
   // Statistics tell what /metrics tells: closed with --auth-metrics, as /metrics is.
-  ModelStatistics: 'metrics'
+  ModelStatistics: 'metrics',
+  // Loading and unloading models changes the server: as protected as inference, and so is the index.
+  RepositoryIndex: 'inference',
+  RepositoryModelLoad: 'inference',
+  RepositoryModelUnload: 'inference'
 }
 
 /**
@@ -351,18 +362,20 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
   let response: InferResponse
   let items: number | undefined
   let modelName: string | undefined
+  let modelVersion: string | undefined
   const arrivedAt = performance.now()
   try {
     const request = inferRequestMessage(door, bytes)
     modelName = request.model_name
+    modelVersion = request.model_version
     const inferRequest = toInferRequest(request)
     items = inferRequest.inputs[0]?.shape[0]
     response = await infer(door.service, inferRequest, options)
   } catch (err) {
-    door.metrics?.recordRequest(modelName, toServiceError(err), performance.now() - arrivedAt)
+    door.metrics?.recordRequest(modelName, toServiceError(err), performance.now() - arrivedAt, modelVersion)
     throw err
   }
-  door.metrics?.recordRequest(response.modelName, 'success', performance.now() - arrivedAt)
+  door.metrics?.recordRequest(response.modelName, 'success', performance.now() - arrivedAt, response.modelVersion)
   door.log.info({ model: response.modelName, items, batchSize: response.batchSize }, 'inferred')
   return {
     model_name: response.modelName,
@@ -437,6 +450,15 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
     ModelConfig: unary('ModelConfig', log, (bytes) => modelConfigReply(service, smallRequest<ModelRefRequest>(door, 'ModelConfig', bytes))),
     ModelStatistics: unary('ModelStatistics', log, (bytes) =>
       modelStatisticsReply(service, door.metrics?.statistics, smallRequest<ModelRefRequest>(door, 'ModelStatistics', bytes))
+    ),
+    RepositoryIndex: unary('RepositoryIndex', log, (bytes) =>
+      repositoryIndexReply(service, smallRequest<RepositoryIndexRequestMessage>(door, 'RepositoryIndex', bytes))
+    ),
+    RepositoryModelLoad: unary('RepositoryModelLoad', log, (bytes) =>
+      repositoryModelLoadReply(service, smallRequest<RepositoryControlRequestMessage>(door, 'RepositoryModelLoad', bytes))
+    ),
+    RepositoryModelUnload: unary('RepositoryModelUnload', log, (bytes) =>
+      repositoryModelUnloadReply(service, smallRequest<RepositoryControlRequestMessage>(door, 'RepositoryModelUnload', bytes))
     )
   }
 }

@@ -17,6 +17,8 @@ const INFERENCE_ROUTES: ReadonlySet<string> = new Set(['/classify', BATCH_ROUTE]
 export function routeAccess(routeUrl: string | undefined): RouteAccess {
   if (routeUrl === undefined) return 'open'
   if (INFERENCE_ROUTES.has(routeUrl) || (routeUrl.startsWith('/v2/models/') && routeUrl.endsWith('/infer'))) return 'inference'
+  // Loading and unloading models changes the server: as protected as inference, and so is the index.
+  if (routeUrl.startsWith('/v2/repository/')) return 'inference'
   if (routeUrl.startsWith('/health/') || routeUrl.startsWith('/v2/health/')) return 'health'
   // Statistics tell what /metrics tells.
   if (routeUrl === '/metrics' || (routeUrl.startsWith('/v2/models') && routeUrl.endsWith('/stats'))) return 'metrics'

@@ -20,6 +20,7 @@ import { metricsRoutes } from './routes/metrics.js'
 import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
 import { v2ConfigStatsRoutes } from './routes/v2-config-stats.js'
+import { v2RepositoryRoutes } from './routes/v2-repository.js'
 import { capConnections, connectionOptions } from './server-limits.js'
 import { plainJsonOnV2 } from './v2-content-type.js'
 import { closeSilentConnectionsOnClose } from './silent-connections.js'
@@ -116,5 +117,6 @@ export async function buildApp(
   // Open Inference Protocol (KServe V2): its own body parsing and its own error body, under /v2 only.
   await app.register(v2Routes, { prefix: '/v2', service, settings })
   await app.register(v2ConfigStatsRoutes, { prefix: '/v2', service, statistics: metrics.statistics })
+  await app.register(v2RepositoryRoutes, { prefix: '/v2', service })
   return app
 }

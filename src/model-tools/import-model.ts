@@ -156,7 +156,14 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
     }
 
     // Checked against the destination paths before anything is written, so a refusal leaves no trace.
-    const planned: ModelEntry = { name: options.name, dir: dest, modelPath: join(dest, config.file), config, labels }
+    const planned: ModelEntry = {
+      name: options.name,
+      dir: dest,
+      version: config.version,
+      modelPath: join(dest, config.file),
+      config,
+      labels
+    }
     checkModelSignature(planned, signature)
     await runOnce(opened, config)
 

@@ -69,11 +69,11 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
     else outer.addEventListener('abort', onOuterAbort, { once: true })
   }
   const itemOptions: RequestOptions = { deadlineAt, priority, signal: withdraw.signal }
-  const name = model.entry.name
   let results: ScoresResult[]
   try {
+    // The version resolved above answers every item, even if a reload switches versions meanwhile.
     results = await Promise.all(
-      items.map((item) => (encoded ? service.inferImage(name, item, itemOptions) : service.inferTensor(name, item, itemOptions)))
+      items.map((item) => (encoded ? service.inferImage(model, item, itemOptions) : service.inferTensor(model, item, itemOptions)))
     )
   } catch (err) {
     withdraw.abort()

@@ -18,13 +18,9 @@ export function serverMetadata(): ServerMetadata {
 /** What the protocol reads of a served model: its config, its classes and one image tensor's bytes. */
 export type ModelContract = Pick<ServedModel, 'entry' | 'numClasses' | 'tensorItemBytes'>
 
-/** The served model of that name; MODEL_NOT_FOUND when a version is named that it does not serve. */
+/** The named version of a served model, or (none named) its newest; MODEL_NOT_FOUND when that version is not served. */
 export function resolveModel(service: ClassifyService, name: string, version: string | undefined): ServedModel {
-  const model = service.model(name)
-  if (version !== undefined && version !== '' && version !== model.info.version) {
-    throw new ServiceError('MODEL_NOT_FOUND', `(version "${version}" of "${name}": only version "${model.info.version}" is served).`)
-  }
-  return model
+  return service.model(name, version === '' ? undefined : version)
 }
 
 /** One image of the model's input tensor, without the batch dimension. */
@@ -43,7 +39,11 @@ export function modelMetadata(service: ClassifyService, name: string, version: s
   const { input, output } = model.entry.config
   return {
     name: model.info.name,
-    versions: [model.info.version],
+    // Every version served, oldest first (as Triton lists them); the tensors are the resolved version's.
+    versions: service
+      .modelVersions(model.info.name)
+      .map((m) => m.info.version)
+      .reverse(),
     platform: PLATFORM,
     inputs: [{ name: input.name, datatype: tensorDatatype(model), shape: [-1, ...itemShape(model)] }],
     outputs: [{ name: output.name, datatype: 'FP32', shape: [-1, model.numClasses] }]
@@ -59,5 +59,5 @@ export function isModelReady(service: ClassifyService, name: string, version: st
     if (err instanceof ServiceError && err.code === 'MODEL_NOT_READY') return false
     throw err
   }
-  return service.isModelReady(name)
+  return service.isModelReady(name, version === '' ? undefined : version)
 }

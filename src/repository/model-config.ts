@@ -24,6 +24,27 @@ export const PreprocessConfigSchema = Type.Object(
   { additionalProperties: false }
 )
 
+/**
+ * Which of a model's version folders (`<model>/<n>/`) are served, as Triton's version_policy:
+ * the newest N, all, or the ones listed. A model without version folders is one version.
+ */
+export const VersionPolicySchema = Type.Union([
+  Type.Object(
+    { latest: Type.Object({ numVersions: Type.Integer({ minimum: 1, maximum: 1000 }) }, { additionalProperties: false }) },
+    { additionalProperties: false }
+  ),
+  Type.Object({ all: Type.Object({}, { additionalProperties: false }) }, { additionalProperties: false }),
+  Type.Object(
+    {
+      specific: Type.Object(
+        { versions: Type.Array(Type.Integer({ minimum: 1 }), { minItems: 1, maxItems: 1000 }) },
+        { additionalProperties: false }
+      )
+    },
+    { additionalProperties: false }
+  )
+])
+
 export const ModelConfigSchema = Type.Object(
   {
     version: Type.String({ minLength: 1, default: '1' }),
@@ -32,6 +53,7 @@ export const ModelConfigSchema = Type.Object(
     synthetic: Type.Boolean({ description: 'Weights are seeded random numbers, not trained.' }),
     preset: Type.Optional(Type.String()),
     description: Type.Optional(Type.String()),
+    versionPolicy: Type.Optional(VersionPolicySchema),
     input: Type.Object(
       {
         name: Type.String({ minLength: 1 }),
@@ -93,6 +115,7 @@ export const ModelConfigSchema = Type.Object(
 
 export type PreprocessConfig = Static<typeof PreprocessConfigSchema>
 export type ModelConfig = Static<typeof ModelConfigSchema>
+export type VersionPolicy = Static<typeof VersionPolicySchema>
 
 export const PRESET_NAMES = ['torchvision', 'caffe', 'onnx-zoo'] as const
 export type PresetName = (typeof PRESET_NAMES)[number]

@@ -1,5 +1,5 @@
 import { open, readdir, readFile, stat } from 'node:fs/promises'
-import { join, relative } from 'node:path'
+import { basename, dirname, join, relative } from 'node:path'
 import { Value } from '@sinclair/typebox/value'
 import { ModelConfigSchema, type ModelConfig } from './model-config.js'
 
@@ -12,7 +12,10 @@ import { ModelConfigSchema, type ModelConfig } from './model-config.js'
 
 export interface ModelEntry {
   readonly name: string
+  /** The model's folder (config.json); a versioned model's files are in its `<n>/` sub-folder. */
   readonly dir: string
+  /** The version folder's number, or config.json's `version` for a model without version folders. */
+  readonly version: string
   readonly modelPath: string
   readonly config: Readonly<ModelConfig>
   readonly labels: readonly string[]
@@ -87,9 +90,27 @@ export async function loadRepository(root: string): Promise<RepositoryLoad> {
   return { models, failures }
 }
 
+/** A model folder whose config.json passed every check; its version folders are not read yet. */
+export interface ModelFolder {
+  readonly name: string
+  readonly dir: string
+  readonly config: Readonly<ModelConfig>
+}
+
+/** A model without version folders: its files sit in the model folder, served as config.json's version. */
 export async function loadModelFolder(root: string, name: string): Promise<ModelEntry> {
+  const folder = await readModelFolder(root, name)
+  return loadModelVersion(folder, folder.config.version, folder.dir)
+}
+
+function shownPath(dir: string, file: string): string {
+  return relative(process.cwd(), join(dir, file)) || file
+}
+
+/** Checks a model folder's name and its config.json. */
+export async function readModelFolder(root: string, name: string): Promise<ModelFolder> {
   const dir = join(root, name)
-  const shown = (file: string): string => relative(process.cwd(), join(dir, file)) || file
+  const shown = (file: string): string => shownPath(dir, file)
   if (!MODEL_NAME.test(name)) {
     throw new RepositoryError(
       name,
@@ -172,8 +193,7 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
     )
   }
 
-  const modelPath = join(dir, config.file)
-  if (relative(dir, modelPath).startsWith('..')) {
+  if (relative(dir, join(dir, config.file)).startsWith('..')) {
     throw new RepositoryError(
       name,
       configFile,
@@ -181,9 +201,33 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
       'Keep model.onnx inside the folder.'
     )
   }
-  await checkOnnxFile(name, modelPath, shown(config.file))
-  const labels = await readLabels(name, join(dir, config.labels), shown(config.labels))
-  return Object.freeze({ name, dir, modelPath, config: deepFreeze(config), labels: Object.freeze(labels) })
+  return Object.freeze({ name, dir, config: deepFreeze(config) })
+}
+
+/**
+ * One version of a checked model folder: the model file in `versionDir` (the model folder itself
+ * for a model without version folders), the labels from `versionDir` when it has its own, else
+ * the model folder's (as Triton keeps the config and labels beside the version folders).
+ */
+export async function loadModelVersion(folder: ModelFolder, version: string, versionDir: string): Promise<ModelEntry> {
+  const { name, dir, config } = folder
+  const modelPath = join(versionDir, config.file)
+  await checkOnnxFile(name, modelPath, shownPath(versionDir, config.file))
+  const labelsPath = await labelsFile(folder, versionDir)
+  const labels = await readLabels(name, labelsPath, shownPath(dirname(labelsPath), basename(labelsPath)))
+  return Object.freeze({ name, dir, version, modelPath, config, labels: Object.freeze(labels) })
+}
+
+/** The labels file a version reads: its own when its folder has one, else the model folder's. */
+export async function labelsFile(folder: ModelFolder, versionDir: string): Promise<string> {
+  const own = join(versionDir, folder.config.labels)
+  if (versionDir === folder.dir) return own
+  try {
+    if ((await stat(own)).isFile()) return own
+  } catch {
+    // none of its own
+  }
+  return join(folder.dir, folder.config.labels)
 }
 
 function configFix(path: string): string {

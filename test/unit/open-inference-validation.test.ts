@@ -18,7 +18,7 @@ const MAX_ITEMS = 4
 
 function model(config: ModelConfig, classes = 1000): ModelContract {
   const itemBytes = config.input.datatype === 'float32' ? ITEM * 4 : ITEM
-  return { entry: { name: 'm', dir: '', modelPath: '', config, labels: [] }, numClasses: classes, tensorItemBytes: itemBytes }
+  return { entry: { name: 'm', dir: '', version: '1', modelPath: '', config, labels: [] }, numClasses: classes, tensorItemBytes: itemBytes }
 }
 
 const floatModel = model(configFromPreset('torchvision', { synthetic: true }))

@@ -1,0 +1,133 @@
+import { Type } from '@sinclair/typebox'
+import type { FastifyInstance } from 'fastify'
+import type { ClassifyService } from '../../core/classify-service.js'
+import { ServiceError } from '../../errors.js'
+import { loadModel, repositoryIndex, unloadModel } from '../../open-inference/repository.js'
+import { sendError, v2ErrorBody } from '../error-status.js'
+
+/**
+ * The model repository extension over REST, as Triton answers it: `POST /v2/repository/index`,
+ * `POST /v2/repository/models/{m}/load` and `.../unload`. Register with `{ prefix: '/v2' }`.
+ * Behind the API key when one is set (src/http/access.ts); load and unload only with
+ * --model-control-mode explicit. Load answers once the model serves; unload once it has drained.
+ */
+
+export interface V2RepositoryOptions {
+  readonly service: ClassifyService
+}
+
+/** The bodies are a flag or a few parameters: a small limit, whatever the body limit is. */
+const BODY_LIMIT_BYTES = 64 * 1024
+
+const V2Error = Type.Object({ error: Type.String() }, { description: 'Open Inference Protocol error: "<CODE>: <message>"' })
+const errorResponses = { '4xx': V2Error, '5xx': V2Error } as const
+const Empty = Type.String({ maxLength: 0, description: 'Empty body: 200 means done.' })
+
+const IndexRequest = Type.Union([
+  Type.Null(),
+  Type.Object({
+    ready: Type.Optional(Type.Boolean({ description: 'true: only the models (versions) that are ready' })),
+    repository_name: Type.Optional(Type.String({ description: 'Accepted; there is one repository' }))
+  })
+])
+
+const IndexResponse = Type.Array(
+  Type.Object({
+    name: Type.String(),
+    version: Type.Optional(Type.String({ description: 'Absent for an entry about the whole model' })),
+    state: Type.String({ description: 'READY, UNAVAILABLE, LOADING or UNLOADING' }),
+    reason: Type.String({ description: 'Why it is in that state ("unloaded", a load failure); empty when READY' })
+  })
+)
+
+const ControlRequest = Type.Union([
+  Type.Null(),
+  Type.Object({
+    parameters: Type.Optional(
+      Type.Record(Type.String(), Type.Unknown(), {
+        description: 'unload_dependents (unload) is accepted and ignored; config and file: overrides are refused'
+      })
+    )
+  })
+])
+
+const ModelParams = Type.Object({ model: Type.String({ minLength: 1, maxLength: 128 }) })
+
+interface ControlBody {
+  parameters?: Record<string, unknown>
+}
+
+function parameterNames(body: unknown): string[] {
+  const parameters = (body as ControlBody | null)?.parameters
+  return parameters === undefined ? [] : Object.keys(parameters)
+}
+
+export async function v2RepositoryRoutes(app: FastifyInstance, { service }: V2RepositoryOptions): Promise<void> {
+  // Clients send these bodies as JSON under various content types, or send none at all.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: BODY_LIMIT_BYTES }, (_request, body, done) => {
+    const text = (body as string).trim()
+    if (text === '') return done(null, null)
+    try {
+      done(null, JSON.parse(text) as unknown)
+    } catch {
+      done(new ServiceError('BAD_REQUEST', 'The body is not valid JSON.'), undefined)
+    }
+  })
+  app.setErrorHandler((err, request, reply) => {
+    sendError(request, reply, err, v2ErrorBody)
+  })
+
+  const config = { bodyTypes: ['*'] }
+  app.post(
+    '/repository/index',
+    {
+      bodyLimit: BODY_LIMIT_BYTES,
+      config,
+      schema: {
+        summary: 'V2 repository index: every model folder and served version, with its state',
+        body: IndexRequest,
+        response: { 200: IndexResponse, ...errorResponses }
+      }
+    },
+    async (request) => repositoryIndex(service, (request.body as { ready?: boolean } | null)?.ready === true)
+  )
+  app.post(
+    '/repository/models/:model/load',
+    {
+      bodyLimit: BODY_LIMIT_BYTES,
+      config,
+      schema: {
+        summary: 'V2 repository: load or reload a model (--model-control-mode explicit)',
+        params: ModelParams,
+        body: ControlRequest,
+        response: { 200: Empty, ...errorResponses }
+      }
+    },
+    async (request, reply) => {
+      const { model } = request.params as { model: string }
+      await loadModel(service, model, parameterNames(request.body))
+      request.log.info({ model, versions: service.modelVersions(model).map((m) => m.info.version) }, 'model loaded on request')
+      return reply.code(200).send('')
+    }
+  )
+  app.post(
+    '/repository/models/:model/unload',
+    {
+      bodyLimit: BODY_LIMIT_BYTES,
+      config,
+      schema: {
+        summary: 'V2 repository: unload a model, once its requests have finished (--model-control-mode explicit)',
+        params: ModelParams,
+        body: ControlRequest,
+        response: { 200: Empty, ...errorResponses }
+      }
+    },
+    async (request, reply) => {
+      const { model } = request.params as { model: string }
+      await unloadModel(service, model, parameterNames(request.body))
+      request.log.info({ model }, 'model unloaded on request')
+      return reply.code(200).send('')
+    }
+  )
+}

@@ -1,0 +1,136 @@
+import { readdir, stat } from 'node:fs/promises'
+import { join, relative } from 'node:path'
+import type { VersionPolicy } from './model-config.js'
+import { labelsFile, loadModelVersion, readModelFolder, RepositoryError, type ModelEntry, type ModelFolder } from './repository.js'
+
+/**
+ * Model versions, laid out as Triton lays them out: `models/<name>/config.json` (and labels.txt)
+ * beside numbered folders `models/<name>/<n>/model.onnx`. A folder without numbered sub-folders
+ * is one version, config.json's `version`. config.json's `versionPolicy` chooses which numbered
+ * versions are served (default: the newest one, as Triton).
+ */
+
+/** A version folder's name: a positive integer, written without leading zeros. */
+const VERSION_FOLDER = /^[1-9][0-9]{0,8}$/
+
+/** The numbered version folders of a model folder, ascending. */
+export async function versionFolders(dir: string): Promise<number[]> {
+  let dirents
+  try {
+    dirents = await readdir(dir, { withFileTypes: true })
+  } catch {
+    return []
+  }
+  return dirents
+    .filter((d) => d.isDirectory() && VERSION_FOLDER.test(d.name))
+    .map((d) => Number(d.name))
+    .sort((a, b) => a - b)
+}
+
+export interface VersionSelection {
+  /** Versions to serve, newest first. */
+  readonly selected: readonly number[]
+  /** Versions a `specific` policy names that have no folder. */
+  readonly missing: readonly number[]
+}
+
+/** Pure: which of the available versions a policy serves. No policy: the newest one. */
+export function selectVersions(available: readonly number[], policy: VersionPolicy | undefined): VersionSelection {
+  const newestFirst = [...new Set(available)].sort((a, b) => b - a)
+  if (policy === undefined) return { selected: newestFirst.slice(0, 1), missing: [] }
+  if ('all' in policy) return { selected: newestFirst, missing: [] }
+  if ('latest' in policy) return { selected: newestFirst.slice(0, policy.latest.numVersions), missing: [] }
+  const wanted = new Set(policy.specific.versions)
+  return {
+    selected: newestFirst.filter((v) => wanted.has(v)),
+    missing: [...wanted].filter((v) => !newestFirst.includes(v)).sort((a, b) => a - b)
+  }
+}
+
+export interface PlannedVersion {
+  readonly version: string
+  /** Where its model file is: the version folder, or the model folder itself. */
+  readonly dir: string
+}
+
+export interface ModelVersionPlan {
+  readonly folder: ModelFolder
+  /** The versions to serve, newest first. */
+  readonly versions: readonly PlannedVersion[]
+}
+
+/** Reads a model folder's config.json and decides which versions to serve; nothing is opened yet. */
+export async function planModelVersions(root: string, name: string): Promise<ModelVersionPlan> {
+  const folder = await readModelFolder(root, name)
+  const available = await versionFolders(folder.dir)
+  if (available.length === 0) return { folder, versions: [{ version: folder.config.version, dir: folder.dir }] }
+  const { selected, missing } = selectVersions(available, folder.config.versionPolicy)
+  if (missing.length > 0) {
+    throw new RepositoryError(
+      name,
+      relative(process.cwd(), join(folder.dir, 'config.json')),
+      `versionPolicy.specific names version ${missing.join(', ')}, which has no folder (the folders are ${available.join(', ')}).`,
+      `Add the folder ${join(name, String(missing[0]))}/ with its model file, or list only existing versions.`
+    )
+  }
+  return { folder, versions: selected.map((v) => ({ version: String(v), dir: join(folder.dir, String(v)) })) }
+}
+
+/** One planned version, checked as loadModelFolder checks a model: model file and labels. */
+export function loadPlannedVersion(plan: ModelVersionPlan, version: PlannedVersion): Promise<ModelEntry> {
+  return loadModelVersion(plan.folder, version.version, version.dir)
+}
+
+/**
+ * What a served version depends on, as sizes and modification times: config.json, its labels and
+ * its model file. Two equal fingerprints mean a reload may keep the version's open sessions.
+ */
+export async function versionFingerprint(plan: ModelVersionPlan, version: PlannedVersion): Promise<string> {
+  const { folder } = plan
+  return filesFingerprint([join(folder.dir, 'config.json'), await labelsFile(folder, version.dir), join(version.dir, folder.config.file)])
+}
+
+/**
+ * A model folder's files two levels deep (the folder and its version folders), as names, sizes
+ * and modification times: a change is a version folder added or removed, or a file replaced or
+ * rewritten. Undefined when the folder is gone.
+ */
+export async function folderFingerprint(dir: string): Promise<string | undefined> {
+  let dirents
+  try {
+    dirents = await readdir(dir, { withFileTypes: true })
+  } catch {
+    return undefined
+  }
+  const paths: string[] = []
+  for (const d of dirents) {
+    if (d.name.startsWith('.')) continue
+    if (d.isDirectory()) {
+      if (!VERSION_FOLDER.test(d.name)) continue
+      paths.push(join(dir, d.name))
+      try {
+        for (const f of await readdir(join(dir, d.name))) if (!f.startsWith('.')) paths.push(join(dir, d.name, f))
+      } catch {
+        // removed while being read: the next look sees the change
+      }
+    } else {
+      paths.push(join(dir, d.name))
+    }
+  }
+  return filesFingerprint(paths.sort())
+}
+
+async function filesFingerprint(paths: readonly string[]): Promise<string> {
+  const parts = await Promise.all(
+    paths.map(async (path) => {
+      try {
+        // stat follows links: a model.onnx that links elsewhere changes when its target does.
+        const s = await stat(path)
+        return s.isDirectory() ? `${path}/` : `${path}:${s.size}:${s.mtimeMs}`
+      } catch {
+        return `${path}:-`
+      }
+    })
+  )
+  return parts.join('\n')
+}

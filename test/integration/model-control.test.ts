@@ -1,0 +1,219 @@
+import { status } from '@grpc/grpc-js'
+import { rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
+import { callRefusal, startTestGrpc } from '../helpers/grpc.js'
+import { readPhoto } from '../helpers/photos.js'
+import { startTestServer, type TestServer } from '../helpers/server.js'
+import { removeTempDirs } from '../helpers/tiny-model.js'
+import { addTinyVersion, tinyRepository } from '../helpers/versioned-models.js'
+
+/**
+ * --model-control-mode and the repository extension (index, load, unload) over REST and gRPC, as
+ * Triton answers them: explicit mode loads what --load-model names, then only on request.
+ */
+
+afterAll(async () => {
+  await removeTempDirs()
+})
+
+interface IndexEntry {
+  name: string
+  version?: string
+  state: string
+  reason: string
+}
+
+async function post(server: TestServer, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(`${server.url}${path}`, {
+    method: 'POST',
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body)
+  })
+}
+
+async function index(server: TestServer, ready = false): Promise<IndexEntry[]> {
+  const res = await post(server, '/v2/repository/index', { ready })
+  expect(res.status).toBe(200)
+  return (await res.json()) as IndexEntry[]
+}
+
+async function classifyVersion(server: TestServer, model: string): Promise<{ status: number; version?: string; code?: string }> {
+  const res = await fetch(`${server.url}/classify?model=${model}&topk=1`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/jpeg' },
+    body: await readPhoto('clock')
+  })
+  const body = (await res.json()) as { version?: string; code?: string }
+  return { status: res.status, version: body.version, code: body.code }
+}
+
+describe('--model-control-mode explicit over REST', () => {
+  it('loads what --load-model names; the index lists every folder; load and unload change what serves', async () => {
+    const repository = await tinyRepository({ alpha: { versions: [1] }, beta: {}, gamma: {} })
+    const server = await startTestServer(repository, ['--model-control-mode', 'explicit', '--load-model', 'alpha', '--load-model', 'gamma'])
+    try {
+      expect(await index(server)).toEqual([
+        { name: 'alpha', version: '1', state: 'READY', reason: '' },
+        { name: 'beta', state: 'UNAVAILABLE', reason: 'unloaded' },
+        { name: 'gamma', version: '1', state: 'READY', reason: '' }
+      ])
+      expect((await index(server, true)).map((e) => e.name)).toEqual(['alpha', 'gamma'])
+      expect(await classifyVersion(server, 'beta')).toMatchObject({ status: 404, code: 'MODEL_NOT_FOUND' })
+      expect((await fetch(`${server.url}/v2/health/ready`)).status).toBe(200)
+
+      const load = await post(server, '/v2/repository/models/beta/load')
+      expect(load.status).toBe(200)
+      expect(await load.text()).toBe('')
+      expect(await classifyVersion(server, 'beta')).toMatchObject({ status: 200, version: '1' })
+      expect((await fetch(`${server.url}/v2/models/beta/ready`)).status).toBe(200)
+
+      const unload = await post(server, '/v2/repository/models/gamma/unload', { parameters: { unload_dependents: false } })
+      expect(unload.status).toBe(200)
+      expect(await classifyVersion(server, 'gamma')).toMatchObject({ status: 404, code: 'MODEL_NOT_FOUND' })
+      expect((await fetch(`${server.url}/v2/models/gamma`)).status).toBe(404)
+      expect(await index(server)).toContainEqual({ name: 'gamma', state: 'UNAVAILABLE', reason: 'unloaded' })
+      const listing = (await (await fetch(`${server.url}/models`)).json()) as { models: Array<{ name: string }> }
+      expect(listing.models.map((m) => m.name)).toEqual(['alpha', 'beta'])
+      // Unloaded models do not count against readiness: only the ones that should serve do.
+      expect((await fetch(`${server.url}/health/ready`)).status).toBe(200)
+
+      // A reload with a new version folder: the new version serves, the old one is retired.
+      await addTinyVersion(repository, 'alpha', 2)
+      expect((await post(server, '/v2/repository/models/alpha/load', {})).status).toBe(200)
+      expect(await classifyVersion(server, 'alpha')).toMatchObject({ status: 200, version: '2' })
+      expect((await fetch(`${server.url}/v2/models/alpha/versions/1/ready`)).status).toBe(404)
+    } finally {
+      await server.close()
+    }
+  })
+
+  it('a load that fails keeps the previous version serving and reports the failure in the index', async () => {
+    const repository = await tinyRepository({ alpha: { versions: [1] } })
+    const server = await startTestServer(repository, ['--model-control-mode', 'explicit', '--load-model', 'alpha'])
+    try {
+      await addTinyVersion(repository, 'alpha', 2)
+      await writeFile(join(repository, 'alpha', '2', 'model.onnx'), 'not an ONNX model')
+      const res = await post(server, '/v2/repository/models/alpha/load')
+      expect(res.status).toBe(400)
+      expect(((await res.json()) as { error: string }).error).toMatch(
+        /^MODEL_LOAD_FAILED: .*alpha[/\\]2[/\\]model\.onnx: is not an ONNX model/
+      )
+      expect(await classifyVersion(server, 'alpha')).toMatchObject({ status: 200, version: '1' })
+      const entries = await index(server)
+      expect(entries[0]).toEqual({ name: 'alpha', version: '1', state: 'READY', reason: '' })
+      expect(entries[1]).toMatchObject({ name: 'alpha', version: '2', state: 'UNAVAILABLE' })
+      expect(entries[1]!.reason).toMatch(/is not an ONNX model/)
+      expect((await fetch(`${server.url}/v2/health/ready`)).status).toBe(200)
+
+      // Fixed on disk, loaded again: version 2 serves and the failure is gone.
+      await rm(join(repository, 'alpha', '2'), { recursive: true })
+      await addTinyVersion(repository, 'alpha', 2)
+      expect((await post(server, '/v2/repository/models/alpha/load')).status).toBe(200)
+      expect(await index(server)).toEqual([{ name: 'alpha', version: '2', state: 'READY', reason: '' }])
+    } finally {
+      await server.close()
+    }
+  })
+
+  it('refuses unknown models, override parameters and malformed bodies with 4xx in the /v2 error shape', async () => {
+    const repository = await tinyRepository({ alpha: {} })
+    const server = await startTestServer(repository, ['--model-control-mode', 'explicit'])
+    try {
+      expect(await index(server)).toEqual([{ name: 'alpha', state: 'UNAVAILABLE', reason: 'unloaded' }])
+      // Nothing loaded: as Triton, the server is ready with no model.
+      expect((await fetch(`${server.url}/v2/health/ready`)).status).toBe(200)
+      const unknown = await post(server, '/v2/repository/models/nope/load')
+      expect(unknown.status).toBe(404)
+      expect(((await unknown.json()) as { error: string }).error).toMatch(/^MODEL_NOT_FOUND: /)
+      const override = await post(server, '/v2/repository/models/alpha/load', { parameters: { config: '{}' } })
+      expect(override.status).toBe(400)
+      expect(((await override.json()) as { error: string }).error).toMatch(/^BAD_REQUEST: .*"config"/)
+      const malformed = await fetch(`${server.url}/v2/repository/index`, { method: 'POST', body: '{"ready":' })
+      expect(malformed.status).toBe(400)
+      expect(((await malformed.json()) as { error: string }).error).toMatch(/^BAD_REQUEST: /)
+    } finally {
+      await server.close()
+    }
+  })
+
+  it('needs the API key when one is set', async () => {
+    const repository = await tinyRepository({ alpha: {} })
+    const server = await startTestServer(repository, ['--model-control-mode', 'explicit', '--api-key', 'sesame'])
+    try {
+      expect((await post(server, '/v2/repository/index')).status).toBe(401)
+      expect((await post(server, '/v2/repository/models/alpha/load')).status).toBe(401)
+      expect((await post(server, '/v2/repository/models/alpha/load', undefined, { authorization: 'Bearer sesame' })).status).toBe(200)
+      expect((await post(server, '/v2/repository/models/alpha/unload', undefined, { 'x-api-key': 'sesame' })).status).toBe(200)
+    } finally {
+      await server.close()
+    }
+  })
+})
+
+describe('--model-control-mode none (the default)', () => {
+  it('answers the index; refuses load and unload on both doors, as Triton does', async () => {
+    const repository = await tinyRepository({ alpha: {} })
+    const server = await startTestServer(repository)
+    const grpc = await startTestGrpc(server)
+    try {
+      expect(await index(server)).toEqual([{ name: 'alpha', version: '1', state: 'READY', reason: '' }])
+      for (const action of ['load', 'unload']) {
+        const res = await post(server, `/v2/repository/models/alpha/${action}`)
+        expect(res.status).toBe(400)
+        expect(res.headers.get('content-type')).toMatch(/^application\/json/)
+        expect(((await res.json()) as { error: string }).error).toMatch(/^MODEL_CONTROL_DISABLED: .*none/)
+      }
+      for (const rpc of ['RepositoryModelLoad', 'RepositoryModelUnload']) {
+        const refusal = await callRefusal(grpc.call(rpc, { model_name: 'alpha' }))
+        expect(refusal.code).toBe(status[status.INVALID_ARGUMENT])
+        expect(refusal.details).toMatch(/^MODEL_CONTROL_DISABLED: /)
+      }
+      expect(await classifyVersion(server, 'alpha')).toMatchObject({ status: 200 })
+    } finally {
+      await grpc.close()
+      await server.close()
+    }
+  })
+})
+
+describe('the repository extension over gRPC', () => {
+  it('RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload, from the .proto', async () => {
+    const repository = await tinyRepository({ alpha: { versions: [1, 2], versionPolicy: { all: {} } }, beta: {} })
+    const server = await startTestServer(repository, ['--model-control-mode', 'explicit', '--load-model', '*', '--api-key', 'sesame'])
+    const grpc = await startTestGrpc(server)
+    const auth = { metadata: { authorization: 'Bearer sesame' } }
+    try {
+      expect((await callRefusal(grpc.call('RepositoryIndex', {}))).code).toBe(status[status.UNAUTHENTICATED])
+      expect(await grpc.call('RepositoryIndex', { ready: true }, auth)).toEqual({
+        models: [
+          { name: 'alpha', version: '1', state: 'READY', reason: '' },
+          { name: 'alpha', version: '2', state: 'READY', reason: '' },
+          { name: 'beta', version: '1', state: 'READY', reason: '' }
+        ]
+      })
+      expect(
+        await grpc.call('RepositoryModelUnload', { model_name: 'beta', parameters: { unload_dependents: { bool_param: true } } }, auth)
+      ).toEqual({})
+      expect(await grpc.call('ModelReady', { name: 'beta' }, auth)).toEqual({ ready: false })
+      expect(await grpc.call('RepositoryIndex', {}, auth)).toMatchObject({
+        models: [{ name: 'alpha' }, { name: 'alpha' }, { name: 'beta', version: '', state: 'UNAVAILABLE', reason: 'unloaded' }]
+      })
+      expect(await grpc.call('RepositoryModelLoad', { model_name: 'beta' }, auth)).toEqual({})
+      expect(await grpc.call('ModelReady', { name: 'beta', version: '1' }, auth)).toEqual({ ready: true })
+      const unknown = await callRefusal(grpc.call('RepositoryModelLoad', { model_name: 'nope' }, auth))
+      expect([unknown.code, unknown.details]).toEqual([status[status.NOT_FOUND], expect.stringMatching(/^MODEL_NOT_FOUND: /)])
+      const override = await callRefusal(
+        grpc.call(
+          'RepositoryModelLoad',
+          { model_name: 'beta', parameters: { 'file:1/model.onnx': { bytes_param: Buffer.from('x') } } },
+          auth
+        )
+      )
+      expect(override.code).toBe(status[status.INVALID_ARGUMENT])
+    } finally {
+      await grpc.close()
+      await server.close()
+    }
+  })
+})
