@@ -9,7 +9,9 @@
 #    what a deployment relies on: non-root user, HEALTHCHECK that passes, /models volume filled with
 #    the synthetic default model, POST /classify with a real JPEG (200, 5 predictions, synthetic),
 #    the gRPC port when the image has the gRPC door, and `podman stop` (SIGTERM) ending with exit 0.
-# 3. Dockerfile.cuda cannot be built here (no CUDA base image, no NuGet). Unless
+# 3. scripts/kube-play-check.sh runs deploy/kubernetes/deployment.yaml with the Service's ports on
+#    that image under `podman kube play`, through its probes and its drain.
+# 4. Dockerfile.cuda cannot be built here (no CUDA base image, no NuGet). Unless
 #    CONTAINER_CHECK_CUDA=0, it is built with stand-ins (the Debian base for the CUDA one,
 #    ONNXRUNTIME_NODE_INSTALL=skip) and started with --provider cpu: everything in it but CUDA.
 #
@@ -110,6 +112,15 @@ fi
 
 step "podman stop (SIGTERM)"
 stop_expect_zero 30
+
+# The Kubernetes manifests on the same image: deploy/kubernetes/deployment.yaml and the Service's
+# ports under `podman kube play`, ready through the manifest's own probes, a photo classified, and
+# the drain on SIGTERM (scripts/kube-play-check.sh says what podman 4.3 does not emulate and what it
+# does instead). CONTAINER_CHECK_KUBE=0 skips it.
+if [ "${CONTAINER_CHECK_KUBE:-1}" != 0 ]; then
+  step "podman kube play of deploy/kubernetes (Deployment with its initContainer and volumes, Service ports)"
+  IMAGE=$IMAGE KUBE_HTTP_PORT=$((HTTP_PORT + 100)) bash scripts/kube-play-check.sh || fail "the manifests did not run under podman kube play"
+fi
 
 if [ "${CONTAINER_CHECK_CUDA:-1}" != 0 ]; then
   step "Dockerfile.cuda with stand-ins (Debian base, no CUDA provider), started with --provider cpu"
