@@ -100,16 +100,18 @@ export class ServiceMetrics {
 
     // Bound once: the core calls these on every execution and image, so no per-call allocation.
     this.events = {
-      onBatch: (model, size, inferMs) => {
+      onBatch: (model, size, inferMs, version) => {
         this.executions.inc({ model })
         this.inferences.inc({ model }, size)
         this.batchSize.observe({ model }, size)
         this.stageDurations.inference.observe({ model }, inferMs / 1000)
-        this.statistics.current(model)?.recordExecution(size, inferMs, Date.now())
+        const stats = version === undefined ? this.statistics.current(model) : this.statistics.served(model, version)
+        stats?.recordExecution(size, inferMs, Date.now())
       },
-      onStage: (model, stage, ms) => {
+      onStage: (model, stage, ms, version) => {
         this.stageDurations[stage].observe({ model }, ms / 1000)
-        this.statistics.current(model)?.recordStage(stage, ms)
+        const stats = version === undefined ? this.statistics.current(model) : this.statistics.served(model, version)
+        stats?.recordStage(stage, ms)
       }
     }
   }
@@ -143,15 +145,18 @@ export class ServiceMetrics {
    * for calls that end before the handler, from its admission interceptor. A failure is the
    * ServiceError the door answered with, so the reason is the code the client saw. `model` as the
    * client named it, undefined for the default model; `elapsedMs` from the request's arrival to its
-   * answer, for the statistics extension (0 where the door cannot tell).
+   * answer, for the statistics extension (0 where the door cannot tell); `version` as the client
+   * named it or the answer gave it, undefined for the model's current one.
    */
-  recordRequest(model: string | undefined, outcome: RequestOutcome, elapsedMs = 0): void {
+  recordRequest(model: string | undefined, outcome: RequestOutcome, elapsedMs = 0, version?: string): void {
     const label = this.modelLabel(model)
     if (outcome === 'success') this.requestSuccess.inc({ model: label })
     else this.requestFailure.inc({ model: label, reason: outcome.code })
     const name = model ?? this.defaultModel
-    // Only tracked models have statistics: a name a client made up finds none.
-    if (name !== undefined) this.statistics.current(name)?.recordOutcome(outcome === 'success', elapsedMs)
+    if (name === undefined) return
+    // Only versions counted already have statistics: a name or version a client made up finds none.
+    const stats = version === undefined || version === '' ? this.statistics.current(name) : this.statistics.version(name, version)
+    stats?.recordOutcome(outcome === 'success', elapsedMs)
   }
 
   /** The Prometheus text exposition of every metric. */

@@ -130,6 +130,21 @@ export class ModelStatistics {
     return this.currentByName.get(name)
   }
 
+  /**
+   * A served version's statistics, started on its first record if it was never tracked (versions
+   * served side by side each count their own). For names and versions the core reports, never
+   * for what a client sent.
+   */
+  served(name: string, version: string): ModelVersionStatistics {
+    const known = this.byName.get(name)?.get(version)
+    if (known !== undefined) return known
+    const current = this.currentByName.get(name)
+    const stats = this.track(name, version)
+    // Counting a version does not make it the one the name feeds.
+    if (current !== undefined) this.currentByName.set(name, current)
+    return stats
+  }
+
   version(name: string, version: string): ModelVersionStatistics | undefined {
     return this.byName.get(name)?.get(version)
   }

@@ -14,6 +14,12 @@ declare module 'fastify' {
   }
 }
 
+/** The version a /v2/models/{m}/versions/{v}/… route names; undefined elsewhere. */
+function requestedVersion(request: FastifyRequest): string | undefined {
+  const params = request.params as { version?: unknown } | undefined
+  return typeof params?.version === 'string' ? params.version : undefined
+}
+
 function requestedModel(request: FastifyRequest): string | undefined {
   const params = request.params as { model?: unknown } | undefined
   if (typeof params?.model === 'string') return params.model
@@ -30,10 +36,10 @@ export function countRequests(app: FastifyInstance, metrics: ServiceMetrics): vo
   // it also runs for parser and validation errors and for clients gone before the answer.
   app.addHook('onError', async (request, reply, error) => {
     if (request.routeOptions.config.countRequests !== undefined)
-      metrics.recordRequest(requestedModel(request), httpServiceError(error, request), reply.elapsedTime)
+      metrics.recordRequest(requestedModel(request), httpServiceError(error, request), reply.elapsedTime, requestedVersion(request))
   })
   app.addHook('onResponse', async (request, reply) => {
     if (reply.statusCode < 400 && request.routeOptions.config.countRequests === 'request')
-      metrics.recordRequest(requestedModel(request), 'success', reply.elapsedTime)
+      metrics.recordRequest(requestedModel(request), 'success', reply.elapsedTime, requestedVersion(request))
   })
 }

@@ -30,13 +30,13 @@ export async function startTestServer(repository: string, flags: string[] = [], 
   const log = testLogger()
   const metrics = new ServiceMetrics()
   const service = await ClassifyService.start(settings, log, {
-    onBatch(model, size, inferMs) {
-      metrics.events.onBatch(model, size, inferMs)
-      events.onBatch?.(model, size, inferMs)
+    onBatch(model, size, inferMs, version) {
+      metrics.events.onBatch(model, size, inferMs, version)
+      events.onBatch?.(model, size, inferMs, version)
     },
-    onStage(model, stage, ms) {
-      metrics.events.onStage(model, stage, ms)
-      events.onStage?.(model, stage, ms)
+    onStage(model, stage, ms, version) {
+      metrics.events.onStage(model, stage, ms, version)
+      events.onStage?.(model, stage, ms, version)
     }
   })
   metrics.observe(service)

@@ -198,6 +198,24 @@ describe('statistics', () => {
     for (const batch of after.batch_stats) expect(batch.compute_infer.ns).toBeGreaterThan(0)
   })
 
+  it('count a request that names the served version; one naming a version not served counts nowhere', async () => {
+    const b64 = (await readPhoto('chelsea')).toString('base64')
+    const body = JSON.stringify({ inputs: [{ name: 'input', shape: [1], datatype: 'BYTES', data: [b64] }] })
+    const before = await restStats()
+    const send = (version: string) =>
+      fetch(`${server.url}/v2/models/${MODEL}/versions/${version}/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...WITH_KEY },
+        body
+      })
+    expect((await send('1')).status).toBe(200)
+    expect((await send('2')).status).toBe(404)
+    const after = await restStats()
+    expect(after.inference_stats.success.count - before.inference_stats.success.count).toBe(1)
+    expect(after.inference_stats.fail.count).toBe(before.inference_stats.fail.count)
+    expect(after.inference_count - before.inference_count).toBe(1)
+  })
+
   it('answers the same over gRPC ModelStatistics, for one model and for all (empty name), and on /v2/models/stats', async () => {
     const rest = await restStats()
     const one = await grpc.call<{ model_stats: ModelStats[] }>('ModelStatistics', { name: MODEL }, { metadata: WITH_KEY })

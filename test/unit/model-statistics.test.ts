@@ -66,4 +66,24 @@ describe('model statistics accumulators (the statistics extension)', () => {
     expect([stats.executionCount, stats.inferenceCount, stats.queue.count, stats.success.count, stats.fail.count]).toEqual([1, 3, 1, 1, 1])
     expect(metrics.statistics.current('made-up')).toBeUndefined()
   })
+
+  it('counts versions served side by side apart when the hooks and the doors name the version', () => {
+    const metrics = new ServiceMetrics({ defaultMetrics: false })
+    const v1 = metrics.statistics.track('resnet50', '1')
+    const v2 = metrics.statistics.track('resnet50', '2')
+    metrics.events.onBatch('resnet50', 2, 5, '1')
+    metrics.events.onStage('resnet50', 'queue', 1, '1')
+    metrics.events.onBatch('resnet50', 1, 5)
+    metrics.recordRequest('resnet50', 'success', 3, '1')
+    metrics.recordRequest('resnet50', 'success', 3)
+    // A version a client made up (the request failed) finds no statistics, and makes none.
+    metrics.recordRequest('resnet50', new ServiceError('MODEL_NOT_FOUND'), 1, '7')
+    expect([v1.inferenceCount, v1.queue.count, v1.success.count, v1.fail.count]).toEqual([2, 1, 1, 0])
+    expect([v2.inferenceCount, v2.success.count, v2.fail.count]).toEqual([1, 1, 0])
+    expect(metrics.statistics.version('resnet50', '7')).toBeUndefined()
+    // A version the core runs that was never tracked counts on its own, without taking the name over.
+    metrics.events.onBatch('resnet50', 4, 5, '3')
+    expect(metrics.statistics.version('resnet50', '3')?.inferenceCount).toBe(4)
+    expect(metrics.statistics.current('resnet50')).toBe(v2)
+  })
 })
