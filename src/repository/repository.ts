@@ -46,9 +46,10 @@ export class RepositoryError extends Error {
     readonly model: string,
     readonly file: string,
     problem: string,
-    fix: string
+    /** Absent when the problem lists several, each with its own fix. */
+    fix?: string
   ) {
-    super(`${file}: ${problem} Fix: ${fix}`)
+    super(fix === undefined ? `${file}: ${problem}` : `${file}: ${problem} Fix: ${fix}`)
   }
 }
 
@@ -142,56 +143,14 @@ export async function readModelFolder(root: string, name: string): Promise<Model
     throw new RepositoryError(name, configFile, 'must hold a JSON object.', 'See docs/models.md for the fields.')
   }
   const withDefaults = Value.Default(ModelConfigSchema, structuredClone(parsed))
-  const first = Value.Errors(ModelConfigSchema, withDefaults).First()
-  if (first !== undefined) {
-    const triple = /^\/preprocess\/(mean|std)(\/\d+)?$/.exec(first.path)
-    if (triple !== null) {
-      const got = (parsed as { preprocess?: Record<string, unknown> }).preprocess?.[triple[1]!]
-      throw new RepositoryError(
-        name,
-        configFile,
-        `preprocess.${triple[1]} must be three numbers (got ${JSON.stringify(got)}).`,
-        configFix(first.path)
-      )
-    }
-    const where = first.path === '' ? 'the top level' : first.path
-    throw new RepositoryError(name, configFile, `${where}: ${first.message} (got ${JSON.stringify(first.value)}).`, configFix(first.path))
+  // Every problem at once: one per start, fixed and restarted in turn, is how a first model takes an hour.
+  const problems = configProblems(parsed, withDefaults)
+  if (problems.length === 1) throw new RepositoryError(name, configFile, problems[0]!.problem, problems[0]!.fix)
+  if (problems.length > 1) {
+    const list = problems.map((p, i) => `\n  ${i + 1}. ${p.problem} Fix: ${p.fix}`).join('')
+    throw new RepositoryError(name, configFile, `has ${problems.length} problems:${list}`)
   }
   const config = withDefaults as ModelConfig
-  const { preprocess } = config
-  if (preprocess.crop > preprocess.resize) {
-    throw new RepositoryError(
-      name,
-      configFile,
-      `preprocess.crop (${preprocess.crop}) is larger than preprocess.resize (${preprocess.resize}).`,
-      'Use a crop no larger than the resized shorter side, e.g. resize 256 and crop 224.'
-    )
-  }
-  if (preprocess.std.some((s) => s === 0)) {
-    throw new RepositoryError(
-      name,
-      configFile,
-      'preprocess.std has a zero.',
-      'Use 1 for channels that are not divided (e.g. the caffe preset).'
-    )
-  }
-  if (config.input.datatype === 'uint8' && config.input.layout !== 'NHWC') {
-    throw new RepositoryError(
-      name,
-      configFile,
-      'input.datatype uint8 needs input.layout NHWC (raw pixels as decoded).',
-      'Set input.layout to "NHWC", or use datatype float32.'
-    )
-  }
-  const { priorityLevels = 0, defaultPriorityLevel } = config.batching
-  if (defaultPriorityLevel !== undefined && defaultPriorityLevel > priorityLevels) {
-    throw new RepositoryError(
-      name,
-      configFile,
-      `batching.defaultPriorityLevel (${defaultPriorityLevel}) is above batching.priorityLevels (${priorityLevels}).`,
-      'Set priorityLevels to at least defaultPriorityLevel, or remove defaultPriorityLevel (the lowest level is the default).'
-    )
-  }
 
   if (relative(dir, join(dir, config.file)).startsWith('..')) {
     throw new RepositoryError(
@@ -228,6 +187,65 @@ export async function labelsFile(folder: ModelFolder, versionDir: string): Promi
     // none of its own
   }
   return join(folder.dir, folder.config.labels)
+}
+
+interface ConfigProblem {
+  readonly problem: string
+  readonly fix: string
+}
+
+const isNumber = (v: unknown): v is number => typeof v === 'number'
+
+/**
+ * Everything wrong with a config.json: the schema's errors, the first per field (TypeBox reports a
+ * union's failure once per member, an array's once per element), then the checks across fields,
+ * each made only where the fields it compares have their types.
+ */
+function configProblems(parsed: unknown, withDefaults: unknown): ConfigProblem[] {
+  const problems: ConfigProblem[] = []
+  const seen = new Set<string>()
+  for (const error of Value.Errors(ModelConfigSchema, withDefaults)) {
+    const triple = /^\/preprocess\/(mean|std)(\/\d+)?$/.exec(error.path)
+    const field = triple === null ? error.path : `/preprocess/${triple[1]}`
+    if (seen.has(field)) continue
+    seen.add(field)
+    if (triple !== null) {
+      const got = (parsed as { preprocess?: Record<string, unknown> }).preprocess?.[triple[1]!]
+      problems.push({ problem: `preprocess.${triple[1]} must be three numbers (got ${JSON.stringify(got)}).`, fix: configFix(error.path) })
+    } else {
+      const where = error.path === '' ? 'the top level' : error.path
+      problems.push({ problem: `${where}: ${error.message} (got ${JSON.stringify(error.value)}).`, fix: configFix(error.path) })
+    }
+  }
+  const config = withDefaults as {
+    preprocess?: { crop?: unknown; resize?: unknown; std?: unknown }
+    input?: { datatype?: unknown; layout?: unknown }
+    batching?: { priorityLevels?: unknown; defaultPriorityLevel?: unknown }
+  }
+  const { crop, resize, std } = config.preprocess ?? {}
+  if (isNumber(crop) && isNumber(resize) && crop > resize) {
+    problems.push({
+      problem: `preprocess.crop (${crop}) is larger than preprocess.resize (${resize}).`,
+      fix: 'Use a crop no larger than the resized shorter side, e.g. resize 256 and crop 224.'
+    })
+  }
+  if (Array.isArray(std) && std.some((s) => s === 0)) {
+    problems.push({ problem: 'preprocess.std has a zero.', fix: 'Use 1 for channels that are not divided (e.g. the caffe preset).' })
+  }
+  if (config.input?.datatype === 'uint8' && config.input.layout !== 'NHWC') {
+    problems.push({
+      problem: 'input.datatype uint8 needs input.layout NHWC (raw pixels as decoded).',
+      fix: 'Set input.layout to "NHWC", or use datatype float32.'
+    })
+  }
+  const { priorityLevels = 0, defaultPriorityLevel } = config.batching ?? {}
+  if (isNumber(priorityLevels) && isNumber(defaultPriorityLevel) && defaultPriorityLevel > priorityLevels) {
+    problems.push({
+      problem: `batching.defaultPriorityLevel (${defaultPriorityLevel}) is above batching.priorityLevels (${priorityLevels}).`,
+      fix: 'Set priorityLevels to at least defaultPriorityLevel, or remove defaultPriorityLevel (the lowest level is the default).'
+    })
+  }
+  return problems
 }
 
 function configFix(path: string): string {

@@ -1,0 +1,60 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { readModelFolder } from '../../src/repository/repository.js'
+
+/**
+ * A config.json is checked as a whole: every problem in one message, each with its fix.
+ * Regression: only the first was reported, so a config with four mistakes took four restarts.
+ */
+
+const VALID = {
+  synthetic: false,
+  input: { name: 'input', layout: 'NCHW' },
+  output: { name: 'logits' },
+  preprocess: { resize: 256, crop: 224, colorOrder: 'RGB', scale: 1 / 255, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+  batching: {}
+}
+
+let root: string
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'config-problems-'))
+})
+afterAll(async () => {
+  await rm(root, { recursive: true, force: true })
+})
+
+async function problemsOf(name: string, config: unknown): Promise<string> {
+  await mkdir(join(root, name), { recursive: true })
+  await writeFile(join(root, name, 'config.json'), JSON.stringify(config))
+  return readModelFolder(root, name).then(
+    () => 'no problem',
+    (err: Error) => err.message
+  )
+}
+
+describe('config.json problems', () => {
+  it('a valid config passes', async () => {
+    expect(await problemsOf('valid', VALID)).toBe('no problem')
+  })
+
+  it('several problems are reported together, each with its fix', async () => {
+    const message = await problemsOf('several', {
+      ...VALID,
+      input: { name: 'input', layout: 'NCHW', datatype: 'uint8' },
+      preprocess: { ...VALID.preprocess, crop: 300, mean: [0.5, 0.5] },
+      batching: { maxBatchSize: '16' }
+    })
+    expect(message).toMatch(/several[/\\]config\.json: has 4 problems:/)
+    expect(message).toContain('1. preprocess.mean must be three numbers (got [0.5,0.5]). Fix: Give exactly three numbers')
+    expect(message).toMatch(/2\. \/batching\/maxBatchSize: .* \(got "16"\)\. Fix: batching takes maxBatchSize/)
+    expect(message).toContain('3. preprocess.crop (300) is larger than preprocess.resize (256). Fix: Use a crop no larger')
+    expect(message).toContain('4. input.datatype uint8 needs input.layout NHWC (raw pixels as decoded). Fix: Set input.layout to "NHWC"')
+  })
+
+  it('one problem keeps the one-line form', async () => {
+    const message = await problemsOf('one', { ...VALID, preprocess: { ...VALID.preprocess, std: [1, 0, 1] } })
+    expect(message).toMatch(/one[/\\]config\.json: preprocess\.std has a zero\. Fix: Use 1 for channels/)
+  })
+})
