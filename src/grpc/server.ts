@@ -362,18 +362,20 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
   let response: InferResponse
   let items: number | undefined
   let modelName: string | undefined
+  let modelVersion: string | undefined
   const arrivedAt = performance.now()
   try {
     const request = inferRequestMessage(door, bytes)
     modelName = request.model_name
+    modelVersion = request.model_version
     const inferRequest = toInferRequest(request)
     items = inferRequest.inputs[0]?.shape[0]
     response = await infer(door.service, inferRequest, options)
   } catch (err) {
-    door.metrics?.recordRequest(modelName, toServiceError(err), performance.now() - arrivedAt)
+    door.metrics?.recordRequest(modelName, toServiceError(err), performance.now() - arrivedAt, modelVersion)
     throw err
   }
-  door.metrics?.recordRequest(response.modelName, 'success', performance.now() - arrivedAt)
+  door.metrics?.recordRequest(response.modelName, 'success', performance.now() - arrivedAt, response.modelVersion)
   door.log.info({ model: response.modelName, items, batchSize: response.batchSize }, 'inferred')
   return {
     model_name: response.modelName,
