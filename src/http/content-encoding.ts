@@ -24,10 +24,17 @@ export function contentEncodingOf(headers: IncomingHttpHeaders): string | undefi
   return coding === '' || coding === 'identity' ? undefined : coding
 }
 
+/**
+ * Inflated bytes per zlib step: each step is one trip to the libuv pool, so 64 KiB (zlib's default
+ * is 16) takes a 22 MB body in some 350 steps instead of 1400, and a bomb past the limit is no
+ * more than one step past it when it is stopped.
+ */
+const INFLATE_CHUNK_BYTES = 64 * 1024
+
 /** x-gzip is gzip's old name (RFC 9110 §8.4.1.3); HTTP's deflate is the zlib format (RFC 1950), as Python's zlib.compress writes it. */
 function decoderFor(coding: string): Gunzip | Inflate | undefined {
-  if (coding === 'gzip' || coding === 'x-gzip') return createGunzip()
-  if (coding === 'deflate') return createInflate()
+  if (coding === 'gzip' || coding === 'x-gzip') return createGunzip({ chunkSize: INFLATE_CHUNK_BYTES })
+  if (coding === 'deflate') return createInflate({ chunkSize: INFLATE_CHUNK_BYTES })
   return undefined
 }
 

@@ -185,7 +185,7 @@ describe('nothing is parsed before it is admitted', () => {
     expect(shallow.body.message).not.toMatch(/nests deeper/)
   })
 
-  it('without the key, a body is never read: 401 comes after the headers and the connection closes', async () => {
+  it('without the key, a body is never parsed: 401 comes after the headers and the connection closes', async () => {
     for (const path of ['/v1/models/resnet50:classify', '/classify', '/v2/models/resnet50/infer']) {
       // 10 MB declared, 1 KB of malformed JSON sent: a parsed body would be a 400 or a wait for the rest.
       const head = `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\n\r\n`
