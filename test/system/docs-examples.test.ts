@@ -107,7 +107,8 @@ let httpPort: string
 let grpcPort: string
 
 beforeAll(async () => {
-  server = await startSyntheticServerProcess()
+  // Explicit model control, every model loaded at start: the repository examples unload and load.
+  server = await startSyntheticServerProcess(['--model-control-mode', 'explicit', '--load-model', '*'])
   httpPort = new URL(server.url).port
   grpcPort = String(server.logs.find((l) => l.msg === 'gRPC listening')?.port)
   workDir = await mkdtemp(join(tmpdir(), 'docs-examples-'))
