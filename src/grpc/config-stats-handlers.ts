@@ -19,7 +19,7 @@ export function modelConfigReply(service: ClassifyService, request: ModelRefRequ
   return { config: modelConfig(service, request.name, request.version === '' ? undefined : request.version) }
 }
 
-/** An empty name asks for every served model; an empty version for the model's served one. */
+/** An empty name asks for every served model, an empty version for every served version of the model. */
 export function modelStatisticsReply(
   service: ClassifyService,
   statistics: ModelStatistics | undefined,

@@ -1,7 +1,7 @@
 import type { Settings } from '../config.js'
 import type { ClassifyService, ServedModel } from '../core/classify-service.js'
 import { runSizes, sizeLadder } from '../core/run-sizes.js'
-import type { ModelConfig } from '../repository/model-config.js'
+import type { ModelConfig, VersionPolicy } from '../repository/model-config.js'
 import { PLATFORM, resolveModel } from './metadata.js'
 
 /**
@@ -31,11 +31,18 @@ export interface TritonModelOutput {
   readonly label_filename: string
 }
 
+/** ModelVersionPolicy: one of its three choices. */
+export type TritonVersionPolicy =
+  | { readonly latest: { readonly num_versions: number } }
+  | { readonly all: Record<string, never> }
+  | { readonly specific: { readonly versions: readonly number[] } }
+
 export interface TritonModelConfig {
   readonly name: string
   readonly platform: string
   readonly backend: string
-  readonly version_policy: { readonly latest: { readonly num_versions: number } }
+  /** Which of the model's version folders are served (config.json's versionPolicy; the newest one when unset, as in Triton). */
+  readonly version_policy: TritonVersionPolicy
   /** 0 would mean the model takes no batch dimension; every model served here has one. */
   readonly max_batch_size: number
   readonly input: readonly TritonModelInput[]
@@ -76,6 +83,13 @@ function paddedSizes(source: ModelConfigSource): readonly number[] {
   return listed.length === 0 ? [] : runSizes(source.maxBatchSize, source.provider, padTo).warmUp
 }
 
+function versionPolicy(policy: VersionPolicy | undefined): TritonVersionPolicy {
+  if (policy === undefined) return { latest: { num_versions: 1 } }
+  if ('latest' in policy) return { latest: { num_versions: policy.latest.numVersions } }
+  if ('all' in policy) return { all: {} }
+  return { specific: { versions: [...policy.specific.versions] } }
+}
+
 function parameterValue(value: unknown): string {
   return Array.isArray(value) ? value.map(String).join(',') : String(value)
 }
@@ -100,7 +114,7 @@ export function renderModelConfig(source: ModelConfigSource): TritonModelConfig 
     name: source.name,
     platform: PLATFORM,
     backend: BACKEND,
-    version_policy: { latest: { num_versions: 1 } },
+    version_policy: versionPolicy(config.versionPolicy),
     max_batch_size: source.maxBatchSize,
     input: [
       {

@@ -1,4 +1,4 @@
-import type { ClassifyService } from '../core/classify-service.js'
+import type { ClassifyService, ServedModel } from '../core/classify-service.js'
 import { ModelVersionStatistics, type DurationTotal, type ModelStatistics } from '../core/model-statistics.js'
 import { resolveModel } from './metadata.js'
 
@@ -79,10 +79,16 @@ function message(stats: ModelVersionStatistics): ModelStatisticsMessage {
   }
 }
 
+/** Every served version of the model, newest first; MODEL_NOT_FOUND / MODEL_NOT_READY when it serves none. */
+function servedVersions(service: ClassifyService, name: string): ServedModel[] {
+  const versions = service.modelVersions(name)
+  return versions.length > 0 ? versions : [service.model(name)]
+}
+
 /**
- * The statistics of every served model (no name), or of one model and version (the served one when
- * none is named); MODEL_NOT_FOUND / MODEL_NOT_READY for a model or version not served. A served
- * model with no statistics yet (or a door without them) answers zeros.
+ * As Triton answers: every served version of every model (no name), every served version of one
+ * model (no version), or one version; MODEL_NOT_FOUND / MODEL_NOT_READY for a model or version not
+ * served. A served version with no statistics yet (or a door without them) answers zeros.
  */
 export function modelStatistics(
   service: ClassifyService,
@@ -92,11 +98,10 @@ export function modelStatistics(
 ): ModelStatisticsResponse {
   const models =
     name === undefined || name === ''
-      ? service
-          .modelNames()
-          .filter((n) => service.isModelReady(n))
-          .map((n) => service.model(n))
-      : [resolveModel(service, name, version)]
+      ? service.servedModels()
+      : version === undefined || version === ''
+        ? servedVersions(service, name)
+        : [resolveModel(service, name, version)]
   return {
     model_stats: models.map(({ info }) =>
       message(statistics?.version(info.name, info.version) ?? new ModelVersionStatistics(info.name, info.version))

@@ -84,6 +84,17 @@ describe("model configuration in Triton's ModelConfig shape", () => {
     expect(listed.dynamic_batching.preferred_batch_size).toEqual([4, 8, 16])
   })
 
+  it("states config.json's version policy, and Triton's default (the newest version) when it sets none", () => {
+    expect(renderModelConfig(source()).version_policy).toEqual({ latest: { num_versions: 1 } })
+    expect(renderModelConfig(source({}, { versionPolicy: { latest: { numVersions: 2 } } })).version_policy).toEqual({
+      latest: { num_versions: 2 }
+    })
+    expect(renderModelConfig(source({}, { versionPolicy: { all: {} } })).version_policy).toEqual({ all: {} })
+    expect(renderModelConfig(source({}, { versionPolicy: { specific: { versions: [1, 3] } } })).version_policy).toEqual({
+      specific: { versions: [1, 3] }
+    })
+  })
+
   it('encodes as inference.ModelConfigResponse and decodes back unchanged (enum names and field names are the proto’s)', () => {
     const method = (loadInferenceProto()[SERVICE_NAME] as ServiceDefinition).ModelConfig!
     for (const config of [renderModelConfig(source()), renderModelConfig(source({ provider: 'cuda', cudaDeviceId: 1 }, uint8Nhwc))]) {

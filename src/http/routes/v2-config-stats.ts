@@ -28,7 +28,14 @@ const ModelConfigSchema = Type.Object(
     name: Type.String(),
     platform: Type.String(),
     backend: Type.String(),
-    version_policy: Type.Object({ latest: Type.Object({ num_versions: Type.Integer() }) }),
+    version_policy: Type.Object(
+      {
+        latest: Type.Optional(Type.Object({ num_versions: Type.Integer() })),
+        all: Type.Optional(Type.Object({})),
+        specific: Type.Optional(Type.Object({ versions: Type.Array(Type.Integer()) }))
+      },
+      { description: 'One of latest, all, specific: which version folders are served' }
+    ),
     max_batch_size: Type.Integer({ description: 'The largest batch one model execution runs.' }),
     input: Type.Array(
       Type.Object({
