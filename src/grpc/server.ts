@@ -63,6 +63,8 @@ const MESSAGE_ENVELOPE_BYTES = 64 * 1024
 const SMALL_MESSAGE_BYTES = 4 * 1024
 /** gRPC frames a message with a 4-byte length; grpc-js reads it as a signed 32-bit integer. */
 const MAX_MESSAGE_BYTES = 2 ** 31 - 1
+/** One 3×224×224 image: the crop every preset uses (src/repository/model-config.ts). */
+const PRESET_ITEM_ELEMENTS = 3 * 224 * 224
 
 const ACCESS: Readonly<Record<string, RpcAccess>> = {
   ModelInfer: 'inference',
@@ -183,6 +185,12 @@ export function messageLimits(service: ClassifyService, settings: Settings): Mes
     const elements = 3 * preprocess.crop * preprocess.crop
     itemElements = Math.max(itemElements, elements)
     itemWireBytes = Math.max(itemWireBytes, elements * (input.datatype === 'float32' ? 4 : 2))
+  }
+  if (settings.modelControlMode !== 'none') {
+    // Models may load after the door has started (explicit and poll modes): the limits then hold at
+    // least an image of the presets' 224×224 crop in FP32, the largest form a model takes it in.
+    itemElements = Math.max(itemElements, PRESET_ITEM_ELEMENTS)
+    itemWireBytes = Math.max(itemWireBytes, PRESET_ITEM_ELEMENTS * 4)
   }
   const payload = Math.max(settings.maxBatchItems * itemWireBytes, settings.bodyLimitBytes)
   return {

@@ -178,6 +178,33 @@ describe('--model-control-mode none (the default)', () => {
 })
 
 describe('the repository extension over gRPC', () => {
+  it('regression: a model loaded after the gRPC door started takes FP32 tensors (the door had sized its limits for no model)', async () => {
+    const repository = await tinyRepository({ alpha: {} })
+    const server = await startTestServer(repository, ['--model-control-mode', 'explicit'])
+    const grpc = await startTestGrpc(server)
+    try {
+      expect(await grpc.call('RepositoryModelLoad', { model_name: 'alpha' })).toEqual({})
+      const images = 2
+      const response = await grpc.call<{ model_version: string; outputs: Array<{ shape: number[] }> }>('ModelInfer', {
+        model_name: 'alpha',
+        // Typed contents: their element count is bounded before decoding, from the door's limits.
+        inputs: [
+          {
+            name: 'input',
+            datatype: 'FP32',
+            shape: [images, 3, 224, 224],
+            contents: { fp32_contents: new Array<number>(images * 3 * 224 * 224).fill(0) }
+          }
+        ]
+      })
+      expect(response.model_version).toBe('1')
+      expect(response.outputs[0]!.shape).toEqual([images, 1000])
+    } finally {
+      await grpc.close()
+      await server.close()
+    }
+  })
+
   it('RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload, from the .proto', async () => {
     const repository = await tinyRepository({ alpha: { versions: [1, 2], versionPolicy: { all: {} } }, beta: {} })
     const server = await startTestServer(repository, ['--model-control-mode', 'explicit', '--load-model', '*', '--api-key', 'sesame'])
