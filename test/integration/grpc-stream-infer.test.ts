@@ -236,6 +236,35 @@ describe('ModelStreamInfer', () => {
     expect(grpc.streamCounters().peakUnanswered).toBeLessThanOrEqual(bound)
   })
 
+  it('a message over the receive limit ends the stream RESOURCE_EXHAUSTED BODY_TOO_LARGE (grpc-js ends the call), after the answers before it', async () => {
+    // A door whose limit is one image's tensor (and a 1 MiB body) plus the envelope.
+    const small = await startTestGrpc(server, { ...server.settings, maxBatchItems: 1, bodyLimitBytes: 1 << 20 })
+    const smallClient = new Client(`127.0.0.1:${small.port}`, credentials.createInsecure(), { 'grpc.max_receive_message_length': -1 })
+    try {
+      const md = new Metadata()
+      md.set('x-api-key', KEY)
+      const stream: Stream = smallClient.makeBidiStreamRequest(
+        method.path,
+        serialize,
+        method.responseDeserialize as (b: Buffer) => StreamAnswer,
+        md,
+        {}
+      )
+      stream.on('error', () => undefined)
+      const ended = new Promise<StatusObject>((resolve) => stream.on('status', resolve))
+      const first = answers(stream, 1)
+      stream.write(request('fits'))
+      expect((await first)[0]).toMatchObject({ error_message: '', infer_response: { id: 'fits' } })
+      stream.write(request('too-large', { tensor: Buffer.alloc(small.receiveLimitBytes) }))
+      const end = await ended
+      expect(status[end.code]).toBe('RESOURCE_EXHAUSTED')
+      expect(end.details).toMatch(/^BODY_TOO_LARGE: /)
+    } finally {
+      smallClient.close()
+      await small.close()
+    }
+  })
+
   it('an empty stream (closed at once) ends OK with no answers', async () => {
     const { stream, ended } = openStream()
     const got: unknown[] = []
