@@ -2,6 +2,7 @@ import { request } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { describe, expect, it } from 'vitest'
+import { grpcTestClient } from '../helpers/grpc.js'
 import { readPhoto } from '../helpers/photos.js'
 import { startSyntheticServerProcess, type ServerProcess } from '../helpers/process.js'
 
@@ -51,6 +52,8 @@ describe('drain on SIGTERM', () => {
     ])
     const photo = await readPhoto('chelsea')
     expect((await send(server.url, 'GET', '/health/ready')).status).toBe(200)
+    const grpc = grpcTestClient(`127.0.0.1:${String(server.logs.find((l) => l.msg === 'gRPC listening')?.port)}`)
+    expect((await grpc.call<{ ready?: boolean }>('ServerReady', {})).ready).toBe(true)
 
     // Regression: a connection accepted but never sent a byte held the close for over a minute.
     const { port } = new URL(server.url)
@@ -66,6 +69,10 @@ describe('drain on SIGTERM', () => {
     expect(JSON.parse(ready.body)).toMatchObject({ status: 'not ready' })
     expect((await send(server.url, 'GET', '/v2/health/ready')).status).not.toBe(200)
     expect((await send(server.url, 'GET', '/health/live')).status).toBe(200)
+    // The gRPC door reports the same, and still serves.
+    expect((await grpc.call<{ ready?: boolean }>('ServerReady', {})).ready ?? false).toBe(false)
+    expect((await grpc.call<{ live?: boolean }>('ServerLive', {})).live).toBe(true)
+    grpc.close()
     const classified = await send(server.url, 'POST', '/classify', photo)
     expect(classified.status).toBe(200)
     expect(JSON.parse(classified.body).predictions).toHaveLength(5)
