@@ -3,7 +3,8 @@
 #
 # 1. The shared registry-free recipe (../shared/container/build-and-run.sh) builds the base images
 #    and the project's Dockerfile, starts it and waits for /health/ready, then stops it. It has no
-#    hook between run and stop, and it reports the exit code after SIGTERM without judging it.
+#    hook between run and stop, and it reports the exit code after SIGTERM without judging it (137:
+#    its `podman stop -t 10` ends at the drain's 10 s grace period, before the drain itself).
 # 2. So this script then runs the image it built again, with the same podman configuration (the
 #    files that script wrote under CT_WORKDIR: runc, ulimits it can grant, cgroupfs), and checks
 #    what a deployment relies on: non-root user, HEALTHCHECK that passes, /models volume filled with
