@@ -32,6 +32,7 @@ export class ServiceMetrics {
 
   private readonly requestSuccess: Counter<'model'>
   private readonly requestFailure: Counter<'model' | 'reason'>
+  private readonly requestDuration: Histogram<'model'>
   private readonly inferences: Counter<'model'>
   private readonly executions: Counter<'model'>
   private readonly batchSize: Histogram<'model'>
@@ -52,6 +53,13 @@ export class ServiceMetrics {
       name: `${METRIC_PREFIX}request_failure_total`,
       help: 'Requests refused, by model and reason (the error code, see docs/operations.md). A batch request counts once per failed image, or once when refused as a whole.',
       labelNames: ['model', 'reason'],
+      registers
+    })
+    this.requestDuration = new Histogram({
+      name: `${METRIC_PREFIX}request_duration_seconds`,
+      help: 'Per answered request: from its arrival to its answer, as the door measures it (Triton nv_inference_request_duration_us). A batch request counts once per image, each with the whole request time.',
+      labelNames: ['model'],
+      buckets: DURATION_BUCKETS,
       registers
     })
     this.inferences = new Counter({
@@ -145,18 +153,20 @@ export class ServiceMetrics {
    * for calls that end before the handler, from its admission interceptor. A failure is the
    * ServiceError the door answered with, so the reason is the code the client saw. `model` as the
    * client named it, undefined for the default model; `elapsedMs` from the request's arrival to its
-   * answer, for the statistics extension (0 where the door cannot tell); `version` as the client
-   * named it or the answer gave it, undefined for the model's current one.
+   * answer (undefined where the door cannot tell); `version` as the client named it or the answer
+   * gave it, undefined for the model's current one.
    */
-  recordRequest(model: string | undefined, outcome: RequestOutcome, elapsedMs = 0, version?: string): void {
+  recordRequest(model: string | undefined, outcome: RequestOutcome, elapsedMs?: number, version?: string): void {
     const label = this.modelLabel(model)
-    if (outcome === 'success') this.requestSuccess.inc({ model: label })
-    else this.requestFailure.inc({ model: label, reason: outcome.code })
+    if (outcome === 'success') {
+      this.requestSuccess.inc({ model: label })
+      if (elapsedMs !== undefined) this.requestDuration.observe({ model: label }, elapsedMs / 1000)
+    } else this.requestFailure.inc({ model: label, reason: outcome.code })
     const name = model ?? this.defaultModel
     if (name === undefined) return
     // Only versions counted already have statistics: a name or version a client made up finds none.
     const stats = version === undefined || version === '' ? this.statistics.current(name) : this.statistics.version(name, version)
-    stats?.recordOutcome(outcome === 'success', elapsedMs)
+    stats?.recordOutcome(outcome === 'success', elapsedMs ?? 0)
   }
 
   /** The Prometheus text exposition of every metric. */

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { callRefusal, startTestGrpc, type GrpcTestDoor } from '../helpers/grpc.js'
 import { syntheticModelRepository } from '../helpers/models.js'
 import { readPhoto } from '../helpers/photos.js'
-import { modelInputTensor, startTestServer, type TestServer } from '../helpers/server.js'
+import { metricValue, modelInputTensor, startTestServer, type TestServer } from '../helpers/server.js'
 
 /**
  * Triton's model configuration and statistics extensions on both doors, against the real service:
@@ -127,6 +127,7 @@ describe('statistics', () => {
   it('move by what a few real inferences on both doors did', async () => {
     const photo = await readPhoto('chelsea')
     const before = await restStats()
+    const durationsBefore = await metricValue(server, 'resnet_serve_request_duration_seconds_count', `model="${MODEL}"`)
     const executionsBefore = executions.length
     const startedAt = Date.now()
 
@@ -196,6 +197,9 @@ describe('statistics', () => {
     for (const size of ran) expected.set(size, (expected.get(size) ?? 0) + 1)
     expect(counted).toEqual(expected)
     for (const batch of after.batch_stats) expect(batch.compute_infer.ns).toBeGreaterThan(0)
+    // Prometheus times the same answered requests.
+    const durations = await metricValue(server, 'resnet_serve_request_duration_seconds_count', `model="${MODEL}"`)
+    expect(durations - durationsBefore).toBe(3)
   })
 
   it('count a request that names the served version; one naming a version not served counts nowhere', async () => {
