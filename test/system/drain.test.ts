@@ -40,11 +40,13 @@ async function logged(server: ServerProcess, msg: string): Promise<void> {
 
 describe('drain on SIGTERM', () => {
   it('readiness answers 503 while /health/live and /classify are still served for the grace period; then the port closes and the exit code is 0', async () => {
-    // Long timeouts: without the drain's own handling, the silent connection below would hold the
-    // exit past the test's time limit rather than end it by luck.
+    // A grace period no busy machine outlasts: the checks below all run inside it, and a second
+    // SIGTERM ends it (the natural end is timed in the next test). Long timeouts: without the
+    // drain's own handling, the silent connection below would hold the exit past the test's time
+    // limit rather than end it by luck.
     const server = await startSyntheticServerProcess([
       '--drain-grace-ms',
-      '6000',
+      '600000',
       '--drain-timeout-ms',
       '120000',
       '--keep-alive-timeout-ms',
@@ -81,10 +83,22 @@ describe('drain on SIGTERM', () => {
     // Still in the grace period: the doors had not begun to close.
     expect(server.logs.some((l) => l.msg === 'shutting down: no new connections, finishing accepted requests')).toBe(false)
 
+    server.child.kill('SIGTERM')
     expect(await server.exited).toBe(0)
     await silentClosed
     expect(server.logs.some((l) => l.msg === 'stopped')).toBe(true)
     await expect(send(server.url, 'GET', '/health/live')).rejects.toThrow(/ECONNREFUSED/)
+  })
+
+  it('the doors close when the grace period ends, not before', async () => {
+    const graceMs = 2_000
+    const server = await startSyntheticServerProcess(['--drain-grace-ms', String(graceMs)])
+    server.child.kill('SIGTERM')
+    expect(await server.exited).toBe(0)
+    const at = (msg: string): number => Number(server.logs.find((l) => String(l.msg).startsWith(msg))?.time)
+    // A lower bound only: a busy machine may start the close later, never sooner.
+    expect(at('shutting down') - at('draining')).toBeGreaterThanOrEqual(graceMs - 5)
+    expect(server.logs.some((l) => l.msg === 'stopped')).toBe(true)
   })
 
   it('SIGINT skips the grace period', async () => {
