@@ -3,7 +3,7 @@ import { startTestGrpc, type GrpcTestDoor } from '../helpers/grpc.js'
 import { readPhoto } from '../helpers/photos.js'
 import { startTestServer, type TestServer } from '../helpers/server.js'
 import { removeTempDirs } from '../helpers/tiny-model.js'
-import { tinyRepository } from '../helpers/versioned-models.js'
+import { addTinyVersion, tinyRepository } from '../helpers/versioned-models.js'
 
 /**
  * Configuration and statistics of a model whose version folders are served side by side (tiny real
@@ -89,6 +89,37 @@ describe('configuration and statistics of versioned models', () => {
       ['2', 0],
       ['3', 1]
     ])
+  })
+
+  it('a reload to a new version answers the new version, counting from zero, and stops listing the old one', async () => {
+    const repository = await tinyRepository({ live: { versions: [1] } })
+    const explicit = await startTestServer(repository, ['--model-control-mode', 'explicit', '--load-model', 'live'])
+    try {
+      const listed = async (): Promise<Array<[string, number]>> => {
+        const res = await fetch(`${explicit.url}/v2/models/live/stats`)
+        expect(res.status).toBe(200)
+        return ((await res.json()) as { model_stats: VersionStats[] }).model_stats.map((s) => [s.version, s.inference_count])
+      }
+      const photo = (await readPhoto('clock')).toString('base64')
+      const inferLive = async (): Promise<void> => {
+        const res = await fetch(`${explicit.url}/v2/models/live/infer`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], data: [photo] }] })
+        })
+        expect(res.status).toBe(200)
+      }
+      await inferLive()
+      expect(await listed()).toEqual([['1', 1]])
+      await addTinyVersion(repository, 'live', 2)
+      expect((await fetch(`${explicit.url}/v2/repository/models/live/load`, { method: 'POST' })).status).toBe(200)
+      expect(await listed()).toEqual([['2', 0]])
+      await inferLive()
+      await inferLive()
+      expect(await listed()).toEqual([['2', 2]])
+    } finally {
+      await explicit.close()
+    }
   })
 
   it('a version folder the policy leaves out is not served: NOT_FOUND for its statistics and configuration', async () => {
