@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import { parentPort, workerData } from 'node:worker_threads'
 import { openSession, readSignature } from './onnx-session.js'
-import { createNormalizer } from './preprocess.js'
+import { createNormalizer } from './pixel-normalizer.js'
 import { ItemKind, type RunRequest, type WorkerInit, type WorkerMessage } from './worker-messages.js'
 import type { InferenceSession, Tensor as OrtTensor } from 'onnxruntime-node'
 

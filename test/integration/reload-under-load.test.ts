@@ -19,6 +19,8 @@ afterAll(async () => {
 })
 
 const CLIENTS = 16
+/** A ceiling, not a timing check: each wait below is for a condition, up to a minute on a busy machine. */
+const RUN = { timeout: 300_000 }
 
 interface Answer {
   readonly startedAt: number
@@ -86,7 +88,7 @@ async function indexEntries(server: TestServer): Promise<Array<{ name: string; v
 }
 
 describe('zero failed requests while models change under load', () => {
-  it('explicit mode: a reload with a new version, and another model loaded and unloaded', async () => {
+  it('explicit mode: a reload with a new version, and another model loaded and unloaded', RUN, async () => {
     const repository = await tinyRepository({ main: { versions: [1] }, other: {} })
     const server = await startTestServer(repository, ['--model-control-mode', 'explicit', '--load-model', 'main'])
     const clients = startClients(server, 'main', await readPhoto('clock'))
@@ -121,7 +123,7 @@ describe('zero failed requests while models change under load', () => {
     }
   })
 
-  it('poll mode: a folder copied in, a new version of the busy model, a folder removed', async () => {
+  it('poll mode: a folder copied in, a new version of the busy model, a folder removed', RUN, async () => {
     const repository = await tinyRepository({ main: { versions: [1] } })
     const server = await startTestServer(repository, ['--model-control-mode', 'poll', '--repository-poll-secs', '1'])
     const clients = startClients(server, 'main', await readPhoto('clock'))
