@@ -101,6 +101,8 @@ export class ServiceMetrics {
       labelNames: ['model'],
       registers,
       collect: () => {
+        // An unloaded model's series goes with it rather than keep its last reading.
+        pending.reset()
         for (const model of this.served) pending.set({ model: model.entry.name }, model.batcher.pending)
       }
     })

@@ -68,11 +68,15 @@ describe('--model-control-mode explicit over REST', () => {
       expect(await classifyVersion(server, 'beta')).toMatchObject({ status: 200, version: '1' })
       expect((await fetch(`${server.url}/v2/models/beta/ready`)).status).toBe(200)
 
+      expect(await (await fetch(`${server.url}/metrics`)).text()).toContain('resnet_serve_pending_requests{model="gamma"} 0')
       const unload = await post(server, '/v2/repository/models/gamma/unload', { parameters: { unload_dependents: false } })
       expect(unload.status).toBe(200)
       expect(await classifyVersion(server, 'gamma')).toMatchObject({ status: 404, code: 'MODEL_NOT_FOUND' })
       expect((await fetch(`${server.url}/v2/models/gamma`)).status).toBe(404)
       expect(await index(server)).toContainEqual({ name: 'gamma', state: 'UNAVAILABLE', reason: 'unloaded' })
+      const metrics = await (await fetch(`${server.url}/metrics`)).text()
+      expect(metrics).toContain('resnet_serve_pending_requests{model="beta"} 0')
+      expect(metrics, 'an unloaded model keeps no pending-requests series').not.toContain('resnet_serve_pending_requests{model="gamma"}')
       const listing = (await (await fetch(`${server.url}/models`)).json()) as { models: Array<{ name: string }> }
       expect(listing.models.map((m) => m.name)).toEqual(['alpha', 'beta'])
       // Unloaded models do not count against readiness: only the ones that should serve do.
