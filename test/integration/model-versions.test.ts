@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest'
+import { startTestGrpc } from '../helpers/grpc.js'
 import { readPhoto } from '../helpers/photos.js'
 import { startTestServer, type TestServer } from '../helpers/server.js'
 import { removeTempDirs } from '../helpers/tiny-model.js'
@@ -64,6 +65,25 @@ describe('model versions', () => {
       expect(missing.status).toBe(404)
       expect(missing.error).toMatch(/^MODEL_NOT_FOUND: .*served versions are 3, 2, 1/)
       expect(await readyStatus(server, '/v2/models/multi/versions/4/ready')).toBe(404)
+
+      // gRPC: model_version picks the version; metadata and readiness per version.
+      const grpc = await startTestGrpc(server)
+      try {
+        const photo = await readPhoto('clock')
+        for (const version of ['1', '3', '']) {
+          const response = await grpc.call<{ model_version: string }>('ModelInfer', {
+            model_name: 'multi',
+            model_version: version,
+            inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }]
+          })
+          expect(response.model_version).toBe(version === '' ? '3' : version)
+        }
+        expect(await grpc.call('ModelMetadata', { name: 'multi', version: '2' })).toMatchObject({ versions: ['1', '2', '3'] })
+        expect(await grpc.call('ModelReady', { name: 'multi', version: '2' })).toEqual({ ready: true })
+        expect(await grpc.call('ModelReady', { name: 'multi', version: '4' })).toEqual({ ready: false })
+      } finally {
+        await grpc.close()
+      }
     } finally {
       await server.close()
     }
