@@ -59,7 +59,8 @@ export async function startBenchServer(
     process.execPath,
     [...main, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--log-level', 'info', ...args],
     {
-      env: { ...process.env, ...env },
+      // No readiness grace on SIGTERM: nothing routes to a bench server, so it stops at once.
+      env: { ...process.env, DRAIN_GRACE_MS: '0', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
       ...(cwd === undefined ? {} : { cwd })
     }
