@@ -111,16 +111,20 @@ try {
 
   progress(`decode speed of the ${values.large} photo, ${rounds} paired rounds of ${seconds} s per mode`)
   const perRound: Record<Mode, number[]> = { exact: [], fast: [] }
+  const cpuMsPerImage: Record<Mode, number[]> = { exact: [], fast: [] }
   for (const mode of MODES) for (let i = 0; i < 3; i++) await preprocessors[mode].decode(large.bytes)
   for (let r = 0; r < rounds; r++) {
     for (const mode of r % 2 === 0 ? MODES : ([...MODES].reverse() as Mode[])) {
       let done = 0
+      const cpu0 = process.cpuUsage()
       const t0 = performance.now()
       while (performance.now() - t0 < seconds * 1000) {
         await preprocessors[mode].decode(large.bytes)
         done++
       }
       perRound[mode].push(done / ((performance.now() - t0) / 1000))
+      const cpu = process.cpuUsage(cpu0)
+      cpuMsPerImage[mode].push((cpu.user + cpu.system) / 1000 / done)
     }
   }
 
@@ -131,7 +135,7 @@ try {
     rows,
     overallMean,
     large: largeRow,
-    speed: { photo: values.large, perRound }
+    speed: { photo: values.large, perRound, cpuMsPerImage }
   }
   console.log(decodeParityMarkdown(result))
   await mkdir(values.out, { recursive: true })

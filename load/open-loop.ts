@@ -1,12 +1,12 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { availableParallelism, loadavg } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { ensureDefaultModel } from '../src/repository/default-model.js'
 import { startBenchServer } from './kit/bench-server.js'
 import { autocannonAtRate, runOpenLoop } from './kit/open-loop.js'
-import { sourceTreeAt } from './kit/paired-arms.js'
+import { armRepository, sourceTreeAt } from './kit/paired-arms.js'
 import { progress } from './kit/progress.js'
 import { RawSessionPool } from './kit/raw-session.js'
 import { modelUnderTest, typicalPhoto } from './kit/scenario-plan.js'
@@ -56,7 +56,12 @@ const rawImagesPerSecond = (await raw.measure(model.config.batching.maxBatchSize
 await raw.close()
 
 const cwd = values.ref === undefined ? undefined : await sourceTreeAt(values.ref)
-const server = await startBenchServer(['--model-repository', resolve(values.repository), '--provider', 'cpu'], 'tsx', {}, cwd)
+const server = await startBenchServer(
+  ['--model-repository', await armRepository('open-loop', values.repository, values.model, (config) => config), '--provider', 'cpu'],
+  'tsx',
+  {},
+  cwd
+)
 const rows: OpenLoopRow[] = []
 try {
   const load = {

@@ -1,13 +1,13 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import { availableParallelism, loadavg } from 'node:os'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { ImagePreprocessor } from '../src/core/preprocess.js'
 import { ensureDefaultModel } from '../src/repository/default-model.js'
 import type { BenchServer } from './kit/bench-server.js'
 import { runHttpLoad } from './kit/load-generators.js'
-import { measureArm, parseArm, startArms, stopArms, type RoundFigure } from './kit/paired-arms.js'
+import { armRepository, measureArm, parseArm, startArms, stopArms, type RoundFigure } from './kit/paired-arms.js'
 import { progress } from './kit/progress.js'
 import { RawSessionPool } from './kit/raw-session.js'
 import { modelUnderTest, typicalPhoto } from './kit/scenario-plan.js'
@@ -105,7 +105,12 @@ const load = (c: number) => (server: BenchServer) =>
   )
 
 const raw = await RawSessionPool.open(model.path, model.config, { provider: 'cpu', inFlight: 1 })
-const arms = await startArms(specs, ['--model-repository', resolve(values.repository), '--provider', 'cpu'])
+const arms = await startArms(specs, [
+  '--model-repository',
+  await armRepository('overhead', values.repository, values.model, (config) => config),
+  '--provider',
+  'cpu'
+])
 const results: OverheadRound[] = []
 try {
   for (const a of arms) await load(4)(a.server).catch(() => undefined)

@@ -9,7 +9,7 @@ import { pino } from 'pino'
 import { ensureDefaultModel } from '../src/repository/default-model.js'
 import { processCpuSeconds, type BenchServer } from './kit/bench-server.js'
 import { runHttpLoad } from './kit/load-generators.js'
-import { pairedRounds, sourceTreeAt, type ArmServer, type RoundFigure } from './kit/paired-arms.js'
+import { armRepository, pairedRounds, sourceTreeAt, type ArmServer, type RoundFigure } from './kit/paired-arms.js'
 import { startBenchServer } from './kit/bench-server.js'
 import { progress } from './kit/progress.js'
 import { typicalPhoto } from './kit/scenario-plan.js'
@@ -94,7 +94,12 @@ await ensureDefaultModel(values.repository, pino({ level: 'warn' }))
 const photo = await typicalPhoto()
 const cwd = values.ref === undefined ? undefined : await sourceTreeAt(values.ref)
 progress('starting resnet-serve and the Python peer')
-const ours = await startBenchServer(['--model-repository', resolve(values.repository), '--provider', 'cpu'], 'tsx', {}, cwd)
+const ours = await startBenchServer(
+  ['--model-repository', await armRepository('peer', values.repository, values.model, (config) => config), '--provider', 'cpu'],
+  'tsx',
+  {},
+  cwd
+)
 let peer: Awaited<ReturnType<typeof startPeer>> | undefined
 const levels: Array<{ concurrency: number; arms: RoundFigure[][] }> = []
 try {

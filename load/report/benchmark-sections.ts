@@ -86,7 +86,10 @@ export interface OverheadResult extends RunInfo {
   readonly rounds: readonly OverheadRound[]
 }
 
-/** cores ÷ (raw CPU-s per image + decode CPU-s per image): images/s if the cores did nothing else. */
+/**
+ * cores ÷ (raw CPU-s per image + decode CPU-s per image): images/s if the cores did nothing else.
+ * `cores` is the machine's, or what the service gets of it: less the load generator's share.
+ */
 export function pipelineBound(round: OverheadRound, cores: number): number {
   return cores / (round.rawCpuSecondsPerImage + round.decodeCpuSecondsPerImage)
 }
@@ -101,20 +104,24 @@ export function overheadMarkdown(r: OverheadResult): string {
       `${ms(spreadOf(per((x) => x.decodeCpuSecondsPerImage)))} CPU ms/image, one at a time ${formatSpread(spreadOf(per((x) => x.preprocessMedianMs)))} ms; ` +
       `pipeline bound ${r.cores} ÷ (raw + decode CPU-s per image) ${formatSpread(spreadOf(per((x) => pipelineBound(x, r.cores))))} images/s.`,
     '',
-    `| arm | c=1 p50 ms | c=1 p50 − (raw batch-1 + preprocess) ms | c=1 target (≤ 3 ms) | c=${r.saturation} images/s | × pipeline bound | c=${r.saturation} target (≥ 0.95) | c=${r.saturation} server CPU ms/image | of which neither raw nor decode | load generator, cores |`,
-    '|---|---|---|---|---|---|---|---|---|---|'
+    `| arm | c=1 p50 ms | c=1 p50 − (raw batch-1 + preprocess) ms | c=1 target (≤ 3 ms) | c=${r.saturation} images/s | × pipeline bound, all ${r.cores} cores | × bound on the cores the service gets | c=${r.saturation} target (≥ 0.95) | c=${r.saturation} server CPU ms/image | of which neither raw nor decode | load generator, cores |`,
+    '|---|---|---|---|---|---|---|---|---|---|---|'
   ]
   for (const [i, label] of r.arms.entries()) {
     const one = per((x) => x.arms[i]!.one)
     const sat = per((x) => x.arms[i]!.saturated)
     const overhead = spreadOf(r.rounds.map((x) => x.arms[i]!.one.p50Ms - x.rawBatch1MedianMs - x.preprocessMedianMs))
     const ofBound = spreadOf(r.rounds.map((x) => x.arms[i]!.saturated.imagesPerSecond / pipelineBound(x, r.cores)))
+    const ofServiceBound = spreadOf(
+      r.rounds.map((x) => x.arms[i]!.saturated.imagesPerSecond / pipelineBound(x, r.cores - x.arms[i]!.saturated.generatorCores))
+    )
     const other = spreadOf(
       r.rounds.map((x) => x.arms[i]!.saturated.cpuSecondsPerImage - x.rawCpuSecondsPerImage - x.decodeCpuSecondsPerImage)
     )
     lines.push(
       `| ${label} | ${formatSpread(spreadOf(one.map((x) => x.p50Ms)))} | ${formatSpread(overhead)} | ${overhead.median <= 3 ? 'met' : 'not met'} | ` +
-        `${formatSpread(spreadOf(sat.map((x) => x.imagesPerSecond)))} | ${formatSpread(ofBound, 2)} | ${ofBound.median >= 0.95 ? 'met' : 'not met'} | ` +
+        `${formatSpread(spreadOf(sat.map((x) => x.imagesPerSecond)))} | ${formatSpread(ofBound, 2)} | ${formatSpread(ofServiceBound, 2)} | ` +
+        `${ofBound.median >= 0.95 ? 'met' : ofServiceBound.median >= 0.95 ? 'met on the cores the service gets' : 'not met'} | ` +
         `${ms(spreadOf(sat.map((x) => x.cpuSecondsPerImage)))} | ${ms(other)} | ${formatSpread(spreadOf(sat.map((x) => x.generatorCores)), 2)} |`
     )
   }
@@ -159,7 +166,7 @@ export interface DecodeParityResult extends RunInfo {
   /** The camera-sized photo, apart: it is not one of the 18. */
   readonly large: ParityRow
   /** Decodes per second of the large photo, one in flight, per round. */
-  readonly speed: { readonly photo: string; readonly perRound: Record<Mode, number[]> }
+  readonly speed: { readonly photo: string; readonly perRound: Record<Mode, number[]>; readonly cpuMsPerImage?: Record<Mode, number[]> }
 }
 
 export function decodeParityMarkdown(r: DecodeParityResult): string {
@@ -174,7 +181,10 @@ export function decodeParityMarkdown(r: DecodeParityResult): string {
     `| **the 18 images** | | **${f(r.overallMean.exact, 3)}** | | **${f(r.overallMean.fast, 3)}** | |`,
     '',
     `${r.speed.photo} decodes per second, one in flight, ${ratios.length} paired rounds: exact ${formatSpread(spreadOf(r.speed.perRound.exact))}, ` +
-      `fast ${formatSpread(spreadOf(r.speed.perRound.fast))}; fast ÷ exact per round ${formatSpread(spreadOf(ratios), 2)} ` +
+      `fast ${formatSpread(spreadOf(r.speed.perRound.fast))}; fast ÷ exact per round ${formatSpread(spreadOf(ratios), 2)}` +
+      (r.speed.cpuMsPerImage === undefined
+        ? ' '
+        : `; CPU ms per decode: exact ${formatSpread(spreadOf(r.speed.cpuMsPerImage.exact))}, fast ${formatSpread(spreadOf(r.speed.cpuMsPerImage.fast))} `) +
       `(load average at the start ${loads(r.loadAverageAtStart)}; \`${r.command}\`, ${r.startedAt}).`
   ].join('\n')
 }

@@ -16,10 +16,11 @@ export { createNormalizer } from './pixel-normalizer.js'
  *
  * - shorter side → `resize`, longer side → trunc(resize × long / short), resized with `fit: 'fill'`
  *   and a linear (triangle) kernel that widens with the scale factor, as PIL's antialiased
- *   bilinear does. A JPEG at least 4× larger than needed is shrunk while it decodes (libjpeg's
- *   DCT scaling by 2, 4 or 8), leaving at least a factor of 2 to the kernel (sharp's
- *   `fastShrinkOnLoad: false`); a model's `preprocess.decode: "fast"` lets the decoder shrink as far
- *   as it can, which moves pixels a little more (parity and speed figures: docs/models.md);
+ *   bilinear does. A JPEG at least twice as large as needed is shrunk while it decodes (libjpeg's
+ *   DCT scaling by 2, 4 or 8) as far as it goes (`preprocess.decode: "fast"`, the default: a
+ *   4000×3000 JPEG decodes with about 15% less CPU); `"exact"` leaves at least a factor of 2 to the
+ *   kernel (sharp's `fastShrinkOnLoad: false`), a few hundredths of a grey level closer to
+ *   torchvision (parity and speed figures: docs/models.md);
  * - centre crop at round-half-to-even((size − crop) / 2), Python's round().
  *
  * Colour: EXIF orientation is applied first; embedded ICC profiles and CMYK are converted to sRGB
@@ -233,7 +234,7 @@ export class ImagePreprocessor {
   private readonly timeoutSeconds: number
   private readonly budget: DecodeBudget | undefined
   private readonly inputOptions: SharpOptions
-  /** preprocess.decode 'fast': JPEG shrink-on-load as far as it goes; 'exact' leaves the last factor of 2 to the resize. */
+  /** preprocess.decode 'fast' (the default): JPEG shrink-on-load as far as it goes; 'exact' leaves the last factor of 2 to the resize. */
   private readonly fastShrinkOnLoad: boolean
 
   constructor(config: PreprocessConfig, limits: DecodeLimits) {
@@ -244,7 +245,7 @@ export class ImagePreprocessor {
     this.maxJpegScans = limits.maxJpegScans ?? DEFAULT_MAX_JPEG_SCANS
     this.timeoutSeconds = limits.decodeTimeoutSeconds ?? DEFAULT_DECODE_TIMEOUT_SECONDS
     this.budget = limits.budget
-    this.fastShrinkOnLoad = config.decode === 'fast'
+    this.fastShrinkOnLoad = config.decode !== 'exact'
     this.inputOptions = {
       limitInputPixels: limits.maxInputPixels,
       // Truncated JPEGs and PNGs would otherwise decode with a grey or black tail. 'truncated'

@@ -17,7 +17,7 @@ export const PreprocessConfigSchema = Type.Object(
     decode: Type.Optional(
       Type.Union([Type.Literal('exact'), Type.Literal('fast')], {
         description:
-          "JPEG decoding: 'exact' (default) leaves at least a factor of 2 of the shrink to the resize kernel, within a fraction of a grey level of torchvision; 'fast' shrinks as far as the decoder can while decoding (by up to 8), quicker on large photos, further from torchvision (docs/models.md)."
+          "JPEG decoding: 'fast' (default) shrinks as far as the decoder can while decoding (by up to 8), less CPU on large photos; 'exact' leaves at least a factor of 2 of the shrink to the resize kernel, a few hundredths of a grey level closer to torchvision (docs/models.md)."
       })
     )
   },
