@@ -21,7 +21,7 @@ import { progress } from './kit/progress.js'
 import type { SuiteOptions } from './kit/scenario-plan.js'
 import { runScenario, skippedScenario } from './kit/scenario-runner.js'
 import { RESULTS_DIR, type ScenarioResult, type SuiteResult } from './kit/suite-results.js'
-import { fastDecodeModel, planScenario, SCENARIO_NAMES, type ScenarioName } from './scenarios/index.js'
+import { exactDecodeModel, planScenario, SCENARIO_NAMES, type ScenarioName } from './scenarios/index.js'
 
 export function parseSuiteArgs(argv: string[]): { options: SuiteOptions; outDir: string; maxBatch: number | undefined } {
   const { values } = parseArgs({
@@ -123,22 +123,22 @@ async function ensureUint8Variant(options: SuiteOptions): Promise<void> {
 }
 
 /**
- * classify-fast needs the float model with `preprocess.decode: "fast"`: when it is missing, the
+ * classify-exact needs the float model with `preprocess.decode: "exact"`: when it is missing, the
  * suite writes it beside the float model, its files linked, its config.json changed in that one field.
  */
-async function ensureFastDecodeVariant(options: SuiteOptions): Promise<void> {
-  if (!options.scenarios.includes('classify-fast')) return
-  const name = fastDecodeModel(options.floatModel)
+async function ensureExactDecodeVariant(options: SuiteOptions): Promise<void> {
+  if (!options.scenarios.includes('classify-exact')) return
+  const name = exactDecodeModel(options.floatModel)
   const dir = join(options.repository, name)
   if (existsSync(join(dir, 'config.json'))) return
-  progress(`writing ${name}: ${options.floatModel} with preprocess.decode "fast"`)
+  progress(`writing ${name}: ${options.floatModel} with preprocess.decode "exact"`)
   const source = resolve(options.repository, options.floatModel)
   await mkdir(dir, { recursive: true })
   for (const file of await readdir(source)) if (file !== 'config.json') await symlink(join(source, file), join(dir, file))
   const config = JSON.parse(await readFile(join(source, 'config.json'), 'utf8')) as { preprocess: Record<string, unknown> }
   await writeFile(
     join(dir, 'config.json'),
-    `${JSON.stringify({ ...config, preprocess: { ...config.preprocess, decode: 'fast' } }, null, 2)}\n`
+    `${JSON.stringify({ ...config, preprocess: { ...config.preprocess, decode: 'exact' } }, null, 2)}\n`
   )
 }
 
@@ -149,7 +149,7 @@ export async function runSuite(argv: string[]): Promise<{ result: SuiteResult; p
   const loadAverageAtStart = loadavg()
   await ensureDefaultModel(options.repository, pino({ level: 'warn' }))
   await ensureUint8Variant(options)
-  await ensureFastDecodeVariant(options)
+  await ensureExactDecodeVariant(options)
   if (maxBatch !== undefined) await overrideMaxBatch(options.repository, [options.floatModel, options.uint8Model], maxBatch)
   const scenarios: ScenarioResult[] = []
   // parseSuiteArgs let only known names through.

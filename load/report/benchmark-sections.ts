@@ -338,8 +338,8 @@ export async function benchmarkSections(dir: string): Promise<string[]> {
         `## Large photos: exact and fast JPEG decoding (\`npm run load:decode-parity\`, \`${parity.file}\`)`,
         '',
         "Mean and largest |difference| from torchvision (0–255 units) on the parity test's 18 images and a camera-sized photo,",
-        "per decode mode, and the decode speed of the camera-sized photo in paired rounds. The suite's `classify-fast`",
-        'scenario (above, when run) measures /classify with the fast decode against the raw session.',
+        "per decode mode, and the decode speed of the camera-sized photo in paired rounds. The suite's `classify` scenario",
+        'measures /classify with the default (fast) decode against the raw session, `classify-exact` with the exact one.',
         '',
         decodeParityMarkdown(parity.result),
         ''

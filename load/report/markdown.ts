@@ -87,16 +87,6 @@ function targetRows(result: SuiteResult, raw: RawFile | undefined): string[] {
       )
     }
   }
-  const fast = byName.get('classify-fast')
-  for (const group of [...new Set(fast?.levels.map((l) => l.group) ?? [])]) {
-    const best = maxBy(
-      fast!.levels.filter((l) => l.group === group),
-      (l) => l.ratioToRaw
-    )
-    rows.push(
-      `| /classify with the fast decode ≥ 0.85× raw session (${group}) | ${f1(best.imagesPerSecond)} / ${f1(best.rawImagesPerSecond)} images/s = **${best.ratioToRaw.toFixed(2)}×** (concurrency ${best.concurrency}) | ${best.ratioToRaw >= 0.85 ? 'yes' : 'no'} |`
-    )
-  }
   for (const [float, uint8] of [
     ['classify', 'classify-uint8'],
     ['v2-fp32', 'v2-uint8'],

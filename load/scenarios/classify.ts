@@ -7,8 +7,8 @@ import { median } from '../kit/stats.js'
 
 /**
  * POST /classify, one JPEG per request: the whole data path, decoding included. `classify` sends
- * each of --photos in turn to the float32 model; `classify-fast` those large enough for the fast
- * decode to matter to its fast-decode twin; `classify-uint8` the typical photo to the UINT8 model. Beside it, what decoding alone costs on the same cores: the ceiling for this door.
+ * each of --photos in turn to the float32 model; `classify-exact` those large enough for the JPEG
+ * decode mode to matter to its twin with `preprocess.decode: "exact"`; `classify-uint8` the typical photo to the UINT8 model. Beside it, what decoding alone costs on the same cores: the ceiling for this door.
  */
 
 /** Sharp's decode + resize + crop alone, `inFlight` at a time in this process (the libuv pool). */
@@ -29,18 +29,18 @@ async function sharpImagesPerSecond(model: ModelUnderTest, photo: BenchPhoto, in
 
 export const classifyPlan: PlanScenario = async (name, model, options) => {
   const typical = await typicalPhoto()
-  // The fast decode differs from the exact one only where a JPEG is at least twice the size needed.
+  // The exact decode differs from the fast one only where a JPEG is more than twice the size needed.
   const sizes =
     name === 'classify'
       ? options.photoSizes
-      : name === 'classify-fast'
-        ? options.photoSizes.filter((size) => Math.min(...size.split('x').map(Number)) >= 2 * model.config.preprocess.resize)
+      : name === 'classify-exact'
+        ? options.photoSizes.filter((size) => Math.min(...size.split('x').map(Number)) > 2 * model.config.preprocess.resize)
         : []
   const photos = sizes.length > 0 ? await Promise.all(sizes.map(photoOfSize)) : [typical]
   const path = `/classify?model=${encodeURIComponent(model.name)}`
   return {
     name,
-    title: `POST /classify, one JPEG per request (${model.config.input.datatype} model${model.config.preprocess.decode === 'fast' ? ', fast decode' : ''})`,
+    title: `POST /classify, one JPEG per request (${model.config.input.datatype} model${model.config.preprocess.decode === 'exact' ? ', exact decode' : ''})`,
     model,
     levels: photos.flatMap((photo) =>
       levelsAt(photoLabel(photo), options.concurrency, (server, c, s) =>
