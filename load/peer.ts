@@ -22,7 +22,7 @@ import { peerMarkdown, type PeerResult } from './report/benchmark-sections.js'
  * same cores with the same photo, in paired rounds at each concurrency. Benchmark only: it needs
  * Debian's python3-fastapi, python3-uvicorn, python3-torch and python3-torchvision for /usr/bin/python3.
  *
- *   npm run load:peer [-- --concurrency 1,16,64 --rounds 3 --duration 8 --peer-threads 0 [--ref GITREF]]
+ *   npm run load:peer [-- --concurrency 1,16,64 --rounds 3 --duration 8 --peer-threads <cores> [--ref GITREF]]
  */
 
 const PYTHON = '/usr/bin/python3'
@@ -32,7 +32,9 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '1,16,64' },
     rounds: { type: 'string', default: '3' },
     duration: { type: 'string', default: '8' },
-    'peer-threads': { type: 'string', default: '0' },
+    // As many PyTorch threads as cores, as ONNX Runtime gets; 0 leaves PyTorch's own choice (1 on the
+    // development machines, whose OpenMP runtime sees one thread: 2.1× slower at concurrency 1).
+    'peer-threads': { type: 'string', default: String(availableParallelism()) },
     ref: { type: 'string' },
     repository: { type: 'string', default: '.cache/bench-models' },
     model: { type: 'string', default: 'resnet50' },

@@ -104,8 +104,8 @@ export function overheadMarkdown(r: OverheadResult): string {
       `${ms(spreadOf(per((x) => x.decodeCpuSecondsPerImage)))} CPU ms/image, one at a time ${formatSpread(spreadOf(per((x) => x.preprocessMedianMs)))} ms; ` +
       `pipeline bound ${r.cores} ÷ (raw + decode CPU-s per image) ${formatSpread(spreadOf(per((x) => pipelineBound(x, r.cores))))} images/s.`,
     '',
-    `| arm | c=1 p50 ms | c=1 p50 − (raw batch-1 + preprocess) ms | c=1 target (≤ 3 ms) | c=${r.saturation} images/s | × pipeline bound, all ${r.cores} cores | × bound on the cores the service gets | c=${r.saturation} target (≥ 0.95) | c=${r.saturation} server CPU ms/image | of which neither raw nor decode | load generator, cores |`,
-    '|---|---|---|---|---|---|---|---|---|---|---|'
+    `| arm | c=1 p50 ms | c=1 p50 − (raw batch-1 + preprocess) ms | c=1 target (≤ 3 ms) | c=${r.saturation} images/s | × pipeline bound, all ${r.cores} cores | × bound on the cores the service gets | c=${r.saturation} target (≥ 0.95) | c=${r.saturation} server CPU ms/image | of which neither raw nor decode | (raw + decode) ÷ server CPU per image | cores the server used | load generator, cores |`,
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|'
   ]
   for (const [i, label] of r.arms.entries()) {
     const one = per((x) => x.arms[i]!.one)
@@ -118,11 +118,16 @@ export function overheadMarkdown(r: OverheadResult): string {
     const other = spreadOf(
       r.rounds.map((x) => x.arms[i]!.saturated.cpuSecondsPerImage - x.rawCpuSecondsPerImage - x.decodeCpuSecondsPerImage)
     )
+    const efficiency = spreadOf(
+      r.rounds.map((x) => (x.rawCpuSecondsPerImage + x.decodeCpuSecondsPerImage) / x.arms[i]!.saturated.cpuSecondsPerImage)
+    )
+    const coresUsed = spreadOf(sat.map((x) => x.imagesPerSecond * x.cpuSecondsPerImage))
     lines.push(
       `| ${label} | ${formatSpread(spreadOf(one.map((x) => x.p50Ms)))} | ${formatSpread(overhead)} | ${overhead.median <= 3 ? 'met' : 'not met'} | ` +
         `${formatSpread(spreadOf(sat.map((x) => x.imagesPerSecond)))} | ${formatSpread(ofBound, 2)} | ${formatSpread(ofServiceBound, 2)} | ` +
         `${ofBound.median >= 0.95 ? 'met' : ofServiceBound.median >= 0.95 ? 'met on the cores the service gets' : 'not met'} | ` +
-        `${ms(spreadOf(sat.map((x) => x.cpuSecondsPerImage)))} | ${ms(other)} | ${formatSpread(spreadOf(sat.map((x) => x.generatorCores)), 2)} |`
+        `${ms(spreadOf(sat.map((x) => x.cpuSecondsPerImage)))} | ${ms(other)} | ${formatSpread(efficiency, 2)} | ${formatSpread(coresUsed, 2)} | ` +
+        `${formatSpread(spreadOf(sat.map((x) => x.generatorCores)), 2)} |`
     )
   }
   if (r.arms.length > 1) {
@@ -325,7 +330,9 @@ export async function benchmarkSections(dir: string): Promise<string[]> {
         "CPU time, which covers their threads) and then every arm of the service at concurrency 1 and at saturation, the arms'",
         'order reversed every other round. Targets: at concurrency 1, median latency ≤ raw batch-1 median + preprocessing',
         'median + 3 ms; at saturation, images/s ≥ 0.95 × the pipeline bound, cores ÷ (raw + decode CPU-s per image). The load',
-        'generator runs on the same cores (its share is in the last column) and the bound does not leave room for it.',
+        'generator runs on the same cores (its share is in the last column) and the bound does not leave room for it. The',
+        'last columns tell apart the two reasons the service falls short of the bound: CPU it spends per image beyond the',
+        "pipeline's own, and cores it did not get (on a shared machine, other work's).",
         '',
         overheadMarkdown(overhead.result),
         ''
@@ -371,8 +378,10 @@ export async function benchmarkSections(dir: string): Promise<string[]> {
         "PyTorch ResNet-50 with random weights, one request per model run, the model in Starlette's thread pool) against",
         'resnet-serve, same photo (500×375), same cores, paired rounds. The ratio is resnet-serve ÷ peer for images/s and',
         "peer ÷ resnet-serve for the median latency. What biases it: the engine most of all (ONNX Runtime against Debian's",
-        'PyTorch 1.13, built without MKL, which runs one intra-op thread here by default: see the threads figure below),',
-        "then batching (resnet-serve batches under load, the peer never does) and decoding (sharp's libvips against PIL).",
+        'PyTorch 1.13, built without MKL), then threads (the peer gets as many PyTorch threads as there are cores, see below;',
+        "PyTorch's own default on these machines is one, which makes the peer about twice as slow at concurrency 1: run with",
+        '`--peer-threads 0` to see it), then batching (resnet-serve batches under load, the peer never does: at concurrency 64',
+        "its thread pool runs up to 40 requests at once, each with its own threads) and decoding (sharp's libvips against PIL).",
         '',
         peerMarkdown(peer.result),
         ''
