@@ -49,12 +49,25 @@ export type RawWorkerMessage =
 
 const WORKER_MODULE = siblingModule(import.meta.url, 'raw-session-worker')
 
-/** Sends one request and waits for the worker's answer; a failure or an exit rejects. */
+/**
+ * Sends one request and waits for the worker's answer; a failure or an exit rejects. Both listeners
+ * go when it returns: a pool asked between every load level would otherwise pile up 'error'
+ * listeners on each worker (MaxListenersExceededWarning).
+ */
 async function ask(worker: Worker, req: RawWorkerRequest | undefined, expect: RawWorkerMessage['type']): Promise<RawWorkerMessage> {
   if (req !== undefined) worker.postMessage(req)
-  const [msg] = (await Promise.race([once(worker, 'message'), once(worker, 'error').then(([err]) => Promise.reject(err as Error))])) as [
-    RawWorkerMessage
-  ]
+  const done = new AbortController()
+  const answered = once(worker, 'message', { signal: done.signal })
+  const failed = once(worker, 'error', { signal: done.signal }).then(([err]) => Promise.reject(err as Error))
+  // The loser rejects with an AbortError once `done` aborts; nobody waits for it.
+  answered.catch(() => undefined)
+  failed.catch(() => undefined)
+  let msg: RawWorkerMessage
+  try {
+    ;[msg] = (await Promise.race([answered, failed])) as [RawWorkerMessage]
+  } finally {
+    done.abort()
+  }
   if (msg.type === 'failed') throw new Error(`raw session: ${msg.message}`)
   if (msg.type !== expect) throw new Error(`raw session: expected ${expect}, got ${msg.type}`)
   return msg
@@ -89,6 +102,8 @@ export class RawSessionPool {
       crop: config.preprocess.crop
     }
     const workers = Array.from({ length: inFlight }, () => startModuleWorker(WORKER_MODULE, { workerData: init }))
+    // An error while an ask waits rejects that ask; one between asks must not end the load process.
+    for (const w of workers) w.on('error', () => undefined)
     const pool = new RawSessionPool(workers, inFlight)
     await pool.all(undefined, 'ready')
     return pool
