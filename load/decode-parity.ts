@@ -1,13 +1,12 @@
-import { execFile } from 'node:child_process'
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { loadavg, tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { promisify } from 'node:util'
 import sharp from 'sharp'
 import { createNormalizer, ImagePreprocessor } from '../src/core/preprocess.js'
 import { configFromPreset, type PreprocessConfig } from '../src/repository/model-config.js'
 import { photoPaths } from '../test/helpers/photos.js'
+import { torchvisionReference } from '../test/helpers/torchvision-reference.js'
 import { largePhoto } from './kit/photos.js'
 import { progress } from './kit/progress.js'
 import { RESULTS_DIR } from './kit/suite-results.js'
@@ -23,8 +22,6 @@ import { decodeParityMarkdown, type DecodeParityResult, type ParityRow } from '.
  *   npm run load:decode-parity [-- --rounds 6 --seconds 2 --large 4000x3000]
  */
 
-const PYTHON = '/usr/bin/python3'
-const SCRIPT = 'test/python/torchvision_preprocess.py'
 const MODES = ['exact', 'fast'] as const
 type Mode = (typeof MODES)[number]
 
@@ -67,19 +64,7 @@ try {
   photos.push(large.path)
 
   progress(`torchvision reference for ${photos.length} images`)
-  const referenceFile = join(work, 'torchvision.f32')
-  await promisify(execFile)(PYTHON, [
-    SCRIPT,
-    '--out',
-    referenceFile,
-    '--resize',
-    String(base.resize),
-    '--crop',
-    String(base.crop),
-    ...photos
-  ])
-  const referenceBytes = await readFile(referenceFile)
-  const reference = new Float32Array(referenceBytes.buffer, referenceBytes.byteOffset, referenceBytes.byteLength / 4)
+  const reference = await torchvisionReference(work, photos, base.resize, base.crop)
 
   const ours = new Float32Array(itemElements)
   const rows: ParityRow[] = []

@@ -1,13 +1,13 @@
-import { execFile, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
-import { promisify } from 'node:util'
 import sharp from 'sharp'
 import { afterAll, describe, expect, it } from 'vitest'
 import { createNormalizer, ImagePreprocessor } from '../../src/core/preprocess.js'
 import { configFromPreset } from '../../src/repository/model-config.js'
 import { photoPaths } from '../helpers/photos.js'
+import { PYTHON, torchvisionReference } from '../helpers/torchvision-reference.js'
 
 /**
  * The server's preprocessing for the torchvision preset against torchvision itself
@@ -16,8 +16,6 @@ import { photoPaths } from '../helpers/photos.js'
  * so the numbers read as grey levels whatever the preset's mean and std.
  */
 
-const PYTHON = '/usr/bin/python3'
-const SCRIPT = 'test/python/torchvision_preprocess.py'
 /** This pipeline is about 0.17 off on average (docs/models.md); the obvious sharp pipeline (cover, lanczos3) about 8. */
 const MAX_OVERALL_MEAN_ABS_DIFF = 0.5
 /** Per photo too, so that one broken path (enlargement, greyscale) cannot hide in the average. */
@@ -51,20 +49,7 @@ describe.skipIf(!hasTorchvision)('preprocessing parity with torchvision', () => 
       .png()
       .toFile(small)
     photos.push(small)
-    const referenceFile = join(work, 'torchvision.f32')
-    await promisify(execFile)(PYTHON, [
-      SCRIPT,
-      '--out',
-      referenceFile,
-      '--resize',
-      String(config.resize),
-      '--crop',
-      String(config.crop),
-      ...photos
-    ])
-    // Little-endian float32 from the script; every host these tests run on is little-endian.
-    const referenceBytes = await readFile(referenceFile)
-    const reference = new Float32Array(referenceBytes.buffer, referenceBytes.byteOffset, referenceBytes.byteLength / 4)
+    const reference = await torchvisionReference(work, photos, config.resize, config.crop)
     expect(reference).toHaveLength(photos.length * itemElements)
 
     const preprocessor = new ImagePreprocessor(config, { maxInputPixels: 50_000_000 })
