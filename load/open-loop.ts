@@ -2,14 +2,12 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { availableParallelism, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { pino } from 'pino'
-import { ensureDefaultModel } from '../src/repository/default-model.js'
 import { startBenchServer } from './kit/bench-server.js'
 import { autocannonAtRate, runOpenLoop } from './kit/open-loop.js'
 import { armRepository, sourceTreeAt } from './kit/paired-arms.js'
 import { progress } from './kit/progress.js'
 import { RawSessionPool } from './kit/raw-session.js'
-import { modelUnderTest, typicalPhoto } from './kit/scenario-plan.js'
+import { benchModelAndPhoto } from './kit/scenario-plan.js'
 import { latencySummary } from './kit/stats.js'
 import { RESULTS_DIR } from './kit/suite-results.js'
 import { openLoopMarkdown, type OpenLoopResult, type OpenLoopRow } from './report/benchmark-sections.js'
@@ -45,10 +43,7 @@ const connections = Number(values.connections)
 
 const startedAt = new Date().toISOString()
 const loadAverageAtStart = loadavg()
-await ensureDefaultModel(values.repository, pino({ level: 'warn' }))
-const model = await modelUnderTest(values.repository, values.model)
-if (model === undefined) throw new Error(`no model ${values.model} in ${values.repository}`)
-const photo = await typicalPhoto()
+const { model, photo } = await benchModelAndPhoto(values.repository, values.model)
 
 progress('raw session, largest batch')
 const raw = await RawSessionPool.open(model.path, model.config, { provider: 'cpu', inFlight: 1 })

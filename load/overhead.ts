@@ -2,15 +2,13 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { availableParallelism, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { pino } from 'pino'
 import { ImagePreprocessor } from '../src/core/preprocess.js'
-import { ensureDefaultModel } from '../src/repository/default-model.js'
 import type { BenchServer } from './kit/bench-server.js'
 import { runHttpLoad } from './kit/load-generators.js'
 import { armRepository, measureArm, parseArm, startArms, stopArms, type RoundFigure } from './kit/paired-arms.js'
 import { progress } from './kit/progress.js'
 import { RawSessionPool } from './kit/raw-session.js'
-import { modelUnderTest, typicalPhoto } from './kit/scenario-plan.js'
+import { benchModelAndPhoto } from './kit/scenario-plan.js'
 import { median } from './kit/stats.js'
 import { RESULTS_DIR } from './kit/suite-results.js'
 import { overheadMarkdown, type OverheadResult, type OverheadRound } from './report/benchmark-sections.js'
@@ -48,10 +46,7 @@ const cores = availableParallelism()
 
 const startedAt = new Date().toISOString()
 const loadAverageAtStart = loadavg()
-await ensureDefaultModel(values.repository, pino({ level: 'warn' }))
-const model = await modelUnderTest(values.repository, values.model)
-if (model === undefined) throw new Error(`no model ${values.model} in ${values.repository}`)
-const photo = await typicalPhoto()
+const { model, photo } = await benchModelAndPhoto(values.repository, values.model)
 const maxBatch = model.config.batching.maxBatchSize
 const preprocessor = new ImagePreprocessor(model.config.preprocess, { maxInputPixels: 50_000_000 })
 // As the service decodes: its default --decode-concurrency on these cores (src/config.ts).

@@ -1,7 +1,9 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
+import { pino } from 'pino'
 import type { Provider } from '../../src/config.js'
 import { createNormalizer, ImagePreprocessor } from '../../src/core/preprocess.js'
+import { ensureDefaultModel } from '../../src/repository/default-model.js'
 import type { ModelConfig } from '../../src/repository/model-config.js'
 import { loadModelFolder } from '../../src/repository/repository.js'
 import type { BenchServer, ServerEntry } from './bench-server.js'
@@ -58,6 +60,14 @@ export async function modelUnderTest(repository: string, name: string): Promise<
   if (!existsSync(join(repository, name, 'config.json'))) return undefined
   const entry = await loadModelFolder(repository, name)
   return { name, path: entry.modelPath, config: entry.config }
+}
+
+/** A paired benchmark's model (the default one fetched first when missing) and the typical photo it sends. */
+export async function benchModelAndPhoto(repository: string, name: string): Promise<{ model: ModelUnderTest; photo: BenchPhoto }> {
+  await ensureDefaultModel(repository, pino({ level: 'warn' }))
+  const model = await modelUnderTest(repository, name)
+  if (model === undefined) throw new Error(`no model ${name} in ${repository}`)
+  return { model, photo: await typicalPhoto() }
 }
 
 /** One level per concurrency of the run, all in one group (one line of the report's charts). */
