@@ -71,26 +71,6 @@ export async function listModelFolders(root: string): Promise<string[]> {
     .sort()
 }
 
-export interface RepositoryLoad {
-  readonly models: ModelEntry[]
-  readonly failures: RepositoryError[]
-}
-
-/** Loads every model folder; failures are collected so the caller decides (stop, or partial start). */
-export async function loadRepository(root: string): Promise<RepositoryLoad> {
-  const models: ModelEntry[] = []
-  const failures: RepositoryError[] = []
-  for (const name of await listModelFolders(root)) {
-    try {
-      models.push(await loadModelFolder(root, name))
-    } catch (err) {
-      if (!(err instanceof RepositoryError)) throw err
-      failures.push(err)
-    }
-  }
-  return { models, failures }
-}
-
 /** A model folder whose config.json passed every check; its version folders are not read yet. */
 export interface ModelFolder {
   readonly name: string
