@@ -7,7 +7,7 @@ import { ServiceError } from '../../errors.js'
 import type { ServiceMetrics } from '../../metrics.js'
 import { MULTIPART_TYPE } from '../admission.js'
 import { TOLERATED_FIELDS, multipartParts, partBytes } from '../multipart-body.js'
-import { decodeBase64Item, jsonBatchBodyLimit, multipartTopk, requestOptions } from '../request-input.js'
+import { DEFAULT_TOPK, decodeBase64Item, jsonBatchBodyLimit, multipartTopk, requestOptions } from '../request-input.js'
 import { ErrorBody, Prediction, SYNTHETIC_WARNING, Timings } from '../schemas.js'
 
 /**
@@ -26,7 +26,6 @@ import { ErrorBody, Prediction, SYNTHETIC_WARNING, Timings } from '../schemas.js
  */
 export const BATCH_ROUTE = '/v1/models/:model([^/:]+)::classify'
 
-const DEFAULT_TOPK = 5
 const FILE_FIELDS: ReadonlySet<string> = new Set(['image', 'images'])
 
 const BatchParams = Type.Object({ model: Type.String({ minLength: 1, maxLength: 128, description: 'Model name' }) })
