@@ -130,8 +130,8 @@ function malformed(detail: string): ServiceError {
   return new ServiceError('BAD_REQUEST', `The message is not valid protobuf: ${detail}.`)
 }
 
-/** A position in the message bytes; each walk of a sub-message reads up to its own end. */
-class WireCursor {
+/** A position in the message bytes; each walk of a sub-message reads up to its own end. Throws BAD_REQUEST past `end`. */
+export class WireCursor {
   pos: number
 
   constructor(

@@ -1,3 +1,5 @@
+import { WireCursor } from './request-bounds.js'
+
 /**
  * The model name, version and id of a ModelInferRequest read off its wire bytes without decoding
  * the rest: a streamed request that was refused before or during decoding is still answered with
@@ -22,42 +24,34 @@ const MAX_HEAD_STRING_BYTES = 1024
 export function requestHead(bytes: Uint8Array): RequestHead {
   const head: RequestHead = { model_name: '', model_version: '', id: '' }
   const end = bytes.byteLength
-  let pos = 0
-  const varint = (): number => {
-    let value = 0
-    let scale = 1
-    for (let i = 0; i < 10 && pos < end; i++) {
-      const byte = bytes[pos++]!
-      value += (byte & 0x7f) * scale
-      if (byte < 0x80) return value
-      scale *= 0x80
-    }
-    return -1
-  }
-  while (pos < end) {
-    const tag = varint()
-    if (tag < 0) break
-    const field = Math.floor(tag / 8)
-    const wire = tag % 8
-    if (wire === 0) {
-      if (varint() < 0) break
-    } else if (wire === 1) {
-      pos += 8
-    } else if (wire === 5) {
-      pos += 4
-    } else if (wire === 2) {
-      const length = varint()
-      if (length < 0 || length > end - pos) break
-      if ((field === MODEL_NAME || field === MODEL_VERSION || field === ID) && length <= MAX_HEAD_STRING_BYTES) {
-        const text = Buffer.from(bytes.buffer, bytes.byteOffset + pos, length).toString('utf8')
-        if (field === MODEL_NAME) head.model_name = text
-        else if (field === MODEL_VERSION) head.model_version = text
-        else head.id = text
+  const cursor = new WireCursor(bytes, 0)
+  try {
+    while (cursor.pos < end) {
+      const tag = cursor.varint(end)
+      const field = Math.floor(tag / 8)
+      const wire = tag % 8
+      if (wire === 0) {
+        cursor.varint(end)
+      } else if (wire === 1) {
+        cursor.skip(8, end)
+      } else if (wire === 5) {
+        cursor.skip(4, end)
+      } else if (wire === 2) {
+        const length = cursor.varint(end)
+        const start = cursor.pos
+        cursor.skip(length, end)
+        if ((field === MODEL_NAME || field === MODEL_VERSION || field === ID) && length <= MAX_HEAD_STRING_BYTES) {
+          const text = Buffer.from(bytes.buffer, bytes.byteOffset + start, length).toString('utf8')
+          if (field === MODEL_NAME) head.model_name = text
+          else if (field === MODEL_VERSION) head.model_version = text
+          else head.id = text
+        }
+      } else {
+        break
       }
-      pos += length
-    } else {
-      break
     }
+  } catch {
+    // The cursor's BAD_REQUEST for a malformed message: the head keeps what was read before it.
   }
   return head
 }
