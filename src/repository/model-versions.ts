@@ -1,7 +1,15 @@
 import { readdir, stat } from 'node:fs/promises'
-import { join, relative } from 'node:path'
+import { join } from 'node:path'
 import type { VersionPolicy } from './model-config.js'
-import { labelsFile, loadModelVersion, readModelFolder, RepositoryError, type ModelEntry, type ModelFolder } from './repository.js'
+import {
+  labelsFile,
+  loadModelVersion,
+  readModelFolder,
+  RepositoryError,
+  shownPath,
+  type ModelEntry,
+  type ModelFolder
+} from './repository.js'
 
 /**
  * Model versions, laid out as Triton lays them out: `models/<name>/config.json` (and labels.txt)
@@ -68,7 +76,7 @@ export async function planModelVersions(root: string, name: string): Promise<Mod
   if (missing.length > 0) {
     throw new RepositoryError(
       name,
-      relative(process.cwd(), join(folder.dir, 'config.json')),
+      shownPath(folder.dir, 'config.json'),
       `versionPolicy.specific names version ${missing.join(', ')}, which has no folder (the folders are ${available.join(', ')}).`,
       `Add the folder ${join(name, String(missing[0]))}/ with its model file, or list only existing versions.`
     )

@@ -84,7 +84,8 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
   return loadModelVersion(folder, folder.config.version, folder.dir)
 }
 
-function shownPath(dir: string, file: string): string {
+/** A file's path as messages show it: relative to the working directory. */
+export function shownPath(dir: string, file: string): string {
   return relative(process.cwd(), join(dir, file)) || file
 }
 
