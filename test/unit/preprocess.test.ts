@@ -51,6 +51,18 @@ function uprightPixels(width: number, height: number): Buffer {
   return px
 }
 
+/** For EXIF orientation n: the upright (x, y) shown at stored column c, row r of an upright width×height image. */
+const STORED_TO_UPRIGHT: Readonly<Record<number, (c: number, r: number, width: number, height: number) => [number, number]>> = {
+  1: (c, r) => [c, r],
+  2: (c, r, width) => [width - 1 - c, r],
+  3: (c, r, width, height) => [width - 1 - c, height - 1 - r],
+  4: (c, r, _width, height) => [c, height - 1 - r],
+  5: (c, r) => [r, c],
+  6: (c, r, width) => [width - 1 - r, c],
+  7: (c, r, width, height) => [width - 1 - r, height - 1 - c],
+  8: (c, r, _width, height) => [r, height - 1 - c]
+}
+
 /**
  * The stored pixels of an image shown upright under EXIF orientation n (EXIF 2.3 Table: row 0 and
  * column 0 of the stored image are the displayed top/left, top/right, bottom/right, bottom/left,
@@ -65,38 +77,12 @@ function storedForOrientation(
   const swaps = n >= 5
   const sw = swaps ? height : width
   const sh = swaps ? width : height
+  const source = STORED_TO_UPRIGHT[n]
+  if (source === undefined) throw new Error(`orientation ${n}`)
   const stored = Buffer.alloc(upright.length)
   for (let r = 0; r < sh; r++) {
     for (let c = 0; c < sw; c++) {
-      let x: number, y: number
-      switch (n) {
-        case 1:
-          ;[x, y] = [c, r]
-          break
-        case 2:
-          ;[x, y] = [width - 1 - c, r]
-          break
-        case 3:
-          ;[x, y] = [width - 1 - c, height - 1 - r]
-          break
-        case 4:
-          ;[x, y] = [c, height - 1 - r]
-          break
-        case 5:
-          ;[x, y] = [r, c]
-          break
-        case 6:
-          ;[x, y] = [width - 1 - r, c]
-          break
-        case 7:
-          ;[x, y] = [width - 1 - r, height - 1 - c]
-          break
-        case 8:
-          ;[x, y] = [r, height - 1 - c]
-          break
-        default:
-          throw new Error(`orientation ${n}`)
-      }
+      const [x, y] = source(c, r, width, height)
       upright.copy(stored, (r * sw + c) * 3, (y * width + x) * 3, (y * width + x) * 3 + 3)
     }
   }
