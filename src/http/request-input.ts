@@ -12,13 +12,16 @@ import { ServiceError } from '../errors.js'
 
 export const DEADLINE_HEADER = 'x-deadline-ms'
 
+/** The longest deadline a request may set (query deadline_ms or the header): one hour. */
+export const MAX_DEADLINE_MS = 3_600_000
+
 /** The request's deadline (query wins over header) on performance.now()'s clock, and a signal for a client that hangs up. */
 export function requestOptions(request: FastifyRequest, reply: FastifyReply, deadlineMs: number | undefined): RequestOptions {
   let relative = deadlineMs
   const header = request.headers[DEADLINE_HEADER]
   if (relative === undefined && header !== undefined) {
     const n = Number(header)
-    if (typeof header !== 'string' || !Number.isInteger(n) || n < 1 || n > 3_600_000) throw new ServiceError('INVALID_DEADLINE')
+    if (typeof header !== 'string' || !Number.isInteger(n) || n < 1 || n > MAX_DEADLINE_MS) throw new ServiceError('INVALID_DEADLINE')
     relative = n
   }
   // A client that hangs up while its image is queued should not cost a model run.

@@ -7,7 +7,7 @@ import { ServiceError } from '../../errors.js'
 import type { ServiceMetrics } from '../../metrics.js'
 import { MULTIPART_TYPE } from '../admission.js'
 import { TOLERATED_FIELDS, multipartParts, partBytes } from '../multipart-body.js'
-import { DEFAULT_TOPK, decodeBase64Item, jsonBatchBodyLimit, multipartTopk, requestOptions } from '../request-input.js'
+import { DEFAULT_TOPK, decodeBase64Item, jsonBatchBodyLimit, MAX_DEADLINE_MS, multipartTopk, requestOptions } from '../request-input.js'
 import { ErrorBody, Prediction, SYNTHETIC_WARNING, Timings } from '../schemas.js'
 
 /**
@@ -39,7 +39,7 @@ const BatchQuery = Type.Object(
       })
     ),
     deadline_ms: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Give up on images that have not run within this many ms' })
+      Type.Integer({ minimum: 1, maximum: MAX_DEADLINE_MS, description: 'Give up on images that have not run within this many ms' })
     )
   },
   { additionalProperties: false }

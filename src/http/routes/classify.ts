@@ -4,7 +4,7 @@ import type { ClassifyService } from '../../core/classify-service.js'
 import { ServiceError } from '../../errors.js'
 import { MULTIPART_TYPE } from '../admission.js'
 import { TOLERATED_FIELDS, multipartParts, partBytes } from '../multipart-body.js'
-import { DEFAULT_TOPK, multipartTopk, requestOptions } from '../request-input.js'
+import { DEFAULT_TOPK, MAX_DEADLINE_MS, multipartTopk, requestOptions } from '../request-input.js'
 import { Classification, ErrorBody, SYNTHETIC_WARNING } from '../schemas.js'
 
 /** POST /classify: one image, as multipart field "image" or as a raw image/* body. */
@@ -19,7 +19,7 @@ const ClassifyQuery = Type.Object(
       })
     ),
     deadline_ms: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 3_600_000, description: 'Give up if the image has not run within this many ms' })
+      Type.Integer({ minimum: 1, maximum: MAX_DEADLINE_MS, description: 'Give up if the image has not run within this many ms' })
     )
   },
   { additionalProperties: false }
