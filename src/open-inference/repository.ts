@@ -1,5 +1,5 @@
 import type { ClassifyService } from '../core/classify-service.js'
-import type { ModelState } from '../core/model-table.js'
+import type { ModelIndexEntry } from '../core/model-table.js'
 import { ServiceError } from '../errors.js'
 
 /**
@@ -7,21 +7,12 @@ import { ServiceError } from '../errors.js'
  * states, and load / unload by name. Shared by the REST and gRPC doors, which only map the wire.
  */
 
-/** One entry of the index; `version` absent for an entry about the whole model. */
-export interface RepositoryIndexEntry {
-  readonly name: string
-  readonly version?: string
-  readonly state: ModelState
-  readonly reason: string
-}
-
-export async function repositoryIndex(service: ClassifyService, readyOnly: boolean): Promise<RepositoryIndexEntry[]> {
-  const entries = await service.repositoryIndex(readyOnly)
-  return entries.map((e) =>
-    e.version === undefined
-      ? { name: e.name, state: e.state, reason: e.reason }
-      : { name: e.name, version: e.version, state: e.state, reason: e.reason }
-  )
+/**
+ * The index as the model table keeps it; an entry whose `version` is undefined is about the whole
+ * model, and both doors' serializers leave the field out.
+ */
+export function repositoryIndex(service: ClassifyService, readyOnly: boolean): Promise<ModelIndexEntry[]> {
+  return service.repositoryIndex(readyOnly)
 }
 
 /**
