@@ -106,10 +106,7 @@ export class ModelStatistics {
 
   /** Starts (or resumes) counting a version and makes it the one the model's name now feeds. */
   track(name: string, version: string): ModelVersionStatistics {
-    let versions = this.byName.get(name)
-    if (versions === undefined) this.byName.set(name, (versions = new Map()))
-    let stats = versions.get(version)
-    if (stats === undefined) versions.set(version, (stats = new ModelVersionStatistics(name, version)))
+    const stats = this.counted(name, version)
     this.currentByName.set(name, stats)
     return stats
   }
@@ -136,16 +133,22 @@ export class ModelStatistics {
    * for what a client sent.
    */
   served(name: string, version: string): ModelVersionStatistics {
-    const known = this.byName.get(name)?.get(version)
-    if (known !== undefined) return known
-    const current = this.currentByName.get(name)
-    const stats = this.track(name, version)
-    // Counting a version does not make it the one the name feeds.
-    if (current !== undefined) this.currentByName.set(name, current)
+    const stats = this.counted(name, version)
+    // Counting a version does not make it the one the name feeds, unless the name feeds none yet.
+    if (!this.currentByName.has(name)) this.currentByName.set(name, stats)
     return stats
   }
 
   version(name: string, version: string): ModelVersionStatistics | undefined {
     return this.byName.get(name)?.get(version)
+  }
+
+  /** A version's statistics, started if it was never tracked. */
+  private counted(name: string, version: string): ModelVersionStatistics {
+    let versions = this.byName.get(name)
+    if (versions === undefined) this.byName.set(name, (versions = new Map()))
+    let stats = versions.get(version)
+    if (stats === undefined) versions.set(version, (stats = new ModelVersionStatistics(name, version)))
+    return stats
   }
 }
