@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { ClassifyService, ServedModel, ServiceEvents, Stage } from './core/classify-service.js'
-import { ModelStatistics } from './core/model-statistics.js'
+import { ModelStatistics, type ModelVersionStatistics } from './core/model-statistics.js'
 import type { ServiceError } from './errors.js'
 
 /**
@@ -115,15 +115,18 @@ export class ServiceMetrics {
         this.inferences.inc({ model }, size)
         this.batchSize.observe({ model }, size)
         this.stageDurations.inference.observe({ model }, inferMs / 1000)
-        const stats = version === undefined ? this.statistics.current(model) : this.statistics.served(model, version)
-        stats?.recordExecution(size, inferMs, Date.now())
+        this.reportedStatistics(model, version)?.recordExecution(size, inferMs, Date.now())
       },
       onStage: (model, stage, ms, version) => {
         this.stageDurations[stage].observe({ model }, ms / 1000)
-        const stats = version === undefined ? this.statistics.current(model) : this.statistics.served(model, version)
-        stats?.recordStage(stage, ms)
+        this.reportedStatistics(model, version)?.recordStage(stage, ms)
       }
     }
+  }
+
+  /** The statistics a core report feeds: the version it names, else the one the model's name feeds now. */
+  private reportedStatistics(model: string, version: string | undefined): ModelVersionStatistics | undefined {
+    return version === undefined ? this.statistics.current(model) : this.statistics.served(model, version)
   }
 
   /**
