@@ -1,6 +1,7 @@
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { ModelConfig } from '../../src/repository/model-config.js'
 import { syntheticModelRepository } from './models.js'
 
 /**
@@ -10,7 +11,7 @@ import { syntheticModelRepository } from './models.js'
  */
 
 export interface ModelVariant {
-  readonly batching?: Partial<{ maxBatchSize: number; maxQueueDelayMs: number; maxQueueSize: number }>
+  readonly batching?: Partial<ModelConfig['batching']>
   /** A model.onnx of garbage: the folder validates, the session does not open. */
   readonly broken?: boolean
   /** Mark the folder as holding real (not synthetic) weights, as an imported export is. */
@@ -21,7 +22,7 @@ const created: string[] = []
 
 export async function variantRepository(variants: Readonly<Record<string, ModelVariant>>): Promise<string> {
   const good = join(await syntheticModelRepository(), 'resnet50')
-  const config = JSON.parse(await readFile(join(good, 'config.json'), 'utf8')) as { batching: Record<string, number> }
+  const config = JSON.parse(await readFile(join(good, 'config.json'), 'utf8')) as { batching: Record<string, unknown> }
   const root = await mkdtemp(join(tmpdir(), 'rs-variants-'))
   created.push(root)
   for (const [name, variant] of Object.entries(variants)) {

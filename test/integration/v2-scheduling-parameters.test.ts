@@ -1,12 +1,10 @@
-import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadModelFolder } from '../../src/repository/repository.js'
 import { callRefusal, startTestGrpc, type GrpcTestDoor } from '../helpers/grpc.js'
-import { syntheticModelRepository } from '../helpers/models.js'
+import { removeVariantRepositories, variantRepository } from '../helpers/model-variants.js'
 import { photoPaths } from '../helpers/photos.js'
 import { modelInputTensor, startTestServer, type TestServer } from '../helpers/server.js'
-import { removeTempDirs, tempDir } from '../helpers/tiny-model.js'
 import { tensorBytes } from '../helpers/v2-bytes.js'
 
 /**
@@ -63,15 +61,7 @@ function restInfer(parameters: Record<string, unknown>): Promise<Response> {
 }
 
 beforeAll(async () => {
-  const synthetic = join(await syntheticModelRepository(), 'resnet50')
-  const root = await tempDir('rs-ranked-')
-  const dir = join(root, MODEL)
-  await mkdir(dir)
-  const config = JSON.parse(await readFile(join(synthetic, 'config.json'), 'utf8')) as { batching: Record<string, unknown> }
-  config.batching = { ...config.batching, maxBatchSize: 1, priorityLevels: 2 }
-  await writeFile(join(dir, 'config.json'), JSON.stringify(config))
-  await symlink(join(synthetic, 'model.onnx'), join(dir, 'model.onnx'))
-  await symlink(join(synthetic, 'labels.txt'), join(dir, 'labels.txt'))
+  const root = await variantRepository({ [MODEL]: { batching: { maxBatchSize: 1, priorityLevels: 2 } } })
   server = await startTestServer(root, ['--sessions-per-model', '1'])
   grpc = await startTestGrpc(server)
   image = tensorBytes(await modelInputTensor(server, MODEL, await readFile(photoPaths()[0]!)))
@@ -80,7 +70,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await grpc?.close()
   await server?.close()
-  await removeTempDirs()
+  await removeVariantRepositories()
 })
 
 describe('priority', () => {
@@ -143,15 +133,7 @@ describe('timeout', () => {
 
 describe('priority settings in config.json', () => {
   it('a defaultPriorityLevel above priorityLevels stops the model from loading, saying what to fix', async () => {
-    const synthetic = join(await syntheticModelRepository(), 'resnet50')
-    const root = await tempDir('rs-bad-priority-')
-    const dir = join(root, 'bad')
-    await mkdir(dir)
-    const config = JSON.parse(await readFile(join(synthetic, 'config.json'), 'utf8')) as { batching: Record<string, unknown> }
-    config.batching = { ...config.batching, priorityLevels: 2, defaultPriorityLevel: 3 }
-    await writeFile(join(dir, 'config.json'), JSON.stringify(config))
-    await symlink(join(synthetic, 'model.onnx'), join(dir, 'model.onnx'))
-    await symlink(join(synthetic, 'labels.txt'), join(dir, 'labels.txt'))
+    const root = await variantRepository({ bad: { batching: { priorityLevels: 2, defaultPriorityLevel: 3 } } })
     await expect(loadModelFolder(root, 'bad')).rejects.toThrow(
       /batching\.defaultPriorityLevel \(3\) is above batching\.priorityLevels \(2\)\. Fix: Set priorityLevels to at least defaultPriorityLevel/
     )
