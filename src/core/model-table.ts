@@ -3,8 +3,8 @@ import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
 import { chooseDefaultModel } from '../repository/default-model.js'
-import { folderFingerprint, loadPlannedVersion, planModelVersions, versionFingerprint } from '../repository/model-versions.js'
-import { listModelFolders, type ModelEntry } from '../repository/repository.js'
+import { folderFingerprint, planModelVersions, versionFingerprint } from '../repository/model-versions.js'
+import { listModelFolders, loadModelVersion, type ModelEntry } from '../repository/repository.js'
 import type { ServedModel } from './classify-service.js'
 
 /**
@@ -286,7 +286,7 @@ export class ModelTable {
           continue
         }
         failedVersion = version.version
-        const model = await this.open(await loadPlannedVersion(plan, version))
+        const model = await this.open(await loadModelVersion(plan.folder, version.version, version.dir))
         failedVersion = undefined
         opened.push({ model, fingerprint })
         next.push(opened.at(-1)!)

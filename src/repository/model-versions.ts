@@ -1,15 +1,7 @@
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { VersionPolicy } from './model-config.js'
-import {
-  labelsFile,
-  loadModelVersion,
-  readModelFolder,
-  RepositoryError,
-  shownPath,
-  type ModelEntry,
-  type ModelFolder
-} from './repository.js'
+import { labelsFile, readModelFolder, RepositoryError, shownPath, type ModelFolder } from './repository.js'
 
 /**
  * Model versions, laid out as Triton lays them out: `models/<name>/config.json` (and labels.txt)
@@ -82,11 +74,6 @@ export async function planModelVersions(root: string, name: string): Promise<Mod
     )
   }
   return { folder, versions: selected.map((v) => ({ version: String(v), dir: join(folder.dir, String(v)) })) }
-}
-
-/** One planned version, checked as loadModelFolder checks a model: model file and labels. */
-export function loadPlannedVersion(plan: ModelVersionPlan, version: PlannedVersion): Promise<ModelEntry> {
-  return loadModelVersion(plan.folder, version.version, version.dir)
 }
 
 /**
