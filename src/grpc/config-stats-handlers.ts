@@ -9,14 +9,17 @@ import { modelStatistics, type ModelStatisticsResponse } from '../open-inference
  * messages in inference.proto, which protobufjs encodes from plain objects.
  */
 
-/** ModelConfigRequest and ModelStatisticsRequest, as proto-loader decodes them (defaults filled). */
+/**
+ * ModelConfigRequest and ModelStatisticsRequest, as proto-loader decodes them (defaults filled):
+ * an unset name or version arrives as '', which the protocol layer reads as none.
+ */
 export interface ModelRefRequest {
   readonly name: string
   readonly version: string
 }
 
 export function modelConfigReply(service: ClassifyService, request: ModelRefRequest): { config: TritonModelConfig } {
-  return { config: modelConfig(service, request.name, request.version === '' ? undefined : request.version) }
+  return { config: modelConfig(service, request.name, request.version) }
 }
 
 /** An empty name asks for every served model, an empty version for every served version of the model. */
@@ -25,10 +28,5 @@ export function modelStatisticsReply(
   statistics: ModelStatistics | undefined,
   request: ModelRefRequest
 ): ModelStatisticsResponse {
-  return modelStatistics(
-    service,
-    statistics,
-    request.name === '' ? undefined : request.name,
-    request.version === '' ? undefined : request.version
-  )
+  return modelStatistics(service, statistics, request.name, request.version)
 }
