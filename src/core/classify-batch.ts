@@ -20,12 +20,11 @@ export async function classifyBatch(
   service.checkTopk(model, topk)
   // Every queued image listens on the one abort signal; more than Node's default 10 is expected here.
   if (options.signal !== undefined) setMaxListeners(items.length + 10, options.signal)
-  const name = model.entry.name
   return Promise.all(
     items.map(async (item) => {
       if (isServiceError(item)) return item
       try {
-        return await service.classify(name, item, topk, options)
+        return await service.classify(model, item, topk, options)
       } catch (err) {
         return toServiceError(err)
       }
