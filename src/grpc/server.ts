@@ -273,11 +273,16 @@ function callOptions(call: ServerUnaryCall<unknown, unknown> | ServerDuplexStrea
     : { signal: abort.signal }
 }
 
-function grpcError(err: unknown, log: Logger, rpc: string): Partial<StatusObject> {
+/** The error as the door answers it, logged: an internal fault as an error with its cause, the client's as a refusal. */
+function loggedError(err: unknown, log: Logger, rpc: string, what: string): ServiceError {
   const se = toServiceError(err)
-  if (se.kind === 'internal') log.error({ err, rpc }, 'gRPC call failed')
-  else log.info({ rpc, code: se.code }, 'gRPC call refused')
-  return statusOf(se)
+  if (se.kind === 'internal') log.error({ err, rpc }, `${what} failed`)
+  else log.info({ rpc, code: se.code }, `${what} refused`)
+  return se
+}
+
+function grpcError(err: unknown, log: Logger, rpc: string): Partial<StatusObject> {
+  return statusOf(loggedError(err, log, rpc, 'gRPC call'))
 }
 
 /** Requests arrive as their wire bytes (see deferDecoding); each handler decodes its own. */
@@ -403,9 +408,7 @@ async function streamAnswer(door: DoorContext, bytes: Buffer, options: RequestOp
   try {
     return { error_message: '', infer_response: await modelInfer(door, bytes, options) }
   } catch (err) {
-    const se = toServiceError(err)
-    if (se.kind === 'internal') door.log.error({ err, rpc: 'ModelStreamInfer' }, 'gRPC stream request failed')
-    else door.log.info({ rpc: 'ModelStreamInfer', code: se.code }, 'gRPC stream request refused')
+    const se = loggedError(err, door.log, 'ModelStreamInfer', 'gRPC stream request')
     return {
       error_message: `${se.code}: ${se.message}`,
       infer_response: { ...requestHead(bytes), outputs: [], raw_output_contents: [] }
