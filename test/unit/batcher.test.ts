@@ -62,6 +62,12 @@ function echoExecute() {
 
 const POLICY: BatchPolicy = { maxBatchSize: 4, maxQueueDelayMs: 5, maxQueueSize: 100 }
 
+/** A batcher of one runner under POLICY on a fake clock, with the execute whose calls the test reads. */
+function oneRunner<E extends { execute: (inputs: number[]) => Promise<number[]> }>(exec: E) {
+  const clock = new FakeClock()
+  return { clock, exec, b: new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock }) }
+}
+
 function caught(p: Promise<unknown>): Promise<unknown> {
   return p.then(
     () => 'resolved',
@@ -101,9 +107,7 @@ describe('decideBatch', () => {
 // Fake time only: a test that waits is a hang, so fail fast instead of at the suite's ONNX-sized timeout.
 describe('Batcher', { timeout: 5000 }, () => {
   it('runs a full batch as soon as maxBatchSize items are queued, without waiting', async () => {
-    const clock = new FakeClock()
-    const exec = echoExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(echoExecute())
     const results = [1, 2, 3].map((x) => b.submit(x))
     expect(exec.calls).toEqual([])
     expect(b.pending).toBe(3)
@@ -119,9 +123,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('runs a partial batch exactly when the oldest has waited maxQueueDelayMs, not before', async () => {
-    const clock = new FakeClock()
-    const exec = echoExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(echoExecute())
     const p1 = b.submit(1)
     clock.advance(2)
     const p2 = b.submit(2)
@@ -162,9 +164,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('keeps a single batch timer while items accumulate, and none once the queue is empty', async () => {
-    const clock = new FakeClock()
-    const exec = echoExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(echoExecute())
     void b.submit(1)
     clock.advance(1)
     void b.submit(2)
@@ -179,9 +179,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('sizes batches to what is queued and splits an overfull queue into maxBatchSize batches', async () => {
-    const clock = new FakeClock()
-    const exec = manualExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(manualExecute())
     const results = [1, 2, 3, 4, 5, 6].map((x) => b.submit(x))
     expect(exec.calls).toEqual([[1, 2, 3, 4]])
     exec.finish(0)
@@ -269,9 +267,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('rejects every item of a failed batch with its error, and later batches still run', async () => {
-    const clock = new FakeClock()
-    const exec = manualExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(manualExecute())
     const failed = [1, 2].map((x) => caught(b.submit(x)))
     clock.advance(5)
     const later = b.submit(3)
@@ -304,9 +300,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('rejects the whole batch with INTERNAL when execute returns the wrong number of outputs', async () => {
-    const clock = new FakeClock()
-    const exec = manualExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(manualExecute())
     const results = [1, 2, 3].map((x) => caught(b.submit(x)))
     clock.advance(5)
     exec.finish(0, [10, 20])
@@ -359,9 +353,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('rejects DEADLINE_EXCEEDED when the deadline passes while queued, and never runs the item', async () => {
-    const clock = new FakeClock()
-    const exec = manualExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(manualExecute())
     const blocker = b.submit(0)
     clock.advance(5)
     const doomed = caught(b.submit(1, { deadlineAt: clock.now() + 20 }))
@@ -380,9 +372,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('rejects an already-passed deadline at submit', async () => {
-    const clock = new FakeClock()
-    const exec = echoExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(echoExecute())
     const err = await caught(b.submit(1, { deadlineAt: clock.now() }))
     expect((err as ServiceError).code).toBe('DEADLINE_EXCEEDED')
     expect(b.pending).toBe(0)
@@ -406,9 +396,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('rejects CLIENT_CLOSED on abort while queued, never runs the item, and removes its listener', async () => {
-    const clock = new FakeClock()
-    const exec = echoExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(echoExecute())
     const ac = new AbortController()
     const aborted = caught(b.submit(1, { signal: ac.signal }))
     const kept = b.submit(2)
@@ -426,9 +414,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('removes the abort listener when the item starts, and a later abort changes nothing', async () => {
-    const clock = new FakeClock()
-    const exec = manualExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(manualExecute())
     const ac = new AbortController()
     const p = b.submit(7, { signal: ac.signal })
     clock.advance(5)
@@ -440,9 +426,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('rejects at once when the signal is already aborted', async () => {
-    const clock = new FakeClock()
-    const exec = echoExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(echoExecute())
     const err = await caught(b.submit(1, { signal: AbortSignal.abort() }))
     expect((err as ServiceError).code).toBe('CLIENT_CLOSED')
     clock.advance(100)
@@ -450,9 +434,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('keeps oldest-first timing right after the oldest item is cancelled', async () => {
-    const clock = new FakeClock()
-    const exec = echoExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(echoExecute())
     const ac = new AbortController()
     void caught(b.submit(1, { signal: ac.signal }))
     clock.advance(3)
@@ -466,9 +448,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('after close(), rejects new submits SHUTTING_DOWN and still runs what was queued, then drains', async () => {
-    const clock = new FakeClock()
-    const exec = manualExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { exec, b } = oneRunner(manualExecute())
     const queued = [1, 2, 3, 4, 5].map((x) => b.submit(x))
     let drained = false
     void b.drained().then(() => (drained = true))
@@ -489,9 +469,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('drained() resolves at once when idle, and only after queued and running work finishes', async () => {
-    const clock = new FakeClock()
-    const exec = manualExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, exec, b } = oneRunner(manualExecute())
     await b.drained()
     const p = b.submit(1)
     let drained = false
@@ -508,9 +486,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('clears the batch timer when the only queued item is cancelled', () => {
-    const clock = new FakeClock()
-    const exec = echoExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { clock, b } = oneRunner(echoExecute())
     const ac = new AbortController()
     void caught(b.submit(1, { signal: ac.signal }))
     expect(clock.pendingTimers).toBe(1)
@@ -519,9 +495,7 @@ describe('Batcher', { timeout: 5000 }, () => {
   })
 
   it('drained() resolves when the last queued item is cancelled', async () => {
-    const clock = new FakeClock()
-    const exec = echoExecute()
-    const b = new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock })
+    const { exec, b } = oneRunner(echoExecute())
     const ac = new AbortController()
     void caught(b.submit(1, { signal: ac.signal }))
     let drained = false
