@@ -14,8 +14,6 @@ import { ServiceError } from '../errors.js'
  * declared Content-Length is checked against the bytes received, as for any body.
  */
 
-export type ContentEncoding = 'gzip' | 'deflate'
-
 /** The body's coding, lower-cased; undefined for none or `identity`. Others are returned as given, to be refused. */
 export function contentEncodingOf(headers: IncomingHttpHeaders): string | undefined {
   const header = headers['content-encoding']

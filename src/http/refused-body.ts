@@ -18,7 +18,7 @@ import type { IncomingMessage } from 'node:http'
  */
 export const DISCARD_MAX_BYTES = 64 * 1024 * 1024
 /** How long a refused request's body is read before the connection is closed: enough for 64 MiB on a LAN. */
-export const DISCARD_MAX_MS = 2000
+const DISCARD_MAX_MS = 2000
 
 /** Connections whose request was answered and whose body is being dropped: nothing more is to be written on them. */
 const discarding = new WeakSet<object>()
