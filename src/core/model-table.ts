@@ -288,8 +288,9 @@ export class ModelTable {
         failedVersion = version.version
         const model = await this.open(await loadModelVersion(plan.folder, version.version, version.dir))
         failedVersion = undefined
-        opened.push({ model, fingerprint })
-        next.push(opened.at(-1)!)
+        const served: ServedVersion = { model, fingerprint }
+        opened.push(served)
+        next.push(served)
       }
       if (this.closing) throw new ServiceError('SHUTTING_DOWN')
       const previous = record.served
