@@ -13,6 +13,7 @@ import { errorBody, errorBodyFor, schemaErrorFormatter, sendError } from './erro
 import { MAX_JSON_DEPTH, jsonTooDeepAt } from './json-depth.js'
 import { registerOpenApi } from './openapi.js'
 import { countRequests } from './request-counting.js'
+import { DEADLINE_HEADER } from './request-input.js'
 import { batchRoutes } from './routes/batch.js'
 import { classifyRoutes } from './routes/classify.js'
 import { healthRoutes } from './routes/health.js'
@@ -63,7 +64,7 @@ export async function buildApp(
     await app.register(cors, {
       origin: settings.corsOrigins.includes('*') ? '*' : [...settings.corsOrigins],
       methods: ['GET', 'POST'],
-      allowedHeaders: ['content-type', 'authorization', 'x-api-key', 'x-deadline-ms', 'x-request-id'],
+      allowedHeaders: ['content-type', 'authorization', 'x-api-key', DEADLINE_HEADER, 'x-request-id'],
       exposedHeaders: ['retry-after', 'x-request-id'],
       maxAge: 600
     })
