@@ -1,7 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { formatSpread, ratioSpread, spreadOf, type RoundFigure, type Spread } from '../kit/paired-arms.js'
-import { median } from '../kit/stats.js'
 
 /**
  * The JSON written by the paired benchmarks (queue delay, overhead, decode parity, open loop, the
@@ -90,7 +89,7 @@ export interface OverheadResult extends RunInfo {
  * cores ÷ (raw CPU-s per image + decode CPU-s per image): images/s if the cores did nothing else.
  * `cores` is the machine's, or what the service gets of it: less the load generator's share.
  */
-export function pipelineBound(round: OverheadRound, cores: number): number {
+function pipelineBound(round: OverheadRound, cores: number): number {
   return cores / (round.rawCpuSecondsPerImage + round.decodeCpuSecondsPerImage)
 }
 
@@ -192,11 +191,6 @@ export function decodeParityMarkdown(r: DecodeParityResult): string {
         : `; CPU ms per decode: exact ${formatSpread(spreadOf(r.speed.cpuMsPerImage.exact))}, fast ${formatSpread(spreadOf(r.speed.cpuMsPerImage.fast))} `) +
       `(load average at the start ${loads(r.loadAverageAtStart)}; \`${r.command}\`, ${r.startedAt}).`
   ].join('\n')
-}
-
-/** Median of a list, or 0 for none (a level with no answer). */
-export function medianOr0(values: readonly number[]): number {
-  return values.length === 0 ? 0 : median(values)
 }
 
 export interface OpenLoopRow {
