@@ -7,7 +7,7 @@ import { createNormalizer, ImagePreprocessor } from '../src/core/preprocess.js'
 import { configFromPreset, type PreprocessConfig } from '../src/repository/model-config.js'
 import { photoPaths } from '../test/helpers/photos.js'
 import { torchvisionReference } from '../test/helpers/torchvision-reference.js'
-import { largePhoto } from './kit/photos.js'
+import { decodeRate, largePhoto } from './kit/photos.js'
 import { progress } from './kit/progress.js'
 import { RESULTS_DIR } from './kit/suite-results.js'
 import { decodeParityMarkdown, type DecodeParityResult, type ParityRow } from './report/benchmark-sections.js'
@@ -100,16 +100,9 @@ try {
   for (const mode of MODES) for (let i = 0; i < 3; i++) await preprocessors[mode].decode(large.bytes)
   for (let r = 0; r < rounds; r++) {
     for (const mode of r % 2 === 0 ? MODES : ([...MODES].reverse() as Mode[])) {
-      let done = 0
-      const cpu0 = process.cpuUsage()
-      const t0 = performance.now()
-      while (performance.now() - t0 < seconds * 1000) {
-        await preprocessors[mode].decode(large.bytes)
-        done++
-      }
-      perRound[mode].push(done / ((performance.now() - t0) / 1000))
-      const cpu = process.cpuUsage(cpu0)
-      cpuMsPerImage[mode].push((cpu.user + cpu.system) / 1000 / done)
+      const rate = await decodeRate(preprocessors[mode], large.bytes, seconds)
+      perRound[mode].push(rate.imagesPerSecond)
+      cpuMsPerImage[mode].push(1000 * rate.cpuSecondsPerImage)
     }
   }
 

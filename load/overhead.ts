@@ -6,6 +6,7 @@ import { ImagePreprocessor } from '../src/core/preprocess.js'
 import type { BenchServer } from './kit/bench-server.js'
 import { runHttpLoad } from './kit/load-generators.js'
 import { armRepository, measureArm, parseArm, startArms, stopArms, type RoundFigure } from './kit/paired-arms.js'
+import { decodeRate } from './kit/photos.js'
 import { progress } from './kit/progress.js'
 import { RawSessionPool } from './kit/raw-session.js'
 import { benchModelAndPhoto } from './kit/scenario-plan.js'
@@ -61,22 +62,6 @@ async function timed<T>(work: () => Promise<T>): Promise<{ value: T; cpuSeconds:
   return { value, cpuSeconds: (cpu.user + cpu.system) / 1e6, seconds: (performance.now() - t0) / 1000 }
 }
 
-async function decodeFigure(seconds: number): Promise<{ imagesPerSecond: number; cpuSecondsPerImage: number }> {
-  let done = 0
-  const t0 = performance.now()
-  const run = await timed(() =>
-    Promise.all(
-      Array.from({ length: decodeInFlight }, async () => {
-        while (performance.now() - t0 < seconds * 1000) {
-          await preprocessor.decode(photo.bytes)
-          done++
-        }
-      })
-    )
-  )
-  return { imagesPerSecond: done / run.seconds, cpuSecondsPerImage: run.cpuSeconds / done }
-}
-
 async function preprocessMedianMs(n: number): Promise<number> {
   const times: number[] = []
   for (let i = 0; i < n; i++) {
@@ -113,7 +98,7 @@ try {
     progress(`round ${r + 1}/${rounds}: yardsticks`)
     const rawBatch = await timed(() => raw.measure(maxBatch, Math.max(2, duration / 2)))
     const rawOne = await raw.measure(1, Math.max(2, duration / 3))
-    const decode = await decodeFigure(Math.max(2, duration / 3))
+    const decode = await decodeRate(preprocessor, photo.bytes, Math.max(2, duration / 3), decodeInFlight)
     const preprocessMs = await preprocessMedianMs(30)
     const rawImages = rawBatch.value.imagesPerSecond * rawBatch.seconds
     const round: OverheadRound = {

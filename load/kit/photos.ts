@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs'
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import sharp from 'sharp'
+import type { ImagePreprocessor } from '../../src/core/preprocess.js'
 
 /** The photos load runs send: the test fixtures by size, and a camera-sized one made from them. */
 
@@ -44,4 +45,29 @@ export async function largePhoto(width = 4000, height = 3000): Promise<BenchPhot
     await writeFile(path, await sharp(source.bytes).resize(width, height, { fit: 'fill' }).jpeg({ quality: 90 }).toBuffer())
   }
   return readPhoto(path)
+}
+
+/**
+ * Decodes `bytes` over and over for `seconds`, `inFlight` decodes at a time: images/s, and the CPU
+ * seconds per image of this process (all its threads, so sharp's pool is counted).
+ */
+export async function decodeRate(
+  preprocessor: ImagePreprocessor,
+  bytes: Buffer,
+  seconds: number,
+  inFlight = 1
+): Promise<{ imagesPerSecond: number; cpuSecondsPerImage: number }> {
+  let done = 0
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (performance.now() - t0 < seconds * 1000) {
+        await preprocessor.decode(bytes)
+        done++
+      }
+    })
+  )
+  const cpu = process.cpuUsage(cpu0)
+  return { imagesPerSecond: done / ((performance.now() - t0) / 1000), cpuSecondsPerImage: (cpu.user + cpu.system) / 1e6 / done }
 }
