@@ -39,3 +39,12 @@ export const Classification = Type.Object({
 
 export const SYNTHETIC_WARNING =
   'This model has synthetic (seeded random) weights: the predictions are not meaningful. Serve a trained model (see README).'
+
+/** The Open Inference Protocol's error body, on every /v2 route: `{ error: "<CODE>: <message>" }` (v2ErrorBody). */
+const V2Error = Type.Object(
+  { error: Type.String({ description: '"<CODE>: <message>"; the codes are listed in docs/operations.md' }) },
+  { description: 'Open Inference Protocol error' }
+)
+
+/** The error responses of a /v2 route's schema. */
+export const V2_ERROR_RESPONSES = { '4xx': V2Error, '5xx': V2Error } as const

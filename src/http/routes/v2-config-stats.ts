@@ -5,6 +5,7 @@ import type { ModelStatistics } from '../../core/model-statistics.js'
 import { modelConfig } from '../../open-inference/model-config.js'
 import { modelStatistics } from '../../open-inference/model-statistics.js'
 import { sendError, v2ErrorBody } from '../error-status.js'
+import { V2_ERROR_RESPONSES } from '../schemas.js'
 
 /**
  * The Open Inference Protocol's model configuration and statistics extensions over REST, as
@@ -16,9 +17,6 @@ export interface V2ConfigStatsOptions {
   readonly service: ClassifyService
   readonly statistics: ModelStatistics
 }
-
-const V2Error = Type.Object({ error: Type.String() }, { description: 'Open Inference Protocol error: "<CODE>: <message>"' })
-const errorResponses = { '4xx': V2Error, '5xx': V2Error } as const
 
 const Dims = Type.Array(Type.Integer())
 const DataType = Type.String({ description: 'TYPE_FP32 or TYPE_UINT8' })
@@ -117,18 +115,18 @@ export async function v2ConfigStatsRoutes(app: FastifyInstance, { service, stati
   })
 
   for (const { url, summary, params } of withVersions('/config', 'V2 model configuration (Triton ModelConfig)')) {
-    app.get(url, { schema: { summary, params, response: { 200: ModelConfigSchema, ...errorResponses } } }, async (request) => {
+    app.get(url, { schema: { summary, params, response: { 200: ModelConfigSchema, ...V2_ERROR_RESPONSES } } }, async (request) => {
       const { model, version } = request.params as ModelRouteParams
       return modelConfig(service, model, version)
     })
   }
   app.get(
     '/models/stats',
-    { schema: { summary: 'V2 statistics of every served model', response: { 200: StatisticsSchema, ...errorResponses } } },
+    { schema: { summary: 'V2 statistics of every served model', response: { 200: StatisticsSchema, ...V2_ERROR_RESPONSES } } },
     async () => modelStatistics(service, statistics)
   )
   for (const { url, summary, params } of withVersions('/stats', 'V2 model statistics')) {
-    app.get(url, { schema: { summary, params, response: { 200: StatisticsSchema, ...errorResponses } } }, async (request) => {
+    app.get(url, { schema: { summary, params, response: { 200: StatisticsSchema, ...V2_ERROR_RESPONSES } } }, async (request) => {
       const { model, version } = request.params as ModelRouteParams
       return modelStatistics(service, statistics, model, version)
     })

@@ -4,6 +4,7 @@ import type { ClassifyService } from '../../core/classify-service.js'
 import { ServiceError } from '../../errors.js'
 import { loadModel, repositoryIndex, unloadModel } from '../../open-inference/repository.js'
 import { sendError, v2ErrorBody } from '../error-status.js'
+import { V2_ERROR_RESPONSES } from '../schemas.js'
 
 /**
  * The model repository extension over REST, as Triton answers it: `POST /v2/repository/index`,
@@ -19,8 +20,6 @@ export interface V2RepositoryOptions {
 /** The bodies are a flag or a few parameters: a small limit, whatever the body limit is. */
 const BODY_LIMIT_BYTES = 64 * 1024
 
-const V2Error = Type.Object({ error: Type.String() }, { description: 'Open Inference Protocol error: "<CODE>: <message>"' })
-const errorResponses = { '4xx': V2Error, '5xx': V2Error } as const
 const Empty = Type.String({ maxLength: 0, description: 'Empty body: 200 means done.' })
 
 const IndexRequest = Type.Union([
@@ -87,7 +86,7 @@ export async function v2RepositoryRoutes(app: FastifyInstance, { service }: V2Re
       schema: {
         summary: 'V2 repository index: every model folder and served version, with its state',
         body: IndexRequest,
-        response: { 200: IndexResponse, ...errorResponses }
+        response: { 200: IndexResponse, ...V2_ERROR_RESPONSES }
       }
     },
     async (request) => repositoryIndex(service, (request.body as { ready?: boolean } | null)?.ready === true)
@@ -101,7 +100,7 @@ export async function v2RepositoryRoutes(app: FastifyInstance, { service }: V2Re
         summary: 'V2 repository: load or reload a model (--model-control-mode explicit)',
         params: ModelParams,
         body: ControlRequest,
-        response: { 200: Empty, ...errorResponses }
+        response: { 200: Empty, ...V2_ERROR_RESPONSES }
       }
     },
     async (request, reply) => {
@@ -120,7 +119,7 @@ export async function v2RepositoryRoutes(app: FastifyInstance, { service }: V2Re
         summary: 'V2 repository: unload a model, once its requests have finished (--model-control-mode explicit)',
         params: ModelParams,
         body: ControlRequest,
-        response: { 200: Empty, ...errorResponses }
+        response: { 200: Empty, ...V2_ERROR_RESPONSES }
       }
     },
     async (request, reply) => {

@@ -10,6 +10,7 @@ import type { InferInput, InferOutput, InferRequest, InferResponse, TensorData }
 import { inflateRequestBody } from '../content-encoding.js'
 import { sendError, v2ErrorBody } from '../error-status.js'
 import { decodeBase64Item, jsonBatchBodyLimit, requestOptions } from '../request-input.js'
+import { V2_ERROR_RESPONSES } from '../schemas.js'
 import { BINARY_DATA_SIZE, INFERENCE_HEADER_LENGTH, binaryInputSlices, binaryResponseBody, readInferenceBody } from '../v2-binary.js'
 
 /**
@@ -49,10 +50,6 @@ const Parameters = Type.Record(Type.String(), Type.Unknown({ description: 'strin
   description: 'Name/value parameters'
 })
 
-const V2Error = Type.Object(
-  { error: Type.String({ description: '"<CODE>: <message>"; the codes are listed in docs/operations.md' }) },
-  { description: 'Open Inference Protocol error' }
-)
 // The status is the answer (200 true, 400 false), as Triton's clients read it; the body says the same, as KServe's read it.
 const Live = Type.Object({ live: Type.Boolean() }, { description: 'The status is the answer: 200 live.' })
 const Ready = Type.Object({ ready: Type.Boolean() }, { description: 'The status is the answer: 200 ready, 400 not.' })
@@ -60,7 +57,6 @@ const ModelReady = Type.Object(
   { name: Type.String(), ready: Type.Boolean() },
   { description: 'The status is the answer: 200 ready, 400 not.' }
 )
-const errorResponses = { '4xx': V2Error, '5xx': V2Error } as const
 
 const TensorMetadataSchema = Type.Object({
   name: Type.String(),
@@ -290,7 +286,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
     throw new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
   })
 
-  app.get('/', { schema: { summary: 'V2 server metadata', response: { 200: ServerMetadataSchema, ...errorResponses } } }, async () =>
+  app.get('/', { schema: { summary: 'V2 server metadata', response: { 200: ServerMetadataSchema, ...V2_ERROR_RESPONSES } } }, async () =>
     serverMetadata()
   )
   app.get('/health/live', { schema: { summary: 'V2 liveness', response: { 200: Live } } }, async () => ({ live: true }))
@@ -304,7 +300,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
   )
 
   for (const { url, summary, params } of withVersions('', 'V2 model metadata')) {
-    app.get(url, { schema: { summary, params, response: { 200: ModelMetadataSchema, ...errorResponses } } }, async (request) => {
+    app.get(url, { schema: { summary, params, response: { 200: ModelMetadataSchema, ...V2_ERROR_RESPONSES } } }, async (request) => {
       const { model, version } = request.params as ModelRouteParams
       return modelMetadata(service, model, version)
     })
@@ -312,7 +308,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
   for (const { url, summary, params } of withVersions('/ready', 'V2 model readiness')) {
     app.get(
       url,
-      { schema: { summary, params, response: { 200: ModelReady, 400: ModelReady, ...errorResponses } } },
+      { schema: { summary, params, response: { 200: ModelReady, 400: ModelReady, ...V2_ERROR_RESPONSES } } },
       async (request, reply) => {
         const { model, version } = request.params as ModelRouteParams
         const ready = isModelReady(service, model, version)
@@ -328,7 +324,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
         config: { countRequests: 'request', bodyTypes: ['*'] },
         // tritonclient's request_compression_algorithm: gzip or deflate bodies, limited by their inflated size.
         preParsing: inflateRequestBody,
-        schema: { summary, params, body: InferenceRequestSchema, response: { 200: InferenceResponseSchema, ...errorResponses } }
+        schema: { summary, params, body: InferenceRequestSchema, response: { 200: InferenceResponseSchema, ...V2_ERROR_RESPONSES } }
       },
       async (request: FastifyRequest, reply: FastifyReply) => {
         const options = requestOptions(request, reply, undefined)
