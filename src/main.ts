@@ -94,14 +94,13 @@ async function main(): Promise<void> {
   let closing = false
   const stop = (signal: NodeJS.Signals): void => {
     if (closing) return
+    service.beginDrain()
     if (grace !== undefined || signal === 'SIGINT' || settings.drainGraceMs === 0) {
       clearTimeout(grace)
       closing = true
-      service.beginDrain()
       closeDoors()
       return
     }
-    service.beginDrain()
     log.info({ signal, drainGraceMs: settings.drainGraceMs }, 'draining: readiness answers 503, still serving until the grace period ends')
     grace = setTimeout(() => {
       closing = true
