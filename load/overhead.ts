@@ -2,14 +2,14 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { availableParallelism, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { ImagePreprocessor } from '../src/core/preprocess.js'
+import { createNormalizer, ImagePreprocessor } from '../src/core/preprocess.js'
 import type { BenchServer } from './kit/bench-server.js'
 import { runHttpLoad } from './kit/load-generators.js'
 import { armRepository, measureArm, parseArm, startArms, stopArms, type RoundFigure } from './kit/paired-arms.js'
 import { decodeRate } from './kit/photos.js'
 import { progress } from './kit/progress.js'
 import { RawSessionPool } from './kit/raw-session.js'
-import { benchModelAndPhoto } from './kit/scenario-plan.js'
+import { benchModelAndPhoto, photoLabel, photoOfSize } from './kit/scenario-plan.js'
 import { median } from './kit/stats.js'
 import { RESULTS_DIR } from './kit/suite-results.js'
 import { overheadMarkdown, type OverheadResult, type OverheadRound } from './report/benchmark-sections.js'
@@ -18,14 +18,15 @@ import { overheadMarkdown, type OverheadResult, type OverheadRound } from './rep
  * Where /classify's CPU goes, and what a change of the service does to it: in each round, the
  * yardsticks (the raw ONNX Runtime session at the model's largest batch and at batch 1, and sharp's
  * decode of the same photo, each with its CPU per image from this process's own CPU time, which
- * covers its worker threads and libuv's), then every arm of the service at concurrency 1 and at
+ * covers its worker threads and libuv's; and the same work without a service: decode a batch of the
+ * photo, normalise it, run it on the raw session, repeat), then every arm of the service at concurrency 1 and at
  * saturation, the arms' order reversed every other round. The targets, per round:
  *
  * - concurrency 1: median latency ≤ raw batch-1 median + preprocessing median + 3 ms;
  * - saturation: images/s ≥ 0.95 × the pipeline bound, cores ÷ (raw CPU-s per image + decode CPU-s per image).
  *
  *   npm run load:overhead -- --arm 'before@HEAD~1' --arm 'after' [--arm 'label [--flag v] [ENV=v]' …]
- *                            [--rounds 4 --duration 6 --saturation 16]
+ *                            [--rounds 4 --duration 6 --saturation 16 --photo 4000x3000]
  */
 
 const { values } = parseArgs({
@@ -36,6 +37,8 @@ const { values } = parseArgs({
     saturation: { type: 'string', default: '16' },
     repository: { type: 'string', default: '.cache/bench-models' },
     model: { type: 'string', default: 'resnet50' },
+    /** WxH: the fixture photo nearest that size, or a camera-sized one made once (default: the typical 500×375). */
+    photo: { type: 'string' },
     out: { type: 'string', default: RESULTS_DIR }
   }
 })
@@ -47,7 +50,9 @@ const cores = availableParallelism()
 
 const startedAt = new Date().toISOString()
 const loadAverageAtStart = loadavg()
-const { model, photo } = await benchModelAndPhoto(values.repository, values.model)
+const bench = await benchModelAndPhoto(values.repository, values.model)
+const { model } = bench
+const photo = values.photo === undefined ? bench.photo : await photoOfSize(values.photo)
 const maxBatch = model.config.batching.maxBatchSize
 const preprocessor = new ImagePreprocessor(model.config.preprocess, { maxInputPixels: 50_000_000 })
 // As the service decodes: its default --decode-concurrency on these cores (src/config.ts).
@@ -70,6 +75,32 @@ async function preprocessMedianMs(n: number): Promise<number> {
     times.push(performance.now() - t)
   }
   return median(times)
+}
+
+/**
+ * The pipeline without the service, in this process: decode `maxBatch` photos (as many at a time as
+ * the service does), normalise them to float32, then run one batch on the raw session; again. What
+ * decode and inference give one after another on these cores, with no HTTP, batcher or messages.
+ */
+async function pipelineRate(seconds: number): Promise<{ imagesPerSecond: number; cpuSecondsPerImage: number }> {
+  const normalize = createNormalizer(model.config.preprocess)
+  const itemElements = 3 * model.config.preprocess.crop ** 2
+  const tensor = new Float32Array(maxBatch * itemElements)
+  let images = 0
+  const { cpuSeconds, seconds: elapsed } = await timed(async () => {
+    const t0 = performance.now()
+    while (performance.now() - t0 < seconds * 1000) {
+      let next = 0
+      await Promise.all(
+        Array.from({ length: decodeInFlight }, async () => {
+          for (let i = next++; i < maxBatch; i = next++) normalize(await preprocessor.decode(photo.bytes), tensor, i * itemElements)
+        })
+      )
+      await raw.runOnce(maxBatch)
+      images += maxBatch
+    }
+  })
+  return { imagesPerSecond: images / elapsed, cpuSecondsPerImage: cpuSeconds / images }
 }
 
 const load = (c: number) => (server: BenchServer) =>
@@ -100,6 +131,7 @@ try {
     const rawOne = await raw.measure(1, Math.max(2, duration / 3))
     const decode = await decodeRate(preprocessor, photo.bytes, Math.max(2, duration / 3), decodeInFlight)
     const preprocessMs = await preprocessMedianMs(30)
+    const pipeline = await pipelineRate(Math.max(3, duration / 2))
     const rawImages = rawBatch.value.imagesPerSecond * rawBatch.seconds
     const round: OverheadRound = {
       loadAverage: loadavg()[0]!,
@@ -109,6 +141,8 @@ try {
       decodeImagesPerSecond: decode.imagesPerSecond,
       decodeCpuSecondsPerImage: decode.cpuSecondsPerImage,
       preprocessMedianMs: preprocessMs,
+      pipelineImagesPerSecond: pipeline.imagesPerSecond,
+      pipelineCpuSecondsPerImage: pipeline.cpuSecondsPerImage,
       arms: arms.map(() => ({}) as { one: RoundFigure; saturated: RoundFigure })
     }
     const order = arms.map((_, i) => i)
@@ -144,6 +178,7 @@ const result: OverheadResult = {
   saturation,
   maxBatch,
   decodeInFlight,
+  photo: photoLabel(photo),
   arms: specs.map(
     (s) =>
       `${s.label}${s.ref === undefined ? '' : ` (${s.ref})`}${[...s.args, ...Object.entries(s.env).map(([k, v]) => `${k}=${v}`)].map((a) => ` ${a}`).join('')}`

@@ -39,11 +39,13 @@ export interface RawWorkerInit {
   readonly layout: ModelConfig['input']['layout']
   readonly crop: number
 }
-export type RawWorkerRequest = { type: 'prepare'; batch: number } | { type: 'measure'; seconds: number } | { type: 'close' }
+export type RawWorkerRequest =
+  { type: 'prepare'; batch: number } | { type: 'measure'; seconds: number } | { type: 'run'; batch: number } | { type: 'close' }
 export type RawWorkerMessage =
   | { type: 'ready'; provider: 'cuda' | 'cpu' }
   | { type: 'prepared' }
   | { type: 'measured'; times: number[]; elapsedMs: number }
+  | { type: 'ran' }
   | { type: 'closed' }
   | { type: 'failed'; message: string }
 
@@ -116,6 +118,11 @@ export class RawSessionPool {
     const times = results.flatMap((r) => r.times)
     const elapsed = Math.max(...results.map((r) => r.elapsedMs)) / 1000
     return { batch, inFlight: this.inFlight, imagesPerSecond: (times.length * batch) / elapsed, medianMs: median(times) }
+  }
+
+  /** Every session runs one `batch`-image batch (prepared on first use of that size): a step of a caller's own loop. */
+  async runOnce(batch: number): Promise<void> {
+    await this.all({ type: 'run', batch }, 'ran')
   }
 
   async close(): Promise<void> {

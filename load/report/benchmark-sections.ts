@@ -69,6 +69,9 @@ export interface OverheadRound {
   readonly decodeImagesPerSecond: number
   readonly decodeCpuSecondsPerImage: number
   readonly preprocessMedianMs: number
+  /** The same work without the service: decode a batch, normalise it, run it, again (absent in runs before 2026-12-01). */
+  readonly pipelineImagesPerSecond?: number
+  readonly pipelineCpuSecondsPerImage?: number
   /** Per arm: concurrency 1 and saturation. */
   readonly arms: ReadonlyArray<{ readonly one: RoundFigure; readonly saturated: RoundFigure }>
 }
@@ -81,6 +84,8 @@ export interface OverheadResult extends RunInfo {
   readonly saturation: number
   readonly maxBatch: number
   readonly decodeInFlight: number
+  /** The photo sent, W×H (absent in runs before 2026-12-01: the typical 500×375). */
+  readonly photo?: string
   readonly arms: readonly string[]
   readonly rounds: readonly OverheadRound[]
 }
@@ -96,15 +101,23 @@ function pipelineBound(round: OverheadRound, cores: number): number {
 export function overheadMarkdown(r: OverheadResult): string {
   const per = <T>(pick: (round: OverheadRound) => T): T[] => r.rounds.map(pick)
   const ms = (s: Spread): string => formatSpread({ median: 1000 * s.median, min: 1000 * s.min, max: 1000 * s.max })
+  const withPipeline = r.rounds.every((x) => x.pipelineImagesPerSecond !== undefined)
   const lines = [
-    `Yardsticks, per round (median, range): raw session batch ${r.maxBatch} ${formatSpread(spreadOf(per((x) => x.rawImagesPerSecond)))} images/s at ` +
+    `Photo ${r.photo ?? '500×375'}. Yardsticks, per round (median, range): raw session batch ${r.maxBatch} ${formatSpread(spreadOf(per((x) => x.rawImagesPerSecond)))} images/s at ` +
       `${ms(spreadOf(per((x) => x.rawCpuSecondsPerImage)))} CPU ms/image; raw batch 1 median run ${formatSpread(spreadOf(per((x) => x.rawBatch1MedianMs)))} ms; ` +
       `sharp's decode of the photo, ${r.decodeInFlight} in flight, ${formatSpread(spreadOf(per((x) => x.decodeImagesPerSecond)))} images/s at ` +
       `${ms(spreadOf(per((x) => x.decodeCpuSecondsPerImage)))} CPU ms/image, one at a time ${formatSpread(spreadOf(per((x) => x.preprocessMedianMs)))} ms; ` +
-      `pipeline bound ${r.cores} ÷ (raw + decode CPU-s per image) ${formatSpread(spreadOf(per((x) => pipelineBound(x, r.cores))))} images/s.`,
+      `pipeline bound ${r.cores} ÷ (raw + decode CPU-s per image) ${formatSpread(spreadOf(per((x) => pipelineBound(x, r.cores))))} images/s ` +
+      `= ${formatSpread(spreadOf(per((x) => pipelineBound(x, r.cores) / x.rawImagesPerSecond)), 2)}× the raw session (the most of raw any service decoding this photo could reach here). ` +
+      `The raw session alone kept ${formatSpread(spreadOf(per((x) => (x.rawImagesPerSecond * x.rawCpuSecondsPerImage) / r.cores)), 2)} of the ${r.cores} cores busy.` +
+      (withPipeline
+        ? ` The pipeline without the service (decode ${r.maxBatch} photos, normalise, run them as one batch, again, in one process): ` +
+          `${formatSpread(spreadOf(per((x) => x.pipelineImagesPerSecond!)))} images/s at ${ms(spreadOf(per((x) => x.pipelineCpuSecondsPerImage!)))} CPU ms/image, ` +
+          `${formatSpread(spreadOf(per((x) => x.pipelineImagesPerSecond! / pipelineBound(x, r.cores))), 2)}× the pipeline bound.`
+        : ''),
     '',
-    `| arm | c=1 p50 ms | c=1 p50 − (raw batch-1 + preprocess) ms | c=1 target (≤ 3 ms) | c=${r.saturation} images/s | × pipeline bound, all ${r.cores} cores | × bound on the cores the service gets | c=${r.saturation} target (≥ 0.95) | c=${r.saturation} server CPU ms/image | of which neither raw nor decode | (raw + decode) ÷ server CPU per image | cores the server used | load generator, cores |`,
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+    `| arm | c=1 p50 ms | c=1 p50 − (raw batch-1 + preprocess) ms | c=1 target (≤ 3 ms) | c=${r.saturation} images/s | × raw | × pipeline bound, all ${r.cores} cores | × bound on the cores the service gets | c=${r.saturation} target (≥ 0.95) |${withPipeline ? ' × the pipeline without the service |' : ''} c=${r.saturation} server CPU ms/image | of which neither raw nor decode | (raw + decode) ÷ server CPU per image | cores the server used | load generator, cores |`,
+    `|---|---|---|---|---|---|---|---|---|---|---|---|---|---|${withPipeline ? '---|' : ''}`
   ]
   for (const [i, label] of r.arms.entries()) {
     const one = per((x) => x.arms[i]!.one)
@@ -123,8 +136,11 @@ export function overheadMarkdown(r: OverheadResult): string {
     const coresUsed = spreadOf(sat.map((x) => x.imagesPerSecond * x.cpuSecondsPerImage))
     lines.push(
       `| ${label} | ${formatSpread(spreadOf(one.map((x) => x.p50Ms)))} | ${formatSpread(overhead)} | ${overhead.median <= 3 ? 'met' : 'not met'} | ` +
-        `${formatSpread(spreadOf(sat.map((x) => x.imagesPerSecond)))} | ${formatSpread(ofBound, 2)} | ${formatSpread(ofServiceBound, 2)} | ` +
+        `${formatSpread(spreadOf(sat.map((x) => x.imagesPerSecond)))} | ${formatSpread(spreadOf(r.rounds.map((x) => x.arms[i]!.saturated.imagesPerSecond / x.rawImagesPerSecond)), 2)} | ${formatSpread(ofBound, 2)} | ${formatSpread(ofServiceBound, 2)} | ` +
         `${ofBound.median >= 0.95 ? 'met' : ofServiceBound.median >= 0.95 ? 'met on the cores the service gets' : 'not met'} | ` +
+        (withPipeline
+          ? `${formatSpread(spreadOf(r.rounds.map((x) => x.arms[i]!.saturated.imagesPerSecond / x.pipelineImagesPerSecond!)), 2)} | `
+          : '') +
         `${ms(spreadOf(sat.map((x) => x.cpuSecondsPerImage)))} | ${ms(other)} | ${formatSpread(efficiency, 2)} | ${formatSpread(coresUsed, 2)} | ` +
         `${formatSpread(spreadOf(sat.map((x) => x.generatorCores)), 2)} |`
     )
