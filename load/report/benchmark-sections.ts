@@ -357,11 +357,13 @@ export async function benchmarkSections(dir: string): Promise<string[]> {
         "pipeline's own, and cores it did not get (on a shared machine, other work's).",
         '',
         'How far the bound is from what these cores can give: it counts every core-second as usable, but the raw session',
-        "alone keeps only about nine tenths of the cores busy (ONNX Runtime's two threads meet at the end of every operator",
+        "alone keeps only 0.9–0.95 of the cores busy (ONNX Runtime's two threads meet at the end of every operator",
         'and one waits for the other), and decoding and inference do not add up: the pipeline without the service, with no',
         'HTTP, batcher or thread hop, reaches about 0.85–0.90 of the bound. "× the pipeline without the service" is therefore',
         "the service's own cost. For a camera-sized photo the bound itself is under 0.85× raw: libjpeg must entropy-decode",
-        'every coefficient even when it scales by 8, so the decode takes a quarter of the CPU that inference takes.',
+        'every coefficient even when it scales by 8, so the decode takes a third of the CPU that inference takes. Even',
+        "PIL's libjpeg-turbo needs 10 CPU ms for the 4000×3000 test photo at 1/8 scale, which beside the raw session's ~43",
+        'would cap any service at 0.81× raw on these cores.',
         '',
         ...overheads.flatMap((o) => [overheadMarkdown(o.result), ''])
       ].join('\n')
