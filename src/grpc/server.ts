@@ -42,7 +42,7 @@ import {
 } from './repository-handlers.js'
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 import { requestHead } from './request-head.js'
-import { serveInferStream, streamCounters, type StreamCounters } from './stream-infer.js'
+import { serveInferStream, streamCounters, type InferStreamHandle, type StreamCounters } from './stream-infer.js'
 
 /**
  * The gRPC door: the Open Inference Protocol's `inference.GRPCInferenceService` over the core
@@ -341,6 +341,8 @@ interface DoorContext {
   readonly receiveLimitBytes: number
   decodedInferRequests: number
   readonly streamCounters: StreamCounters
+  /** ModelStreamInfer calls not yet ended, told to finish when the door closes. */
+  readonly openStreams: Set<InferStreamHandle>
 }
 
 /** protobuf's decode of bytes already admitted; a message it cannot read is the client's fault. */
@@ -451,13 +453,18 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
     ModelInfer: unary('ModelInfer', log, (bytes, call: ServerUnaryCall<Buffer, ModelInferResponseMessage>) =>
       modelInfer(door, bytes, callOptions(call))
     ),
-    ModelStreamInfer: (call: ServerDuplexStream<Buffer, ModelStreamInferResponseMessage>) =>
-      serveInferStream(call, {
+    ModelStreamInfer: (call: ServerDuplexStream<Buffer, ModelStreamInferResponseMessage>) => {
+      const stream = serveInferStream(call, {
         answer: (bytes, options) => streamAnswer(door, bytes, options),
         options: callOptions(call),
         maxInFlightBytes: door.receiveLimitBytes,
         counters: door.streamCounters
-      }),
+      })
+      door.openStreams.add(stream)
+      const forget = (): boolean => door.openStreams.delete(stream)
+      call.once('finish', forget)
+      call.once('cancelled', forget)
+    },
     ModelConfig: unary('ModelConfig', log, (bytes) => modelConfigReply(service, smallRequest<ModelRefRequest>(door, 'ModelConfig', bytes))),
     ModelStatistics: unary('ModelStatistics', log, (bytes) =>
       modelStatisticsReply(service, door.metrics?.statistics, smallRequest<ModelRefRequest>(door, 'ModelStatistics', bytes))
@@ -497,7 +504,8 @@ export async function startGrpcServer(
     inferRule: inferRequestRule(requestBounds),
     receiveLimitBytes,
     decodedInferRequests: 0,
-    streamCounters: streamCounters()
+    streamCounters: streamCounters(),
+    openStreams: new Set()
   }
   const server = new Server({
     'grpc.max_receive_message_length': receiveLimitBytes,
@@ -537,6 +545,9 @@ export async function startGrpcServer(
           clearTimeout(force)
           resolve()
         })
+        // Open streams would otherwise hold the drain until their clients close them.
+        const shuttingDown = statusOf(new ServiceError('SHUTTING_DOWN'))
+        for (const stream of door.openStreams) stream.shutdown(shuttingDown)
       })
   }
 }

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events'
-import type { ServerDuplexStream } from '@grpc/grpc-js'
+import type { ServerDuplexStream, StatusObject } from '@grpc/grpc-js'
 import type { RequestOptions } from '../core/classify-service.js'
 
 /**
@@ -15,6 +15,11 @@ import type { RequestOptions } from '../core/classify-service.js'
  * While either bound is reached the stream is paused: grpc-js then stops reading from HTTP/2 after
  * filling the stream's readable buffer (its object-mode default of 16 messages), HTTP/2 flow
  * control stops the client's writes, and the client's own sends wait.
+ *
+ * When the server shuts down, an open stream would hold the drain until its client closes it, for
+ * as long as the drain timeout: `shutdown` stops reading, lets the requests already read be
+ * answered, then ends the call with the status given (UNAVAILABLE, which tells a client to go
+ * elsewhere), or OK if the client had already half-closed.
  */
 
 /**
@@ -48,12 +53,17 @@ export interface InferStreamOptions<Res> {
   readonly counters: StreamCounters
 }
 
+export interface InferStreamHandle {
+  /** The server is closing: read no more requests; end the call with `status` once those read are answered. */
+  shutdown(status: Pick<StatusObject, 'code' | 'details' | 'metadata'>): void
+}
+
 /**
  * Serves one ModelStreamInfer call until the client has half-closed and every request it sent is
  * answered; then ends the call with OK. A cancelled call (client gone, deadline passed) aborts the
  * requests still running through options.signal; their answers are dropped.
  */
-export function serveInferStream<Res>(call: ServerDuplexStream<Buffer, Res>, stream: InferStreamOptions<Res>): void {
+export function serveInferStream<Res>(call: ServerDuplexStream<Buffer, Res>, stream: InferStreamOptions<Res>): InferStreamHandle {
   const { answer, options, maxInFlightBytes, counters } = stream
   // Each running request listens on the stream's signal (infer.ts withdraws queued images on abort).
   if (options.signal !== undefined) setMaxListeners(STREAM_MAX_IN_FLIGHT + 10, options.signal)
@@ -63,18 +73,22 @@ export function serveInferStream<Res>(call: ServerDuplexStream<Buffer, Res>, str
   let writeBlocked = false
   let halfClosed = false
   let gone = false
+  let closingStatus: Pick<StatusObject, 'code' | 'details' | 'metadata'> | undefined
 
   const full = (): boolean => inFlight >= STREAM_MAX_IN_FLIGHT || inFlightBytes >= maxInFlightBytes || writeBlocked
   const flow = (): void => {
     if (gone) return
-    if (full()) {
+    if (full() || closingStatus !== undefined) {
       if (!call.isPaused()) call.pause()
     } else if (call.isPaused()) {
       call.resume()
     }
   }
   const finishIfDone = (): void => {
-    if (halfClosed && unanswered === 0 && !gone && !call.writableEnded) call.end()
+    if (unanswered > 0 || gone || call.writableEnded) return
+    if (halfClosed) call.end()
+    // grpc-js's own 'error' listener on the call turns this into the call's status and ends it.
+    else if (closingStatus !== undefined) call.emit('error', closingStatus)
   }
   const written = (): void => {
     unanswered--
@@ -112,4 +126,11 @@ export function serveInferStream<Res>(call: ServerDuplexStream<Buffer, Res>, str
   call.on('cancelled', () => {
     gone = true
   })
+  return {
+    shutdown(status) {
+      closingStatus = status
+      flow()
+      finishIfDone()
+    }
+  }
 }

@@ -9,6 +9,7 @@ import { inferWire, lengthDelimited } from '../helpers/protobuf-wire.js'
 import { startTestServer, type TestServer } from '../helpers/server.js'
 import { removeTempDirs } from '../helpers/tiny-model.js'
 import { tinyModelRepository } from '../helpers/tiny-repository.js'
+import { waitFor } from '../helpers/versioned-models.js'
 import { lengthPrefixed } from '../helpers/v2-bytes.js'
 
 /**
@@ -53,10 +54,13 @@ let png: Buffer
 const serialize = (value: object | Buffer): Buffer =>
   Buffer.isBuffer(value) ? value : (method.requestSerialize as (v: object) => Buffer)(value)
 
-function openStream(metadata: Record<string, string> = { 'x-api-key': KEY }): { stream: Stream; ended: Promise<StatusObject> } {
+function openStream(
+  metadata: Record<string, string> = { 'x-api-key': KEY },
+  on: Client = client
+): { stream: Stream; ended: Promise<StatusObject> } {
   const md = new Metadata()
   for (const [k, v] of Object.entries(metadata)) md.set(k, v)
-  const stream = client.makeBidiStreamRequest(method.path, serialize, method.responseDeserialize as (b: Buffer) => StreamAnswer, md, {})
+  const stream = on.makeBidiStreamRequest(method.path, serialize, method.responseDeserialize as (b: Buffer) => StreamAnswer, md, {})
   const ended = new Promise<StatusObject>((resolve) => stream.on('status', resolve))
   stream.on('error', () => undefined)
   return { stream, ended }
@@ -272,6 +276,31 @@ describe('ModelStreamInfer', () => {
     stream.end()
     expect((await ended).code).toBe(status.OK)
     expect(got).toEqual([])
+  })
+
+  it('a door that closes ends an open stream UNAVAILABLE SHUTTING_DOWN once what it read is answered, without waiting out the drain timeout', async () => {
+    const door = await startTestGrpc(server, { ...server.settings, drainTimeoutMs: 30_000 })
+    const other = new Client(`127.0.0.1:${door.port}`, credentials.createInsecure(), { 'grpc.max_receive_message_length': -1 })
+    try {
+      const { stream, ended } = openStream(undefined, other)
+      const ids: string[] = []
+      stream.on('data', (a: StreamAnswer) => ids.push(a.infer_response?.id ?? `error ${a.error_message}`))
+      stream.write(request('answered-before'))
+      await waitFor('the first answer', () => ids.length === 1, 10_000)
+      // Read by the server but not yet answered when the door closes: it is answered all the same.
+      stream.write(request('in-flight'))
+      await waitFor('the second request read', () => door.streamCounters().requestsRead === 2, 10_000)
+      const t0 = performance.now()
+      await door.close()
+      const closeMs = performance.now() - t0
+      const end = await ended
+      expect(status[end.code]).toBe('UNAVAILABLE')
+      expect(end.details).toMatch(/^SHUTTING_DOWN: /)
+      expect(ids).toEqual(['answered-before', 'in-flight'])
+      expect(closeMs).toBeLessThan(5_000)
+    } finally {
+      other.close()
+    }
   })
 
   it('needs the API key, as ModelInfer does: refused UNAUTHENTICATED before any request is read', async () => {
