@@ -297,7 +297,7 @@ export const SETTINGS = [
     max: 3_600_000,
     fallback: 30_000,
     description:
-      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
+      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. A gRPC unary call has as long to send its message (then DEADLINE_EXCEEDED `REQUEST_TIMEOUT`). Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
   }),
   spec({
     key: 'keepAliveTimeoutMs',
@@ -330,7 +330,7 @@ export const SETTINGS = [
     max: 2 ** 40,
     fallback: 192 * 1024 * 1024,
     description:
-      "HTTP request bodies held at once (192 MiB): each admitted request counts its `Content-Length` (a chunked one its route's limit) until it is answered; one that would pass the budget gets 429 `BODY_BUDGET_FULL` with `Retry-After: 1` before its body is read. A request alone is always admitted. With the baseline (about 0.7 GiB with one ResNet-50) and `--decode-budget-bytes`, it must fit the pod's memory limit."
+      "HTTP request bodies held at once (192 MiB): each admitted request counts its `Content-Length` (a chunked one its route's limit) until it is answered; one that would pass the budget gets 429 `BODY_BUDGET_FULL` with `Retry-After: 1` before its body is read. A request alone is always admitted. The gRPC door holds its unary calls' messages in a budget of the same size: a call reads its message once a whole receive limit fits, then holds the message's size until it is answered; meanwhile it waits with its stream paused (at most 1024 waiting, then RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`). With the baseline (about 0.7 GiB with one ResNet-50) and `--decode-budget-bytes`, it must fit the pod's memory limit."
   }),
   spec({
     key: 'allowPartialStart',

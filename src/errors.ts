@@ -74,7 +74,7 @@ export const ERRORS = {
   ROUTE_NOT_FOUND: { kind: 'not_found', message: 'No route answers this method and path; the API is listed at /docs.' },
   REQUEST_TIMEOUT: {
     kind: 'request_timeout',
-    message: 'The request was not received in time (setting --request-timeout-ms); the connection is closed.'
+    message: 'The request was not received in time (setting --request-timeout-ms).'
   },
   MODEL_NOT_READY: { kind: 'unavailable', message: 'The model is loaded but not ready to serve.' },
   QUEUE_FULL: { kind: 'resource_exhausted', message: "The model's queue is full; retry after the Retry-After delay." },

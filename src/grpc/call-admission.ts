@@ -1,15 +1,26 @@
-import { ServerInterceptingCall, type ServerInterceptor, type ServerMethodDefinition } from '@grpc/grpc-js'
+import {
+  ServerInterceptingCall,
+  type Responder,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+  type ServerMethodDefinition
+} from '@grpc/grpc-js'
 import type { Logger } from 'pino'
 import { isAuthorized } from '../api-key.js'
 import { ServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { libraryStatusError, statusOf } from './error-status.js'
+import type { ReceiveBudget, Reservation } from './receive-gate.js'
 
 /**
  * Admission for every call of the gRPC door, before its message is read: the API key is checked
  * on the call's metadata, and a call without it is answered UNAUTHENTICATED while its message is
  * still unread (grpc-js reads a unary call's message only once the metadata has passed), so a
  * keyless 16 MB message costs no decode and no buffer.
+ *
+ * A unary call then reads its message only once the door's receive budget (receive-gate.ts) has
+ * room for it, holds its share until it is answered, and must have its message in within
+ * `readTimeoutMs`: messages held stay within the body budget however many calls send at once.
  *
  * It also makes every status the call ends with carry a registry code, grpc-js's own included,
  * and accounts for calls that end before their message reaches the handler (refused here, over the
@@ -29,6 +40,23 @@ export interface AdmissionPolicy {
   readonly countedRpc: string
   readonly log: Logger
   readonly metrics: ServiceMetrics | undefined
+  /** The budget unary calls' messages are held in, the most one may be, and how long it may take to come in. */
+  readonly receive: { readonly budget: ReceiveBudget; readonly limitBytes: number; readonly readTimeoutMs: number }
+}
+
+/** grpc-js's intercepting call, whose startRead (not part of its Responder) goes through `read` first. */
+class GatedReadCall extends ServerInterceptingCall {
+  constructor(
+    next: ServerInterceptingCallInterface,
+    private readonly read: (next: () => void) => void,
+    responder: Responder
+  ) {
+    super(next, responder)
+  }
+
+  override startRead(): void {
+    this.read(() => super.startRead())
+  }
 }
 
 function rpcName(method: ServerMethodDefinition<unknown, unknown>): string {
@@ -51,6 +79,20 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
     /** The message reached the handler, which from then on logs and counts the outcome itself (internal failures aside). */
     let delivered = false
     let answered = false
+    const gated = !method.requestStream
+    /** The call's share of the receive budget: a whole receive limit while it reads, its message's size once that is in. */
+    let reservation: Reservation | undefined
+    let waiting: { cancel(): void } | undefined
+    let readTimer: NodeJS.Timeout | undefined
+    /** The call is over: its share goes back, a wait is given up. */
+    const giveBack = (): void => {
+      clearTimeout(readTimer)
+      readTimer = undefined
+      waiting?.cancel()
+      waiting = undefined
+      reservation?.release()
+      reservation = undefined
+    }
 
     const report = (se: ServiceError): void => {
       if (se.kind === 'internal') policy.log.error({ rpc, code: se.code, detail: se.detail }, 'gRPC call failed')
@@ -63,6 +105,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
     // is the one place every status of the call passes.
     const send = call.sendStatus.bind(call)
     call.sendStatus = (status) => {
+      giveBack()
       if (answered) return send(status)
       answered = true
       const se = libraryStatusError(status)
@@ -71,7 +114,38 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
       send(statusOf(se))
     }
 
-    return new ServerInterceptingCall(call, {
+    /** What a unary call's read must wait for (its message only) and how long it may then take. */
+    const gatedRead = (nextRead: () => void): void => {
+      if (!gated) return nextRead()
+      if (answered) return
+      const timedRead = (): void => {
+        readTimer = setTimeout(() => {
+          const refusal = new ServiceError('REQUEST_TIMEOUT', '(the gRPC message: the call ends)')
+          report(refusal)
+          call.sendStatus(statusOf(refusal))
+        }, policy.receive.readTimeoutMs)
+        nextRead()
+      }
+      // After the message only the half-close is left to read: it reserves nothing more.
+      if (reservation !== undefined) return timedRead()
+      let granted = false
+      const ticket = policy.receive.budget.acquire(policy.receive.limitBytes, (share) => {
+        granted = true
+        waiting = undefined
+        if (answered) return share.release()
+        reservation = share
+        timedRead()
+      })
+      if (ticket === undefined) {
+        const refusal = new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 })
+        report(refusal)
+        call.sendStatus(statusOf(refusal))
+      } else if (!granted) {
+        waiting = ticket
+      }
+    }
+
+    return new GatedReadCall(call, gatedRead, {
       start(next) {
         next({
           onReceiveMetadata(metadata, nextMetadata) {
@@ -84,10 +158,14 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
             nextMetadata(metadata)
           },
           onReceiveMessage(message, nextMessage) {
+            clearTimeout(readTimer)
+            // The door defers decoding: the message is still its wire bytes.
+            if (Buffer.isBuffer(message)) reservation?.resize(message.byteLength)
             delivered = true
             nextMessage(message)
           },
           onReceiveHalfClose(nextHalfClose) {
+            clearTimeout(readTimer)
             // A stream of requests may hold none: closing it at once is the client's to do.
             if (delivered || method.requestStream) {
               nextHalfClose()
@@ -105,6 +183,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
             })
           },
           onCancel() {
+            giveBack()
             // grpc-js signals cancel after every call; only a call nobody answered was the client's hang-up.
             if (!answered) {
               answered = true

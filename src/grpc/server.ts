@@ -42,6 +42,7 @@ import {
 } from './repository-handlers.js'
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 import { requestHead } from './request-head.js'
+import { ReceiveBudget } from './receive-gate.js'
 import { serveInferStream, streamCounters, type InferStreamHandle, type StreamCounters } from './stream-infer.js'
 
 /**
@@ -65,6 +66,8 @@ const SMALL_MESSAGE_BYTES = 4 * 1024
 const MAX_MESSAGE_BYTES = 2 ** 31 - 1
 /** One 3×224×224 image: the crop every preset uses (src/repository/model-config.ts). */
 const PRESET_ITEM_ELEMENTS = 3 * 224 * 224
+/** Calls that may wait for room in the receive budget (each holds at most a paused stream's 64 KiB); then BODY_BUDGET_FULL. */
+const RECEIVE_QUEUE_LIMIT = 1024
 
 const ACCESS: Readonly<Record<string, RpcAccess>> = {
   ModelInfer: 'inference',
@@ -507,6 +510,7 @@ export async function startGrpcServer(
     streamCounters: streamCounters(),
     openStreams: new Set()
   }
+  const receiveBudget = new ReceiveBudget(settings.bodyBudgetBytes, RECEIVE_QUEUE_LIMIT)
   const server = new Server({
     'grpc.max_receive_message_length': receiveLimitBytes,
     interceptors: [
@@ -517,12 +521,21 @@ export async function startGrpcServer(
         access: ACCESS,
         countedRpc: 'ModelInfer',
         log,
-        metrics
+        metrics,
+        receive: { budget: receiveBudget, limitBytes: receiveLimitBytes, readTimeoutMs: settings.requestTimeoutMs }
       })
     ]
   })
   server.addService(definition, handlers(door))
-  log.info({ receiveLimitBytes, maxItems: requestBounds.maxItems, maxElements: requestBounds.maxElements }, 'gRPC message limits')
+  log.info(
+    {
+      receiveLimitBytes,
+      receiveBudgetBytes: receiveBudget.budgetBytes,
+      maxItems: requestBounds.maxItems,
+      maxElements: requestBounds.maxElements
+    },
+    'gRPC message limits'
+  )
   const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${settings.grpcPort}`, ServerCredentials.createInsecure(), (err, bound) =>

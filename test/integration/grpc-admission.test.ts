@@ -234,6 +234,39 @@ describe('gRPC admission: the receive limit follows the largest batch', () => {
   })
 })
 
+describe('gRPC admission: messages being received at once stay within the body budget', () => {
+  it('a call reads its message only once the budget has room for a whole receive limit; a slow sender gives its share back after --request-timeout-ms', async () => {
+    // Room for two messages being read: the budget is twice the receive limit (and a little).
+    const settings = { ...server.settings, bodyBudgetBytes: 2 * grpc.receiveLimitBytes + 1024, requestTimeoutMs: 1_500 }
+    const door = await startTestGrpc(server, settings, pino({ level: 'silent' }))
+    try {
+      const timedOutBefore = await failures('REQUEST_TIMEOUT')
+      const order: string[] = []
+      // Two clients announce a 100 kB message, send 1 kB of it and stall: each holds a receive limit.
+      const stalled = [0, 1].map((i) => {
+        const call = rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY })
+        call.stream.write(grpcFrame(Buffer.alloc(100_000)).subarray(0, 1_000))
+        void call.ended.then(() => order.push(`stalled ${i}`))
+        return call
+      })
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      // A whole, valid call now waits for room: it is answered only once a stalled one has timed out.
+      const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
+      const good = door.callRaw('ModelInfer', message, WITH_KEY)
+      const answer = good.then(() => order.push('good'))
+      const ends = await Promise.all(stalled.map((c) => c.ended))
+      await answer
+      for (const end of ends)
+        expect(end).toEqual({ code: status.DEADLINE_EXCEEDED, details: expect.stringMatching(/^REQUEST_TIMEOUT: /) as string })
+      expect(order.indexOf('good')).toBeGreaterThan(Math.min(order.indexOf('stalled 0'), order.indexOf('stalled 1')))
+      expect(await changed(() => failures('REQUEST_TIMEOUT'), timedOutBefore)).toBe(timedOutBefore + 2)
+      for (const c of stalled) c.close()
+    } finally {
+      await door.close()
+    }
+  })
+})
+
 describe("gRPC admission: grpc-js's own answers carry registry codes", () => {
   it('an unreadable grpc-timeout → INVALID_ARGUMENT INVALID_DEADLINE (was INTERNAL)', async () => {
     const call = rawGrpcCall(grpc.port, 'ServerLive', { 'grpc-timeout': 'soon' })

@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest'
+import { ReceiveBudget, type Reservation } from '../../src/grpc/receive-gate.js'
+
+/** The gRPC door's receive budget: bytes held by calls' messages, a FIFO line, and its bound. Unit tier. */
+
+function asker(budget: ReceiveBudget): { ask(name: string, bytes: number): boolean; granted: string[]; held: Map<string, Reservation> } {
+  const granted: string[] = []
+  const held = new Map<string, Reservation>()
+  return {
+    granted,
+    held,
+    ask: (name, bytes) =>
+      budget.acquire(bytes, (r) => {
+        granted.push(name)
+        held.set(name, r)
+      }) !== undefined
+  }
+}
+
+describe('ReceiveBudget', () => {
+  it('grants while the bytes fit, then in arrival order as bytes come back; a later small call never passes a waiting large one', () => {
+    const budget = new ReceiveBudget(100, 10)
+    const { ask, granted, held } = asker(budget)
+    ask('a', 60)
+    ask('b', 30)
+    ask('c', 50) // does not fit beside 90
+    ask('d', 5) // would fit, but c is first in line
+    expect(granted).toEqual(['a', 'b'])
+    expect(budget.state).toEqual({ heldBytes: 90, waiting: 2 })
+    held.get('b')!.release()
+    expect(granted).toEqual(['a', 'b']) // 60 + 50 > 100
+    held.get('a')!.resize(10) // a's message turned out to be small
+    expect(granted).toEqual(['a', 'b', 'c', 'd'])
+    expect(budget.state).toEqual({ heldBytes: 65, waiting: 0 })
+    held.get('a')!.release()
+    held.get('a')!.release() // a second release gives nothing back twice
+    held.get('c')!.release()
+    held.get('d')!.release()
+    expect(budget.state).toEqual({ heldBytes: 0, waiting: 0 })
+  })
+
+  it('a call alone is admitted whatever its size', () => {
+    const budget = new ReceiveBudget(100, 10)
+    const { ask, granted } = asker(budget)
+    ask('huge', 1_000)
+    expect(granted).toEqual(['huge'])
+  })
+
+  it('a cancelled wait leaves the line, is never granted, and no longer holds back those after it', () => {
+    const budget = new ReceiveBudget(100, 10)
+    const { ask, granted, held } = asker(budget)
+    ask('a', 50)
+    const big = budget.acquire(80, () => granted.push('big'))
+    ask('small', 40)
+    expect(granted).toEqual(['a'])
+    big!.cancel()
+    expect(granted).toEqual(['a', 'small'])
+    held.get('a')!.release()
+    expect(granted).toEqual(['a', 'small'])
+  })
+
+  it('refuses (undefined, never granted) once the line is full', () => {
+    const budget = new ReceiveBudget(100, 2)
+    const { ask, granted } = asker(budget)
+    expect([ask('a', 100), ask('b', 100), ask('c', 100), ask('d', 100)]).toEqual([true, true, true, false])
+    expect(granted).toEqual(['a'])
+    expect(budget.state).toEqual({ heldBytes: 100, waiting: 2 })
+  })
+})
