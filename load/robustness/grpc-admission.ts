@@ -11,13 +11,21 @@ import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/
  * started with --api-key, while /health/live is probed every 100 ms and the server's RSS sampled
  * every 25 ms. Prints per message: the answer's status and code, time to answer, the server's CPU
  * seconds, worst liveness latency (the prober shares this process's event loop with the client
- * that writes the message), RSS before → peak → 2 s after. A last row sends a legitimate FP32
- * batch of --items images, which must be answered OK.
+ * that writes the message), RSS before → peak → 2 s after. Then a legitimate FP32 batch of
+ * --items images, which must be answered OK, and --calls legitimate batches of 16 sent at once,
+ * whose messages the receive budget (--body-budget-bytes) must hold within bounds: each must be
+ * answered, OK or QUEUE_FULL, and the peak stays near the budget above the baseline.
  *
- *   npm run load:grpc-admission -- [--megabytes 16] [--items 64]
+ *   npm run load:grpc-admission -- [--megabytes 16] [--items 64] [--calls 256]
  */
 
-const { values } = parseArgs({ options: { megabytes: { type: 'string', default: '16' }, items: { type: 'string', default: '64' } } })
+const { values } = parseArgs({
+  options: {
+    megabytes: { type: 'string', default: '16' },
+    items: { type: 'string', default: '64' },
+    calls: { type: 'string', default: '256' }
+  }
+})
 const attackBytes = Number(values.megabytes) * 1024 * 1024
 const items = Number(values.items)
 const KEY = 'admission-bench'
@@ -36,7 +44,14 @@ const modelName = inferWire.modelName(MODEL)
 const entries = (bytesEach: number): number => copiesIn(attackBytes, bytesEach)
 const millions = (bytesEach: number): string => `${(entries(bytesEach) / 1e6).toFixed(1)} M`
 
-const attacks: Array<{ name: string; key: boolean; message: () => Buffer }> = [
+const fp32Batch = (n: number): Buffer =>
+  Buffer.concat([
+    modelName,
+    inferWire.input('input', 'FP32', [n, 3, 224, 224]),
+    inferWire.rawInputContents(Buffer.alloc(n * 3 * 224 * 224 * 4))
+  ])
+
+const attacks: Array<{ name: string; key: boolean; calls?: number; message: () => Buffer }> = [
   {
     name: `${millions(2)} empty outputs, no key`,
     key: false,
@@ -73,16 +88,8 @@ const attacks: Array<{ name: string; key: boolean; message: () => Buffer }> = [
     key: true,
     message: () => Buffer.concat([modelName, inferWire.input('input', 'INT64', [1], lengthDelimited(3, Buffer.alloc(entries(1))))])
   },
-  {
-    name: `FP32 batch of ${items} (legitimate)`,
-    key: true,
-    message: () =>
-      Buffer.concat([
-        modelName,
-        inferWire.input('input', 'FP32', [items, 3, 224, 224]),
-        inferWire.rawInputContents(Buffer.alloc(items * 3 * 224 * 224 * 4))
-      ])
-  }
+  { name: `FP32 batch of ${items} (legitimate)`, key: true, message: () => fp32Batch(items) },
+  { name: `${values.calls} FP32 batches of 16 at once`, key: true, calls: Number(values.calls), message: () => fp32Batch(16) }
 ]
 
 interface Row {
@@ -114,10 +121,17 @@ for (const attack of attacks) {
   })()
   const cpuBefore = await server.cpuSeconds()
   const t0 = performance.now()
-  const answer = await client.callRaw('ModelInfer', message, { metadata: attack.key ? { 'x-api-key': KEY } : {} }).then(
-    () => 'OK',
-    (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
+  const answers = await Promise.all(
+    Array.from({ length: attack.calls ?? 1 }, () =>
+      client.callRaw('ModelInfer', message, { metadata: attack.key ? { 'x-api-key': KEY } : {} }).then(
+        () => 'OK',
+        (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
+      )
+    )
   )
+  const counts = new Map<string, number>()
+  for (const a of answers) counts.set(a, (counts.get(a) ?? 0) + 1)
+  const answer = [...counts].map(([a, n]) => (attack.calls === undefined ? a : `${n}× ${a}`)).join(', ')
   const answerS = ((performance.now() - t0) / 1000).toFixed(2)
   await new Promise((resolve) => setTimeout(resolve, 2_000))
   probing = false
