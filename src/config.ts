@@ -330,7 +330,7 @@ export const SETTINGS = [
     max: 2 ** 40,
     fallback: 192 * 1024 * 1024,
     description:
-      "HTTP request bodies held at once (192 MiB): each admitted request counts its `Content-Length` (a chunked one its route's limit) until it is answered; one that would pass the budget gets 429 `BODY_BUDGET_FULL` with `Retry-After: 1` before its body is read. A request alone is always admitted. The gRPC door holds its unary calls' messages in a budget of the same size: a call reads its message once a whole receive limit fits, then holds the message's size until it is answered; meanwhile it waits with its stream paused (at most 1024 waiting, then RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`). With the baseline (about 0.7 GiB with one ResNet-50) and `--decode-budget-bytes`, it must fit the pod's memory limit."
+      "HTTP request bodies held at once (192 MiB): each admitted request counts its `Content-Length` (a chunked one its route's limit) until it is answered; one that would pass the budget gets 429 `BODY_BUDGET_FULL` with `Retry-After: 1` before its body is read. A request alone is always admitted. The gRPC door holds its ModelInfer messages in a budget of the same size (its other unary RPCs in one of two receive limits): a call reads its message once a whole receive limit fits, then holds the message's size until it is answered; meanwhile it waits with its stream paused (at most 1024 waiting, then RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`). With the baseline (about 0.7 GiB with one ResNet-50) and `--decode-budget-bytes`, it must fit the pod's memory limit."
   }),
   spec({
     key: 'allowPartialStart',

@@ -40,8 +40,8 @@ export interface AdmissionPolicy {
   readonly countedRpc: string
   readonly log: Logger
   readonly metrics: ServiceMetrics | undefined
-  /** The budget unary calls' messages are held in, the most one may be, and how long it may take to come in. */
-  readonly receive: { readonly budget: ReceiveBudget; readonly limitBytes: number; readonly readTimeoutMs: number }
+  /** The budget an RPC's unary calls hold their messages in, the most one may be, and how long it may take to come in. */
+  readonly receive: { readonly budgetOf: (rpc: string) => ReceiveBudget; readonly limitBytes: number; readonly readTimeoutMs: number }
 }
 
 /** grpc-js's intercepting call, whose startRead (not part of its Responder) goes through `read` first. */
@@ -129,7 +129,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
       // After the message only the half-close is left to read: it reserves nothing more.
       if (reservation !== undefined) return timedRead()
       let granted = false
-      const ticket = policy.receive.budget.acquire(policy.receive.limitBytes, (share) => {
+      const ticket = policy.receive.budgetOf(rpc).acquire(policy.receive.limitBytes, (share) => {
         granted = true
         waiting = undefined
         if (answered) return share.release()

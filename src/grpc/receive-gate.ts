@@ -13,7 +13,9 @@
  * `maxWaiting`; one more is refused RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`. A call alone is always
  * admitted, so a budget below the receive limit still serves one at a time.
  *
- * A ModelStreamInfer stream does not go through it: it waits, idle, for its next request for as
+ * The door keeps two: ModelInfer's, of --body-budget-bytes, and one of two receive limits for every
+ * other unary RPC (their messages are small once read), so health and metadata calls never wait
+ * behind inference uploads. A ModelStreamInfer stream goes through neither: it waits, idle, for its next request for as
  * long as its client likes, so its reads cannot be reserved for; it reads one message at a time and
  * stream-infer.ts bounds what its running requests hold, but the number of open streams is not
  * bounded here.

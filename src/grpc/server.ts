@@ -510,7 +510,11 @@ export async function startGrpcServer(
     streamCounters: streamCounters(),
     openStreams: new Set()
   }
-  const receiveBudget = new ReceiveBudget(settings.bodyBudgetBytes, RECEIVE_QUEUE_LIMIT)
+  // ModelInfer's messages share the body budget. Every other RPC takes small messages (refused past
+  // 4 KiB once read, and holding only their few bytes from then on): a lane of two receive limits
+  // of their own, so that a health or metadata call never waits behind inference uploads.
+  const inferenceBudget = new ReceiveBudget(settings.bodyBudgetBytes, RECEIVE_QUEUE_LIMIT)
+  const smallCallsBudget = new ReceiveBudget(2 * receiveLimitBytes, RECEIVE_QUEUE_LIMIT)
   const server = new Server({
     'grpc.max_receive_message_length': receiveLimitBytes,
     interceptors: [
@@ -522,7 +526,11 @@ export async function startGrpcServer(
         countedRpc: 'ModelInfer',
         log,
         metrics,
-        receive: { budget: receiveBudget, limitBytes: receiveLimitBytes, readTimeoutMs: settings.requestTimeoutMs }
+        receive: {
+          budgetOf: (rpc) => (rpc === 'ModelInfer' ? inferenceBudget : smallCallsBudget),
+          limitBytes: receiveLimitBytes,
+          readTimeoutMs: settings.requestTimeoutMs
+        }
       })
     ]
   })
@@ -530,7 +538,7 @@ export async function startGrpcServer(
   log.info(
     {
       receiveLimitBytes,
-      receiveBudgetBytes: receiveBudget.budgetBytes,
+      receiveBudgetBytes: inferenceBudget.budgetBytes,
       maxItems: requestBounds.maxItems,
       maxElements: requestBounds.maxElements
     },
