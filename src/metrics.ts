@@ -43,6 +43,14 @@ export class ServiceMetrics {
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry]
+    const durationHistogram = (what: string, help: string): Histogram<'model'> =>
+      new Histogram({
+        name: `${METRIC_PREFIX}${what}_duration_seconds`,
+        help,
+        labelNames: ['model'],
+        buckets: DURATION_BUCKETS,
+        registers
+      })
     this.requestSuccess = new Counter({
       name: `${METRIC_PREFIX}request_success_total`,
       help: 'Requests answered, by model. A batch request counts once per image it carries.',
@@ -55,13 +63,10 @@ export class ServiceMetrics {
       labelNames: ['model', 'reason'],
       registers
     })
-    this.requestDuration = new Histogram({
-      name: `${METRIC_PREFIX}request_duration_seconds`,
-      help: 'Per answered request: from its arrival to its answer, as the door measures it (Triton nv_inference_request_duration_us). A batch request counts once per image, each with the whole request time.',
-      labelNames: ['model'],
-      buckets: DURATION_BUCKETS,
-      registers
-    })
+    this.requestDuration = durationHistogram(
+      'request',
+      'Per answered request: from its arrival to its answer, as the door measures it (Triton nv_inference_request_duration_us). A batch request counts once per image, each with the whole request time.'
+    )
     this.inferences = new Counter({
       name: `${METRIC_PREFIX}inferences_total`,
       help: 'Images run through a model (Triton nv_inference_count). Divided by executions: the mean batch size.',
@@ -81,19 +86,11 @@ export class ServiceMetrics {
       buckets: BATCH_SIZE_BUCKETS,
       registers
     })
-    const stageHistogram = (stage: string, help: string): Histogram<'model'> =>
-      new Histogram({
-        name: `${METRIC_PREFIX}${stage}_duration_seconds`,
-        help,
-        labelNames: ['model'],
-        buckets: DURATION_BUCKETS,
-        registers
-      })
     this.stageDurations = {
-      queue: stageHistogram('queue', 'Per image: from joining the batcher queue to the start of the model execution that ran it.'),
-      preprocess: stageHistogram('preprocess', 'Per image: decode, resize and crop to the model input (sharp).'),
-      inference: stageHistogram('inference', 'Per model execution (not per image): the ONNX Runtime run of one batch.'),
-      postprocess: stageHistogram('postprocess', 'Per image: softmax, top-k and labels.')
+      queue: durationHistogram('queue', 'Per image: from joining the batcher queue to the start of the model execution that ran it.'),
+      preprocess: durationHistogram('preprocess', 'Per image: decode, resize and crop to the model input (sharp).'),
+      inference: durationHistogram('inference', 'Per model execution (not per image): the ONNX Runtime run of one batch.'),
+      postprocess: durationHistogram('postprocess', 'Per image: softmax, top-k and labels.')
     }
     const pending = new Gauge({
       name: `${METRIC_PREFIX}pending_requests`,
