@@ -303,20 +303,26 @@ export function peerMarkdown(r: PeerResult): string {
 }
 
 /** The newest `<prefix>-*.json` in `dir`, parsed, or undefined when there is none. */
-async function newest<T>(dir: string, prefix: string): Promise<{ result: T; file: string } | undefined> {
-  const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.startsWith(`${prefix}-`) && f.endsWith('.json')).sort()
-  const file = files.at(-1)
-  if (file === undefined) return undefined
+/** The JSON files a paired benchmark wrote in `dir`, oldest first (their names start with the time). */
+async function resultFiles(dir: string, prefix: string): Promise<string[]> {
+  return (await readdir(dir).catch(() => [] as string[])).filter((f) => f.startsWith(`${prefix}-`) && f.endsWith('.json')).sort()
+}
+
+async function readResult<T>(dir: string, file: string): Promise<{ result: T; file: string }> {
   return { result: JSON.parse(await readFile(join(dir, file), 'utf8')) as T, file }
+}
+
+async function newest<T>(dir: string, prefix: string): Promise<{ result: T; file: string } | undefined> {
+  const file = (await resultFiles(dir, prefix)).at(-1)
+  return file === undefined ? undefined : readResult<T>(dir, file)
 }
 
 /** The newest result of each kind per `key` (e.g. per photo), in the order of `key`'s first appearance from the oldest. */
 async function newestEach<T>(dir: string, prefix: string, key: (result: T) => string): Promise<Array<{ result: T; file: string }>> {
-  const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.startsWith(`${prefix}-`) && f.endsWith('.json')).sort()
   const byKey = new Map<string, { result: T; file: string }>()
-  for (const file of files) {
-    const result = JSON.parse(await readFile(join(dir, file), 'utf8')) as T
-    byKey.set(key(result), { result, file })
+  for (const file of await resultFiles(dir, prefix)) {
+    const read = await readResult<T>(dir, file)
+    byKey.set(key(read.result), read)
   }
   return [...byKey.values()]
 }
@@ -357,13 +363,12 @@ export async function benchmarkSections(dir: string): Promise<string[]> {
         "pipeline's own, and cores it did not get (on a shared machine, other work's).",
         '',
         'How far the bound is from what these cores can give: it counts every core-second as usable, but the raw session',
-        "alone keeps only 0.9–0.95 of the cores busy (ONNX Runtime's two threads meet at the end of every operator",
-        'and one waits for the other), and decoding and inference do not add up: the pipeline without the service, with no',
-        'HTTP, batcher or thread hop, reaches about 0.85–0.90 of the bound. "× the pipeline without the service" is therefore',
-        "the service's own cost. For a camera-sized photo the bound itself is under 0.85× raw: libjpeg must entropy-decode",
-        'every coefficient even when it scales by 8, so the decode takes a third of the CPU that inference takes. Even',
-        "PIL's libjpeg-turbo needs 10 CPU ms for the 4000×3000 test photo at 1/8 scale, which beside the raw session's ~43",
-        'would cap any service at 0.81× raw on these cores.',
+        "alone does not keep every core busy (ONNX Runtime's two threads meet at the end of every operator and one waits",
+        'for the other: its share is in each yardstick line), and decoding and inference do not add up: the pipeline',
+        'without the service, with no HTTP, batcher or thread hop, does not reach the bound either (same line). "× the',
+        'pipeline without the service" is therefore the service\'s own cost. For a camera-sized photo the bound itself, as',
+        '× raw in its yardstick line, falls below 0.85: libjpeg must entropy-decode every coefficient even when it scales',
+        "by 8 (docs/models.md has what PIL's libjpeg-turbo takes for the same photo, and the command).",
         '',
         ...overheads.flatMap((o) => [overheadMarkdown(o.result), ''])
       ].join('\n')
