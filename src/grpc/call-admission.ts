@@ -10,7 +10,7 @@ import { isAuthorized } from '../api-key.js'
 import { ServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { libraryStatusError, statusOf } from './error-status.js'
-import type { ReceiveBudget, Reservation } from './receive-gate.js'
+import type { ReceiveBudget, Reservation } from './receive-budget.js'
 
 /**
  * Admission for every call of the gRPC door, before its message is read: the API key is checked
@@ -18,7 +18,7 @@ import type { ReceiveBudget, Reservation } from './receive-gate.js'
  * still unread (grpc-js reads a unary call's message only once the metadata has passed), so a
  * keyless 16 MB message costs no decode and no buffer.
  *
- * A unary call then reads its message only once the door's receive budget (receive-gate.ts) has
+ * A unary call then reads its message only once the door's receive budget (receive-budget.ts) has
  * room for it, holds its share until it is answered, and must have its message in within
  * `readTimeoutMs`: messages held stay within the body budget however many calls send at once.
  *

@@ -42,7 +42,7 @@ import {
 } from './repository-handlers.js'
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 import { requestHead } from './request-head.js'
-import { ReceiveBudget } from './receive-gate.js'
+import { ReceiveBudget } from './receive-budget.js'
 import { serveInferStream, streamCounters, type InferStreamHandle, type StreamCounters } from './stream-infer.js'
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ReceiveBudget, type Reservation } from '../../src/grpc/receive-gate.js'
+import { ReceiveBudget, type Reservation } from '../../src/grpc/receive-budget.js'
 
 /** The gRPC door's receive budget: bytes held by calls' messages, a FIFO line, and its bound. Unit tier. */
 
