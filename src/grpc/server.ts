@@ -163,6 +163,8 @@ export interface GrpcServerHandle {
   decodedInferRequests(): number
   /** What ModelStreamInfer calls have read and answered (see stream-infer.ts). */
   streamCounters(): Readonly<StreamCounters>
+  /** ModelInfer's receive budget now: bytes its calls hold, and calls waiting for room (see receive-budget.ts). */
+  receiveBudget(): ReceiveBudget['state']
   /** Stops taking calls and waits for those in progress (up to the drain timeout), then closes. */
   close(): Promise<void>
 }
@@ -555,6 +557,7 @@ export async function startGrpcServer(
     receiveLimitBytes,
     decodedInferRequests: () => door.decodedInferRequests,
     streamCounters: () => door.streamCounters,
+    receiveBudget: () => inferenceBudget.state,
     close: () =>
       new Promise<void>((resolve) => {
         const force = setTimeout(() => {

@@ -22,6 +22,8 @@ export interface GrpcTestDoor extends Omit<GrpcTestClient, 'close'> {
   decodedInferRequests(): number
   /** What the door's ModelStreamInfer calls have read and answered so far. */
   streamCounters(): Readonly<StreamCounters>
+  /** ModelInfer's receive budget: bytes held and calls waiting for room. */
+  receiveBudget(): { readonly heldBytes: number; readonly waiting: number }
   close(): Promise<void>
 }
 
@@ -84,6 +86,7 @@ export async function startTestGrpc(
     receiveLimitBytes: handle.receiveLimitBytes,
     decodedInferRequests: () => handle.decodedInferRequests(),
     streamCounters: () => ({ ...handle.streamCounters() }),
+    receiveBudget: () => handle.receiveBudget(),
     call: client.call,
     callRaw: client.callRaw,
     async close() {

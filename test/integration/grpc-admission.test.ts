@@ -10,6 +10,7 @@ import { syntheticModelRepository } from '../helpers/models.js'
 import { photoPaths } from '../helpers/photos.js'
 import { copiesIn, inferWire, lengthDelimited, repeatedField, varint, varintField } from '../helpers/protobuf-wire.js'
 import { metricValue, startTestServer, type TestServer } from '../helpers/server.js'
+import { waitFor } from '../helpers/versioned-models.js'
 
 /**
  * Admission on the gRPC door, against the real service and door: the API key is checked before a
@@ -249,11 +250,16 @@ describe('gRPC admission: messages being received at once stay within the body b
         void call.ended.then(() => order.push(`stalled ${i}`))
         return call
       })
-      await new Promise((resolve) => setTimeout(resolve, 300))
+      await waitFor(
+        'both stalled calls to hold a receive limit',
+        () => door.receiveBudget().heldBytes === 2 * door.receiveLimitBytes,
+        10_000
+      )
       // A whole, valid call now waits for room: it is answered only once a stalled one has timed out.
       const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
       const good = door.callRaw('ModelInfer', message, WITH_KEY)
       const answer = good.then(() => order.push('good'))
+      await waitFor('the valid call to wait for room', () => door.receiveBudget().waiting === 1, 10_000)
       // The other RPCs have a lane of their own: a health call does not wait behind inference uploads.
       await door.call('ServerLive', {}, WITH_KEY)
       order.push('live')
