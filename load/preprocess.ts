@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import sharp from 'sharp'
-import { createNormalizer, ImagePreprocessor } from '../src/core/preprocess.js'
+import { ImagePreprocessor } from '../src/core/preprocess.js'
+import { createNormalizer } from '../src/core/pixel-normalizer.js'
 import { configFromPreset } from '../src/repository/model-config.js'
 import { readPhoto } from '../test/helpers/photos.js'
 

@@ -5,12 +5,10 @@ import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budg
 import { sniffImageFormat, type AcceptedFormat } from './image-sniff.js'
 import { countJpegScans } from './jpeg-scans.js'
 
-export { createNormalizer } from './pixel-normalizer.js'
-
 /**
  * Encoded image → the crop×crop×3 RGB pixels a model's batcher receives (decode on the libuv
- * threadpool through sharp), and those pixels → the model's float32 CHW tensor (in the inference
- * worker). The geometry is torchvision's `Resize(resize) + CenterCrop(crop)` on
+ * threadpool through sharp); pixel-normalizer.ts turns those pixels into the model's float32 CHW
+ * tensor in the inference worker. The geometry is torchvision's `Resize(resize) + CenterCrop(crop)` on
  * `PIL.Image.open(...).convert('RGB')`, reproduced to within a fraction of a grey level
  * (test/system/preprocess-parity.test.ts):
  *

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { pino, type Logger } from 'pino'
 import { loadSettings, type Settings } from '../../src/config.js'
 import { ClassifyService, type ServiceEvents } from '../../src/core/classify-service.js'
-import { createNormalizer } from '../../src/core/preprocess.js'
+import { createNormalizer } from '../../src/core/pixel-normalizer.js'
 import { buildApp } from '../../src/http/app.js'
 import { ServiceMetrics } from '../../src/metrics.js'
 
