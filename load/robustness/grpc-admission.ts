@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { status } from '@grpc/grpc-js'
-import { grpcTestClient, type GrpcCallError } from '../../test/helpers/grpc.js'
+import { grpcFrame, grpcTestClient, rawGrpcCall, type GrpcCallError } from '../../test/helpers/grpc.js'
 import { syntheticModelRepository } from '../../test/helpers/models.js'
 import { startBenchServer } from '../kit/bench-server.js'
 import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/helpers/protobuf-wire.js'
@@ -14,16 +14,19 @@ import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/
  * that writes the message), RSS before → peak → 2 s after. Then a legitimate FP32 batch of
  * --items images, which must be answered OK, and --calls legitimate batches of 16 sent at once,
  * whose messages the receive budget (--body-budget-bytes) must hold within bounds: each must be
- * answered, OK or QUEUE_FULL, and the peak stays near the budget above the baseline.
+ * answered, OK or QUEUE_FULL, and the peak stays near the budget above the baseline. Last,
+ * --streams ModelStreamInfer calls at once, each sending 3 such batches and closing: their messages
+ * share that budget (5.8 GB sent by 200 streams took the server 2.2 GB over its baseline before).
  *
- *   npm run load:grpc-admission -- [--megabytes 16] [--items 64] [--calls 256]
+ *   npm run load:grpc-admission -- [--megabytes 16] [--items 64] [--calls 256] [--streams 200]
  */
 
 const { values } = parseArgs({
   options: {
     megabytes: { type: 'string', default: '16' },
     items: { type: 'string', default: '64' },
-    calls: { type: 'string', default: '256' }
+    calls: { type: 'string', default: '256' },
+    streams: { type: 'string', default: '200' }
   }
 })
 const attackBytes = Number(values.megabytes) * 1024 * 1024
@@ -51,7 +54,9 @@ const fp32Batch = (n: number): Buffer =>
     inferWire.rawInputContents(Buffer.alloc(n * 3 * 224 * 224 * 4))
   ])
 
-const attacks: Array<{ name: string; key: boolean; calls?: number; message: () => Buffer }> = [
+const STREAM_MESSAGES = 3
+
+const attacks: Array<{ name: string; key: boolean; calls?: number; streams?: number; message: () => Buffer }> = [
   {
     name: `${millions(2)} empty outputs, no key`,
     key: false,
@@ -89,8 +94,32 @@ const attacks: Array<{ name: string; key: boolean; calls?: number; message: () =
     message: () => Buffer.concat([modelName, inferWire.input('input', 'INT64', [1], lengthDelimited(3, Buffer.alloc(entries(1))))])
   },
   { name: `FP32 batch of ${items} (legitimate)`, key: true, message: () => fp32Batch(items) },
-  { name: `${values.calls} FP32 batches of 16 at once`, key: true, calls: Number(values.calls), message: () => fp32Batch(16) }
+  { name: `${values.calls} FP32 batches of 16 at once`, key: true, calls: Number(values.calls), message: () => fp32Batch(16) },
+  {
+    name: `${values.streams} streams of ${STREAM_MESSAGES} FP32 batches of 16`,
+    key: true,
+    streams: Number(values.streams),
+    message: () => fp32Batch(16)
+  }
 ]
+
+const grpcPort = Number(server.grpcAddress.slice(server.grpcAddress.lastIndexOf(':') + 1))
+
+/** One ModelStreamInfer call that sends `message` STREAM_MESSAGES times, as HTTP/2 takes them, and closes: its end status. */
+async function streamed(message: Buffer): Promise<string> {
+  const call = rawGrpcCall(grpcPort, 'ModelStreamInfer', { 'x-api-key': KEY })
+  const frame = grpcFrame(message)
+  for (let i = 0; i < STREAM_MESSAGES; i++) {
+    if (!call.stream.write(frame)) await new Promise((resolve) => call.stream.once('drain', resolve))
+  }
+  call.stream.end()
+  return call.ended
+    .then(
+      (end) => `${status[end.code]}${end.details === '' || end.details === 'OK' ? '' : ` ${end.details.split(':')[0]!.slice(0, 40)}`}`,
+      (err: Error) => err.message.slice(0, 40)
+    )
+    .finally(() => call.close())
+}
 
 interface Row {
   readonly attack: string
@@ -122,16 +151,19 @@ for (const attack of attacks) {
   const cpuBefore = await server.cpuSeconds()
   const t0 = performance.now()
   const answers = await Promise.all(
-    Array.from({ length: attack.calls ?? 1 }, () =>
-      client.callRaw('ModelInfer', message, { metadata: attack.key ? { 'x-api-key': KEY } : {} }).then(
-        () => 'OK',
-        (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
-      )
-    )
+    attack.streams !== undefined
+      ? Array.from({ length: attack.streams }, () => streamed(message))
+      : Array.from({ length: attack.calls ?? 1 }, () =>
+          client.callRaw('ModelInfer', message, { metadata: attack.key ? { 'x-api-key': KEY } : {} }).then(
+            () => 'OK',
+            (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
+          )
+        )
   )
   const counts = new Map<string, number>()
   for (const a of answers) counts.set(a, (counts.get(a) ?? 0) + 1)
-  const answer = [...counts].map(([a, n]) => (attack.calls === undefined ? a : `${n}× ${a}`)).join(', ')
+  const many = attack.calls !== undefined || attack.streams !== undefined
+  const answer = [...counts].map(([a, n]) => (many ? `${n}× ${a}` : a)).join(', ')
   const answerS = ((performance.now() - t0) / 1000).toFixed(2)
   await new Promise((resolve) => setTimeout(resolve, 2_000))
   probing = false

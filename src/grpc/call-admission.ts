@@ -11,6 +11,7 @@ import { ServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { libraryStatusError, statusOf } from './error-status.js'
 import type { ReceiveBudget, Reservation } from './receive-budget.js'
+import { streamMeter, type MessageShares } from './stream-meter.js'
 
 /**
  * Admission for every call of the gRPC door, before its message is read: the API key is checked
@@ -21,6 +22,8 @@ import type { ReceiveBudget, Reservation } from './receive-budget.js'
  * A unary call then reads its message only once the door's receive budget (receive-budget.ts) has
  * room for it, holds its share until it is answered, and must have its message in within
  * `readTimeoutMs`: messages held stay within the body budget however many calls send at once.
+ * A stream's messages are held one by one from their first bytes instead (stream-meter.ts), and
+ * handed to the handler with their shares, which it gives back as it answers each.
  *
  * It also makes every status the call ends with carry a registry code, grpc-js's own included,
  * and accounts for calls that end before their message reaches the handler (refused here, over the
@@ -40,8 +43,16 @@ export interface AdmissionPolicy {
   readonly countedRpc: string
   readonly log: Logger
   readonly metrics: ServiceMetrics | undefined
-  /** The budget an RPC's unary calls hold their messages in, the most one may be, and how long it may take to come in. */
-  readonly receive: { readonly budgetOf: (rpc: string) => ReceiveBudget; readonly limitBytes: number; readonly readTimeoutMs: number }
+  /**
+   * The budget an RPC's calls hold their messages in, the most one may be, and how long it may take
+   * to come in; a stream's messages are handed to its handler with their shares in `shares`.
+   */
+  readonly receive: {
+    readonly budgetOf: (rpc: string) => ReceiveBudget
+    readonly limitBytes: number
+    readonly readTimeoutMs: number
+    readonly shares: MessageShares
+  }
 }
 
 /** grpc-js's intercepting call, whose startRead (not part of its Responder) goes through `read` first. */
@@ -57,6 +68,14 @@ class GatedReadCall extends ServerInterceptingCall {
   override startRead(): void {
     this.read(() => super.startRead())
   }
+}
+
+let unmeteredLogged = false
+/** grpc-js no longer shows the meter a call's HTTP/2 stream: said once, loudly, as streams then go unbounded. */
+function unmeteredStream(log: Logger): void {
+  if (unmeteredLogged) return
+  unmeteredLogged = true
+  log.error('grpc-js hides the HTTP/2 stream of a call: ModelStreamInfer messages are not held within --body-budget-bytes')
 }
 
 function rpcName(method: ServerMethodDefinition<unknown, unknown>): string {
@@ -79,7 +98,20 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
     /** The message reached the handler, which from then on logs and counts the outcome itself (internal failures aside). */
     let delivered = false
     let answered = false
-    const gated = !method.requestStream
+    const refuse = (refusal: ServiceError): void => {
+      report(refusal)
+      call.sendStatus(statusOf(refusal))
+    }
+    // A stream's messages are held one by one as their bytes arrive (stream-meter.ts); a unary call's below.
+    const meter = method.requestStream
+      ? streamMeter(call, {
+          budget: policy.receive.budgetOf(rpc),
+          limitBytes: policy.receive.limitBytes,
+          readTimeoutMs: policy.receive.readTimeoutMs,
+          refuse
+        })
+      : undefined
+    if (method.requestStream && meter === undefined) unmeteredStream(policy.log)
     /** The call's share of the receive budget: a whole receive limit while it reads, its message's size once that is in. */
     let reservation: Reservation | undefined
     let waiting: { cancel(): void } | undefined
@@ -92,6 +124,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
       waiting = undefined
       reservation?.release()
       reservation = undefined
+      meter?.close()
     }
 
     const report = (se: ServiceError): void => {
@@ -116,14 +149,13 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
 
     /** What a unary call's read must wait for (its message only) and how long it may then take. */
     const gatedRead = (nextRead: () => void): void => {
-      if (!gated) return nextRead()
+      if (method.requestStream) return meter === undefined ? nextRead() : meter.gateRead(nextRead)
       if (answered) return
       const timedRead = (): void => {
-        readTimer = setTimeout(() => {
-          const refusal = new ServiceError('REQUEST_TIMEOUT', '(the gRPC message: the call ends)')
-          report(refusal)
-          call.sendStatus(statusOf(refusal))
-        }, policy.receive.readTimeoutMs)
+        readTimer = setTimeout(
+          () => refuse(new ServiceError('REQUEST_TIMEOUT', '(the gRPC message: the call ends)')),
+          policy.receive.readTimeoutMs
+        )
         nextRead()
       }
       // After the message only the half-close is left to read: it reserves nothing more.
@@ -137,9 +169,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
         timedRead()
       })
       if (ticket === undefined) {
-        const refusal = new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 })
-        report(refusal)
-        call.sendStatus(statusOf(refusal))
+        refuse(new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 }))
       } else if (!granted) {
         waiting = ticket
       }
@@ -149,18 +179,18 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
       start(next) {
         next({
           onReceiveMetadata(metadata, nextMetadata) {
-            if (needsKey(policy, rpc) && !isAuthorized(metadata.getMap(), policy.apiKey!)) {
-              const refusal = new ServiceError('UNAUTHENTICATED')
-              report(refusal)
-              call.sendStatus(statusOf(refusal))
-              return
-            }
+            if (needsKey(policy, rpc) && !isAuthorized(metadata.getMap(), policy.apiKey!))
+              return refuse(new ServiceError('UNAUTHENTICATED'))
             nextMetadata(metadata)
           },
           onReceiveMessage(message, nextMessage) {
             clearTimeout(readTimer)
             // The door defers decoding: the message is still its wire bytes.
-            if (Buffer.isBuffer(message)) reservation?.resize(message.byteLength)
+            if (Buffer.isBuffer(message)) {
+              reservation?.resize(message.byteLength)
+              const share = meter?.deliver(message)
+              if (share !== undefined) policy.receive.shares.set(message, share)
+            }
             delivered = true
             nextMessage(message)
           },
@@ -176,10 +206,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
             // always before the next setImmediate: only a call still unanswered then is the
             // client's malformed call rather than its hang-up.
             setImmediate(() => {
-              if (answered) return
-              const refusal = new ServiceError('BAD_REQUEST', 'The call ended without its request message.')
-              report(refusal)
-              call.sendStatus(statusOf(refusal))
+              if (!answered) refuse(new ServiceError('BAD_REQUEST', 'The call ended without its request message.'))
             })
           },
           onCancel() {

@@ -13,16 +13,17 @@
  * `maxWaiting`; one more is refused RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`. A call alone is always
  * admitted, so a budget below the receive limit still serves one at a time.
  *
- * The door keeps two: ModelInfer's, of --body-budget-bytes, and one of two receive limits for every
- * other unary RPC (their messages are small once read), so health and metadata calls never wait
- * behind inference uploads. A ModelStreamInfer stream goes through neither: it waits, idle, for its next request for as
- * long as its client likes, so its reads cannot be reserved for; it reads one message at a time and
- * stream-infer.ts bounds what its running requests hold, but the number of open streams is not
- * bounded here.
+ * The door keeps two: ModelInfer's and ModelStreamInfer's, of --body-budget-bytes, and one of two
+ * receive limits for every other unary RPC (their messages are small once read), so health and
+ * metadata calls never wait behind inference uploads. A stream cannot reserve before it reads (it
+ * waits, idle, for its next request as long as its client likes): stream-meter.ts holds each of its
+ * messages from the moment the message's length arrives.
  */
 
 export interface Reservation {
-  /** The bytes the call now holds (its message's size, once it is in). */
+  /** The bytes held now. */
+  readonly bytes: number
+  /** Holds `bytes` instead (the message's size, once it is in). */
   resize(bytes: number): void
   /** Gives the bytes back; a second call does nothing. */
   release(): void
@@ -80,6 +81,9 @@ export class ReceiveBudget {
     let current = bytes
     let released = false
     return {
+      get bytes() {
+        return released ? 0 : current
+      },
       resize: (next) => {
         if (released) return
         this.held += next - current

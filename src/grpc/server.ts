@@ -43,6 +43,7 @@ import {
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 import { requestHead } from './request-head.js'
 import { ReceiveBudget } from './receive-budget.js'
+import type { MessageShares } from './stream-meter.js'
 import { serveInferStream, streamCounters, type InferStreamHandle, type StreamCounters } from './stream-infer.js'
 
 /**
@@ -348,6 +349,8 @@ interface DoorContext {
   readonly streamCounters: StreamCounters
   /** ModelStreamInfer calls not yet ended, told to finish when the door closes. */
   readonly openStreams: Set<InferStreamHandle>
+  /** Shares of the receive budget held by streamed requests until they are answered. */
+  readonly messageShares: MessageShares
 }
 
 /** protobuf's decode of bytes already admitted; a message it cannot read is the client's fault. */
@@ -461,6 +464,10 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
     ModelStreamInfer: (call: ServerDuplexStream<Buffer, ModelStreamInferResponseMessage>) => {
       const stream = serveInferStream(call, {
         answer: (bytes, options) => streamAnswer(door, bytes, options),
+        answered: (bytes) => {
+          door.messageShares.get(bytes)?.release()
+          door.messageShares.delete(bytes)
+        },
         options: callOptions(call),
         maxInFlightBytes: door.receiveLimitBytes,
         counters: door.streamCounters
@@ -510,7 +517,8 @@ export async function startGrpcServer(
     receiveLimitBytes,
     decodedInferRequests: 0,
     streamCounters: streamCounters(),
-    openStreams: new Set()
+    openStreams: new Set(),
+    messageShares: new WeakMap()
   }
   // ModelInfer's messages share the body budget. Every other RPC takes small messages (refused past
   // 4 KiB once read, and holding only their few bytes from then on): a lane of two receive limits
@@ -529,9 +537,10 @@ export async function startGrpcServer(
         log,
         metrics,
         receive: {
-          budgetOf: (rpc) => (rpc === 'ModelInfer' ? inferenceBudget : smallCallsBudget),
+          budgetOf: (rpc) => (rpc === 'ModelInfer' || rpc === 'ModelStreamInfer' ? inferenceBudget : smallCallsBudget),
           limitBytes: receiveLimitBytes,
-          readTimeoutMs: settings.requestTimeoutMs
+          readTimeoutMs: settings.requestTimeoutMs,
+          shares: door.messageShares
         }
       })
     ]

@@ -46,6 +46,8 @@ export function streamCounters(): StreamCounters {
 export interface InferStreamOptions<Res> {
   /** One request's answer; never rejects (a failed request's answer carries its error). */
   readonly answer: (bytes: Buffer, options: RequestOptions) => Promise<Res>
+  /** A request has its answer: its bytes' share of the receive budget goes back (stream-meter.ts). */
+  readonly answered: (bytes: Buffer) => void
   /** The stream's deadline and hang-up signal, applied to every request it carries. */
   readonly options: RequestOptions
   /** Message bytes the running requests may hold together (the door's receive limit). */
@@ -64,7 +66,7 @@ export interface InferStreamHandle {
  * requests still running through options.signal; their answers are dropped.
  */
 export function serveInferStream<Res>(call: ServerDuplexStream<Buffer, Res>, stream: InferStreamOptions<Res>): InferStreamHandle {
-  const { answer, options, maxInFlightBytes, counters } = stream
+  const { answer, answered, options, maxInFlightBytes, counters } = stream
   // Each running request listens on the stream's signal (infer.ts withdraws queued images on abort).
   if (options.signal !== undefined) setMaxListeners(STREAM_MAX_IN_FLIGHT + 10, options.signal)
   let inFlight = 0
@@ -95,9 +97,10 @@ export function serveInferStream<Res>(call: ServerDuplexStream<Buffer, Res>, str
     counters.answersWritten++
     finishIfDone()
   }
-  const deliver = (res: Res, bytes: number): void => {
+  const deliver = (res: Res, bytes: Buffer): void => {
+    answered(bytes)
     inFlight--
-    inFlightBytes -= bytes
+    inFlightBytes -= bytes.byteLength
     if (gone) {
       unanswered--
       return
@@ -113,7 +116,7 @@ export function serveInferStream<Res>(call: ServerDuplexStream<Buffer, Res>, str
     counters.requestsRead++
     if (unanswered > counters.peakUnanswered) counters.peakUnanswered = unanswered
     flow()
-    void answer(bytes, options).then((res) => deliver(res, bytes.byteLength))
+    void answer(bytes, options).then((res) => deliver(res, bytes))
   })
   call.on('drain', () => {
     writeBlocked = false

@@ -1,11 +1,12 @@
 import { readFile } from 'node:fs/promises'
 import { constants as http2 } from 'node:http2'
 import { Writable } from 'node:stream'
+import { gzipSync } from 'node:zlib'
 import { status } from '@grpc/grpc-js'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
-import { callRefusal, grpcFrame, rawGrpcCall, startTestGrpc, type GrpcTestDoor } from '../helpers/grpc.js'
+import { callRefusal, grpcFrame, rawGrpcCall, startTestGrpc, type GrpcTestDoor, type RawGrpcCall } from '../helpers/grpc.js'
 import { syntheticModelRepository } from '../helpers/models.js'
 import { photoPaths } from '../helpers/photos.js'
 import { copiesIn, inferWire, lengthDelimited, repeatedField, varint, varintField } from '../helpers/protobuf-wire.js'
@@ -272,6 +273,135 @@ describe('gRPC admission: messages being received at once stay within the body b
       expect(await changed(() => failures('REQUEST_TIMEOUT'), timedOutBefore)).toBe(timedOutBefore + 2)
       for (const c of stalled) c.close()
     } finally {
+      await door.close()
+    }
+  })
+})
+
+/** A ModelStreamInfer call written over HTTP/2: what it writes, and how many answers have come back whole. */
+function rawStream(port: number, headers: Readonly<Record<string, string>> = {}): RawGrpcCall & { answers(): number } {
+  const call = rawGrpcCall(port, 'ModelStreamInfer', { 'x-api-key': KEY, ...headers })
+  let pending = Buffer.alloc(0)
+  let answers = 0
+  call.stream.on('data', (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk])
+    while (pending.byteLength >= 5 && pending.byteLength >= 5 + pending.readUInt32BE(1)) {
+      pending = pending.subarray(5 + pending.readUInt32BE(1))
+      answers++
+    }
+  })
+  return { ...call, answers: () => answers }
+}
+
+describe("gRPC admission: a stream's messages are held in the same budget, each from its first bytes", () => {
+  const inferMessage = (): Buffer =>
+    Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
+
+  it('idle streams hold nothing: ten streams open and waiting for their next request leave the budget empty', async () => {
+    // Room for two messages: were an idle stream's read reserved for, two streams would shut out everyone else.
+    const settings = { ...server.settings, bodyBudgetBytes: 2 * grpc.receiveLimitBytes + 1024 }
+    const door = await startTestGrpc(server, settings, pino({ level: 'silent' }))
+    const streams = Array.from({ length: 10 }, () => rawStream(door.port))
+    try {
+      for (const s of streams) s.stream.write(grpcFrame(inferMessage()))
+      await waitFor('every stream to be answered', () => streams.every((s) => s.answers() === 1), 20_000)
+      await waitFor('the shares to be given back', () => door.receiveBudget().heldBytes === 0, 1_000)
+      // The streams now wait, read open, for requests that do not come; unary calls still find the room.
+      await Promise.all([0, 1].map(() => door.callRaw('ModelInfer', inferMessage(), WITH_KEY)))
+      expect(door.receiveBudget()).toEqual({ heldBytes: 0, waiting: 0 })
+      expect(door.streamCounters().requestsRead).toBe(10)
+    } finally {
+      for (const s of streams) s.close()
+      await door.close()
+    }
+  })
+
+  it('a streamed message waits for room as a unary one does, and a stream that stalls mid-message gives its share back after --request-timeout-ms', async () => {
+    const settings = { ...server.settings, bodyBudgetBytes: 2 * grpc.receiveLimitBytes + 1024, requestTimeoutMs: 1_500 }
+    const door = await startTestGrpc(server, settings, pino({ level: 'silent' }))
+    const sender = rawStream(door.port)
+    const staller = rawStream(door.port)
+    try {
+      const order: string[] = []
+      // Two unary uploads stall with a receive limit each: the budget is full.
+      const stalled = [0, 1].map((i) => {
+        const call = rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY })
+        call.stream.write(grpcFrame(Buffer.alloc(100_000)).subarray(0, 1_000))
+        void call.ended.then(() => order.push(`stalled ${i}`))
+        return call
+      })
+      await waitFor(
+        'both stalled calls to hold a receive limit',
+        () => door.receiveBudget().heldBytes === 2 * door.receiveLimitBytes,
+        10_000
+      )
+      const message = grpcFrame(inferMessage())
+      sender.stream.write(message)
+      await waitFor("the streamed message's first bytes to wait for room", () => door.receiveBudget().waiting === 1, 10_000)
+      await waitFor('the stream to be answered', () => sender.answers() === 1, 10_000)
+      order.push('streamed')
+      expect(order.indexOf('streamed')).toBeGreaterThan(Math.min(order.indexOf('stalled 0'), order.indexOf('stalled 1')))
+      for (const c of stalled) c.close()
+
+      // A stream announces 100 kB, sends 1 kB of it and stalls: it holds the 100 kB, then ends.
+      await waitFor('the budget to be free', () => door.receiveBudget().heldBytes === 0, 10_000)
+      staller.stream.write(grpcFrame(Buffer.alloc(100_000)).subarray(0, 1_000))
+      await waitFor('the stalled message to hold its size', () => door.receiveBudget().heldBytes === 100_000, 10_000)
+      expect(await staller.ended).toEqual({
+        code: status.DEADLINE_EXCEEDED,
+        details: expect.stringMatching(/^REQUEST_TIMEOUT: /) as string
+      })
+      await waitFor('its share to be given back', () => door.receiveBudget().heldBytes === 0, 1_000)
+    } finally {
+      sender.close()
+      staller.close()
+      await door.close()
+    }
+  })
+
+  it('compressed messages, each holding a whole receive limit until its size is known, are read and answered (the next one hung until REQUEST_TIMEOUT)', async () => {
+    const door = await startTestGrpc(server, { ...server.settings, requestTimeoutMs: 3_000 }, pino({ level: 'silent' }))
+    const stream = rawStream(door.port, { 'grpc-encoding': 'gzip' })
+    try {
+      for (let i = 0; i < 3; i++) stream.stream.write(grpcFrame(gzipSync(inferMessage()), true))
+      stream.stream.end()
+      expect(await stream.ended).toEqual({ code: status.OK, details: 'OK' })
+      expect(stream.answers()).toBe(3)
+      expect(door.receiveBudget()).toEqual({ heldBytes: 0, waiting: 0 })
+    } finally {
+      stream.close()
+      await door.close()
+    }
+  })
+
+  it('a stream whose handler falls behind holds about one receive limit read and unanswered, not the 16 messages grpc-js would read ahead', async () => {
+    const door = await startTestGrpc(server, server.settings, pino({ level: 'silent' }))
+    const stream = rawStream(door.port)
+    try {
+      // Batches of half the largest: the stream's running requests take two, grpc-js would read sixteen more.
+      const items = MAX_ITEMS / 2
+      const batch = grpcFrame(
+        Buffer.concat([
+          inferWire.modelName(MODEL),
+          inferWire.input('input', 'FP32', [items, 3, 224, 224]),
+          inferWire.rawInputContents(Buffer.alloc(items * ITEM_BYTES))
+        ])
+      )
+      let peak = 0
+      const sampler = setInterval(() => (peak = Math.max(peak, door.receiveBudget().heldBytes)), 2)
+      // Written as HTTP/2 takes them (the client session's own memory cap would otherwise reset the stream).
+      for (let i = 0; i < 12; i++) if (!stream.stream.write(batch)) await new Promise((resolve) => stream.stream.once('drain', resolve))
+      stream.stream.end()
+      const end = await stream.ended
+      clearInterval(sampler)
+      expect(end.code).toBe(status.OK)
+      expect(door.streamCounters().requestsRead).toBe(12)
+      expect(peak).toBeGreaterThan(0)
+      // Its part (one receive limit), one message more read while under it, and one arriving.
+      expect(peak).toBeLessThanOrEqual(door.receiveLimitBytes + 2 * batch.byteLength)
+      expect(door.receiveBudget()).toEqual({ heldBytes: 0, waiting: 0 })
+    } finally {
+      stream.close()
       await door.close()
     }
   })

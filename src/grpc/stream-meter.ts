@@ -1,0 +1,188 @@
+import { Duplex } from 'node:stream'
+import { ServiceError } from '../errors.js'
+import { MessageFrames } from './message-frames.js'
+import type { ReceiveBudget, Reservation } from './receive-budget.js'
+
+/**
+ * Holds a stream of requests (ModelStreamInfer) within the door's receive budget, message by
+ * message. A unary call reserves a whole receive limit before it reads; a stream cannot: it waits,
+ * idle, for its next request as long as its client likes, and a reservation held while idle would
+ * let a few open streams shut every other call out. So a stream holds nothing while it is idle:
+ * the meter watches the call's HTTP/2 bytes as they arrive, and the moment a message's 5-byte
+ * prefix is in (its length with it), reserves that length, or the receive limit for a compressed
+ * message, whose size is known only once it is decompressed. When the budget has no room, the
+ * HTTP/2 stream is paused right there, so the rest of the message waits in the client's
+ * flow-control window, and the stream reads on once its turn comes (FIFO with the unary calls).
+ *
+ * A message's share is held until the handler has answered it (`MessageShares`), as an HTTP body
+ * is held until its response. One stream holds at most about one receive limit of messages read
+ * and not yet answered: past that, it starts no new read until answers give some back, so a
+ * client that sends without reading its answers holds a bounded part of the budget, not all of it.
+ * A message must arrive within `readTimeoutMs` of its first byte being admitted, else the call
+ * ends DEADLINE_EXCEEDED `REQUEST_TIMEOUT`, so slow senders give their share back.
+ *
+ * grpc-js has no public hook for a call's bytes: the meter reads the HTTP/2 stream off its
+ * innermost call object (BaseServerInterceptingCall's `stream`, grpc-js 1.14). Where that is
+ * missing (`streamMeter` returns undefined), the door logs it and the stream is served unmetered;
+ * the integration tests fail then, which is the point.
+ */
+
+/** A read message's share of the budget, given back when the handler has answered it. */
+export interface MessageShare {
+  release(): void
+}
+
+/** From the door's interceptor, which meters the bytes, to its handler, which answers them: keyed by the message's bytes. */
+export type MessageShares = WeakMap<Buffer, MessageShare>
+
+export interface StreamMeterOptions {
+  readonly budget: ReceiveBudget
+  /** The receive limit: what a compressed message reserves, and about what one stream may hold read and unanswered. */
+  readonly limitBytes: number
+  readonly readTimeoutMs: number
+  /** Ends the call with this refusal (a message too slow, or the budget's waiting line full). */
+  readonly refuse: (refusal: ServiceError) => void
+}
+
+type FlowControlled = Pick<Duplex, 'pause' | 'resume' | 'prependListener' | 'off'>
+
+/** The HTTP/2 stream under grpc-js's innermost call object, where there is one. */
+function http2StreamOf(call: object): FlowControlled | undefined {
+  const stream = (call as { stream?: unknown }).stream
+  return stream instanceof Duplex ? stream : undefined
+}
+
+export function streamMeter(call: object, options: StreamMeterOptions): StreamMeter | undefined {
+  const http2Stream = http2StreamOf(call)
+  return http2Stream === undefined ? undefined : new StreamMeter(http2Stream, options)
+}
+
+export class StreamMeter {
+  private readonly frames: MessageFrames
+  private readonly onData = (chunk: Buffer): void => this.frames.write(chunk)
+  /** Shares of messages whose bytes are arriving or in, not yet delivered to the handler (in order). */
+  private readonly arriving: Reservation[] = []
+  /** Shares delivered to the handler and not yet given back. */
+  private readonly delivered = new Set<Reservation>()
+  /** What this stream's shares hold together. */
+  private heldBytes = 0
+  /** Messages started whose share waits for room in the budget, and their cancels. */
+  private readonly waits: Array<{ cancel(): void }> = []
+  /** grpc-js asked for a message and has not had it. */
+  private readOpen = false
+  /** A read held back until there is room; passed on to grpc-js then. */
+  private deferredRead: (() => void) | undefined
+  private timer: NodeJS.Timeout | undefined
+  private closed = false
+
+  constructor(
+    private readonly http2Stream: FlowControlled,
+    private readonly options: StreamMeterOptions
+  ) {
+    this.frames = new MessageFrames({ start: (bytes, compressed) => this.started(bytes, compressed), end: () => this.ended() })
+    // Before grpc-js's own listener, so a message's share is asked for before grpc-js can deliver it.
+    http2Stream.prependListener('data', this.onData)
+  }
+
+  /** grpc-js's startRead: passed on now, or once the stream has room to read again. */
+  gateRead(next: () => void): void {
+    this.readOpen = true
+    if (this.mustWait()) this.deferredRead = next
+    else next()
+  }
+
+  /** grpc-js delivers a message: its share, now the message's decoded size, for the handler to give back once answered. */
+  deliver(message: Buffer): MessageShare | undefined {
+    this.readOpen = false
+    const reservation = this.arriving.shift()
+    if (reservation === undefined) return undefined
+    this.resize(reservation, message.byteLength)
+    this.delivered.add(reservation)
+    return {
+      release: () => {
+        if (!this.delivered.delete(reservation)) return
+        this.give(reservation)
+        this.flow()
+      }
+    }
+  }
+
+  /** The call is over: every share goes back, waits are given up. */
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    clearTimeout(this.timer)
+    this.http2Stream.off('data', this.onData)
+    for (const wait of this.waits.splice(0)) wait.cancel()
+    for (const reservation of this.arriving.splice(0)) this.give(reservation)
+    for (const reservation of this.delivered) this.give(reservation)
+    this.delivered.clear()
+  }
+
+  /**
+   * A read waits while a message's share waits for room, or, between messages, while the stream
+   * holds its part. Never while a message with its share is arriving, or is whole in grpc-js's hands:
+   * only reads let those in and delivered (and so, once answered, given back).
+   */
+  private mustWait(): boolean {
+    if (this.arriving.length > 0) return false
+    return this.waits.length > 0 || this.heldBytes >= this.options.limitBytes
+  }
+
+  private started(bytes: number, compressed: boolean): void {
+    if (this.closed) return
+    // Over the receive limit, grpc-js refuses the message itself; the share never needs more.
+    const share = compressed ? this.options.limitBytes : Math.min(bytes, this.options.limitBytes)
+    let granted = false
+    const wait = this.options.budget.acquire(share, (reservation) => {
+      granted = true
+      this.admitted(reservation)
+    })
+    if (wait === undefined) return this.options.refuse(new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 }))
+    if (granted) return
+    this.waits.push(wait)
+    this.http2Stream.pause()
+  }
+
+  private admitted(reservation: Reservation): void {
+    if (this.waits.length > 0) this.waits.shift()
+    if (this.closed) return reservation.release()
+    this.arriving.push(reservation)
+    this.heldBytes += reservation.bytes
+    // Time the message whose bytes are still to come, once it has its share: waiting for room is the server's doing.
+    if (this.waits.length === 0 && this.frames.inMessage) {
+      this.timer = setTimeout(
+        () => this.options.refuse(new ServiceError('REQUEST_TIMEOUT', '(a gRPC stream message: the call ends)')),
+        this.options.readTimeoutMs
+      )
+    }
+    this.flow()
+  }
+
+  private ended(): void {
+    clearTimeout(this.timer)
+    this.timer = undefined
+  }
+
+  private resize(reservation: Reservation, bytes: number): void {
+    this.heldBytes += bytes - reservation.bytes
+    reservation.resize(bytes)
+  }
+
+  private give(reservation: Reservation): void {
+    this.heldBytes -= reservation.bytes
+    reservation.release()
+  }
+
+  /** Lets bytes flow again once nothing waits for room and the stream holds less than its part. */
+  private flow(): void {
+    if (this.closed || this.mustWait()) return
+    const next = this.deferredRead
+    if (next !== undefined) {
+      this.deferredRead = undefined
+      next()
+    } else if (this.readOpen) {
+      this.http2Stream.resume()
+    }
+  }
+}
