@@ -297,7 +297,7 @@ export const SETTINGS = [
     max: 3_600_000,
     fallback: 30_000,
     description:
-      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. A gRPC unary call has as long to send its message (then DEADLINE_EXCEEDED `REQUEST_TIMEOUT`). Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
+      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. A gRPC unary call has as long to send its message (then DEADLINE_EXCEEDED `REQUEST_TIMEOUT`), a streamed message as long from its first bytes, and a streaming client as long to take an answer (then `ANSWERS_NOT_READ`, the stream reset). Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
   }),
   spec({
     key: 'keepAliveTimeoutMs',

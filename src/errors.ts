@@ -76,6 +76,10 @@ export const ERRORS = {
     kind: 'request_timeout',
     message: 'The request was not received in time (setting --request-timeout-ms).'
   },
+  ANSWERS_NOT_READ: {
+    kind: 'request_timeout',
+    message: "The client took none of its stream's answers for --request-timeout-ms; the stream is reset."
+  },
   MODEL_NOT_READY: { kind: 'unavailable', message: 'The model is loaded but not ready to serve.' },
   QUEUE_FULL: { kind: 'resource_exhausted', message: "The model's queue is full; retry after the Retry-After delay." },
   BODY_BUDGET_FULL: {

@@ -55,11 +55,15 @@ export interface AdmissionPolicy {
   }
 }
 
-/** grpc-js's intercepting call, whose startRead (not part of its Responder) goes through `read` first. */
+/**
+ * grpc-js's intercepting call, whose startRead and message writes' completions (not part of its
+ * Responder) go through `read` and `sending` first.
+ */
 class GatedReadCall extends ServerInterceptingCall {
   constructor(
     next: ServerInterceptingCallInterface,
     private readonly read: (next: () => void) => void,
+    private readonly sending: ((written: () => void) => () => void) | undefined,
     responder: Responder
   ) {
     super(next, responder)
@@ -67,6 +71,10 @@ class GatedReadCall extends ServerInterceptingCall {
 
   override startRead(): void {
     this.read(() => super.startRead())
+  }
+
+  override sendMessage(message: unknown, written: () => void): void {
+    super.sendMessage(message, this.sending === undefined ? written : this.sending(written))
   }
 }
 
@@ -129,7 +137,8 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
 
     const report = (se: ServiceError): void => {
       if (se.kind === 'internal') policy.log.error({ rpc, code: se.code, detail: se.detail }, 'gRPC call failed')
-      else if (!delivered) policy.log.info({ rpc, code: se.code }, 'gRPC call refused')
+      // A stream's own refusals come after its requests were delivered, and end all of them: logged too.
+      else if (!delivered || method.requestStream) policy.log.info({ rpc, code: se.code }, 'gRPC call refused')
       if (!delivered && rpc === policy.countedRpc) policy.metrics?.recordRequest(undefined, se)
     }
 
@@ -175,7 +184,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
       }
     }
 
-    return new GatedReadCall(call, gatedRead, {
+    return new GatedReadCall(call, gatedRead, meter && ((written) => meter.sending(written)), {
       start(next) {
         next({
           onReceiveMetadata(metadata, nextMetadata) {

@@ -1,3 +1,4 @@
+import { constants as http2 } from 'node:http2'
 import { Duplex } from 'node:stream'
 import { ServiceError } from '../errors.js'
 import { MessageFrames } from './message-frames.js'
@@ -19,7 +20,11 @@ import type { ReceiveBudget, Reservation } from './receive-budget.js'
  * and not yet answered: past that, it starts no new read until answers give some back, so a
  * client that sends without reading its answers holds a bounded part of the budget, not all of it.
  * A message must arrive within `readTimeoutMs` of its first byte being admitted, else the call
- * ends DEADLINE_EXCEEDED `REQUEST_TIMEOUT`, so slow senders give their share back.
+ * ends DEADLINE_EXCEEDED `REQUEST_TIMEOUT`, so slow senders give their share back. The same time
+ * bounds a client that stops taking its answers: the stream stops reading while they wait, but what
+ * it read stays held; once no answer has been taken for `readTimeoutMs`, the call ends
+ * `ANSWERS_NOT_READ` and its HTTP/2 stream is reset (the status could not reach a client that does
+ * not read, and only a reset frees what the unsendable answers and unread messages hold).
  *
  * grpc-js has no public hook for a call's bytes: the meter reads the HTTP/2 stream off its
  * innermost call object (BaseServerInterceptingCall's `stream`, grpc-js 1.14). Where that is
@@ -44,12 +49,14 @@ export interface StreamMeterOptions {
   readonly refuse: (refusal: ServiceError) => void
 }
 
-type FlowControlled = Pick<Duplex, 'pause' | 'resume' | 'prependListener' | 'off'>
+type FlowControlled = Pick<Duplex, 'pause' | 'resume' | 'prependListener' | 'off'> & { close(code: number): void }
 
 /** The HTTP/2 stream under grpc-js's innermost call object, where there is one. */
 function http2StreamOf(call: object): FlowControlled | undefined {
   const stream = (call as { stream?: unknown }).stream
-  return stream instanceof Duplex ? stream : undefined
+  return stream instanceof Duplex && typeof (stream as Partial<FlowControlled>).close === 'function'
+    ? (stream as unknown as FlowControlled)
+    : undefined
 }
 
 export function streamMeter(call: object, options: StreamMeterOptions): StreamMeter | undefined {
@@ -73,6 +80,9 @@ export class StreamMeter {
   /** A read held back until there is room; passed on to grpc-js then. */
   private deferredRead: (() => void) | undefined
   private timer: NodeJS.Timeout | undefined
+  /** Answers handed to HTTP/2 and not yet taken by the client (flow control holds them). */
+  private unsent = 0
+  private sendTimer: NodeJS.Timeout | undefined
   private closed = false
 
   constructor(
@@ -107,11 +117,23 @@ export class StreamMeter {
     }
   }
 
+  /** An answer is being written: `written` is grpc-js's callback for when HTTP/2 has sent it. */
+  sending(written: () => void): () => void {
+    if (this.closed) return written
+    if (this.unsent++ === 0) this.timeAnswers()
+    return () => {
+      if (--this.unsent === 0) clearTimeout(this.sendTimer)
+      else this.timeAnswers()
+      written()
+    }
+  }
+
   /** The call is over: every share goes back, waits are given up. */
   close(): void {
     if (this.closed) return
     this.closed = true
     clearTimeout(this.timer)
+    clearTimeout(this.sendTimer)
     this.http2Stream.off('data', this.onData)
     for (const wait of this.waits.splice(0)) wait.cancel()
     for (const reservation of this.arriving.splice(0)) this.give(reservation)
@@ -157,6 +179,15 @@ export class StreamMeter {
       )
     }
     this.flow()
+  }
+
+  /** (Re)starts the wait for the client to take an answer. */
+  private timeAnswers(): void {
+    clearTimeout(this.sendTimer)
+    this.sendTimer = setTimeout(() => {
+      this.options.refuse(new ServiceError('ANSWERS_NOT_READ'))
+      this.http2Stream.close(http2.NGHTTP2_CANCEL)
+    }, this.options.readTimeoutMs)
   }
 
   private ended(): void {

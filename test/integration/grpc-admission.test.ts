@@ -374,6 +374,33 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
     }
   })
 
+  it('a client that takes none of its answers for --request-timeout-ms has its stream reset, ANSWERS_NOT_READ in the log, and what it held given back', async () => {
+    const lines: Array<{ code?: string; msg: string }> = []
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as (typeof lines)[number])
+        done()
+      }
+    })
+    const door = await startTestGrpc(server, { ...server.settings, requestTimeoutMs: 1_500 }, pino({ level: 'info' }, sink))
+    const stream = rawStream(door.port)
+    try {
+      // Answers of 1000 raw scores (4 kB each): the client's 64 kB window is full after some 16.
+      stream.stream.pause()
+      const message = grpcFrame(
+        Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
+      )
+      for (let i = 0; i < 40; i++) stream.stream.write(message)
+      await expect(stream.ended).rejects.toThrow('without a grpc-status')
+      expect(stream.stream.rstCode).toBe(http2.NGHTTP2_CANCEL)
+      expect(lines.filter((l) => l.code === 'ANSWERS_NOT_READ').map((l) => l.msg)).toEqual(['gRPC call refused'])
+      await waitFor('its shares to be given back', () => door.receiveBudget().heldBytes === 0, 5_000)
+    } finally {
+      stream.close()
+      await door.close()
+    }
+  }, 20_000)
+
   it('a stream whose handler falls behind holds about one receive limit read and unanswered, not the 16 messages grpc-js would read ahead', async () => {
     const door = await startTestGrpc(server, server.settings, pino({ level: 'silent' }))
     const stream = rawStream(door.port)
