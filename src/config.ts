@@ -297,7 +297,7 @@ export const SETTINGS = [
     max: 3_600_000,
     fallback: 30_000,
     description:
-      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. A gRPC unary call has as long to send its message (then DEADLINE_EXCEEDED `REQUEST_TIMEOUT`), a streamed message as long from its first bytes, and a streaming client as long to take an answer (then `ANSWERS_NOT_READ`, the stream reset). Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
+      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. A gRPC call has as long to start its message once the server reads, and as long to finish it once it has room in the body budget (then DEADLINE_EXCEEDED `REQUEST_TIMEOUT`; a stream may idle between requests), and a gRPC client as long to take an answer (then `ANSWERS_NOT_READ`, the call reset). Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
   }),
   spec({
     key: 'keepAliveTimeoutMs',
@@ -330,7 +330,7 @@ export const SETTINGS = [
     max: 2 ** 40,
     fallback: 192 * 1024 * 1024,
     description:
-      "HTTP request bodies held at once (192 MiB): each admitted request counts its `Content-Length` (a chunked one its route's limit) until it is answered; one that would pass the budget gets 429 `BODY_BUDGET_FULL` with `Retry-After: 1` before its body is read. A request alone is always admitted. The gRPC door holds its ModelInfer and ModelStreamInfer messages in a budget of the same size (its other unary RPCs in one of two receive limits): a unary call reads its message once a whole receive limit fits, a streamed message is held from the moment its length arrives (an idle stream holds nothing), and each then holds its size until it is answered; meanwhile it waits with its HTTP/2 stream paused (at most 1024 waiting, then RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`). With the baseline (about 0.7 GiB with one ResNet-50) and `--decode-budget-bytes`, it must fit the pod's memory limit."
+      "HTTP request bodies held at once (192 MiB): each admitted request counts its `Content-Length` (a chunked one its route's limit) until it is answered; one that would pass the budget gets 429 `BODY_BUDGET_FULL` with `Retry-After: 1` before its body is read. A request alone is always admitted. The gRPC door holds its ModelInfer and ModelStreamInfer messages in a budget of the same size (its other unary RPCs in one of two receive limits): each message is held from the moment its length (the gRPC frame's prefix) arrives until it is answered, so a call or stream that sends nothing holds nothing; a message that does not fit waits with its HTTP/2 stream paused (at most 1024 waiting, then RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`). With the baseline (about 0.7 GiB with one ResNet-50) and `--decode-budget-bytes`, it must fit the pod's memory limit."
   }),
   spec({
     key: 'allowPartialStart',

@@ -78,7 +78,7 @@ export const ERRORS = {
   },
   ANSWERS_NOT_READ: {
     kind: 'request_timeout',
-    message: "The client took none of its stream's answers for --request-timeout-ms; the stream is reset."
+    message: 'The client took no answer for --request-timeout-ms; the call is reset.'
   },
   MODEL_NOT_READY: { kind: 'unavailable', message: 'The model is loaded but not ready to serve.' },
   QUEUE_FULL: { kind: 'resource_exhausted', message: "The model's queue is full; retry after the Retry-After delay." },

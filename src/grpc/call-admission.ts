@@ -10,8 +10,8 @@ import { isAuthorized } from '../api-key.js'
 import { ServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { libraryStatusError, statusOf } from './error-status.js'
-import type { ReceiveBudget, Reservation } from './receive-budget.js'
-import { streamMeter, type MessageShares } from './stream-meter.js'
+import { messageMeter, type MessageShares } from './message-meter.js'
+import type { ReceiveBudget } from './receive-budget.js'
 
 /**
  * Admission for every call of the gRPC door, before its message is read: the API key is checked
@@ -19,11 +19,10 @@ import { streamMeter, type MessageShares } from './stream-meter.js'
  * still unread (grpc-js reads a unary call's message only once the metadata has passed), so a
  * keyless 16 MB message costs no decode and no buffer.
  *
- * A unary call then reads its message only once the door's receive budget (receive-budget.ts) has
- * room for it, holds its share until it is answered, and must have its message in within
- * `readTimeoutMs`: messages held stay within the body budget however many calls send at once.
- * A stream's messages are held one by one from their first bytes instead (stream-meter.ts), and
- * handed to the handler with their shares, which it gives back as it answers each.
+ * A call's messages are then held in the door's receive budget (receive-budget.ts) from the moment
+ * each one's length arrives until it is answered, and timed (message-meter.ts): messages held stay
+ * within the body budget however many calls send at once. A streamed request goes to the handler
+ * with its share, which the handler gives back once it has answered it.
  *
  * It also makes every status the call ends with carry a registry code, grpc-js's own included,
  * and accounts for calls that end before their message reaches the handler (refused here, over the
@@ -79,11 +78,11 @@ class GatedReadCall extends ServerInterceptingCall {
 }
 
 let unmeteredLogged = false
-/** grpc-js no longer shows the meter a call's HTTP/2 stream: said once, loudly, as streams then go unbounded. */
-function unmeteredStream(log: Logger): void {
+/** grpc-js no longer shows the meter a call's HTTP/2 stream: said once, loudly, as messages then go unbounded. */
+function unmetered(log: Logger): void {
   if (unmeteredLogged) return
   unmeteredLogged = true
-  log.error('grpc-js hides the HTTP/2 stream of a call: ModelStreamInfer messages are not held within --body-budget-bytes')
+  log.error('grpc-js hides the HTTP/2 stream of a call: gRPC messages are not held within --body-budget-bytes, nor timed')
 }
 
 function rpcName(method: ServerMethodDefinition<unknown, unknown>): string {
@@ -107,38 +106,23 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
     let delivered = false
     let answered = false
     const refuse = (refusal: ServiceError): void => {
-      report(refusal)
+      report(refusal, true)
       call.sendStatus(statusOf(refusal))
     }
-    // A stream's messages are held one by one as their bytes arrive (stream-meter.ts); a unary call's below.
-    const meter = method.requestStream
-      ? streamMeter(call, {
-          budget: policy.receive.budgetOf(rpc),
-          limitBytes: policy.receive.limitBytes,
-          readTimeoutMs: policy.receive.readTimeoutMs,
-          refuse
-        })
-      : undefined
-    if (method.requestStream && meter === undefined) unmeteredStream(policy.log)
-    /** The call's share of the receive budget: a whole receive limit while it reads, its message's size once that is in. */
-    let reservation: Reservation | undefined
-    let waiting: { cancel(): void } | undefined
-    let readTimer: NodeJS.Timeout | undefined
-    /** The call is over: its share goes back, a wait is given up. */
-    const giveBack = (): void => {
-      clearTimeout(readTimer)
-      readTimer = undefined
-      waiting?.cancel()
-      waiting = undefined
-      reservation?.release()
-      reservation = undefined
-      meter?.close()
-    }
+    // Every message is held in the call's budget from the moment its length arrives (message-meter.ts).
+    const meter = messageMeter(call, {
+      budget: policy.receive.budgetOf(rpc),
+      limitBytes: policy.receive.limitBytes,
+      readTimeoutMs: policy.receive.readTimeoutMs,
+      stream: method.requestStream,
+      refuse
+    })
+    if (meter === undefined) unmetered(policy.log)
 
-    const report = (se: ServiceError): void => {
+    /** `ours`: refused here (the key, the budget, a timer), logged whenever it comes; grpc-js's statuses once the handler has the message are the handler's to log, a stream's aside (they end all its requests). */
+    const report = (se: ServiceError, ours = false): void => {
       if (se.kind === 'internal') policy.log.error({ rpc, code: se.code, detail: se.detail }, 'gRPC call failed')
-      // A stream's own refusals come after its requests were delivered, and end all of them: logged too.
-      else if (!delivered || method.requestStream) policy.log.info({ rpc, code: se.code }, 'gRPC call refused')
+      else if (ours || !delivered || method.requestStream) policy.log.info({ rpc, code: se.code }, 'gRPC call refused')
       if (!delivered && rpc === policy.countedRpc) policy.metrics?.recordRequest(undefined, se)
     }
 
@@ -147,7 +131,8 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
     // is the one place every status of the call passes.
     const send = call.sendStatus.bind(call)
     call.sendStatus = (status) => {
-      giveBack()
+      // The call is over: its shares go back, a wait is given up.
+      meter?.close()
       if (answered) return send(status)
       answered = true
       const se = libraryStatusError(status)
@@ -156,32 +141,10 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
       send(statusOf(se))
     }
 
-    /** What a unary call's read must wait for (its message only) and how long it may then take. */
     const gatedRead = (nextRead: () => void): void => {
-      if (method.requestStream) return meter === undefined ? nextRead() : meter.gateRead(nextRead)
       if (answered) return
-      const timedRead = (): void => {
-        readTimer = setTimeout(
-          () => refuse(new ServiceError('REQUEST_TIMEOUT', '(the gRPC message: the call ends)')),
-          policy.receive.readTimeoutMs
-        )
-        nextRead()
-      }
-      // After the message only the half-close is left to read: it reserves nothing more.
-      if (reservation !== undefined) return timedRead()
-      let granted = false
-      const ticket = policy.receive.budgetOf(rpc).acquire(policy.receive.limitBytes, (share) => {
-        granted = true
-        waiting = undefined
-        if (answered) return share.release()
-        reservation = share
-        timedRead()
-      })
-      if (ticket === undefined) {
-        refuse(new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 }))
-      } else if (!granted) {
-        waiting = ticket
-      }
+      if (meter === undefined) nextRead()
+      else meter.gateRead(nextRead)
     }
 
     return new GatedReadCall(call, gatedRead, meter && ((written) => meter.sending(written)), {
@@ -193,18 +156,17 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
             nextMetadata(metadata)
           },
           onReceiveMessage(message, nextMessage) {
-            clearTimeout(readTimer)
-            // The door defers decoding: the message is still its wire bytes.
+            // The door defers decoding: the message is still its wire bytes. A unary call's share is
+            // held until the call ends; a streamed request's goes to the handler, to give back once answered.
             if (Buffer.isBuffer(message)) {
-              reservation?.resize(message.byteLength)
               const share = meter?.deliver(message)
-              if (share !== undefined) policy.receive.shares.set(message, share)
+              if (share !== undefined && method.requestStream) policy.receive.shares.set(message, share)
             }
             delivered = true
             nextMessage(message)
           },
           onReceiveHalfClose(nextHalfClose) {
-            clearTimeout(readTimer)
+            meter?.halfClosed()
             // A stream of requests may hold none: closing it at once is the client's to do.
             if (delivered || method.requestStream) {
               nextHalfClose()
@@ -219,7 +181,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
             })
           },
           onCancel() {
-            giveBack()
+            meter?.close()
             // grpc-js signals cancel after every call; only a call nobody answered was the client's hang-up.
             if (!answered) {
               answered = true

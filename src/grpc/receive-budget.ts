@@ -1,23 +1,18 @@
 /**
- * The gRPC door's share of --body-budget-bytes: request messages held at once, from the moment a
- * call starts reading its message until it is answered. grpc-js reads a call's message into memory
- * whole (up to the receive limit) once the call asks for it, and nothing bounded how many calls did
- * so: 256 ModelInfer calls of 9.6 MB each, sent at once, took the server from 0.5 to 5.3 GiB of RSS,
- * every message received and held while the calls before it were served.
+ * The gRPC door's share of --body-budget-bytes: request messages held at once, each from the moment
+ * its length arrives until it is answered (message-meter.ts does this per call). grpc-js reads a
+ * call's message into memory whole (up to the receive limit) once the call asks for it, and nothing
+ * bounded how many calls did so: 256 ModelInfer calls of 9.6 MB each, sent at once, took the server
+ * from 0.5 to 5.3 GiB of RSS, every message received and held while the calls before it were served;
+ * 200 ModelStreamInfer streams of three such messages took it to 2.7 GiB.
  *
- * gRPC has no Content-Length to admit by, so a call that starts reading reserves a whole receive
- * limit; once its message is in, the reservation shrinks to the message's size and is held until the
- * call is answered (call-admission.ts does this per call), as an HTTP body is. A call that has to
- * wait costs little: grpc-js keeps its HTTP/2 stream paused until the call reads, so at most the
- * stream's flow-control window (64 KiB) waits with it. Waiting calls form a FIFO of at most
- * `maxWaiting`; one more is refused RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`. A call alone is always
- * admitted, so a budget below the receive limit still serves one at a time.
+ * A message that does not fit waits, its HTTP/2 stream paused, in a FIFO of at most `maxWaiting`;
+ * one more is refused RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`. A message alone is always admitted, so
+ * a budget below the receive limit still serves one at a time.
  *
  * The door keeps two: ModelInfer's and ModelStreamInfer's, of --body-budget-bytes, and one of two
  * receive limits for every other unary RPC (their messages are small once read), so health and
- * metadata calls never wait behind inference uploads. A stream cannot reserve before it reads (it
- * waits, idle, for its next request as long as its client likes): stream-meter.ts holds each of its
- * messages from the moment the message's length arrives.
+ * metadata calls never wait behind inference uploads.
  */
 
 export interface Reservation {

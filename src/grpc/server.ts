@@ -43,7 +43,7 @@ import {
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 import { requestHead } from './request-head.js'
 import { ReceiveBudget } from './receive-budget.js'
-import type { MessageShares } from './stream-meter.js'
+import type { MessageShares } from './message-meter.js'
 import { serveInferStream, streamCounters, type InferStreamHandle, type StreamCounters } from './stream-infer.js'
 
 /**

@@ -46,7 +46,7 @@ export function streamCounters(): StreamCounters {
 export interface InferStreamOptions<Res> {
   /** One request's answer; never rejects (a failed request's answer carries its error). */
   readonly answer: (bytes: Buffer, options: RequestOptions) => Promise<Res>
-  /** A request has its answer: its bytes' share of the receive budget goes back (stream-meter.ts). */
+  /** A request has its answer: its bytes' share of the receive budget goes back (message-meter.ts). */
   readonly answered: (bytes: Buffer) => void
   /** The stream's deadline and hang-up signal, applied to every request it carries. */
   readonly options: RequestOptions

@@ -237,17 +237,17 @@ describe('gRPC admission: the receive limit follows the largest batch', () => {
 })
 
 describe('gRPC admission: messages being received at once stay within the body budget', () => {
-  it('a call reads its message only once the budget has room for a whole receive limit; a slow sender gives its share back after --request-timeout-ms', async () => {
+  it('a message is held from the moment its length arrives, and waits while the budget has no room; a slow sender gives its share back after --request-timeout-ms', async () => {
     // Room for two messages being read: the budget is twice the receive limit (and a little).
     const settings = { ...server.settings, bodyBudgetBytes: 2 * grpc.receiveLimitBytes + 1024, requestTimeoutMs: 1_500 }
     const door = await startTestGrpc(server, settings, pino({ level: 'silent' }))
     try {
       const timedOutBefore = await failures('REQUEST_TIMEOUT')
       const order: string[] = []
-      // Two clients announce a 100 kB message, send 1 kB of it and stall: each holds a receive limit.
+      // Two clients announce a message of a whole receive limit, send 1 kB of it and stall: each holds its length.
       const stalled = [0, 1].map((i) => {
         const call = rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY })
-        call.stream.write(grpcFrame(Buffer.alloc(100_000)).subarray(0, 1_000))
+        call.stream.write(Buffer.concat([announce(door.receiveLimitBytes), Buffer.alloc(1_000)]))
         void call.ended.then(() => order.push(`stalled ${i}`))
         return call
       })
@@ -276,7 +276,31 @@ describe('gRPC admission: messages being received at once stay within the body b
       await door.close()
     }
   })
+
+  it('a call that has sent no bytes of its message holds nothing (each held a whole receive limit for --request-timeout-ms: six such calls shut ModelInfer out)', async () => {
+    const settings = { ...server.settings, bodyBudgetBytes: 2 * grpc.receiveLimitBytes + 1024, requestTimeoutMs: 1_500 }
+    const door = await startTestGrpc(server, settings, pino({ level: 'silent' }))
+    try {
+      const silent = Array.from({ length: 6 }, () => rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY }))
+      const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
+      await door.callRaw('ModelInfer', message, WITH_KEY)
+      expect(door.receiveBudget()).toEqual({ heldBytes: 0, waiting: 0 })
+      // Their message is still due: each ends once --request-timeout-ms has passed.
+      for (const call of silent)
+        expect(await call.ended).toEqual({ code: status.DEADLINE_EXCEEDED, details: expect.stringMatching(/^REQUEST_TIMEOUT: /) as string })
+      for (const call of silent) call.close()
+    } finally {
+      await door.close()
+    }
+  })
 })
+
+/** A gRPC message's 5-byte prefix: uncompressed, `bytes` long. */
+function announce(bytes: number): Buffer {
+  const prefix = Buffer.alloc(5)
+  prefix.writeUInt32BE(bytes, 1)
+  return prefix
+}
 
 /** A ModelStreamInfer call written over HTTP/2: what it writes, and how many answers have come back whole. */
 function rawStream(port: number, headers: Readonly<Record<string, string>> = {}): RawGrpcCall & { answers(): number } {
@@ -326,7 +350,7 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
       // Two unary uploads stall with a receive limit each: the budget is full.
       const stalled = [0, 1].map((i) => {
         const call = rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY })
-        call.stream.write(grpcFrame(Buffer.alloc(100_000)).subarray(0, 1_000))
+        call.stream.write(Buffer.concat([announce(door.receiveLimitBytes), Buffer.alloc(1_000)]))
         void call.ended.then(() => order.push(`stalled ${i}`))
         return call
       })

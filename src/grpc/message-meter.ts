@@ -5,47 +5,50 @@ import { MessageFrames } from './message-frames.js'
 import type { ReceiveBudget, Reservation } from './receive-budget.js'
 
 /**
- * Holds a stream of requests (ModelStreamInfer) within the door's receive budget, message by
- * message. A unary call reserves a whole receive limit before it reads; a stream cannot: it waits,
- * idle, for its next request as long as its client likes, and a reservation held while idle would
- * let a few open streams shut every other call out. So a stream holds nothing while it is idle:
- * the meter watches the call's HTTP/2 bytes as they arrive, and the moment a message's 5-byte
- * prefix is in (its length with it), reserves that length, or the receive limit for a compressed
- * message, whose size is known only once it is decompressed. When the budget has no room, the
- * HTTP/2 stream is paused right there, so the rest of the message waits in the client's
- * flow-control window, and the stream reads on once its turn comes (FIFO with the unary calls).
+ * Holds a gRPC call's request messages within the door's receive budget, message by message, from
+ * the moment each message's length is known. gRPC has no Content-Length, and grpc-js reads a
+ * message into memory whole once the call asks for it; so the meter watches the call's HTTP/2
+ * bytes as they arrive, and when a message's 5-byte prefix is in, reserves its length (the receive
+ * limit for a compressed message, whose size is known only once it is decompressed). When the
+ * budget has no room, the HTTP/2 stream is paused right there, so the rest of the message waits in
+ * the client's flow-control window (at most 64 KiB with it), and the call reads on once its turn
+ * comes, in arrival order with every other call of the budget. A call that has sent nothing yet
+ * holds nothing: an open stream waiting for its next request, or a unary call whose message has
+ * not started, never keeps others out.
  *
- * A message's share is held until the handler has answered it (`MessageShares`), as an HTTP body
- * is held until its response. One stream holds at most about one receive limit of messages read
- * and not yet answered: past that, it starts no new read until answers give some back, so a
- * client that sends without reading its answers holds a bounded part of the budget, not all of it.
- * A message must arrive within `readTimeoutMs` of its first byte being admitted, else the call
- * ends DEADLINE_EXCEEDED `REQUEST_TIMEOUT`, so slow senders give their share back. The same time
- * bounds a client that stops taking its answers: the stream stops reading while they wait, but what
- * it read stays held; once no answer has been taken for `readTimeoutMs`, the call ends
- * `ANSWERS_NOT_READ` and its HTTP/2 stream is reset (the status could not reach a client that does
- * not read, and only a reset frees what the unsendable answers and unread messages hold).
+ * A message's share is held until it is answered: a unary call's until the call ends, a streamed
+ * request's until the handler gives it back (`MessageShares`), as an HTTP body is held until its
+ * response. Time bounds every step, each `readTimeoutMs`, else the call ends DEADLINE_EXCEEDED
+ * `REQUEST_TIMEOUT`: a message must arrive whole once it has its share, and a unary call must
+ * start its message (and half-close after it) once grpc-js asks. A stream may wait idle as long as
+ * its client likes, but holds at most about one receive limit of requests read and not yet
+ * answered: past that it starts no new read until answers give some back. The same time bounds a
+ * client that takes no answers: once none has been taken for `readTimeoutMs`, the call ends
+ * `ANSWERS_NOT_READ` and its HTTP/2 stream is reset (a status cannot reach a client that does not
+ * read, and only a reset frees what the unsendable answers and unread messages hold).
  *
  * grpc-js has no public hook for a call's bytes: the meter reads the HTTP/2 stream off its
- * innermost call object (BaseServerInterceptingCall's `stream`, grpc-js 1.14). Where that is
- * missing (`streamMeter` returns undefined), the door logs it and the stream is served unmetered;
- * the integration tests fail then, which is the point.
+ * innermost call object (BaseServerInterceptingCall's `stream`; @grpc/grpc-js is pinned for it).
+ * Where that is missing (`messageMeter` returns undefined), the door logs it at error and serves
+ * the call unmetered; the integration tests fail then, which is the point.
  */
 
-/** A read message's share of the budget, given back when the handler has answered it. */
+/** A streamed request's share of the budget, given back when the handler has answered it. */
 export interface MessageShare {
   release(): void
 }
 
-/** From the door's interceptor, which meters the bytes, to its handler, which answers them: keyed by the message's bytes. */
+/** From the door's interceptor, which meters a stream's bytes, to its handler, which answers them: keyed by the message's bytes. */
 export type MessageShares = WeakMap<Buffer, MessageShare>
 
-export interface StreamMeterOptions {
+export interface MessageMeterOptions {
   readonly budget: ReceiveBudget
   /** The receive limit: what a compressed message reserves, and about what one stream may hold read and unanswered. */
   readonly limitBytes: number
   readonly readTimeoutMs: number
-  /** Ends the call with this refusal (a message too slow, or the budget's waiting line full). */
+  /** A stream of requests (it may wait idle for the next), or a unary call (its message is due once asked for). */
+  readonly stream: boolean
+  /** Ends the call with this refusal (too slow, or the budget's waiting line full). */
   readonly refuse: (refusal: ServiceError) => void
 }
 
@@ -59,19 +62,21 @@ function http2StreamOf(call: object): FlowControlled | undefined {
     : undefined
 }
 
-export function streamMeter(call: object, options: StreamMeterOptions): StreamMeter | undefined {
+export function messageMeter(call: object, options: MessageMeterOptions): MessageMeter | undefined {
   const http2Stream = http2StreamOf(call)
-  return http2Stream === undefined ? undefined : new StreamMeter(http2Stream, options)
+  return http2Stream === undefined ? undefined : new MessageMeter(http2Stream, options)
 }
 
-export class StreamMeter {
+const tooSlow = (): ServiceError => new ServiceError('REQUEST_TIMEOUT', '(the gRPC message: the call ends)')
+
+export class MessageMeter {
   private readonly frames: MessageFrames
   private readonly onData = (chunk: Buffer): void => this.frames.write(chunk)
   /** Shares of messages whose bytes are arriving or in, not yet delivered to the handler (in order). */
   private readonly arriving: Reservation[] = []
   /** Shares delivered to the handler and not yet given back. */
   private readonly delivered = new Set<Reservation>()
-  /** What this stream's shares hold together. */
+  /** What this call's shares hold together. */
   private heldBytes = 0
   /** Messages started whose share waits for room in the budget, and their cancels. */
   private readonly waits: Array<{ cancel(): void }> = []
@@ -79,7 +84,8 @@ export class StreamMeter {
   private readOpen = false
   /** A read held back until there is room; passed on to grpc-js then. */
   private deferredRead: (() => void) | undefined
-  private timer: NodeJS.Timeout | undefined
+  /** Times what the client owes: a message with its share, or a unary call's next message or half-close. */
+  private readTimer: NodeJS.Timeout | undefined
   /** Answers handed to HTTP/2 and not yet taken by the client (flow control holds them). */
   private unsent = 0
   private sendTimer: NodeJS.Timeout | undefined
@@ -87,21 +93,21 @@ export class StreamMeter {
 
   constructor(
     private readonly http2Stream: FlowControlled,
-    private readonly options: StreamMeterOptions
+    private readonly options: MessageMeterOptions
   ) {
     this.frames = new MessageFrames({ start: (bytes, compressed) => this.started(bytes, compressed), end: () => this.ended() })
     // Before grpc-js's own listener, so a message's share is asked for before grpc-js can deliver it.
     http2Stream.prependListener('data', this.onData)
   }
 
-  /** grpc-js's startRead: passed on now, or once the stream has room to read again. */
+  /** grpc-js's startRead: passed on now, or once the call has room to read again. */
   gateRead(next: () => void): void {
     this.readOpen = true
     if (this.mustWait()) this.deferredRead = next
-    else next()
+    else this.pass(next)
   }
 
-  /** grpc-js delivers a message: its share, now the message's decoded size, for the handler to give back once answered. */
+  /** grpc-js delivers a message: its share, now the message's decoded size (held until `close` unless given back sooner). */
   deliver(message: Buffer): MessageShare | undefined {
     this.readOpen = false
     const reservation = this.arriving.shift()
@@ -115,6 +121,12 @@ export class StreamMeter {
         this.flow()
       }
     }
+  }
+
+  /** The client has half-closed: it owes nothing more. */
+  halfClosed(): void {
+    this.readOpen = false
+    this.clearReadTimer()
   }
 
   /** An answer is being written: `written` is grpc-js's callback for when HTTP/2 has sent it. */
@@ -132,7 +144,7 @@ export class StreamMeter {
   close(): void {
     if (this.closed) return
     this.closed = true
-    clearTimeout(this.timer)
+    this.clearReadTimer()
     clearTimeout(this.sendTimer)
     this.http2Stream.off('data', this.onData)
     for (const wait of this.waits.splice(0)) wait.cancel()
@@ -142,17 +154,24 @@ export class StreamMeter {
   }
 
   /**
-   * A read waits while a message's share waits for room, or, between messages, while the stream
-   * holds its part. Never while a message with its share is arriving, or is whole in grpc-js's hands:
-   * only reads let those in and delivered (and so, once answered, given back).
+   * A read waits while a message's share waits for room, or, for a stream between messages, while
+   * it holds its part. Never while a message with its share is arriving, or is whole in grpc-js's
+   * hands: only reads let those in and delivered (and so, once answered, given back).
    */
   private mustWait(): boolean {
     if (this.arriving.length > 0) return false
-    return this.waits.length > 0 || this.heldBytes >= this.options.limitBytes
+    return this.waits.length > 0 || (this.options.stream && this.heldBytes >= this.options.limitBytes)
+  }
+
+  private pass(next: () => void): void {
+    // A unary call's message (or half-close) is due from now; a stream may idle.
+    if (!this.options.stream && !this.frames.inMessage && this.readTimer === undefined) this.startReadTimer()
+    next()
   }
 
   private started(bytes: number, compressed: boolean): void {
     if (this.closed) return
+    this.clearReadTimer()
     // Over the receive limit, grpc-js refuses the message itself; the share never needs more.
     const share = compressed ? this.options.limitBytes : Math.min(bytes, this.options.limitBytes)
     let granted = false
@@ -172,13 +191,22 @@ export class StreamMeter {
     this.arriving.push(reservation)
     this.heldBytes += reservation.bytes
     // Time the message whose bytes are still to come, once it has its share: waiting for room is the server's doing.
-    if (this.waits.length === 0 && this.frames.inMessage) {
-      this.timer = setTimeout(
-        () => this.options.refuse(new ServiceError('REQUEST_TIMEOUT', '(a gRPC stream message: the call ends)')),
-        this.options.readTimeoutMs
-      )
-    }
+    if (this.waits.length === 0 && this.frames.inMessage) this.startReadTimer()
     this.flow()
+  }
+
+  private ended(): void {
+    this.clearReadTimer()
+  }
+
+  private startReadTimer(): void {
+    clearTimeout(this.readTimer)
+    this.readTimer = setTimeout(() => this.options.refuse(tooSlow()), this.options.readTimeoutMs)
+  }
+
+  private clearReadTimer(): void {
+    clearTimeout(this.readTimer)
+    this.readTimer = undefined
   }
 
   /** (Re)starts the wait for the client to take an answer. */
@@ -188,11 +216,6 @@ export class StreamMeter {
       this.options.refuse(new ServiceError('ANSWERS_NOT_READ'))
       this.http2Stream.close(http2.NGHTTP2_CANCEL)
     }, this.options.readTimeoutMs)
-  }
-
-  private ended(): void {
-    clearTimeout(this.timer)
-    this.timer = undefined
   }
 
   private resize(reservation: Reservation, bytes: number): void {
@@ -205,13 +228,13 @@ export class StreamMeter {
     reservation.release()
   }
 
-  /** Lets bytes flow again once nothing waits for room and the stream holds less than its part. */
+  /** Lets bytes flow again once nothing waits for room and the call holds less than its part. */
   private flow(): void {
     if (this.closed || this.mustWait()) return
     const next = this.deferredRead
     if (next !== undefined) {
       this.deferredRead = undefined
-      next()
+      this.pass(next)
     } else if (this.readOpen) {
       this.http2Stream.resume()
     }
