@@ -18,7 +18,8 @@ async function main(): Promise<void> {
     { startGrpcServer },
     { buildApp },
     { ServiceMetrics },
-    { ensureDefaultModel }
+    { ensureDefaultModel },
+    { bodyBudgetOf }
   ] = await Promise.all([
     import('pino'),
     import('./config.js'),
@@ -26,7 +27,8 @@ async function main(): Promise<void> {
     import('./grpc/server.js'),
     import('./http/app.js'),
     import('./metrics.js'),
-    import('./repository/default-model.js')
+    import('./repository/default-model.js'),
+    import('./body-budget.js')
   ])
   let settings: Settings
   try {
@@ -54,12 +56,14 @@ async function main(): Promise<void> {
   }
 
   metrics.observe(service)
-  const app = await buildApp(service, settings, log, metrics)
+  // One budget for the request bytes both doors hold, so the memory they can be made to hold is one figure.
+  const bodyBudget = bodyBudgetOf(settings)
+  const app = await buildApp(service, settings, log, metrics, bodyBudget)
   const address = await app.listen({ host: settings.host, port: settings.port })
   log.info({ address, pid: process.pid, models: service.modelNames(), defaultModel: service.defaultModel }, 'HTTP listening')
   let grpc: GrpcServerHandle
   try {
-    grpc = await startGrpcServer(service, settings, log, metrics)
+    grpc = await startGrpcServer(service, settings, log, metrics, bodyBudget)
   } catch (err) {
     log.fatal({ problem: (err as Error).message, port: settings.grpcPort }, 'cannot start: the gRPC port cannot be bound')
     console.error(`resnet-serve: cannot start gRPC on ${settings.host}:${settings.grpcPort}: ${(err as Error).message} (set --grpc-port)`)

@@ -11,7 +11,7 @@ import { ServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { libraryStatusError, statusOf } from './error-status.js'
 import { messageMeter, type MessageShares } from './message-meter.js'
-import type { ReceiveBudget } from './receive-budget.js'
+import type { BodyBudget } from '../body-budget.js'
 
 /**
  * Admission for every call of the gRPC door, before its message is read: the API key is checked
@@ -47,7 +47,7 @@ export interface AdmissionPolicy {
    * to come in; a stream's messages are handed to its handler with their shares in `shares`.
    */
   readonly receive: {
-    readonly budgetOf: (rpc: string) => ReceiveBudget
+    readonly budgetOf: (rpc: string) => BodyBudget
     readonly limitBytes: number
     readonly readTimeoutMs: number
     readonly shares: MessageShares

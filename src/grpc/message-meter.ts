@@ -2,7 +2,7 @@ import { constants as http2 } from 'node:http2'
 import { Duplex } from 'node:stream'
 import { ServiceError } from '../errors.js'
 import { MessageFrames } from './message-frames.js'
-import type { ReceiveBudget, Reservation } from './receive-budget.js'
+import type { BodyBudget, Reservation } from '../body-budget.js'
 
 /**
  * Holds a gRPC call's request messages within the door's receive budget, message by message, from
@@ -42,7 +42,7 @@ export interface MessageShare {
 export type MessageShares = WeakMap<Buffer, MessageShare>
 
 export interface MessageMeterOptions {
-  readonly budget: ReceiveBudget
+  readonly budget: BodyBudget
   /** The receive limit: what a compressed message reserves, and about what one stream may hold read and unanswered. */
   readonly limitBytes: number
   readonly readTimeoutMs: number

@@ -42,7 +42,7 @@ import {
 } from './repository-handlers.js'
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 import { requestHead } from './request-head.js'
-import { ReceiveBudget } from './receive-budget.js'
+import { BodyBudget, MAX_WAITING, bodyBudgetOf } from '../body-budget.js'
 import type { MessageShares } from './message-meter.js'
 import { serveInferStream, streamCounters, type InferStreamHandle, type StreamCounters } from './stream-infer.js'
 
@@ -67,8 +67,6 @@ const SMALL_MESSAGE_BYTES = 4 * 1024
 const MAX_MESSAGE_BYTES = 2 ** 31 - 1
 /** One 3×224×224 image: the crop every preset uses (src/repository/model-config.ts). */
 const PRESET_ITEM_ELEMENTS = 3 * 224 * 224
-/** Calls that may wait for room in the receive budget (each holds at most a paused stream's 64 KiB); then BODY_BUDGET_FULL. */
-const RECEIVE_QUEUE_LIMIT = 1024
 
 const ACCESS: Readonly<Record<string, RpcAccess>> = {
   ModelInfer: 'inference',
@@ -164,8 +162,8 @@ export interface GrpcServerHandle {
   decodedInferRequests(): number
   /** What ModelStreamInfer calls have read and answered (see stream-infer.ts). */
   streamCounters(): Readonly<StreamCounters>
-  /** ModelInfer's receive budget now: bytes its calls hold, and calls waiting for room (see receive-budget.ts). */
-  receiveBudget(): ReceiveBudget['state']
+  /** The body budget now (shared with the HTTP door when main.ts passes one): bytes held, and messages waiting for room. */
+  bodyBudget(): BodyBudget['state']
   /** Stops taking calls and waits for those in progress (up to the drain timeout), then closes. */
   close(): Promise<void>
 }
@@ -496,13 +494,15 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
 /**
  * Starts the gRPC door on settings.host:settings.grpcPort (0: a free port). Its limits come from
  * the models the service has loaded, so start it after ClassifyService.start. With `metrics`,
- * ModelInfer calls are counted as the HTTP inference routes are.
+ * ModelInfer calls are counted as the HTTP inference routes are. Its inference messages are held
+ * in `bodyBudget`, which main.ts shares with the HTTP door (a door of its own by default).
  */
 export async function startGrpcServer(
   service: ClassifyService,
   settings: Settings,
   logger: Logger,
-  metrics?: ServiceMetrics
+  metrics?: ServiceMetrics,
+  bodyBudget: BodyBudget = bodyBudgetOf(settings)
 ): Promise<GrpcServerHandle> {
   const log = logger.child({ door: 'grpc' })
   const { definition, decoders } = deferDecoding(loadInferenceProto()[SERVICE_NAME] as ServiceDefinition)
@@ -520,11 +520,10 @@ export async function startGrpcServer(
     openStreams: new Set(),
     messageShares: new WeakMap()
   }
-  // ModelInfer's messages share the body budget. Every other RPC takes small messages (refused past
+  // ModelInfer's and ModelStreamInfer's messages are held in the body budget. Every other RPC takes small messages (refused past
   // 4 KiB once read, and holding only their few bytes from then on): a lane of two receive limits
   // of their own, so that a health or metadata call never waits behind inference uploads.
-  const inferenceBudget = new ReceiveBudget(settings.bodyBudgetBytes, RECEIVE_QUEUE_LIMIT)
-  const smallCallsBudget = new ReceiveBudget(2 * receiveLimitBytes, RECEIVE_QUEUE_LIMIT)
+  const smallCallsBudget = new BodyBudget(2 * receiveLimitBytes, MAX_WAITING)
   const server = new Server({
     'grpc.max_receive_message_length': receiveLimitBytes,
     interceptors: [
@@ -537,7 +536,7 @@ export async function startGrpcServer(
         log,
         metrics,
         receive: {
-          budgetOf: (rpc) => (rpc === 'ModelInfer' || rpc === 'ModelStreamInfer' ? inferenceBudget : smallCallsBudget),
+          budgetOf: (rpc) => (rpc === 'ModelInfer' || rpc === 'ModelStreamInfer' ? bodyBudget : smallCallsBudget),
           limitBytes: receiveLimitBytes,
           readTimeoutMs: settings.requestTimeoutMs,
           shares: door.messageShares
@@ -549,7 +548,7 @@ export async function startGrpcServer(
   log.info(
     {
       receiveLimitBytes,
-      receiveBudgetBytes: inferenceBudget.budgetBytes,
+      bodyBudgetBytes: bodyBudget.budgetBytes,
       maxItems: requestBounds.maxItems,
       maxElements: requestBounds.maxElements
     },
@@ -566,7 +565,7 @@ export async function startGrpcServer(
     receiveLimitBytes,
     decodedInferRequests: () => door.decodedInferRequests,
     streamCounters: () => door.streamCounters,
-    receiveBudget: () => inferenceBudget.state,
+    bodyBudget: () => bodyBudget.state,
     close: () =>
       new Promise<void>((resolve) => {
         const force = setTimeout(() => {

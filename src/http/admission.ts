@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
+import type { BodyBudget } from '../body-budget.js'
 import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
 import { invalidFieldCode } from './error-status.js'
@@ -110,10 +111,8 @@ function admitBody(request: FastifyRequest): number {
  * Adds the admission hooks. Register after the API-key hook, so an unauthenticated client learns
  * nothing about routes or bodies, and before the routes, so every route inherits them.
  */
-export function admitRequests(app: FastifyInstance, settings: Settings): void {
+export function admitRequests(app: FastifyInstance, settings: Settings, bodyBudget: BodyBudget): void {
   let closing = false
-  /** Bytes the bodies of requests admitted and not yet answered may hold (see --body-budget-bytes). */
-  let bodyBytes = 0
   app.addHook('preClose', async () => {
     closing = true
   })
@@ -122,16 +121,10 @@ export function admitRequests(app: FastifyInstance, settings: Settings): void {
     if (closing) throw new ServiceError('SHUTTING_DOWN')
     if (request.is404) throw new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
     if (!hasBody(request.headers) || BODYLESS_METHODS.has(request.method)) return
-    const bytes = admitBody(request)
-    // A request alone is always admitted, so a budget below one route's limit still serves it.
-    if (bodyBytes > 0 && bodyBytes + bytes > settings.bodyBudgetBytes) {
-      throw new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 })
-    }
-    bodyBytes += bytes
+    const held = bodyBudget.take(admitBody(request))
+    if (held === undefined) throw new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 })
     // 'close' comes once per response, answered or cut off; the body is garbage by then.
-    reply.raw.once('close', () => {
-      bodyBytes -= bytes
-    })
+    reply.raw.once('close', () => held.release())
   })
   // ajv's integer check lets a coerced Infinity through (and then skips minimum/maximum), so the
   // coerced query is checked once more, for every route: `1e309` and `Infinity` are refused with

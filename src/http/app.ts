@@ -7,6 +7,7 @@ import type { ClassifyService } from '../core/classify-service.js'
 import { ServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { requireApiKey } from './access.js'
+import { bodyBudgetOf, type BodyBudget } from '../body-budget.js'
 import { admitRequests } from './admission.js'
 import { demoPageRoutes } from './demo-page.js'
 import { errorBody, errorBodyFor, schemaErrorFormatter, sendError } from './error-status.js'
@@ -28,13 +29,15 @@ import { closeSilentConnectionsOnClose } from './silent-connections.js'
 
 /**
  * Builds the HTTP door over the core service, without listening, so tests use it on port 0 or via
- * inject(). main.ts owns the process (listen, signals, shutdown).
+ * inject(). main.ts owns the process (listen, signals, shutdown), and shares `bodyBudget` with the
+ * gRPC door (a door of its own by default).
  */
 export async function buildApp(
   service: ClassifyService,
   settings: Settings,
   logger: Logger,
-  metrics: ServiceMetrics
+  metrics: ServiceMetrics,
+  bodyBudget: BodyBudget = bodyBudgetOf(settings)
 ): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
@@ -58,7 +61,7 @@ export async function buildApp(
   await registerOpenApi(app)
   countRequests(app, metrics)
   requireApiKey(app, settings)
-  admitRequests(app, settings)
+  admitRequests(app, settings, bodyBudget)
   // No CORS headers at all unless --cors-origins names the browser origins that may call.
   if (settings.corsOrigins !== undefined) {
     await app.register(cors, {

@@ -4,6 +4,7 @@ import { expect } from 'vitest'
 import type { Logger } from 'pino'
 import type { Settings } from '../../src/config.js'
 import { SERVICE_NAME, loadInferenceProto, startGrpcServer } from '../../src/grpc/server.js'
+import type { BodyBudget } from '../../src/body-budget.js'
 import type { StreamCounters } from '../../src/grpc/stream-infer.js'
 import { testLogger, type TestServer } from './server.js'
 
@@ -22,8 +23,8 @@ export interface GrpcTestDoor extends Omit<GrpcTestClient, 'close'> {
   decodedInferRequests(): number
   /** What the door's ModelStreamInfer calls have read and answered so far. */
   streamCounters(): Readonly<StreamCounters>
-  /** ModelInfer's receive budget: bytes held and calls waiting for room. */
-  receiveBudget(): { readonly heldBytes: number; readonly waiting: number }
+  /** The body budget its inference messages are held in: bytes held and messages waiting for room. */
+  bodyBudget(): { readonly heldBytes: number; readonly waiting: number }
   close(): Promise<void>
 }
 
@@ -72,21 +73,23 @@ export function grpcTestClient(address: string): GrpcTestClient {
 /**
  * The real gRPC door over a test server's service and metrics, on 127.0.0.1, port 0, with a client
  * for it. `settings` (default: the server's) lets a test open a second door configured otherwise;
- * `logger` one whose lines it reads.
+ * `logger` one whose lines it reads; `bodyBudget` the HTTP door's, to share it as main.ts does (by
+ * default the door has one of its own).
  */
 export async function startTestGrpc(
   server: TestServer,
   settings: Settings = server.settings,
-  logger: Logger = testLogger()
+  logger: Logger = testLogger(),
+  bodyBudget?: BodyBudget
 ): Promise<GrpcTestDoor> {
-  const handle = await startGrpcServer(server.service, settings, logger, server.metrics)
+  const handle = await startGrpcServer(server.service, settings, logger, server.metrics, bodyBudget)
   const client = grpcTestClient(`127.0.0.1:${handle.port}`)
   return {
     port: handle.port,
     receiveLimitBytes: handle.receiveLimitBytes,
     decodedInferRequests: () => handle.decodedInferRequests(),
     streamCounters: () => ({ ...handle.streamCounters() }),
-    receiveBudget: () => handle.receiveBudget(),
+    bodyBudget: () => handle.bodyBudget(),
     call: client.call,
     callRaw: client.callRaw,
     async close() {

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { pino, type Logger } from 'pino'
+import { bodyBudgetOf, type BodyBudget } from '../../src/body-budget.js'
 import { loadSettings, type Settings } from '../../src/config.js'
 import { ClassifyService, type ServiceEvents } from '../../src/core/classify-service.js'
 import { createNormalizer } from '../../src/core/pixel-normalizer.js'
@@ -11,6 +12,8 @@ export interface TestServer {
   readonly app: FastifyInstance
   readonly settings: Settings
   readonly metrics: ServiceMetrics
+  /** The HTTP door's body budget (startTestGrpc shares it when given it). */
+  readonly bodyBudget: BodyBudget
   /** http://127.0.0.1:<port> */
   readonly url: string
   close(): Promise<void>
@@ -40,7 +43,8 @@ export async function startTestServer(repository: string, flags: string[] = [], 
     }
   })
   metrics.observe(service)
-  const app = await buildApp(service, settings, log, metrics)
+  const bodyBudget = bodyBudgetOf(settings)
+  const app = await buildApp(service, settings, log, metrics, bodyBudget)
   await app.listen({ host: '127.0.0.1', port: 0 })
   const address = app.server.address()
   const port = typeof address === 'object' && address !== null ? address.port : 0
@@ -49,6 +53,7 @@ export async function startTestServer(repository: string, flags: string[] = [], 
     app,
     settings,
     metrics,
+    bodyBudget,
     url: `http://127.0.0.1:${port}`,
     async close() {
       await app.close()

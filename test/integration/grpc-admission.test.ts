@@ -251,16 +251,12 @@ describe('gRPC admission: messages being received at once stay within the body b
         void call.ended.then(() => order.push(`stalled ${i}`))
         return call
       })
-      await waitFor(
-        'both stalled calls to hold a receive limit',
-        () => door.receiveBudget().heldBytes === 2 * door.receiveLimitBytes,
-        10_000
-      )
+      await waitFor('both stalled calls to hold a receive limit', () => door.bodyBudget().heldBytes === 2 * door.receiveLimitBytes, 10_000)
       // A whole, valid call now waits for room: it is answered only once a stalled one has timed out.
       const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
       const good = door.callRaw('ModelInfer', message, WITH_KEY)
       const answer = good.then(() => order.push('good'))
-      await waitFor('the valid call to wait for room', () => door.receiveBudget().waiting === 1, 10_000)
+      await waitFor('the valid call to wait for room', () => door.bodyBudget().waiting === 1, 10_000)
       // The other RPCs have a lane of their own: a health call does not wait behind inference uploads.
       await door.call('ServerLive', {}, WITH_KEY)
       order.push('live')
@@ -284,7 +280,7 @@ describe('gRPC admission: messages being received at once stay within the body b
       const silent = Array.from({ length: 6 }, () => rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY }))
       const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
       await door.callRaw('ModelInfer', message, WITH_KEY)
-      expect(door.receiveBudget()).toEqual({ heldBytes: 0, waiting: 0 })
+      expect(door.bodyBudget()).toEqual({ heldBytes: 0, waiting: 0 })
       // Their message is still due: each ends once --request-timeout-ms has passed.
       for (const call of silent)
         expect(await call.ended).toEqual({ code: status.DEADLINE_EXCEEDED, details: expect.stringMatching(/^REQUEST_TIMEOUT: /) as string })
@@ -329,10 +325,10 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
     try {
       for (const s of streams) s.stream.write(grpcFrame(inferMessage()))
       await waitFor('every stream to be answered', () => streams.every((s) => s.answers() === 1), 20_000)
-      await waitFor('the shares to be given back', () => door.receiveBudget().heldBytes === 0, 1_000)
+      await waitFor('the shares to be given back', () => door.bodyBudget().heldBytes === 0, 1_000)
       // The streams now wait, read open, for requests that do not come; unary calls still find the room.
       await Promise.all([0, 1].map(() => door.callRaw('ModelInfer', inferMessage(), WITH_KEY)))
-      expect(door.receiveBudget()).toEqual({ heldBytes: 0, waiting: 0 })
+      expect(door.bodyBudget()).toEqual({ heldBytes: 0, waiting: 0 })
       expect(door.streamCounters().requestsRead).toBe(10)
     } finally {
       for (const s of streams) s.close()
@@ -354,28 +350,24 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
         void call.ended.then(() => order.push(`stalled ${i}`))
         return call
       })
-      await waitFor(
-        'both stalled calls to hold a receive limit',
-        () => door.receiveBudget().heldBytes === 2 * door.receiveLimitBytes,
-        10_000
-      )
+      await waitFor('both stalled calls to hold a receive limit', () => door.bodyBudget().heldBytes === 2 * door.receiveLimitBytes, 10_000)
       const message = grpcFrame(inferMessage())
       sender.stream.write(message)
-      await waitFor("the streamed message's first bytes to wait for room", () => door.receiveBudget().waiting === 1, 10_000)
+      await waitFor("the streamed message's first bytes to wait for room", () => door.bodyBudget().waiting === 1, 10_000)
       await waitFor('the stream to be answered', () => sender.answers() === 1, 10_000)
       order.push('streamed')
       expect(order.indexOf('streamed')).toBeGreaterThan(Math.min(order.indexOf('stalled 0'), order.indexOf('stalled 1')))
       for (const c of stalled) c.close()
 
       // A stream announces 100 kB, sends 1 kB of it and stalls: it holds the 100 kB, then ends.
-      await waitFor('the budget to be free', () => door.receiveBudget().heldBytes === 0, 10_000)
+      await waitFor('the budget to be free', () => door.bodyBudget().heldBytes === 0, 10_000)
       staller.stream.write(grpcFrame(Buffer.alloc(100_000)).subarray(0, 1_000))
-      await waitFor('the stalled message to hold its size', () => door.receiveBudget().heldBytes === 100_000, 10_000)
+      await waitFor('the stalled message to hold its size', () => door.bodyBudget().heldBytes === 100_000, 10_000)
       expect(await staller.ended).toEqual({
         code: status.DEADLINE_EXCEEDED,
         details: expect.stringMatching(/^REQUEST_TIMEOUT: /) as string
       })
-      await waitFor('its share to be given back', () => door.receiveBudget().heldBytes === 0, 1_000)
+      await waitFor('its share to be given back', () => door.bodyBudget().heldBytes === 0, 1_000)
     } finally {
       sender.close()
       staller.close()
@@ -391,7 +383,7 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
       stream.stream.end()
       expect(await stream.ended).toEqual({ code: status.OK, details: 'OK' })
       expect(stream.answers()).toBe(3)
-      expect(door.receiveBudget()).toEqual({ heldBytes: 0, waiting: 0 })
+      expect(door.bodyBudget()).toEqual({ heldBytes: 0, waiting: 0 })
     } finally {
       stream.close()
       await door.close()
@@ -418,7 +410,7 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
       await expect(stream.ended).rejects.toThrow('without a grpc-status')
       expect(stream.stream.rstCode).toBe(http2.NGHTTP2_CANCEL)
       expect(lines.filter((l) => l.code === 'ANSWERS_NOT_READ').map((l) => l.msg)).toEqual(['gRPC call refused'])
-      await waitFor('its shares to be given back', () => door.receiveBudget().heldBytes === 0, 5_000)
+      await waitFor('its shares to be given back', () => door.bodyBudget().heldBytes === 0, 5_000)
     } finally {
       stream.close()
       await door.close()
@@ -439,7 +431,7 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
         ])
       )
       let peak = 0
-      const sampler = setInterval(() => (peak = Math.max(peak, door.receiveBudget().heldBytes)), 2)
+      const sampler = setInterval(() => (peak = Math.max(peak, door.bodyBudget().heldBytes)), 2)
       // Written as HTTP/2 takes them (the client session's own memory cap would otherwise reset the stream).
       for (let i = 0; i < 12; i++) if (!stream.stream.write(batch)) await new Promise((resolve) => stream.stream.once('drain', resolve))
       stream.stream.end()
@@ -450,10 +442,46 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
       expect(peak).toBeGreaterThan(0)
       // Its part (one receive limit), one message more read while under it, and one arriving.
       expect(peak).toBeLessThanOrEqual(door.receiveLimitBytes + 2 * batch.byteLength)
-      expect(door.receiveBudget()).toEqual({ heldBytes: 0, waiting: 0 })
+      expect(door.bodyBudget()).toEqual({ heldBytes: 0, waiting: 0 })
     } finally {
       stream.close()
       await door.close()
+    }
+  })
+})
+
+describe('gRPC admission: one body budget for both doors, as main.ts shares it', () => {
+  it('a gRPC message holding the budget makes an HTTP upload that does not fit 429 BODY_BUDGET_FULL; once it is given back, the upload is served', async () => {
+    const budget = 2 * 1024 * 1024
+    const shared = await startTestServer(await syntheticModelRepository(), [
+      '--body-budget-bytes',
+      String(budget),
+      '--request-timeout-ms',
+      '1500',
+      '--headers-timeout-ms',
+      '1000'
+    ])
+    const door = await startTestGrpc(shared, shared.settings, pino({ level: 'silent' }), shared.bodyBudget)
+    try {
+      // A stalled gRPC upload announces 1.5 MiB: the HTTP door sees the same budget held.
+      const stalled = rawGrpcCall(door.port, 'ModelInfer')
+      stalled.stream.write(Buffer.concat([announce(1.5 * 1024 * 1024), Buffer.alloc(1_000)]))
+      await waitFor('the gRPC message to hold its length', () => shared.bodyBudget.state.heldBytes === 1.5 * 1024 * 1024, 10_000)
+      // A real photo padded to 600 kB (a JPEG decoder stops at its end marker): over what is left.
+      const upload = Buffer.concat([photo, Buffer.alloc(600_000 - photo.byteLength)])
+      const post = (): Promise<Response> =>
+        fetch(`${shared.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: upload })
+      const refused = await post()
+      expect(refused.status).toBe(429)
+      expect(((await refused.json()) as { code: string }).code).toBe('BODY_BUDGET_FULL')
+      expect((await stalled.ended).code).toBe(status.DEADLINE_EXCEEDED)
+      stalled.close()
+      const served = await post()
+      expect(served.status).toBe(200)
+      await waitFor('the upload to give its share back', () => shared.bodyBudget.state.heldBytes === 0, 5_000)
+    } finally {
+      await door.close()
+      await shared.close()
     }
   })
 })

@@ -1,19 +1,29 @@
 /**
- * The gRPC door's share of --body-budget-bytes: request messages held at once, each from the moment
- * its length arrives until it is answered (message-meter.ts does this per call). grpc-js reads a
- * call's message into memory whole (up to the receive limit) once the call asks for it, and nothing
- * bounded how many calls did so: 256 ModelInfer calls of 9.6 MB each, sent at once, took the server
- * from 0.5 to 5.3 GiB of RSS, every message received and held while the calls before it were served;
- * 200 ModelStreamInfer streams of three such messages took it to 2.7 GiB.
+ * --body-budget-bytes: the request bytes both doors hold at once, from the moment a request's size
+ * is known until it is answered. An HTTP request counts its `Content-Length` (a chunked one its
+ * route's limit) from its head, and is refused 429 `BODY_BUDGET_FULL` at once when it does not
+ * fit (`take`). A gRPC message counts its length from the moment its 5-byte prefix arrives
+ * (message-meter.ts), and waits when it does not fit (`acquire`), its HTTP/2 stream paused, in a FIFO
+ * of at most `maxWaiting`; one more is refused RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`. An HTTP
+ * request never passes a waiting message. A request or message alone is always admitted, so a
+ * budget below one request's size still serves one at a time.
  *
- * A message that does not fit waits, its HTTP/2 stream paused, in a FIFO of at most `maxWaiting`;
- * one more is refused RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`. A message alone is always admitted, so
- * a budget below the receive limit still serves one at a time.
- *
- * The door keeps two: ModelInfer's and ModelStreamInfer's, of --body-budget-bytes, and one of two
- * receive limits for every other unary RPC (their messages are small once read), so health and
- * metadata calls never wait behind inference uploads.
+ * One budget for both doors, so that the memory they can be made to hold is the one figure the
+ * sizing in docs/configuration.md adds up. grpc-js reads a message into memory whole once the call
+ * asks for it, and nothing bounded how many calls did so: 256 ModelInfer calls of 9.6 MB each, sent
+ * at once, took the server from 0.5 to 5.3 GiB of RSS; 200 ModelStreamInfer streams of three such
+ * messages took it to 2.7 GiB. The gRPC door keeps a second, small budget (two receive limits) for
+ * its other unary RPCs, whose messages are small once read, so health and metadata calls never
+ * wait behind inference uploads.
  */
+
+/** Messages that may wait for room (each holds at most a paused HTTP/2 stream's 64 KiB); then BODY_BUDGET_FULL. */
+export const MAX_WAITING = 1024
+
+/** The process's budget, shared by its doors. */
+export function bodyBudgetOf(settings: { readonly bodyBudgetBytes: number }): BodyBudget {
+  return new BodyBudget(settings.bodyBudgetBytes, MAX_WAITING)
+}
 
 export interface Reservation {
   /** The bytes held now. */
@@ -29,7 +39,7 @@ interface Waiter {
   readonly grant: (reservation: Reservation) => void
 }
 
-export class ReceiveBudget {
+export class BodyBudget {
   private held = 0
   private readonly waiting: Waiter[] = []
 
@@ -37,6 +47,11 @@ export class ReceiveBudget {
     readonly budgetBytes: number,
     readonly maxWaiting: number
   ) {}
+
+  /** Holds `bytes` now if they fit and nothing waits; else undefined (the caller refuses). */
+  take(bytes: number): Reservation | undefined {
+    return this.waiting.length === 0 && this.fits(bytes) ? this.reserve(bytes) : undefined
+  }
 
   /**
    * Calls `granted` once `bytes` fit beside what is held (or nothing is held), in arrival order: at

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest'
-import { ReceiveBudget, type Reservation } from '../../src/grpc/receive-budget.js'
+import { BodyBudget, type Reservation } from '../../src/body-budget.js'
 
-/** The gRPC door's receive budget: bytes held by calls' messages, a FIFO line, and its bound. Unit tier. */
+/** The body budget both doors share: bytes held by requests and messages, a FIFO line, and its bound. Unit tier. */
 
-function asker(budget: ReceiveBudget): { ask(name: string, bytes: number): boolean; granted: string[]; held: Map<string, Reservation> } {
+function asker(budget: BodyBudget): { ask(name: string, bytes: number): boolean; granted: string[]; held: Map<string, Reservation> } {
   const granted: string[] = []
   const held = new Map<string, Reservation>()
   return {
@@ -17,9 +17,9 @@ function asker(budget: ReceiveBudget): { ask(name: string, bytes: number): boole
   }
 }
 
-describe('ReceiveBudget', () => {
+describe('BodyBudget', () => {
   it('grants while the bytes fit, then in arrival order as bytes come back; a later small call never passes a waiting large one', () => {
-    const budget = new ReceiveBudget(100, 10)
+    const budget = new BodyBudget(100, 10)
     const { ask, granted, held } = asker(budget)
     ask('a', 60)
     ask('b', 30)
@@ -40,14 +40,14 @@ describe('ReceiveBudget', () => {
   })
 
   it('a call alone is admitted whatever its size', () => {
-    const budget = new ReceiveBudget(100, 10)
+    const budget = new BodyBudget(100, 10)
     const { ask, granted } = asker(budget)
     ask('huge', 1_000)
     expect(granted).toEqual(['huge'])
   })
 
   it('a cancelled wait leaves the line, is never granted, and no longer holds back those after it', () => {
-    const budget = new ReceiveBudget(100, 10)
+    const budget = new BodyBudget(100, 10)
     const { ask, granted, held } = asker(budget)
     ask('a', 50)
     const big = budget.acquire(80, () => granted.push('big'))
@@ -60,10 +60,28 @@ describe('ReceiveBudget', () => {
   })
 
   it('refuses (undefined, never granted) once the line is full', () => {
-    const budget = new ReceiveBudget(100, 2)
+    const budget = new BodyBudget(100, 2)
     const { ask, granted } = asker(budget)
     expect([ask('a', 100), ask('b', 100), ask('c', 100), ask('d', 100)]).toEqual([true, true, true, false])
     expect(granted).toEqual(['a'])
     expect(budget.state).toEqual({ heldBytes: 100, waiting: 2 })
+  })
+
+  it('take (the HTTP door) holds at once when the bytes fit and nothing waits; never passes a waiting message', () => {
+    const budget = new BodyBudget(100, 10)
+    const { ask, granted } = asker(budget)
+    const first = budget.take(60)
+    expect(first?.bytes).toBe(60)
+    expect(budget.take(50)).toBeUndefined() // 60 + 50 > 100
+    ask('message', 50) // waits for room
+    expect(budget.take(10)).toBeUndefined() // would fit, but the message is first
+    first!.release()
+    expect(granted).toEqual(['message'])
+    expect(budget.take(10)?.bytes).toBe(10)
+    expect(budget.state).toEqual({ heldBytes: 60, waiting: 0 })
+  })
+
+  it('take admits a request alone whatever its size', () => {
+    expect(new BodyBudget(100, 10).take(1_000)?.bytes).toBe(1_000)
   })
 })
