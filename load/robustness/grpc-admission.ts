@@ -13,8 +13,9 @@ import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/
  * seconds, worst liveness latency (the prober shares this process's event loop with the client
  * that writes the message), RSS before → peak → 2 s after. Then a legitimate FP32 batch of
  * --items images, which must be answered OK, and --calls legitimate batches of 16 sent at once,
- * whose messages the receive budget (--body-budget-bytes) must hold within bounds: each must be
- * answered, OK or QUEUE_FULL, and the peak stays near the budget above the baseline. Last,
+ * whose messages the body budget (--body-budget-bytes) must hold within bounds: each must be
+ * answered, OK or QUEUE_FULL, and the peak stays within the budget plus what the admitted requests
+ * become (their queued images and running batches) above the baseline. Last,
  * --streams ModelStreamInfer calls at once, each sending 3 such batches and closing: their messages
  * share that budget (5.8 GB sent by 200 streams took the server 2.2 GB over its baseline before).
  *
