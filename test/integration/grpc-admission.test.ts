@@ -244,14 +244,7 @@ describe('gRPC admission: messages being received at once stay within the body b
     try {
       const timedOutBefore = await failures('REQUEST_TIMEOUT')
       const order: string[] = []
-      // Two clients announce a message of a whole receive limit, send 1 kB of it and stall: each holds its length.
-      const stalled = [0, 1].map((i) => {
-        const call = rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY })
-        call.stream.write(Buffer.concat([announce(door.receiveLimitBytes), Buffer.alloc(1_000)]))
-        void call.ended.then(() => order.push(`stalled ${i}`))
-        return call
-      })
-      await waitFor('both stalled calls to hold a receive limit', () => door.bodyBudget().heldBytes === 2 * door.receiveLimitBytes, 10_000)
+      const stalled = await stallTwoUploads(door, order)
       // A whole, valid call now waits for room: it is answered only once a stalled one has timed out.
       const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
       const good = door.callRaw('ModelInfer', message, WITH_KEY)
@@ -296,6 +289,22 @@ function announce(bytes: number): Buffer {
   const prefix = Buffer.alloc(5)
   prefix.writeUInt32BE(bytes, 1)
   return prefix
+}
+
+/**
+ * Two ModelInfer clients announce a message of a whole receive limit, send 1 kB of it and stall:
+ * once each holds its length, a door whose budget is two receive limits (and a little) is full.
+ * Each call's end is recorded in `order` as `stalled <i>`.
+ */
+async function stallTwoUploads(door: GrpcTestDoor, order: string[]): Promise<RawGrpcCall[]> {
+  const stalled = [0, 1].map((i) => {
+    const call = rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY })
+    call.stream.write(Buffer.concat([announce(door.receiveLimitBytes), Buffer.alloc(1_000)]))
+    void call.ended.then(() => order.push(`stalled ${i}`))
+    return call
+  })
+  await waitFor('both stalled calls to hold a receive limit', () => door.bodyBudget().heldBytes === 2 * door.receiveLimitBytes, 10_000)
+  return stalled
 }
 
 /** A ModelStreamInfer call written over HTTP/2: what it writes, and how many answers have come back whole. */
@@ -344,13 +353,7 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
     try {
       const order: string[] = []
       // Two unary uploads stall with a receive limit each: the budget is full.
-      const stalled = [0, 1].map((i) => {
-        const call = rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY })
-        call.stream.write(Buffer.concat([announce(door.receiveLimitBytes), Buffer.alloc(1_000)]))
-        void call.ended.then(() => order.push(`stalled ${i}`))
-        return call
-      })
-      await waitFor('both stalled calls to hold a receive limit', () => door.bodyBudget().heldBytes === 2 * door.receiveLimitBytes, 10_000)
+      const stalled = await stallTwoUploads(door, order)
       const message = grpcFrame(inferMessage())
       sender.stream.write(message)
       await waitFor("the streamed message's first bytes to wait for room", () => door.bodyBudget().waiting === 1, 10_000)
