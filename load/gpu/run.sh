@@ -21,9 +21,9 @@
 # Knobs (environment): GPU_PROVIDER (cuda; cpu for a dry run), GPU_SESSIONS (2), GPU_MAX_BATCH (128),
 # GPU_CONCURRENCY (16,64,256,512), GPU_DURATION (s per level, 4), GPU_RAW_SECONDS (3),
 # GPU_RAW_BATCHES (256), GPU_RAW_IN_FLIGHT (1,2), GPU_PHOTOS (500x375,4000x3000),
-# GPU_REPOSITORY (/tmp/gpu-models), GPU_BODY_BUDGET (bytes of request bodies and gRPC ModelInfer
-# messages held at once, 4 GiB: with batches of 128 a gRPC receive limit is ~77 MB, and the default
-# 192 MiB would let two messages be read at a time; the host has 128 GiB).
+# GPU_REPOSITORY (/tmp/gpu-models), GPU_BODY_BUDGET (bytes of HTTP request bodies and gRPC messages
+# held at once, 4 GiB: at concurrency 512 the FP32 scenarios' messages (602 kB an image) would pass the
+# default 192 MiB, and the host has 128 GiB).
 set -euo pipefail
 parts=" ${*:-all} "
 want() { [[ $parts == *" $1 "* || $parts == *' all '* ]]; }
