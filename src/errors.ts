@@ -86,6 +86,10 @@ export const ERRORS = {
     kind: 'resource_exhausted',
     message: 'The server holds as many request bodies as it may at once (setting --body-budget-bytes); retry after the Retry-After delay.'
   },
+  TOO_MANY_CALLS: {
+    kind: 'resource_exhausted',
+    message: 'The server has as many gRPC calls open as it may (setting --max-grpc-calls); retry, or reuse a stream.'
+  },
   DECODE_QUEUE_FULL: {
     kind: 'resource_exhausted',
     message: 'Too many images are waiting to be decoded; retry after the Retry-After delay.'

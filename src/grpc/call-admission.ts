@@ -40,6 +40,8 @@ export interface AdmissionPolicy {
   readonly access: Readonly<Record<string, RpcAccess>>
   /** The RPC whose outcomes are counted in request_success/failure_total. */
   readonly countedRpc: string
+  /** Calls open at once, over every connection; one more is refused TOO_MANY_CALLS. */
+  readonly maxCalls: number
   readonly log: Logger
   readonly metrics: ServiceMetrics | undefined
   /**
@@ -100,8 +102,18 @@ function needsKey(policy: AdmissionPolicy, rpc: string): boolean {
  * answers on the call grpc-js itself writes to.
  */
 export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor {
+  /** Calls begun and not yet over (answered or cancelled): each costs some 14 KB of grpc-js and HTTP/2 state, even idle. */
+  let openCalls = 0
   return (method, call) => {
     const rpc = rpcName(method)
+    const overCap = openCalls >= policy.maxCalls
+    let open = !overCap
+    if (open) openCalls++
+    const over = (): void => {
+      if (!open) return
+      open = false
+      openCalls--
+    }
     /** The message reached the handler, which from then on logs and counts the outcome itself (internal failures aside). */
     let delivered = false
     let answered = false
@@ -133,6 +145,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
     call.sendStatus = (status) => {
       // The call is over: its shares go back, a wait is given up.
       meter?.close()
+      over()
       if (answered) return send(status)
       answered = true
       const se = libraryStatusError(status)
@@ -153,6 +166,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
           onReceiveMetadata(metadata, nextMetadata) {
             if (needsKey(policy, rpc) && !isAuthorized(metadata.getMap(), policy.apiKey!))
               return refuse(new ServiceError('UNAUTHENTICATED'))
+            if (overCap) return refuse(new ServiceError('TOO_MANY_CALLS', undefined, { retryAfterSeconds: 1 }))
             nextMetadata(metadata)
           },
           onReceiveMessage(message, nextMessage) {
@@ -182,6 +196,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
           },
           onCancel() {
             meter?.close()
+            over()
             // grpc-js signals cancel after every call; only a call nobody answered was the client's hang-up.
             if (!answered) {
               answered = true

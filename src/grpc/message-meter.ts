@@ -52,7 +52,10 @@ export interface MessageMeterOptions {
   readonly refuse: (refusal: ServiceError) => void
 }
 
-type FlowControlled = Pick<Duplex, 'pause' | 'resume' | 'prependListener' | 'off'> & { close(code: number): void }
+type FlowControlled = Pick<Duplex, 'pause' | 'resume' | 'prependListener' | 'off' | 'readableEnded'> & {
+  readonly closed: boolean
+  close(code: number): void
+}
 
 /** The HTTP/2 stream under grpc-js's innermost call object, where there is one. */
 function http2StreamOf(call: object): FlowControlled | undefined {
@@ -89,6 +92,8 @@ export class MessageMeter {
   /** Answers handed to HTTP/2 and not yet taken by the client (flow control holds them). */
   private unsent = 0
   private sendTimer: NodeJS.Timeout | undefined
+  /** An answer has been written: a reset could now overtake what is queued behind it. */
+  private answered = false
   private closed = false
 
   constructor(
@@ -131,6 +136,7 @@ export class MessageMeter {
 
   /** An answer is being written: `written` is grpc-js's callback for when HTTP/2 has sent it. */
   sending(written: () => void): () => void {
+    this.answered = true
     if (this.closed) return written
     if (this.unsent++ === 0) this.timeAnswers()
     return () => {
@@ -140,13 +146,25 @@ export class MessageMeter {
     }
   }
 
-  /** The call is over: every share goes back, waits are given up. */
+  /**
+   * The call is over (its status is on its way): every share goes back, waits are given up. A call
+   * refused before any answer, whose client is still sending, is told to stop with RST_STREAM
+   * NO_ERROR once its status has gone out (as HTTP/2 lets a server that has answered): else its
+   * HTTP/2 stream, and grpc-js's call with it, stay open until the client ends its side, and
+   * 124 000 streams refused TOO_MANY_CALLS kept 1 GB. After answers, a reset could overtake the
+   * status still queued behind them: those calls end as grpc-js ends them.
+   */
   close(): void {
     if (this.closed) return
     this.closed = true
     this.clearReadTimer()
     clearTimeout(this.sendTimer)
     this.http2Stream.off('data', this.onData)
+    if (!this.answered && !this.http2Stream.readableEnded) {
+      setImmediate(() => {
+        if (!this.http2Stream.closed) this.http2Stream.close(http2.NGHTTP2_NO_ERROR)
+      })
+    }
     for (const wait of this.waits.splice(0)) wait.cancel()
     for (const reservation of this.arriving.splice(0)) this.give(reservation)
     for (const reservation of this.delivered) this.give(reservation)

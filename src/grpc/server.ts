@@ -68,6 +68,13 @@ const MAX_MESSAGE_BYTES = 2 ** 31 - 1
 /** One 3×224×224 image: the crop every preset uses (src/repository/model-config.ts). */
 const PRESET_ITEM_ELEMENTS = 3 * 224 * 224
 
+/**
+ * HTTP/2 streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS): a client queues its
+ * calls past it, and one that does not is refused by HTTP/2 itself, before grpc-js makes a call of
+ * it. Without it, 50 connections opening 2000 idle streams each took the server 1.4 GiB.
+ */
+const STREAMS_PER_CONNECTION = 128
+
 const ACCESS: Readonly<Record<string, RpcAccess>> = {
   ModelInfer: 'inference',
   ModelStreamInfer: 'inference',
@@ -526,6 +533,7 @@ export async function startGrpcServer(
   const smallCallsBudget = new BodyBudget(2 * receiveLimitBytes, MAX_WAITING)
   const server = new Server({
     'grpc.max_receive_message_length': receiveLimitBytes,
+    'grpc.max_concurrent_streams': STREAMS_PER_CONNECTION,
     interceptors: [
       admissionInterceptor({
         apiKey: settings.apiKey,
@@ -533,6 +541,7 @@ export async function startGrpcServer(
         authMetrics: settings.authMetrics,
         access: ACCESS,
         countedRpc: 'ModelInfer',
+        maxCalls: settings.maxGrpcCalls,
         log,
         metrics,
         receive: {

@@ -453,6 +453,47 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
   })
 })
 
+describe('gRPC admission: calls open at once are capped (--max-grpc-calls)', () => {
+  it('with the cap reached by open streams, one more call is refused RESOURCE_EXHAUSTED TOO_MANY_CALLS before its message is read; a stream that closes makes room (100 000 idle streams took 1.4 GiB)', async () => {
+    const door = await startTestGrpc(server, { ...server.settings, maxGrpcCalls: 3 }, pino({ level: 'silent' }))
+    const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
+    // Calls that end, every way, give their place back: one kept would refuse the third stream below.
+    for (let i = 0; i < 4; i++) await door.callRaw('ModelInfer', message, WITH_KEY)
+    expect((await callRefusal(door.callRaw('ModelInfer', message))).code).toBe('UNAUTHENTICATED')
+    for (let i = 0; i < 2; i++) {
+      const closed = rawStream(door.port)
+      closed.stream.end(grpcFrame(message))
+      expect((await closed.ended).code).toBe(status.OK)
+      closed.close()
+    }
+    const streams = Array.from({ length: 3 }, () => rawStream(door.port))
+    try {
+      for (const s of streams) s.stream.write(grpcFrame(message))
+      await waitFor('every stream to be open and answered', () => streams.every((s) => s.answers() === 1), 20_000)
+      const decodedBefore = door.decodedInferRequests()
+      const refusal = await callRefusal(door.callRaw('ModelInfer', message, WITH_KEY))
+      expect(refusal).toEqual({ code: 'RESOURCE_EXHAUSTED', details: expect.stringMatching(/^TOO_MANY_CALLS: /) as string })
+      expect(door.decodedInferRequests()).toBe(decodedBefore)
+      // A stream hangs up: its place is free again.
+      streams[0]!.close()
+      let served = false
+      await waitFor(
+        'a call to be served in the freed place',
+        async () =>
+          (served = await door.callRaw('ModelInfer', message, WITH_KEY).then(
+            () => true,
+            () => false
+          )),
+        10_000
+      )
+      expect(served).toBe(true)
+    } finally {
+      for (const s of streams) s.close()
+      await door.close()
+    }
+  })
+})
+
 describe('gRPC admission: one body budget for both doors, as main.ts shares it', () => {
   it('a gRPC message holding the budget makes an HTTP upload that does not fit 429 BODY_BUDGET_FULL; once it is given back, the upload is served', async () => {
     const budget = 2 * 1024 * 1024
