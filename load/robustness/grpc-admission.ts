@@ -1,8 +1,10 @@
 import { readFile } from 'node:fs/promises'
+import { connect, type IncomingHttpHeaders } from 'node:http2'
 import { parseArgs } from 'node:util'
 import { status } from '@grpc/grpc-js'
 import { grpcFrame, grpcTestClient, rawGrpcCall, type GrpcCallError } from '../../test/helpers/grpc.js'
 import { syntheticModelRepository } from '../../test/helpers/models.js'
+import { SERVICE_NAME } from '../../src/grpc/server.js'
 import { startBenchServer } from '../kit/bench-server.js'
 import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/helpers/protobuf-wire.js'
 
@@ -18,8 +20,11 @@ import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/
  * become (their queued images and running batches) above the baseline. Last,
  * --streams ModelStreamInfer calls at once, each sending 3 such batches and closing: their messages
  * share that budget (5.8 GB sent by 200 streams took the server 2.2 GB over its baseline before).
+ * Then --idle CxS: C connections each open S ModelStreamInfer streams and send nothing; 3 s later,
+ * how each stands (still open, refused TOO_MANY_CALLS by --max-grpc-calls, or refused by HTTP/2's
+ * 128 streams a connection). 100 000 idle streams took the server 1.4 GiB before those caps.
  *
- *   npm run load:grpc-admission -- [--megabytes 16] [--items 64] [--calls 256] [--streams 200]
+ *   npm run load:grpc-admission -- [--megabytes 16] [--items 64] [--calls 256] [--streams 200] [--idle 50x2000]
  */
 
 const { values } = parseArgs({
@@ -27,7 +32,8 @@ const { values } = parseArgs({
     megabytes: { type: 'string', default: '16' },
     items: { type: 'string', default: '64' },
     calls: { type: 'string', default: '256' },
-    streams: { type: 'string', default: '200' }
+    streams: { type: 'string', default: '200' },
+    idle: { type: 'string', default: '50x2000' }
   }
 })
 const attackBytes = Number(values.megabytes) * 1024 * 1024
@@ -57,7 +63,9 @@ const fp32Batch = (n: number): Buffer =>
 
 const STREAM_MESSAGES = 3
 
-const attacks: Array<{ name: string; key: boolean; calls?: number; streams?: number; message: () => Buffer }> = [
+const [idleConnections, idlePerConnection] = values.idle.split('x').map(Number) as [number, number]
+
+const attacks: Array<{ name: string; key: boolean; calls?: number; streams?: number; idle?: boolean; message: () => Buffer }> = [
   {
     name: `${millions(2)} empty outputs, no key`,
     key: false,
@@ -101,6 +109,12 @@ const attacks: Array<{ name: string; key: boolean; calls?: number; streams?: num
     key: true,
     streams: Number(values.streams),
     message: () => fp32Batch(16)
+  },
+  {
+    name: `${idleConnections} connections × ${idlePerConnection} idle streams`,
+    key: true,
+    idle: true,
+    message: () => Buffer.alloc(0)
   }
 ]
 
@@ -120,6 +134,39 @@ async function streamed(message: Buffer): Promise<string> {
       (err: Error) => err.message.slice(0, 40)
     )
     .finally(() => call.close())
+}
+
+/** Opens the --idle streams, sends nothing on them, and tells after 3 s how each stands; then hangs up. */
+async function idleStreams(): Promise<string[]> {
+  const outcomes: string[] = []
+  const sessions = Array.from({ length: idleConnections }, () => connect(`http://127.0.0.1:${grpcPort}`))
+  for (const session of sessions) {
+    session.on('error', () => undefined)
+    for (let i = 0; i < idlePerConnection; i++) {
+      const at = outcomes.push('open') - 1
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': `/${SERVICE_NAME}/ModelStreamInfer`,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'x-api-key': KEY
+      })
+      stream.on('error', () => undefined)
+      const settle = (h: IncomingHttpHeaders): void => {
+        if (h['grpc-status'] === undefined) return
+        outcomes[at] = `${status[Number(h['grpc-status'])]} ${decodeURIComponent(String(h['grpc-message'] ?? '')).split(':')[0]}`
+      }
+      stream.on('response', settle)
+      stream.on('trailers', settle)
+      stream.on('close', () => {
+        if (outcomes[at] === 'open') outcomes[at] = `RST_STREAM ${stream.rstCode}`
+      })
+    }
+  }
+  await new Promise((resolve) => setTimeout(resolve, 3_000))
+  const standing = [...outcomes]
+  for (const session of sessions) session.destroy()
+  return standing
 }
 
 interface Row {
@@ -151,19 +198,21 @@ for (const attack of attacks) {
   })()
   const cpuBefore = await server.cpuSeconds()
   const t0 = performance.now()
-  const answers = await Promise.all(
-    attack.streams !== undefined
-      ? Array.from({ length: attack.streams }, () => streamed(message))
-      : Array.from({ length: attack.calls ?? 1 }, () =>
-          client.callRaw('ModelInfer', message, { metadata: attack.key ? { 'x-api-key': KEY } : {} }).then(
-            () => 'OK',
-            (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
-          )
-        )
-  )
+  const answers = attack.idle
+    ? await idleStreams()
+    : await Promise.all(
+        attack.streams !== undefined
+          ? Array.from({ length: attack.streams }, () => streamed(message))
+          : Array.from({ length: attack.calls ?? 1 }, () =>
+              client.callRaw('ModelInfer', message, { metadata: attack.key ? { 'x-api-key': KEY } : {} }).then(
+                () => 'OK',
+                (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
+              )
+            )
+      )
   const counts = new Map<string, number>()
   for (const a of answers) counts.set(a, (counts.get(a) ?? 0) + 1)
-  const many = attack.calls !== undefined || attack.streams !== undefined
+  const many = attack.calls !== undefined || attack.streams !== undefined || attack.idle === true
   const answer = [...counts].map(([a, n]) => (many ? `${n}× ${a}` : a)).join(', ')
   const answerS = ((performance.now() - t0) / 1000).toFixed(2)
   await new Promise((resolve) => setTimeout(resolve, 2_000))
