@@ -79,6 +79,8 @@ class GatedReadCall extends ServerInterceptingCall {
   }
 }
 
+const CAP_LOG_INTERVAL_MS = 10_000
+
 let unmeteredLogged = false
 /** grpc-js no longer shows the meter a call's HTTP/2 stream: said once, loudly, as messages then go unbounded. */
 function unmetered(log: Logger): void {
@@ -104,6 +106,20 @@ function needsKey(policy: AdmissionPolicy, rpc: string): boolean {
 export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor {
   /** Calls begun and not yet over (answered or cancelled): each costs some 14 KB of grpc-js and HTTP/2 state, even idle. */
   let openCalls = 0
+  /** Calls refused over the cap since it was last logged: a flood of them is logged at most once per 10 s, not line by line. */
+  let refusedOverCap = 0
+  let capLoggedAt = -Infinity
+  const refusedOverTheCap = (): void => {
+    refusedOverCap++
+    const now = performance.now()
+    if (now - capLoggedAt < CAP_LOG_INTERVAL_MS) return
+    capLoggedAt = now
+    policy.log.warn(
+      { code: 'TOO_MANY_CALLS', refused: refusedOverCap, maxCalls: policy.maxCalls },
+      'gRPC calls refused: --max-grpc-calls are open'
+    )
+    refusedOverCap = 0
+  }
   return (method, call) => {
     const rpc = rpcName(method)
     const overCap = openCalls >= policy.maxCalls
@@ -134,6 +150,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
     /** `ours`: refused here (the key, the budget, a timer), logged whenever it comes; grpc-js's statuses once the handler has the message are the handler's to log, a stream's aside (they end all its requests). */
     const report = (se: ServiceError, ours = false): void => {
       if (se.kind === 'internal') policy.log.error({ rpc, code: se.code, detail: se.detail }, 'gRPC call failed')
+      else if (se.code === 'TOO_MANY_CALLS') refusedOverTheCap()
       else if (ours || !delivered || method.requestStream) policy.log.info({ rpc, code: se.code }, 'gRPC call refused')
       if (!delivered && rpc === policy.countedRpc) policy.metrics?.recordRequest(undefined, se)
     }
