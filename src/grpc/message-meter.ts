@@ -79,8 +79,6 @@ export class MessageMeter {
   private readonly arriving: Reservation[] = []
   /** Shares delivered to the handler and not yet given back. */
   private readonly delivered = new Set<Reservation>()
-  /** What this call's shares hold together. */
-  private heldBytes = 0
   /** Messages started whose share waits for room in the budget, and their cancels. */
   private readonly waits: Array<{ cancel(): void }> = []
   /** grpc-js asked for a message and has not had it. */
@@ -117,12 +115,12 @@ export class MessageMeter {
     this.readOpen = false
     const reservation = this.arriving.shift()
     if (reservation === undefined) return undefined
-    this.resize(reservation, message.byteLength)
+    reservation.resize(message.byteLength)
     this.delivered.add(reservation)
     return {
       release: () => {
         if (!this.delivered.delete(reservation)) return
-        this.give(reservation)
+        reservation.release()
         this.flow()
       }
     }
@@ -166,8 +164,8 @@ export class MessageMeter {
       })
     }
     for (const wait of this.waits.splice(0)) wait.cancel()
-    for (const reservation of this.arriving.splice(0)) this.give(reservation)
-    for (const reservation of this.delivered) this.give(reservation)
+    for (const reservation of this.arriving.splice(0)) reservation.release()
+    for (const reservation of this.delivered) reservation.release()
     this.delivered.clear()
   }
 
@@ -178,7 +176,7 @@ export class MessageMeter {
    */
   private mustWait(): boolean {
     if (this.arriving.length > 0) return false
-    return this.waits.length > 0 || (this.options.stream && this.heldBytes >= this.options.limitBytes)
+    return this.waits.length > 0 || (this.options.stream && this.deliveredBytes() >= this.options.limitBytes)
   }
 
   private pass(next: () => void): void {
@@ -207,7 +205,6 @@ export class MessageMeter {
     if (this.waits.length > 0) this.waits.shift()
     if (this.closed) return reservation.release()
     this.arriving.push(reservation)
-    this.heldBytes += reservation.bytes
     // Time the message whose bytes are still to come, once it has its share: waiting for room is the server's doing.
     if (this.waits.length === 0 && this.frames.inMessage) this.startReadTimer()
     this.flow()
@@ -236,14 +233,11 @@ export class MessageMeter {
     }, this.options.readTimeoutMs)
   }
 
-  private resize(reservation: Reservation, bytes: number): void {
-    this.heldBytes += bytes - reservation.bytes
-    reservation.resize(bytes)
-  }
-
-  private give(reservation: Reservation): void {
-    this.heldBytes -= reservation.bytes
-    reservation.release()
+  /** What the requests delivered and not yet answered hold (at most STREAM_MAX_IN_FLIGHT and a few). */
+  private deliveredBytes(): number {
+    let bytes = 0
+    for (const reservation of this.delivered) bytes += reservation.bytes
+    return bytes
   }
 
   /** Lets bytes flow again once nothing waits for room and the call holds less than its part. */
