@@ -331,7 +331,7 @@ export const SETTINGS = [
     max: 1_000_000,
     fallback: 4096,
     description:
-      'Most gRPC calls open at once, unary calls and ModelStreamInfer streams together, however many connections carry them; one more is refused RESOURCE_EXHAUSTED `TOO_MANY_CALLS` before its message is read. An open call costs about 14 KB even idle: 100 000 idle streams on 50 connections took the server 1.4 GiB over its baseline. One connection may open 128 at once (the HTTP/2 setting SETTINGS_MAX_CONCURRENT_STREAMS; clients queue past it).'
+      'Most gRPC calls open at once, unary calls and ModelStreamInfer streams together, however many connections carry them; one more is refused RESOURCE_EXHAUSTED `TOO_MANY_CALLS` before its message is read. An open call costs about 14 KB even idle: 100 000 idle streams on 50 connections took the server 1.4 GiB over its baseline. One connection may open 128 at once (the HTTP/2 setting SETTINGS_MAX_CONCURRENT_STREAMS; clients queue past it). Also the most calls that may begin in one turn of the event loop: a connection that begins one more then is told GOAWAY ENHANCE_YOUR_CALM (logged `CALL_BURST`) and closed once its calls end, as only a client that opens streams and ends or resets them without waiting for answers (HTTP/2 rapid reset) gets there; 200 such connections (2000 streams each, 5 rounds) exhausted a 400 MB V8 heap before this bound.'
   }),
   spec({
     key: 'bodyBudgetBytes',

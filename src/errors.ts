@@ -90,6 +90,11 @@ export const ERRORS = {
     kind: 'resource_exhausted',
     message: 'The server has as many gRPC calls open as it may (setting --max-grpc-calls); retry, or reuse a stream.'
   },
+  CALL_BURST: {
+    kind: 'resource_exhausted',
+    message:
+      'More gRPC calls began in one turn of the event loop than --max-grpc-calls: the connection is told to go away (GOAWAY ENHANCE_YOUR_CALM); reconnect.'
+  },
   DECODE_QUEUE_FULL: {
     kind: 'resource_exhausted',
     message: 'Too many images are waiting to be decoded; retry after the Retry-After delay.'

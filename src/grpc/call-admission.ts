@@ -10,8 +10,9 @@ import { isAuthorized } from '../api-key.js'
 import { ServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { libraryStatusError, statusOf } from './error-status.js'
-import { messageMeter, type MessageShares } from './message-meter.js'
+import { http2StreamOf, MessageMeter, type MessageShares } from './message-meter.js'
 import type { BodyBudget } from '../body-budget.js'
+import { CallBursts } from './call-bursts.js'
 
 /**
  * Admission for every call of the gRPC door, before its message is read: the API key is checked
@@ -23,6 +24,10 @@ import type { BodyBudget } from '../body-budget.js'
  * each one's length arrives until it is answered, and timed (message-meter.ts): messages held stay
  * within the body budget however many calls send at once. A streamed request goes to the handler
  * with its share, which the handler gives back once it has answered it.
+ *
+ * Calls are counted twice: open at once (`--max-grpc-calls`, one more refused TOO_MANY_CALLS), and
+ * begun in one turn of the event loop (the same number, one more and its connection is told to go
+ * away: call-bursts.ts).
  *
  * It also makes every status the call ends with carry a registry code, grpc-js's own included,
  * and accounts for calls that end before their message reaches the handler (refused here, over the
@@ -79,7 +84,27 @@ class GatedReadCall extends ServerInterceptingCall {
   }
 }
 
-const CAP_LOG_INTERVAL_MS = 10_000
+const WARN_INTERVAL_MS = 10_000
+
+/**
+ * Counts an event a flood can repeat, and logs it at warn at most once per 10 s with how many there
+ * were since the last line: the first at once, the rest when the 10 s are over.
+ */
+function floodWarning(log: Logger, fields: Record<string, unknown>, msg: string): () => void {
+  let count = 0
+  let pending: NodeJS.Timeout | undefined
+  const flush = (): void => {
+    pending = undefined
+    if (count === 0) return
+    log.warn({ ...fields, count }, msg)
+    count = 0
+    pending = setTimeout(flush, WARN_INTERVAL_MS).unref()
+  }
+  return () => {
+    count++
+    if (pending === undefined) flush()
+  }
+}
 
 let unmeteredLogged = false
 /** grpc-js no longer shows the meter a call's HTTP/2 stream: said once, loudly, as messages then go unbounded. */
@@ -106,20 +131,19 @@ function needsKey(policy: AdmissionPolicy, rpc: string): boolean {
 export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor {
   /** Calls begun and not yet over (answered or cancelled): each costs some 14 KB of grpc-js and HTTP/2 state, even idle. */
   let openCalls = 0
-  /** Calls refused over the cap since it was last logged: a flood of them is logged at most once per 10 s, not line by line. */
-  let refusedOverCap = 0
-  let capLoggedAt = -Infinity
-  const refusedOverTheCap = (): void => {
-    refusedOverCap++
-    const now = performance.now()
-    if (now - capLoggedAt < CAP_LOG_INTERVAL_MS) return
-    capLoggedAt = now
-    policy.log.warn(
-      { code: 'TOO_MANY_CALLS', refused: refusedOverCap, maxCalls: policy.maxCalls },
-      'gRPC calls refused: --max-grpc-calls are open'
+  const refusedOverTheCap = floodWarning(
+    policy.log,
+    { code: 'TOO_MANY_CALLS', maxCalls: policy.maxCalls },
+    'gRPC calls refused: --max-grpc-calls are open'
+  )
+  const bursts = new CallBursts(
+    policy.maxCalls,
+    floodWarning(
+      policy.log,
+      { code: 'CALL_BURST', maxCalls: policy.maxCalls },
+      'gRPC connections told to go away (GOAWAY ENHANCE_YOUR_CALM): --max-grpc-calls calls began in one turn of the event loop'
     )
-    refusedOverCap = 0
-  }
+  )
   return (method, call) => {
     const rpc = rpcName(method)
     const overCap = openCalls >= policy.maxCalls
@@ -138,13 +162,17 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
       call.sendStatus(statusOf(refusal))
     }
     // Every message is held in the call's budget from the moment its length arrives (message-meter.ts).
-    const meter = messageMeter(call, {
-      budget: policy.receive.budgetOf(rpc),
-      limitBytes: policy.receive.limitBytes,
-      readTimeoutMs: policy.receive.readTimeoutMs,
-      stream: method.requestStream,
-      refuse
-    })
+    const http2Stream = http2StreamOf(call)
+    if (http2Stream !== undefined) bursts.begin(http2Stream)
+    const meter =
+      http2Stream &&
+      new MessageMeter(http2Stream, {
+        budget: policy.receive.budgetOf(rpc),
+        limitBytes: policy.receive.limitBytes,
+        readTimeoutMs: policy.receive.readTimeoutMs,
+        stream: method.requestStream,
+        refuse
+      })
     if (meter === undefined) unmetered(policy.log)
 
     /** `ours`: refused here (the key, the budget, a timer), logged whenever it comes; grpc-js's statuses once the handler has the message are the handler's to log, a stream's aside (they end all its requests). */

@@ -1,4 +1,4 @@
-import { constants as http2 } from 'node:http2'
+import { constants as http2, type ServerHttp2Stream } from 'node:http2'
 import { Duplex } from 'node:stream'
 import { ServiceError } from '../errors.js'
 import { MessageFrames } from './message-frames.js'
@@ -29,7 +29,7 @@ import type { BodyBudget, Reservation } from '../body-budget.js'
  *
  * grpc-js has no public hook for a call's bytes: the meter reads the HTTP/2 stream off its
  * innermost call object (BaseServerInterceptingCall's `stream`; @grpc/grpc-js is pinned for it).
- * Where that is missing (`messageMeter` returns undefined), the door logs it at error and serves
+ * Where that is missing (`http2StreamOf` finds none), the door logs it at error and serves
  * the call unmetered; the integration tests fail then, which is the point.
  */
 
@@ -52,22 +52,14 @@ export interface MessageMeterOptions {
   readonly refuse: (refusal: ServiceError) => void
 }
 
-type FlowControlled = Pick<Duplex, 'pause' | 'resume' | 'prependListener' | 'off' | 'readableEnded'> & {
-  readonly closed: boolean
-  close(code: number): void
-}
+type FlowControlled = Pick<ServerHttp2Stream, 'pause' | 'resume' | 'prependListener' | 'off' | 'readableEnded' | 'closed' | 'close'>
 
 /** The HTTP/2 stream under grpc-js's innermost call object, where there is one. */
-function http2StreamOf(call: object): FlowControlled | undefined {
+export function http2StreamOf(call: object): ServerHttp2Stream | undefined {
   const stream = (call as { stream?: unknown }).stream
-  return stream instanceof Duplex && typeof (stream as Partial<FlowControlled>).close === 'function'
-    ? (stream as unknown as FlowControlled)
+  return stream instanceof Duplex && typeof (stream as Partial<ServerHttp2Stream>).close === 'function' && 'session' in stream
+    ? (stream as ServerHttp2Stream)
     : undefined
-}
-
-export function messageMeter(call: object, options: MessageMeterOptions): MessageMeter | undefined {
-  const http2Stream = http2StreamOf(call)
-  return http2Stream === undefined ? undefined : new MessageMeter(http2Stream, options)
 }
 
 const tooSlow = (): ServiceError => new ServiceError('REQUEST_TIMEOUT', '(the gRPC message: the call ends)')
@@ -158,7 +150,7 @@ export class MessageMeter {
     this.clearReadTimer()
     clearTimeout(this.sendTimer)
     this.http2Stream.off('data', this.onData)
-    if (!this.answered && !this.http2Stream.readableEnded) {
+    if (!this.answered && !this.http2Stream.readableEnded && !this.http2Stream.closed) {
       setImmediate(() => {
         if (!this.http2Stream.closed) this.http2Stream.close(http2.NGHTTP2_NO_ERROR)
       })

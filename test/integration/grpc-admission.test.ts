@@ -1,11 +1,12 @@
 import { readFile } from 'node:fs/promises'
-import { constants as http2 } from 'node:http2'
+import { connect, constants as http2 } from 'node:http2'
 import { Writable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
 import { status } from '@grpc/grpc-js'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
+import { SERVICE_NAME } from '../../src/grpc/server.js'
 import { callRefusal, grpcFrame, rawGrpcCall, startTestGrpc, type GrpcTestDoor, type RawGrpcCall } from '../helpers/grpc.js'
 import { syntheticModelRepository } from '../helpers/models.js'
 import { photoPaths } from '../helpers/photos.js'
@@ -489,6 +490,58 @@ describe('gRPC admission: calls open at once are capped (--max-grpc-calls)', () 
       expect(served).toBe(true)
     } finally {
       for (const s of streams) s.close()
+      await door.close()
+    }
+  })
+})
+
+describe('gRPC admission: calls begun in one turn of the event loop are bounded (rapid reset)', () => {
+  it('a connection that opens and resets more streams at once than --max-grpc-calls is told GOAWAY ENHANCE_YOUR_CALM, logged CALL_BURST; other connections serve on (200 such connections exhausted a 300 MB heap)', async () => {
+    const lines: Array<{ code?: string; count?: number; msg: string }> = []
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as (typeof lines)[number])
+        done()
+      }
+    })
+    const door = await startTestGrpc(server, { ...server.settings, maxGrpcCalls: 20 }, pino({ level: 'info' }, sink))
+    const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
+    const bystander = rawStream(door.port)
+    const attacker = connect(`http://127.0.0.1:${door.port}`)
+    attacker.on('error', () => undefined)
+    const settled = new Promise((resolve) => attacker.once('remoteSettings', resolve))
+    try {
+      // One call on the bystander's connection first: it is open, and stays served.
+      bystander.stream.write(grpcFrame(message))
+      await waitFor('the bystander to be answered', () => bystander.answers() === 1, 20_000)
+      await settled
+      const goaway = new Promise<number>((resolve) => attacker.once('goaway', resolve))
+      // 300 streams opened and reset in one write: none waits for an answer.
+      let opened = 0
+      for (let i = 0; i < 300 && !attacker.closed; i++) {
+        const stream = attacker.request({
+          ':method': 'POST',
+          ':path': `/${SERVICE_NAME}/ModelStreamInfer`,
+          'content-type': 'application/grpc',
+          te: 'trailers',
+          'x-api-key': KEY
+        })
+        stream.on('error', () => undefined)
+        stream.close(http2.NGHTTP2_CANCEL)
+        opened++
+      }
+      expect(opened).toBeGreaterThan(20)
+      const noGoaway = new Promise((resolve) => setTimeout(resolve, 5_000, 'no GOAWAY within 5 s'))
+      expect(await Promise.race([goaway, noGoaway])).toBe(http2.NGHTTP2_ENHANCE_YOUR_CALM)
+      await waitFor('the burst to be logged', () => lines.some((l) => l.code === 'CALL_BURST'), 5_000)
+      expect(lines.find((l) => l.code === 'CALL_BURST')).toMatchObject({ count: 1 })
+      // The bystander's stream takes its next request; a new connection is served too.
+      bystander.stream.write(grpcFrame(message))
+      await waitFor('the bystander to be answered again', () => bystander.answers() === 2, 20_000)
+      await door.callRaw('ModelInfer', message, WITH_KEY)
+    } finally {
+      attacker.destroy()
+      bystander.close()
       await door.close()
     }
   })

@@ -1,0 +1,47 @@
+import { constants as http2, type ServerHttp2Stream } from 'node:http2'
+
+/**
+ * Bounds how many gRPC calls may begin in one turn of the event loop, over every connection.
+ *
+ * A call that ends at once still leaves its objects (Node's HTTP/2 stream, grpc-js's call, the
+ * door's) until the next turn: Node frees a stream's native half on the turn after it closed. A
+ * client that opens streams and ends them without waiting for answers (half-closed at once, or
+ * reset: HTTP/2's "rapid reset") puts thousands of calls in one read, and 200 such connections
+ * took a server with a 300 MB heap (the heap V8 gives a 1.2 GiB pod) to heap exhaustion within a
+ * second, every one of those calls answered. A client that keeps to the 128 streams a connection
+ * may have open cannot begin so many: its next calls wait for answers, which come on later turns.
+ *
+ * Once `limit` calls have begun in a turn, a connection that begins one more is sent GOAWAY
+ * ENHANCE_YOUR_CALM and closed gracefully: the calls it has already begun (this one included)
+ * run to their end, and HTTP/2 drops, unread, every stream it opens after, whatever the rest of
+ * its bytes hold. Its client reconnects for new calls, as gRPC clients do after a GOAWAY.
+ */
+export class CallBursts {
+  private begun = 0
+  private counting = false
+  private readonly endTurn = (): void => {
+    this.counting = false
+    this.begun = 0
+  }
+
+  constructor(
+    private readonly limit: number,
+    /** A connection was told to go away (to log it). */
+    private readonly told: () => void
+  ) {}
+
+  /** A call begins on this HTTP/2 stream. */
+  begin(stream: Pick<ServerHttp2Stream, 'session'>): void {
+    if (!this.counting) {
+      this.counting = true
+      setImmediate(this.endTurn)
+    }
+    if (++this.begun <= this.limit) return
+    const session = stream.session
+    if (session === undefined || session.closed || session.destroyed) return
+    // The last stream it processed (0: nghttp2 takes the last one it processed) is this call's.
+    session.goaway(http2.NGHTTP2_ENHANCE_YOUR_CALM, 0)
+    session.close()
+    this.told()
+  }
+}
