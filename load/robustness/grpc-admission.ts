@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import { connect, type IncomingHttpHeaders } from 'node:http2'
+import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2'
 import { parseArgs } from 'node:util'
 import { status } from '@grpc/grpc-js'
 import { grpcFrame, grpcTestClient, rawGrpcCall, type GrpcCallError } from '../../test/helpers/grpc.js'
@@ -21,10 +21,16 @@ import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/
  * --streams ModelStreamInfer calls at once, each sending 3 such batches and closing: their messages
  * share that budget (5.8 GB sent by 200 streams took the server 2.2 GB over its baseline before).
  * Then --idle CxS: C connections each open S ModelStreamInfer streams and send nothing; 3 s later,
- * how each stands (still open, refused TOO_MANY_CALLS by --max-grpc-calls, or refused by HTTP/2's
- * 128 streams a connection). 100 000 idle streams took the server 1.4 GiB before those caps.
+ * how each stands (still open, refused TOO_MANY_CALLS by --max-grpc-calls, refused by HTTP/2's
+ * 128 streams a connection, or on a connection told GOAWAY when more than --max-grpc-calls calls
+ * began in one turn of the server's event loop). 100 000 idle streams took the server 1.4 GiB before
+ * those caps.
+ * Last, --rapid CxSxR: C connections each open S ModelStreamInfer streams and reset each at once
+ * (HTTP/2 "rapid reset"), R rounds 200 ms apart, and how each connection stands 2 s later: the
+ * server tells a connection GOAWAY ENHANCE_YOUR_CALM once --max-grpc-calls calls have begun in one
+ * turn of its event loop. 200x2000x5 exhausted a 300 MB and a 400 MB V8 heap before that bound.
  *
- *   npm run load:grpc-admission -- [--megabytes 16] [--items 64] [--calls 256] [--streams 200] [--idle 50x2000]
+ *   npm run load:grpc-admission -- [--megabytes 16] [--items 64] [--calls 256] [--streams 200] [--idle 50x2000] [--rapid 200x2000x5]
  */
 
 const { values } = parseArgs({
@@ -33,7 +39,8 @@ const { values } = parseArgs({
     items: { type: 'string', default: '64' },
     calls: { type: 'string', default: '256' },
     streams: { type: 'string', default: '200' },
-    idle: { type: 'string', default: '50x2000' }
+    idle: { type: 'string', default: '50x2000' },
+    rapid: { type: 'string', default: '200x2000x5' }
   }
 })
 const attackBytes = Number(values.megabytes) * 1024 * 1024
@@ -64,8 +71,17 @@ const fp32Batch = (n: number): Buffer =>
 const STREAM_MESSAGES = 3
 
 const [idleConnections, idlePerConnection] = values.idle.split('x').map(Number) as [number, number]
+const [rapidConnections, rapidPerConnection, rapidRounds] = values.rapid.split('x').map(Number) as [number, number, number]
 
-const attacks: Array<{ name: string; key: boolean; calls?: number; streams?: number; idle?: boolean; message: () => Buffer }> = [
+const attacks: Array<{
+  name: string
+  key: boolean
+  calls?: number
+  streams?: number
+  idle?: boolean
+  rapid?: boolean
+  message: () => Buffer
+}> = [
   {
     name: `${millions(2)} empty outputs, no key`,
     key: false,
@@ -115,6 +131,12 @@ const attacks: Array<{ name: string; key: boolean; calls?: number; streams?: num
     key: true,
     idle: true,
     message: () => Buffer.alloc(0)
+  },
+  {
+    name: `${rapidConnections} connections × ${rapidPerConnection} streams reset at once × ${rapidRounds}`,
+    key: true,
+    rapid: true,
+    message: () => Buffer.alloc(0)
   }
 ]
 
@@ -140,6 +162,8 @@ async function streamed(message: Buffer): Promise<string> {
 async function idleStreams(): Promise<string[]> {
   const outcomes: string[] = []
   const sessions = Array.from({ length: idleConnections }, () => connect(`http://127.0.0.1:${grpcPort}`))
+  const goaways = sessions.map(() => false)
+  sessions.forEach((session, c) => session.once('goaway', () => (goaways[c] = true)))
   for (const session of sessions) {
     session.on('error', () => undefined)
     for (let i = 0; i < idlePerConnection; i++) {
@@ -164,9 +188,53 @@ async function idleStreams(): Promise<string[]> {
     }
   }
   await new Promise((resolve) => setTimeout(resolve, 3_000))
-  const standing = [...outcomes]
+  // Streams of a connection told to go away are over for the server, whatever the client holds.
+  const standing = outcomes.map((o, i) => (o === 'open' && goaways[Math.floor(i / idlePerConnection)] ? 'open, connection told GOAWAY' : o))
   for (const session of sessions) session.destroy()
   return standing
+}
+
+/** Opens the --rapid connections, resets streams on them in rounds, and tells 2 s later how each connection stands; then hangs up. */
+async function rapidResets(): Promise<string[]> {
+  const sessions = await Promise.all(
+    Array.from(
+      { length: rapidConnections },
+      () =>
+        new Promise<ClientHttp2Session>((resolve) => {
+          const session = connect(`http://127.0.0.1:${grpcPort}`)
+          session.on('error', () => undefined)
+          session.once('remoteSettings', () => resolve(session))
+        })
+    )
+  )
+  const outcomes = sessions.map(() => 'open')
+  sessions.forEach((session, i) =>
+    session.once(
+      'goaway',
+      (code: number) => (outcomes[i] = code === constants.NGHTTP2_ENHANCE_YOUR_CALM ? 'GOAWAY ENHANCE_YOUR_CALM' : `GOAWAY ${code}`)
+    )
+  )
+  for (let round = 0; round < rapidRounds; round++) {
+    for (const session of sessions) {
+      for (let i = 0; i < rapidPerConnection && !session.closed && !session.destroyed; i++) {
+        const stream = session.request({
+          ':method': 'POST',
+          ':path': `/${SERVICE_NAME}/ModelStreamInfer`,
+          'content-type': 'application/grpc',
+          te: 'trailers',
+          'x-api-key': KEY
+        })
+        stream.on('error', () => undefined)
+        stream.close(constants.NGHTTP2_CANCEL)
+      }
+      // Each connection's burst goes out before the next is made, and GOAWAYs are heard.
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+  await new Promise((resolve) => setTimeout(resolve, 2_000))
+  for (const session of sessions) session.destroy()
+  return outcomes
 }
 
 interface Row {
@@ -200,19 +268,21 @@ for (const attack of attacks) {
   const t0 = performance.now()
   const answers = attack.idle
     ? await idleStreams()
-    : await Promise.all(
-        attack.streams !== undefined
-          ? Array.from({ length: attack.streams }, () => streamed(message))
-          : Array.from({ length: attack.calls ?? 1 }, () =>
-              client.callRaw('ModelInfer', message, { metadata: attack.key ? { 'x-api-key': KEY } : {} }).then(
-                () => 'OK',
-                (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
+    : attack.rapid
+      ? await rapidResets()
+      : await Promise.all(
+          attack.streams !== undefined
+            ? Array.from({ length: attack.streams }, () => streamed(message))
+            : Array.from({ length: attack.calls ?? 1 }, () =>
+                client.callRaw('ModelInfer', message, { metadata: attack.key ? { 'x-api-key': KEY } : {} }).then(
+                  () => 'OK',
+                  (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
+                )
               )
-            )
-      )
+        )
   const counts = new Map<string, number>()
   for (const a of answers) counts.set(a, (counts.get(a) ?? 0) + 1)
-  const many = attack.calls !== undefined || attack.streams !== undefined || attack.idle === true
+  const many = attack.calls !== undefined || attack.streams !== undefined || attack.idle === true || attack.rapid === true
   const answer = [...counts].map(([a, n]) => (many ? `${n}× ${a}` : a)).join(', ')
   const answerS = ((performance.now() - t0) / 1000).toFixed(2)
   await new Promise((resolve) => setTimeout(resolve, 2_000))
