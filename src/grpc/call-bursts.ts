@@ -6,10 +6,11 @@ import { constants as http2, type ServerHttp2Stream } from 'node:http2'
  * A call that ends at once still leaves its objects (Node's HTTP/2 stream, grpc-js's call, the
  * door's) until the next turn: Node frees a stream's native half on the turn after it closed. A
  * client that opens streams and ends them without waiting for answers (half-closed at once, or
- * reset: HTTP/2's "rapid reset") puts thousands of calls in one read, and 200 such connections
- * took a server with a 300 MB heap (the heap V8 gives a 1.2 GiB pod) to heap exhaustion within a
- * second, every one of those calls answered. A client that keeps to the 128 streams a connection
- * may have open cannot begin so many: its next calls wait for answers, which come on later turns.
+ * reset: HTTP/2's "rapid reset") puts thousands of calls in one read. 200 such connections, 2000
+ * streams each, 5 rounds, killed the built server in a 1.5 GiB memory cgroup, as the manifests
+ * give a pod (V8's heap limit there is 792 MiB): heap exhausted, every one of those calls answered.
+ * A client that keeps to the 128 streams a connection may have open cannot begin so many: its next
+ * calls wait for answers, which come on later turns.
  *
  * Once `limit` calls have begun in a turn, a connection that begins one more is sent GOAWAY
  * ENHANCE_YOUR_CALM and closed gracefully: the calls it has already begun (this one included)

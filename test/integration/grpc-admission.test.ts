@@ -496,7 +496,7 @@ describe('gRPC admission: calls open at once are capped (--max-grpc-calls)', () 
 })
 
 describe('gRPC admission: calls begun in one turn of the event loop are bounded (rapid reset)', () => {
-  it('a connection that opens and resets more streams at once than --max-grpc-calls is told GOAWAY ENHANCE_YOUR_CALM, logged CALL_BURST; other connections serve on (200 such connections exhausted a 300 MB heap)', async () => {
+  it('a connection that opens and resets more streams at once than --max-grpc-calls is told GOAWAY ENHANCE_YOUR_CALM, logged CALL_BURST; other connections serve on (200 such connections exhausted the heap of a server in 1.5 GiB)', async () => {
     const lines: Array<{ code?: string; count?: number; msg: string }> = []
     const sink = new Writable({
       write(chunk: Buffer, _encoding, done) {
