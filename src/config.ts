@@ -40,6 +40,7 @@ export interface Settings {
   readonly keepAliveTimeoutMs: number
   readonly maxConnections: number
   readonly maxGrpcCalls: number
+  readonly maxGrpcConnections: number
   readonly bodyBudgetBytes: number
   readonly allowPartialStart: boolean
   readonly modelControlMode: ModelControlMode
@@ -321,6 +322,17 @@ export const SETTINGS = [
     fallback: 512,
     description:
       'Most open HTTP connections; a connection over the cap is closed as soon as it is accepted (logged at warn, at most once per 10 s). Probes need a free one too.'
+  }),
+  spec({
+    key: 'maxGrpcConnections',
+    flag: 'max-grpc-connections',
+    env: 'MAX_GRPC_CONNECTIONS',
+    kind: 'integer',
+    min: 1,
+    max: 1_000_000,
+    fallback: 1024,
+    description:
+      'Most open gRPC connections; a connection over the cap is closed as soon as it is accepted (logged at warn, at most once per 10 s). gRPC clients carry all their calls on one connection (a channel), so this counts clients, not calls. Each idle connection costs about 13 KB.'
   }),
   spec({
     key: 'maxGrpcCalls',

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import {
@@ -43,6 +44,7 @@ import {
 import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBounds } from './request-bounds.js'
 import { requestHead } from './request-head.js'
 import { BodyBudget, MAX_WAITING, bodyBudgetOf } from '../body-budget.js'
+import { capConnections } from '../connection-cap.js'
 import type { MessageShares } from './message-meter.js'
 import { serveInferStream, streamCounters, type InferStreamHandle, type StreamCounters } from './stream-infer.js'
 
@@ -571,12 +573,19 @@ export async function startGrpcServer(
     },
     'gRPC message limits'
   )
-  const host = settings.host.includes(':') ? `[${settings.host}]` : settings.host
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${host}:${settings.grpcPort}`, ServerCredentials.createInsecure(), (err, bound) =>
-      err === null ? resolve(bound) : reject(err)
-    )
+  // grpc-js accepts connections on its own HTTP/2 server and shows none of its sockets; the door
+  // listens itself and hands each connection over, so their number is capped like HTTP's.
+  const injector = server.createConnectionInjector(ServerCredentials.createInsecure())
+  const listener = createServer({ noDelay: true }, (socket) => injector.injectConnection(socket))
+  capConnections(listener, settings.maxGrpcConnections, log, '--max-grpc-connections')
+  await new Promise<void>((resolve, reject) => {
+    listener.once('error', reject)
+    listener.listen(settings.grpcPort, settings.host, () => {
+      listener.off('error', reject)
+      resolve()
+    })
   })
+  const port = (listener.address() as AddressInfo).port
   return {
     port,
     receiveLimitBytes,
@@ -590,6 +599,7 @@ export async function startGrpcServer(
           server.forceShutdown()
           resolve()
         }, settings.drainTimeoutMs)
+        listener.close()
         server.tryShutdown(() => {
           clearTimeout(force)
           resolve()

@@ -23,7 +23,8 @@ import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
 import { v2ConfigStatsRoutes } from './routes/v2-config-stats.js'
 import { v2RepositoryRoutes } from './routes/v2-repository.js'
-import { capConnections, connectionOptions } from './server-limits.js'
+import { capConnections } from '../connection-cap.js'
+import { connectionOptions } from './server-limits.js'
 import { plainJsonOnV2 } from './v2-content-type.js'
 import { closeSilentConnectionsOnClose } from './silent-connections.js'
 
@@ -55,7 +56,7 @@ export async function buildApp(
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } },
     schemaErrorFormatter: schemaErrorFormatter(settings.maxTopk)
   })
-  capConnections(app.server, settings, logger)
+  capConnections(app.server, settings.maxConnections, logger, '--max-connections')
 
   // Before any route: swagger and the request counters see only routes added after them.
   await registerOpenApi(app)

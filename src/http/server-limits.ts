@@ -41,19 +41,6 @@ export function connectionOptions(settings: Settings, log: Logger): FastifyHttpO
   }
 }
 
-/** Over --max-connections, Node closes a new connection as soon as it is accepted ('drop'). */
-export function capConnections(server: Server, settings: Settings, log: Logger): void {
-  server.maxConnections = settings.maxConnections
-  let lastWarning = 0
-  server.on('drop', () => {
-    const now = Date.now()
-    // One line per 10 s: a flood of refused connections must not become a flood of log lines.
-    if (now - lastWarning < 10_000) return
-    lastWarning = now
-    log.warn({ maxConnections: settings.maxConnections }, 'connection refused: --max-connections are open')
-  })
-}
-
 /**
  * Node's clientError: a request that took longer than --headers-timeout-ms / --request-timeout-ms
  * (408 REQUEST_TIMEOUT) or that is not valid HTTP (400 BAD_REQUEST). The answer is written on the

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import { connect, constants as http2 } from 'node:http2'
+import { connect, constants as http2, type ClientHttp2Session } from 'node:http2'
 import { Writable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
 import { status } from '@grpc/grpc-js'
@@ -490,6 +490,54 @@ describe('gRPC admission: calls open at once are capped (--max-grpc-calls)', () 
       expect(served).toBe(true)
     } finally {
       for (const s of streams) s.close()
+      await door.close()
+    }
+  })
+})
+
+describe('gRPC admission: open connections are capped (--max-grpc-connections)', () => {
+  it('a connection over the cap is closed as soon as it is accepted; one that closes makes room, and calls on those open are served', async () => {
+    const door = await startTestGrpc(server, { ...server.settings, maxGrpcConnections: 2 }, pino({ level: 'silent' }))
+    /** An HTTP/2 connection, and whether the server spoke (its SETTINGS) before it closed. */
+    const open = (): Promise<{ session: ClientHttp2Session; spoke: boolean }> =>
+      new Promise((resolve) => {
+        const session = connect(`http://127.0.0.1:${door.port}`)
+        session.on('error', () => undefined)
+        session.once('remoteSettings', () => resolve({ session, spoke: true }))
+        session.once('close', () => resolve({ session, spoke: false }))
+      })
+    const sessions: ClientHttp2Session[] = []
+    try {
+      const [first, second] = [await open(), await open()]
+      sessions.push(first.session, second.session)
+      expect([first.spoke, second.spoke]).toEqual([true, true])
+      const third = await open()
+      sessions.push(third.session)
+      expect(third.spoke).toBe(false)
+      first.session.destroy()
+      await waitFor(
+        'a connection to be accepted in the freed place',
+        async () => {
+          const next = await open()
+          sessions.push(next.session)
+          return next.spoke
+        },
+        5_000
+      )
+      // A client's connection within the cap serves calls as ever.
+      second.session.destroy()
+      const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
+      await waitFor(
+        'a call on a new connection to be served',
+        () =>
+          door.callRaw('ModelInfer', message, WITH_KEY).then(
+            () => true,
+            () => false
+          ),
+        10_000
+      )
+    } finally {
+      for (const session of sessions) session.destroy()
       await door.close()
     }
   })
