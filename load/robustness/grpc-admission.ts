@@ -2,9 +2,8 @@ import { readFile } from 'node:fs/promises'
 import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2'
 import { parseArgs } from 'node:util'
 import { status } from '@grpc/grpc-js'
-import { grpcFrame, grpcTestClient, rawGrpcCall, type GrpcCallError } from '../../test/helpers/grpc.js'
+import { grpcFrame, grpcTestClient, openGrpcStream, rawGrpcCall, type GrpcCallError } from '../../test/helpers/grpc.js'
 import { syntheticModelRepository } from '../../test/helpers/models.js'
-import { SERVICE_NAME } from '../../src/grpc/server.js'
 import { startBenchServer } from '../kit/bench-server.js'
 import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/helpers/protobuf-wire.js'
 
@@ -169,14 +168,7 @@ async function idleStreams(): Promise<string[]> {
     session.on('error', () => undefined)
     for (let i = 0; i < idlePerConnection; i++) {
       const at = outcomes.push('open') - 1
-      const stream = session.request({
-        ':method': 'POST',
-        ':path': `/${SERVICE_NAME}/ModelStreamInfer`,
-        'content-type': 'application/grpc',
-        te: 'trailers',
-        'x-api-key': KEY
-      })
-      stream.on('error', () => undefined)
+      const stream = openGrpcStream(session, 'ModelStreamInfer', { 'x-api-key': KEY })
       const settle = (h: IncomingHttpHeaders): void => {
         if (h['grpc-status'] === undefined) return
         outcomes[at] = `${status[Number(h['grpc-status'])]} ${decodeURIComponent(String(h['grpc-message'] ?? '')).split(':')[0]}`
@@ -218,14 +210,7 @@ async function rapidResets(): Promise<string[]> {
   for (let round = 0; round < rapidRounds; round++) {
     for (const session of sessions) {
       for (let i = 0; i < rapidPerConnection && !session.closed && !session.destroyed; i++) {
-        const stream = session.request({
-          ':method': 'POST',
-          ':path': `/${SERVICE_NAME}/ModelStreamInfer`,
-          'content-type': 'application/grpc',
-          te: 'trailers',
-          'x-api-key': KEY
-        })
-        stream.on('error', () => undefined)
+        const stream = openGrpcStream(session, 'ModelStreamInfer', { 'x-api-key': KEY })
         stream.close(constants.NGHTTP2_CANCEL)
       }
       // Each connection's burst goes out before the next is made, and GOAWAYs are heard.

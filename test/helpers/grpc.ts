@@ -1,4 +1,4 @@
-import { connect, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
+import { connect, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import { Client, Metadata, credentials, status, type ServiceDefinition, type ServiceError as GrpcCallError } from '@grpc/grpc-js'
 import { expect } from 'vitest'
 import type { Logger } from 'pino'
@@ -129,14 +129,12 @@ export interface RawGrpcCall {
   close(): void
 }
 
-/**
- * A call of inference.GRPCInferenceService written by hand over HTTP/2, for what a grpc-js client
- * never sends: an unreadable grpc-timeout, half a message, an unknown encoding. The caller writes
- * the body on `stream` (see grpcFrame).
- */
-export function rawGrpcCall(port: number, rpc: string, headers: Readonly<Record<string, string>> = {}): RawGrpcCall {
-  const session = connect(`http://127.0.0.1:${port}`)
-  session.on('error', () => undefined)
+/** A call of inference.GRPCInferenceService opened on `session`, its headers sent, nothing more; how it ends is read from its events. */
+export function openGrpcStream(
+  session: ClientHttp2Session,
+  rpc: string,
+  headers: Readonly<Record<string, string>> = {}
+): ClientHttp2Stream {
   const stream = session.request({
     ':method': 'POST',
     ':path': `/${SERVICE_NAME}/${rpc}`,
@@ -145,6 +143,18 @@ export function rawGrpcCall(port: number, rpc: string, headers: Readonly<Record<
     ...headers
   })
   stream.on('error', () => undefined)
+  return stream
+}
+
+/**
+ * A call of inference.GRPCInferenceService written by hand over HTTP/2, for what a grpc-js client
+ * never sends: an unreadable grpc-timeout, half a message, an unknown encoding. The caller writes
+ * the body on `stream` (see grpcFrame).
+ */
+export function rawGrpcCall(port: number, rpc: string, headers: Readonly<Record<string, string>> = {}): RawGrpcCall {
+  const session = connect(`http://127.0.0.1:${port}`)
+  session.on('error', () => undefined)
+  const stream = openGrpcStream(session, rpc, headers)
   const ended = new Promise<RawCallEnd>((resolve, reject) => {
     const settle = (h: IncomingHttpHeaders): void => {
       if (h['grpc-status'] === undefined) return

@@ -6,8 +6,7 @@ import { status } from '@grpc/grpc-js'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
-import { SERVICE_NAME } from '../../src/grpc/server.js'
-import { callRefusal, grpcFrame, rawGrpcCall, startTestGrpc, type GrpcTestDoor, type RawGrpcCall } from '../helpers/grpc.js'
+import { callRefusal, grpcFrame, openGrpcStream, rawGrpcCall, startTestGrpc, type GrpcTestDoor, type RawGrpcCall } from '../helpers/grpc.js'
 import { syntheticModelRepository } from '../helpers/models.js'
 import { photoPaths } from '../helpers/photos.js'
 import { copiesIn, inferWire, lengthDelimited, repeatedField, varint, varintField } from '../helpers/protobuf-wire.js'
@@ -567,14 +566,7 @@ describe('gRPC admission: calls begun in one turn of the event loop are bounded 
       // 300 streams opened and reset in one write: none waits for an answer.
       let opened = 0
       for (let i = 0; i < 300 && !attacker.closed; i++) {
-        const stream = attacker.request({
-          ':method': 'POST',
-          ':path': `/${SERVICE_NAME}/ModelStreamInfer`,
-          'content-type': 'application/grpc',
-          te: 'trailers',
-          'x-api-key': KEY
-        })
-        stream.on('error', () => undefined)
+        const stream = openGrpcStream(attacker, 'ModelStreamInfer', { 'x-api-key': KEY })
         stream.close(http2.NGHTTP2_CANCEL)
         opened++
       }
