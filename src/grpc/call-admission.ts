@@ -13,6 +13,7 @@ import { libraryStatusError, statusOf } from './error-status.js'
 import { http2StreamOf, MessageMeter, type MessageShares } from './message-meter.js'
 import type { BodyBudget } from '../body-budget.js'
 import { CallBursts } from './call-bursts.js'
+import { floodWarning } from '../flood-warning.js'
 
 /**
  * Admission for every call of the gRPC door, before its message is read: the API key is checked
@@ -81,28 +82,6 @@ class GatedReadCall extends ServerInterceptingCall {
 
   override sendMessage(message: unknown, written: () => void): void {
     super.sendMessage(message, this.sending === undefined ? written : this.sending(written))
-  }
-}
-
-const WARN_INTERVAL_MS = 10_000
-
-/**
- * Counts an event a flood can repeat, and logs it at warn at most once per 10 s with how many there
- * were since the last line: the first at once, the rest when the 10 s are over.
- */
-function floodWarning(log: Logger, fields: Record<string, unknown>, msg: string): () => void {
-  let count = 0
-  let pending: NodeJS.Timeout | undefined
-  const flush = (): void => {
-    pending = undefined
-    if (count === 0) return
-    log.warn({ ...fields, count }, msg)
-    count = 0
-    pending = setTimeout(flush, WARN_INTERVAL_MS).unref()
-  }
-  return () => {
-    count++
-    if (pending === undefined) flush()
   }
 }
 

@@ -18,10 +18,9 @@ import { constants as http2, type ServerHttp2Stream } from 'node:http2'
  * its bytes hold. Its client reconnects for new calls, as gRPC clients do after a GOAWAY.
  */
 export class CallBursts {
+  /** Calls begun in this turn of the event loop; the first of a turn schedules its reset. */
   private begun = 0
-  private counting = false
   private readonly endTurn = (): void => {
-    this.counting = false
     this.begun = 0
   }
 
@@ -33,11 +32,8 @@ export class CallBursts {
 
   /** A call begins on this HTTP/2 stream. */
   begin(stream: Pick<ServerHttp2Stream, 'session'>): void {
-    if (!this.counting) {
-      this.counting = true
-      setImmediate(this.endTurn)
-    }
-    if (++this.begun <= this.limit) return
+    if (this.begun++ === 0) setImmediate(this.endTurn)
+    if (this.begun <= this.limit) return
     const session = stream.session
     if (session === undefined || session.closed || session.destroyed) return
     // The last stream it processed (0: nghttp2 takes the last one it processed) is this call's.

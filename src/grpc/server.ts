@@ -278,8 +278,8 @@ function toInferRequest(message: ModelInferRequestMessage): InferRequest {
 /**
  * Why a cancelled call's signal aborts: one shared reason, as nothing reads it. `abort()` without
  * one makes a DOMException with its captured stack for every call, some hundreds of bytes of heap
- * each, and a client that
- * opens and resets streams (HTTP/2 "rapid reset") cancels thousands of calls in one turn of the loop.
+ * each, and a client that opens and resets streams (HTTP/2 "rapid reset") cancels thousands of
+ * calls in one turn of the event loop.
  */
 const CALL_CANCELLED = new ServiceError('CLIENT_CLOSED')
 
