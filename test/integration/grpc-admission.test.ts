@@ -3,7 +3,7 @@ import { connect, constants as http2, type ClientHttp2Session } from 'node:http2
 import { Writable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
 import { status } from '@grpc/grpc-js'
-import { pino } from 'pino'
+import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
 import { callRefusal, grpcFrame, openGrpcStream, rawGrpcCall, startTestGrpc, type GrpcTestDoor, type RawGrpcCall } from '../helpers/grpc.js'
@@ -33,7 +33,7 @@ let server: TestServer
 let grpc: GrpcTestDoor
 let photo: Buffer
 /** Every line the door logged, parsed. */
-const logs: Array<{ level: number; code?: string; msg: string }> = []
+const logs: LogLine[] = []
 
 const failures = (reason: string): Promise<number> =>
   metricValue(server, 'resnet_serve_request_failure_total', `model="${MODEL}",reason="${reason}"`)
@@ -48,6 +48,24 @@ async function changed(read: () => Promise<number>, before: number): Promise<num
   return read()
 }
 
+interface LogLine {
+  readonly level: number
+  readonly code?: string
+  readonly count?: number
+  readonly msg: string
+}
+
+/** A logger at info whose every line is parsed into `lines`, for a door whose logs the test reads. */
+function readLog(lines: LogLine[] = []): { lines: LogLine[]; logger: Logger } {
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as LogLine)
+      done()
+    }
+  })
+  return { lines, logger: pino({ level: 'info' }, sink) }
+}
+
 beforeAll(async () => {
   // A small batch limit and a body limit far below it: the receive limit must follow the first.
   server = await startTestServer(await syntheticModelRepository(), [
@@ -58,13 +76,7 @@ beforeAll(async () => {
     '--api-key',
     KEY
   ])
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') logs.push(JSON.parse(line) as (typeof logs)[number])
-      done()
-    }
-  })
-  grpc = await startTestGrpc(server, server.settings, pino({ level: 'info' }, sink))
+  grpc = await startTestGrpc(server, server.settings, readLog(logs).logger)
   photo = await readFile(photoPaths()[0]!)
 })
 
@@ -394,14 +406,8 @@ describe("gRPC admission: a stream's messages are held in the same budget, each 
   })
 
   it('a client that takes none of its answers for --request-timeout-ms has its stream reset, ANSWERS_NOT_READ in the log, and what it held given back', async () => {
-    const lines: Array<{ code?: string; msg: string }> = []
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as (typeof lines)[number])
-        done()
-      }
-    })
-    const door = await startTestGrpc(server, { ...server.settings, requestTimeoutMs: 1_500 }, pino({ level: 'info' }, sink))
+    const { lines, logger } = readLog()
+    const door = await startTestGrpc(server, { ...server.settings, requestTimeoutMs: 1_500 }, logger)
     const stream = rawStream(door.port)
     try {
       // Answers of 1000 raw scores (4 kB each): the client's 64 kB window is full after some 16.
@@ -544,14 +550,8 @@ describe('gRPC admission: open connections are capped (--max-grpc-connections)',
 
 describe('gRPC admission: calls begun in one turn of the event loop are bounded (rapid reset)', () => {
   it('a connection that opens and resets more streams at once than --max-grpc-calls is told GOAWAY ENHANCE_YOUR_CALM, logged CALL_BURST; other connections serve on (200 such connections exhausted the heap of a server in 1.5 GiB)', async () => {
-    const lines: Array<{ code?: string; count?: number; msg: string }> = []
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as (typeof lines)[number])
-        done()
-      }
-    })
-    const door = await startTestGrpc(server, { ...server.settings, maxGrpcCalls: 20 }, pino({ level: 'info' }, sink))
+    const { lines, logger } = readLog()
+    const door = await startTestGrpc(server, { ...server.settings, maxGrpcCalls: 20 }, logger)
     const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
     const bystander = rawStream(door.port)
     const attacker = connect(`http://127.0.0.1:${door.port}`)
