@@ -73,69 +73,78 @@ const STREAM_MESSAGES = 3
 const [idleConnections, idlePerConnection] = values.idle.split('x').map(Number) as [number, number]
 const [rapidConnections, rapidPerConnection, rapidRounds] = values.rapid.split('x').map(Number) as [number, number, number]
 
-const attacks: Array<{
-  name: string
-  key: boolean
-  calls?: number
-  streams?: number
-  idle?: boolean
-  rapid?: boolean
-  message: () => Buffer
-}> = [
+/** The outcome (status and code) of each of `n` ModelInfer calls sending `message` at once. */
+const calls =
+  (n: number, key = true) =>
+  (message: Buffer): Promise<string[]> =>
+    Promise.all(
+      Array.from({ length: n }, () =>
+        client.callRaw('ModelInfer', message, { metadata: key ? { 'x-api-key': KEY } : {} }).then(
+          () => 'OK',
+          (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
+        )
+      )
+    )
+
+interface Attack {
+  readonly name: string
+  readonly message: () => Buffer
+  /** Sends it: the outcome of each call, stream or connection. */
+  readonly send: (message: Buffer) => Promise<string[]>
+}
+
+const attacks: Attack[] = [
   {
     name: `${millions(2)} empty outputs, no key`,
-    key: false,
+    send: calls(1, false),
     message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyOutput, entries(2))])
   },
   {
     name: `${millions(2)} empty outputs, with key`,
-    key: true,
+    send: calls(1),
     message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyOutput, entries(2))])
   },
   {
     name: `${millions(2)} empty parameters`,
-    key: true,
+    send: calls(1),
     message: () => Buffer.concat([modelName, repeatedField(inferWire.emptyParameter, entries(2))])
   },
   {
     name: `${millions(2)} empty bytes_contents`,
-    key: true,
+    send: calls(1),
     message: () => Buffer.concat([modelName, inferWire.input('input', 'BYTES', [1], repeatedField(lengthDelimited(8, ''), entries(2)))])
   },
   {
     name: `${millions(1)} shape dimensions`,
-    key: true,
+    send: calls(1),
     message: () => Buffer.concat([modelName, lengthDelimited(5, lengthDelimited(3, Buffer.alloc(entries(1))))])
   },
   {
     name: `${millions(1)} uint_contents`,
-    key: true,
+    send: calls(1),
     message: () =>
       Buffer.concat([modelName, inferWire.input('input', 'UINT8', [1, 224, 224, 3], lengthDelimited(4, Buffer.alloc(entries(1))))])
   },
   {
     name: `${millions(1)} int64_contents`,
-    key: true,
+    send: calls(1),
     message: () => Buffer.concat([modelName, inferWire.input('input', 'INT64', [1], lengthDelimited(3, Buffer.alloc(entries(1))))])
   },
-  { name: `FP32 batch of ${items} (legitimate)`, key: true, message: () => fp32Batch(items) },
-  { name: `${values.calls} FP32 batches of 16 at once`, key: true, calls: Number(values.calls), message: () => fp32Batch(16) },
+  { name: `FP32 batch of ${items} (legitimate)`, send: calls(1), message: () => fp32Batch(items) },
+  { name: `${values.calls} FP32 batches of 16 at once`, send: calls(Number(values.calls)), message: () => fp32Batch(16) },
   {
     name: `${values.streams} streams of ${STREAM_MESSAGES} FP32 batches of 16`,
-    key: true,
-    streams: Number(values.streams),
+    send: (message) => Promise.all(Array.from({ length: Number(values.streams) }, () => streamed(message))),
     message: () => fp32Batch(16)
   },
   {
     name: `${idleConnections} connections × ${idlePerConnection} idle streams`,
-    key: true,
-    idle: true,
+    send: idleStreams,
     message: () => Buffer.alloc(0)
   },
   {
     name: `${rapidConnections} connections × ${rapidPerConnection} streams reset at once × ${rapidRounds}`,
-    key: true,
-    rapid: true,
+    send: rapidResets,
     message: () => Buffer.alloc(0)
   }
 ]
@@ -252,23 +261,10 @@ for (const attack of attacks) {
   })()
   const cpuBefore = await server.cpuSeconds()
   const t0 = performance.now()
-  const answers = attack.idle
-    ? await idleStreams()
-    : attack.rapid
-      ? await rapidResets()
-      : await Promise.all(
-          attack.streams !== undefined
-            ? Array.from({ length: attack.streams }, () => streamed(message))
-            : Array.from({ length: attack.calls ?? 1 }, () =>
-                client.callRaw('ModelInfer', message, { metadata: attack.key ? { 'x-api-key': KEY } : {} }).then(
-                  () => 'OK',
-                  (err: GrpcCallError) => `${status[err.code]} ${err.details.split(':')[0]!.slice(0, 40)}`
-                )
-              )
-        )
+  const answers = await attack.send(message)
   const counts = new Map<string, number>()
   for (const a of answers) counts.set(a, (counts.get(a) ?? 0) + 1)
-  const many = attack.calls !== undefined || attack.streams !== undefined || attack.idle === true || attack.rapid === true
+  const many = answers.length > 1
   const answer = [...counts].map(([a, n]) => (many ? `${n}× ${a}` : a)).join(', ')
   const answerS = ((performance.now() - t0) / 1000).toFixed(2)
   await new Promise((resolve) => setTimeout(resolve, 2_000))
