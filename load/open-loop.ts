@@ -53,9 +53,7 @@ await raw.close()
 const cwd = values.ref === undefined ? undefined : await sourceTreeAt(values.ref)
 const server = await startBenchServer(
   ['--model-repository', await armRepository('open-loop', values.repository, values.model, (config) => config), '--provider', 'cpu'],
-  'tsx',
-  {},
-  cwd
+  { cwd }
 )
 const rows: OpenLoopRow[] = []
 try {

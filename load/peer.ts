@@ -74,6 +74,9 @@ async function startPeer(labels: string, threads: number): Promise<{ server: Ben
             url,
             grpcAddress: undefined,
             pid: child.pid!,
+            get running() {
+              return child.exitCode === null && child.signalCode === null
+            },
             cpuSeconds: () => processCpuSeconds(child.pid!),
             async stop() {
               child.kill('SIGTERM')
@@ -98,9 +101,7 @@ const cwd = values.ref === undefined ? undefined : await sourceTreeAt(values.ref
 progress('starting resnet-serve and the Python peer')
 const ours = await startBenchServer(
   ['--model-repository', await armRepository('peer', values.repository, values.model, (config) => config), '--provider', 'cpu'],
-  'tsx',
-  {},
-  cwd
+  { cwd }
 )
 let peer: Awaited<ReturnType<typeof startPeer>> | undefined
 const levels: Array<{ concurrency: number; arms: RoundFigure[][] }> = []

@@ -14,6 +14,8 @@ export interface BenchServer {
   /** host:port of the gRPC door, when the service logged one. */
   readonly grpcAddress: string | undefined
   readonly pid: number
+  /** False once the process has exited, for whatever reason. */
+  readonly running: boolean
   /** User + system CPU seconds the server process (all its threads) has used so far. */
   cpuSeconds(): Promise<number>
   stop(): Promise<void>
@@ -42,29 +44,33 @@ function grpcAddressOf(entry: Record<string, unknown>): string | undefined {
   return undefined
 }
 
+export interface BenchServerOptions {
+  readonly entry?: ServerEntry
+  readonly env?: Record<string, string>
+  /** Another source tree of the service (a past commit, for A/B runs); paths in `args` must then be absolute. */
+  readonly cwd?: string
+  /** A cgroup's `cgroup.procs`: the process joins it before Node starts, so every thread it makes is counted there (load/kit/pod.ts). */
+  readonly cgroupProcs?: string
+}
+
 /**
  * Starts the service in its own process on free ports and waits for "HTTP listening" (and the
  * gRPC door's line when it logs one first). The pid is the Node process itself, so its CPU time
  * includes the inference worker threads and sharp's threads.
  */
-export async function startBenchServer(
-  args: string[],
-  entry: ServerEntry = 'tsx',
-  env: Record<string, string> = {},
-  /** Another source tree of the service (a past commit, for A/B runs); paths in `args` must then be absolute. */
-  cwd?: string
-): Promise<BenchServer> {
+export async function startBenchServer(args: string[], options: BenchServerOptions = {}): Promise<BenchServer> {
+  const { entry = 'tsx', env = {}, cwd, cgroupProcs } = options
   const main = entry === 'tsx' ? ['--import', 'tsx', 'src/main.ts'] : ['dist/src/main.js']
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [...main, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--log-level', 'info', ...args],
-    {
-      // No readiness grace on SIGTERM: nothing routes to a bench server, so it stops at once.
-      env: { ...process.env, DRAIN_GRACE_MS: '0', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      ...(cwd === undefined ? {} : { cwd })
-    }
-  )
+  const node = [process.execPath, ...main, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--log-level', 'info', ...args]
+  // The shell writes its own pid into the cgroup, then becomes Node (exec): same pid, already inside.
+  const [command, ...commandArgs] =
+    cgroupProcs === undefined ? node : ['/bin/sh', '-c', 'echo $$ > "$0" && exec "$@"', cgroupProcs, ...node]
+  const child: ChildProcess = spawn(command!, commandArgs, {
+    // No readiness grace on SIGTERM: nothing routes to a bench server, so it stops at once.
+    env: { ...process.env, DRAIN_GRACE_MS: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(cwd === undefined ? {} : { cwd })
+  })
   const exited = once(child, 'exit')
   const pid = child.pid!
   let stderr = ''
@@ -72,7 +78,9 @@ export async function startBenchServer(
   // The last lines the server wrote, shown if it dies under load (otherwise a run only says "fetch failed").
   const tail: string[] = []
   let stopping = false
+  let running = true
   void exited.then(([code, signal]) => {
+    running = false
     if (stopping) return
     const last = [...tail, ...stderr.split('\n').slice(-20)].filter((l) => l !== '').join('\n')
     progress(`server ${pid} exited (code ${String(code)}, signal ${String(signal)}) while in use; its last lines:\n${last}`)
@@ -99,6 +107,9 @@ export async function startBenchServer(
       return grpcAddress
     },
     pid,
+    get running() {
+      return running
+    },
     cpuSeconds: () => processCpuSeconds(pid),
     async stop() {
       stopping = true

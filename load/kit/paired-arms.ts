@@ -74,7 +74,7 @@ export async function startArms(
     for (const spec of specs) {
       const cwd = spec.ref === undefined ? undefined : await sourceTreeAt(spec.ref)
       progress(`starting arm ${spec.label}${spec.ref === undefined ? '' : ` (${spec.ref})`} ${[...spec.args].join(' ')}`)
-      started.push({ spec, server: await startBenchServer([...commonArgs, ...spec.args], entry, { ...spec.env }, cwd) })
+      started.push({ spec, server: await startBenchServer([...commonArgs, ...spec.args], { entry, env: { ...spec.env }, cwd }) })
     }
     return started
   } catch (err) {

@@ -50,7 +50,7 @@ export async function runScenario(plan: ScenarioPlan, options: SuiteOptions): Pr
     progress(`${name}: starting the service`)
     const serverArgs = ['--model-repository', options.repository, '--provider', options.provider, ...options.extraServerArgs]
     if (options.sessionsPerModel !== undefined) serverArgs.push('--sessions-per-model', String(options.sessionsPerModel))
-    const server = await startBenchServer(serverArgs, options.entry)
+    const server = await startBenchServer(serverArgs, { entry: options.entry })
     let run: { levels: LevelResult[]; skipped?: string }
     try {
       run = await runLevels(

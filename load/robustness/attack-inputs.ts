@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import sharp from 'sharp'
+import { inferWire } from '../../test/helpers/protobuf-wire.js'
 
 /**
  * Hostile inputs for load/robustness/attack.ts, each small or legal-looking on the wire and expensive for a
@@ -145,4 +146,13 @@ export function emptyOutputsModelInfer(model: string, bytes: number): Buffer {
   const head = Buffer.concat([Buffer.from([MODEL_NAME_FIELD_TAG, name.byteLength]), name])
   const count = Math.floor((bytes - head.byteLength) / EMPTY_OUTPUT.byteLength)
   return Buffer.concat([head, Buffer.alloc(count * EMPTY_OUTPUT.byteLength).fill(EMPTY_OUTPUT)])
+}
+
+/** A legitimate ModelInferRequest: a batch of `n` FP32 images of 3×224×224 (zeros) as raw_input_contents, ~0.6 MB an image. */
+export function fp32BatchModelInfer(model: string, n: number): Buffer {
+  return Buffer.concat([
+    inferWire.modelName(model),
+    inferWire.input('input', 'FP32', [n, 3, 224, 224]),
+    inferWire.rawInputContents(Buffer.alloc(n * 3 * 224 * 224 * 4))
+  ])
 }

@@ -7,6 +7,7 @@ import {
   bulkySvg,
   deepV2Json,
   emptyOutputsModelInfer,
+  fp32BatchModelInfer,
   hugeRgbaPng,
   multipart,
   nanV2Binary,
@@ -16,6 +17,7 @@ import {
 import { ProbeThread, openFds, rssMiB, type ProbeReport } from './attack-probes.js'
 import { sendHttp, sendModelInfer, sendRaw, type Outcome } from './attack-senders.js'
 import { startBenchServer, type BenchServer } from '../kit/bench-server.js'
+import { preparePod } from '../kit/pod.js'
 import { progress } from '../kit/progress.js'
 import { median } from '../kit/stats.js'
 
@@ -26,9 +28,11 @@ import { median } from '../kit/stats.js'
  * photo every second. After each attack it waits --settle-seconds and prints, against the targets:
  *
  * - liveness: no probe slower than 1 s (nor failed);
- * - good photo: every probe answered 200 within 2 × its idle latency + one batch's;
+ * - good photo: every probe answered 200 within 2 × its idle latency + one batch's (every-budget:
+ *   200 or 429, no time limit);
  * - RSS peak: within the RSS before + the decode budget (the server's decode-budget setting, when it
- *   has one) + 200 MiB; RSS after settling: within +20% of before;
+ *   has one) + 200 MiB, + the body budget for the attack that also fills it (every-budget: all the
+ *   budgets at once, the most admission lets in); RSS after settling: within +20% of before;
  * - no 5xx other than 503/504 (gRPC: no INTERNAL, UNKNOWN or DATA_LOSS);
  * - no fd leak: open fds after settling at most FD_SLACK above before;
  * - answer: the refusal the service should give, where there is one.
@@ -38,7 +42,11 @@ import { median } from '../kit/stats.js'
  * --server-env NAME=VALUE (repeatable) starts the server with that environment too, e.g. the
  * allocator the container uses (LD_PRELOAD=…, MALLOC_ARENA_MAX=2).
  *
- *   npm run load:attack [-- --only deep-json-unknown,v2-nan] [--settle-seconds 30] [--cap-seconds 60] [--json out.json] [--server-env NAME=VALUE]
+ * --pod runs the server as the CPU pod does (load/kit/pod.ts: dist/, the image's allocator and
+ * flags, inside a memory cgroup of the manifest's limit; `npm run build` first) and ends with the
+ * cgroup's peak and OOM kills; an OOM kill is a target not met.
+ *
+ *   npm run load:attack [-- --only deep-json-unknown,v2-nan] [--settle-seconds 30] [--cap-seconds 60] [--json out.json] [--server-env NAME=VALUE] [--pod]
  */
 
 const { values } = parseArgs({
@@ -47,7 +55,8 @@ const { values } = parseArgs({
     'settle-seconds': { type: 'string', default: '30' },
     'cap-seconds': { type: 'string', default: '60' },
     json: { type: 'string' },
-    'server-env': { type: 'string', multiple: true }
+    'server-env': { type: 'string', multiple: true },
+    pod: { type: 'boolean', default: false }
   }
 })
 const settleMs = Number(values['settle-seconds']) * 1000
@@ -74,6 +83,12 @@ interface Attack {
   readonly what: string
   /** Codes the service should answer with; '4xx' stands for any 4xx. Undefined: none is specified. */
   readonly expected?: readonly string[]
+  /**
+   * It fills every budget at once: its RSS peak may also add the body budget, and the good photo
+   * may be refused 429 meanwhile (admission's answer when it is full; nothing else but 200), or
+   * wait behind the queue it filled (no latency limit).
+   */
+  readonly fillsBudgets?: boolean
   run(target: Target): Promise<Outcome[]>
 }
 
@@ -92,6 +107,20 @@ function post(target: Target, path: string, headers: Record<string, string>, bod
 }
 
 const photo = await readFile('test/fixtures/photos/chelsea.jpg')
+
+/** 40 uploads of 15 MiB that stop one byte short: each holds its body's budget until it times out. */
+function stalledUploads(t: Target): Promise<Outcome[]> {
+  const size = 15 * MiB
+  const body = Buffer.alloc(size - 1, 0xab)
+  const head = rawHead('/classify', { ...withKey, 'Content-Type': 'image/jpeg', 'Content-Length': String(size) })
+  return times(40, () => sendRaw(t.url, { head, body, capMs }))
+}
+
+/** 8 concurrent 7000×7000 RGBA PNGs: a decode of each needs ~190 MiB, so they fill the decode budget. */
+async function concurrentPngs(t: Target): Promise<Outcome[]> {
+  const png = await hugeRgbaPng()
+  return times(8, () => post(t, '/classify', { ...withKey, 'content-type': 'image/png' }, png))
+}
 
 const ATTACKS: readonly Attack[] = [
   {
@@ -219,12 +248,7 @@ const ATTACKS: readonly Attack[] = [
     name: 'stalled-uploads',
     what: '40 uploads of 15 MiB that stop one byte short',
     expected: ['408', '429', 'closed'],
-    async run(t) {
-      const size = 15 * MiB
-      const body = Buffer.alloc(size - 1, 0xab)
-      const head = rawHead('/classify', { ...withKey, 'Content-Type': 'image/jpeg', 'Content-Length': String(size) })
-      return times(40, () => sendRaw(t.url, { head, body, capMs }))
-    }
+    run: stalledUploads
   },
   {
     name: 'jpeg-scan-bomb',
@@ -238,10 +262,7 @@ const ATTACKS: readonly Attack[] = [
   {
     name: 'png-concurrent',
     what: '8 concurrent 7000×7000 RGBA PNGs',
-    async run(t) {
-      const png = await hugeRgbaPng()
-      return times(8, () => post(t, '/classify', { ...withKey, 'content-type': 'image/png' }, png))
-    }
+    run: concurrentPngs
   },
   {
     name: 'png-batch',
@@ -252,6 +273,20 @@ const ATTACKS: readonly Attack[] = [
         Array.from({ length: 32 }, (_, i) => ({ name: 'images', filename: `${i}.png`, contentType: 'image/png', data: png }))
       )
       return [await post(t, `/v1/models/${MODEL}:classify`, { ...withKey, 'content-type': contentType }, body)]
+    }
+  },
+  {
+    // Each budget is sized alone; this is their sum, the most admission lets in at one time.
+    name: 'every-budget',
+    what: 'at once: 8 concurrent 7000×7000 RGBA PNGs, 40 stalled 15 MiB uploads, 64 gRPC ModelInfer batches of 16 FP32 images',
+    fillsBudgets: true,
+    async run(t) {
+      const batch = fp32BatchModelInfer(MODEL, 16)
+      // The PNGs first, so that their decodes hold the decode budget before the bodies fill theirs.
+      const pngs = concurrentPngs(t)
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+      const outcomes = await Promise.all([pngs, stalledUploads(t), times(64, () => sendModelInfer(t.grpcAddress, batch, withKey, capMs))])
+      return outcomes.flat()
     }
   }
 ]
@@ -271,6 +306,8 @@ const serverEnv = Object.fromEntries(
     return [pair.slice(0, at), pair.slice(at + 1)]
   })
 )
+const pod = values.pod ? await preparePod() : undefined
+if (pod !== undefined) progress(`pod: ${pod.describe}`)
 const maxBatchSize = (JSON.parse(await readFile(join(repository, MODEL, 'config.json'), 'utf8')) as { batching: { maxBatchSize: number } })
   .batching.maxBatchSize
 
@@ -280,6 +317,9 @@ function decodeBudgetMiB(): { mib: number; setting: string | undefined } {
   const key = Object.keys(settings).find((k) => /decode/i.test(k) && /bytes/i.test(k) && typeof settings[k] === 'number')
   return key === undefined ? { mib: 0, setting: undefined } : { mib: (settings[key] as number) / MiB, setting: key }
 }
+
+/** The body budget both doors share, in MiB: what an attack that fills it may add. */
+const bodyBudgetMiB = loadSettings(serverArgs, serverEnv).bodyBudgetBytes / MiB
 
 interface Calibration {
   readonly idlePhotoMs: number
@@ -322,6 +362,8 @@ interface AttackResult {
   readonly worstLiveMs: number
   readonly liveFailures: number
   readonly photoProbes: number
+  /** Good photos answered 429 during an attack that fills every budget (allowed there). */
+  readonly refusedWhileFull: number
   readonly photoMaxMs: number
   readonly photoLimitMs: number
   readonly photoFailures: Record<string, number>
@@ -341,15 +383,6 @@ const SERVER_ERRORS_GRPC = new Set(['INTERNAL', 'UNKNOWN', 'DATA_LOSS'])
 const isServerError = (code: string): boolean => (/^5\d\d$/.test(code) && code !== '503' && code !== '504') || SERVER_ERRORS_GRPC.has(code)
 const matches = (code: string, expected: string): boolean => code === expected || (expected === '4xx' && /^4\d\d$/.test(code))
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
-}
-
 class Harness {
   private constructor(
     private server: BenchServer,
@@ -367,7 +400,7 @@ class Harness {
   }
 
   private static async startServer(): Promise<BenchServer> {
-    const server = await startBenchServer(serverArgs, 'tsx', serverEnv)
+    const server = await startBenchServer(serverArgs, { ...pod?.server, env: { ...pod?.server.env, ...serverEnv } })
     while (server.grpcAddress === undefined) await new Promise((resolve) => setTimeout(resolve, 50))
     return server
   }
@@ -392,7 +425,7 @@ class Harness {
     progress(`${attack.name}: answered ${counts(countBy(outcomes.map((o) => o.code)))}; settling ${settleMs / 1000} s`)
     await new Promise((resolve) => setTimeout(resolve, settleMs))
     const report: ProbeReport = await this.probes.stop()
-    const serverDied = !isAlive(pid)
+    const serverDied = !this.server.running
     const after = serverDied ? { rss: NaN, fds: NaN } : { rss: await rssMiB(pid), fds: await openFds(pid) }
     if (serverDied) await this.restart()
     return this.judge(attack, outcomes, report, before, after, serverDied)
@@ -408,8 +441,10 @@ class Harness {
   ): AttackResult {
     const codes = outcomes.map((o) => o.code)
     const photoMaxMs = Math.max(0, ...report.photos.map((p) => p.ms))
-    const photoFailures = countBy(report.photos.filter((p) => p.status !== '200').map((p) => p.status))
-    const peakLimit = before.rss + this.budgetMiB + RSS_HEADROOM_MiB
+    const full = attack.fillsBudgets === true
+    const refusedWhileFull = full ? report.photos.filter((p) => p.status === '429').length : 0
+    const photoFailures = countBy(report.photos.filter((p) => p.status !== '200' && !(full && p.status === '429')).map((p) => p.status))
+    const peakLimit = before.rss + this.budgetMiB + (full ? bodyBudgetMiB : 0) + RSS_HEADROOM_MiB
     return {
       name: attack.name,
       what: attack.what,
@@ -420,14 +455,16 @@ class Harness {
       liveFailures: report.liveFailures,
       photoProbes: report.photos.length,
       photoMaxMs,
-      photoLimitMs: this.photoLimitMs,
+      // With every budget full, an admitted photo waits behind the queue the attack filled.
+      photoLimitMs: full ? NaN : this.photoLimitMs,
       photoFailures,
+      refusedWhileFull,
       rssMiB: { before: before.rss, peak: report.rssPeakMiB, after: after.rss, peakLimit },
       fds: { before: before.fds, after: after.fds },
       serverDied,
       checks: {
         liveness: !serverDied && report.worstLiveMs <= LIVENESS_LIMIT_MS && report.liveFailures === 0,
-        photo: report.photos.length > 0 && Object.keys(photoFailures).length === 0 && photoMaxMs <= this.photoLimitMs,
+        photo: report.photos.length > 0 && Object.keys(photoFailures).length === 0 && (full || photoMaxMs <= this.photoLimitMs),
         rssPeak: report.rssPeakMiB <= peakLimit,
         rssAfter: after.rss <= before.rss * RSS_AFTER_FACTOR,
         no5xx: !serverDied && !codes.some(isServerError),
@@ -462,7 +499,7 @@ function printResult(r: AttackResult): void {
     `${r.name}: ${r.what}${r.serverDied ? '  (THE SERVER DIED)' : ''}`,
     `  answers ${counts(r.outcomes)} (slowest ${r.slowestOutcomeS.toFixed(1)} s)`,
     `  liveness worst ${r.worstLiveMs.toFixed(0)} ms of ${r.liveProbes} probes${r.liveFailures > 0 ? `, ${r.liveFailures} failed` : ''} (limit ${LIVENESS_LIMIT_MS})`,
-    `  good photo max ${r.photoMaxMs.toFixed(0)} ms of ${r.photoProbes} probes (limit ${r.photoLimitMs.toFixed(0)})${Object.keys(r.photoFailures).length > 0 ? `, not 200: ${counts(r.photoFailures)}` : ''}`,
+    `  good photo max ${r.photoMaxMs.toFixed(0)} ms of ${r.photoProbes} probes (limit ${mib(r.photoLimitMs)})${Object.keys(r.photoFailures).length > 0 ? `, not 200: ${counts(r.photoFailures)}` : ''}${r.refusedWhileFull > 0 ? `, 429 while full: ${r.refusedWhileFull}` : ''}`,
     `  RSS ${mib(r.rssMiB.before)} → ${mib(r.rssMiB.peak)} → ${mib(r.rssMiB.after)} MiB after ${settleMs / 1000} s (peak limit ${mib(r.rssMiB.peakLimit)}, after limit ${mib(r.rssMiB.before * RSS_AFTER_FACTOR)})`,
     `  fds ${r.fds.before} → ${r.fds.after}`,
     `  targets: ${Object.entries(r.checks)
@@ -491,6 +528,8 @@ try {
 } finally {
   await harness.close()
 }
+const podUsage = await pod?.usage()
+await pod?.remove()
 
 const notMet = results.filter((r) => Object.values(r.checks).some((v) => v === false))
 console.log('\nattack                   answers                live ms  photo ms  RSS MiB before→peak→after  fds    targets not met')
@@ -506,6 +545,10 @@ for (const r of results) {
 console.log(
   `${results.length - notMet.length} of ${results.length} attacks met every target${notMet.length > 0 ? `; not met: ${notMet.map((r) => r.name).join(', ')}` : ''}`
 )
+if (pod !== undefined)
+  console.log(
+    `pod (${pod.limitMiB} MiB): cgroup peak ${podUsage!.peakMiB.toFixed(0)} MiB, OOM kills ${podUsage!.oomKills}${podUsage!.oomKills > 0 ? ' (NOT MET)' : ''}`
+  )
 if (values.json !== undefined) {
   await writeFile(
     values.json,
@@ -515,6 +558,7 @@ if (values.json !== undefined) {
         capSeconds: capMs / 1000,
         decodeBudgetMiB: budget.mib,
         photoLimitMs: harness.photoLimitMs,
+        ...(podUsage === undefined ? {} : { pod: { limitMiB: pod!.limitMiB, ...podUsage } }),
         results
       },
       null,
@@ -522,4 +566,4 @@ if (values.json !== undefined) {
     )
   )
 }
-process.exitCode = notMet.length === 0 ? 0 : 1
+process.exitCode = notMet.length === 0 && (podUsage?.oomKills ?? 0) === 0 ? 0 : 1

@@ -183,11 +183,9 @@ async function burst(
   batch: number,
   afterSeconds: number
 ): Promise<{ burst: BurstResult; batch: BurstResult | undefined }> {
-  const server = await startBenchServer(
-    ['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', ...variant.flags],
-    'tsx',
-    variant.env
-  )
+  const server = await startBenchServer(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', ...variant.flags], {
+    env: variant.env
+  })
   try {
     const photo = await readPhoto('chelsea')
     for (let i = 0; i < 20; i++)

@@ -1,10 +1,12 @@
-import { readFile } from 'node:fs/promises'
 import { connect, constants, type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2'
 import { parseArgs } from 'node:util'
 import { status } from '@grpc/grpc-js'
 import { grpcFrame, grpcTestClient, openGrpcStream, rawGrpcCall, type GrpcCallError } from '../../test/helpers/grpc.js'
 import { syntheticModelRepository } from '../../test/helpers/models.js'
 import { startBenchServer } from '../kit/bench-server.js'
+import { fp32BatchModelInfer } from './attack-inputs.js'
+import { rssMiB } from './attack-probes.js'
+import { preparePod } from '../kit/pod.js'
 import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/helpers/protobuf-wire.js'
 
 /**
@@ -30,7 +32,11 @@ import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/
  * turn of its event loop. Before that bound, 200x2000x5 took this server (uncapped heap) from
  * 774 to 3613 MiB, and exhausted the V8 heap of the built server in a pod's 1.5 GiB.
  *
- *   npm run load:grpc-admission -- [--megabytes 16] [--items 64] [--calls 256] [--streams 200] [--idle 50x2000] [--rapid 200x2000x5]
+ * --pod runs the server as the CPU pod does (load/kit/pod.ts: dist/, the image's allocator, inside
+ * a memory cgroup of the manifest's limit; `npm run build` first) and ends with the cgroup's peak
+ * and OOM kills. Without it the server runs from the sources with glibc malloc and no limit.
+ *
+ *   npm run load:grpc-admission -- [--megabytes 16] [--items 64] [--calls 256] [--streams 200] [--idle 50x2000] [--rapid 200x2000x5] [--pod]
  */
 
 const { values } = parseArgs({
@@ -40,7 +46,8 @@ const { values } = parseArgs({
     calls: { type: 'string', default: '256' },
     streams: { type: 'string', default: '200' },
     idle: { type: 'string', default: '50x2000' },
-    rapid: { type: 'string', default: '200x2000x5' }
+    rapid: { type: 'string', default: '200x2000x5' },
+    pod: { type: 'boolean', default: false }
   }
 })
 const attackBytes = Number(values.megabytes) * 1024 * 1024
@@ -48,25 +55,20 @@ const items = Number(values.items)
 const KEY = 'admission-bench'
 const MODEL = 'resnet50'
 
-const server = await startBenchServer(['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', '--api-key', KEY])
+const pod = values.pod ? await preparePod() : undefined
+if (pod !== undefined) console.error(`pod: ${pod.describe}`)
+const server = await startBenchServer(
+  ['--model-repository', await syntheticModelRepository(), '--provider', 'cpu', '--api-key', KEY],
+  pod?.server
+)
 while (server.grpcAddress === undefined) await new Promise((resolve) => setTimeout(resolve, 50))
 const client = grpcTestClient(server.grpcAddress)
-
-async function rssMiB(): Promise<number> {
-  const text = await readFile(`/proc/${server.pid}/status`, 'utf8')
-  return Number(/^VmRSS:\s+(\d+) kB/m.exec(text)![1]) / 1024
-}
 
 const modelName = inferWire.modelName(MODEL)
 const entries = (bytesEach: number): number => copiesIn(attackBytes, bytesEach)
 const millions = (bytesEach: number): string => `${(entries(bytesEach) / 1e6).toFixed(1)} M`
 
-const fp32Batch = (n: number): Buffer =>
-  Buffer.concat([
-    modelName,
-    inferWire.input('input', 'FP32', [n, 3, 224, 224]),
-    inferWire.rawInputContents(Buffer.alloc(n * 3 * 224 * 224 * 4))
-  ])
+const fp32Batch = (n: number): Buffer => fp32BatchModelInfer(MODEL, n)
 
 const STREAM_MESSAGES = 3
 
@@ -246,15 +248,26 @@ interface Row {
 const rows: Row[] = []
 for (const attack of attacks) {
   const message = attack.message()
-  const rssBefore = await rssMiB()
+  const rssBefore = await rssMiB(server.pid)
   let peak = rssBefore
-  const sampler = setInterval(() => void rssMiB().then((r) => (peak = Math.max(peak, r))), 25)
+  const sampler = setInterval(
+    () =>
+      void rssMiB(server.pid).then(
+        (r) => (peak = Math.max(peak, r)),
+        () => undefined
+      ),
+    25
+  )
   let worstLiveMs = 0
   let probing = true
   const prober = (async () => {
-    while (probing) {
+    while (probing && server.running) {
       const t0 = performance.now()
-      await fetch(`${server.url}/health/live`).then((r) => r.arrayBuffer())
+      // A server that died answers nothing: the row says so.
+      await fetch(`${server.url}/health/live`).then(
+        (r) => r.arrayBuffer(),
+        () => undefined
+      )
       worstLiveMs = Math.max(worstLiveMs, performance.now() - t0)
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
@@ -271,8 +284,9 @@ for (const attack of attacks) {
   probing = false
   await prober
   clearInterval(sampler)
-  const rssAfter = await rssMiB()
-  const serverCpuS = ((await server.cpuSeconds()) - cpuBefore).toFixed(2)
+  const died = !server.running
+  const rssAfter = died ? 'DIED' : Math.round(await rssMiB(server.pid))
+  const serverCpuS = died ? '-' : ((await server.cpuSeconds()) - cpuBefore).toFixed(2)
   rows.push({
     attack: attack.name,
     megabytes: (message.byteLength / 1024 / 1024).toFixed(1),
@@ -280,10 +294,20 @@ for (const attack of attacks) {
     answerS,
     serverCpuS,
     worstLiveMs: Math.round(worstLiveMs),
-    rss: `${Math.round(rssBefore)} → ${Math.round(peak)} → ${Math.round(rssAfter)}`
+    rss: `${Math.round(rssBefore)} → ${Math.round(peak)} → ${rssAfter}`
   })
   console.error(`done: ${attack.name}`)
+  if (died) break
 }
 console.table(rows)
 client.close()
+const survived = server.running
 await server.stop()
+if (pod !== undefined) {
+  const { peakMiB, oomKills } = await pod.usage()
+  await pod.remove()
+  console.log(
+    `pod (${pod.limitMiB} MiB): cgroup peak ${peakMiB.toFixed(0)} MiB, OOM kills ${oomKills}, server ${survived ? 'alive to the end' : 'DIED'}`
+  )
+  if (!survived || oomKills > 0) process.exitCode = 1
+}

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { describe, expect, it } from 'vitest'
 import { lintDockerfile, lintDockerfiles } from '../../scripts/lint-dockerfiles.js'
 import { validateManifests, validateTexts } from '../../scripts/validate-manifests.js'
+import { imageEnv, memoryQuantityBytes, podContainer } from '../../load/kit/pod.js'
 
 /**
  * The deployment files are checked offline (no Docker engine, no cluster here): the real files pass,
@@ -151,5 +152,47 @@ describe('Kubernetes and KServe manifests', () => {
   ])('catches %s', async (_what, file, from, to, expected) => {
     const report = validateTexts(broken(await deployTexts(), file, from, to))
     expect(report.problems.join('\n')).toMatch(expected)
+  })
+})
+
+describe('the pod the robustness runs imitate (--pod, load/kit/pod.ts)', () => {
+  it("reads the CPU container's memory limit and env from the Deployment, and follows a change to it", async () => {
+    const manifest = await readFile('deploy/kubernetes/deployment.yaml', 'utf8')
+    const pod = podContainer(manifest)
+    expect(pod.limitBytes).toBe(1536 * 1024 * 1024)
+    expect(pod.env).toMatchObject({ THREADS_PER_SESSION: '2', BUILD_DEFAULT_MODEL: 'false' })
+    // The initContainer's 1Gi limit is not the server's.
+    expect(podContainer(manifest.replace('limits: { cpu: "2", memory: 1536Mi }', 'limits: { cpu: "2", memory: 2Gi }')).limitBytes).toBe(
+      2 * 1024 ** 3
+    )
+    expect(() => podContainer(manifest.replace('- name: resnet-serve\n', '- name: other\n'))).toThrow(
+      /no Deployment with a container "resnet-serve"/
+    )
+  })
+
+  it("takes the final stage's ENV of the Dockerfile: the allocator and flags the image runs with", async () => {
+    expect(imageEnv(await readFile('Dockerfile', 'utf8'))).toMatchObject({
+      LD_PRELOAD: expect.stringMatching(/libjemalloc\.so\.2$/) as unknown,
+      NODE_OPTIONS: '--expose-gc'
+    })
+    const twoStages = 'FROM a AS build\nENV ONLY_BUILD=1\nFROM b\nENV A=1 \\\n    B=two\n'
+    expect(imageEnv(twoStages)).toEqual({ A: '1', B: 'two' })
+    expect(() => imageEnv('FROM b\nENV A="x y"\n')).toThrow(/is not KEY=value/)
+  })
+
+  it.each([
+    ['1536Mi', 1536 * 1024 ** 2],
+    ['2Gi', 2 * 1024 ** 3],
+    ['512Ki', 512 * 1024],
+    ['1G', 1e9],
+    ['500M', 5e8],
+    ['500000000', 5e8],
+    ['1.5Gi', 1.5 * 1024 ** 3]
+  ])('memory quantity %s is %d bytes', (quantity, bytes) => {
+    expect(memoryQuantityBytes(quantity)).toBe(bytes)
+  })
+
+  it.each(['1.5 GiB', '2gi', '-1Mi', ''])('refuses %j', (quantity) => {
+    expect(() => memoryQuantityBytes(quantity)).toThrow(/not a memory quantity/)
   })
 })
