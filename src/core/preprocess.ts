@@ -1,5 +1,6 @@
 import sharp, { type Metadata, type Sharp, type SharpOptions } from 'sharp'
 import { ServiceError } from '../errors.js'
+import { collectGarbage } from '../collect-garbage.js'
 import type { PreprocessConfig } from '../repository/model-config.js'
 import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budget.js'
 import { sniffImageFormat, type AcceptedFormat } from './image-sniff.js'
@@ -429,11 +430,9 @@ const NO_PERMIT: DecodePermit = Object.freeze({ release: () => {} })
 
 /**
  * The full-size RGB copy of the alpha and enlargement paths comes back from sharp as a Buffer that
- * only V8's garbage collector frees, and an idle process may not collect for tens of seconds
- * (measured: 145 MB held 30 s after a 7000×7000 RGBA PNG); meanwhile the next decode allocates its
- * own. When node runs with --expose-gc (the Docker images set it), a collection right after such a
- * decode, before its share of the budget is given back, frees it at once: a pause of a few
- * milliseconds on a heap of tens of MB, after a decode of hundreds.
+ * only V8's garbage collector frees (measured: 145 MB held 30 s after a 7000×7000 RGBA PNG in an
+ * idle process). A collection right after such a decode, before its share of the budget is given
+ * back, frees it at once: a pause of a few milliseconds on a heap of tens of MB, after a decode of
+ * hundreds.
  */
-const collectGarbage = (globalThis as { gc?: () => void }).gc
 const COLLECT_AFTER_COPY_BYTES = 32 * 2 ** 20

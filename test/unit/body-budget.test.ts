@@ -1,5 +1,11 @@
-import { describe, expect, it } from 'vitest'
-import { BodyBudget, type Reservation } from '../../src/body-budget.js'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import {
+  BodyBudget,
+  COLLECT_AFTER_RELEASED_BYTES,
+  COLLECT_WHEN_EMPTY_FOR_MS,
+  bodyBudgetOf,
+  type Reservation
+} from '../../src/body-budget.js'
 
 /** The body budget both doors share: bytes held by requests and messages, a FIFO line, and its bound. Unit tier. */
 
@@ -83,5 +89,52 @@ describe('BodyBudget', () => {
 
   it('take admits a request alone whatever its size', () => {
     expect(new BodyBudget(100, 10).take(1_000)?.bytes).toBe(1_000)
+  })
+})
+
+describe('BodyBudget once it is empty again', () => {
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  it('tells, each time a release leaves nothing held, the bytes given back since it last did; not while a waiter takes the room', () => {
+    const empties: number[] = []
+    const budget = new BodyBudget(100, 10, (bytes) => empties.push(bytes))
+    const { ask, held } = asker(budget)
+    ask('a', 70)
+    ask('b', 60) // waits
+    held.get('a')!.release() // b is granted at once: not empty
+    expect(empties).toEqual([])
+    held.get('b')!.resize(20)
+    held.get('b')!.release()
+    expect(empties).toEqual([90])
+    budget.take(5)!.release()
+    expect(empties).toEqual([90, 5])
+  })
+
+  it('collects garbage once, a second after the doors held large bodies and hold nothing now; not when they are busy again or held little', () => {
+    vi.useFakeTimers()
+    const collect = vi.fn()
+    const budget = bodyBudgetOf({ bodyBudgetBytes: 4 * COLLECT_AFTER_RELEASED_BYTES }, collect)
+    const half = COLLECT_AFTER_RELEASED_BYTES / 2
+
+    // Two bodies of half the threshold: together they pass it.
+    const a = budget.take(half)!
+    const b = budget.take(half)!
+    a.release()
+    b.release()
+    vi.advanceTimersByTime(COLLECT_WHEN_EMPTY_FOR_MS - 1)
+    expect(collect).not.toHaveBeenCalled()
+    vi.advanceTimersByTime(1)
+    expect(collect).toHaveBeenCalledTimes(1)
+
+    // Busy again before the second is up: V8 collects by itself under load.
+    budget.take(COLLECT_AFTER_RELEASED_BYTES)!.release()
+    const next = budget.take(10)!
+    vi.advanceTimersByTime(COLLECT_WHEN_EMPTY_FOR_MS)
+    expect(collect).toHaveBeenCalledTimes(1)
+    next.release() // 10 bytes since the last empty: not worth a collection
+    vi.advanceTimersByTime(COLLECT_WHEN_EMPTY_FOR_MS)
+    expect(collect).toHaveBeenCalledTimes(1)
   })
 })
