@@ -1,5 +1,5 @@
-import { existsSync } from 'node:fs'
-import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises'
+import { existsSync, rmdirSync } from 'node:fs'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { parseAllDocuments } from 'yaml'
 import { instructions } from '../../scripts/lint-dockerfiles.js'
@@ -36,8 +36,6 @@ export interface Pod {
   readonly describe: string
   readonly server: BenchServerOptions
   usage(): Promise<PodUsage>
-  /** Removes the cgroup (its processes must have exited). */
-  remove(): Promise<void>
 }
 
 const QUANTITY_SUFFIXES: Readonly<Record<string, number>> = {
@@ -117,6 +115,14 @@ export async function preparePod(): Promise<Pod> {
   if (env.LD_PRELOAD !== undefined) env.LD_PRELOAD = hostLibrary(env.LD_PRELOAD)
   const dir = join(await ownMemoryCgroup(), `resnet-serve-pod-${process.pid}`)
   await mkdir(dir)
+  // Removed as the run exits, however it ends; a server still inside (the run crashed) keeps it.
+  process.once('exit', () => {
+    try {
+      rmdirSync(dir)
+    } catch {
+      // not empty: left for the next look
+    }
+  })
   await writeFile(join(dir, 'memory.limit_in_bytes'), String(limitBytes))
   // A pod does not swap: where the host has swap, the cgroup must be killed, not paged out.
   await writeFile(join(dir, 'memory.swappiness'), '0').catch(() => undefined)
@@ -130,7 +136,6 @@ export async function preparePod(): Promise<Pod> {
     async usage() {
       const oom = /^oom_kill (\d+)$/m.exec(await readFile(join(dir, 'memory.oom_control'), 'utf8'))
       return { peakMiB: (await readNumber(join(dir, 'memory.max_usage_in_bytes'))) / MiB, oomKills: Number(oom?.[1] ?? 0) }
-    },
-    remove: () => rmdir(dir)
+    }
   }
 }

@@ -529,7 +529,6 @@ try {
   await harness.close()
 }
 const podUsage = await pod?.usage()
-await pod?.remove()
 
 const notMet = results.filter((r) => Object.values(r.checks).some((v) => v === false))
 console.log('\nattack                   answers                live ms  photo ms  RSS MiB before→peak→after  fds    targets not met')

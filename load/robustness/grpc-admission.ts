@@ -305,7 +305,6 @@ const survived = server.running
 await server.stop()
 if (pod !== undefined) {
   const { peakMiB, oomKills } = await pod.usage()
-  await pod.remove()
   console.log(
     `pod (${pod.limitMiB} MiB): cgroup peak ${peakMiB.toFixed(0)} MiB, OOM kills ${oomKills}, server ${survived ? 'alive to the end' : 'DIED'}`
   )
