@@ -38,6 +38,11 @@ export interface Pod {
   usage(): Promise<PodUsage>
 }
 
+/** The run's last line: the limit, the cgroup's peak and its OOM kills. */
+export function podLine(limitMiB: number, usage: PodUsage): string {
+  return `pod (${limitMiB} MiB): cgroup peak ${usage.peakMiB.toFixed(0)} MiB, OOM kills ${usage.oomKills}`
+}
+
 const QUANTITY_SUFFIXES: Readonly<Record<string, number>> = {
   '': 1,
   Ki: 1024,

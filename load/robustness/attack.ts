@@ -17,7 +17,7 @@ import {
 import { ProbeThread, openFds, rssMiB, type ProbeReport } from './attack-probes.js'
 import { sendHttp, sendModelInfer, sendRaw, type Outcome } from './attack-senders.js'
 import { startBenchServer, type BenchServer } from '../kit/bench-server.js'
-import { preparePod } from '../kit/pod.js'
+import { podLine, preparePod } from '../kit/pod.js'
 import { progress } from '../kit/progress.js'
 import { median } from '../kit/stats.js'
 
@@ -311,15 +311,18 @@ if (pod !== undefined) progress(`pod: ${pod.describe}`)
 const maxBatchSize = (JSON.parse(await readFile(join(repository, MODEL, 'config.json'), 'utf8')) as { batching: { maxBatchSize: number } })
   .batching.maxBatchSize
 
+/** The settings the server starts with (its flags and the environment the harness adds). */
+const serverSettings = loadSettings(serverArgs, serverEnv)
+
 /** The server's decode budget in MiB, from its settings when it has such a setting (0 otherwise). */
 function decodeBudgetMiB(): { mib: number; setting: string | undefined } {
-  const settings = loadSettings(serverArgs, {}) as unknown as Record<string, unknown>
+  const settings = serverSettings as unknown as Record<string, unknown>
   const key = Object.keys(settings).find((k) => /decode/i.test(k) && /bytes/i.test(k) && typeof settings[k] === 'number')
   return key === undefined ? { mib: 0, setting: undefined } : { mib: (settings[key] as number) / MiB, setting: key }
 }
 
 /** The body budget both doors share, in MiB: what an attack that fills it may add. */
-const bodyBudgetMiB = loadSettings(serverArgs, serverEnv).bodyBudgetBytes / MiB
+const bodyBudgetMiB = serverSettings.bodyBudgetBytes / MiB
 
 interface Calibration {
   readonly idlePhotoMs: number
@@ -487,7 +490,8 @@ class Harness {
   }
 }
 
-const mib = (v: number): string => (Number.isFinite(v) ? v.toFixed(0) : '-')
+/** A figure rounded to a whole number; '-' where there is none (a dead server's RSS, no limit). */
+const whole = (v: number): string => (Number.isFinite(v) ? v.toFixed(0) : '-')
 const verdict = (ok: boolean | undefined): string => (ok === undefined ? '-' : ok ? 'met' : 'NOT MET')
 const counts = (c: Record<string, number>): string =>
   Object.entries(c)
@@ -499,8 +503,8 @@ function printResult(r: AttackResult): void {
     `${r.name}: ${r.what}${r.serverDied ? '  (THE SERVER DIED)' : ''}`,
     `  answers ${counts(r.outcomes)} (slowest ${r.slowestOutcomeS.toFixed(1)} s)`,
     `  liveness worst ${r.worstLiveMs.toFixed(0)} ms of ${r.liveProbes} probes${r.liveFailures > 0 ? `, ${r.liveFailures} failed` : ''} (limit ${LIVENESS_LIMIT_MS})`,
-    `  good photo max ${r.photoMaxMs.toFixed(0)} ms of ${r.photoProbes} probes (limit ${mib(r.photoLimitMs)})${Object.keys(r.photoFailures).length > 0 ? `, not 200: ${counts(r.photoFailures)}` : ''}${r.refusedWhileFull > 0 ? `, 429 while full: ${r.refusedWhileFull}` : ''}`,
-    `  RSS ${mib(r.rssMiB.before)} → ${mib(r.rssMiB.peak)} → ${mib(r.rssMiB.after)} MiB after ${settleMs / 1000} s (peak limit ${mib(r.rssMiB.peakLimit)}, after limit ${mib(r.rssMiB.before * RSS_AFTER_FACTOR)})`,
+    `  good photo max ${r.photoMaxMs.toFixed(0)} ms of ${r.photoProbes} probes (limit ${whole(r.photoLimitMs)})${Object.keys(r.photoFailures).length > 0 ? `, not 200: ${counts(r.photoFailures)}` : ''}${r.refusedWhileFull > 0 ? `, 429 while full: ${r.refusedWhileFull}` : ''}`,
+    `  RSS ${whole(r.rssMiB.before)} → ${whole(r.rssMiB.peak)} → ${whole(r.rssMiB.after)} MiB after ${settleMs / 1000} s (peak limit ${whole(r.rssMiB.peakLimit)}, after limit ${whole(r.rssMiB.before * RSS_AFTER_FACTOR)})`,
     `  fds ${r.fds.before} → ${r.fds.after}`,
     `  targets: ${Object.entries(r.checks)
       .map(([k, v]) => `${k} ${verdict(v)}`)
@@ -536,7 +540,7 @@ for (const r of results) {
   const missed = Object.entries(r.checks)
     .filter(([, v]) => v === false)
     .map(([k]) => k)
-  const rss = `${mib(r.rssMiB.before)}→${mib(r.rssMiB.peak)}→${mib(r.rssMiB.after)}`
+  const rss = `${whole(r.rssMiB.before)}→${whole(r.rssMiB.peak)}→${whole(r.rssMiB.after)}`
   console.log(
     `${r.name.padEnd(24)} ${counts(r.outcomes).slice(0, 22).padEnd(22)} ${r.worstLiveMs.toFixed(0).padStart(7)} ${r.photoMaxMs.toFixed(0).padStart(9)}  ${rss.padEnd(26)} ${`${r.fds.before}→${r.fds.after}`.padEnd(6)} ${missed.join(', ') || '-'}`
   )
@@ -544,10 +548,7 @@ for (const r of results) {
 console.log(
   `${results.length - notMet.length} of ${results.length} attacks met every target${notMet.length > 0 ? `; not met: ${notMet.map((r) => r.name).join(', ')}` : ''}`
 )
-if (pod !== undefined)
-  console.log(
-    `pod (${pod.limitMiB} MiB): cgroup peak ${podUsage!.peakMiB.toFixed(0)} MiB, OOM kills ${podUsage!.oomKills}${podUsage!.oomKills > 0 ? ' (NOT MET)' : ''}`
-  )
+if (podUsage !== undefined) console.log(`${podLine(pod!.limitMiB, podUsage)}${podUsage.oomKills > 0 ? ' (NOT MET)' : ''}`)
 if (values.json !== undefined) {
   await writeFile(
     values.json,

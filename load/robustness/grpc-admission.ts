@@ -6,7 +6,7 @@ import { syntheticModelRepository } from '../../test/helpers/models.js'
 import { startBenchServer } from '../kit/bench-server.js'
 import { fp32BatchModelInfer } from './attack-inputs.js'
 import { rssMiB } from './attack-probes.js'
-import { preparePod } from '../kit/pod.js'
+import { podLine, preparePod } from '../kit/pod.js'
 import { copiesIn, inferWire, lengthDelimited, repeatedField } from '../../test/helpers/protobuf-wire.js'
 
 /**
@@ -304,9 +304,7 @@ client.close()
 const survived = server.running
 await server.stop()
 if (pod !== undefined) {
-  const { peakMiB, oomKills } = await pod.usage()
-  console.log(
-    `pod (${pod.limitMiB} MiB): cgroup peak ${peakMiB.toFixed(0)} MiB, OOM kills ${oomKills}, server ${survived ? 'alive to the end' : 'DIED'}`
-  )
-  if (!survived || oomKills > 0) process.exitCode = 1
+  const usage = await pod.usage()
+  console.log(`${podLine(pod.limitMiB, usage)}, server ${survived ? 'alive to the end' : 'DIED'}`)
+  if (!survived || usage.oomKills > 0) process.exitCode = 1
 }
