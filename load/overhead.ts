@@ -13,7 +13,7 @@ import { RawSessionPool } from './kit/raw-session.js'
 import { benchModelAndPhoto, photoLabel, photoOfSize } from './kit/scenario-plan.js'
 import { median } from './kit/stats.js'
 import { RESULTS_DIR } from './kit/suite-results.js'
-import { overheadMarkdown, type OverheadResult, type OverheadRound } from './report/benchmark-sections.js'
+import { overheadMarkdown, type OverheadResult, type OverheadRound, type StagesAtOne } from './report/benchmark-sections.js'
 
 /**
  * Where /classify's CPU goes, and what a change of the service does to it: in each round, the
@@ -48,6 +48,8 @@ const rounds = Number(values.rounds)
 const duration = Number(values.duration)
 const saturation = Number(values.saturation)
 const cores = availableParallelism()
+/** Requests per arm and round, one at a time, whose answers' timings split the concurrency-1 latency. */
+const STAGE_REQUESTS = 40
 
 const startedAt = new Date().toISOString()
 const loadAverageAtStart = loadavg()
@@ -104,6 +106,45 @@ async function pipelineRate(seconds: number): Promise<{ imagesPerSecond: number;
   return { imagesPerSecond: images / elapsed, cpuSecondsPerImage: cpuSeconds / images }
 }
 
+/** The stage times /classify reports in its answer. */
+interface AnswerTimings {
+  readonly preprocessMs: number
+  readonly queueMs: number
+  readonly inferenceMs: number
+  readonly postprocessMs: number
+  readonly totalMs: number
+}
+
+/**
+ * Where a concurrency-1 answer's time goes: `n` requests one after another (fetch), each answer's
+ * own stage timings against the time the client waited for it; medians.
+ */
+async function stagesAtOne(server: BenchServer, n: number): Promise<StagesAtOne> {
+  const rows: Array<AnswerTimings & { clientMs: number }> = []
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now()
+    const res = await fetch(`${server.url}/classify?model=${values.model}`, {
+      method: 'POST',
+      headers: { 'content-type': 'image/jpeg' },
+      body: photo.bytes
+    })
+    const answer = (await res.json()) as { timings?: AnswerTimings }
+    const clientMs = performance.now() - t0
+    if (!res.ok || answer.timings === undefined)
+      throw new Error(`/classify answered ${res.status}: ${JSON.stringify(answer).slice(0, 300)}`)
+    rows.push({ clientMs, ...answer.timings })
+  }
+  const of = (pick: (row: (typeof rows)[number]) => number): number => median(rows.map(pick))
+  return {
+    clientMs: of((x) => x.clientMs),
+    preprocessMs: of((x) => x.preprocessMs),
+    inferenceMs: of((x) => x.inferenceMs),
+    queueAndPostprocessMs: of((x) => x.queueMs + x.postprocessMs),
+    coreOtherMs: of((x) => x.totalMs - x.preprocessMs - x.queueMs - x.inferenceMs - x.postprocessMs),
+    outsideCoreMs: of((x) => x.clientMs - x.totalMs)
+  }
+}
+
 const load = (c: number) => (server: BenchServer) =>
   runHttpLoad(
     {
@@ -134,8 +175,27 @@ try {
     const preprocessMs = await preprocessMedianMs(30)
     const pipeline = await pipelineRate(Math.max(3, duration / 2))
     const rawImages = rawBatch.value.imagesPerSecond * rawBatch.seconds
-    const round: OverheadRound = {
-      loadAverage: loadavg()[0]!,
+    const loadAverage = loadavg()[0]!
+    const order = arms.map((_, i) => i)
+    if (r % 2 === 1) order.reverse()
+    const stages: StagesAtOne[] = []
+    const figures: Record<'one' | 'saturated', RoundFigure[]> = { one: [], saturated: [] }
+    for (const i of order) stages[i] = await stagesAtOne(arms[i]!.server, STAGE_REQUESTS)
+    for (const [key, c] of [
+      ['one', 1],
+      ['saturated', saturation]
+    ] as const) {
+      for (const i of order) {
+        const figure = await measureArm(arms[i]!.server, load(c))
+        figures[key][i] = figure
+        progress(
+          `  ${arms[i]!.spec.label}, concurrency ${c}: ${figure.imagesPerSecond.toFixed(1)} images/s, p50 ${figure.p50Ms.toFixed(1)} ms, ` +
+            `${(1000 * figure.cpuSecondsPerImage).toFixed(1)} CPU ms/image (raw ${((1000 * rawBatch.cpuSeconds) / rawImages).toFixed(1)} + decode ${(1000 * decode.cpuSecondsPerImage).toFixed(1)})`
+        )
+      }
+    }
+    results.push({
+      loadAverage,
       rawImagesPerSecond: rawBatch.value.imagesPerSecond,
       rawCpuSecondsPerImage: rawBatch.cpuSeconds / rawImages,
       rawBatch1MedianMs: rawOne.medianMs,
@@ -144,24 +204,8 @@ try {
       preprocessMedianMs: preprocessMs,
       pipelineImagesPerSecond: pipeline.imagesPerSecond,
       pipelineCpuSecondsPerImage: pipeline.cpuSecondsPerImage,
-      arms: arms.map(() => ({}) as { one: RoundFigure; saturated: RoundFigure })
-    }
-    const order = arms.map((_, i) => i)
-    if (r % 2 === 1) order.reverse()
-    for (const [key, c] of [
-      ['one', 1],
-      ['saturated', saturation]
-    ] as const) {
-      for (const i of order) {
-        const figure = await measureArm(arms[i]!.server, load(c))
-        ;(round.arms[i] as Record<string, RoundFigure>)[key] = figure
-        progress(
-          `  ${arms[i]!.spec.label}, concurrency ${c}: ${figure.imagesPerSecond.toFixed(1)} images/s, p50 ${figure.p50Ms.toFixed(1)} ms, ` +
-            `${(1000 * figure.cpuSecondsPerImage).toFixed(1)} CPU ms/image (raw ${(1000 * round.rawCpuSecondsPerImage).toFixed(1)} + decode ${(1000 * round.decodeCpuSecondsPerImage).toFixed(1)})`
-        )
-      }
-    }
-    results.push(round)
+      arms: arms.map((_, i) => ({ one: figures.one[i]!, saturated: figures.saturated[i]!, stages: stages[i]! }))
+    })
   }
 } finally {
   await stopArms(arms)
@@ -177,6 +221,7 @@ const result: OverheadResult = {
   loadAverageAtEnd: loadavg(),
   durationSeconds: duration,
   saturation,
+  stageRequests: STAGE_REQUESTS,
   maxBatch,
   decodeInFlight,
   photo: photoLabel(photo),

@@ -72,8 +72,24 @@ export interface OverheadRound {
   /** The same work without the service: decode a batch, normalise it, run it, again (absent in runs before 2026-12-01). */
   readonly pipelineImagesPerSecond?: number
   readonly pipelineCpuSecondsPerImage?: number
-  /** Per arm: concurrency 1 and saturation. */
-  readonly arms: ReadonlyArray<{ readonly one: RoundFigure; readonly saturated: RoundFigure }>
+  /** Per arm: concurrency 1 and saturation, and the concurrency-1 answer split by stage (absent in runs before 2026-12-02). */
+  readonly arms: ReadonlyArray<{ readonly one: RoundFigure; readonly saturated: RoundFigure; readonly stages?: StagesAtOne }>
+}
+
+/**
+ * A concurrency-1 answer split by where its time went, medians over requests sent one after
+ * another with fetch: the client's wait, the stage times the answer reports (preprocessing is the
+ * decode in the service; inference the model run in its worker), the rest of the core's own time
+ * (decode admission, batcher, messages to and from the inference worker, normalising the pixels),
+ * and what lies outside the core (HTTP on both sides, fastify's hooks, parsing and serialising).
+ */
+export interface StagesAtOne {
+  readonly clientMs: number
+  readonly preprocessMs: number
+  readonly inferenceMs: number
+  readonly queueAndPostprocessMs: number
+  readonly coreOtherMs: number
+  readonly outsideCoreMs: number
 }
 
 export interface OverheadResult extends RunInfo {
@@ -82,6 +98,8 @@ export interface OverheadResult extends RunInfo {
   readonly loadAverageAtEnd: readonly number[]
   readonly durationSeconds: number
   readonly saturation: number
+  /** Requests per arm and round whose answers' timings split the concurrency-1 latency (absent in runs before 2026-12-02). */
+  readonly stageRequests?: number
   readonly maxBatch: number
   readonly decodeInFlight: number
   /** The photo sent, W×H (absent in runs before 2026-12-01: the typical 500×375). */
@@ -145,6 +163,8 @@ export function overheadMarkdown(r: OverheadResult): string {
         `${formatSpread(spreadOf(sat.map((x) => x.generatorCores)), 2)} |`
     )
   }
+  if (r.stageRequests !== undefined && r.rounds.every((x) => x.arms.every((a) => a.stages !== undefined)))
+    lines.push('', ...stagesMarkdown(r, r.stageRequests))
   if (r.arms.length > 1) {
     lines.push('', `Per round, each arm ÷ ${r.arms[0]} (median, range):`, '')
     lines.push(`| arm | c=1 p50 | c=${r.saturation} images/s | c=${r.saturation} CPU per image |`, '|---|---|---|---|')
@@ -168,6 +188,26 @@ export function overheadMarkdown(r: OverheadResult): string {
       `${formatSpread(spreadOf(per((x) => x.loadAverage)), 2)} (1-minute) over the rounds, ${loads(r.loadAverageAtEnd)} at the end (\`${r.command}\`, ${r.startedAt}).`
   )
   return lines.join('\n')
+}
+
+/** Where the concurrency-1 latency over raw batch 1 + preprocessing goes, per arm (median, range over rounds). */
+function stagesMarkdown(r: OverheadResult, requests: number): string[] {
+  const lines = [
+    `Where the concurrency-1 time over raw batch 1 + preprocessing goes: ${requests} requests one after another per arm and round (fetch), each`,
+    "answer's own stage timings against the client's wait (medians; the parts are medians of their own, so they add up only roughly):",
+    '',
+    '| arm | client ms | decode in the service − decode alone | model run in the service − raw batch 1 | queue + postprocess | rest of the core (admission, batcher, worker messages, normalising) | outside the core (HTTP both sides, fastify) |',
+    '|---|---|---|---|---|---|---|'
+  ]
+  for (const [i, label] of r.arms.entries()) {
+    const spread = (pick: (x: OverheadRound, s: StagesAtOne) => number): string =>
+      formatSpread(spreadOf(r.rounds.map((x) => pick(x, x.arms[i]!.stages!))), 2)
+    lines.push(
+      `| ${label} | ${spread((_, s) => s.clientMs)} | ${spread((x, s) => s.preprocessMs - x.preprocessMedianMs)} | ${spread((x, s) => s.inferenceMs - x.rawBatch1MedianMs)} | ` +
+        `${spread((_, s) => s.queueAndPostprocessMs)} | ${spread((_, s) => s.coreOtherMs)} | ${spread((_, s) => s.outsideCoreMs)} |`
+    )
+  }
+  return lines
 }
 
 type Mode = 'exact' | 'fast'
