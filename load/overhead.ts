@@ -2,6 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { availableParallelism, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import type { Timings } from '../src/core/classify-service.js'
 import { ImagePreprocessor } from '../src/core/preprocess.js'
 import { createNormalizer } from '../src/core/pixel-normalizer.js'
 import type { BenchServer } from './kit/bench-server.js'
@@ -106,29 +107,24 @@ async function pipelineRate(seconds: number): Promise<{ imagesPerSecond: number;
   return { imagesPerSecond: images / elapsed, cpuSecondsPerImage: cpuSeconds / images }
 }
 
-/** The stage times /classify reports in its answer. */
-interface AnswerTimings {
-  readonly preprocessMs: number
-  readonly queueMs: number
-  readonly inferenceMs: number
-  readonly postprocessMs: number
-  readonly totalMs: number
-}
+/** What every figure sends: the photo as a raw /classify body. */
+const classifyRequest = (server: BenchServer) => ({
+  url: `${server.url}/classify?model=${values.model}`,
+  headers: { 'content-type': 'image/jpeg' },
+  body: photo.bytes
+})
 
 /**
  * Where a concurrency-1 answer's time goes: `n` requests one after another (fetch), each answer's
  * own stage timings against the time the client waited for it; medians.
  */
 async function stagesAtOne(server: BenchServer, n: number): Promise<StagesAtOne> {
-  const rows: Array<AnswerTimings & { clientMs: number }> = []
+  const rows: Array<Timings & { clientMs: number }> = []
   for (let i = 0; i < n; i++) {
     const t0 = performance.now()
-    const res = await fetch(`${server.url}/classify?model=${values.model}`, {
-      method: 'POST',
-      headers: { 'content-type': 'image/jpeg' },
-      body: photo.bytes
-    })
-    const answer = (await res.json()) as { timings?: AnswerTimings }
+    const { url, headers, body } = classifyRequest(server)
+    const res = await fetch(url, { method: 'POST', headers, body })
+    const answer = (await res.json()) as { timings?: Timings }
     const clientMs = performance.now() - t0
     if (!res.ok || answer.timings === undefined)
       throw new Error(`/classify answered ${res.status}: ${JSON.stringify(answer).slice(0, 300)}`)
@@ -145,17 +141,7 @@ async function stagesAtOne(server: BenchServer, n: number): Promise<StagesAtOne>
   }
 }
 
-const load = (c: number) => (server: BenchServer) =>
-  runHttpLoad(
-    {
-      url: `${server.url}/classify?model=${values.model}`,
-      headers: { 'content-type': 'image/jpeg' },
-      body: photo.bytes,
-      imagesPerRequest: 1
-    },
-    c,
-    duration
-  )
+const load = (c: number) => (server: BenchServer) => runHttpLoad({ ...classifyRequest(server), imagesPerRequest: 1 }, c, duration)
 
 const raw = await RawSessionPool.open(model.path, model.config, { provider: 'cpu', inFlight: 1 })
 const arms = await startArms(specs, [
@@ -174,7 +160,7 @@ try {
     const decode = await decodeRate(preprocessor, photo.bytes, Math.max(2, duration / 3), decodeInFlight)
     const preprocessMs = await preprocessMedianMs(30)
     const pipeline = await pipelineRate(Math.max(3, duration / 2))
-    const rawImages = rawBatch.value.imagesPerSecond * rawBatch.seconds
+    const rawCpuSecondsPerImage = rawBatch.cpuSeconds / (rawBatch.value.imagesPerSecond * rawBatch.seconds)
     const loadAverage = loadavg()[0]!
     const order = arms.map((_, i) => i)
     if (r % 2 === 1) order.reverse()
@@ -190,14 +176,14 @@ try {
         figures[key][i] = figure
         progress(
           `  ${arms[i]!.spec.label}, concurrency ${c}: ${figure.imagesPerSecond.toFixed(1)} images/s, p50 ${figure.p50Ms.toFixed(1)} ms, ` +
-            `${(1000 * figure.cpuSecondsPerImage).toFixed(1)} CPU ms/image (raw ${((1000 * rawBatch.cpuSeconds) / rawImages).toFixed(1)} + decode ${(1000 * decode.cpuSecondsPerImage).toFixed(1)})`
+            `${(1000 * figure.cpuSecondsPerImage).toFixed(1)} CPU ms/image (raw ${(1000 * rawCpuSecondsPerImage).toFixed(1)} + decode ${(1000 * decode.cpuSecondsPerImage).toFixed(1)})`
         )
       }
     }
     results.push({
       loadAverage,
       rawImagesPerSecond: rawBatch.value.imagesPerSecond,
-      rawCpuSecondsPerImage: rawBatch.cpuSeconds / rawImages,
+      rawCpuSecondsPerImage,
       rawBatch1MedianMs: rawOne.medianMs,
       decodeImagesPerSecond: decode.imagesPerSecond,
       decodeCpuSecondsPerImage: decode.cpuSecondsPerImage,

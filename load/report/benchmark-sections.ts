@@ -163,8 +163,8 @@ export function overheadMarkdown(r: OverheadResult): string {
         `${formatSpread(spreadOf(sat.map((x) => x.generatorCores)), 2)} |`
     )
   }
-  if (r.stageRequests !== undefined && r.rounds.every((x) => x.arms.every((a) => a.stages !== undefined)))
-    lines.push('', ...stagesMarkdown(r, r.stageRequests))
+  // Runs that measured the split record how many requests it took, and every arm's stages with it.
+  if (r.stageRequests !== undefined) lines.push('', ...stagesMarkdown(r, r.stageRequests))
   if (r.arms.length > 1) {
     lines.push('', `Per round, each arm ÷ ${r.arms[0]} (median, range):`, '')
     lines.push(`| arm | c=1 p50 | c=${r.saturation} images/s | c=${r.saturation} CPU per image |`, '|---|---|---|---|')
