@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util'
 import type { Timings } from '../src/core/classify-service.js'
 import { ImagePreprocessor } from '../src/core/preprocess.js'
 import { createNormalizer } from '../src/core/pixel-normalizer.js'
-import type { BenchServer } from './kit/bench-server.js'
+import { startBenchServer, type BenchServer } from './kit/bench-server.js'
 import { runHttpLoad } from './kit/load-generators.js'
 import { armRepository, measureArm, parseArm, startArms, stopArms, type RoundFigure } from './kit/paired-arms.js'
 import { decodeRate } from './kit/photos.js'
@@ -21,10 +21,14 @@ import { overheadMarkdown, type OverheadResult, type OverheadRound, type StagesA
  * yardsticks (the raw ONNX Runtime session at the model's largest batch and at batch 1, and sharp's
  * decode of the same photo, each with its CPU per image from this process's own CPU time, which
  * covers its worker threads and libuv's; and the same work without a service: decode a batch of the
- * photo, normalise it, run it on the raw session, repeat), then every arm of the service at concurrency 1 and at
- * saturation, the arms' order reversed every other round. The targets, per round:
+ * photo, normalise it, run it on the raw session, repeat), then the concurrency-1 answer split by stage
+ * for every arm and for the floor server (load/kit/floor-server.ts: the least a service of this design
+ * can be), each answer followed by a raw batch-1 run and a decode alone, then every arm at concurrency
+ * 1 and at saturation, the arms' order reversed every other round. The targets, per round:
  *
- * - concurrency 1: median latency ≤ raw batch-1 median + preprocessing median + 3 ms;
+ * - concurrency 1: median latency ≤ raw batch-1 median + preprocessing median + 3 ms, judged on the
+ *   answers paired with the yardsticks taken right after each (the loop yardsticks are a minute away
+ *   from the load and drift more than the target between rounds on a shared machine);
  * - saturation: images/s ≥ 0.95 × the pipeline bound, cores ÷ (raw CPU-s per image + decode CPU-s per image).
  *
  *   npm run load:overhead -- --arm 'before@HEAD~1' --arm 'after' [--arm 'label [--flag v] [ENV=v]' …]
@@ -114,42 +118,66 @@ const classifyRequest = (server: BenchServer) => ({
   body: photo.bytes
 })
 
-/**
- * Where a concurrency-1 answer's time goes: `n` requests one after another (fetch), each answer's
- * own stage timings against the time the client waited for it; medians.
- */
-async function stagesAtOne(server: BenchServer, n: number): Promise<StagesAtOne> {
-  const rows: Array<Timings & { clientMs: number }> = []
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now()
-    const { url, headers, body } = classifyRequest(server)
-    const res = await fetch(url, { method: 'POST', headers, body })
-    const answer = (await res.json()) as { timings?: Timings }
-    const clientMs = performance.now() - t0
-    if (!res.ok || answer.timings === undefined)
-      throw new Error(`/classify answered ${res.status}: ${JSON.stringify(answer).slice(0, 300)}`)
-    rows.push({ clientMs, ...answer.timings })
-  }
-  const of = (pick: (row: (typeof rows)[number]) => number): number => median(rows.map(pick))
+/** One answer at concurrency 1: its own stage timings, the client's wait, and the yardsticks taken right after it. */
+type PairedAnswer = Timings & { clientMs: number; rawMs: number; decodeMs: number }
+
+async function pairedAnswer(server: BenchServer): Promise<PairedAnswer> {
+  const t0 = performance.now()
+  const { url, headers, body } = classifyRequest(server)
+  const res = await fetch(url, { method: 'POST', headers, body })
+  const answer = (await res.json()) as { timings?: Timings }
+  const clientMs = performance.now() - t0
+  if (!res.ok || answer.timings === undefined) throw new Error(`${url} answered ${res.status}: ${JSON.stringify(answer).slice(0, 300)}`)
+  const rawMs = await raw.runOnce(1)
+  const t1 = performance.now()
+  await preprocessor.decode(photo.bytes)
+  return { clientMs, rawMs, decodeMs: performance.now() - t1, ...answer.timings }
+}
+
+function stagesOf(rows: readonly PairedAnswer[]): StagesAtOne {
+  const of = (pick: (row: PairedAnswer) => number): number => median(rows.map(pick))
   return {
     clientMs: of((x) => x.clientMs),
     preprocessMs: of((x) => x.preprocessMs),
     inferenceMs: of((x) => x.inferenceMs),
     queueAndPostprocessMs: of((x) => x.queueMs + x.postprocessMs),
     coreOtherMs: of((x) => x.totalMs - x.preprocessMs - x.queueMs - x.inferenceMs - x.postprocessMs),
-    outsideCoreMs: of((x) => x.clientMs - x.totalMs)
+    outsideCoreMs: of((x) => x.clientMs - x.totalMs),
+    paired: {
+      rawBatch1Ms: of((x) => x.rawMs),
+      decodeMs: of((x) => x.decodeMs),
+      overMs: of((x) => x.clientMs - x.rawMs - x.decodeMs),
+      decodeOverMs: of((x) => x.preprocessMs - x.decodeMs),
+      modelRunOverMs: of((x) => x.inferenceMs - x.rawMs)
+    }
   }
+}
+
+/**
+ * Where a concurrency-1 answer's time goes, for every server (the arms, then the floor): `n`
+ * requests each, one at a time with fetch, the servers taking turns request by request (the order
+ * reversed every other turn); each answer is followed by one raw batch-1 run and one decode of the
+ * photo alone, so that it is set against yardsticks taken in the same second (and, like it, after
+ * a pause rather than in a back-to-back loop). Medians per server.
+ */
+async function stagesAtOne(servers: readonly BenchServer[], n: number): Promise<StagesAtOne[]> {
+  const rows: PairedAnswer[][] = servers.map(() => [])
+  await raw.runOnce(1) // the pool last ran the pipeline's batches: the first run of a shape allocates
+  for (let i = 0; i < n; i++) {
+    const order = servers.map((_, k) => k)
+    if (i % 2 === 1) order.reverse()
+    for (const k of order) rows[k]!.push(await pairedAnswer(servers[k]!))
+  }
+  return rows.map(stagesOf)
 }
 
 const load = (c: number) => (server: BenchServer) => runHttpLoad({ ...classifyRequest(server), imagesPerRequest: 1 }, c, duration)
 
 const raw = await RawSessionPool.open(model.path, model.config, { provider: 'cpu', inFlight: 1 })
-const arms = await startArms(specs, [
-  '--model-repository',
-  await armRepository('overhead', values.repository, values.model, (config) => config),
-  '--provider',
-  'cpu'
-])
+const repository = await armRepository('overhead', values.repository, values.model, (config) => config)
+const arms = await startArms(specs, ['--model-repository', repository, '--provider', 'cpu'])
+// The least a service of this design can be, on the same model and photo (load/kit/floor-server.ts).
+const floor = await startBenchServer(['--model-repository', repository, '--model', values.model], { program: 'load/kit/floor-server' })
 const results: OverheadRound[] = []
 try {
   for (const a of arms) await load(4)(a.server).catch(() => undefined)
@@ -164,9 +192,8 @@ try {
     const loadAverage = loadavg()[0]!
     const order = arms.map((_, i) => i)
     if (r % 2 === 1) order.reverse()
-    const stages: StagesAtOne[] = []
+    const stages = await stagesAtOne([...arms.map((a) => a.server), floor], STAGE_REQUESTS)
     const figures: Record<'one' | 'saturated', RoundFigure[]> = { one: [], saturated: [] }
-    for (const i of order) stages[i] = await stagesAtOne(arms[i]!.server, STAGE_REQUESTS)
     for (const [key, c] of [
       ['one', 1],
       ['saturated', saturation]
@@ -190,11 +217,13 @@ try {
       preprocessMedianMs: preprocessMs,
       pipelineImagesPerSecond: pipeline.imagesPerSecond,
       pipelineCpuSecondsPerImage: pipeline.cpuSecondsPerImage,
-      arms: arms.map((_, i) => ({ one: figures.one[i]!, saturated: figures.saturated[i]!, stages: stages[i]! }))
+      arms: arms.map((_, i) => ({ one: figures.one[i]!, saturated: figures.saturated[i]!, stages: stages[i]! })),
+      floor: stages[arms.length]!
     })
   }
 } finally {
   await stopArms(arms)
+  await floor.stop()
   await raw.close()
 }
 

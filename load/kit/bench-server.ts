@@ -51,6 +51,8 @@ export interface BenchServerOptions {
   readonly cwd?: string
   /** A cgroup's `cgroup.procs`: the process joins it before Node starts, so every thread it makes is counted there (load/kit/pod.ts). */
   readonly cgroupProcs?: string
+  /** Another program that starts like the service and logs "HTTP listening" (load/kit/floor-server), from the repository root without extension. */
+  readonly program?: string
 }
 
 /**
@@ -59,8 +61,8 @@ export interface BenchServerOptions {
  * includes the inference worker threads and sharp's threads.
  */
 export async function startBenchServer(args: string[], options: BenchServerOptions = {}): Promise<BenchServer> {
-  const { entry = 'tsx', env = {}, cwd, cgroupProcs } = options
-  const main = entry === 'tsx' ? ['--import', 'tsx', 'src/main.ts'] : ['dist/src/main.js']
+  const { entry = 'tsx', env = {}, cwd, cgroupProcs, program = 'src/main' } = options
+  const main = entry === 'tsx' ? ['--import', 'tsx', `${program}.ts`] : [`dist/${program}.js`]
   const node = [process.execPath, ...main, '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', '--log-level', 'info', ...args]
   // The shell writes its own pid into the cgroup, then becomes Node (exec): same pid, already inside.
   const [command, ...commandArgs] =

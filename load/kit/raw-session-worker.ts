@@ -43,8 +43,9 @@ port.on('message', (req: RawWorkerRequest) => {
       post({ type: 'measured', times, elapsedMs: performance.now() - t0 })
     } else if (req.type === 'run') {
       if (preparedBatch !== req.batch) prepare(req.batch)
+      const t = performance.now()
       await opened.session.run(feeds)
-      post({ type: 'ran' })
+      post({ type: 'ran', ms: performance.now() - t })
     } else {
       await opened.session.release()
       post({ type: 'closed' })

@@ -45,7 +45,7 @@ export type RawWorkerMessage =
   | { type: 'ready'; provider: 'cuda' | 'cpu' }
   | { type: 'prepared' }
   | { type: 'measured'; times: number[]; elapsedMs: number }
-  | { type: 'ran' }
+  | { type: 'ran'; ms: number }
   | { type: 'closed' }
   | { type: 'failed'; message: string }
 
@@ -120,9 +120,13 @@ export class RawSessionPool {
     return { batch, inFlight: this.inFlight, imagesPerSecond: (times.length * batch) / elapsed, medianMs: median(times) }
   }
 
-  /** Every session runs one `batch`-image batch (prepared on first use of that size): a step of a caller's own loop. */
-  async runOnce(batch: number): Promise<void> {
-    await this.all({ type: 'run', batch }, 'ran')
+  /**
+   * Every session runs one `batch`-image batch (prepared on first use of that size): a step of a
+   * caller's own loop. Resolves with the slowest session's run time in ms, as its worker timed it.
+   */
+  async runOnce(batch: number): Promise<number> {
+    const ran = (await this.all({ type: 'run', batch }, 'ran')) as Array<Extract<RawWorkerMessage, { type: 'ran' }>>
+    return Math.max(...ran.map((r) => r.ms))
   }
 
   async close(): Promise<void> {
