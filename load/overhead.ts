@@ -175,9 +175,12 @@ const load = (c: number) => (server: BenchServer) => runHttpLoad({ ...classifyRe
 
 const raw = await RawSessionPool.open(model.path, model.config, { provider: 'cpu', inFlight: 1 })
 const repository = await armRepository('overhead', values.repository, values.model, (config) => config)
-const arms = await startArms(specs, ['--model-repository', repository, '--provider', 'cpu'])
 // The least a service of this design can be, on the same model and photo (load/kit/floor-server.ts).
 const floor = await startBenchServer(['--model-repository', repository, '--model', values.model], { program: 'load/kit/floor-server' })
+const arms = await startArms(specs, ['--model-repository', repository, '--provider', 'cpu']).catch(async (err: unknown) => {
+  await floor.stop()
+  throw err
+})
 const results: OverheadRound[] = []
 try {
   for (const a of arms) await load(4)(a.server).catch(() => undefined)
