@@ -72,7 +72,7 @@ export interface OverheadRound {
   /** The same work without the service: decode a batch, normalise it, run it, again (absent in runs before 2026-12-01). */
   readonly pipelineImagesPerSecond?: number
   readonly pipelineCpuSecondsPerImage?: number
-  /** Per arm: concurrency 1 and saturation, and the concurrency-1 answer split by stage (absent in runs before 2026-12-02). */
+  /** Per arm: concurrency 1 and saturation, and the concurrency-1 answer split by stage (absent in runs before 2026-12-02; rendered only when paired). */
   readonly arms: ReadonlyArray<{ readonly one: RoundFigure; readonly saturated: RoundFigure; readonly stages?: StagesAtOne }>
   /** The same split for the floor server, load/kit/floor-server.ts (absent in runs before 2026-12-02's second split). */
   readonly floor?: StagesAtOne
@@ -184,8 +184,8 @@ export function overheadMarkdown(r: OverheadResult): string {
         `${formatSpread(spreadOf(sat.map((x) => x.generatorCores)), 2)} |`
     )
   }
-  // Runs that measured the split record how many requests it took, and every arm's stages with it.
-  if (r.stageRequests !== undefined) lines.push('', ...stagesMarkdown(r, r.stageRequests))
+  // Runs that paired the split record how many requests it took, and every arm's stages with it.
+  if (r.stageRequests !== undefined && paired) lines.push('', ...stagesMarkdown(r, r.stageRequests))
   if (r.arms.length > 1) {
     lines.push('', `Per round, each arm ÷ ${r.arms[0]} (median, range):`, '')
     lines.push(`| arm | c=1 p50 | c=${r.saturation} images/s | c=${r.saturation} CPU per image |`, '|---|---|---|---|')
@@ -216,50 +216,37 @@ function pairedStages(r: OverheadResult): boolean {
   return r.rounds.every((x) => x.arms.every((a) => a.stages?.paired !== undefined))
 }
 
-/** Where the concurrency-1 latency over raw batch 1 + preprocessing goes, per arm (median, range over rounds). */
+/**
+ * Where the concurrency-1 latency over raw batch 1 + preprocessing goes, per arm and for the floor
+ * (median, range over rounds). Only runs whose answers were paired with yardsticks have it.
+ */
 function stagesMarkdown(r: OverheadResult, requests: number): string[] {
-  const paired = pairedStages(r)
   const withFloor = r.rounds.every((x) => x.floor !== undefined)
-  const lines = paired
-    ? [
-        `Where the concurrency-1 time over raw batch 1 + preprocessing goes: ${requests} requests one after another per arm and round (fetch), the`,
-        `servers taking turns request by request, each answer followed by one raw batch-1 run and one decode of the photo alone in the load process,`,
-        "so that each answer's own stage timings and the client's wait are set against yardsticks taken in the same second (medians over the",
-        'requests; the parts are medians of their own, so they add up only roughly; the client here is fetch in the load process, so its cost is',
-        'in the last column).' +
-          (withFloor
-            ? ' The floor is the least a service of this design can be: one fastify route that decodes the body with the same preprocessing and' +
-              ' hands the pixels to one worker thread holding the same model (load/kit/floor-server.ts); an arm over the floor is its own cost.'
-            : ''),
-        '',
-        '| arm | client ms | raw batch 1 beside it ms | decode alone beside it ms | client − (raw batch 1 + decode), paired | decode in the service − decode alone | model run in the service − raw batch 1 | queue + postprocess | rest of the core (admission, batcher, worker messages, normalising) | outside the core (HTTP both sides, fastify) |',
-        '|---|---|---|---|---|---|---|---|---|---|'
-      ]
-    : [
-        `Where the concurrency-1 time over raw batch 1 + preprocessing goes: ${requests} requests one after another per arm and round (fetch), each`,
-        "answer's own stage timings against the client's wait (medians; the parts are medians of their own, so they add up only roughly):",
-        '',
-        '| arm | client ms | decode in the service − decode alone | model run in the service − raw batch 1 | queue + postprocess | rest of the core (admission, batcher, worker messages, normalising) | outside the core (HTTP both sides, fastify) |',
-        '|---|---|---|---|---|---|---|'
-      ]
+  const lines = [
+    `Where the concurrency-1 time over raw batch 1 + preprocessing goes: ${requests} requests one after another per arm and round (fetch), the`,
+    `servers taking turns request by request, each answer followed by one raw batch-1 run and one decode of the photo alone in the load process,`,
+    "so that each answer's own stage timings and the client's wait are set against yardsticks taken in the same second (medians over the",
+    'requests; the parts are medians of their own, so they add up only roughly; the client here is fetch in the load process, so its cost is',
+    'in the last column).' +
+      (withFloor
+        ? ' The floor is the least a service of this design can be: one fastify route that decodes the body with the same preprocessing and' +
+          ' hands the pixels to one worker thread holding the same model (load/kit/floor-server.ts); an arm over the floor is its own cost.'
+        : ''),
+    '',
+    '| arm | client ms | raw batch 1 beside it ms | decode alone beside it ms | client − (raw batch 1 + decode), paired | decode in the service − decode alone | model run in the service − raw batch 1 | queue + postprocess | rest of the core (admission, batcher, worker messages, normalising) | outside the core (HTTP both sides, fastify) |',
+    '|---|---|---|---|---|---|---|---|---|---|'
+  ]
   const rows: Array<[string, (x: OverheadRound) => StagesAtOne]> = r.arms.map((label, i) => [label, (x) => x.arms[i]!.stages!])
-  if (paired && withFloor) rows.push(['floor: fastify + the preprocessing + one worker, nothing else', (x) => x.floor!])
+  if (withFloor) rows.push(['floor: fastify + the preprocessing + one worker, nothing else', (x) => x.floor!])
   for (const [label, stagesOfRound] of rows) {
-    const spread = (pick: (x: OverheadRound, s: StagesAtOne) => number): string =>
-      formatSpread(spreadOf(r.rounds.map((x) => pick(x, stagesOfRound(x)))), 2)
-    const rest = `${spread((_, s) => s.queueAndPostprocessMs)} | ${spread((_, s) => s.coreOtherMs)} | ${spread((_, s) => s.outsideCoreMs)} |`
-    if (paired) {
-      lines.push(
-        `| ${label} | ${spread((_, s) => s.clientMs)} | ${spread((_, s) => s.paired!.rawBatch1Ms)} | ${spread((_, s) => s.paired!.decodeMs)} | ` +
-          `${spread((_, s) => s.paired!.overMs)} | ${spread((_, s) => s.paired!.decodeOverMs)} | ${spread((_, s) => s.paired!.modelRunOverMs)} | ${rest}`
-      )
-    } else {
-      lines.push(
-        `| ${label} | ${spread((_, s) => s.clientMs)} | ${spread((x, s) => s.preprocessMs - x.preprocessMedianMs)} | ${spread((x, s) => s.inferenceMs - x.rawBatch1MedianMs)} | ${rest}`
-      )
-    }
+    const spread = (pick: (s: StagesAtOne, paired: PairedAtOne) => number): string =>
+      formatSpread(spreadOf(r.rounds.map((x) => pick(stagesOfRound(x), stagesOfRound(x).paired!))), 2)
+    lines.push(
+      `| ${label} | ${spread((s) => s.clientMs)} | ${spread((_, p) => p.rawBatch1Ms)} | ${spread((_, p) => p.decodeMs)} | ${spread((_, p) => p.overMs)} | ` +
+        `${spread((_, p) => p.decodeOverMs)} | ${spread((_, p) => p.modelRunOverMs)} | ${spread((s) => s.queueAndPostprocessMs)} | ${spread((s) => s.coreOtherMs)} | ${spread((s) => s.outsideCoreMs)} |`
+    )
   }
-  if (paired && withFloor) {
+  if (withFloor) {
     lines.push('', 'Per round, each arm over the floor, paired (median, range):', '')
     lines.push('| arm | client − (raw batch 1 + decode), arm − floor, ms |', '|---|---|')
     for (const [i, label] of r.arms.entries()) {
