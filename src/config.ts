@@ -503,6 +503,11 @@ function isOrigin(text: string): boolean {
   }
 }
 
+/** The default intra-op threads of each session: the cores divided among the sessions, at least 1. */
+export function defaultThreadsPerSession(sessions: number, cores = availableParallelism()): number {
+  return Math.max(1, Math.floor(cores / sessions))
+}
+
 /**
  * Reads settings from argv (flags like `--port 8080`, `--allow-partial-start`) and env. Unknown
  * flags are refused, so a typo never silently falls back to a default.
@@ -532,7 +537,7 @@ export function loadSettings(
   }
   const provider = out.provider as Provider
   out.sessionsPerModel ??= provider === 'cpu' ? 1 : provider === 'cuda' ? 2 : 1
-  out.threadsPerSession ??= Math.max(1, Math.floor(cores / (out.sessionsPerModel as number)))
+  out.threadsPerSession ??= defaultThreadsPerSession(out.sessionsPerModel as number, cores)
   out.modelRepository = resolve(out.modelRepository as string)
   // sharp decodes on the libuv threadpool: leave one of its threads for header reads and file I/O.
   const threadpool = Number(env.UV_THREADPOOL_SIZE) || 4

@@ -1,7 +1,7 @@
 import { once } from 'node:events'
-import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
+import { defaultThreadsPerSession } from '../../src/config.js'
 import { siblingModule, startModuleWorker } from '../../src/core/module-worker.js'
 import { ImagePreprocessor } from '../../src/core/preprocess.js'
 import { loadModelFolder } from '../../src/repository/repository.js'
@@ -35,7 +35,7 @@ const init: FloorWorkerInit = {
   modelPath: entry.modelPath,
   inputName: entry.config.input.name,
   preprocess,
-  session: { provider: 'cpu', cudaDeviceId: 0, threads: availableParallelism() }
+  session: { provider: 'cpu', cudaDeviceId: 0, threads: defaultThreadsPerSession(1) }
 }
 const worker = startModuleWorker(siblingModule(import.meta.url, 'floor-worker'), { workerData: init })
 await once(worker, 'message')

@@ -1,7 +1,6 @@
 import { once } from 'node:events'
-import { availableParallelism } from 'node:os'
 import type { Worker } from 'node:worker_threads'
-import type { Provider } from '../../src/config.js'
+import { defaultThreadsPerSession, type Provider } from '../../src/config.js'
 import { siblingModule, startModuleWorker } from '../../src/core/module-worker.js'
 import type { SessionSettings } from '../../src/core/onnx-session.js'
 import type { ModelConfig } from '../../src/repository/model-config.js'
@@ -94,7 +93,7 @@ export class RawSessionPool {
     options: Omit<RawSessionOptions, 'batches' | 'seconds'>
   ): Promise<RawSessionPool> {
     const inFlight = options.inFlight ?? 1
-    const threads = options.threads ?? Math.max(1, Math.floor(availableParallelism() / inFlight))
+    const threads = options.threads ?? defaultThreadsPerSession(inFlight)
     const init: RawWorkerInit = {
       modelPath,
       session: { provider: options.provider, cudaDeviceId: 0, threads },
