@@ -6,6 +6,7 @@ import type { Timings } from '../src/core/classify-service.js'
 import { ImagePreprocessor } from '../src/core/preprocess.js'
 import { createNormalizer } from '../src/core/pixel-normalizer.js'
 import { startBenchServer, type BenchServer } from './kit/bench-server.js'
+import { KeepAliveClient } from './kit/keep-alive-client.js'
 import { runHttpLoad } from './kit/load-generators.js'
 import { armRepository, measureArm, parseArm, startArms, stopArms, type RoundFigure } from './kit/paired-arms.js'
 import { decodeRate } from './kit/photos.js'
@@ -121,13 +122,21 @@ const classifyRequest = (server: BenchServer) => ({
 /** One answer at concurrency 1: its own stage timings, the client's wait, and the yardsticks taken right after it. */
 type PairedAnswer = Timings & { clientMs: number; rawMs: number; decodeMs: number }
 
+/** A kept-alive connection per server for the paired answers (a client as light as autocannon). */
+const pairedClients = new Map<BenchServer, KeepAliveClient>()
+
 async function pairedAnswer(server: BenchServer): Promise<PairedAnswer> {
+  let client = pairedClients.get(server)
+  if (client === undefined) {
+    const { url, headers, body } = classifyRequest(server)
+    client = KeepAliveClient.post(url, headers, body)
+    pairedClients.set(server, client)
+  }
   const t0 = performance.now()
-  const { url, headers, body } = classifyRequest(server)
-  const res = await fetch(url, { method: 'POST', headers, body })
-  const answer = (await res.json()) as { timings?: Timings }
+  const { status, body } = await client.send()
+  const answer = JSON.parse(body.toString()) as { timings?: Timings }
   const clientMs = performance.now() - t0
-  if (!res.ok || answer.timings === undefined) throw new Error(`${url} answered ${res.status}: ${JSON.stringify(answer).slice(0, 300)}`)
+  if (status !== 200 || answer.timings === undefined) throw new Error(`${server.url} answered ${status}: ${body.toString().slice(0, 300)}`)
   const rawMs = await raw.runOnce(1)
   const t1 = performance.now()
   await preprocessor.decode(photo.bytes)
@@ -155,7 +164,7 @@ function stagesOf(rows: readonly PairedAnswer[]): StagesAtOne {
 
 /**
  * Where a concurrency-1 answer's time goes, for every server (the arms, then the floor): `n`
- * requests each, one at a time with fetch, the servers taking turns request by request (the order
+ * requests each, one at a time on a kept-alive connection (load/kit/keep-alive-client.ts), the servers taking turns request by request (the order
  * reversed every other turn); each answer is followed by one raw batch-1 run and one decode of the
  * photo alone, so that it is set against yardsticks taken in the same second (and, like it, after
  * a pause rather than in a back-to-back loop). Medians per server.
@@ -225,6 +234,7 @@ try {
     })
   }
 } finally {
+  for (const client of pairedClients.values()) client.close()
   await stopArms(arms)
   await floor.stop()
   await raw.close()
@@ -240,6 +250,7 @@ const result: OverheadResult = {
   durationSeconds: duration,
   saturation,
   stageRequests: STAGE_REQUESTS,
+  stageClient: 'keep-alive',
   maxBatch,
   decodeInFlight,
   photo: photoLabel(photo),

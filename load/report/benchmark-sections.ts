@@ -80,7 +80,7 @@ export interface OverheadRound {
 
 /**
  * A concurrency-1 answer split by where its time went, medians over requests sent one after
- * another with fetch: the client's wait, the stage times the answer reports (preprocessing is the
+ * another (with the client in `OverheadResult.stageClient`): the client's wait, the stage times the answer reports (preprocessing is the
  * decode in the service; inference the model run in its worker), the rest of the core's own time
  * (decode admission, batcher, messages to and from the inference worker, normalising the pixels),
  * and what lies outside the core (HTTP on both sides, fastify's hooks, parsing and serialising).
@@ -117,6 +117,11 @@ export interface OverheadResult extends RunInfo {
   readonly saturation: number
   /** Requests per arm and round whose answers' timings split the concurrency-1 latency (absent in runs before 2026-12-02). */
   readonly stageRequests?: number
+  /**
+   * How those requests were sent: one kept-alive connection per server with the request's bytes built
+   * once (load/kit/keep-alive-client.ts), or fetch (absent: runs before 2026-12-02's third session).
+   */
+  readonly stageClient?: 'keep-alive' | 'fetch'
   readonly maxBatch: number
   readonly decodeInFlight: number
   /** The photo sent, W×H (absent in runs before 2026-12-01: the typical 500×375). */
@@ -222,11 +227,12 @@ function pairedStages(r: OverheadResult): boolean {
  */
 function stagesMarkdown(r: OverheadResult, requests: number): string[] {
   const withFloor = r.rounds.every((x) => x.floor !== undefined)
+  const keptAlive = r.stageClient === 'keep-alive'
   const lines = [
-    `Where the concurrency-1 time over raw batch 1 + preprocessing goes: ${requests} requests one after another per arm and round (fetch), the`,
+    `Where the concurrency-1 time over raw batch 1 + preprocessing goes: ${requests} requests one after another per arm and round (${keptAlive ? 'one kept-alive connection per server, the request written whole as autocannon does: load/kit/keep-alive-client.ts' : 'fetch'}), the`,
     `servers taking turns request by request, each answer followed by one raw batch-1 run and one decode of the photo alone in the load process,`,
     "so that each answer's own stage timings and the client's wait are set against yardsticks taken in the same second (medians over the",
-    'requests; the parts are medians of their own, so they add up only roughly; the client here is fetch in the load process, so its cost is',
+    `requests; the parts are medians of their own, so they add up only roughly; the client here is ${keptAlive ? 'in' : 'fetch in'} the load process, so its cost is`,
     'in the last column).' +
       (withFloor
         ? ' The floor is the least a service of this design can be: one fastify route that decodes the body with the same preprocessing and' +
