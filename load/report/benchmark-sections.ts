@@ -463,7 +463,9 @@ export async function benchmarkSections(dir: string): Promise<string[]> {
         '× raw in its yardstick line, falls below 0.85: libjpeg must entropy-decode every coefficient even when it scales',
         "by 8 (docs/models.md has what PIL's libjpeg-turbo takes for the same photo, and the command).",
         '',
-        ...overheads.flatMap((o) => [overheadMarkdown(o.result), ''])
+        ...overheads.flatMap((o) => [overheadMarkdown(o.result), '']),
+        'Earlier runs on other machines, one-off probes and what was tried and not adopted: [performance-log.md](performance-log.md).',
+        ''
       ].join('\n')
     )
   const parity = await newest<DecodeParityResult>(dir, 'decode-parity')
