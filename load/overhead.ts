@@ -164,10 +164,11 @@ function stagesOf(rows: readonly PairedAnswer[]): StagesAtOne {
 
 /**
  * Where a concurrency-1 answer's time goes, for every server (the arms, then the floor): `n`
- * requests each, one at a time on a kept-alive connection (load/kit/keep-alive-client.ts), the servers taking turns request by request (the order
- * reversed every other turn); each answer is followed by one raw batch-1 run and one decode of the
- * photo alone, so that it is set against yardsticks taken in the same second (and, like it, after
- * a pause rather than in a back-to-back loop). Medians per server.
+ * requests each, one at a time on a kept-alive connection (load/kit/keep-alive-client.ts), the
+ * servers taking turns request by request (the order reversed every other turn); each answer is
+ * followed by one raw batch-1 run and one decode of the photo alone, so that it is set against
+ * yardsticks taken in the same second (and, like it, after a pause rather than in a back-to-back
+ * loop). Medians per server.
  */
 async function stagesAtOne(servers: readonly BenchServer[], n: number): Promise<StagesAtOne[]> {
   const rows: PairedAnswer[][] = servers.map(() => [])

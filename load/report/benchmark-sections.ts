@@ -80,10 +80,11 @@ export interface OverheadRound {
 
 /**
  * A concurrency-1 answer split by where its time went, medians over requests sent one after
- * another (with the client in `OverheadResult.stageClient`): the client's wait, the stage times the answer reports (preprocessing is the
- * decode in the service; inference the model run in its worker), the rest of the core's own time
- * (decode admission, batcher, messages to and from the inference worker, normalising the pixels),
- * and what lies outside the core (HTTP on both sides, fastify's hooks, parsing and serialising).
+ * another (by the client `OverheadResult.stageClient` names): the client's wait, the stage times
+ * the answer reports (preprocessing is the decode in the service; inference the model run in its
+ * worker), the rest of the core's own time (decode admission, batcher, messages to and from the
+ * inference worker, normalising the pixels), and what lies outside the core (HTTP on both sides,
+ * fastify's hooks, parsing and serialising).
  */
 export interface StagesAtOne {
   readonly clientMs: number
