@@ -9,10 +9,15 @@
 //    load), with the service's session options and with ONNX Runtime's defaults: the median run per
 //    size. If these are far above the third runs of part 1, a change of shape costs time even when
 //    the shape was seen before, and batches should keep one shape per session.
+// 3. Two sessions in worker threads, as the service runs a model on CUDA (--sessions-per-model 2),
+//    both running each size at once: every size warmed and repeated, then shuffled. If part 2 is
+//    fast and this is slow, what slows the service's runs is sessions running side by side.
 import { performance } from 'node:perf_hooks'
 import { join } from 'node:path'
 import ort from 'onnxruntime-node'
 import { openSession } from '../../dist/src/core/onnx-session.js'
+import { loadModelFolder } from '../../dist/src/repository/repository.js'
+import { RawSessionPool } from '../../dist/load/kit/raw-session.js'
 
 const [repository = '/tmp/gpu-models', models = 'resnet50', provider = 'cuda', batches = '1,2,3,4,8,16,32,64,128'] = process.argv.slice(2)
 const sizes = batches.split(',').map(Number)
@@ -89,3 +94,27 @@ console.log(
   `\n## Every size warmed, then the sizes in a shuffled order (5 runs each)\n\n| model | session options | batch | same size repeated ms | shuffled: median ms | shuffled: max ms |\n|---|---|---|---|---|---|`
 )
 console.log(shuffledRows.join('\n'))
+
+// 3. Two sessions side by side (worker threads, the service's options and threads per session).
+const pairRows = []
+for (const model of models.split(',')) {
+  const entry = await loadModelFolder(repository, model)
+  const pool = await RawSessionPool.open(entry.modelPath, entry.config, { provider, inFlight: 2 })
+  const repeated = new Map()
+  for (const n of sizes) {
+    const times = []
+    for (let i = 0; i < 3; i++) times.push(await pool.runOnce(n))
+    repeated.set(n, times[2])
+  }
+  const bySize = new Map(sizes.map((n) => [n, []]))
+  for (const n of shuffled(sizes, 5)) bySize.get(n).push(await pool.runOnce(n))
+  for (const n of sizes)
+    pairRows.push(
+      `| ${model} | ${n} | ${repeated.get(n).toFixed(1)} | ${median(bySize.get(n)).toFixed(1)} | ${Math.max(...bySize.get(n)).toFixed(1)} |`
+    )
+  await pool.close()
+}
+console.log(
+  `\n## Two sessions side by side, both running each size at once (the slower of the two; 5 runs each)\n\n| model | batch | same size repeated ms | shuffled: median ms | shuffled: max ms |\n|---|---|---|---|---|`
+)
+console.log(pairRows.join('\n'))

@@ -10,14 +10,15 @@
 #           (the GPU target: -u8-fp16 with two or more in flight >= 8,500 images/s)
 #   suite   every door against --provider cuda with the FP32 models, report with charts
 #   fp16    /classify, /v2 and gRPC with the UINT8+FP16 model (the fastest path), its own report
-#   firstrun  the first runs of each batch size on one session (what warm-up must cover), first-run.md
+#   firstrun  the first runs of each batch size on one session (what warm-up must cover), then every size
+#           shuffled on one session and on two side by side (what slows runs in the service), first-run.md
 #   queuedelay  /classify with the batcher's maxQueueDelayMs 0 against 5 ms in paired rounds (-u8-fp16
 #           model, GPU_CONCURRENCY, 2 rounds of GPU_DURATION), queue-delay.md; not part of all (~3 min)
 # Send dist/ in the checkout (run's carry: [".gpu/b", "dist"]): linked from the archive in /tmp it
 # misses the checkout's data/ and the service could not be reached (first GPU run, docs/gpu-report.md).
 # Run `firstrun` first on a new host: it tells whether a change of batch size costs time per run.
 # Estimated on the CPU dry run: all is ~7-8 minutes. With 15 device minutes, run
-# `bash load/gpu/run.sh raw fp16` (the targets, ~4 min) in one command (add firstrun: ~30 s), then `suite` in a second.
+# `bash load/gpu/run.sh raw fp16` (the targets, ~4 min) in one command (add firstrun: about a minute), then `suite` in a second.
 # Knobs (environment): GPU_PROVIDER (cuda; cpu for a dry run), GPU_SESSIONS (2), GPU_MAX_BATCH (128),
 # GPU_CONCURRENCY (16,64,256,512), GPU_DURATION (s per level, 4), GPU_RAW_SECONDS (3),
 # GPU_RAW_BATCHES (256), GPU_RAW_IN_FLIGHT (1,2), GPU_PHOTOS (500x375,4000x3000),

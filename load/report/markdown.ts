@@ -173,7 +173,7 @@ the four raw sessions at batch 256 with 1 and 2 batches in flight (one worker th
 \`suite\` runs every door against \`--provider cuda --sessions-per-model 2\` with max batch 128
 (\`GPU_MAX_BATCH\`) at concurrency 16–512 (\`GPU_CONCURRENCY\`, \`GPU_DURATION\`), sharp alone measured
 on the host's cores for /classify; \`fp16\` repeats /classify, /v2 and gRPC with the UINT8+FP16 model;
-\`firstrun\` times one session's runs per batch size, first runs and shuffled sizes; \`queuedelay\` (not in \`all\`)
+\`firstrun\` times one session's runs per batch size, first runs and shuffled sizes, and two sessions side by side; \`queuedelay\` (not in \`all\`)
 runs \`load:queue-delay\` with the UINT8+FP16 model: the batcher's queue delay 0 against 5 ms on the GPU.
 \`GPU_PROVIDER=cpu\` with small knobs runs the same script on a CPU machine. It ran on an H200 on
 2026-11-30: figures and findings in [gpu-report.md](gpu-report.md).`
