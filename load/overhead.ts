@@ -2,6 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { availableParallelism, loadavg } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { defaultDecodeConcurrency } from '../src/config.js'
 import type { Timings } from '../src/core/classify-service.js'
 import { ImagePreprocessor } from '../src/core/preprocess.js'
 import { createNormalizer } from '../src/core/pixel-normalizer.js'
@@ -64,8 +65,8 @@ const { model } = bench
 const photo = values.photo === undefined ? bench.photo : await photoOfSize(values.photo)
 const maxBatch = model.config.batching.maxBatchSize
 const preprocessor = new ImagePreprocessor(model.config.preprocess, { maxInputPixels: 50_000_000 })
-// As the service decodes: its default --decode-concurrency on these cores (src/config.ts).
-const decodeInFlight = Math.max(2, Math.min(cores, (Number(process.env.UV_THREADPOOL_SIZE) || 4) - 1))
+// As the service decodes: its default --decode-concurrency on these cores.
+const decodeInFlight = defaultDecodeConcurrency(process.env, cores)
 
 /** CPU seconds this process (all its threads) spends while `work` runs, and the wall time. */
 async function timed<T>(work: () => Promise<T>): Promise<{ value: T; cpuSeconds: number; seconds: number }> {

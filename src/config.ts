@@ -509,6 +509,15 @@ export function defaultThreadsPerSession(sessions: number, cores = availablePara
 }
 
 /**
+ * The default images decoded at once: the cores, at least 2, at most the libuv threadpool less one
+ * (sharp decodes on that pool; one thread stays free for header reads and file I/O).
+ */
+export function defaultDecodeConcurrency(env: NodeJS.ProcessEnv = process.env, cores = availableParallelism()): number {
+  const threadpool = Number(env.UV_THREADPOOL_SIZE) || 4
+  return Math.max(2, Math.min(cores, threadpool - 1))
+}
+
+/**
  * Reads settings from argv (flags like `--port 8080`, `--allow-partial-start`) and env. Unknown
  * flags are refused, so a typo never silently falls back to a default.
  */
@@ -539,9 +548,7 @@ export function loadSettings(
   out.sessionsPerModel ??= provider === 'cpu' ? 1 : provider === 'cuda' ? 2 : 1
   out.threadsPerSession ??= defaultThreadsPerSession(out.sessionsPerModel as number, cores)
   out.modelRepository = resolve(out.modelRepository as string)
-  // sharp decodes on the libuv threadpool: leave one of its threads for header reads and file I/O.
-  const threadpool = Number(env.UV_THREADPOOL_SIZE) || 4
-  out.decodeConcurrency ??= Math.max(2, Math.min(cores, threadpool - 1))
+  out.decodeConcurrency ??= defaultDecodeConcurrency(env, cores)
   if (out.loadModels !== undefined && out.modelControlMode !== 'explicit') {
     throw new ConfigError(
       `--load-model (${(out.loadModels as string[]).join(', ')}) only applies with --model-control-mode explicit (got ${String(out.modelControlMode)}): add --model-control-mode explicit, or drop --load-model (the other modes load every folder).`

@@ -15,6 +15,7 @@
 import { performance } from 'node:perf_hooks'
 import { join } from 'node:path'
 import ort from 'onnxruntime-node'
+import { defaultThreadsPerSession } from '../../dist/src/config.js'
 import { openSession } from '../../dist/src/core/onnx-session.js'
 import { loadModelFolder } from '../../dist/src/repository/repository.js'
 import { RawSessionPool } from '../../dist/load/kit/raw-session.js'
@@ -66,7 +67,11 @@ for (const model of models.split(',')) {
       () =>
         ort.InferenceSession.create(path, { executionProviders: provider === 'cuda' ? [{ name: 'cuda', deviceId: 0 }, 'cpu'] : ['cpu'] })
     ],
-    ["the service's options", async () => (await openSession(path, { provider, cudaDeviceId: 0, threads: 2 })).session]
+    [
+      "the service's options",
+      // Threads as the service gives each of a model's two CUDA sessions (src/config.ts).
+      async () => (await openSession(path, { provider, cudaDeviceId: 0, threads: defaultThreadsPerSession(2) })).session
+    ]
   ]
   for (const [options, open] of variants) {
     const t0 = performance.now()
