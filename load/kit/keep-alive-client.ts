@@ -15,12 +15,14 @@ export interface KeepAliveAnswer {
 }
 
 const HEAD_END = Buffer.from('\r\n\r\n')
+const EMPTY = Buffer.alloc(0)
 /** An answer's head is a few hundred bytes; a longer one is not an answer this client understands. */
 const MAX_HEAD_BYTES = 16 * 1024
 
 export class KeepAliveClient {
   private socket: Socket | undefined
-  private received: Buffer[] = []
+  /** Bytes of the answer so far. */
+  private received: Buffer = EMPTY
   private waiting: { resolve(answer: KeepAliveAnswer): void; reject(err: Error): void } | undefined
 
   constructor(
@@ -62,7 +64,7 @@ export class KeepAliveClient {
     const lost = (err?: Error): void => {
       if (this.socket !== socket) return // already closed here, or replaced
       this.socket = undefined
-      this.received = []
+      this.received = EMPTY
       this.fail(err ?? new Error(`${this.url.host} closed the connection before answering`))
     }
     socket.on('error', lost)
@@ -72,9 +74,8 @@ export class KeepAliveClient {
   }
 
   private onData(chunk: Buffer): void {
-    this.received.push(chunk)
-    const data = this.received.length === 1 ? chunk : Buffer.concat(this.received)
-    this.received = [data]
+    const data = this.received.length === 0 ? chunk : Buffer.concat([this.received, chunk])
+    this.received = data
     const headEnd = data.indexOf(HEAD_END)
     if (headEnd < 0) {
       if (data.length > MAX_HEAD_BYTES) this.fail(new Error(`${this.url.host}: no end of the answer's head in ${data.length} bytes`))
@@ -93,9 +94,11 @@ export class KeepAliveClient {
       this.fail(new Error(`${this.url.host}: more bytes than one answer`))
       return
     }
-    this.received = []
+    this.received = EMPTY
     const waiting = this.waiting
     this.waiting = undefined
+    // A server that closes after this answer: the next request opens a new connection.
+    if (/\r\nconnection: *close/i.test(head)) this.close()
     waiting?.resolve({ status, body: data.subarray(bodyStart) })
   }
 
