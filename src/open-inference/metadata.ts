@@ -7,7 +7,20 @@ import type { ModelMetadata, ServerMetadata } from './types.js'
 
 export const SERVER_NAME = PACKAGE_NAME
 export const PLATFORM = 'onnxruntime_onnx'
-export const EXTENSIONS: readonly string[] = Object.freeze(['classification', 'binary_tensor_data'])
+/**
+ * The protocol extensions this server implements, under the names Triton reports them by: clients
+ * and tooling read this list before they use one. Not listed, because not implemented: shared memory
+ * (system and CUDA), sequences, trace and logging.
+ */
+export const EXTENSIONS: readonly string[] = Object.freeze([
+  'classification',
+  'model_repository',
+  'model_repository(unload_dependents)',
+  'schedule_policy',
+  'model_configuration',
+  'binary_tensor_data',
+  'statistics'
+])
 
 const SERVER_METADATA: ServerMetadata = Object.freeze({ name: SERVER_NAME, version: PACKAGE_VERSION, extensions: EXTENSIONS })
 

@@ -85,7 +85,16 @@ describe('V2 gRPC: health and metadata', () => {
   it('ServerMetadata and ModelMetadata', async () => {
     const server = await grpc.call<{ name: string; extensions: string[] }>('ServerMetadata', {})
     expect(server.name).toBe('resnet-serve')
-    expect(server.extensions).toEqual(expect.arrayContaining(['classification', 'binary_tensor_data']))
+    // Every extension implemented, under Triton's names (tooling reads the list before it uses one).
+    expect(server.extensions).toEqual([
+      'classification',
+      'model_repository',
+      'model_repository(unload_dependents)',
+      'schedule_policy',
+      'model_configuration',
+      'binary_tensor_data',
+      'statistics'
+    ])
     expect(await grpc.call('ModelMetadata', { name: MODEL })).toEqual({
       name: MODEL,
       versions: ['1'],

@@ -106,7 +106,16 @@ describe('V2 REST: metadata and health', () => {
     const body = (await res.json()) as { name: string; version: string; extensions: string[] }
     expect(body.name).toBe('resnet-serve')
     expect(body.version).toMatch(/^\d+\.\d+\.\d+/)
-    expect(body.extensions).toEqual(expect.arrayContaining(['classification', 'binary_tensor_data']))
+    // Every extension implemented, under Triton's names (tooling reads the list before it uses one).
+    expect(body.extensions).toEqual([
+      'classification',
+      'model_repository',
+      'model_repository(unload_dependents)',
+      'schedule_policy',
+      'model_configuration',
+      'binary_tensor_data',
+      'statistics'
+    ])
   })
 
   it("answers the health routes with a status and the protocol's JSON body (KServe's SDK reads it; the bodies were empty)", async () => {
