@@ -34,6 +34,7 @@ import type {
 import { admissionInterceptor, type RpcAccess } from './call-admission.js'
 import { modelConfigReply, modelStatisticsReply, type ModelRefRequest } from './config-stats-handlers.js'
 import { statusOf } from './error-status.js'
+import { HEALTH_SERVICE_NAME, healthService } from './health.js'
 import {
   repositoryIndexReply,
   repositoryModelLoadReply,
@@ -92,17 +93,24 @@ const ACCESS: Readonly<Record<string, RpcAccess>> = {
   // Loading and unloading models changes the server: as protected as inference, and so is the index.
   RepositoryIndex: 'inference',
   RepositoryModelLoad: 'inference',
-  RepositoryModelUnload: 'inference'
+  RepositoryModelUnload: 'inference',
+  // grpc.health.v1.Health: what probes call, as open as ServerReady.
+  Check: 'health',
+  Watch: 'health'
 }
 
 /**
- * inference.proto, read at run time: beside this module (src/grpc/, or dist/src/grpc/ when the
+ * A .proto of the door, read at run time: beside this module (src/grpc/, or dist/src/grpc/ when the
  * build copied it there, as the Docker image does), else at its source path from dist/src/grpc/.
  */
-export function inferenceProtoPath(): string {
-  const beside = fileURLToPath(new URL('./inference.proto', import.meta.url))
+function protoPath(file: 'inference.proto' | 'health.proto'): string {
+  const beside = fileURLToPath(new URL(`./${file}`, import.meta.url))
   if (existsSync(beside)) return beside
-  return fileURLToPath(new URL('../../../src/grpc/inference.proto', import.meta.url))
+  return fileURLToPath(new URL(`../../../src/grpc/${file}`, import.meta.url))
+}
+
+export function inferenceProtoPath(): string {
+  return protoPath('inference.proto')
 }
 
 /** Message shapes as proto-loader gives them with PROTO_LOADER_OPTIONS (snake_case, defaults filled). */
@@ -110,6 +118,10 @@ const PROTO_LOADER_OPTIONS = { keepCase: true, longs: Number, enums: String, def
 
 export function loadInferenceProto(): PackageDefinition {
   return loadSync(inferenceProtoPath(), PROTO_LOADER_OPTIONS)
+}
+
+function loadHealthProto(): PackageDefinition {
+  return loadSync(protoPath('health.proto'), PROTO_LOADER_OPTIONS)
 }
 
 interface InferParameterMessage {
@@ -522,7 +534,9 @@ export async function startGrpcServer(
   bodyBudget: BodyBudget = bodyBudgetOf(settings)
 ): Promise<GrpcServerHandle> {
   const log = logger.child({ door: 'grpc' })
-  const { definition, decoders } = deferDecoding(loadInferenceProto()[SERVICE_NAME] as ServiceDefinition)
+  const { definition, decoders: inferenceDecoders } = deferDecoding(loadInferenceProto()[SERVICE_NAME] as ServiceDefinition)
+  const health = deferDecoding(loadHealthProto()[HEALTH_SERVICE_NAME] as ServiceDefinition)
+  const decoders = new Map([...inferenceDecoders, ...health.decoders])
   const { receiveLimitBytes, requestBounds } = messageLimits(service, settings)
   const door: DoorContext = {
     service,
@@ -564,6 +578,12 @@ export async function startGrpcServer(
     ]
   })
   server.addService(definition, handlers(door))
+  const healthChecks = healthService({
+    services: [SERVICE_NAME],
+    ready: () => service.ready,
+    decode: (rpc, bytes) => smallRequest(door, rpc, bytes)
+  })
+  server.addService(health.definition, healthChecks.handlers)
   log.info(
     {
       receiveLimitBytes,
@@ -600,6 +620,7 @@ export async function startGrpcServer(
           resolve()
         }, settings.drainTimeoutMs)
         listener.close()
+        healthChecks.close()
         server.tryShutdown(() => {
           clearTimeout(force)
           resolve()
