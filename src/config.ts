@@ -172,7 +172,8 @@ export const SETTINGS = [
     min: 1,
     max: 1000,
     fallback: 100,
-    description: 'Largest topk a request may ask for.'
+    description:
+      'Largest topk a request may ask for (/classify, the batch endpoint); a V2 classification count above it is answered with this many.'
   }),
   spec({
     key: 'bodyLimitBytes',

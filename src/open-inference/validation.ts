@@ -125,7 +125,11 @@ export function prepareInput(model: ModelContract, inputs: readonly InferInput[]
   throw badRequest(`Input "${expectedName}" takes ${acceptedInputs(model)}; got ${input.datatype}.`)
 }
 
-/** The outputs to answer (none requested: the raw output tensor); classification k from 1 to min(maxTopk, classes). */
+/**
+ * The outputs to answer (none requested: the raw output tensor). A classification count k must be
+ * an integer ≥ 1; one above the model's classes or --max-topk is answered with that many, as Triton
+ * answers min(k, classes) (the answer's shape [N, k] says how many came).
+ */
 export function prepareOutputs(
   model: ModelContract,
   requested: readonly RequestedOutput[] | undefined,
@@ -135,14 +139,15 @@ export function prepareOutputs(
   if (requested === undefined || requested.length === 0) return [{ name: outputName, classification: undefined }]
   const limit = Math.min(maxTopk, model.numClasses)
   const seen = new Set<string>()
-  for (const output of requested) {
+  return requested.map((output) => {
     if (output.name !== outputName) throw badRequest(`${model.entry.name} has no output "${output.name}"; its output is "${outputName}".`)
     if (seen.has(output.name)) throw badRequest(`Output "${output.name}" is requested twice.`)
     seen.add(output.name)
     const k = output.classification
-    if (k !== undefined && (!Number.isInteger(k) || k < 1 || k > limit)) {
-      throw new ServiceError('INVALID_TOPK', `The classification parameter is ${String(k)}; it must be an integer from 1 to ${limit}.`)
+    if (k === undefined) return output
+    if (!Number.isInteger(k) || k < 1) {
+      throw new ServiceError('INVALID_TOPK', `The classification parameter is ${String(k)}; it must be an integer ≥ 1.`)
     }
-  }
-  return requested
+    return { name: output.name, classification: Math.min(k, limit) }
+  })
 }

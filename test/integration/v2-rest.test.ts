@@ -184,6 +184,17 @@ describe('V2 REST: one photo, every input form, the same top-5 as /classify', ()
     expect(label).toBe(server.service.model(MODEL).entry.labels[Number(index)])
   })
 
+  it('a classification count above --max-topk is answered with that many, best first (image_client.py -c 101 was refused; Triton clamps to the classes)', async () => {
+    const res = await infer({
+      inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }],
+      outputs: [{ name: OUTPUT, parameters: { classification: 1000 } }]
+    })
+    expect(res.status).toBe(200)
+    const output = ((await res.json()) as V2Response).outputs[0]!
+    expect(output.shape).toEqual([1, server.settings.maxTopk])
+    expect(indicesOf(output.data!).slice(0, 5)).toEqual(classifyTop5)
+  })
+
   it('BYTES in binary data ([N, 1], length-prefixed), classification answered as binary BYTES', async () => {
     const raw = lengthPrefixed(photo)
     const res = await inferBinary(

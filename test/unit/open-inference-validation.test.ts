@@ -172,14 +172,16 @@ describe('prepareOutputs', () => {
     expect(prepareOutputs(floatModel, [], 100)).toEqual([{ name: 'logits', classification: undefined }])
   })
 
-  it('classification k from 1 to the smaller of --max-topk and the classes', () => {
+  it('classification k ≥ 1, answered with at most the smaller of --max-topk and the classes (as Triton clamps to the classes; 101 was refused)', () => {
     expect(prepareOutputs(floatModel, [output('logits', 5)], 100)).toEqual([output('logits', 5)])
-    expect(refusal(() => prepareOutputs(floatModel, [output('logits', 101)], 100))).toEqual({
-      code: 'INVALID_TOPK',
-      message: expect.stringMatching(/from 1 to 100/) as string
-    })
-    expect(refusal(() => prepareOutputs(model(floatModel.entry.config, 10), [output('logits', 11)], 100)).message).toMatch(/from 1 to 10/)
-    for (const k of [0, 1.5, NaN]) expect(refusal(() => prepareOutputs(floatModel, [output('logits', k)], 100)).code).toBe('INVALID_TOPK')
+    expect(prepareOutputs(floatModel, [output('logits', 101)], 100)).toEqual([output('logits', 100)])
+    expect(prepareOutputs(model(floatModel.entry.config, 10), [output('logits', 1000)], 100)).toEqual([output('logits', 10)])
+    for (const k of [0, -1, 1.5, NaN]) {
+      expect(refusal(() => prepareOutputs(floatModel, [output('logits', k)], 100))).toEqual({
+        code: 'INVALID_TOPK',
+        message: expect.stringMatching(/must be an integer ≥ 1/) as string
+      })
+    }
   })
 
   it('refuses an output the model lacks, and one asked for twice', () => {
