@@ -4,7 +4,7 @@ import { collectGarbage } from '../collect-garbage.js'
 import type { PreprocessConfig } from '../repository/model-config.js'
 import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budget.js'
 import { sniffImageFormat, type AcceptedFormat } from './image-sniff.js'
-import { countJpegScans } from './jpeg-scans.js'
+import { MAX_JPEG_SEGMENTS, countJpegSegments } from './jpeg-scans.js'
 
 /**
  * Encoded image → the crop×crop×3 RGB pixels a model's batcher receives (decode on the libuv
@@ -267,8 +267,10 @@ export class ImagePreprocessor {
     if (sniffed === undefined) throw new ServiceError('NOT_AN_IMAGE')
     if (!sniffed.accepted) throw new ServiceError('UNSUPPORTED_IMAGE_FORMAT', `(${sniffed.name})`)
     if (sniffed.format === 'jpeg') {
-      const scans = countJpegScans(bytes, this.maxJpegScans)
+      const { scans, segments } = countJpegSegments(bytes, this.maxJpegScans)
       if (scans > this.maxJpegScans) throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${this.maxJpegScans} scans)`)
+      if (segments > MAX_JPEG_SEGMENTS)
+        throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${MAX_JPEG_SEGMENTS} marker segments besides its scans)`)
     }
     let metadata: Metadata
     try {

@@ -2,11 +2,12 @@ import { deflateSync } from 'node:zlib'
 import sharp, { type Metadata, type Sharp } from 'sharp'
 import { describe, expect, it } from 'vitest'
 import { DecodeBudget } from '../../src/core/decode-budget.js'
+import { MAX_JPEG_SEGMENTS, countJpegSegments } from '../../src/core/jpeg-scans.js'
 import { centreCropOffset, decodeCostBytes, ImagePreprocessor, resizedSize } from '../../src/core/preprocess.js'
 import { createNormalizer } from '../../src/core/pixel-normalizer.js'
 import { isServiceError, type ErrorCode, type ServiceError } from '../../src/errors.js'
 import { configFromPreset, type PreprocessConfig } from '../../src/repository/model-config.js'
-import { progressiveJpeg, scanBomb, withExtraScans } from '../fixtures/jpeg-scan-bomb.js'
+import { progressiveJpeg, scanBomb, withExtraScans, withSegments } from '../fixtures/jpeg-scan-bomb.js'
 import { readPhoto } from '../helpers/photos.js'
 
 /** The decoder and the normaliser on real sharp and real image bytes, built here or read from the fixtures. */
@@ -443,6 +444,20 @@ describe('ImagePreprocessor.decode: admission before any pixel is decoded', () =
     expect(err.cause).toBeUndefined()
     const tight = new ImagePreprocessor(TORCHVISION, { maxInputPixels: 50_000_000, maxJpegScans: 11 })
     expect(await decodeError(withExtraScans(await progressiveJpeg(512), 512, 2), tight)).toBe('IMAGE_TOO_COMPLEX')
+  })
+
+  it('regression: a JPEG behind 4 M empty APP2 segments (16 MB; 1.1 GB and 7 s in libjpeg, outside the decode budget) is refused from its markers: IMAGE_TOO_COMPLEX', async () => {
+    const small = await progressiveJpeg(64)
+    const err = await decodeFailure(withSegments(small, 0xe2, 4_000_000))
+    expect(err.code).toBe('IMAGE_TOO_COMPLEX')
+    expect(err.message).toMatch(/more than 1024 marker segments/)
+    // Refused by the walk, before libvips (whose error would be the cause; it decodes the file).
+    expect(err.cause).toBeUndefined()
+    // At the limit it decodes, as do about 250 APP2 chunks of 64 KB (a 16 MB ICC profile's worth).
+    const segments = countJpegSegments(small).segments
+    expect(await preprocessor.decode(withSegments(small, 0xe2, MAX_JPEG_SEGMENTS - segments))).toHaveLength(PIXEL_BYTES)
+    expect(await decodeError(withSegments(small, 0xe2, MAX_JPEG_SEGMENTS - segments + 1))).toBe('IMAGE_TOO_COMPLEX')
+    expect(await preprocessor.decode(withSegments(small, 0xe2, 250, 65_000))).toHaveLength(PIXEL_BYTES)
   })
 
   it('a decode that runs over the decode timeout is stopped by libvips: IMAGE_TOO_COMPLEX', async () => {
