@@ -21,6 +21,7 @@ import { ServiceError, toServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { infer } from '../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../open-inference/metadata.js'
+import { refuseSharedMemory } from '../open-inference/request-parameters.js'
 import { rawOutputBytes } from '../open-inference/tensor-codec.js'
 import type {
   InferInput,
@@ -264,6 +265,7 @@ function toInferRequest(message: ModelInferRequestMessage): InferRequest {
     throw badRequest(`raw_input_contents holds ${raw.length} entries for ${message.inputs.length} inputs.`)
   }
   const inputs: InferInput[] = message.inputs.map((input, i) => {
+    refuseSharedMemory(`Input "${input.name}"`, parameterValues(input.parameters))
     if (raw.length > 0 && input.contents !== null)
       throw badRequest(`Input "${input.name}" has contents although the request uses raw_input_contents.`)
     return {
@@ -274,6 +276,7 @@ function toInferRequest(message: ModelInferRequestMessage): InferRequest {
     }
   })
   const outputs: RequestedOutput[] = message.outputs.map((output) => {
+    refuseSharedMemory(`Output "${output.name}"`, parameterValues(output.parameters))
     const k = parameterValue(output.parameters.classification)
     return { name: output.name, classification: k === undefined ? undefined : typeof k === 'number' ? k : NaN }
   })

@@ -46,3 +46,23 @@ export function withRequestParameters(
   }
   return { ...options, deadlineAt, priority: priority ?? options.priority }
 }
+
+/** Triton's shared-memory extensions name a region for a tensor with these parameters. */
+const SHARED_MEMORY_PARAMETERS = ['shared_memory_region', 'shared_memory_byte_size', 'shared_memory_offset'] as const
+
+/**
+ * Refuses a tensor (`what`: 'Input "x"' or 'Output "y"') whose parameters place it in shared memory:
+ * the shared-memory extensions are not implemented, and an output answered inline instead would
+ * leave the client reading its region's stale bytes as the answer.
+ */
+export function refuseSharedMemory(what: string, parameters: Readonly<Record<string, unknown>> | undefined): void {
+  if (parameters === undefined) return
+  for (const name of SHARED_MEMORY_PARAMETERS) {
+    if (parameters[name] !== undefined) {
+      throw new ServiceError(
+        'BAD_REQUEST',
+        `${what} has the parameter "${name}": this server does not implement shared memory (system or CUDA); send the tensor in the request and read it from the answer.`
+      )
+    }
+  }
+}

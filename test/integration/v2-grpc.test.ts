@@ -193,6 +193,22 @@ describe('V2 gRPC: refusals', () => {
     await expectStatus(grpc.call('ModelInfer', { ...fp32({}), outputs: classification(0) }), status.INVALID_ARGUMENT)
   })
 
+  it('shared-memory parameters on an input or output → INVALID_ARGUMENT saying so, not an inline answer', async () => {
+    const region = { shared_memory_region: { string_param: 'out0' }, shared_memory_byte_size: { int64_param: 4000 } }
+    expect(
+      await expectStatus(grpc.call('ModelInfer', { ...fp32({}), outputs: [{ name: OUTPUT, parameters: region }] }), status.INVALID_ARGUMENT)
+    ).toMatch(/Output "logits" has the parameter "shared_memory_region"/)
+    expect(
+      await expectStatus(
+        grpc.call('ModelInfer', {
+          model_name: MODEL,
+          inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], parameters: region }]
+        }),
+        status.INVALID_ARGUMENT
+      )
+    ).toMatch(/Input "input" has the parameter "shared_memory_region": this server does not implement shared memory/)
+  })
+
   it('unknown model or version → NOT_FOUND; the server keeps answering', async () => {
     await expectStatus(grpc.call('ModelInfer', { ...fp32({}), model_name: 'nope' }), status.NOT_FOUND)
     await expectStatus(grpc.call('ModelInfer', { ...fp32({}), model_version: '2' }), status.NOT_FOUND)

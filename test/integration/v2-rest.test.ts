@@ -360,6 +360,22 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     )
   })
 
+  it('shared-memory parameters on an input or output → 400 saying so (an output was answered inline, leaving the client to read a stale region)', async () => {
+    const bytesInput = { name: INPUT, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] }
+    const region = { shared_memory_region: 'out0', shared_memory_byte_size: 4000 }
+    expect(
+      await expectV2Error(await infer({ inputs: [bytesInput], outputs: [{ name: OUTPUT, parameters: region }] }), 400, 'BAD_REQUEST')
+    ).toMatch(/Output "logits" has the parameter "shared_memory_region": this server does not implement shared memory/)
+    const { data: _data, ...withoutData } = bytesInput
+    expect(
+      await expectV2Error(
+        await infer({ inputs: [{ ...withoutData, parameters: { ...region, shared_memory_offset: 0 } }] }),
+        400,
+        'BAD_REQUEST'
+      )
+    ).toMatch(/Input "input" has the parameter "shared_memory_region"/)
+  })
+
   it('bad images, bad base64 and too many images → 400 with their own codes', async () => {
     await expectV2Error(
       await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: ['not base64!'] }] }),

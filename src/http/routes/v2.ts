@@ -5,6 +5,7 @@ import type { ClassifyService } from '../../core/classify-service.js'
 import { ServiceError } from '../../errors.js'
 import { infer } from '../../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../../open-inference/metadata.js'
+import { refuseSharedMemory } from '../../open-inference/request-parameters.js'
 import { rawOutputBytes } from '../../open-inference/tensor-codec.js'
 import type { InferInput, InferOutput, InferRequest, InferResponse, TensorData } from '../../open-inference/types.js'
 import { inflateRequestBody } from '../content-encoding.js'
@@ -194,6 +195,7 @@ function toInferRequest(body: InferenceRequestT, binary: Buffer, params: ModelRo
     binary
   )
   const inputs: InferInput[] = body.inputs.map((input, i) => {
+    refuseSharedMemory(`Input "${input.name}"`, input.parameters)
     const slice = slices[i]
     if (slice !== undefined && input.data !== undefined) throw badRequest(`Input "${input.name}" has both JSON data and binary_data_size.`)
     if (slice === undefined && input.data === undefined)
@@ -212,6 +214,7 @@ function toInferRequest(body: InferenceRequestT, binary: Buffer, params: ModelRo
     parameters: body.parameters,
     inputs,
     outputs: body.outputs?.map((output) => {
+      refuseSharedMemory(`Output "${output.name}"`, output.parameters)
       const k = output.parameters?.classification
       return { name: output.name, classification: k === undefined ? undefined : typeof k === 'number' ? k : NaN }
     })
