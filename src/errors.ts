@@ -127,6 +127,18 @@ export class ServiceError extends Error {
   }
 }
 
+/** Characters of a client's own text (a tensor name, a datatype) an error message repeats. */
+const ECHO_CHARS = 64
+
+/**
+ * A client's text as an error message repeats it: at most ECHO_CHARS characters, then how long it
+ * was. A refusal costs in proportion to the rule broken, not to what the client sent: a 20 MB name
+ * was answered with a 20 MB message.
+ */
+export function echoed(text: string): string {
+  return text.length <= ECHO_CHARS ? text : `${text.slice(0, ECHO_CHARS)}… (${text.length} characters)`
+}
+
 export function isServiceError(err: unknown): err is ServiceError {
   return err instanceof ServiceError
 }

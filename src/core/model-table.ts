@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
-import { ServiceError } from '../errors.js'
+import { ServiceError, echoed } from '../errors.js'
 import { chooseDefaultModel } from '../repository/default-model.js'
 import { folderFingerprint, planModelVersions, versionFingerprint } from '../repository/model-versions.js'
 import { listModelFolders, loadModelVersion, type ModelEntry } from '../repository/repository.js'
@@ -94,7 +94,7 @@ export class ModelTable {
     for (const v of served) if (v.model.info.version === version) return v.model
     throw new ServiceError(
       'MODEL_NOT_FOUND',
-      `(version "${version}" of "${name}": served versions are ${served.map((v) => v.model.info.version).join(', ')}).`
+      `(version "${echoed(version)}" of "${name}": served versions are ${served.map((v) => v.model.info.version).join(', ')}).`
     )
   }
 

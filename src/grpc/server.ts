@@ -17,7 +17,7 @@ import { loadSync, type PackageDefinition } from '@grpc/proto-loader'
 import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import type { ClassifyService, RequestOptions } from '../core/classify-service.js'
-import { ServiceError, toServiceError } from '../errors.js'
+import { ServiceError, echoed, toServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { infer } from '../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../open-inference/metadata.js'
@@ -246,7 +246,7 @@ function parameterValues(parameters: Record<string, InferParameterMessage>): Rec
 /** Typed contents → the core's TensorData; datatypes the models never take get no data (the core refuses them). */
 function contentsData(input: InferInputTensorMessage): TensorData {
   const contents = input.contents
-  if (contents === null) throw badRequest(`Input "${input.name}" has no contents and the request no raw_input_contents.`)
+  if (contents === null) throw badRequest(`Input "${echoed(input.name)}" has no contents and the request no raw_input_contents.`)
   switch (input.datatype) {
     case 'BYTES':
       return { form: 'elements', values: contents.bytes_contents }
@@ -265,9 +265,9 @@ function toInferRequest(message: ModelInferRequestMessage): InferRequest {
     throw badRequest(`raw_input_contents holds ${raw.length} entries for ${message.inputs.length} inputs.`)
   }
   const inputs: InferInput[] = message.inputs.map((input, i) => {
-    refuseSharedMemory(`Input "${input.name}"`, parameterValues(input.parameters))
+    refuseSharedMemory(`Input "${echoed(input.name)}"`, parameterValues(input.parameters))
     if (raw.length > 0 && input.contents !== null)
-      throw badRequest(`Input "${input.name}" has contents although the request uses raw_input_contents.`)
+      throw badRequest(`Input "${echoed(input.name)}" has contents although the request uses raw_input_contents.`)
     return {
       name: input.name,
       datatype: input.datatype,
@@ -276,7 +276,7 @@ function toInferRequest(message: ModelInferRequestMessage): InferRequest {
     }
   })
   const outputs: RequestedOutput[] = message.outputs.map((output) => {
-    refuseSharedMemory(`Output "${output.name}"`, parameterValues(output.parameters))
+    refuseSharedMemory(`Output "${echoed(output.name)}"`, parameterValues(output.parameters))
     const k = parameterValue(output.parameters.classification)
     return { name: output.name, classification: k === undefined ? undefined : typeof k === 'number' ? k : NaN }
   })

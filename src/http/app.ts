@@ -11,7 +11,7 @@ import { bodyBudgetOf, type BodyBudget } from '../body-budget.js'
 import { admitRequests } from './admission.js'
 import { demoPageRoutes } from './demo-page.js'
 import { errorBody, errorBodyFor, schemaErrorFormatter, sendError } from './error-status.js'
-import { MAX_JSON_DEPTH, jsonTooDeepAt } from './json-depth.js'
+import { jsonCostRefusal } from './json-depth.js'
 import { registerOpenApi } from './openapi.js'
 import { countRequests } from './request-counting.js'
 import { DEADLINE_HEADER } from './request-input.js'
@@ -77,15 +77,16 @@ export async function buildApp(
   await app.register(multipart, {
     limits: { fileSize: settings.bodyLimitBytes, files: 1, fields: 8, parts: 10, fieldSize: 1024, headerPairs: 100 }
   })
-  // JSON (the batch endpoint) is scanned for its nesting before it is parsed: parsing 16 MB of `[`
-  // builds millions of arrays. Prototype poisoning is refused as fastify's own parser does.
+  // JSON (the batch endpoint) is scanned for its nesting and values before it is parsed: parsing
+  // 16 MB of `[` builds millions of arrays (json-depth.ts). Prototype poisoning is refused as
+  // fastify's own parser does.
   const parseJson = app.getDefaultJsonParser('error', 'error')
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     const bytes = body as Buffer
-    const tooDeep = jsonTooDeepAt(bytes, bytes.byteLength, MAX_JSON_DEPTH)
-    if (tooDeep !== -1) {
-      done(new ServiceError('BAD_REQUEST', `The JSON nests deeper than ${MAX_JSON_DEPTH} levels (at byte ${tooDeep}).`), undefined)
+    const refusal = jsonCostRefusal(bytes, bytes.byteLength)
+    if (refusal !== undefined) {
+      done(new ServiceError('BAD_REQUEST', refusal), undefined)
       return
     }
     parseJson(request, bytes.toString('utf8'), done)

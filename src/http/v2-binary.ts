@@ -1,5 +1,5 @@
 import { ServiceError } from '../errors.js'
-import { MAX_JSON_DEPTH, jsonTooDeepAt } from './json-depth.js'
+import { jsonCostRefusal } from './json-depth.js'
 
 /**
  * Triton's binary tensor data extension on the HTTP door: an infer body is the JSON inference
@@ -39,8 +39,8 @@ export function readInferenceBody(body: Buffer, headerLength: string | string[] 
     jsonEnd = n
   }
   if (jsonEnd === 0) throw malformed('The body holds no JSON inference header.')
-  const tooDeep = jsonTooDeepAt(body, jsonEnd, MAX_JSON_DEPTH)
-  if (tooDeep !== -1) throw malformed(`The JSON nests deeper than ${MAX_JSON_DEPTH} levels (at byte ${tooDeep}).`)
+  const refusal = jsonCostRefusal(body, jsonEnd)
+  if (refusal !== undefined) throw malformed(refusal)
   let header: unknown
   try {
     header = JSON.parse(body.toString('utf8', 0, jsonEnd))

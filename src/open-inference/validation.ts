@@ -1,4 +1,4 @@
-import { ServiceError } from '../errors.js'
+import { ServiceError, echoed } from '../errors.js'
 import { itemShape, tensorDatatype, type ModelContract } from './metadata.js'
 import { ELEMENT_BYTES, firstNonFiniteFloat32, float32At, packNumbers, splitLengthPrefixed } from './tensor-codec.js'
 import type { InferInput, RequestedOutput } from './types.js'
@@ -24,8 +24,13 @@ function badRequest(detail: string): ServiceError {
   return new ServiceError('BAD_REQUEST', detail)
 }
 
-function describeShape(shape: readonly (number | string)[]): string {
-  return `[${shape.join(', ')}]`
+/** Dimensions a message shows of a shape; a longer one is shown cut, with its rank. */
+const SHOWN_DIMS = 8
+
+/** A shape as messages show it: `[1, 3, 224, 224]`; past SHOWN_DIMS dimensions cut, with the rank. */
+export function describeShape(shape: readonly (number | string)[]): string {
+  if (shape.length <= SHOWN_DIMS) return `[${shape.join(', ')}]`
+  return `[${shape.slice(0, SHOWN_DIMS).join(', ')}, … (${shape.length} dimensions)]`
 }
 
 function checkShape(shape: readonly number[]): void {
@@ -66,7 +71,7 @@ function tensorItems(model: ModelContract, input: InferInput, maxItems: number):
   const expected = ['N', ...item]
   if (shape.length !== expected.length || item.some((dim, i) => shape[i + 1] !== dim)) {
     throw badRequest(
-      `Input "${input.name}" of ${model.entry.name} takes ${input.datatype} ${describeShape(expected)}; got ${describeShape(shape)}.`
+      `Input "${echoed(input.name)}" of ${model.entry.name} takes ${input.datatype} ${describeShape(expected)}; got ${describeShape(shape)}.`
     )
   }
   const count = shape[0]!
@@ -95,7 +100,7 @@ function tensorItems(model: ModelContract, input: InferInput, maxItems: number):
     if (bad !== -1) {
       const itemElements = itemBytes / ELEMENT_BYTES.FP32!
       throw badRequest(
-        `Input "${input.name}" image ${Math.floor(bad / itemElements)}, element ${bad % itemElements} is ${String(float32At(bytes, bad))} as a float32; FP32 elements must be finite.`
+        `Input "${echoed(input.name)}" image ${Math.floor(bad / itemElements)}, element ${bad % itemElements} is ${String(float32At(bytes, bad))} as a float32; FP32 elements must be finite.`
       )
     }
   }
@@ -117,12 +122,12 @@ export function prepareInput(model: ModelContract, inputs: readonly InferInput[]
     throw badRequest(`${model.entry.name} takes one input, "${expectedName}" (${acceptedInputs(model)}); got ${inputs.length}.`)
   const input = inputs[0]!
   if (input.name !== expectedName)
-    throw badRequest(`${model.entry.name} has no input "${input.name}"; its input is "${expectedName}" (${acceptedInputs(model)}).`)
-  if (!Object.hasOwn(ELEMENT_BYTES, input.datatype)) throw badRequest(`Unknown datatype "${input.datatype}".`)
+    throw badRequest(`${model.entry.name} has no input "${echoed(input.name)}"; its input is "${expectedName}" (${acceptedInputs(model)}).`)
+  if (!Object.hasOwn(ELEMENT_BYTES, input.datatype)) throw badRequest(`Unknown datatype "${echoed(input.datatype)}".`)
   checkShape(input.shape)
   if (input.datatype === 'BYTES') return encodedImages(input, maxItems)
   if (input.datatype === tensorType) return tensorItems(model, input, maxItems)
-  throw badRequest(`Input "${expectedName}" takes ${acceptedInputs(model)}; got ${input.datatype}.`)
+  throw badRequest(`Input "${expectedName}" takes ${acceptedInputs(model)}; got ${echoed(input.datatype)}.`)
 }
 
 /**
@@ -140,8 +145,9 @@ export function prepareOutputs(
   const limit = Math.min(maxTopk, model.numClasses)
   const seen = new Set<string>()
   return requested.map((output) => {
-    if (output.name !== outputName) throw badRequest(`${model.entry.name} has no output "${output.name}"; its output is "${outputName}".`)
-    if (seen.has(output.name)) throw badRequest(`Output "${output.name}" is requested twice.`)
+    if (output.name !== outputName)
+      throw badRequest(`${model.entry.name} has no output "${echoed(output.name)}"; its output is "${outputName}".`)
+    if (seen.has(output.name)) throw badRequest(`Output "${echoed(output.name)}" is requested twice.`)
     seen.add(output.name)
     const k = output.classification
     if (k === undefined) return output

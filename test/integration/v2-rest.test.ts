@@ -376,6 +376,29 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     ).toMatch(/Input "input" has the parameter "shared_memory_region"/)
   })
 
+  it('regression: data elements are counted against the shape before any is decoded, and a refusal repeats at most a bounded part of what was sent', async () => {
+    // 3 M of these behind shape [1] froze the event loop for 4–9 s (each was base64-decoded first).
+    const flood = await expectV2Error(
+      await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: Array(50_000).fill('AAAA') }] }),
+      400,
+      'BAD_REQUEST'
+    )
+    expect(flood).toMatch(/Input "input" has 50000 data elements; its shape \[1\] holds 1\./)
+    // A 1 MB name, a 1 MB datatype and a 100,000-dimension shape were each repeated whole in the answer.
+    const long = 'n'.repeat(1 << 20)
+    for (const input of [
+      { name: long, datatype: 'BYTES', shape: [1], data: [photo.toString('base64')] },
+      { name: INPUT, datatype: long, shape: [1], data: [0] },
+      { name: INPUT, datatype: 'FP32', shape: Array(100_000).fill(1), data: [0] }
+    ]) {
+      const res = await infer({ inputs: [input] })
+      const text = await res.text()
+      expect(res.status).toBe(400)
+      expect(text.length).toBeLessThan(1000)
+      expect(text).toMatch(/BAD_REQUEST: .*(… \(1048576 characters\)|… \(100000 dimensions\))/)
+    }
+  })
+
   it('bad images, bad base64 and too many images → 400 with their own codes', async () => {
     await expectV2Error(
       await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [1], data: ['not base64!'] }] }),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { MAX_JSON_DEPTH, jsonTooDeepAt } from '../../src/http/json-depth.js'
+import { MAX_JSON_DEPTH, MAX_JSON_VALUES, jsonExcess } from '../../src/http/json-depth.js'
 import { readInferenceBody } from '../../src/http/v2-binary.js'
 
 /**
@@ -8,9 +8,10 @@ import { readInferenceBody } from '../../src/http/v2-binary.js'
  */
 
 const bytes = (text: string): Buffer => Buffer.from(text, 'utf8')
-const depthAt = (text: string, limit = 3): number => jsonTooDeepAt(bytes(text), Buffer.byteLength(text), limit)
+const depthAt = (text: string, limit = 3): number =>
+  jsonExcess(bytes(text), Buffer.byteLength(text), { depth: limit, values: Infinity })?.at ?? -1
 
-describe('jsonTooDeepAt', () => {
+describe('jsonExcess: depth', () => {
   it('finds the bracket or brace that opens one level too many', () => {
     expect(depthAt('[[[1]]]')).toBe(-1)
     expect(depthAt('[[[[1]]]]')).toBe(3)
@@ -27,8 +28,56 @@ describe('jsonTooDeepAt', () => {
 
   it('stops at the given end (the binary tensors after the header are not JSON)', () => {
     const body = Buffer.concat([bytes('[1]'), Buffer.from('[[[[[[[[')])
-    expect(jsonTooDeepAt(body, 3, 3)).toBe(-1)
-    expect(jsonTooDeepAt(body, body.byteLength, 3)).toBe(6)
+    const limits = { depth: 3, values: Infinity }
+    expect(jsonExcess(body, 3, limits)).toBeUndefined()
+    expect(jsonExcess(body, body.byteLength, limits)).toEqual({ limit: 'depth', at: 6 })
+  })
+})
+
+describe('jsonExcess: values', () => {
+  const valuesAt = (text: string, values: number): number =>
+    jsonExcess(bytes(text), Buffer.byteLength(text), { depth: 32, values })?.at ?? -1
+
+  it('counts commas and opening brackets and braces outside strings', () => {
+    expect(valuesAt('[1,2,3]', 3)).toBe(-1)
+    expect(valuesAt('[1,2,3,4]', 3)).toBe(6)
+    expect(valuesAt('[[0],[0]]', 3)).toBe(5)
+    expect(valuesAt('{"a":"x,y,z,[,{:","b":[1]}', 100)).toBe(-1)
+    // An object key counts 8: a million distinct keys in one object took JSON.parse 1.9 s.
+    expect(valuesAt('{"a":1}', 9)).toBe(-1)
+    expect(valuesAt('{"a":1}', 8)).toBe(4)
+    expect(valuesAt('{"a":1,"b":2}', 17)).toBe(10)
+  })
+
+  it('refuses 3 M base64 strings, 11 M numbers or 4 M nested arrays before parsing (they froze the event loop 0.5–9 s), and passes six images of JSON numbers', () => {
+    const refused = (body: string): string => {
+      try {
+        readInferenceBody(bytes(body), undefined)
+      } catch (err) {
+        return (err as Error).message
+      }
+      return 'parsed'
+    }
+    const header = (datatype: string, data: string): string =>
+      `{"inputs":[{"name":"input","datatype":"${datatype}","shape":[1],"data":[${data}]}]}`
+    for (const body of [
+      header('BYTES', Array(3_000_000).fill('"AAAA"').join(',')),
+      header('FP32', Array(11_000_000).fill('0').join(',')),
+      header('FP32', Array(4_000_000).fill('[0]').join(',')),
+      `{"parameters":{${Array.from({ length: 200_000 }, (_, i) => `"k${i}":1`).join(',')}},"inputs":[]}`
+    ]) {
+      expect(refused(body)).toMatch(`more than ${MAX_JSON_VALUES} values`)
+    }
+    expect(
+      refused(
+        header(
+          'FP32',
+          Array(6 * 3 * 224 * 224)
+            .fill('0.5')
+            .join(',')
+        )
+      )
+    ).toBe('parsed')
   })
 })
 

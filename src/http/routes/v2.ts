@@ -2,9 +2,10 @@ import { Type, type TSchema } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Settings } from '../../config.js'
 import type { ClassifyService } from '../../core/classify-service.js'
-import { ServiceError } from '../../errors.js'
+import { ServiceError, echoed } from '../../errors.js'
 import { infer } from '../../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../../open-inference/metadata.js'
+import { describeShape } from '../../open-inference/validation.js'
 import { refuseSharedMemory } from '../../open-inference/request-parameters.js'
 import { rawOutputBytes } from '../../open-inference/tensor-codec.js'
 import type { InferInput, InferOutput, InferRequest, InferResponse, TensorData } from '../../open-inference/types.js'
@@ -169,14 +170,35 @@ function flatJsonData(data: unknown): unknown[] {
   return flat
 }
 
-/** JSON `data` of one input → the core's TensorData (BYTES: base64 strings; others: numbers). */
+/** The elements a shape holds, or Infinity past `cap` (shapes are non-negative integers by the schema). */
+function elementCount(shape: readonly number[], cap: number): number {
+  let count = 1
+  for (const dim of shape) {
+    count *= dim
+    if (count > cap) return Infinity
+  }
+  return count
+}
+
+/**
+ * JSON `data` of one input → the core's TensorData (BYTES: base64 strings; others: numbers). The
+ * element count is checked against the shape before any element is looked at, so a body of a
+ * million elements behind shape [1] costs no million base64 decodes.
+ */
 function jsonTensorData(input: RequestInputT): TensorData {
   const values = flatJsonData(input.data)
+  const expected = elementCount(input.shape, values.length)
+  if (expected !== values.length) {
+    throw badRequest(
+      `Input "${echoed(input.name)}" has ${values.length} data elements; its shape ${describeShape(input.shape)} holds ${expected === Infinity ? 'more' : expected}.`
+    )
+  }
   if (input.datatype === 'BYTES') {
     const elements: Uint8Array[] = new Array(values.length)
     for (let i = 0; i < values.length; i++) {
       const value = values[i]
-      if (typeof value !== 'string') throw badRequest(`Input "${input.name}" element ${i}: a BYTES element in JSON is a base64 string.`)
+      if (typeof value !== 'string')
+        throw badRequest(`Input "${echoed(input.name)}" element ${i}: a BYTES element in JSON is a base64 string.`)
       const bytes = decodeBase64Item(value)
       if (bytes instanceof ServiceError) throw bytes
       elements[i] = bytes
@@ -184,7 +206,7 @@ function jsonTensorData(input: RequestInputT): TensorData {
     return { form: 'elements', values: elements }
   }
   for (let i = 0; i < values.length; i++) {
-    if (typeof values[i] !== 'number') throw badRequest(`Input "${input.name}" element ${i} is not a number.`)
+    if (typeof values[i] !== 'number') throw badRequest(`Input "${echoed(input.name)}" element ${i} is not a number.`)
   }
   return { form: 'numbers', values: values as number[] }
 }
@@ -195,11 +217,12 @@ function toInferRequest(body: InferenceRequestT, binary: Buffer, params: ModelRo
     binary
   )
   const inputs: InferInput[] = body.inputs.map((input, i) => {
-    refuseSharedMemory(`Input "${input.name}"`, input.parameters)
+    refuseSharedMemory(`Input "${echoed(input.name)}"`, input.parameters)
     const slice = slices[i]
-    if (slice !== undefined && input.data !== undefined) throw badRequest(`Input "${input.name}" has both JSON data and binary_data_size.`)
+    if (slice !== undefined && input.data !== undefined)
+      throw badRequest(`Input "${echoed(input.name)}" has both JSON data and binary_data_size.`)
     if (slice === undefined && input.data === undefined)
-      throw badRequest(`Input "${input.name}" has neither JSON data nor binary_data_size.`)
+      throw badRequest(`Input "${echoed(input.name)}" has neither JSON data nor binary_data_size.`)
     return {
       name: input.name,
       datatype: input.datatype,
@@ -214,7 +237,7 @@ function toInferRequest(body: InferenceRequestT, binary: Buffer, params: ModelRo
     parameters: body.parameters,
     inputs,
     outputs: body.outputs?.map((output) => {
-      refuseSharedMemory(`Output "${output.name}"`, output.parameters)
+      refuseSharedMemory(`Output "${echoed(output.name)}"`, output.parameters)
       const k = output.parameters?.classification
       return { name: output.name, classification: k === undefined ? undefined : typeof k === 'number' ? k : NaN }
     })
