@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { gzipSync } from 'node:zlib'
 import sharp from 'sharp'
+import { withSegments } from '../../test/fixtures/jpeg-scan-bomb.js'
 import { inferWire } from '../../test/helpers/protobuf-wire.js'
 
 /**
@@ -122,6 +124,25 @@ export function multipart(parts: readonly MultipartPart[], boundary = 'attack-bo
 /** A V2 infer body whose FP32 data array nests `depth` levels (each level one element). */
 export function deepV2Json(depth: number): string {
   return `{"inputs":[{"name":"input","datatype":"FP32","shape":[1,3,224,224],"data":${'['.repeat(depth)}0${']'.repeat(depth)}}]}`
+}
+
+/** A V2 infer body of `count` one-quantum base64 strings behind BYTES shape [1], gzipped (3 M: 21 MB inflated, 30 KB sent). */
+export function v2ValueFlood(count: number): Buffer {
+  const data = Array<string>(count).fill('"AAAA"').join(',')
+  return gzipSync(Buffer.from(`{"inputs":[{"name":"input","datatype":"BYTES","shape":[1],"data":[${data}]}]}`), { level: 9 })
+}
+
+/** A V2 infer body naming its input with `bytes` characters, gzipped: a refusal that repeats the name grows with it. */
+export function v2LongName(bytes: number): Buffer {
+  return gzipSync(Buffer.from(`{"inputs":[{"name":"${'n'.repeat(bytes)}","datatype":"BYTES","shape":[1],"data":["AAAA"]}]}`), { level: 9 })
+}
+
+/** A 64×64 JPEG behind 16 MB of empty APP2 segments (4 M of them), each of which libjpeg keeps for libvips. */
+export async function jpegSegmentFlood(): Promise<Buffer> {
+  const small = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#888' } })
+    .jpeg()
+    .toBuffer()
+  return withSegments(small, 0xe2, 4_000_000)
 }
 
 /** A V2 binary-extension body: one FP32 [1, 3, crop, crop] tensor, all zeros but one NaN. */

@@ -9,10 +9,13 @@ import {
   emptyOutputsModelInfer,
   fp32BatchModelInfer,
   hugeRgbaPng,
+  jpegSegmentFlood,
   multipart,
   nanV2Binary,
   openBrackets,
-  progressiveScanBomb
+  progressiveScanBomb,
+  v2LongName,
+  v2ValueFlood
 } from './attack-inputs.js'
 import { ProbeThread, openFds, rssMiB, type ProbeReport } from './attack-probes.js'
 import { sendHttp, sendModelInfer, sendRaw, type Outcome } from './attack-senders.js'
@@ -146,6 +149,32 @@ const ATTACKS: readonly Attack[] = [
     run: async (t) => [await post(t, `/v2/models/${MODEL}/infer`, { ...withKey, 'content-type': 'application/json' }, deepV2Json(10_000))]
   },
   {
+    name: 'v2-value-flood',
+    what: 'V2 JSON of 3 M base64 strings behind BYTES shape [1], 30 KB gzipped (21 MB inflated)',
+    expected: ['400'],
+    run: async (t) => [
+      await post(
+        t,
+        `/v2/models/${MODEL}/infer`,
+        { ...withKey, 'content-type': 'application/json', 'content-encoding': 'gzip' },
+        v2ValueFlood(3_000_000)
+      )
+    ]
+  },
+  {
+    name: 'v2-long-name',
+    what: 'V2 JSON whose input name is 20 MB, 20 KB gzipped',
+    expected: ['400'],
+    run: async (t) => [
+      await post(
+        t,
+        `/v2/models/${MODEL}/infer`,
+        { ...withKey, 'content-type': 'application/json', 'content-encoding': 'gzip' },
+        v2LongName(20_000_000)
+      )
+    ]
+  },
+  {
     name: 'long-boundary',
     what: 'multipart photo with a 300-character boundary',
     expected: ['400'],
@@ -257,6 +286,15 @@ const ATTACKS: readonly Attack[] = [
     async run(t) {
       const bomb = await progressiveScanBomb()
       return times(4, () => post(t, '/classify', { ...withKey, 'content-type': 'image/jpeg' }, bomb, ABANDON_MS))
+    }
+  },
+  {
+    name: 'jpeg-segment-flood',
+    what: '4 concurrent 64×64 JPEGs behind 16 MB of empty APP2 segments each',
+    expected: ['400'],
+    async run(t) {
+      const flood = await jpegSegmentFlood()
+      return times(4, () => post(t, '/classify', { ...withKey, 'content-type': 'image/jpeg' }, flood))
     }
   },
   {
