@@ -116,7 +116,8 @@ export const SETTINGS = [
     flag: 'default-model',
     env: 'DEFAULT_MODEL',
     kind: 'string',
-    description: 'Model used when a request names none (default: resnet50 if loaded, else the first in name order).'
+    description:
+      'Model used when a request names none. Default: the model with real (trained) weights when exactly one has them; among several, resnet50 if real, else the first in name order; with none, resnet50 if loaded, else the first in name order.'
   }),
   spec({
     key: 'buildDefaultModel',

@@ -22,7 +22,7 @@ Options:
   --input NAME                image input, when the model has several and none has the preset's name
   --output NAME               class-score output, likewise
   --max-batch-size N          most images per model run (1–1024, default 16)
-  --max-queue-delay-ms N      longest wait to fill a batch (0–10000, default 5)
+  --max-queue-delay-ms N      longest wait to fill a batch (0–10000, default 0)
   --synthetic                 the weights are seeded random numbers, not trained
   --force                     replace an existing NAME/ folder
   -h, --help                  this text`
