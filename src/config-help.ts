@@ -57,8 +57,9 @@ export function helpText(width = 100): string {
     '',
     'resnet-serve: image classification with ResNet ONNX models over HTTP (/classify, KServe V2) and gRPC.',
     'Each setting comes from its flag, else its environment variable, else its default; all are checked',
-    'before anything starts (a bad value: exit code 2 and the fix). A boolean flag takes no value and',
-    'turns its setting on; its variable takes true or false. Details: docs/configuration.md.',
+    'before anything starts (a bad value: exit code 2 and the fix). A boolean flag alone turns its',
+    'setting on; --flag=false, --flag false or --no-flag turn it off, as its variable takes true or',
+    'false. Details: docs/configuration.md.',
     ''
   ]
   for (const s of SETTINGS) {

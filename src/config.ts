@@ -13,6 +13,9 @@ export type Provider = 'auto' | 'cuda' | 'cpu'
 export type ModelControlMode = 'none' | 'explicit' | 'poll'
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 
+/** Where models are read from unless --model-repository says otherwise; built into when missing. */
+export const DEFAULT_MODEL_REPOSITORY = './models'
+
 export interface Settings {
   readonly host: string
   readonly port: number
@@ -108,8 +111,9 @@ export const SETTINGS = [
     flag: 'model-repository',
     env: 'MODEL_REPOSITORY',
     kind: 'string',
-    fallback: './models',
-    description: 'Folder holding one sub-folder per model (model.onnx, config.json, labels.txt).'
+    fallback: DEFAULT_MODEL_REPOSITORY,
+    description:
+      'Folder holding one sub-folder per model (model.onnx, config.json, labels.txt). Must exist, except the default ./models, which is created when missing.'
   }),
   spec({
     key: 'defaultModel',
@@ -442,6 +446,10 @@ export class ConfigError extends Error {
 
 type Raw = Record<string, string | boolean | string[] | undefined>
 
+const TRUE_WORD = /^(1|true|yes|on)$/i
+const FALSE_WORD = /^(0|false|no|off)$/i
+const BOOLEAN_WORD = /^(1|true|yes|on|0|false|no|off)$/i
+
 function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, source: string): unknown {
   const hint = `${source} (flag --${s.flag}, env ${s.env}): ${plainText(s.description)}`
   switch (s.kind) {
@@ -450,8 +458,8 @@ function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, sourc
       return raw
     case 'boolean':
       if (typeof raw === 'boolean') return raw
-      if (/^(1|true|yes|on)$/i.test(raw)) return true
-      if (/^(0|false|no|off)$/i.test(raw)) return false
+      if (TRUE_WORD.test(raw)) return true
+      if (FALSE_WORD.test(raw)) return false
       throw new ConfigError(`${hint} Got "${raw}"; use true or false.`)
     case 'enum':
       if (typeof raw !== 'string' || !(s.choices ?? []).includes(raw)) {
@@ -519,6 +527,47 @@ export function defaultDecodeConcurrency(env: NodeJS.ProcessEnv = process.env, c
   return Math.max(2, Math.min(cores, threadpool - 1))
 }
 
+const BOOLEAN_FLAGS: ReadonlySet<string> = new Set(SETTINGS.filter((s) => s.kind === 'boolean').map((s) => s.flag))
+
+/**
+ * A boolean flag alone turns its setting on; `--flag=false`, `--flag false` (any value its variable
+ * takes) and `--no-flag` set it either way, which parseArgs alone refuses. Those forms are taken out
+ * of argv here, with their values, the last one given winning.
+ */
+function booleanFlagForms(argv: readonly string[]): { args: string[]; booleans: Map<string, string | boolean> } {
+  const args: string[] = []
+  const booleans = new Map<string, string | boolean>()
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (arg === '--') {
+      args.push(...argv.slice(i))
+      break
+    }
+    const valued = /^--([a-z0-9-]+)=(.*)$/s.exec(arg)
+    if (valued !== null && BOOLEAN_FLAGS.has(valued[1]!)) {
+      booleans.set(valued[1]!, valued[2]!)
+      continue
+    }
+    const negated = /^--no-([a-z0-9-]+)$/.exec(arg)
+    if (negated !== null && BOOLEAN_FLAGS.has(negated[1]!)) {
+      booleans.set(negated[1]!, false)
+      continue
+    }
+    if (arg.startsWith('--') && BOOLEAN_FLAGS.has(arg.slice(2))) {
+      // `--flag false`: no positional argument is taken, so a boolean word after the flag is its value.
+      const next = argv[i + 1]
+      if (next !== undefined && BOOLEAN_WORD.test(next)) {
+        booleans.set(arg.slice(2), next)
+        i++
+        continue
+      }
+      booleans.delete(arg.slice(2))
+    }
+    args.push(arg)
+  }
+  return { args, booleans }
+}
+
 /**
  * Reads settings from argv (flags like `--port 8080`, `--allow-partial-start`) and env. Unknown
  * flags are refused, so a typo never silently falls back to a default.
@@ -530,16 +579,17 @@ export function loadSettings(
 ): Settings {
   const options: Record<string, { type: 'string' | 'boolean'; multiple: boolean }> = {}
   for (const s of SETTINGS) options[s.flag] = { type: s.kind === 'boolean' ? 'boolean' : 'string', multiple: s.kind === 'list' }
+  const { args, booleans } = booleanFlagForms(argv)
   let values: Raw
   try {
-    values = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values as Raw
+    values = parseArgs({ args, options, strict: true, allowPositionals: false }).values as Raw
   } catch (err) {
     throw new ConfigError(`${(err as Error).message}. Known flags: ${SETTINGS.map((s) => `--${s.flag}`).join(', ')}.`)
   }
   const out: Record<string, unknown> = {}
   for (const s of SETTINGS) {
     // A repeated flag (kind list) arrives as several values: one comma list, as its variable gives it.
-    const given = values[s.flag]
+    const given = booleans.get(s.flag) ?? values[s.flag]
     const fromFlag = Array.isArray(given) ? given.join(',') : given
     const fromEnv = env[s.env]
     if (fromFlag !== undefined) out[s.key] = parseValue(s, fromFlag, `--${s.flag}=${String(fromFlag)}`)

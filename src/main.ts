@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { helpText, wantsHelp } from './config-help.js'
 import type { Settings } from './config.js'
 import type { ClassifyService } from './core/classify-service.js'
@@ -13,7 +15,7 @@ async function main(): Promise<void> {
   }
   const [
     { pino },
-    { ConfigError, describeSettings, loadSettings },
+    { ConfigError, DEFAULT_MODEL_REPOSITORY, describeSettings, loadSettings },
     core,
     { startGrpcServer },
     { buildApp },
@@ -41,6 +43,16 @@ async function main(): Promise<void> {
   const log = pino({ level: settings.logLevel, base: { service: 'resnet-serve' } })
   log.info({ settings: describeSettings(settings) }, 'starting')
 
+  // The synthetic model is built into the default ./models when it is missing, never into a folder
+  // named by hand: a mistyped --model-repository would otherwise be created and served from.
+  if (!existsSync(settings.modelRepository) && settings.modelRepository !== resolve(DEFAULT_MODEL_REPOSITORY)) {
+    log.fatal({ modelRepository: settings.modelRepository }, 'cannot start: the model repository does not exist')
+    console.error(
+      `resnet-serve: invalid setting: the model repository ${settings.modelRepository} does not exist (--model-repository, MODEL_REPOSITORY). Create it (an empty folder gets the synthetic ResNet-50 unless --no-build-default-model), or name the folder that holds your models.`
+    )
+    process.exit(2)
+  }
+
   const metrics = new ServiceMetrics()
   let service: ClassifyService
   try {
@@ -48,7 +60,7 @@ async function main(): Promise<void> {
     service = await core.ClassifyService.start(settings, log, metrics.events)
   } catch (err) {
     if (err instanceof Error) {
-      log.fatal({ problem: err.message }, 'cannot start: a model failed to load')
+      log.fatal({ problem: err.message }, 'cannot start: the model repository or a model failed to load')
       console.error(`resnet-serve: cannot start: ${err.message}`)
       process.exit(1)
     }
@@ -59,7 +71,14 @@ async function main(): Promise<void> {
   // One budget for the request bytes both doors hold, so the memory they can be made to hold is one figure.
   const bodyBudget = bodyBudgetOf(settings)
   const app = await buildApp(service, settings, log, metrics, bodyBudget)
-  const address = await app.listen({ host: settings.host, port: settings.port })
+  let address: string
+  try {
+    address = await app.listen({ host: settings.host, port: settings.port })
+  } catch (err) {
+    log.fatal({ problem: (err as Error).message, port: settings.port }, 'cannot start: the HTTP port cannot be bound')
+    console.error(`resnet-serve: cannot start HTTP on ${settings.host}:${settings.port}: ${(err as Error).message} (set --port)`)
+    process.exit(1)
+  }
   log.info({ address, pid: process.pid, models: service.modelNames(), defaultModel: service.defaultModel }, 'HTTP listening')
   let grpc: GrpcServerHandle
   try {

@@ -190,7 +190,7 @@ export class ClassifyService {
         '',
         settings.modelRepository,
         'holds no model folders.',
-        'Add one with `npm run model:add`, build the synthetic default with `npm run model:build`, or start with --build-default-model true.'
+        'Add one with `npm run model:add`, build the synthetic default with `npm run model:build`, or start without turning --build-default-model off (BUILD_DEFAULT_MODEL=false, --no-build-default-model).'
       )
     }
     const named = settings.defaultModel

@@ -1,7 +1,12 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { describe, expect, it } from 'vitest'
+import { existsSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import { afterAll, describe, expect, it } from 'vitest'
 import { SETTINGS } from '../../src/config.js'
+import { syntheticModelRepository } from '../helpers/models.js'
+import { removeTempDirs, tempDir } from '../helpers/tiny-model.js'
 
 /** Runs the real entry point with `args` and collects what it prints. */
 async function runEntryPoint(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -35,5 +40,34 @@ describe('--help', () => {
     const { code, stderr } = await runEntryPoint(['--no-such-flag'])
     expect(code).toBe(2)
     expect(stderr).toMatch(/Unknown option '--no-such-flag'.*\(all settings: --help\)/s)
+  })
+})
+
+describe('start-up refusals a newcomer meets', () => {
+  afterAll(removeTempDirs)
+
+  it('a --model-repository that does not exist is refused (exit 2), not created and filled with the synthetic model', async () => {
+    const missing = join(await tempDir('rs-missing-'), 'typo')
+    const { code, stderr } = await runEntryPoint(['--model-repository', missing, '--provider', 'cpu'])
+    expect(code).toBe(2)
+    expect(stderr).toMatch(/the model repository .*typo does not exist \(--model-repository, MODEL_REPOSITORY\)/)
+    expect(existsSync(missing)).toBe(false)
+  })
+
+  it('a busy HTTP port stops the server with a line naming --port, not a stack trace', async () => {
+    const busy = createServer()
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+    const port = (busy.address() as { port: number }).port
+    try {
+      const repository = await syntheticModelRepository()
+      const { code, stderr } = await runEntryPoint([
+        ...['--model-repository', repository, '--provider', 'cpu', '--host', '127.0.0.1', '--port', String(port), '--grpc-port', '0']
+      ])
+      expect(code).toBe(1)
+      expect(stderr).toMatch(new RegExp(`cannot start HTTP on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE.*\\(set --port\\)`))
+      expect(stderr).not.toMatch(/\n\s+at /)
+    } finally {
+      busy.close()
+    }
   })
 })

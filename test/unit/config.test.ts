@@ -38,6 +38,24 @@ describe('where a setting comes from', () => {
     }
   })
 
+  it('booleans: --flag=false, --flag false and --no-flag turn a setting off, over its variable; the last form given wins (the empty-repository hint said --build-default-model true, which was refused)', () => {
+    for (const argv of [
+      ['--build-default-model=false'],
+      ['--build-default-model', 'false'],
+      ['--no-build-default-model'],
+      ['--build-default-model', 'off']
+    ]) {
+      expect(loadSettings(argv, { BUILD_DEFAULT_MODEL: 'true' }).buildDefaultModel, argv.join(' ')).toBe(false)
+    }
+    expect(loadSettings(['--build-default-model', 'true'], { BUILD_DEFAULT_MODEL: 'false' }).buildDefaultModel).toBe(true)
+    expect(loadSettings(['--no-allow-partial-start', '--allow-partial-start'], {}).allowPartialStart).toBe(true)
+    expect(loadSettings(['--allow-partial-start', '--no-allow-partial-start'], {}).allowPartialStart).toBe(false)
+    // The word after a boolean flag is its value only when it is a boolean word; other flags follow as usual.
+    expect(loadSettings(['--allow-partial-start', '--port', '9'], {})).toMatchObject({ allowPartialStart: true, port: 9 })
+    expect(() => loadSettings(['--build-default-model=maybe'], {})).toThrow(/Got "maybe"; use true or false/)
+    expect(() => loadSettings(['--no-port'], {})).toThrow(ConfigError)
+  })
+
   it('the model repository is made absolute', () => {
     expect(loadSettings(['--model-repository', 'some/where'], {}).modelRepository).toBe(resolve('some/where'))
   })
