@@ -162,6 +162,7 @@ interface ModelInferResponseMessage {
   model_name: string
   model_version: string
   id: string
+  parameters?: Record<string, InferParameterMessage>
   outputs: Array<{ name: string; datatype: string; shape: readonly number[] }>
   raw_output_contents: Uint8Array[]
 }
@@ -441,17 +442,26 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
 }
 
 /**
+ * Triton marks every stream answer with whether it is its request's last; each request here gets
+ * exactly one answer (no model is decoupled), so every answer is final. Stream clients written for
+ * decoupled models wait for this flag before they count a request done.
+ */
+const FINAL_RESPONSE: Record<string, InferParameterMessage> = Object.freeze({
+  triton_final_response: { parameter_choice: 'bool_param', bool_param: true }
+})
+
+/**
  * One streamed request's answer: its response, or its error in error_message with the model and
  * id it named, so the stream goes on. Logged as a refused or failed call would be.
  */
 async function streamAnswer(door: DoorContext, bytes: Buffer, options: RequestOptions): Promise<ModelStreamInferResponseMessage> {
   try {
-    return { error_message: '', infer_response: await modelInfer(door, bytes, options) }
+    return { error_message: '', infer_response: { ...(await modelInfer(door, bytes, options)), parameters: FINAL_RESPONSE } }
   } catch (err) {
     const se = loggedError(err, door.log, 'ModelStreamInfer', 'gRPC stream request')
     return {
       error_message: `${se.code}: ${se.message}`,
-      infer_response: { ...requestHead(bytes), outputs: [], raw_output_contents: [] }
+      infer_response: { ...requestHead(bytes), parameters: FINAL_RESPONSE, outputs: [], raw_output_contents: [] }
     }
   }
 }

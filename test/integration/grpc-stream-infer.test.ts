@@ -28,6 +28,7 @@ interface InferResponse {
   model_name: string
   model_version: string
   id: string
+  parameters: Record<string, { bool_param?: boolean }>
   outputs: Array<{ name: string; datatype: string; shape: number[] }>
   raw_output_contents: Buffer[]
 }
@@ -167,6 +168,8 @@ describe('ModelStreamInfer', () => {
     for (const [id, code] of expected) {
       const answer = byId.get(id)!
       expect(answer, id).toBeDefined()
+      // Every answer is its request's last, as Triton flags it (stream clients wait for the flag).
+      expect(answer.infer_response!.parameters.triton_final_response, id).toMatchObject({ bool_param: true })
       if (code === '') {
         expect(answer.error_message, id).toBe('')
         expect(answer.infer_response!.model_name).toBe(MODEL)
