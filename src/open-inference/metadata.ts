@@ -1,5 +1,5 @@
 import type { ClassifyService, ServedModel } from '../core/classify-service.js'
-import { ServiceError } from '../errors.js'
+import { ServiceError, echoed } from '../errors.js'
 import { PACKAGE_NAME, PACKAGE_VERSION } from '../package-version.js'
 import type { ModelMetadata, ServerMetadata } from './types.js'
 
@@ -31,9 +31,27 @@ export function serverMetadata(): ServerMetadata {
 /** What the protocol reads of a served model: its config, its classes and one image tensor's bytes. */
 export type ModelContract = Pick<ServedModel, 'entry' | 'numClasses' | 'tensorItemBytes'>
 
+/**
+ * A version as the protocol names it → the version it means: undefined or empty for the newest; a
+ * whole number read as Triton reads it ("01" is version 1). A negative number is BAD_REQUEST, as
+ * Triton refuses it INVALID_ARG; any other text is looked up as it is (config.json may name a
+ * model's version so), and is MODEL_NOT_FOUND when no served version has that name.
+ */
+export function versionKey(version: string | undefined): string | undefined {
+  if (version === undefined || version === '') return undefined
+  if (/^\d{1,15}$/.test(version)) return String(Number(version))
+  if (/^-\d+$/.test(version)) {
+    throw new ServiceError(
+      'BAD_REQUEST',
+      `The model version must be a whole number ≥ 0, or empty for the newest; got "${echoed(version)}".`
+    )
+  }
+  return version
+}
+
 /** The named version of a served model, or (none named) its newest; MODEL_NOT_FOUND when that version is not served. */
 export function resolveModel(service: ClassifyService, name: string, version: string | undefined): ServedModel {
-  return service.model(name, version === '' ? undefined : version)
+  return service.model(name, versionKey(version))
 }
 
 /** One image of the model's input tensor, without the batch dimension. */
@@ -72,5 +90,5 @@ export function isModelReady(service: ClassifyService, name: string, version: st
     if (err instanceof ServiceError && err.code === 'MODEL_NOT_READY') return false
     throw err
   }
-  return service.isModelReady(name, version === '' ? undefined : version)
+  return service.isModelReady(name, versionKey(version))
 }

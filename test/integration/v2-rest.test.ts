@@ -163,6 +163,14 @@ describe('V2 REST: metadata and health', () => {
     await expectV2Error(await infer(body, '/v2/models/nope/infer'), 404, 'MODEL_NOT_FOUND')
     await expectV2Error(await infer(body, `/v2/models/${MODEL}/versions/7/infer`), 404, 'MODEL_NOT_FOUND')
   })
+
+  it('reads a version as Triton does: "01" is version 1, a negative one is 400 (it was 404, as for a version not served)', async () => {
+    expect((await fetch(`${server.url}/v2/models/${MODEL}/versions/01/ready`)).status).toBe(200)
+    expect(((await (await fetch(`${server.url}/v2/models/${MODEL}/versions/001`)).json()) as { name: string }).name).toBe(MODEL)
+    for (const path of [`/v2/models/${MODEL}/versions/-1`, `/v2/models/${MODEL}/versions/-1/ready`]) {
+      expect(await expectV2Error(await fetch(server.url + path), 400, 'BAD_REQUEST')).toMatch(/whole number ≥ 0.*got "-1"/)
+    }
+  })
 })
 
 describe('V2 REST: one photo, every input form, the same top-5 as /classify', () => {
