@@ -20,7 +20,18 @@ export interface InferenceBody {
   readonly header: unknown
   /** Everything after the header: the binary tensors; empty when there are none. */
   readonly binary: Buffer
+  /** A raw binary request: no header at all (Inference-Header-Content-Length: 0), the whole body one input's data. */
+  readonly raw: boolean
 }
+
+/**
+ * The header a raw binary request stands for: one input, every output answered as binary data (as
+ * Triton answers it). The route replaces the input with the body's bytes, deduced by the core.
+ */
+export const RAW_REQUEST_HEADER = Object.freeze({
+  inputs: [{ name: 'raw_input', datatype: 'BYTES', shape: [1] }],
+  parameters: { binary_data_output: true }
+})
 
 function malformed(detail: string): ServiceError {
   return new ServiceError('BAD_REQUEST', detail)
@@ -37,6 +48,8 @@ export function readInferenceBody(body: Buffer, headerLength: string | string[] 
       )
     }
     jsonEnd = n
+    // Triton's raw binary request: the whole body is the one input's data.
+    if (n === 0) return { header: structuredClone(RAW_REQUEST_HEADER), binary: body, raw: true }
   }
   if (jsonEnd === 0) throw malformed('The body holds no JSON inference header.')
   const refusal = jsonCostRefusal(body, jsonEnd)
@@ -51,7 +64,7 @@ export function readInferenceBody(body: Buffer, headerLength: string | string[] 
         : `The first ${jsonEnd} bytes (Inference-Header-Content-Length) are not valid JSON.`
     )
   }
-  return { header, binary: body.subarray(jsonEnd) }
+  return { header, binary: body.subarray(jsonEnd), raw: false }
 }
 
 /**

@@ -42,6 +42,12 @@ export interface InferInput {
   readonly datatype: string
   readonly shape: readonly number[]
   readonly data: TensorData
+  /**
+   * Triton's raw binary request (REST, Inference-Header-Content-Length: 0): the body is one image's
+   * data for the model's one input, whose name, datatype and shape are deduced (prepareInput); the
+   * fields above are placeholders.
+   */
+  readonly deduced?: true
 }
 
 export interface RequestedOutput {

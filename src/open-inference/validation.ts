@@ -1,3 +1,4 @@
+import { sniffImageFormat } from '../core/image-sniff.js'
 import { ServiceError, echoed } from '../errors.js'
 import { itemShape, tensorDatatype, type ModelContract } from './metadata.js'
 import { ELEMENT_BYTES, firstNonFiniteFloat32, float32At, packNumbers, splitLengthPrefixed } from './tensor-codec.js'
@@ -114,8 +115,23 @@ function acceptedInputs(model: ModelContract): string {
   return `BYTES [N] (encoded images) or ${tensorDatatype(model)} ${describeShape(['N', ...itemShape(model)])}`
 }
 
+/**
+ * A raw binary request's one image: the model's own tensor when the bytes are exactly one image of
+ * it and no image format starts them (Triton reads the body as the config's datatype, batch 1), else
+ * one encoded image (Triton's BYTES [1] raw input, without a length prefix).
+ */
+function deducedItem(model: ModelContract, input: InferInput): PreparedInput {
+  if (input.data.form !== 'raw') throw new Error('a deduced input carries raw bytes')
+  const bytes = input.data.bytes
+  const tensor = bytes.byteLength === model.tensorItemBytes && sniffImageFormat(bytes) === undefined
+  if (!tensor) return { items: [bytes], encoded: true }
+  const shape = [1, ...itemShape(model)]
+  return tensorItems(model, { name: model.entry.config.input.name, datatype: tensorDatatype(model), shape, data: input.data }, 1)
+}
+
 /** The request's inputs as one item per image; at most maxItems of them. */
 export function prepareInput(model: ModelContract, inputs: readonly InferInput[], maxItems: number): PreparedInput {
+  if (inputs.length === 1 && inputs[0]!.deduced === true) return deducedItem(model, inputs[0]!)
   const expectedName = model.entry.config.input.name
   const tensorType = tensorDatatype(model)
   if (inputs.length !== 1)

@@ -218,6 +218,28 @@ describe('V2 REST: one photo, every input form, the same top-5 as /classify', ()
     expect(indicesOf(splitLengthPrefixed(binary.get(OUTPUT)!))).toEqual(classifyTop5)
   })
 
+  it("Triton's raw binary request (Inference-Header-Content-Length: 0): the body alone, an encoded image or one image's tensor, answered as binary logits [1, classes]", async () => {
+    const rawRequest = (body: Uint8Array): Promise<Response> =>
+      fetch(`${server.url}/v2/models/${MODEL}/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/octet-stream', [HEADER_LENGTH]: '0' },
+        body
+      })
+    const top5 = (logits: Buffer): number[] => {
+      const scores = new Float32Array(logits.buffer.slice(logits.byteOffset, logits.byteOffset + logits.byteLength))
+      return [...scores.keys()].sort((a, b) => scores[b]! - scores[a]!).slice(0, 5)
+    }
+    for (const body of [photo, Buffer.from(tensor.buffer, tensor.byteOffset, tensor.byteLength)]) {
+      const res = await rawRequest(body)
+      expect(res.status).toBe(200)
+      const { header, binary } = await readBinaryResponse(res)
+      expect(header.outputs).toEqual([{ name: OUTPUT, datatype: 'FP32', shape: [1, 1000], parameters: { binary_data_size: 4000 } }])
+      expect(top5(binary.get(OUTPUT)!)).toEqual(classifyTop5)
+    }
+    // Bytes that are neither are refused as any encoded image would be ("The body holds no JSON inference header" before).
+    await expectV2Error(await rawRequest(Buffer.alloc(1000, 7)), 400, 'NOT_AN_IMAGE')
+  })
+
   it('FP32 [1, 3, 224, 224] preprocessed by the project, in JSON', async () => {
     const res = await infer({
       inputs: [{ name: INPUT, datatype: 'FP32', shape: [1, 3, 224, 224], data: Array.from(tensor) }],

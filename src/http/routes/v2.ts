@@ -36,6 +36,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** /v2 infer: the body's bytes after the JSON inference header (binary tensor data extension). */
     inferenceBinaryData: Buffer | null
+    /** /v2 infer: a raw binary request (Inference-Header-Content-Length: 0), the whole body one input's data. */
+    inferenceRawBinary: boolean
   }
 }
 
@@ -211,7 +213,14 @@ function jsonTensorData(input: RequestInputT): TensorData {
   return { form: 'numbers', values: values as number[] }
 }
 
-function toInferRequest(body: InferenceRequestT, binary: Buffer, params: ModelRouteParams): InferRequest {
+/** A raw binary request's one input: the whole body, its name, datatype and shape deduced by the core. */
+function rawBinaryInput(body: Buffer): InferInput {
+  return { name: 'raw_input', datatype: 'BYTES', shape: [1], data: { form: 'raw', bytes: body }, deduced: true }
+}
+
+function toInferRequest(body: InferenceRequestT, binary: Buffer, params: ModelRouteParams, raw: boolean): InferRequest {
+  if (raw)
+    return { modelName: params.model, modelVersion: params.version, id: undefined, inputs: [rawBinaryInput(binary)], outputs: undefined }
   const slices = binaryInputSlices(
     body.inputs.map((input) => input.parameters?.[BINARY_DATA_SIZE]),
     binary
@@ -294,10 +303,12 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
   // reads every body as bytes and splits it itself, for its own routes only.
   app.removeAllContentTypeParsers()
   app.decorateRequest('inferenceBinaryData', null)
+  app.decorateRequest('inferenceRawBinary', false)
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: jsonBatchBodyLimit(settings) }, (request, body, done) => {
     try {
-      const { header, binary } = readInferenceBody(body as Buffer, request.headers[INFERENCE_HEADER_LENGTH])
+      const { header, binary, raw } = readInferenceBody(body as Buffer, request.headers[INFERENCE_HEADER_LENGTH])
       request.inferenceBinaryData = binary
+      request.inferenceRawBinary = raw
       done(null, header)
     } catch (err) {
       done(err as Error, undefined)
@@ -355,7 +366,12 @@ export async function v2Routes(app: FastifyInstance, { service, settings }: V2Ro
       async (request: FastifyRequest, reply: FastifyReply) => {
         const options = requestOptions(request, reply, undefined)
         const body = request.body as InferenceRequestT
-        const inferRequest = toInferRequest(body, request.inferenceBinaryData ?? NO_BINARY_DATA, request.params as ModelRouteParams)
+        const inferRequest = toInferRequest(
+          body,
+          request.inferenceBinaryData ?? NO_BINARY_DATA,
+          request.params as ModelRouteParams,
+          request.inferenceRawBinary
+        )
         const response = await infer(service, inferRequest, options)
         request.log.info({ model: response.modelName, items: inferRequest.inputs[0]?.shape[0], batchSize: response.batchSize }, 'inferred')
         return sendInferResponse(reply, body, response)
