@@ -391,6 +391,17 @@ describe('ImagePreprocessor.decode rejects what it cannot or must not decode', (
     expect(await decodeError(await bytes())).toBe(code)
   })
 
+  it('IMAGE_TOO_LARGE names the limit and its flag; CORRUPT_IMAGE of a photo without CR or LF (curl -d strips them) says to send --data-binary', async () => {
+    expect((await decodeFailure(pngDeclaring(30000, 30000))).message).toMatch(/more than 50000000 pixels, --max-input-pixels/)
+    const photo = await readPhoto('chelsea')
+    const stripped = Buffer.from(photo.filter((b) => b !== 0x0a && b !== 0x0d))
+    const mangled = await decodeFailure(stripped)
+    expect(mangled.code).toBe('CORRUPT_IMAGE')
+    expect(mangled.message).toMatch(/curl -d\/--data .*--data-binary @file/)
+    // A file merely cut short keeps its line breaks and gets no such hint.
+    expect((await decodeFailure(photo.subarray(0, photo.length >> 1))).message).not.toMatch(/--data-binary/)
+  })
+
   it('a PNG declaring a size within the limit but holding no pixels → CORRUPT_IMAGE', async () => {
     expect(await decodeError(pngDeclaring(3000, 3000))).toBe('CORRUPT_IMAGE')
   })
