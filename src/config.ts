@@ -411,7 +411,8 @@ export const SETTINGS = [
     env: 'AUTH_HEALTH',
     kind: 'boolean',
     fallback: false,
-    description: 'With `--api-key`: the health routes (`/health/*`, `/v2/health/*`) need the key too (probes must then send it).'
+    description:
+      'With `--api-key` (refused without it): the health routes (`/health/*`, `/v2/health/*`, gRPC ServerLive/ServerReady/ModelReady and health checks) need the key too (probes must then send it).'
   }),
   spec({
     key: 'authMetrics',
@@ -419,7 +420,7 @@ export const SETTINGS = [
     env: 'AUTH_METRICS',
     kind: 'boolean',
     fallback: false,
-    description: 'With `--api-key`: `GET /metrics` needs the key too (the scraper must then send it).'
+    description: 'With `--api-key` (refused without it): `GET /metrics` needs the key too (the scraper must then send it).'
   }),
   spec({
     key: 'corsOrigins',
@@ -607,6 +608,15 @@ export function loadSettings(
     )
   }
   out.loadModels ??= Object.freeze([])
+  // Without a key there is nothing to put health or metrics behind: the flag would quietly do nothing.
+  for (const [key, flag] of [
+    ['authHealth', 'auth-health'],
+    ['authMetrics', 'auth-metrics']
+  ] as const) {
+    if (out[key] === true && out.apiKey === undefined) {
+      throw new ConfigError(`--${flag} puts routes behind the API key, but no key is set: add --api-key (API_KEY), or drop --${flag}.`)
+    }
+  }
   // Node applies neither timeout when the headers may take longer than the whole request.
   if ((out.headersTimeoutMs as number) > (out.requestTimeoutMs as number)) {
     throw new ConfigError(

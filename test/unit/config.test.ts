@@ -56,6 +56,12 @@ describe('where a setting comes from', () => {
     expect(() => loadSettings(['--no-port'], {})).toThrow(ConfigError)
   })
 
+  it('--auth-health and --auth-metrics need an API key to put routes behind (alone they were accepted and did nothing)', () => {
+    expect(() => loadSettings(['--auth-health'], {})).toThrow(/--auth-health puts routes behind the API key, but no key is set/)
+    expect(() => loadSettings([], { AUTH_METRICS: 'true' })).toThrow(/--auth-metrics .*add --api-key \(API_KEY\)/)
+    expect(loadSettings(['--auth-health', '--auth-metrics'], { API_KEY: 'k' })).toMatchObject({ authHealth: true, authMetrics: true })
+  })
+
   it('the model repository is made absolute', () => {
     expect(loadSettings(['--model-repository', 'some/where'], {}).modelRepository).toBe(resolve('some/where'))
   })
