@@ -36,7 +36,7 @@ export function requestOptions(request: FastifyRequest, reply: FastifyReply, dea
 export const DEFAULT_TOPK = 5
 
 /**
- * A topk sent as a multipart text field (`curl -F topk=3`), which the query's topk overrides: an
+ * A topk sent as a multipart text field (`curl -F topk=3`), which wins over the query's topk: an
  * integer from 1 to --max-topk, else INVALID_TOPK naming the maximum. The model's own class count
  * is checked later, as for a query's topk.
  */
