@@ -315,7 +315,10 @@ export function describeImport(imported: ImportedModel, source: string): string 
   for (const note of imported.notes) lines.push(`  note: ${note}`)
   lines.push(`Validated as the server does at start-up (config, files, labels, ONNX signature, one run).`)
   const name = basename(imported.dir)
-  lines.push(`Serve it: npm start -- --model-repository ${shown(resolve(imported.dir, '..'))}`)
+  // Run through npm (npm run model:add) the server starts with npm too; run as a file (the image,
+  // which has no npm: node dist/src/cli/model-add.js) it starts as node dist/src/main.js.
+  const start = process.env.npm_lifecycle_event === 'model:add' ? 'npm start --' : 'node dist/src/main.js'
+  lines.push(`Serve it: ${start} --model-repository ${shown(resolve(imported.dir, '..'))}`)
   lines.push(
     config.synthetic
       ? `Ask for it by name: curl -X POST -H 'content-type: image/jpeg' --data-binary @photo.jpg 'http://localhost:8080/classify?model=${name}'`

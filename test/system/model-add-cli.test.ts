@@ -108,6 +108,8 @@ describe('the model:add CLI', () => {
     expect(stdout).toMatch(/preset\s+torchvision/)
     expect(stdout).toMatch(/RGB, \(pixel × 1\/255 − mean\) \/ std, mean \[0\.485, 0\.456, 0\.406\], std \[0\.229, 0\.224, 0\.225\]/)
     expect(stdout).toMatch(/up to 8 images per run, waiting at most 2\.5 ms/)
+    // Run as a file (as in the image, which has no npm), it says how to start the server without npm.
+    expect(stdout).toContain(`Serve it: node dist/src/main.js --model-repository ${repository}`)
     const config = JSON.parse(await readFile(join(repository, 'cli-model', 'config.json'), 'utf8')) as {
       batching: { maxBatchSize: number; maxQueueDelayMs: number }
     }
