@@ -161,7 +161,8 @@ export const PRESETS: Readonly<Record<PresetName, Preset>> = {
     }
   },
   'onnx-zoo': {
-    description: 'ONNX Model Zoo ResNet v1/v2: input "data", RGB, /255, ImageNet mean and std',
+    // No tensor name here: model:add writes the file's own names, whatever the preset says.
+    description: 'ONNX Model Zoo ResNet v1/v2: RGB, /255, ImageNet mean and std',
     input: { name: 'data', layout: 'NCHW', datatype: 'float32' },
     output: { name: 'resnetv17_dense0_fwd', kind: 'logits' },
     preprocess: TORCHVISION_PREPROCESS
