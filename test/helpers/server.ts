@@ -102,3 +102,12 @@ export async function classifyJpeg(
   const body = (await res.json()) as { code?: string; predictions?: unknown[] }
   return { status: res.status, code: body.code, predictions: body.predictions }
 }
+
+/**
+ * The protocol extensions the server implements, by Triton's names, sorted: what GET /v2 and gRPC
+ * ServerMetadata must list (tooling reads the list before it uses an extension).
+ */
+export const IMPLEMENTED_EXTENSIONS: readonly string[] = [
+  ...['binary_tensor_data', 'classification', 'model_configuration', 'model_repository', 'model_repository(unload_dependents)'],
+  ...['schedule_policy', 'statistics']
+]
