@@ -69,6 +69,10 @@ export class ModelTable {
   private polling: Promise<void> | undefined
   /** The model a request that names none goes to; re-chosen whenever the served models change. */
   defaultModel: string | undefined
+  /** Why it is the default, for the log line. */
+  private defaultReason = '--default-model'
+  /** Loading the models of the start: the default is told once, at the end. */
+  private startingUp = false
 
   constructor(
     private readonly settings: Settings,
@@ -177,6 +181,18 @@ export class ModelTable {
    * is closed) unless --allow-partial-start; then the model is reported as failed and not ready.
    */
   async loadAtStart(names: readonly string[]): Promise<void> {
+    // The default is told once, when every model is in: told after each, it named one that the
+    // next model to load (a real one after the synthetic) then replaced.
+    this.startingUp = true
+    try {
+      await this.loadEach(names)
+    } finally {
+      this.startingUp = false
+    }
+    this.announceDefault()
+  }
+
+  private async loadEach(names: readonly string[]): Promise<void> {
     for (const name of names) {
       try {
         await this.load(name, { wantedOnFailure: true })
@@ -379,9 +395,15 @@ export class ModelTable {
     const choice = chooseDefaultModel(latest, this.settings.defaultModel)
     if (choice.name !== this.defaultModel) {
       this.defaultModel = choice.name
-      if (choice.name !== undefined) this.log.info({ model: choice.name, why: choice.reason }, 'default model (requests that name none)')
+      this.defaultReason = choice.reason
+      if (!this.startingUp) this.announceDefault()
     }
     this.onChange()
+  }
+
+  private announceDefault(): void {
+    if (this.defaultModel !== undefined)
+      this.log.info({ model: this.defaultModel, why: this.defaultReason }, 'default model (requests that name none)')
   }
 
   private logLoadFailure(name: string, err: unknown): void {

@@ -1,5 +1,9 @@
 import { readFile } from 'node:fs/promises'
+import { Writable } from 'node:stream'
+import { pino } from 'pino'
 import { afterAll, describe, expect, it } from 'vitest'
+import { loadSettings } from '../../src/config.js'
+import { ClassifyService } from '../../src/core/classify-service.js'
 import { removeVariantRepositories, variantRepository } from '../helpers/model-variants.js'
 import { startTestServer } from '../helpers/server.js'
 
@@ -24,6 +28,25 @@ describe('the default model in a running server', () => {
       expect(body).toMatchObject({ model: 'resnet50-tv', synthetic: false })
     } finally {
       await server.close()
+    }
+  })
+
+  it('the start-up log names the default once, after every model has loaded (it named the synthetic one, then the real one)', async () => {
+    const repository = await variantRepository({ resnet50: {}, 'resnet50-tv': { real: true } })
+    const lines: Array<{ msg: string; model?: string; why?: string }> = []
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as (typeof lines)[number])
+        done()
+      }
+    })
+    const settings = loadSettings(['--model-repository', repository, '--provider', 'cpu'], {})
+    const service = await ClassifyService.start(settings, pino({ level: 'info' }, sink))
+    try {
+      const told = lines.filter((l) => l.msg === 'default model (requests that name none)')
+      expect(told).toEqual([expect.objectContaining({ model: 'resnet50-tv', why: 'the only model with real (not synthetic) weights' })])
+    } finally {
+      await service.close()
     }
   })
 
