@@ -113,13 +113,27 @@ function admitBody(request: FastifyRequest): number {
  */
 export function admitRequests(app: FastifyInstance, settings: Settings, bodyBudget: BodyBudget): void {
   let closing = false
+  // The methods each fixed path takes, so a request with another method is told which (GET /classify).
+  const methodsByPath = new Map<string, string[]>()
+  app.addHook('onRoute', (route) => {
+    if (route.url.includes(':') || route.url.includes('*')) return
+    const methods = methodsByPath.get(route.url) ?? []
+    for (const method of Array.isArray(route.method) ? route.method : [route.method]) if (!methods.includes(method)) methods.push(method)
+    methodsByPath.set(route.url, methods)
+  })
+  const notFound = (request: FastifyRequest): ServiceError => {
+    const path = request.url.split('?', 1)[0]!
+    const methods = methodsByPath.get(path)?.filter((m) => m !== 'HEAD')
+    const takes = methods === undefined || methods.length === 0 ? '' : ` This path takes ${methods.join(', ')}.`
+    return new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.${takes}`)
+  }
   app.addHook('preClose', async () => {
     closing = true
   })
   app.addHook('onRequest', async (request, reply) => {
     // fastify's own 503 on closing has its own body shape; this one is the registry's.
     if (closing) throw new ServiceError('SHUTTING_DOWN')
-    if (request.is404) throw new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
+    if (request.is404) throw notFound(request)
     if (!hasBody(request.headers) || BODYLESS_METHODS.has(request.method)) return
     const held = bodyBudget.take(admitBody(request))
     if (held === undefined) throw new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 })

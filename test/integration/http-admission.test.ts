@@ -418,6 +418,14 @@ describe("fastify's own refusals", () => {
     expect(v2.body.error).not.toMatch(/logging|unheard/)
   })
 
+  it('a fixed path asked with a method it does not take is 404 ROUTE_NOT_FOUND naming the methods it takes (GET /classify)', async () => {
+    const get = await fetchJson(`${main.url}/classify?topk=3`)
+    expectRegistry(get, 404, 'ROUTE_NOT_FOUND')
+    expect(get.body.message).toMatch(/No route GET for this path\. This path takes POST\.$/)
+    const post = await fetchJson(`${main.url}/health/ready`, { method: 'POST' })
+    expect(post.body.message).toMatch(/This path takes GET\.$/)
+  })
+
   it('regression: non-finite deadline_ms or topk (1e309, Infinity) is refused, not read as "no deadline"', async () => {
     const post = (query: string, headers: Record<string, string> = {}): Promise<{ status: number; body: RawAnswer['body'] }> =>
       fetchJson(`${main.url}/classify${query}`, {
