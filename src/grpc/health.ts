@@ -26,6 +26,13 @@ interface HealthCheckResponse {
 /** How often open Watch calls look at readiness again: one timer for all of them, only while there are any. */
 export const WATCH_POLL_MS = 1000
 
+/**
+ * Watch calls open at once. A Watch lasts as long as its client wants and needs no key (as
+ * ServerReady), so without a bound of its own a client could hold every call --max-grpc-calls
+ * allows and shut keyed clients out; probes call Check, and a channel's health checking holds one.
+ */
+export const MAX_WATCHES = 128
+
 export interface HealthOptions {
   /** Service names answered besides "" (the server). */
   readonly services: readonly string[]
@@ -92,6 +99,13 @@ export function healthService(options: HealthOptions): HealthService {
         service = options.decode('Watch', call.request).service
       } catch (err) {
         call.emit('error', statusOf(toServiceError(err)))
+        return
+      }
+      if (watchers.size >= MAX_WATCHES) {
+        call.emit(
+          'error',
+          statusOf(new ServiceError('TOO_MANY_CALLS', `(health Watch: at most ${MAX_WATCHES} open at once; probes call Check).`))
+        )
         return
       }
       const watcher: Watcher = { call, service, last: undefined }
