@@ -5,6 +5,7 @@ import type { PreprocessConfig } from '../repository/model-config.js'
 import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budget.js'
 import { sniffImageFormat, type AcceptedFormat } from './image-sniff.js'
 import { MAX_JPEG_SEGMENTS, countJpegSegments } from './jpeg-scans.js'
+import { MAX_WEBP_CHUNKS, countWebpChunks } from './webp-chunks.js'
 
 /**
  * Encoded image → the crop×crop×3 RGB pixels a model's batcher receives (decode on the libuv
@@ -302,6 +303,8 @@ export class ImagePreprocessor {
       if (scans > this.maxJpegScans) throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${this.maxJpegScans} scans)`)
       if (segments > MAX_JPEG_SEGMENTS)
         throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${MAX_JPEG_SEGMENTS} marker segments besides its scans)`)
+    } else if (sniffed.format === 'webp' && countWebpChunks(bytes) > MAX_WEBP_CHUNKS) {
+      throw new ServiceError('IMAGE_TOO_COMPLEX', `(a WebP of more than ${MAX_WEBP_CHUNKS} chunks)`)
     }
     let metadata: Metadata
     try {

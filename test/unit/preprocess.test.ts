@@ -3,11 +3,13 @@ import sharp, { type Metadata, type Sharp } from 'sharp'
 import { describe, expect, it } from 'vitest'
 import { DecodeBudget } from '../../src/core/decode-budget.js'
 import { MAX_JPEG_SEGMENTS, countJpegSegments } from '../../src/core/jpeg-scans.js'
+import { MAX_WEBP_CHUNKS } from '../../src/core/webp-chunks.js'
 import { centreCropOffset, decodeCostBytes, ImagePreprocessor, resizedSize } from '../../src/core/preprocess.js'
 import { createNormalizer } from '../../src/core/pixel-normalizer.js'
 import { isServiceError, type ErrorCode, type ServiceError } from '../../src/errors.js'
 import { configFromPreset, type PreprocessConfig } from '../../src/repository/model-config.js'
 import { progressiveJpeg, scanBomb, withExtraScans, withSegments } from '../fixtures/jpeg-scan-bomb.js'
+import { extendedWebp, withJunkChunks } from '../fixtures/webp-chunks.js'
 import { readPhoto } from '../helpers/photos.js'
 
 /** The decoder and the normaliser on real sharp and real image bytes, built here or read from the fixtures. */
@@ -469,6 +471,16 @@ describe('ImagePreprocessor.decode: admission before any pixel is decoded', () =
     expect(await preprocessor.decode(withSegments(small, 0xe2, MAX_JPEG_SEGMENTS - segments))).toHaveLength(PIXEL_BYTES)
     expect(await decodeError(withSegments(small, 0xe2, MAX_JPEG_SEGMENTS - segments + 1))).toBe('IMAGE_TOO_COMPLEX')
     expect(await preprocessor.decode(withSegments(small, 0xe2, 250, 65_000))).toHaveLength(PIXEL_BYTES)
+  })
+
+  it('regression: a WebP behind 2 M empty chunks (16 MB; 260 MB and 1.5 s in libwebp, outside the decode budget) is refused from its chunk headers: IMAGE_TOO_COMPLEX', async () => {
+    const webp = await extendedWebp()
+    const err = await decodeFailure(withJunkChunks(webp, 2_000_000))
+    expect(err.code).toBe('IMAGE_TOO_COMPLEX')
+    expect(err.message).toMatch(/a WebP of more than 4096 chunks/)
+    expect(err.cause).toBeUndefined()
+    expect(await preprocessor.decode(withJunkChunks(webp, MAX_WEBP_CHUNKS - 3))).toHaveLength(PIXEL_BYTES)
+    expect(await decodeError(withJunkChunks(webp, MAX_WEBP_CHUNKS - 2))).toBe('IMAGE_TOO_COMPLEX')
   })
 
   it('a decode that runs over the decode timeout is stopped by libvips: IMAGE_TOO_COMPLEX', async () => {
