@@ -12,6 +12,7 @@ import { admitRequests } from './admission.js'
 import { demoPageRoutes } from './demo-page.js'
 import { errorBody, errorBodyFor, schemaErrorFormatter, sendError } from './error-status.js'
 import { jsonCostRefusal } from './json-depth.js'
+import { ParseLane } from './parse-lane.js'
 import { registerOpenApi } from './openapi.js'
 import { countRequests } from './request-counting.js'
 import { DEADLINE_HEADER } from './request-input.js'
@@ -81,15 +82,19 @@ export async function buildApp(
   // 16 MB of `[` builds millions of arrays (json-depth.ts). Prototype poisoning is refused as
   // fastify's own parser does.
   const parseJson = app.getDefaultJsonParser('error', 'error')
+  // One parse per turn of the event loop, for the batch endpoint and /v2 alike (parse-lane.ts).
+  const parseLane = new ParseLane()
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     const bytes = body as Buffer
-    const refusal = jsonCostRefusal(bytes, bytes.byteLength)
-    if (refusal !== undefined) {
-      done(new ServiceError('BAD_REQUEST', refusal), undefined)
-      return
-    }
-    parseJson(request, bytes.toString('utf8'), done)
+    void parseLane.run(() => {
+      const refusal = jsonCostRefusal(bytes, bytes.byteLength)
+      if (refusal !== undefined) {
+        done(new ServiceError('BAD_REQUEST', refusal), undefined)
+        return
+      }
+      parseJson(request, bytes.toString('utf8'), done)
+    })
   })
   // Raw image bodies: the decoder decides what the bytes are; the content type only routes them here.
   for (const type of [/^image\//, 'application/octet-stream']) {
@@ -121,7 +126,7 @@ export async function buildApp(
   modelsRoutes(app, service)
   demoPageRoutes(app)
   // Open Inference Protocol (KServe V2): its own body parsing and its own error body, under /v2 only.
-  await app.register(v2Routes, { prefix: '/v2', service, settings })
+  await app.register(v2Routes, { prefix: '/v2', service, settings, parseLane })
   await app.register(v2ConfigStatsRoutes, { prefix: '/v2', service, statistics: metrics.statistics })
   await app.register(v2RepositoryRoutes, { prefix: '/v2', service })
   return app

@@ -11,6 +11,7 @@ import { rawOutputBytes } from '../../open-inference/tensor-codec.js'
 import type { InferInput, InferOutput, InferRequest, InferResponse, TensorData } from '../../open-inference/types.js'
 import { inflateRequestBody } from '../content-encoding.js'
 import { sendError, v2ErrorBody } from '../error-status.js'
+import type { ParseLane } from '../parse-lane.js'
 import { decodeBase64Item, jsonBatchBodyLimit, requestOptions } from '../request-input.js'
 import { V2_ERROR_RESPONSES } from '../schemas.js'
 import { BINARY_DATA_SIZE, INFERENCE_HEADER_LENGTH, binaryInputSlices, binaryResponseBody, readInferenceBody } from '../v2-binary.js'
@@ -44,6 +45,8 @@ declare module 'fastify' {
 export interface V2RouteOptions {
   readonly service: ClassifyService
   readonly settings: Settings
+  /** Where inference headers are parsed, one per turn of the event loop (shared with the app's JSON parser). */
+  readonly parseLane: ParseLane
 }
 
 /**
@@ -298,21 +301,23 @@ function withVersions(paths: string, summary: string): Array<{ url: string; summ
 }
 
 /** Register with `{ prefix: '/v2' }`: the plugin's parsers and error handlers apply to /v2 only. */
-export async function v2Routes(app: FastifyInstance, { service, settings }: V2RouteOptions): Promise<void> {
+export async function v2Routes(app: FastifyInstance, { service, settings, parseLane }: V2RouteOptions): Promise<void> {
   // Infer bodies may carry binary tensors after the JSON, under any content type: this plugin
   // reads every body as bytes and splits it itself, for its own routes only.
   app.removeAllContentTypeParsers()
   app.decorateRequest('inferenceBinaryData', null)
   app.decorateRequest('inferenceRawBinary', false)
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: jsonBatchBodyLimit(settings) }, (request, body, done) => {
-    try {
-      const { header, binary, raw } = readInferenceBody(body as Buffer, request.headers[INFERENCE_HEADER_LENGTH])
-      request.inferenceBinaryData = binary
-      request.inferenceRawBinary = raw
-      done(null, header)
-    } catch (err) {
-      done(err as Error, undefined)
-    }
+    parseLane
+      .run(() => readInferenceBody(body as Buffer, request.headers[INFERENCE_HEADER_LENGTH]))
+      .then(
+        ({ header, binary, raw }) => {
+          request.inferenceBinaryData = binary
+          request.inferenceRawBinary = raw
+          done(null, header)
+        },
+        (err: unknown) => done(err as Error, undefined)
+      )
   })
 
   app.setErrorHandler((err, request, reply) => {
