@@ -3,6 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { gzipSync } from 'node:zlib'
 import sharp from 'sharp'
 import { withSegments } from '../../test/fixtures/jpeg-scan-bomb.js'
+import { extendedWebp, withJunkChunks } from '../../test/fixtures/webp-chunks.js'
 import { inferWire } from '../../test/helpers/protobuf-wire.js'
 
 /**
@@ -143,6 +144,11 @@ export async function jpegSegmentFlood(): Promise<Buffer> {
     .jpeg()
     .toBuffer()
   return withSegments(small, 0xe2, 4_000_000)
+}
+
+/** A small WebP behind 16 MB of empty chunks (2 M of them), each of which libwebp's demuxer keeps. */
+export async function webpChunkFlood(): Promise<Buffer> {
+  return withJunkChunks(await extendedWebp(), 2_000_000)
 }
 
 /** A V2 binary-extension body: one FP32 [1, 3, crop, crop] tensor, all zeros but one NaN. */

@@ -15,7 +15,8 @@ import {
   openBrackets,
   progressiveScanBomb,
   v2LongName,
-  v2ValueFlood
+  v2ValueFlood,
+  webpChunkFlood
 } from './attack-inputs.js'
 import { ProbeThread, openFds, rssMiB, type ProbeReport } from './attack-probes.js'
 import { sendHttp, sendModelInfer, sendRaw, type Outcome } from './attack-senders.js'
@@ -295,6 +296,15 @@ const ATTACKS: readonly Attack[] = [
     async run(t) {
       const flood = await jpegSegmentFlood()
       return times(4, () => post(t, '/classify', { ...withKey, 'content-type': 'image/jpeg' }, flood))
+    }
+  },
+  {
+    name: 'webp-chunk-flood',
+    what: '8 concurrent WebPs behind 16 MB of empty chunks each',
+    expected: ['400'],
+    async run(t) {
+      const flood = await webpChunkFlood()
+      return times(8, () => post(t, '/classify', { ...withKey, 'content-type': 'image/webp' }, flood))
     }
   },
   {
