@@ -105,6 +105,8 @@ export async function readModelFolder(root: string, name: string): Promise<Model
   const configFile = shown('config.json')
   let text: string
   try {
+    // As for the model file: reading a FIFO would wait for a writer for good.
+    if (!(await stat(join(dir, 'config.json'))).isFile()) throw new Error('not a file')
     text = await readFile(join(dir, 'config.json'), 'utf8')
   } catch {
     throw new RepositoryError(
@@ -241,9 +243,16 @@ function configFix(path: string): string {
 async function checkOnnxFile(name: string, path: string, shown: string): Promise<void> {
   let handle
   try {
+    // Opening a FIFO for reading waits for a writer, for good: only a regular file is opened.
+    if (!(await stat(path)).isFile()) throw new Error('not a file')
     handle = await open(path, 'r')
   } catch {
-    throw new RepositoryError(name, shown, 'is missing.', 'Put the exported ONNX model there (or set "file" in config.json).')
+    throw new RepositoryError(
+      name,
+      shown,
+      'is missing (or not a regular file).',
+      'Put the exported ONNX model there (or set "file" in config.json).'
+    )
   }
   try {
     const size = (await handle.stat()).size

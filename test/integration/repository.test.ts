@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -29,7 +30,7 @@ interface Variant {
   config?: unknown
   configText?: string
   noConfig?: boolean
-  model?: 'link' | 'missing' | Buffer
+  model?: 'link' | 'missing' | 'fifo' | Buffer
   labels?: string | 'missing'
 }
 
@@ -42,6 +43,7 @@ async function repositoryWith(v: Variant): Promise<string> {
   if (!v.noConfig) await writeFile(join(dir, 'config.json'), v.configText ?? JSON.stringify(v.config ?? goodConfig))
   const model = v.model ?? 'link'
   if (model === 'link') await symlink(join(good, 'model.onnx'), join(dir, 'model.onnx'))
+  else if (model === 'fifo') execFileSync('mkfifo', [join(dir, 'model.onnx')])
   else if (model !== 'missing') await writeFile(join(dir, 'model.onnx'), model)
   if (v.labels === undefined) await copyFile(join(good, 'labels.txt'), join(dir, 'labels.txt'))
   else if (v.labels !== 'missing') await writeFile(join(dir, 'labels.txt'), v.labels)
@@ -93,7 +95,12 @@ describe('malformed model folders stop start-up with a clear message', () => {
 
   it('missing model file', async () => {
     const msg = await startFails(await repositoryWith({ model: 'missing' }))
-    expect(msg).toMatch(/bad[/\\]model\.onnx: is missing\. Fix: Put the exported ONNX model there/)
+    expect(msg).toMatch(/bad[/\\]model\.onnx: is missing \(or not a regular file\)\. Fix: Put the exported ONNX model there/)
+  })
+
+  it('a model file that is a FIFO is refused, not opened (opening it waited for a writer for good, and the process then ignored SIGTERM)', async () => {
+    const msg = await startFails(await repositoryWith({ model: 'fifo' }))
+    expect(msg).toMatch(/bad[/\\]model\.onnx: is missing \(or not a regular file\)\./)
   })
 
   it('missing labels file', async () => {
