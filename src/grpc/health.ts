@@ -1,5 +1,5 @@
 import type { ServerUnaryCall, ServerWritableStream, UntypedServiceImplementation, sendUnaryData } from '@grpc/grpc-js'
-import { ServiceError, toServiceError } from '../errors.js'
+import { ServiceError, echoed, toServiceError } from '../errors.js'
 import { statusOf } from './error-status.js'
 
 /**
@@ -87,8 +87,8 @@ export function healthService(options: HealthOptions): HealthService {
       }
       const status = servingStatus(service)
       if (status === 'SERVICE_UNKNOWN') {
-        const known = ['""', ...options.services].join(', ')
-        callback(statusOf(new ServiceError('ROUTE_NOT_FOUND', `(health: no service "${service}"; the services are ${known}).`)))
+        const names = ['""', ...options.services].join(', ')
+        callback(statusOf(new ServiceError('ROUTE_NOT_FOUND', `(health: no service "${echoed(service)}"; the services are ${names}).`)))
         return
       }
       callback(null, { status })

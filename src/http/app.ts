@@ -11,7 +11,7 @@ import { bodyBudgetOf, type BodyBudget } from '../body-budget.js'
 import { admitRequests } from './admission.js'
 import { demoPageRoutes } from './demo-page.js'
 import { errorBody, errorBodyFor, schemaErrorFormatter, sendError } from './error-status.js'
-import { jsonCostRefusal } from './json-depth.js'
+import { jsonCostRefusal } from './json-cost.js'
 import { ParseLane } from './parse-lane.js'
 import { registerOpenApi } from './openapi.js'
 import { countRequests } from './request-counting.js'
@@ -79,7 +79,7 @@ export async function buildApp(
     limits: { fileSize: settings.bodyLimitBytes, files: 1, fields: 8, parts: 10, fieldSize: 1024, headerPairs: 100 }
   })
   // JSON (the batch endpoint) is scanned for its nesting and values before it is parsed: parsing
-  // 16 MB of `[` builds millions of arrays (json-depth.ts). Prototype poisoning is refused as
+  // 16 MB of `[` builds millions of arrays (json-cost.ts). Prototype poisoning is refused as
   // fastify's own parser does.
   const parseJson = app.getDefaultJsonParser('error', 'error')
   // One parse per turn of the event loop, for the batch endpoint and /v2 alike (parse-lane.ts).

@@ -1,7 +1,7 @@
 /**
  * JSON bodies are parsed on the event loop (JSON.parse is synchronous), one per turn of it. Bodies
  * that finish arriving together would otherwise be parsed back to back in one turn: each is bounded
- * (json-depth.ts: about 0.3 s at most here), but 16 such bodies at once held /health/live for 1.2 s.
+ * (json-cost.ts: about 0.3 s at most here), but 16 such bodies at once held /health/live for 1.2 s.
  * Through the lane, the loop takes its I/O (probes, other requests' bytes) between two parses.
  */
 export class ParseLane {

@@ -1,5 +1,5 @@
 import { ServiceError } from '../errors.js'
-import { jsonCostRefusal } from './json-depth.js'
+import { jsonCostRefusal } from './json-cost.js'
 
 /**
  * Triton's binary tensor data extension on the HTTP door: an infer body is the JSON inference

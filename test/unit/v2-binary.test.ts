@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { MAX_JSON_DEPTH, MAX_JSON_VALUES, jsonExcess } from '../../src/http/json-depth.js'
+import { MAX_JSON_DEPTH, MAX_JSON_VALUES, jsonExcess } from '../../src/http/json-cost.js'
 import { readInferenceBody } from '../../src/http/v2-binary.js'
 
 /**
