@@ -87,8 +87,3 @@ export function countJpegSegments(bytes: Uint8Array, maxScans = Infinity, maxSeg
   }
   return { scans, segments }
 }
-
-/** The number of SOS segments libjpeg would read, counting no further than `stopAfter` + 1. */
-export function countJpegScans(bytes: Uint8Array, stopAfter = Infinity): number {
-  return countJpegSegments(bytes, stopAfter, Infinity).scans
-}
