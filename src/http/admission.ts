@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest, HTTPMethods } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { BodyBudget } from '../body-budget.js'
 import type { Settings } from '../config.js'
@@ -113,18 +113,12 @@ function admitBody(request: FastifyRequest): number {
  */
 export function admitRequests(app: FastifyInstance, settings: Settings, bodyBudget: BodyBudget): void {
   let closing = false
-  // The methods each fixed path takes, so a request with another method is told which (GET /classify).
-  const methodsByPath = new Map<string, string[]>()
-  app.addHook('onRoute', (route) => {
-    if (route.url.includes(':') || route.url.includes('*')) return
-    const methods = methodsByPath.get(route.url) ?? []
-    for (const method of Array.isArray(route.method) ? route.method : [route.method]) if (!methods.includes(method)) methods.push(method)
-    methodsByPath.set(route.url, methods)
-  })
+  // A fixed path asked with a method it does not take says which it takes (GET /classify). fastify's
+  // router answers for a route's own URL, which is the request's path for every route without parameters.
   const notFound = (request: FastifyRequest): ServiceError => {
-    const path = request.url.split('?', 1)[0]!
-    const methods = methodsByPath.get(path)?.filter((m) => m !== 'HEAD')
-    const takes = methods === undefined || methods.length === 0 ? '' : ` This path takes ${methods.join(', ')}.`
+    const url = request.url.split('?', 1)[0]!
+    const methods = app.supportedMethods.filter((method) => method !== 'HEAD' && app.hasRoute({ url, method: method as HTTPMethods }))
+    const takes = methods.length === 0 ? '' : ` This path takes ${methods.join(', ')}.`
     return new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.${takes}`)
   }
   app.addHook('preClose', async () => {
