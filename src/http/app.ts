@@ -82,12 +82,12 @@ export async function buildApp(
   // 16 MB of `[` builds millions of arrays (json-cost.ts). Prototype poisoning is refused as
   // fastify's own parser does.
   const parseJson = app.getDefaultJsonParser('error', 'error')
-  // One parse per turn of the event loop, for the batch endpoint and /v2 alike (parse-lane.ts).
+  // Large bodies parsed one per turn of the event loop, for the batch endpoint and /v2 alike (parse-lane.ts).
   const parseLane = new ParseLane()
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     const bytes = body as Buffer
-    void parseLane.run(() => {
+    void parseLane.run(bytes.byteLength, () => {
       const refusal = jsonCostRefusal(bytes, bytes.byteLength)
       if (refusal !== undefined) {
         done(new ServiceError('BAD_REQUEST', refusal), undefined)

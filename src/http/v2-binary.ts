@@ -37,6 +37,15 @@ function malformed(detail: string): ServiceError {
   return new ServiceError('BAD_REQUEST', detail)
 }
 
+/**
+ * The JSON bytes of an infer body, for what parsing it may cost: the Inference-Header-Content-Length
+ * when it is a number within the body, else the whole body (readInferenceBody refuses a bad header).
+ */
+export function jsonHeaderBytes(body: Buffer, headerLength: string | string[] | undefined): number {
+  const n = typeof headerLength === 'string' ? Number(headerLength) : NaN
+  return Number.isSafeInteger(n) && n >= 0 && n <= body.byteLength ? n : body.byteLength
+}
+
 /** Splits an infer body at Inference-Header-Content-Length (absent: the whole body is JSON). */
 export function readInferenceBody(body: Buffer, headerLength: string | string[] | undefined): InferenceBody {
   let jsonEnd = body.byteLength

@@ -14,7 +14,14 @@ import { sendError, v2ErrorBody } from '../error-status.js'
 import type { ParseLane } from '../parse-lane.js'
 import { decodeBase64Item, jsonBatchBodyLimit, requestOptions } from '../request-input.js'
 import { V2_ERROR_RESPONSES } from '../schemas.js'
-import { BINARY_DATA_SIZE, INFERENCE_HEADER_LENGTH, binaryInputSlices, binaryResponseBody, readInferenceBody } from '../v2-binary.js'
+import {
+  BINARY_DATA_SIZE,
+  INFERENCE_HEADER_LENGTH,
+  binaryInputSlices,
+  binaryResponseBody,
+  jsonHeaderBytes,
+  readInferenceBody
+} from '../v2-binary.js'
 
 /**
  * The Open Inference Protocol (KServe V2) REST routes, registered under the prefix /v2. Meaning
@@ -308,8 +315,10 @@ export async function v2Routes(app: FastifyInstance, { service, settings, parseL
   app.decorateRequest('inferenceBinaryData', null)
   app.decorateRequest('inferenceRawBinary', false)
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: jsonBatchBodyLimit(settings) }, (request, body, done) => {
+    const bytes = body as Buffer
+    const headerLength = request.headers[INFERENCE_HEADER_LENGTH]
     parseLane
-      .run(() => readInferenceBody(body as Buffer, request.headers[INFERENCE_HEADER_LENGTH]))
+      .run(jsonHeaderBytes(bytes, headerLength), () => readInferenceBody(bytes, headerLength))
       .then(
         ({ header, binary, raw }) => {
           request.inferenceBinaryData = binary
