@@ -3,7 +3,6 @@ import { resolve } from 'node:path'
 import { helpText, wantsHelp } from './config-help.js'
 import type { Settings } from './config.js'
 import type { ClassifyService } from './core/classify-service.js'
-import type { GrpcServerHandle } from './grpc/server.js'
 
 /** The process: settings, the core service, its doors, and a graceful exit on SIGTERM/SIGINT. */
 
@@ -71,23 +70,20 @@ async function main(): Promise<void> {
   // One budget for the request bytes both doors hold, so the memory they can be made to hold is one figure.
   const bodyBudget = bodyBudgetOf(settings)
   const app = await buildApp(service, settings, log, metrics, bodyBudget)
-  let address: string
-  try {
-    address = await app.listen({ host: settings.host, port: settings.port })
-  } catch (err) {
-    log.fatal({ problem: (err as Error).message, port: settings.port }, 'cannot start: the HTTP port cannot be bound')
-    console.error(`resnet-serve: cannot start HTTP on ${settings.host}:${settings.port}: ${(err as Error).message} (set --port)`)
-    process.exit(1)
+  // A port that cannot be bound ends the start with one line naming the flag, not a stack trace.
+  const bound = async <T>(door: 'HTTP' | 'gRPC', port: number, flag: string, listen: () => Promise<T>): Promise<T> => {
+    try {
+      return await listen()
+    } catch (err) {
+      const problem = (err as Error).message
+      log.fatal({ problem, port }, `cannot start: the ${door} port cannot be bound`)
+      console.error(`resnet-serve: cannot start ${door} on ${settings.host}:${port}: ${problem} (set ${flag})`)
+      process.exit(1)
+    }
   }
+  const address = await bound('HTTP', settings.port, '--port', () => app.listen({ host: settings.host, port: settings.port }))
   log.info({ address, pid: process.pid, models: service.modelNames(), defaultModel: service.defaultModel }, 'HTTP listening')
-  let grpc: GrpcServerHandle
-  try {
-    grpc = await startGrpcServer(service, settings, log, metrics, bodyBudget)
-  } catch (err) {
-    log.fatal({ problem: (err as Error).message, port: settings.grpcPort }, 'cannot start: the gRPC port cannot be bound')
-    console.error(`resnet-serve: cannot start gRPC on ${settings.host}:${settings.grpcPort}: ${(err as Error).message} (set --grpc-port)`)
-    process.exit(1)
-  }
+  const grpc = await bound('gRPC', settings.grpcPort, '--grpc-port', () => startGrpcServer(service, settings, log, metrics, bodyBudget))
   log.info({ host: settings.host, port: grpc.port }, 'gRPC listening')
 
   const closeDoors = (): void => {
