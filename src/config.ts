@@ -449,7 +449,7 @@ type Raw = Record<string, string | boolean | string[] | undefined>
 
 const TRUE_WORD = /^(1|true|yes|on)$/i
 const FALSE_WORD = /^(0|false|no|off)$/i
-const BOOLEAN_WORD = /^(1|true|yes|on|0|false|no|off)$/i
+const isBooleanWord = (word: string): boolean => TRUE_WORD.test(word) || FALSE_WORD.test(word)
 
 function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, source: string): unknown {
   const hint = `${source} (flag --${s.flag}, env ${s.env}): ${plainText(s.description)}`
@@ -557,7 +557,7 @@ function booleanFlagForms(argv: readonly string[]): { args: string[]; booleans: 
     if (arg.startsWith('--') && BOOLEAN_FLAGS.has(arg.slice(2))) {
       // `--flag false`: no positional argument is taken, so a boolean word after the flag is its value.
       const next = argv[i + 1]
-      if (next !== undefined && BOOLEAN_WORD.test(next)) {
+      if (next !== undefined && isBooleanWord(next)) {
         booleans.set(arg.slice(2), next)
         i++
         continue
