@@ -2,23 +2,27 @@
 # The load suite on the GPU host; writes everything under $OUT. In the project root, after
 # `bash .gpu/a/device.sh a`, `bash .gpu/b/device.sh b`, `source .gpu/b/device.sh env`:
 #
-#   bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|queuedelay|all ...]   (default all; parts run in the order below)
+#   bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|queuedelay|ladder|all ...]   (default all; parts run in the order below)
 #
 # Parts, so that each device command stays under its 10-minute limit if one run of all does not:
 #   models  the synthetic ResNet-50 and its variants -u8, -fp16, -u8-fp16 (UINT8 prologue, FP16)
 #   raw     the raw sessions alone: the four models at batch 256, 1 and 2 batches in flight
 #           (the GPU target: -u8-fp16 with two or more in flight >= 8,500 images/s)
 #   suite   every door against --provider cuda with the FP32 models, report with charts
-#   fp16    /classify, /v2 and gRPC with the UINT8+FP16 model (the fastest path), its own report
+#   fp16    /classify, /v2 and gRPC with the UINT8+FP16 model (the fastest path), its own report; the
+#           service's defaults on CUDA: each session one fixed batch size (16 and GPU_MAX_BATCH)
 #   firstrun  the first runs of each batch size on one session (what warm-up must cover), then every size
 #           shuffled on one session and on two side by side (what slows runs in the service), first-run.md
 #   queuedelay  /classify with the batcher's maxQueueDelayMs 0 against 5 ms in paired rounds (-u8-fp16
 #           model, GPU_CONCURRENCY, 2 rounds of GPU_DURATION), queue-delay.md; not part of all (~3 min)
+#   ladder  /v2 UINT8 as in fp16 but with batching.fixedShapes false (every session pads to the ladder
+#           1, 2, 3, 4, 6, 8, …, as in the 2026-11-30 run): what fixed shapes changed; not part of all (~1 min)
 # Send dist/ in the checkout (run's carry: [".gpu/b", "dist"]): linked from the archive in /tmp it
 # misses the checkout's data/ and the service could not be reached (first GPU run, docs/gpu-report.md).
-# Run `firstrun` first on a new host: it tells whether a change of batch size costs time per run.
+# Run `firstrun fp16` first on a new host: firstrun shows whether a change of batch size costs time
+# per run (the reason for fixed shapes, src/core/run-sizes.ts), fp16 measures the targets with them.
 # Estimated on the CPU dry run: all is ~7-8 minutes. With 15 device minutes, run
-# `bash load/gpu/run.sh raw fp16` (the targets, ~4 min) in one command (add firstrun: about a minute), then `suite` in a second.
+# `bash load/gpu/run.sh firstrun fp16 raw` (~5 min) in one command, then `ladder suite` in a second.
 # Knobs (environment): GPU_PROVIDER (cuda; cpu for a dry run), GPU_SESSIONS (2), GPU_MAX_BATCH (128),
 # GPU_CONCURRENCY (16,64,256,512), GPU_DURATION (s per level, 4), GPU_RAW_SECONDS (3),
 # GPU_RAW_BATCHES (256), GPU_RAW_IN_FLIGHT (1,2), GPU_PHOTOS (500x375,4000x3000),
@@ -38,7 +42,7 @@ photos=${GPU_PHOTOS:-500x375,4000x3000}
 repo=${GPU_REPOSITORY:-/tmp/gpu-models}
 # sharp (so "sharp alone" and the service's decoding) gets its parallelism from the libuv pool.
 export UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-$(nproc)}
-for p in $parts; do case "$p" in models|raw|suite|fp16|firstrun|queuedelay|all) ;; *) echo "usage: bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|queuedelay|all ...]"; exit 2 ;; esac; done
+for p in $parts; do case "$p" in models|raw|suite|fp16|firstrun|queuedelay|ladder|all) ;; *) echo "usage: bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|queuedelay|ladder|all ...]"; exit 2 ;; esac; done
 mkdir -p "$out"
 exec > >(tee -a "$out/run.log") 2>&1
 
@@ -85,5 +89,14 @@ if [[ $parts == *" queuedelay "* ]]; then
   node dist/load/queue-delay.js --entry dist --provider "$provider" --sessions-per-model "$sessions" --max-batch "$max_batch" \
     --repository "$repo" --model resnet50-u8-fp16 --concurrency "$concurrency" --rounds "${GPU_QUEUE_DELAY_ROUNDS:-2}" \
     --duration "$duration" --out "$out" | tee "$out/queue-delay.md"
+fi
+if [[ $parts == *" ladder "* ]]; then
+  dir=$(serving ladder resnet50-fp16 resnet50-u8-fp16)
+  for m in resnet50-fp16 resnet50-u8-fp16; do
+    node -e 'const fs = require("fs"); const f = process.argv[1]; const c = JSON.parse(fs.readFileSync(f, "utf8")); c.batching.fixedShapes = false; fs.writeFileSync(f, JSON.stringify(c, null, 2))' "$dir/$m/config.json"
+  done
+  mkdir -p "$out/ladder"
+  node dist/load/report/report.js "${common[@]}" --repository "$dir" --photos 500x375 --out "$out/ladder" --float-model resnet50-fp16 --uint8-model resnet50-u8-fp16 \
+    --scenarios v2-uint8 --report-dir "$out/ladder" "${raw_arg[@]}"
 fi
 echo "== done $(date -u +%FT%TZ); reports: $out/load-report.md $out/fp16/load-report.md"

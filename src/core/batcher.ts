@@ -31,7 +31,8 @@ export interface QueueView {
   readonly length: number
   /** Clock time the oldest waiting item was submitted; meaningless when length is 0. */
   readonly oldestEnqueuedAt: number
-  readonly idleRunners: number
+  /** The largest batch an idle runner takes (a session with a fixed shape takes only its size); 0 when none is idle. */
+  readonly idleCapacity: number
 }
 
 export type BatchDecision = { readonly run: true; readonly size: number } | { readonly run: false; readonly waitMs: number | undefined }
@@ -44,11 +45,29 @@ const WAIT_FOR_EVENT: BatchDecision = Object.freeze({ run: false, waitMs: undefi
  * the run, not the batch). Work-conserving with maxQueueDelayMs 0: an idle runner never waits.
  */
 export function decideBatch(queue: QueueView, now: number, policy: BatchPolicy): BatchDecision {
-  if (queue.length === 0 || queue.idleRunners <= 0) return WAIT_FOR_EVENT
-  if (queue.length >= policy.maxBatchSize) return { run: true, size: policy.maxBatchSize }
+  if (queue.length === 0 || queue.idleCapacity <= 0) return WAIT_FOR_EVENT
+  const full = Math.min(policy.maxBatchSize, queue.idleCapacity)
+  if (queue.length >= full) return { run: true, size: full }
   const runAt = queue.oldestEnqueuedAt + policy.maxQueueDelayMs
   if (now >= runAt) return { run: true, size: queue.length }
   return { run: false, waitMs: runAt - now }
+}
+
+/**
+ * Pure: which idle runner takes a batch of `size` — the one with the smallest capacity that holds
+ * it (so a small fixed-shape session takes a small batch and the large one stays free), else the
+ * largest idle one; -1 when none is idle.
+ */
+export function pickRunner(capacities: readonly number[], idle: readonly boolean[], size: number): number {
+  let fits = -1
+  let largest = -1
+  for (let i = 0; i < capacities.length; i++) {
+    if (!idle[i]) continue
+    const cap = capacities[i]!
+    if (cap >= size && (fits < 0 || cap < capacities[fits]!)) fits = i
+    if (largest < 0 || cap > capacities[largest]!) largest = i
+  }
+  return fits >= 0 ? fits : largest
 }
 
 /** Time and timers, injectable so tests drive the batcher with a fake clock. Times are in ms. */
@@ -87,8 +106,13 @@ export interface BatcherOptions<I, O> {
   policy: BatchPolicy
   /** How many batches may run at once: one per inference session. */
   runners: number
-  /** Resolves with exactly one output per input, in input order. */
-  execute: (inputs: I[]) => Promise<O[]>
+  /**
+   * Per runner, the largest batch it takes (a session that runs one fixed batch size); absent:
+   * every runner takes maxBatchSize.
+   */
+  runnerCapacities?: readonly number[]
+  /** Runs a batch on runner `runner`; resolves with exactly one output per input, in input order. */
+  execute: (inputs: I[], runner: number) => Promise<O[]>
   clock?: Clock
   onBatch?: (info: { size: number; queueMs: number[] }) => void
 }
@@ -133,7 +157,9 @@ export class Batcher<I, O> {
   private readonly policy: BatchPolicy
   /** After close nothing can join a batch, so waiting for a fuller one only delays shutdown. */
   private readonly flushPolicy: BatchPolicy
-  private readonly execute: (inputs: I[]) => Promise<O[]>
+  private readonly execute: (inputs: I[], runner: number) => Promise<O[]>
+  private readonly capacities: readonly number[]
+  private readonly idle: boolean[]
   private readonly clock: Clock
   private readonly onBatch: ((info: { size: number; queueMs: number[] }) => void) | undefined
   /** One FIFO ring per priority level, highest first; one ring when priorities are off. */
@@ -144,7 +170,7 @@ export class Batcher<I, O> {
    * The queue's live counts, updated in place as items come and go and handed to decideBatch as
    * its read-only QueueView (one object for every decision). `length` counts live items only.
    */
-  private readonly queueState = { length: 0, oldestEnqueuedAt: 0, idleRunners: 0 }
+  private readonly queueState = { length: 0, oldestEnqueuedAt: 0, idleCapacity: 0 }
   private running = 0
   private closed = false
   private batchTimer: unknown = undefined
@@ -165,6 +191,12 @@ export class Batcher<I, O> {
     if (!Number.isInteger(policy.maxBatchSize) || policy.maxBatchSize < 1) {
       throw new RangeError(`batching.maxBatchSize must be an integer ≥ 1, got ${policy.maxBatchSize}.`)
     }
+    const capacities = options.runnerCapacities ?? new Array<number>(runners).fill(policy.maxBatchSize)
+    if (capacities.length !== runners || !capacities.every((c) => Number.isInteger(c) && c >= 1)) {
+      throw new RangeError(
+        `Batcher runnerCapacities must give an integer ≥ 1 for each of the ${runners} runners, got [${capacities.join(', ')}].`
+      )
+    }
     if (!Number.isInteger(policy.maxQueueSize) || policy.maxQueueSize < 1) {
       throw new RangeError(`batching.maxQueueSize must be an integer ≥ 1, got ${policy.maxQueueSize}.`)
     }
@@ -183,7 +215,9 @@ export class Batcher<I, O> {
     this.defaultLevel = levels === 0 ? 0 : defaultLevel - 1
     this.policy = Object.freeze({ ...policy })
     this.flushPolicy = Object.freeze({ ...policy, maxQueueDelayMs: 0 })
-    this.queueState.idleRunners = runners
+    this.capacities = Object.freeze([...capacities])
+    this.idle = new Array<boolean>(runners).fill(true)
+    this.queueState.idleCapacity = Math.max(...capacities)
     this.execute = options.execute
     this.clock = options.clock ?? systemClock
     this.onBatch = options.onBatch
@@ -353,15 +387,24 @@ export class Batcher<I, O> {
       this.notifyIfDrained()
       return
     }
-    this.queueState.idleRunners--
+    const runner = pickRunner(this.capacities, this.idle, items.length)
+    this.setIdle(runner, false)
     this.running++
     if (this.onBatch !== undefined) this.onBatch({ size: items.length, queueMs: items.map((i) => i.queueMs) })
-    void this.runBatch(items, inputs, now)
+    void this.runBatch(items, inputs, now, runner)
   }
 
-  private async runBatch(items: QueueItem<I, O>[], inputs: I[], startedAt: number): Promise<void> {
+  /** Marks a runner idle or busy and keeps the queue view's idle capacity current. */
+  private setIdle(runner: number, idle: boolean): void {
+    this.idle[runner] = idle
+    let capacity = 0
+    for (let i = 0; i < this.capacities.length; i++) if (this.idle[i] && this.capacities[i]! > capacity) capacity = this.capacities[i]!
+    this.queueState.idleCapacity = capacity
+  }
+
+  private async runBatch(items: QueueItem<I, O>[], inputs: I[], startedAt: number, runner: number): Promise<void> {
     try {
-      const outputs = await this.execute(inputs)
+      const outputs = await this.execute(inputs, runner)
       if (!Array.isArray(outputs) || outputs.length !== items.length) {
         const got = Array.isArray(outputs) ? `${outputs.length} outputs` : 'no output array'
         throw new ServiceError('INTERNAL', `(batch execution returned ${got} for ${items.length} inputs)`)
@@ -377,7 +420,7 @@ export class Batcher<I, O> {
       const tookMs = this.clock.now() - startedAt
       this.avgBatchMs = this.avgBatchMs === 0 ? tookMs : this.avgBatchMs + DURATION_EWMA_WEIGHT * (tookMs - this.avgBatchMs)
       this.running--
-      this.queueState.idleRunners++
+      this.setIdle(runner, true)
       this.pump()
       this.notifyIfDrained()
     }
@@ -386,7 +429,7 @@ export class Batcher<I, O> {
   /** Roughly how long the queue ahead takes to clear: its batches spread over the runners. */
   private retryAfterSeconds(): number {
     const batchesAhead = Math.ceil(this.queueState.length / this.policy.maxBatchSize) + this.running
-    const runners = this.queueState.idleRunners + this.running
+    const runners = this.capacities.length
     const waitMs = (batchesAhead / runners) * this.avgBatchMs + this.policy.maxQueueDelayMs
     return Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(1, Math.ceil(waitMs / 1000)))
   }

@@ -119,7 +119,8 @@ export class ServedModel {
     this.batcher = new Batcher<BatchItem, ItemOutput>({
       policy: { ...entry.config.batching, maxBatchSize: shape.maxBatchSize },
       runners: sessions.sessionCount,
-      execute: (items) => this.execute(items)
+      runnerCapacities: sessions.plan!.capacities,
+      execute: (items, runner) => this.execute(items, runner)
     })
     this.events = events
   }
@@ -127,7 +128,7 @@ export class ServedModel {
   readonly events: ServiceEvents
 
   /** Packs a batch into one transferable buffer and splits the answer back into per-item rows. */
-  private async execute(items: BatchItem[]): Promise<ItemOutput[]> {
+  private async execute(items: BatchItem[], runner: number): Promise<ItemOutput[]> {
     let total = 0
     for (const item of items) total += item.bytes.byteLength
     const data = new Uint8Array(total)
@@ -139,7 +140,7 @@ export class ServedModel {
       data.set(item.bytes, offset)
       offset += item.bytes.byteLength
     }
-    const { output, inferMs } = await this.sessions.run(kinds, data.buffer)
+    const { output, inferMs } = await this.sessions.run(kinds, data.buffer, runner)
     this.events.onBatch?.(this.entry.name, items.length, inferMs, this.info.version)
     const width = this.numClasses
     const out: ItemOutput[] = new Array(items.length)
@@ -258,7 +259,7 @@ export class ClassifyService {
         synthetic: entry.config.synthetic,
         provider: sessions.provider,
         maxBatchSize: sessions.shape!.maxBatchSize,
-        warmedUpBatchSizes: sessions.sizes!.warmUp,
+        runSizes: sessions.plan!.fixedShapes ? { fixedShapes: sessions.plan!.capacities } : { warmedUp: sessions.plan!.warmUp[0] },
         readyMs: Math.round(performance.now() - t0)
       },
       'model ready'

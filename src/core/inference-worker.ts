@@ -54,6 +54,7 @@ async function start(): Promise<void> {
 function inputTensor(req: RunRequest): OrtTensor {
   const n = req.kinds.length
   const size = req.runSize
+  if (size < n) throw new Error(`a batch of ${n} images was sent to a session that runs ${size}`)
   if (!floatInput) {
     // uint8 NHWC models take the decoder's pixels as they are: PIXELS and TENSOR share one layout.
     const pixels = new Uint8Array(req.data, 0, n * pixelBytes)

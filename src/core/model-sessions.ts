@@ -5,12 +5,13 @@ import { checkModelSignature, type ModelEntry, type ModelShape } from '../reposi
 import { siblingModule, startModuleWorker } from './module-worker.js'
 import { ItemKind, type ReadyMessage, type RunRequest, type WorkerInit, type WorkerMessage } from './worker-messages.js'
 import type { SessionSettings } from './onnx-session.js'
-import { runSizes, type RunSizes } from './run-sizes.js'
+import { runPlan, type RunPlan } from './run-sizes.js'
 
 /**
- * Worker threads that own the ONNX Runtime sessions of one model. The batcher in front never has
- * more batches in flight than there are sessions, so `run` normally finds an idle worker; when a
- * worker is being replaced after a crash, runs wait for it in a small FIFO.
+ * Worker threads that own the ONNX Runtime sessions of one model, one per slot. The batcher in
+ * front has a runner per slot and never more batches in flight than slots, so `run` normally finds
+ * its slot's worker idle; while a worker is being replaced after a crash, its slot's runs wait in a
+ * small FIFO. A slot keeps its run size across replacements (fixed shapes on CUDA, run-sizes.ts).
  */
 
 const WORKER_MODULE = siblingModule(import.meta.url, 'inference-worker')
@@ -32,9 +33,18 @@ class SessionWorker {
   busy: Pending | undefined
   busyId = -1
 
-  constructor(init: WorkerInit) {
+  constructor(
+    init: WorkerInit,
+    readonly slot: number
+  ) {
     this.worker = startModuleWorker(WORKER_MODULE, { workerData: init })
   }
+}
+
+interface Waiting {
+  readonly kinds: Uint8Array
+  readonly data: ArrayBuffer
+  readonly pending: Pending
 }
 
 export interface ModelSessionsEvents {
@@ -48,11 +58,13 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
   readonly entry: ModelEntry
   shape: ModelShape | undefined
   provider: 'cuda' | 'cpu' | undefined
-  /** Set by `start`, from the model's shape and the provider its sessions got. */
-  sizes: RunSizes | undefined
+  /** Set by `start`, from the model's shape and the provider its sessions got: what each slot runs. */
+  plan: RunPlan | undefined
   private readonly init: WorkerInit
-  private readonly workers: SessionWorker[] = []
-  private readonly waiting: Array<{ kinds: Uint8Array; data: ArrayBuffer; pending: Pending }> = []
+  /** The worker serving each slot; undefined while it starts or is being replaced. */
+  private readonly workers: Array<SessionWorker | undefined>
+  /** Per slot, runs waiting for its worker. */
+  private readonly waiting: Waiting[][]
   private nextId = 0
   private closing = false
 
@@ -70,52 +82,63 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
       threads: settings.threads
     }
     this.sessionCount = settings.sessions
+    this.workers = new Array<SessionWorker | undefined>(settings.sessions).fill(undefined)
+    this.waiting = Array.from({ length: settings.sessions }, () => [])
   }
 
   readonly sessionCount: number
 
   /** Opens every session, checks the model's signature against its config, warms up every batch size it will run. */
   async start(): Promise<void> {
-    const started = await Promise.allSettled(Array.from({ length: this.sessionCount }, () => this.spawn()))
+    const started = await Promise.allSettled(Array.from({ length: this.sessionCount }, (_, slot) => this.spawn(slot)))
     const failed = started.find((r) => r.status === 'rejected')
     if (failed !== undefined) {
       await this.close()
       throw (failed as PromiseRejectedResult).reason
     }
-    this.sizes = runSizes(this.shape!.maxBatchSize, this.provider ?? 'cpu', this.entry.config.batching.padTo)
-    for (const size of this.sizes.warmUp) await this.warmUp(size)
+    const { batching } = this.entry.config
+    try {
+      this.plan = runPlan(this.shape!.maxBatchSize, this.provider ?? 'cpu', this.sessionCount, batching)
+    } catch (err) {
+      await this.close()
+      throw new Error(`${this.entry.name}: ${(err as Error).message}`)
+    }
+    await Promise.all(this.plan.warmUp.map((sizes, slot) => this.warmUp(slot, sizes)))
   }
 
-  /** Runs one batch on an idle session. `data` is transferred to the worker. */
-  run(kinds: Uint8Array, data: ArrayBuffer): Promise<BatchOutput> {
+  /**
+   * Runs one batch on the session of `slot` (the batcher's runner), at most that slot's capacity
+   * (`plan.capacities`). `data` is transferred to the worker.
+   */
+  run(kinds: Uint8Array, data: ArrayBuffer, slot = 0): Promise<BatchOutput> {
     return new Promise((resolve, reject) => {
       const pending = { resolve, reject }
       if (this.closing) return reject(new ServiceError('SHUTTING_DOWN'))
-      const idle = this.workers.find((w) => w.busy === undefined)
-      if (idle === undefined) this.waiting.push({ kinds, data, pending })
-      else this.dispatch(idle, kinds, data, pending)
+      const w = this.workers[slot]
+      if (w === undefined || w.busy !== undefined) this.waiting[slot]!.push({ kinds, data, pending })
+      else this.dispatch(w, kinds, data, pending)
     })
   }
 
-  /** Runs a zero batch of `batch` images on every session so no real request pays a first run of that size. */
-  private async warmUp(batch: number): Promise<void> {
+  /** Runs a zero batch of each size on one slot's session, one after the other, so no real request pays a first run of that size. */
+  private async warmUp(slot: number, sizes: readonly number[]): Promise<void> {
     const { crop } = this.init.preprocess
-    await Promise.all(
-      this.workers.map(() => this.run(new Uint8Array(batch).fill(ItemKind.PIXELS), new ArrayBuffer(batch * crop * crop * 3)))
-    )
+    for (const batch of sizes) {
+      await this.run(new Uint8Array(batch).fill(ItemKind.PIXELS), new ArrayBuffer(batch * crop * crop * 3), slot)
+    }
   }
 
   private dispatch(w: SessionWorker, kinds: Uint8Array, data: ArrayBuffer, pending: Pending): void {
     const id = this.nextId++
     w.busy = pending
     w.busyId = id
-    const runSize = this.sizes?.runSize(kinds.length) ?? kinds.length
+    const runSize = this.plan?.runSize(kinds.length, w.slot) ?? kinds.length
     const req: RunRequest = { type: 'run', id, kinds, data, runSize }
     w.worker.postMessage(req, [data])
   }
 
-  private spawn(): Promise<void> {
-    const w = new SessionWorker(this.init)
+  private spawn(slot: number): Promise<void> {
+    const w = new SessionWorker(this.init, slot)
     return new Promise<void>((resolve, reject) => {
       let up = false
       w.worker.on('message', (msg: WorkerMessage) => {
@@ -130,7 +153,7 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
             }
             up = true
             this.provider = msg.provider
-            this.workers.push(w)
+            this.workers[slot] = w
             this.emit('ready', msg)
             this.pump(w)
             resolve()
@@ -171,14 +194,13 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
   }
 
   private pump(w: SessionWorker): void {
-    const next = this.waiting.shift()
+    const next = this.waiting[w.slot]!.shift()
     if (next !== undefined) this.dispatch(w, next.kinds, next.data, next.pending)
   }
 
   /** A worker that dies takes its batch with it: that batch fails fast, and a new worker takes its place. */
   private onWorkerExit(w: SessionWorker, code: number): void {
-    const i = this.workers.indexOf(w)
-    if (i >= 0) this.workers.splice(i, 1)
+    if (this.workers[w.slot] === w) this.workers[w.slot] = undefined
     const pending = w.busy
     w.busy = undefined
     if (this.closing) {
@@ -187,12 +209,12 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
     }
     pending?.reject(new ServiceError('INFERENCE_FAILED', `The worker exited with code ${code}.`))
     this.emit('crash', `inference worker for ${this.entry.name} exited with code ${code}`)
-    this.spawn().catch((err: unknown) => this.emit('crash', `replacement worker failed to start: ${(err as Error).message}`))
+    this.spawn(w.slot).catch((err: unknown) => this.emit('crash', `replacement worker failed to start: ${(err as Error).message}`))
   }
 
   /** The worker threads currently serving. */
   get threads(): readonly Worker[] {
-    return this.workers.map((w) => w.worker)
+    return this.workers.flatMap((w) => (w === undefined ? [] : [w.worker]))
   }
 
   /**
@@ -200,14 +222,16 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
    * its next batch, so that batch is lost with it.
    */
   injectWorkerFailure(): void {
-    this.workers.find((w) => w.busy === undefined)?.worker.postMessage({ type: 'fail' })
+    this.workers.find((w) => w !== undefined && w.busy === undefined)?.worker.postMessage({ type: 'fail' })
   }
 
   async close(): Promise<void> {
     this.closing = true
-    for (const { pending } of this.waiting.splice(0)) pending.reject(new ServiceError('SHUTTING_DOWN'))
+    for (const queue of this.waiting) for (const { pending } of queue.splice(0)) pending.reject(new ServiceError('SHUTTING_DOWN'))
+    const workers = this.workers.flatMap((w) => (w === undefined ? [] : [w]))
+    this.workers.fill(undefined)
     await Promise.all(
-      this.workers.splice(0).map(
+      workers.map(
         (w) =>
           new Promise<void>((resolve) => {
             w.worker.once('exit', () => resolve())

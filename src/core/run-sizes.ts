@@ -1,9 +1,12 @@
 /**
- * Which batch sizes a session runs. On CUDA the first run of each new input shape is slow (cuDNN
- * chooses its convolution algorithms per shape: 0.1–1.1 s per batch size for ResNet-50 on an H200,
- * docs/gpu-report.md), so a batch is padded with zero images up to the next size of a short ladder
- * and every size of the ladder is run once before the model reports ready. On the CPU there is no
- * such cost, so batches run at their own size and only the largest is warmed up.
+ * Which batch sizes each session of a model runs. On CUDA a session must keep one input shape:
+ * ONNX Runtime's CUDA convolutions (cuDNN 9 frontend, onnxruntime 1.20 and later) rebuild their
+ * execution plans whenever a run's input shape differs from the previous run's, including a shape
+ * the session has run before. For ResNet-50 on an H200 that is 0.1–1.1 s a run against 2–16 ms
+ * for a repeated shape (docs/gpu-report.md), and onnxruntime-node cannot set the algorithm search
+ * that would make it cheaper. So on CUDA each session is given one batch size, pads every batch
+ * it runs to that size, and runs it once before the model reports ready ("fixed shapes"). On the
+ * CPU there is no such cost: batches run at their own size on any session.
  */
 
 /** 1, 2, 3, 4, 6, 8, 12, 16, 24, … up to `max` (and `max` itself): padding wastes at most a third. */
@@ -17,23 +20,73 @@ export function sizeLadder(max: number): number[] {
   return [...sizes].sort((a, b) => a - b)
 }
 
-export interface RunSizes {
-  /** The sizes warmed up before ready; with padding, the only sizes that run. */
-  readonly warmUp: readonly number[]
-  /** The size a batch of `n` runs at. */
-  runSize(n: number): number
+/** The small size a second fixed-shape session runs by default, so a light load is not padded to the maximum. */
+export const SMALL_FIXED_SIZE = 16
+
+/** The batching settings of a model's config.json that decide its run sizes. */
+export interface RunSizeSettings {
+  readonly padTo?: readonly number[] | undefined
+  readonly fixedShapes?: boolean | undefined
+}
+
+export interface RunPlan {
+  /** Each session runs one input shape (its capacity), padding smaller batches to it. */
+  readonly fixedShapes: boolean
+  /** Per session, the largest batch it takes. */
+  readonly capacities: readonly number[]
+  /** Per session, the sizes it runs once before the model reports ready. */
+  readonly warmUp: ReadonlyArray<readonly number[]>
+  /** The sizes batches are padded to ([] when they run at their own size): Triton's preferred_batch_size. */
+  readonly paddedSizes: readonly number[]
+  /** The size a batch of `n` runs at on session `session`. */
+  runSize(n: number, session: number): number
+}
+
+function sortedSizes(listed: readonly number[], max: number): number[] {
+  return [...new Set([...listed.filter((s) => s < max), max])].sort((a, b) => a - b)
 }
 
 /**
- * `padTo` is the model's `batching.padTo`: a list of sizes, `[]` for no padding, or absent for the
- * provider's default (the ladder on CUDA, none on the CPU). `max` is the largest batch the model takes.
+ * `max` is the largest batch the model takes, `sessions` how many sessions it has. `padTo` absent
+ * means the provider's default; `[]` turns padding off (and with it fixed shapes, unless asked for).
+ * Throws, with the fix, when fixed shapes are asked for with more sizes than sessions or with no padding.
  */
-export function runSizes(max: number, provider: 'cuda' | 'cpu', padTo: readonly number[] | undefined): RunSizes {
+export function runPlan(max: number, provider: 'cuda' | 'cpu', sessions: number, settings: RunSizeSettings): RunPlan {
+  const { padTo } = settings
+  const paddingOff = padTo !== undefined && padTo.length === 0
+  const fixedShapes = settings.fixedShapes ?? (provider === 'cuda' && !paddingOff)
+  if (fixedShapes) {
+    if (paddingOff) {
+      throw new Error(
+        "batching.fixedShapes pads every batch to its session's size, and batching.padTo [] turns padding off: drop one of them."
+      )
+    }
+    const sizes = sortedSizes(padTo ?? (sessions > 1 ? [Math.min(SMALL_FIXED_SIZE, max)] : []), max)
+    if (sizes.length > sessions) {
+      throw new Error(
+        `with batching.fixedShapes each session runs one batch size, and ${sizes.join(', ')} (batching.padTo and the maximum ${max}) need ${sizes.length} sessions where the model has ${sessions}: raise --sessions-per-model to ${sizes.length} or list fewer sizes in batching.padTo.`
+      )
+    }
+    const capacities = Array.from({ length: sessions }, (_, i) => sizes[i] ?? max)
+    return {
+      fixedShapes,
+      capacities,
+      warmUp: capacities.map((size) => [size]),
+      paddedSizes: sizes,
+      runSize: (_n, session) => capacities[session]!
+    }
+  }
+  const capacities = new Array<number>(sessions).fill(max)
   const listed = padTo ?? (provider === 'cuda' ? sizeLadder(max) : [])
-  const ladder = [...new Set([...listed.filter((s) => s < max), max])].sort((a, b) => a - b)
-  if (listed.length === 0) return { warmUp: [max], runSize: (n) => n }
+  if (listed.length === 0) {
+    return { fixedShapes, capacities, warmUp: capacities.map(() => [max]), paddedSizes: [], runSize: (n) => n }
+  }
+  const ladder = sortedSizes(listed, max)
   return {
-    warmUp: ladder,
+    fixedShapes,
+    capacities,
+    warmUp: capacities.map(() => ladder),
+    paddedSizes: ladder,
     runSize(n) {
       for (const size of ladder) if (size >= n) return size
       return n

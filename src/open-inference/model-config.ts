@@ -1,6 +1,6 @@
 import type { Settings } from '../config.js'
 import type { ClassifyService, ServedModel } from '../core/classify-service.js'
-import { runSizes, sizeLadder } from '../core/run-sizes.js'
+import { runPlan } from '../core/run-sizes.js'
 import type { ModelConfig, VersionPolicy } from '../repository/model-config.js'
 import { PLATFORM, resolveModel } from './metadata.js'
 
@@ -76,11 +76,9 @@ export interface ModelConfigSource {
   readonly cudaDeviceId: number
 }
 
-/** The sizes batches are padded to (the provider's default ladder when padTo is absent); [] when they run as they come. */
+/** The sizes batches are padded to (the sessions' fixed sizes, or the ladder); [] when they run as they come. */
 function paddedSizes(source: ModelConfigSource): readonly number[] {
-  const { padTo } = source.config.batching
-  const listed = padTo ?? (source.provider === 'cuda' ? sizeLadder(source.maxBatchSize) : [])
-  return listed.length === 0 ? [] : runSizes(source.maxBatchSize, source.provider, padTo).warmUp
+  return runPlan(source.maxBatchSize, source.provider, source.sessions, source.config.batching).paddedSizes
 }
 
 function versionPolicy(policy: VersionPolicy | undefined): TritonVersionPolicy {

@@ -236,7 +236,7 @@ function configFix(path: string): string {
     return "Give exactly three numbers, one per colour channel in the model's colour order."
   if (path.startsWith('/input')) return 'input needs name (as in the ONNX file), layout NCHW|NHWC and datatype float32|uint8.'
   if (path.startsWith('/batching'))
-    return 'batching takes maxBatchSize (1–1024), maxQueueDelayMs (0–10000), maxQueueSize and optionally padTo (a list of batch sizes).'
+    return 'batching takes maxBatchSize (1–1024), maxQueueDelayMs (0–10000), maxQueueSize and optionally padTo (a list of batch sizes) and fixedShapes (true or false).'
   return 'Compare with docs/models.md, or regenerate the file with `npm run model:add`.'
 }
 

@@ -68,8 +68,8 @@ describe('inference pool', () => {
     )
     await padded.start()
     try {
-      expect(padded.sizes!.warmUp).toEqual([4, entry.config.batching.maxBatchSize])
-      expect(padded.sizes!.runSize(N)).toBe(4)
+      expect(padded.plan!.warmUp).toEqual([[4, entry.config.batching.maxBatchSize]])
+      expect(padded.plan!.runSize(N, 0)).toBe(4)
       const plain = await sessions.run(new Uint8Array(N).fill(ItemKind.TENSOR), tensors.slice().buffer)
       const out = await padded.run(new Uint8Array(N).fill(ItemKind.TENSOR), tensors.slice().buffer)
       expect(out.output.length).toBe(N * 1000)

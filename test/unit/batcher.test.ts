@@ -1,6 +1,6 @@
 import { getEventListeners } from 'node:events'
 import { describe, expect, it } from 'vitest'
-import { Batcher, decideBatch, type BatchPolicy, type Clock, type QueueView } from '../../src/core/batcher.js'
+import { Batcher, decideBatch, pickRunner, type BatchPolicy, type Clock, type QueueView } from '../../src/core/batcher.js'
 import { ServiceError } from '../../src/errors.js'
 import { FakeClock } from '../helpers/fake-clock.js'
 
@@ -31,15 +31,18 @@ function deferred<T>(): Deferred<T> {
  */
 function manualExecute() {
   const calls: number[][] = []
+  const runners: number[] = []
   const pending: Deferred<number[]>[] = []
-  const execute = (inputs: number[]): Promise<number[]> => {
+  const execute = (inputs: number[], runner: number): Promise<number[]> => {
     calls.push([...inputs])
+    runners.push(runner)
     const d = deferred<number[]>()
     pending.push(d)
     return d.promise
   }
   return {
     calls,
+    runners,
     execute,
     finish(i: number, outputs?: number[]) {
       pending[i]!.resolve(outputs ?? calls[i]!.map((x) => x * 10))
@@ -63,7 +66,7 @@ function echoExecute() {
 const POLICY: BatchPolicy = { maxBatchSize: 4, maxQueueDelayMs: 5, maxQueueSize: 100 }
 
 /** A batcher of one runner under POLICY on a fake clock, with the execute whose calls the test reads. */
-function oneRunner<E extends { execute: (inputs: number[]) => Promise<number[]> }>(exec: E) {
+function oneRunner<E extends { execute: (inputs: number[], runner: number) => Promise<number[]> }>(exec: E) {
   const clock = new FakeClock()
   return { clock, exec, b: new Batcher({ policy: POLICY, runners: 1, execute: exec.execute, clock }) }
 }
@@ -77,30 +80,45 @@ function caught(p: Promise<unknown>): Promise<unknown> {
 
 describe('decideBatch', () => {
   const policy: BatchPolicy = { maxBatchSize: 8, maxQueueDelayMs: 10, maxQueueSize: 100 }
-  const q = (length: number, oldestEnqueuedAt: number, idleRunners: number): QueueView => ({ length, oldestEnqueuedAt, idleRunners })
+  const q = (length: number, oldestEnqueuedAt: number, idleCapacity: number): QueueView => ({ length, oldestEnqueuedAt, idleCapacity })
 
   it.each([
-    ['empty queue waits for an event', q(0, 0, 1), 100, { run: false, waitMs: undefined }],
+    ['empty queue waits for an event', q(0, 0, 8), 100, { run: false, waitMs: undefined }],
     ['no idle runner waits for an event, even when full', q(20, 0, 0), 100, { run: false, waitMs: undefined }],
     ['no idle runner waits for an event, even when overdue', q(3, 0, 0), 1000, { run: false, waitMs: undefined }],
-    ['exactly maxBatchSize runs at once', q(8, 100, 1), 100, { run: true, size: 8 }],
-    ['more than maxBatchSize runs maxBatchSize', q(30, 100, 2), 100, { run: true, size: 8 }],
-    ['young partial batch waits the rest of the delay', q(3, 100, 1), 104, { run: false, waitMs: 6 }],
-    ['just-enqueued item waits the whole delay', q(1, 100, 1), 100, { run: false, waitMs: 10 }],
-    ['partial batch runs exactly at the delay, sized to the queue', q(3, 100, 1), 110, { run: true, size: 3 }],
-    ['overdue partial batch runs, sized to the queue', q(5, 100, 1), 500, { run: true, size: 5 }]
+    ['exactly maxBatchSize runs at once', q(8, 100, 8), 100, { run: true, size: 8 }],
+    ['more than maxBatchSize runs maxBatchSize', q(30, 100, 8), 100, { run: true, size: 8 }],
+    ['young partial batch waits the rest of the delay', q(3, 100, 8), 104, { run: false, waitMs: 6 }],
+    ['just-enqueued item waits the whole delay', q(1, 100, 8), 100, { run: false, waitMs: 10 }],
+    ['partial batch runs exactly at the delay, sized to the queue', q(3, 100, 8), 110, { run: true, size: 3 }],
+    ['overdue partial batch runs, sized to the queue', q(5, 100, 8), 500, { run: true, size: 5 }],
+    ['an idle runner that takes 4 runs 4 at once: it is full', q(6, 100, 4), 100, { run: true, size: 4 }],
+    ["a queue under the idle runner's capacity waits the delay", q(3, 100, 4), 104, { run: false, waitMs: 6 }]
   ])('%s', (_name, view, now, expected) => {
     expect(decideBatch(view, now, policy)).toEqual(expected)
   })
 
   it('zero delay runs whatever is queued at once', () => {
-    expect(decideBatch(q(2, 100, 1), 100, { ...policy, maxQueueDelayMs: 0 })).toEqual({ run: true, size: 2 })
+    expect(decideBatch(q(2, 100, 8), 100, { ...policy, maxQueueDelayMs: 0 })).toEqual({ run: true, size: 2 })
   })
 
   it('is pure: the same inputs give the same answer and the view is untouched', () => {
-    const view = Object.freeze(q(3, 100, 1))
+    const view = Object.freeze(q(3, 100, 8))
     expect(decideBatch(view, 105, policy)).toEqual(decideBatch(view, 105, policy))
-    expect(view).toEqual({ length: 3, oldestEnqueuedAt: 100, idleRunners: 1 })
+    expect(view).toEqual({ length: 3, oldestEnqueuedAt: 100, idleCapacity: 8 })
+  })
+})
+
+describe('pickRunner', () => {
+  it.each([
+    ['the smallest idle runner that holds the batch', [16, 128], [true, true], 5, 0],
+    ['a batch too big for the small one goes to the large one', [16, 128], [true, true], 17, 1],
+    ['the small one busy: the large one takes a small batch (no idle runner waits)', [16, 128], [false, true], 1, 1],
+    ['none holds it: the largest idle one (the batcher never asks this, but it must not fail)', [16, 128], [true, false], 40, 0],
+    ['equal runners: the first idle one', [8, 8, 8], [false, true, true], 8, 1],
+    ['none idle', [8, 8], [false, false], 1, -1]
+  ])('%s', (_name, capacities, idle, size, expected) => {
+    expect(pickRunner(capacities, idle, size)).toBe(expected)
   })
 })
 
@@ -161,6 +179,44 @@ describe('Batcher', { timeout: 5000 }, () => {
     exec.finish(2)
     exec.finish(3)
     expect((await Promise.all(waiting)).map((r) => r.output)).toEqual([30, 40, 50, 60, 70])
+  })
+
+  it("runners of fixed sizes: a batch goes to the smallest idle runner that holds it and never exceeds the idle runner's size", async () => {
+    const clock = new FakeClock()
+    const exec = manualExecute()
+    const b = new Batcher({
+      policy: { maxBatchSize: 8, maxQueueDelayMs: 0, maxQueueSize: 100 },
+      runners: 2,
+      runnerCapacities: [2, 8],
+      execute: exec.execute,
+      clock
+    })
+    const first = b.submit(1)
+    // One request, both idle: the small runner takes it, the large one stays free.
+    expect(exec.runners).toEqual([0])
+    const more = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11].map((x) => b.submit(x))
+    // The large runner was idle when 2 arrived; the rest piled up behind both.
+    expect(exec.calls).toEqual([[1], [2]])
+    expect(exec.runners).toEqual([0, 1])
+    exec.finish(0)
+    await first
+    await settle()
+    // The small runner is free again: it takes 2, its size, not 8.
+    expect(exec.calls[2]).toEqual([3, 4])
+    expect(exec.runners[2]).toBe(0)
+    exec.finish(1)
+    await settle()
+    expect(exec.calls[3]).toEqual([5, 6, 7, 8, 9, 10, 11])
+    expect(exec.runners[3]).toBe(1)
+    exec.finish(2)
+    exec.finish(3)
+    expect((await Promise.all(more)).map((r) => r.output)).toEqual([20, 30, 40, 50, 60, 70, 80, 90, 100, 110])
+  })
+
+  it('refuses runner capacities that do not match the runners', () => {
+    const execute = async (inputs: number[]): Promise<number[]> => inputs
+    expect(() => new Batcher({ policy: POLICY, runners: 2, runnerCapacities: [4], execute })).toThrow(/runnerCapacities/)
+    expect(() => new Batcher({ policy: POLICY, runners: 1, runnerCapacities: [0], execute })).toThrow(/runnerCapacities/)
   })
 
   it('keeps a single batch timer while items accumulate, and none once the queue is empty', async () => {

@@ -65,16 +65,27 @@ describe("model configuration in Triton's ModelConfig shape", () => {
     expect(config.input[0]!.dims).toEqual([3, 224, 224])
   })
 
-  it('on CUDA: GPU instances on the configured device, the padding ladder as preferred sizes, the queue delay in µs', () => {
+  it("on CUDA: GPU instances on the configured device, the sessions' fixed sizes as preferred sizes, the queue delay in µs", () => {
     const config = renderModelConfig(
-      source({ provider: 'cuda', sessions: 2, cudaDeviceId: 3 }, { batching: { maxBatchSize: 16, maxQueueDelayMs: 2.5, maxQueueSize: 64 } })
+      source(
+        { provider: 'cuda', sessions: 2, cudaDeviceId: 3, maxBatchSize: 64 },
+        { batching: { maxBatchSize: 64, maxQueueDelayMs: 2.5, maxQueueSize: 64 } }
+      )
     )
     expect(config.instance_group).toEqual([{ name: 'resnet50_0', kind: 'KIND_GPU', count: 2, gpus: [3] }])
     expect(config.dynamic_batching).toEqual({
-      preferred_batch_size: [1, 2, 3, 4, 6, 8, 12, 16],
+      preferred_batch_size: [16, 64],
       max_queue_delay_microseconds: 2500,
       default_queue_policy: { max_queue_size: 64 }
     })
+    // Without fixed shapes, the ladder every session pads to.
+    const ladder = renderModelConfig(
+      source(
+        { provider: 'cuda', sessions: 2 },
+        { batching: { maxBatchSize: 16, maxQueueDelayMs: 0, maxQueueSize: 64, fixedShapes: false } }
+      )
+    )
+    expect(ladder.dynamic_batching.preferred_batch_size).toEqual([1, 2, 3, 4, 6, 8, 12, 16])
     // padTo [] turns padding off, so no size is preferred; a listed padTo is what runs.
     const off = renderModelConfig(
       source({ provider: 'cuda' }, { batching: { maxBatchSize: 16, maxQueueDelayMs: 0, maxQueueSize: 64, padTo: [] } })
