@@ -23,6 +23,7 @@ import { infer } from '../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../open-inference/metadata.js'
 import { refuseSharedMemory } from '../open-inference/request-parameters.js'
 import { rawOutputBytes } from '../open-inference/tensor-codec.js'
+import { tensorLimits } from '../open-inference/tensor-limits.js'
 import type {
   InferInput,
   InferRequest,
@@ -69,8 +70,6 @@ const MESSAGE_ENVELOPE_BYTES = 64 * 1024
 const SMALL_MESSAGE_BYTES = 4 * 1024
 /** gRPC frames a message with a 4-byte length; grpc-js reads it as a signed 32-bit integer. */
 const MAX_MESSAGE_BYTES = 2 ** 31 - 1
-/** One 3×224×224 image: the crop every preset uses (src/repository/model-config.ts). */
-const PRESET_ITEM_ELEMENTS = 3 * 224 * 224
 
 /**
  * HTTP/2 streams one connection may have open (SETTINGS_MAX_CONCURRENT_STREAMS): a client queues its
@@ -197,31 +196,11 @@ export interface MessageLimits {
   readonly requestBounds: RequestBounds
 }
 
-/**
- * The door's limits, from the models loaded and the settings. A ModelInfer message may hold the
- * largest tensor batch any loaded model accepts (--max-batch-items images, each in its largest wire
- * form: FP32 4 bytes an element, raw or packed; UINT8 up to 2, as packed varints) or an encoded-image
- * body as large as HTTP takes (--body-limit-bytes), whichever is larger, plus an envelope.
- */
+/** The door's limits: an infer message holds what tensorLimits allows, plus an envelope. */
 export function messageLimits(service: ClassifyService, settings: Settings): MessageLimits {
-  let itemElements = 0
-  let itemWireBytes = 0
-  for (const name of service.modelNames()) {
-    if (!service.isModelReady(name)) continue
-    const { preprocess, input } = service.model(name).entry.config
-    const elements = 3 * preprocess.crop * preprocess.crop
-    itemElements = Math.max(itemElements, elements)
-    itemWireBytes = Math.max(itemWireBytes, elements * (input.datatype === 'float32' ? 4 : 2))
-  }
-  if (settings.modelControlMode !== 'none') {
-    // Models may load after the door has started (explicit and poll modes): the limits then hold at
-    // least an image of the presets' 224×224 crop in FP32, the largest form a model takes it in.
-    itemElements = Math.max(itemElements, PRESET_ITEM_ELEMENTS)
-    itemWireBytes = Math.max(itemWireBytes, PRESET_ITEM_ELEMENTS * 4)
-  }
-  const payload = Math.max(settings.maxBatchItems * itemWireBytes, settings.bodyLimitBytes)
+  const { itemElements, payloadBytes } = tensorLimits(service, settings)
   return {
-    receiveLimitBytes: Math.min(payload + MESSAGE_ENVELOPE_BYTES, MAX_MESSAGE_BYTES),
+    receiveLimitBytes: Math.min(payloadBytes + MESSAGE_ENVELOPE_BYTES, MAX_MESSAGE_BYTES),
     requestBounds: { maxItems: settings.maxBatchItems, maxElements: settings.maxBatchItems * itemElements }
   }
 }

@@ -85,7 +85,7 @@ export function jsonCostRefusal(body: Uint8Array, end: number): string | undefin
   if (excess === undefined) return undefined
   return excess.limit === 'depth'
     ? `The JSON nests deeper than ${MAX_JSON_DEPTH} levels (at byte ${excess.at}).`
-    : `The JSON holds more than ${MAX_JSON_VALUES} values (at byte ${excess.at}); send large tensors as binary data (Inference-Header-Content-Length).`
+    : `The JSON holds more than ${MAX_JSON_VALUES} values (at byte ${excess.at}); send large tensors as binary data (Inference-Header-Content-Length; tritonclient binary_data=True, KServe set_data_from_numpy(..., binary_data=True)) or over gRPC.`
 }
 
 /** The offset of the quote that ends the string starting at `from` (`end` if it is unterminated). */

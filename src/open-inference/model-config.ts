@@ -70,6 +70,8 @@ export interface ModelConfigSource {
   readonly config: Readonly<ModelConfig>
   /** From the signature check: 1 for a model exported with a fixed batch of 1. */
   readonly maxBatchSize: number
+  /** --max-batch-items: the most images one request may carry. */
+  readonly maxBatchItems: number
   readonly numClasses: number
   readonly provider: 'cuda' | 'cpu'
   readonly sessions: number
@@ -108,12 +110,14 @@ export function renderModelConfig(source: ModelConfigSource): TritonModelConfig 
   const { config } = source
   const { crop } = config.preprocess
   const nchw = config.input.layout === 'NCHW'
+  // What a client may put in one request: Triton clients size their batches from max_batch_size.
+  const maxBatch = Math.min(source.maxBatchSize, source.maxBatchItems)
   return {
     name: source.name,
     platform: PLATFORM,
     backend: BACKEND,
     version_policy: versionPolicy(config.versionPolicy),
-    max_batch_size: source.maxBatchSize,
+    max_batch_size: maxBatch,
     input: [
       {
         name: config.input.name,
@@ -124,7 +128,7 @@ export function renderModelConfig(source: ModelConfigSource): TritonModelConfig 
     ],
     output: [{ name: config.output.name, data_type: 'TYPE_FP32', dims: [source.numClasses], label_filename: config.labels }],
     dynamic_batching: {
-      preferred_batch_size: paddedSizes(source),
+      preferred_batch_size: paddedSizes(source).filter((size) => size <= maxBatch),
       max_queue_delay_microseconds: Math.round(config.batching.maxQueueDelayMs * 1000),
       default_queue_policy: { max_queue_size: config.batching.maxQueueSize }
     },
@@ -141,12 +145,13 @@ export function renderModelConfig(source: ModelConfigSource): TritonModelConfig 
   }
 }
 
-export function servedModelConfigSource(model: ServedModel, settings: Pick<Settings, 'cudaDeviceId'>): ModelConfigSource {
+export function servedModelConfigSource(model: ServedModel, settings: Pick<Settings, 'cudaDeviceId' | 'maxBatchItems'>): ModelConfigSource {
   const { sessions } = model
   return {
     name: model.info.name,
     config: model.entry.config,
     maxBatchSize: sessions.shape!.maxBatchSize,
+    maxBatchItems: settings.maxBatchItems,
     numClasses: model.numClasses,
     provider: sessions.provider ?? 'cpu',
     sessions: sessions.sessionCount,

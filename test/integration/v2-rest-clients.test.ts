@@ -5,6 +5,8 @@ import { gzipSync, deflateSync, deflateRawSync } from 'node:zlib'
 import sharp from 'sharp'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { jsonBatchBodyLimit } from '../../src/http/request-input.js'
+import { v2InferBodyLimit } from '../../src/http/routes/v2.js'
+import { tensorLimits } from '../../src/open-inference/tensor-limits.js'
 import { DISCARD_MAX_BYTES } from '../../src/http/refused-body.js'
 import { startTestServer, type TestServer } from '../helpers/server.js'
 import { removeTempDirs } from '../helpers/tiny-model.js'
@@ -61,6 +63,7 @@ function send(
 }
 
 const json = { 'content-type': 'application/json', 'x-api-key': KEY }
+const grpcPayload = (s: TestServer): number => tensorLimits(s.service, s.settings).payloadBytes
 const inferPath = `/v2/models/${MODEL}/infer`
 
 beforeAll(async () => {
@@ -69,12 +72,15 @@ beforeAll(async () => {
     KEY,
     '--body-limit-bytes',
     String(BODY_LIMIT),
+    // /v2 takes any tensor batch gRPC does: 3 FP32 images of 224×224 (1.8 MB) keep its limit small.
+    '--max-batch-items',
+    '3',
     '--headers-timeout-ms',
     '1000',
     '--request-timeout-ms',
     '1500'
   ])
-  inferLimit = jsonBatchBodyLimit(server.settings)
+  inferLimit = v2InferBodyLimit(server.service, server.settings)
   png = await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 10, g: 120, b: 200 } } })
     .png()
     .toBuffer()
@@ -90,6 +96,24 @@ beforeAll(async () => {
 afterAll(async () => {
   await server?.close()
   await removeTempDirs()
+})
+
+describe('the infer body limit', () => {
+  it('takes a binary tensor batch of --max-batch-items images, as the gRPC door does, though it is over the JSON limit', async () => {
+    const images = 3
+    const tensor = Buffer.alloc(images * 3 * 224 * 224 * 4)
+    expect(tensor.byteLength).toBeGreaterThan(jsonBatchBodyLimit(server.settings))
+    const header = Buffer.from(
+      JSON.stringify({
+        inputs: [{ name: 'input', datatype: 'FP32', shape: [images, 3, 224, 224], parameters: { binary_data_size: tensor.byteLength } }],
+        outputs: [{ name: 'logits', parameters: { classification: 1 } }]
+      })
+    )
+    const answer = await send(inferPath, { ...json, 'inference-header-content-length': header.byteLength }, [header, tensor])
+    expect(answer.status).toBe(200)
+    expect(answer.body.outputs![0]!.data).toHaveLength(images)
+    expect(inferLimit).toBe(Math.max(jsonBatchBodyLimit(server.settings), grpcPayload(server) + 64 * 1024))
+  })
 })
 
 describe('compressed infer bodies (Content-Encoding)', () => {

@@ -10,6 +10,7 @@ function source(overrides: Partial<ModelConfigSource> = {}, config: Partial<Mode
     name: 'resnet50',
     config: { ...configFromPreset('torchvision', { synthetic: true }), ...config },
     maxBatchSize: 16,
+    maxBatchItems: 64,
     numClasses: 1000,
     provider: 'cpu',
     sessions: 1,
@@ -56,6 +57,17 @@ describe("model configuration in Triton's ModelConfig shape", () => {
     expect(config.input).toEqual([{ name: 'image_u8', data_type: 'TYPE_UINT8', format: 'FORMAT_NHWC', dims: [224, 224, 3] }])
     expect(config.output[0]).toMatchObject({ name: 'probs', data_type: 'TYPE_FP32', dims: [1000] })
     expect(config.parameters['output.kind']).toEqual({ string_value: 'probabilities' })
+  })
+
+  it('advertises at most --max-batch-items as max_batch_size (what one request may carry), and no preferred size above it', () => {
+    const config = renderModelConfig(
+      source(
+        { provider: 'cuda', sessions: 2, maxBatchSize: 128, maxBatchItems: 64 },
+        { batching: { maxBatchSize: 128, maxQueueDelayMs: 0, maxQueueSize: 512 } }
+      )
+    )
+    expect(config.max_batch_size).toBe(64)
+    expect(config.dynamic_batching.preferred_batch_size).toEqual([16])
   })
 
   it('gives a model exported with a fixed batch of 1 max_batch_size 1, whatever config.json asks', () => {

@@ -8,6 +8,7 @@ import { isModelReady, modelMetadata, serverMetadata } from '../../open-inferenc
 import { describeShape } from '../../open-inference/validation.js'
 import { refuseSharedMemory } from '../../open-inference/request-parameters.js'
 import { rawOutputBytes } from '../../open-inference/tensor-codec.js'
+import { tensorLimits } from '../../open-inference/tensor-limits.js'
 import type { InferInput, InferOutput, InferRequest, InferResponse, TensorData } from '../../open-inference/types.js'
 import { inflateRequestBody } from '../content-encoding.js'
 import { sendError, v2ErrorBody } from '../error-status.js'
@@ -307,14 +308,23 @@ function withVersions(paths: string, summary: string): Array<{ url: string; summ
   ]
 }
 
+/** Room in a binary infer body for the JSON header around the tensors: names, shapes, parameters. */
+const INFER_HEADER_BYTES = 64 * 1024
+
+/** An infer body holds an encoded-image batch as JSON, or in binary any tensor batch the gRPC door takes. */
+export function v2InferBodyLimit(service: ClassifyService, settings: Settings): number {
+  return Math.max(jsonBatchBodyLimit(settings), tensorLimits(service, settings).payloadBytes + INFER_HEADER_BYTES)
+}
+
 /** Register with `{ prefix: '/v2' }`: the plugin's parsers and error handlers apply to /v2 only. */
 export async function v2Routes(app: FastifyInstance, { service, settings, parseLane }: V2RouteOptions): Promise<void> {
   // Infer bodies may carry binary tensors after the JSON, under any content type: this plugin
   // reads every body as bytes and splits it itself, for its own routes only.
+  const inferBodyLimit = v2InferBodyLimit(service, settings)
   app.removeAllContentTypeParsers()
   app.decorateRequest('inferenceBinaryData', null)
   app.decorateRequest('inferenceRawBinary', false)
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: jsonBatchBodyLimit(settings) }, (request, body, done) => {
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: inferBodyLimit }, (request, body, done) => {
     const bytes = body as Buffer
     const headerLength = request.headers[INFERENCE_HEADER_LENGTH]
     parseLane
@@ -371,7 +381,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings, parseL
     app.post(
       url,
       {
-        bodyLimit: jsonBatchBodyLimit(settings),
+        bodyLimit: inferBodyLimit,
         config: { countRequests: 'request', bodyTypes: ['*'] },
         // tritonclient's request_compression_algorithm: gzip or deflate bodies, limited by their inflated size.
         preParsing: inflateRequestBody,
