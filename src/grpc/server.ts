@@ -289,6 +289,14 @@ function callOptions(call: ServerUnaryCall<unknown, unknown> | ServerDuplexStrea
     : { signal: abort.signal }
 }
 
+/** Why an answer can no longer be delivered: the call's deadline has passed or its client cancelled it. */
+function unanswerable(options: RequestOptions): ServiceError | undefined {
+  if (options.deadlineAt !== undefined && performance.now() >= options.deadlineAt) {
+    return new ServiceError('DEADLINE_EXCEEDED', '(Its batch was already running; the answer was dropped.)')
+  }
+  return options.signal?.aborted === true ? CALL_CANCELLED : undefined
+}
+
 /** The error as the door answers it, logged: an internal fault as an error with its cause, the client's as a refusal. */
 function loggedError(err: unknown, log: Logger, rpc: string, what: string): ServiceError {
   const se = toServiceError(err)
@@ -404,12 +412,19 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
     const inferRequest = toInferRequest(request)
     items = inferRequest.inputs[0]?.shape[0]
     response = await infer(door.service, inferRequest, options)
+    // A batch already running finishes when its client has gone; the answer then reaches no one.
+    const gone = unanswerable(options)
+    if (gone !== undefined) throw gone
   } catch (err) {
     door.metrics?.recordRequest(modelName, toServiceError(err), performance.now() - arrivedAt, modelVersion)
     throw err
   }
-  door.metrics?.recordRequest(response.modelName, 'success', performance.now() - arrivedAt, response.modelVersion)
-  door.log.info({ model: response.modelName, items, batchSize: response.batchSize }, 'inferred')
+  const totalMs = performance.now() - arrivedAt
+  door.metrics?.recordRequest(response.modelName, 'success', totalMs, response.modelVersion)
+  door.log.info(
+    { model: response.modelName, id: response.id, items, batchSize: response.batchSize, totalMs: Math.round(totalMs * 10) / 10 },
+    'inferred'
+  )
   return {
     model_name: response.modelName,
     model_version: response.modelVersion,

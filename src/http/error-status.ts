@@ -136,6 +136,11 @@ function validationError(validation: ReadonlyArray<{ instancePath?: string }>, m
   return new ServiceError('BAD_REQUEST', message)
 }
 
+/** A request whose connection went away: CLIENT_CLOSED, or REQUEST_TIMEOUT when this door cut a slow client off. */
+export function connectionGone(request: FastifyRequest): ServiceError {
+  return new ServiceError(timedOutSockets.has(request.raw.socket) ? 'REQUEST_TIMEOUT' : 'CLIENT_CLOSED')
+}
+
 /**
  * The HTTP door's adapter to toServiceError: fastify's and its plugins' errors by their code, schema
  * refusals by the field, and, given the request, an error caused by its connection going away is
@@ -144,9 +149,7 @@ function validationError(validation: ReadonlyArray<{ instancePath?: string }>, m
  */
 export function httpServiceError(err: unknown, request?: FastifyRequest): ServiceError {
   if (isServiceError(err)) return err
-  if (request !== undefined && bodyCutOff(request.raw)) {
-    return new ServiceError(timedOutSockets.has(request.raw.socket) ? 'REQUEST_TIMEOUT' : 'CLIENT_CLOSED')
-  }
+  if (request !== undefined && bodyCutOff(request.raw)) return connectionGone(request)
   const e = (err ?? {}) as FastifyLikeError
   if (e.validation !== undefined) return validationError(e.validation, e.message)
   const mapped = e.code === undefined ? undefined : FASTIFY_CODES[e.code]

@@ -1,8 +1,13 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { ServiceMetrics } from '../metrics.js'
-import { httpServiceError } from './error-status.js'
+import { connectionGone, httpServiceError } from './error-status.js'
 
 declare module 'fastify' {
+  interface FastifyRequest {
+    /** Its outcome has been counted: a request is counted once, by the first hook that knows it. */
+    outcomeCounted: boolean
+  }
+
   interface FastifyContextConfig {
     /**
      * How requests to this route are counted in request_success/failure_total:
@@ -32,14 +37,29 @@ function requestedModel(request: FastifyRequest): string | undefined {
  * ServiceMetrics.recordRequest. Call before the routes are registered, so their hooks include these.
  */
 export function countRequests(app: FastifyInstance, metrics: ServiceMetrics): void {
+  app.decorateRequest('outcomeCounted', false)
   // Failures are counted in onError, which sees the thrown error (the reply only has the status);
   // it also runs for parser and validation errors and for clients gone before the answer.
   app.addHook('onError', async (request, reply, error) => {
-    if (request.routeOptions.config.countRequests !== undefined)
-      metrics.recordRequest(requestedModel(request), httpServiceError(error, request), reply.elapsedTime, requestedVersion(request))
+    if (request.routeOptions.config.countRequests === undefined || request.outcomeCounted) return
+    request.outcomeCounted = true
+    metrics.recordRequest(requestedModel(request), httpServiceError(error, request), reply.elapsedTime, requestedVersion(request))
   })
   app.addHook('onResponse', async (request, reply) => {
-    if (reply.statusCode < 400 && request.routeOptions.config.countRequests === 'request')
-      metrics.recordRequest(requestedModel(request), 'success', reply.elapsedTime, requestedVersion(request))
+    if (reply.statusCode >= 400 || request.routeOptions.config.countRequests !== 'request' || request.outcomeCounted) return
+    request.outcomeCounted = true
+    metrics.recordRequest(requestedModel(request), 'success', reply.elapsedTime, requestedVersion(request))
+  })
+  // A client that hangs up before its answer is written never gets one, so onResponse never runs
+  // (the response cannot finish), and when its batch was already running no error is thrown either:
+  // the response's close, unfinished, counts it as the client gone (CLIENT_CLOSED, or REQUEST_TIMEOUT
+  // when this door cut it off), once.
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.routeOptions.config.countRequests !== 'request') return
+    reply.raw.once('close', () => {
+      if (reply.raw.writableFinished || request.outcomeCounted) return
+      request.outcomeCounted = true
+      metrics.recordRequest(requestedModel(request), connectionGone(request), reply.elapsedTime, requestedVersion(request))
+    })
   })
 }

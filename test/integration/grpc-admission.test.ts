@@ -659,6 +659,30 @@ describe("gRPC admission: grpc-js's own answers carry registry codes", () => {
     call.close()
   })
 
+  it('a client that cancels while its batch runs is counted CLIENT_CLOSED, not as a success it never saw', async () => {
+    const successes = (): Promise<number> => metricValue(server, 'resnet_serve_request_success_total', `model="${MODEL}"`)
+    const [closedBefore, okBefore] = [await failures('CLIENT_CLOSED'), await successes()]
+    const { batcher } = server.service.model(MODEL)
+    const call = rawGrpcCall(grpc.port, 'ModelInfer', { 'x-api-key': KEY })
+    const images = 4
+    const message = Buffer.concat([
+      inferWire.modelName(MODEL),
+      inferWire.input('input', 'FP32', [images, 3, 224, 224]),
+      inferWire.rawInputContents(Buffer.alloc(images * ITEM_BYTES))
+    ])
+    call.stream.end(grpcFrame(message))
+    // Its batch has left the queue and runs (four images of ResNet-50): cancel now.
+    for (let i = 0; !(batcher.inFlight === 1 && batcher.pending === 0); i++) {
+      if (i > 20_000) throw new Error('the request never ran')
+      await new Promise((r) => setTimeout(r, 1))
+    }
+    call.stream.close(http2.NGHTTP2_CANCEL)
+    expect(await changed(() => failures('CLIENT_CLOSED'), closedBefore)).toBe(closedBefore + 1)
+    expect(batcher.inFlight).toBe(0)
+    expect(await successes()).toBe(okBefore)
+    call.close()
+  })
+
   it("a client's own deadline passing mid-upload is DEADLINE_EXCEEDED at info level", async () => {
     const exceededBefore = await failures('DEADLINE_EXCEEDED')
     const logsBefore = logs.length

@@ -477,6 +477,32 @@ describe('false alarms', () => {
     expect(main.logs.some((l) => l.level === 30 && l.code === 'CLIENT_CLOSED')).toBe(true)
   })
 
+  it('a client that hangs up while its batch runs is counted once, as CLIENT_CLOSED, not left out of every counter', async () => {
+    const { batcher } = server.service.model(undefined)
+    const successes = async (): Promise<number> =>
+      Number(/request_success_total\{[^}]*\} (\d+)/.exec((await main.metrics.exposition()).body)?.[1] ?? 0)
+    const before = { closed: await failures(main.metrics, 'CLIENT_CLOSED'), ok: await successes() }
+    const abort = new AbortController()
+    const sent = fetch(`${main.url}/classify`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'image/jpeg' },
+      body: photo,
+      signal: abort.signal
+    }).catch(() => 'aborted')
+    // Its batch has left the queue and runs (one image of ResNet-50: tens of ms): hang up now.
+    for (let i = 0; !(batcher.inFlight === 1 && batcher.pending === 0); i++) {
+      if (i > 20_000) throw new Error('the request never ran')
+      await new Promise((r) => setTimeout(r, 1))
+    }
+    abort.abort()
+    expect(await sent).toBe('aborted')
+    await until(async () => (await failures(main.metrics, 'CLIENT_CLOSED')) === before.closed + 1, 'counted as CLIENT_CLOSED')
+    await until(async () => batcher.inFlight === 0, 'its batch finished')
+    await new Promise((r) => setTimeout(r, 100))
+    expect(await failures(main.metrics, 'CLIENT_CLOSED')).toBe(before.closed + 1)
+    expect(await successes()).toBe(before.ok)
+  })
+
   it("regression: a 504 for the client's own deadline is logged at info", async () => {
     const errorsBefore = main.logs.filter((l) => l.level >= 50).length
     // Keep the one session busy so the request with a 1 ms deadline has to queue.
