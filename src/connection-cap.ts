@@ -4,9 +4,18 @@ import { floodWarning } from './flood-warning.js'
 
 /**
  * Caps a listening server's open connections: over the cap, Node closes a new connection as soon
- * as it is accepted ('drop'), logged at warn at most once per 10 s with the count.
+ * as it is accepted ('drop'), logged at warn at most once per 10 s with the count. An HTTP server
+ * then also closes its idle connections (keep-alive ones between requests, and ones that have sent
+ * nothing yet), so the next client gets in: 520 connections that each sent one request and then
+ * held still kept every new client, liveness probes included, out for the whole keep-alive timeout.
+ * A connection with a request in progress is never closed for this.
  */
 export function capConnections(server: Server, maxConnections: number, log: Logger, setting: string): void {
   server.maxConnections = maxConnections
-  server.on('drop', floodWarning(log, { maxConnections }, `connection refused: ${setting} are open`))
+  const warn = floodWarning(log, { maxConnections }, `connection refused: ${setting} are open`)
+  const reclaim = (server as Partial<{ closeIdleConnections(): void }>).closeIdleConnections?.bind(server)
+  server.on('drop', () => {
+    warn()
+    reclaim?.()
+  })
 }

@@ -3,6 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { gzipSync } from 'node:zlib'
 import sharp from 'sharp'
 import { withSegments } from '../../test/fixtures/jpeg-scan-bomb.js'
+import { smallPng, withChunks, zTXt } from '../../test/fixtures/png-chunks.js'
 import { extendedWebp, withJunkChunks } from '../../test/fixtures/webp-chunks.js'
 import { inferWire } from '../../test/helpers/protobuf-wire.js'
 
@@ -149,6 +150,15 @@ export async function jpegSegmentFlood(): Promise<Buffer> {
 /** A small WebP behind 16 MB of empty chunks (2 M of them), each of which libwebp's demuxer keeps. */
 export async function webpChunkFlood(): Promise<Buffer> {
   return withJunkChunks(await extendedWebp(), 2_000_000)
+}
+
+/** A 64×48 PNG behind 300 zTXt chunks of 48 KB, each 48 MiB of zeros inflated (14.7 MB in all). */
+export async function pngTextFlood(): Promise<Buffer> {
+  const bomb = zTXt(48 << 20)
+  return withChunks(
+    await smallPng(),
+    Array.from({ length: 300 }, () => bomb)
+  )
 }
 
 /** A V2 binary-extension body: one FP32 [1, 3, crop, crop] tensor, all zeros but one NaN. */

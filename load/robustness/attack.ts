@@ -13,6 +13,7 @@ import {
   multipart,
   nanV2Binary,
   openBrackets,
+  pngTextFlood,
   progressiveScanBomb,
   v2LongName,
   v2ValueFlood,
@@ -305,6 +306,15 @@ const ATTACKS: readonly Attack[] = [
     async run(t) {
       const flood = await webpChunkFlood()
       return times(8, () => post(t, '/classify', { ...withKey, 'content-type': 'image/webp' }, flood))
+    }
+  },
+  {
+    name: 'png-text-flood',
+    what: '4 concurrent PNGs behind 300 zTXt chunks that inflate to 48 MiB each',
+    expected: ['400'],
+    async run(t) {
+      const flood = await pngTextFlood()
+      return times(4, () => post(t, '/classify', { ...withKey, 'content-type': 'image/png' }, flood))
     }
   },
   {

@@ -5,6 +5,7 @@ import type { PreprocessConfig } from '../repository/model-config.js'
 import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budget.js'
 import { sniffImageFormat, type AcceptedFormat } from './image-sniff.js'
 import { MAX_JPEG_SEGMENTS, countJpegSegments } from './jpeg-scans.js'
+import { MAX_PNG_TEXT_BYTES, MAX_PNG_TEXT_CHUNKS, pngCompressedText } from './png-chunks.js'
 import { MAX_WEBP_CHUNKS, countWebpChunks } from './webp-chunks.js'
 
 /**
@@ -305,6 +306,14 @@ export class ImagePreprocessor {
         throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${MAX_JPEG_SEGMENTS} marker segments besides its scans)`)
     } else if (sniffed.format === 'webp' && countWebpChunks(bytes) > MAX_WEBP_CHUNKS) {
       throw new ServiceError('IMAGE_TOO_COMPLEX', `(a WebP of more than ${MAX_WEBP_CHUNKS} chunks)`)
+    } else if (sniffed.format === 'png') {
+      const text = pngCompressedText(bytes)
+      if (text.chunks > MAX_PNG_TEXT_CHUNKS || text.inflatedBytes > MAX_PNG_TEXT_BYTES) {
+        throw new ServiceError(
+          'IMAGE_TOO_COMPLEX',
+          `(a PNG whose compressed text chunks are more than ${MAX_PNG_TEXT_CHUNKS}, or inflate to more than ${MAX_PNG_TEXT_BYTES} bytes)`
+        )
+      }
     }
     let metadata: Metadata
     try {

@@ -258,6 +258,30 @@ describe('timeouts and caps', () => {
     expectRegistry(headers, 408, 'REQUEST_TIMEOUT')
   })
 
+  it('over --max-connections, connections idle between requests are closed too, so the next client gets in (they held every client out for the keep-alive timeout)', async () => {
+    const capped = await door(['--max-connections', '2'])
+    const { hostname, port } = new URL(capped.url)
+    const open = async (): Promise<ReturnType<typeof connect>> => {
+      const s = connect(Number(port), hostname)
+      s.on('error', () => {})
+      await once(s, 'connect')
+      return s
+    }
+    // Both slots held: one connection between requests (keep-alive), one that has sent nothing yet.
+    const idle = await open()
+    const idleClosed = once(idle, 'close')
+    idle.write('GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n')
+    await once(idle, 'data')
+    const silent = await open()
+    const refused = await open()
+    await once(refused, 'close')
+    // The refusal reclaimed the keep-alive one; the silent one is left to the headers timeout.
+    await idleClosed
+    expect(silent.destroyed).toBe(false)
+    expect((await fetch(`${capped.url}/health/live`)).status).toBe(200)
+    silent.destroy()
+  })
+
   it('idle keep-alive connections close after --keep-alive-timeout-ms; over --max-connections a connection is closed at once', async () => {
     const capped = await door(['--keep-alive-timeout-ms', '300', '--max-connections', '2'])
     const { hostname, port } = new URL(capped.url)
