@@ -327,7 +327,7 @@ export const SETTINGS = [
     max: 1_000_000,
     fallback: 512,
     description:
-      'Most open HTTP connections; a connection over the cap is closed as soon as it is accepted (logged at warn, at most once per 10 s). Probes need a free one too.'
+      'Most open HTTP connections; a connection over the cap is closed as soon as it is accepted (logged at warn, at most once per 10 s). Connections idle between requests are then closed too, so the next client (a probe) gets in.'
   }),
   spec({
     key: 'maxGrpcConnections',

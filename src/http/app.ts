@@ -25,7 +25,8 @@ import { v2Routes } from './routes/v2.js'
 import { v2ConfigStatsRoutes } from './routes/v2-config-stats.js'
 import { v2RepositoryRoutes } from './routes/v2-repository.js'
 import { capConnections } from '../connection-cap.js'
-import { connectionOptions } from './server-limits.js'
+import { floodWarning } from '../flood-warning.js'
+import { MAX_PIPELINED_REQUESTS, capPipelining, connectionOptions } from './server-limits.js'
 import { plainJsonOnV2 } from './v2-content-type.js'
 import { closeSilentConnectionsOnClose } from './silent-connections.js'
 
@@ -58,6 +59,10 @@ export async function buildApp(
     schemaErrorFormatter: schemaErrorFormatter(settings.maxTopk)
   })
   capConnections(app.server, settings.maxConnections, logger, '--max-connections')
+  capPipelining(
+    app.server,
+    floodWarning(logger, { maxPipelined: MAX_PIPELINED_REQUESTS }, 'connection closed: too many pipelined requests unanswered')
+  )
 
   // Before any route: swagger and the request counters see only routes added after them.
   await registerOpenApi(app)

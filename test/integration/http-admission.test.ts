@@ -258,6 +258,27 @@ describe('timeouts and caps', () => {
     expectRegistry(headers, 408, 'REQUEST_TIMEOUT')
   })
 
+  it('a connection may pipeline a few requests; one with more than 32 unanswered is closed (100,000 held the event loop 5–7 s)', async () => {
+    const { hostname, port } = new URL(main.url)
+    const pipeline = async (n: number): Promise<number> => {
+      const socket = connect(Number(port), hostname)
+      socket.on('error', () => {})
+      await once(socket, 'connect')
+      let received = ''
+      socket.on('data', (d: Buffer) => (received += d.toString('latin1')))
+      const closed = new Promise((resolve) => socket.once('close', resolve))
+      socket.write(
+        'GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(n - 1) + 'GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+      )
+      await closed
+      return received.split('HTTP/1.1 200').length - 1
+    }
+    expect(await pipeline(8)).toBe(8)
+    expect(await pipeline(5_000)).toBeLessThan(5_000)
+    expect((await fetch(`${main.url}/health/live`)).status).toBe(200)
+    await until(async () => main.logs.some((l) => l.level === 40 && /pipelined/.test(l.msg)), 'the closing logged at warn')
+  })
+
   it('over --max-connections, connections idle between requests are closed too, so the next client gets in (they held every client out for the keep-alive timeout)', async () => {
     const capped = await door(['--max-connections', '2'])
     const { hostname, port } = new URL(capped.url)
