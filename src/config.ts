@@ -272,7 +272,7 @@ export const SETTINGS = [
     max: 600_000,
     fallback: 30_000,
     description:
-      'On SIGTERM (after `--drain-grace-ms`) or SIGINT, how long accepted requests may take to finish once the ports stop accepting; then work still queued is cancelled.'
+      'On SIGTERM (after `--drain-grace-ms`) or SIGINT, how long accepted requests may take to finish once the ports stop accepting; then work still queued is refused SHUTTING_DOWN (503, gRPC UNAVAILABLE) and running batches finish.'
   }),
   spec({
     key: 'drainGraceMs',

@@ -93,6 +93,13 @@ async function main(): Promise<void> {
       process.exit(1)
     }, settings.drainTimeoutMs + 5_000)
     force.unref()
+    // At the drain timeout, work still queued is refused SHUTTING_DOWN on both doors alike (503,
+    // UNAVAILABLE); the batches running then finish and are answered, so the doors can close.
+    const abandon = setTimeout(() => {
+      log.warn({ drainTimeoutMs: settings.drainTimeoutMs }, 'drain timeout passed; refusing work still queued')
+      service.abandonQueued()
+    }, settings.drainTimeoutMs)
+    abandon.unref()
     // Both doors stop accepting first; requests already in progress still finish through the service.
     Promise.all([app.close(), grpc.close()])
       .then(() => service.close())

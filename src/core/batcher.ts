@@ -278,6 +278,24 @@ export class Batcher<I, O> {
     this.pump()
   }
 
+  /**
+   * Closes, and refuses everything still queued with SHUTTING_DOWN (a shutdown whose drain timeout
+   * has passed); batches already running finish.
+   */
+  abandonQueued(): void {
+    this.closed = true
+    for (const ring of this.rings) {
+      for (let item = ring.shift(); item !== undefined; item = ring.shift()) {
+        if (!item.queued) continue
+        this.leaveQueue(item)
+        item.input = undefined
+        item.reject(new ServiceError('SHUTTING_DOWN', '(the drain timeout passed while it was queued)', { retryAfterSeconds: 1 }))
+      }
+    }
+    this.disarm()
+    this.notifyIfDrained()
+  }
+
   /** Resolves once nothing is queued and no batch is running. */
   drained(): Promise<void> {
     if (this.queueState.length === 0 && this.running === 0) return Promise.resolve()

@@ -486,6 +486,14 @@ export class ClassifyService {
     }
   }
 
+  /**
+   * The drain timeout has passed: every model stops taking work and refuses what is still queued
+   * (SHUTTING_DOWN, on both doors alike); batches already running finish and are answered.
+   */
+  abandonQueued(): void {
+    for (const model of this.table.served()) model.batcher.abandonQueued()
+  }
+
   /** Stops taking work, lets what was accepted finish (up to the drain timeout), closes the sessions. */
   async close(drainTimeoutMs = this.settings.drainTimeoutMs): Promise<void> {
     if (this.closing) return

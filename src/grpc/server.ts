@@ -66,6 +66,8 @@ export const SERVICE_NAME = 'inference.GRPCInferenceService'
 
 /** Room in a message for everything around the tensor bytes: names, shape, parameters. */
 const MESSAGE_ENVELOPE_BYTES = 64 * 1024
+/** How long after the drain timeout calls still open are cancelled: time for the running batches to answer. */
+const FORCE_SHUTDOWN_AFTER_DRAIN_MS = 3_000
 /** The requests of every RPC but ModelInfer hold a model name and version at most. */
 const SMALL_MESSAGE_BYTES = 4 * 1024
 /** gRPC frames a message with a 4-byte length; grpc-js reads it as a signed 32-bit integer. */
@@ -621,11 +623,13 @@ export async function startGrpcServer(
     bodyBudget: () => bodyBudget.state,
     close: () =>
       new Promise<void>((resolve) => {
+        // At the drain timeout the service refuses queued work, which ends those calls properly;
+        // calls still open some seconds later (a batch that does not end) are cancelled.
         const force = setTimeout(() => {
           log.warn({ drainTimeoutMs: settings.drainTimeoutMs }, 'drain timeout passed; cancelling gRPC calls still in progress')
           server.forceShutdown()
           resolve()
-        }, settings.drainTimeoutMs)
+        }, settings.drainTimeoutMs + FORCE_SHUTDOWN_AFTER_DRAIN_MS)
         listener.close()
         healthChecks.close()
         server.tryShutdown(() => {

@@ -3,6 +3,8 @@ import { request } from 'node:http'
 import { describe, expect, it } from 'vitest'
 import { photoPaths, readPhoto } from '../helpers/photos.js'
 import { startServerProcess, startSyntheticServerProcess } from '../helpers/process.js'
+import { grpcTestClient, type GrpcCallError } from '../helpers/grpc.js'
+import { status } from '@grpc/grpc-js'
 
 describe('graceful shutdown', () => {
   it('SIGTERM during traffic answers every accepted request and exits 0', async () => {
@@ -52,6 +54,41 @@ function classifyOnce(url: string, photo: Buffer): Promise<Outcome> {
 }
 
 describe('SIGTERM under load', () => {
+  it('at the drain timeout, images still queued are refused SHUTTING_DOWN on both doors alike, running batches are answered, and it exits 0', async () => {
+    const server = await startSyntheticServerProcess(['--drain-timeout-ms', '500'])
+    const grpc = grpcTestClient(`127.0.0.1:${String(server.logs.find((l) => l.msg === 'gRPC listening')?.port)}`)
+    const photo = await readPhoto('chelsea')
+    // Seconds of work for one CPU session: most of it is still queued when the drain timeout passes.
+    const http = Array.from({ length: 48 }, () =>
+      fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo }).then(
+        (r) => r.status,
+        () => 'no answer'
+      )
+    )
+    const calls = Array.from({ length: 24 }, () =>
+      grpc
+        .call('ModelInfer', {
+          model_name: 'resnet50',
+          inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }]
+        })
+        .then(
+          () => 'OK',
+          (err: GrpcCallError) => status[err.code]
+        )
+    )
+    await new Promise((r) => setTimeout(r, 300))
+    server.child.kill('SIGTERM')
+    const [statuses, codes] = await Promise.all([Promise.all(http), Promise.all(calls)])
+    grpc.close()
+    expect(await server.exited).toBe(0)
+    expect(statuses.filter((s) => s !== 200 && s !== 503)).toEqual([])
+    expect(statuses).toContain(503)
+    // gRPC calls were cancelled (CANCELLED) at the timeout while HTTP requests ran on.
+    expect(codes.filter((c) => c !== 'OK' && c !== 'UNAVAILABLE')).toEqual([])
+    expect(codes).toContain('UNAVAILABLE')
+    expect(server.logs.some((l) => l.msg === 'drain timeout passed; refusing work still queued')).toBe(true)
+  })
+
   it('answers every accepted request (result or 503) and exits 0 within the drain timeout', async () => {
     const drainTimeoutMs = 20_000
     const server = await startSyntheticServerProcess(['--drain-timeout-ms', String(drainTimeoutMs)])

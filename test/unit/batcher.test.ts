@@ -213,6 +213,31 @@ describe('Batcher', { timeout: 5000 }, () => {
     expect((await Promise.all(more)).map((r) => r.output)).toEqual([20, 30, 40, 50, 60, 70, 80, 90, 100, 110])
   })
 
+  it('abandonQueued (the drain timeout): queued items are refused SHUTTING_DOWN, the running batch finishes, later submits are refused', async () => {
+    const exec = manualExecute()
+    const b = new Batcher({ policy: { ...POLICY, maxQueueDelayMs: 0 }, runners: 1, execute: exec.execute, clock: new FakeClock() })
+    const running = b.submit(1)
+    const queued = [2, 3].map((x) => caught(b.submit(x)))
+    expect(b.pending).toBe(2)
+    b.abandonQueued()
+    for (const err of await Promise.all(queued)) {
+      expect(err).toBeInstanceOf(ServiceError)
+      expect((err as ServiceError).code).toBe('SHUTTING_DOWN')
+      expect((err as ServiceError).retryAfterSeconds).toBe(1)
+    }
+    expect(b.pending).toBe(0)
+    expect(((await caught(b.submit(4))) as ServiceError).code).toBe('SHUTTING_DOWN')
+    let drained = false
+    void b.drained().then(() => (drained = true))
+    await settle()
+    expect(drained).toBe(false)
+    exec.finish(0)
+    expect((await running).output).toBe(10)
+    await settle()
+    expect(drained).toBe(true)
+    expect(exec.calls).toEqual([[1]])
+  })
+
   it('refuses runner capacities that do not match the runners', () => {
     const execute = async (inputs: number[]): Promise<number[]> => inputs
     expect(() => new Batcher({ policy: POLICY, runners: 2, runnerCapacities: [4], execute })).toThrow(/runnerCapacities/)
