@@ -258,6 +258,27 @@ describe('timeouts and caps', () => {
     expectRegistry(headers, 408, 'REQUEST_TIMEOUT')
   })
 
+  it('closing the door: a connection accepted just before, whose request is read shortly after, is answered, not reset', async () => {
+    const closing = await door([])
+    const app = doors[doors.length - 1]!
+    const { hostname, port } = new URL(closing.url)
+    const socket = connect(Number(port), hostname)
+    socket.on('error', () => {})
+    await once(socket, 'connect')
+    let received = ''
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')))
+    const socketClosed = new Promise((resolve) => socket.once('close', resolve))
+    const closed = app.close()
+    // As a request still in the kernel's buffer when the listener closes, read a moment later.
+    await new Promise((r) => setTimeout(r, 50))
+    socket.write('GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n')
+    await socketClosed
+    await closed
+    // Answered (SHUTTING_DOWN, as every request once the door closes), where it was reset unread.
+    expect(received).toMatch(/^HTTP\/1\.1 503 /)
+    expect(received).toMatch(/SHUTTING_DOWN/)
+  })
+
   it('a connection may pipeline a few requests; one with more than 32 unanswered is closed (100,000 held the event loop 5–7 s)', async () => {
     const { hostname, port } = new URL(main.url)
     const pipeline = async (n: number): Promise<number> => {
