@@ -1,6 +1,6 @@
 import cors from '@fastify/cors'
 import multipart from '@fastify/multipart'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import type { ClassifyService } from '../core/classify-service.js'
@@ -35,6 +35,14 @@ import { closeSilentConnectionsOnClose } from './silent-connections.js'
  * inject(). main.ts owns the process (listen, signals, shutdown), and shares `bodyBudget` with the
  * gRPC door (a door of its own by default).
  */
+/**
+ * Every answer, refusals included, carries its request id (the client's x-request-id, or the one
+ * the door made): the id the log lines carry, so a client can quote it.
+ */
+async function echoRequestId(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  reply.header('x-request-id', request.id)
+}
+
 export async function buildApp(
   service: ClassifyService,
   settings: Settings,
@@ -67,6 +75,7 @@ export async function buildApp(
   // Before any route: swagger and the request counters see only routes added after them.
   await registerOpenApi(app)
   countRequests(app, metrics)
+  app.addHook('onRequest', echoRequestId)
   requireApiKey(app, settings)
   admitRequests(app, settings, bodyBudget)
   // No CORS headers at all unless --cors-origins names the browser origins that may call.

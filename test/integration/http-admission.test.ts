@@ -258,6 +258,19 @@ describe('timeouts and caps', () => {
     expectRegistry(headers, 408, 'REQUEST_TIMEOUT')
   })
 
+  it("every answer carries its request id: the client's x-request-id, or the one the door made, as the log lines do", async () => {
+    const named = await fetch(`${main.url}/classify`, {
+      method: 'POST',
+      headers: { 'x-request-id': 'trace-42', 'content-type': 'image/jpeg' },
+      body: photo
+    })
+    expect(named.status).toBe(401)
+    expect(named.headers.get('x-request-id')).toBe('trace-42')
+    expect(main.logs.some((l) => (l as { reqId?: string }).reqId === 'trace-42')).toBe(true)
+    const made = await fetch(`${main.url}/health/live`)
+    expect(made.headers.get('x-request-id')).toMatch(/\S/)
+  })
+
   it('closing the door: a connection accepted just before, whose request is read shortly after, is answered, not reset', async () => {
     const closing = await door([])
     const app = doors[doors.length - 1]!
