@@ -164,7 +164,11 @@ export class ModelTable {
       const r = this.records.get(name)
       const own: ModelIndexEntry[] = []
       const served = r?.served ?? []
-      for (const v of [...served].reverse()) own.push({ name, version: v.model.info.version, state: 'READY', reason: '' })
+      // A version whose reload failed still serves its old files: READY, with the failure as its reason.
+      for (const v of [...served].reverse()) {
+        const failed = r?.failure !== undefined && r.failure.version === v.model.info.version
+        own.push({ name, version: v.model.info.version, state: 'READY', reason: failed ? `reload failed: ${r.failure!.reason}` : '' })
+      }
       if (r?.busy === 'unloading') own.push({ name, version: undefined, state: 'UNLOADING', reason: '' })
       else if (r?.busy === 'loading' && served.length === 0) own.push({ name, version: undefined, state: 'LOADING', reason: '' })
       else if (r?.failure !== undefined && !served.some((v) => v.model.info.version === r.failure!.version)) {

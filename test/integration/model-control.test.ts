@@ -1,5 +1,5 @@
 import { status } from '@grpc/grpc-js'
-import { rm, writeFile } from 'node:fs/promises'
+import { readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { callRefusal, startTestGrpc } from '../helpers/grpc.js'
@@ -110,8 +110,20 @@ describe('--model-control-mode explicit over REST', () => {
       expect(entries[1]!.reason).toMatch(/is not an ONNX model/)
       expect((await fetch(`${server.url}/v2/health/ready`)).status).toBe(200)
 
-      // Fixed on disk, loaded again: version 2 serves and the failure is gone.
+      // The served version's own files broken: a reload fails, version 1 serves on, and its entry says why.
       await rm(join(repository, 'alpha', '2'), { recursive: true })
+      const good = await readFile(join(repository, 'alpha', '1', 'model.onnx'))
+      await writeFile(join(repository, 'alpha', '1', 'model.onnx'), 'not an ONNX model either')
+      expect((await post(server, '/v2/repository/models/alpha/load')).status).toBe(400)
+      expect(await classifyVersion(server, 'alpha')).toMatchObject({ status: 200, version: '1' })
+      const reloaded = await index(server)
+      expect(reloaded).toHaveLength(1)
+      expect(reloaded[0]).toMatchObject({ name: 'alpha', version: '1', state: 'READY' })
+      expect(reloaded[0]!.reason).toMatch(/^reload failed: .*is not an ONNX model/)
+      await writeFile(join(repository, 'alpha', '1', 'model.onnx'), good)
+
+      // Fixed on disk, loaded again: version 2 serves and the failure is gone.
+      await rm(join(repository, 'alpha', '2'), { recursive: true, force: true })
       await addTinyVersion(repository, 'alpha', 2)
       expect((await post(server, '/v2/repository/models/alpha/load')).status).toBe(200)
       expect(await index(server)).toEqual([{ name: 'alpha', version: '2', state: 'READY', reason: '' }])
