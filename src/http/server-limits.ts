@@ -47,7 +47,12 @@ export function connectionOptions(settings: Settings, log: Logger): FastifyHttpO
  * socket only where nothing of another answer has been, and the connection is then closed.
  */
 function answerConnectionError(err: NodeJS.ErrnoException, socket: Socket, log: Logger): void {
-  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  // A client gone: nothing to answer, and a request it left unfinished is counted and logged as
+  // CLIENT_CLOSED by the route (HPE_INVALID_EOF_STATE: the connection ended mid-request).
+  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || socket.destroyed) {
+    if (!socket.destroyed) socket.destroy()
+    return
+  }
   // Its request was answered already; what timed out is the refused body being dropped.
   if (isDiscardingRefusedBody(socket)) {
     socket.destroy()

@@ -530,6 +530,7 @@ describe('false alarms', () => {
   it('regression: a client that hangs up mid-upload is CLIENT_CLOSED at info, not INTERNAL at error', async () => {
     const before = await failures(main.metrics, 'CLIENT_CLOSED')
     const errorsBefore = main.logs.filter((l) => l.level >= 50).length
+    const logsBefore = main.logs.length
     const uploads = [
       { type: 'image/jpeg', first: photo.subarray(0, 20_000) },
       {
@@ -554,6 +555,9 @@ describe('false alarms', () => {
     expect(await failures(main.metrics, 'INTERNAL')).toBe(0)
     expect(main.logs.filter((l) => l.level >= 50).slice(errorsBefore)).toEqual([])
     expect(main.logs.some((l) => l.level === 30 && l.code === 'CLIENT_CLOSED')).toBe(true)
+    // Logged once, as CLIENT_CLOSED: not also as a connection refused for invalid HTTP.
+    const logsNow = main.logs.slice(logsBefore)
+    expect(logsNow.filter((l) => l.msg === 'connection refused')).toEqual([])
   })
 
   it('a client that hangs up while its batch runs is counted once, as CLIENT_CLOSED, not left out of every counter', async () => {
