@@ -6,6 +6,7 @@ import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budg
 import { sniffImageFormat, type AcceptedFormat } from './image-sniff.js'
 import { MAX_JPEG_SEGMENTS, countJpegSegments } from './jpeg-scans.js'
 import { MAX_PNG_TEXT_BYTES, MAX_PNG_TEXT_CHUNKS, pngCompressedText } from './png-chunks.js'
+import { MAX_TIFF_PAGES, countTiffPages } from './tiff-ifds.js'
 import { MAX_WEBP_CHUNKS, countWebpChunks } from './webp-chunks.js'
 
 /**
@@ -306,6 +307,8 @@ export class ImagePreprocessor {
         throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${MAX_JPEG_SEGMENTS} marker segments besides its scans)`)
     } else if (sniffed.format === 'webp' && countWebpChunks(bytes) > MAX_WEBP_CHUNKS) {
       throw new ServiceError('IMAGE_TOO_COMPLEX', `(a WebP of more than ${MAX_WEBP_CHUNKS} chunks)`)
+    } else if (sniffed.format === 'tiff' && countTiffPages(bytes) > MAX_TIFF_PAGES) {
+      throw new ServiceError('IMAGE_TOO_COMPLEX', `(a TIFF of more than ${MAX_TIFF_PAGES} pages)`)
     } else if (sniffed.format === 'png') {
       const text = pngCompressedText(bytes)
       if (text.chunks > MAX_PNG_TEXT_CHUNKS || text.inflatedBytes > MAX_PNG_TEXT_BYTES) {
