@@ -1,5 +1,5 @@
 import { once } from 'node:events'
-import { connect } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -140,6 +140,15 @@ async function until(check: () => Promise<boolean>, what: string): Promise<void>
   throw new Error(`never happened: ${what}`)
 }
 
+/** A connection to the door at `url`, its errors (a reset by the server) left to the test to see as a close. */
+async function connected(url: string): Promise<Socket> {
+  const { hostname, port } = new URL(url)
+  const socket = connect(Number(port), hostname)
+  socket.on('error', () => {})
+  await once(socket, 'connect')
+  return socket
+}
+
 async function fetchJson(url: string, init?: RequestInit): Promise<{ status: number; body: RawAnswer['body'] }> {
   const res = await fetch(url, init)
   return { status: res.status, body: (await res.json()) as RawAnswer['body'] }
@@ -274,10 +283,7 @@ describe('timeouts and caps', () => {
   it('closing the door: a connection accepted just before, whose request is read shortly after, is answered, not reset', async () => {
     const closing = await door([])
     const app = doors[doors.length - 1]!
-    const { hostname, port } = new URL(closing.url)
-    const socket = connect(Number(port), hostname)
-    socket.on('error', () => {})
-    await once(socket, 'connect')
+    const socket = await connected(closing.url)
     let received = ''
     socket.on('data', (d: Buffer) => (received += d.toString('latin1')))
     const socketClosed = new Promise((resolve) => socket.once('close', resolve))
@@ -293,11 +299,8 @@ describe('timeouts and caps', () => {
   })
 
   it('a connection may pipeline a few requests; one with more than 32 unanswered is closed (100,000 held the event loop 5–7 s)', async () => {
-    const { hostname, port } = new URL(main.url)
     const pipeline = async (n: number): Promise<number> => {
-      const socket = connect(Number(port), hostname)
-      socket.on('error', () => {})
-      await once(socket, 'connect')
+      const socket = await connected(main.url)
       let received = ''
       socket.on('data', (d: Buffer) => (received += d.toString('latin1')))
       const closed = new Promise((resolve) => socket.once('close', resolve))
@@ -315,13 +318,7 @@ describe('timeouts and caps', () => {
 
   it('over --max-connections, connections idle between requests are closed too, so the next client gets in (they held every client out for the keep-alive timeout)', async () => {
     const capped = await door(['--max-connections', '2'])
-    const { hostname, port } = new URL(capped.url)
-    const open = async (): Promise<ReturnType<typeof connect>> => {
-      const s = connect(Number(port), hostname)
-      s.on('error', () => {})
-      await once(s, 'connect')
-      return s
-    }
+    const open = (): Promise<Socket> => connected(capped.url)
     // Both slots held: one connection between requests (keep-alive), one that has sent nothing yet.
     const idle = await open()
     const idleClosed = once(idle, 'close')
@@ -339,13 +336,7 @@ describe('timeouts and caps', () => {
 
   it('idle keep-alive connections close after --keep-alive-timeout-ms; over --max-connections a connection is closed at once', async () => {
     const capped = await door(['--keep-alive-timeout-ms', '300', '--max-connections', '2'])
-    const { hostname, port } = new URL(capped.url)
-    const open = async (): Promise<ReturnType<typeof connect>> => {
-      const s = connect(Number(port), hostname)
-      s.on('error', () => {})
-      await once(s, 'connect')
-      return s
-    }
+    const open = (): Promise<Socket> => connected(capped.url)
     const a = await open()
     const b = await open()
     const c = await open()
