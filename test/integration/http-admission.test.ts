@@ -575,6 +575,7 @@ describe('false alarms', () => {
     await new Promise((r) => setTimeout(r, 100))
     expect(await failures(main.metrics, 'CLIENT_CLOSED')).toBe(before.closed + 1)
     expect(await successes()).toBe(before.ok)
+    expect(main.logs.some((l) => l.msg === 'classified for a client that had gone: answer dropped')).toBe(true)
   })
 
   it("regression: a 504 for the client's own deadline is logged at info", async () => {

@@ -90,7 +90,13 @@ export function classifyRoutes(app: FastifyInstance, service: ClassifyService): 
       const { image, topkField } = await readImage(request)
       const topk = query.topk ?? multipartTopk(topkField, service.settings.maxTopk) ?? DEFAULT_TOPK
       const result = await service.classify(query.model, image, topk, options)
-      request.log.info({ model: result.name, batchSize: result.batchSize, timings: result.timings }, 'classified')
+      // A client that hung up while its batch ran is counted CLIENT_CLOSED (request-counting.ts).
+      if (options.signal?.aborted === true) {
+        request.log.info(
+          { model: result.name, code: 'CLIENT_CLOSED', timings: result.timings },
+          'classified for a client that had gone: answer dropped'
+        )
+      } else request.log.info({ model: result.name, batchSize: result.batchSize, timings: result.timings }, 'classified')
       return {
         model: result.name,
         version: result.version,
