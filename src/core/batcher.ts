@@ -42,7 +42,8 @@ const WAIT_FOR_EVENT: BatchDecision = Object.freeze({ run: false, waitMs: undefi
 /**
  * Pure: run now (how many) or wait (how long; undefined = until something new happens — an
  * enqueue or a finished batch). Batches are sized to what is queued (the inference pool may pad
- * the run, not the batch). Work-conserving with maxQueueDelayMs 0: an idle runner never waits.
+ * the run, not the batch), and never larger than an idle runner takes: a batch as large as that is
+ * full and runs at once. Work-conserving with maxQueueDelayMs 0: an idle runner never waits.
  */
 export function decideBatch(queue: QueueView, now: number, policy: BatchPolicy): BatchDecision {
   if (queue.length === 0 || queue.idleCapacity <= 0) return WAIT_FOR_EVENT
