@@ -551,32 +551,40 @@ describe('false alarms', () => {
     expect(logsNow.filter((l) => l.msg === 'connection refused')).toEqual([])
   })
 
-  it('a client that hangs up while its batch runs is counted once, as CLIENT_CLOSED, not left out of every counter', async () => {
-    const { batcher } = server.service.model(undefined)
-    const successes = async (): Promise<number> =>
-      Number(/request_success_total\{[^}]*\} (\d+)/.exec((await main.metrics.exposition()).body)?.[1] ?? 0)
-    const before = { closed: await failures(main.metrics, 'CLIENT_CLOSED'), ok: await successes() }
-    const abort = new AbortController()
-    const sent = fetch(`${main.url}/classify`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'image/jpeg' },
-      body: photo,
-      signal: abort.signal
-    }).catch(() => 'aborted')
-    // Its batch has left the queue and runs (one image of ResNet-50: tens of ms): hang up now.
-    for (let i = 0; !(batcher.inFlight === 1 && batcher.pending === 0); i++) {
-      if (i > 20_000) throw new Error('the request never ran')
-      await new Promise((r) => setTimeout(r, 1))
+  it.each([
+    { route: '/classify', images: 1, type: 'image/jpeg' },
+    { route: '/v1/models/resnet50:classify', images: 2, type: 'application/json' }
+  ])(
+    'a client that hangs up while its batch runs is counted CLIENT_CLOSED (once an image), not left out of every counter or counted a success: $route',
+    async ({ route, images, type }) => {
+      const { batcher } = server.service.model(undefined)
+      const successes = async (): Promise<number> =>
+        Number(/request_success_total\{[^}]*\} (\d+)/.exec((await main.metrics.exposition()).body)?.[1] ?? 0)
+      const before = { closed: await failures(main.metrics, 'CLIENT_CLOSED'), ok: await successes() }
+      const abort = new AbortController()
+      const body =
+        images === 1 ? photo : JSON.stringify({ instances: Array.from({ length: images }, () => ({ b64: photo.toString('base64') })) })
+      const sent = fetch(`${main.url}${route}`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': type },
+        body,
+        signal: abort.signal
+      }).catch(() => 'aborted')
+      // Its batch has left the queue and runs (ResNet-50 on the CPU: tens of ms an image): hang up now.
+      for (let i = 0; !(batcher.inFlight === 1 && batcher.pending === 0); i++) {
+        if (i > 20_000) throw new Error('the request never ran')
+        await new Promise((r) => setTimeout(r, 1))
+      }
+      abort.abort()
+      expect(await sent).toBe('aborted')
+      await until(async () => (await failures(main.metrics, 'CLIENT_CLOSED')) === before.closed + images, 'counted as CLIENT_CLOSED')
+      await until(async () => batcher.inFlight === 0, 'its batch finished')
+      await new Promise((r) => setTimeout(r, 100))
+      expect(await failures(main.metrics, 'CLIENT_CLOSED')).toBe(before.closed + images)
+      expect(await successes()).toBe(before.ok)
+      if (route === '/classify') expect(main.logs.some((l) => l.msg === 'classified for a client that had gone: answer dropped')).toBe(true)
     }
-    abort.abort()
-    expect(await sent).toBe('aborted')
-    await until(async () => (await failures(main.metrics, 'CLIENT_CLOSED')) === before.closed + 1, 'counted as CLIENT_CLOSED')
-    await until(async () => batcher.inFlight === 0, 'its batch finished')
-    await new Promise((r) => setTimeout(r, 100))
-    expect(await failures(main.metrics, 'CLIENT_CLOSED')).toBe(before.closed + 1)
-    expect(await successes()).toBe(before.ok)
-    expect(main.logs.some((l) => l.msg === 'classified for a client that had gone: answer dropped')).toBe(true)
-  })
+  )
 
   it("regression: a 504 for the client's own deadline is logged at info", async () => {
     const errorsBefore = main.logs.filter((l) => l.level >= 50).length

@@ -198,11 +198,13 @@ export function batchRoutes(app: FastifyInstance, service: ClassifyService, metr
         topk = body.topk ?? topk
       }
       const outcomes = await classifyBatch(service, model, items, topk, options)
-      // Each image counts as a request of its own, as it would have on /classify, that took the batch's time.
+      // Each image counts as a request of its own, as it would have on /classify, that took the batch's
+      // time; when the client hung up while they ran, the answer reaches no one: each is CLIENT_CLOSED.
       let failed = 0
       const elapsedMs = reply.elapsedTime
+      const gone = options.signal?.aborted === true ? new ServiceError('CLIENT_CLOSED') : undefined
       for (const outcome of outcomes) {
-        metrics.recordRequest(model.entry.name, outcome instanceof ServiceError ? outcome : 'success', elapsedMs)
+        metrics.recordRequest(model.entry.name, outcome instanceof ServiceError ? outcome : (gone ?? 'success'), elapsedMs)
         if (!(outcome instanceof ServiceError)) continue
         failed++
         if (outcome.code === 'INTERNAL') request.log.error({ err: outcome.cause ?? outcome }, 'batch item failed')
