@@ -1,4 +1,5 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { ServerResponse } from 'node:http'
 import type { ServiceMetrics } from '../metrics.js'
 import { connectionGone, httpServiceError } from './error-status.js'
 
@@ -18,6 +19,9 @@ declare module 'fastify' {
     countRequests?: 'request' | 'items'
   }
 }
+
+const countedReply = Symbol('countedReply')
+type CountedResponse = ServerResponse & { [countedReply]?: FastifyReply }
 
 /** The version a /v2/models/{m}/versions/{v}/… route names; undefined elsewhere. */
 function requestedVersion(request: FastifyRequest): string | undefined {
@@ -53,13 +57,18 @@ export function countRequests(app: FastifyInstance, metrics: ServiceMetrics): vo
   // A client that hangs up before its answer is written never gets one, so onResponse never runs
   // (the response cannot finish), and when its batch was already running no error is thrown either:
   // the response's close, unfinished, counts it as the client gone (CLIENT_CLOSED, or REQUEST_TIMEOUT
-  // when this door cut it off), once.
+  // when this door cut it off), once. One listener for the app; the response carries its reply.
+  function responseClosed(this: CountedResponse): void {
+    const reply = this[countedReply]
+    if (reply === undefined || this.writableFinished || reply.request.outcomeCounted) return
+    const { request } = reply
+    request.outcomeCounted = true
+    metrics.recordRequest(requestedModel(request), connectionGone(request), reply.elapsedTime, requestedVersion(request))
+  }
   app.addHook('onRequest', async (request, reply) => {
     if (request.routeOptions.config.countRequests !== 'request') return
-    reply.raw.once('close', () => {
-      if (reply.raw.writableFinished || request.outcomeCounted) return
-      request.outcomeCounted = true
-      metrics.recordRequest(requestedModel(request), connectionGone(request), reply.elapsedTime, requestedVersion(request))
-    })
+    const raw = reply.raw as CountedResponse
+    raw[countedReply] = reply
+    raw.once('close', responseClosed)
   })
 }
