@@ -1,6 +1,5 @@
 import type { Settings } from '../config.js'
 import type { ClassifyService, ServedModel } from '../core/classify-service.js'
-import { runPlan } from '../core/run-sizes.js'
 import type { ModelConfig, VersionPolicy } from '../repository/model-config.js'
 import { PLATFORM, resolveModel } from './metadata.js'
 
@@ -75,12 +74,9 @@ export interface ModelConfigSource {
   readonly numClasses: number
   readonly provider: 'cuda' | 'cpu'
   readonly sessions: number
+  /** The sizes executions are padded to (the sessions' plan: fixed sizes, or the ladder); [] when batches run as they come. */
+  readonly paddedSizes: readonly number[]
   readonly cudaDeviceId: number
-}
-
-/** The sizes batches are padded to (the sessions' fixed sizes, or the ladder); [] when they run as they come. */
-function paddedSizes(source: ModelConfigSource): readonly number[] {
-  return runPlan(source.maxBatchSize, source.provider, source.sessions, source.config.batching).paddedSizes
 }
 
 function versionPolicy(policy: VersionPolicy | undefined): TritonVersionPolicy {
@@ -128,7 +124,7 @@ export function renderModelConfig(source: ModelConfigSource): TritonModelConfig 
     ],
     output: [{ name: config.output.name, data_type: 'TYPE_FP32', dims: [source.numClasses], label_filename: config.labels }],
     dynamic_batching: {
-      preferred_batch_size: paddedSizes(source).filter((size) => size <= maxBatch),
+      preferred_batch_size: source.paddedSizes.filter((size) => size <= maxBatch),
       max_queue_delay_microseconds: Math.round(config.batching.maxQueueDelayMs * 1000),
       default_queue_policy: { max_queue_size: config.batching.maxQueueSize }
     },
@@ -155,6 +151,7 @@ export function servedModelConfigSource(model: ServedModel, settings: Pick<Setti
     numClasses: model.numClasses,
     provider: sessions.provider ?? 'cpu',
     sessions: sessions.sessionCount,
+    paddedSizes: sessions.plan!.paddedSizes,
     cudaDeviceId: settings.cudaDeviceId
   }
 }

@@ -1,22 +1,27 @@
 import type { ServiceDefinition } from '@grpc/grpc-js'
 import { describe, expect, it } from 'vitest'
 import { SERVICE_NAME, loadInferenceProto } from '../../src/grpc/server.js'
+import { runPlan } from '../../src/core/run-sizes.js'
 import { renderModelConfig, type ModelConfigSource } from '../../src/open-inference/model-config.js'
 import { configFromPreset, type ModelConfig } from '../../src/repository/model-config.js'
 
-/** A served torchvision-preset model on the CPU, one session, as the synthetic default is. */
-function source(overrides: Partial<ModelConfigSource> = {}, config: Partial<ModelConfig> = {}): ModelConfigSource {
-  return {
+/**
+ * A served torchvision-preset model on the CPU, one session, as the synthetic default is; its padded
+ * sizes are what its sessions' plan (run-sizes.ts) says, as ModelSessions computes it at start.
+ */
+function source(overrides: Partial<Omit<ModelConfigSource, 'paddedSizes'>> = {}, config: Partial<ModelConfig> = {}): ModelConfigSource {
+  const base = {
     name: 'resnet50',
     config: { ...configFromPreset('torchvision', { synthetic: true }), ...config },
     maxBatchSize: 16,
     maxBatchItems: 64,
     numClasses: 1000,
-    provider: 'cpu',
+    provider: 'cpu' as const,
     sessions: 1,
     cudaDeviceId: 0,
     ...overrides
   }
+  return { ...base, paddedSizes: runPlan(base.maxBatchSize, base.provider, base.sessions, base.config.batching).paddedSizes }
 }
 
 const uint8Nhwc: Partial<ModelConfig> = {
