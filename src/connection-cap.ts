@@ -5,10 +5,10 @@ import { floodWarning } from './flood-warning.js'
 /**
  * Caps a listening server's open connections: over the cap, Node closes a new connection as soon
  * as it is accepted ('drop'), logged at warn at most once per 10 s with the count. An HTTP server
- * then also closes its idle connections (keep-alive ones between requests, and ones that have sent
- * nothing yet), so the next client gets in: 520 connections that each sent one request and then
- * held still kept every new client, liveness probes included, out for the whole keep-alive timeout.
- * A connection with a request in progress is never closed for this.
+ * then also closes its keep-alive connections idle between requests, so the next client gets in:
+ * 520 connections that each sent one request and then held still kept every new client, liveness
+ * probes included, out for the whole keep-alive timeout. Node leaves alone a connection with a
+ * request in progress, and one that has sent nothing yet (the headers timeout closes that one).
  */
 export function capConnections(server: Server, maxConnections: number, log: Logger, setting: string): void {
   server.maxConnections = maxConnections

@@ -21,7 +21,7 @@ export function sizeLadder(max: number): number[] {
 }
 
 /** The small size a second fixed-shape session runs by default, so a light load is not padded to the maximum. */
-export const SMALL_FIXED_SIZE = 16
+const SMALL_FIXED_SIZE = 16
 
 /** The batching settings of a model's config.json that decide its run sizes. */
 export interface RunSizeSettings {

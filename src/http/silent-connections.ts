@@ -11,7 +11,7 @@ import type { Socket } from 'node:net'
  * connection with part of a request keeps it until the request is answered or
  * --headers-timeout-ms passes.
  */
-export const SILENT_GRACE_MS = 500
+const SILENT_GRACE_MS = 500
 
 export function closeSilentConnectionsOnClose(app: FastifyInstance): void {
   const open = new Set<Socket>()
