@@ -8,6 +8,7 @@
 export type ErrorKind =
   | 'invalid_argument'
   | 'not_found'
+  | 'method_not_allowed'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'unauthenticated'
@@ -72,6 +73,10 @@ export const ERRORS = {
     message: 'The model failed to load; the versions it served before (if any) still serve. The reason follows.'
   },
   ROUTE_NOT_FOUND: { kind: 'not_found', message: 'No route answers this method and path; the API is listed at /docs.' },
+  METHOD_NOT_ALLOWED: {
+    kind: 'method_not_allowed',
+    message: 'This path does not take this method; the Allow header lists the ones it takes.'
+  },
   REQUEST_TIMEOUT: {
     kind: 'request_timeout',
     message: 'The request was not received in time (setting --request-timeout-ms).'

@@ -14,6 +14,8 @@ export function grpcStatusName(kind: ErrorKind): GrpcStatusName {
       return 'UNAUTHENTICATED'
     case 'not_found':
       return 'NOT_FOUND'
+    case 'method_not_allowed':
+      return 'UNIMPLEMENTED'
     case 'payload_too_large':
     case 'resource_exhausted':
       return 'RESOURCE_EXHAUSTED'

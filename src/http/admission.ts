@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest, HTTPMethods } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { BodyBudget } from '../body-budget.js'
 import type { Settings } from '../config.js'
@@ -6,6 +6,7 @@ import { ServiceError } from '../errors.js'
 import { invalidFieldCode } from './error-status.js'
 import { contentEncodingOf } from './content-encoding.js'
 import { multipartBodyLimit } from './multipart-body.js'
+import { routeMethods } from './route-methods.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -113,13 +114,15 @@ function admitBody(request: FastifyRequest): number {
  */
 export function admitRequests(app: FastifyInstance, settings: Settings, bodyBudget: BodyBudget): void {
   let closing = false
-  // A fixed path asked with a method it does not take says which it takes (GET /classify). fastify's
-  // router answers for a route's own URL, which is the request's path for every route without parameters.
-  const notFound = (request: FastifyRequest): ServiceError => {
-    const url = request.url.split('?', 1)[0]!
-    const methods = app.supportedMethods.filter((method) => method !== 'HEAD' && app.hasRoute({ url, method: method as HTTPMethods }))
-    const takes = methods.length === 0 ? '' : ` This path takes ${methods.join(', ')}.`
-    return new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.${takes}`)
+  // A path asked with a method it does not take is 405 with an Allow header (GET /classify), as
+  // Triton answers; a path no route takes is 404.
+  const methodsOf = routeMethods(app)
+  const notFound = (request: FastifyRequest, reply: FastifyReply): ServiceError => {
+    const methods = methodsOf(request.url)
+    if (methods.length === 0) return new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
+    void reply.header('allow', methods.join(', '))
+    const takes = methods.filter((method) => method !== 'HEAD').join(', ')
+    return new ServiceError('METHOD_NOT_ALLOWED', `This path takes ${takes}, not ${request.method}.`)
   }
   app.addHook('preClose', async () => {
     closing = true
@@ -127,7 +130,7 @@ export function admitRequests(app: FastifyInstance, settings: Settings, bodyBudg
   app.addHook('onRequest', async (request, reply) => {
     // fastify's own 503 on closing has its own body shape; this one is the registry's.
     if (closing) throw new ServiceError('SHUTTING_DOWN')
-    if (request.is404) throw notFound(request)
+    if (request.is404) throw notFound(request, reply)
     if (!hasBody(request.headers) || BODYLESS_METHODS.has(request.method)) return
     const held = bodyBudget.take(admitBody(request))
     if (held === undefined) throw new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 })

@@ -13,6 +13,8 @@ export function httpStatusOf(kind: ErrorKind): number {
       return 401
     case 'not_found':
       return 404
+    case 'method_not_allowed':
+      return 405
     case 'request_timeout':
       return 408
     case 'payload_too_large':

@@ -227,7 +227,7 @@ describe('nothing is parsed before it is admitted', () => {
       headers: { 'content-type': 'application/json' },
       body: '[]'
     })
-    expectRegistry(health, 404, 'ROUTE_NOT_FOUND')
+    expectRegistry(health, 405, 'METHOD_NOT_ALLOWED')
   })
 })
 
@@ -488,12 +488,23 @@ describe("fastify's own refusals", () => {
     expect(v2.body.error).not.toMatch(/logging|unheard/)
   })
 
-  it('a fixed path asked with a method it does not take is 404 ROUTE_NOT_FOUND naming the methods it takes (GET /classify)', async () => {
-    const get = await fetchJson(`${main.url}/classify?topk=3`)
-    expectRegistry(get, 404, 'ROUTE_NOT_FOUND')
-    expect(get.body.message).toMatch(/No route GET for this path\. This path takes POST\.$/)
-    const post = await fetchJson(`${main.url}/health/ready`, { method: 'POST' })
-    expect(post.body.message).toMatch(/This path takes GET\.$/)
+  it('a path asked with a method it does not take is 405 METHOD_NOT_ALLOWED with an Allow header, as Triton answers (GET /classify)', async () => {
+    const get = await fetch(`${main.url}/classify?topk=3`)
+    expect(get.headers.get('allow')).toBe('POST')
+    expectRegistry({ status: get.status, body: (await get.json()) as RawAnswer['body'] }, 405, 'METHOD_NOT_ALLOWED')
+    const post = await fetch(`${main.url}/health/ready`, { method: 'POST' })
+    expect(post.status).toBe(405)
+    expect(post.headers.get('allow')).toBe('GET, HEAD')
+    expect(((await post.json()) as { message: string }).message).toMatch(/This path takes GET, not POST\.$/)
+    // Paths with parameters too, and /v2 answers in its own shape.
+    const metadata = await fetch(`${main.url}/v2/models/resnet50`, { method: 'POST' })
+    expect(metadata.headers.get('allow')).toBe('GET, HEAD')
+    expectV2({ status: metadata.status, body: (await metadata.json()) as RawAnswer['body'] }, 405, 'METHOD_NOT_ALLOWED')
+    const infer = await fetch(`${main.url}/v2/models/no-such-model/versions/7/infer`)
+    expect(infer.status).toBe(405)
+    expect(infer.headers.get('allow')).toBe('POST')
+    // A path no route takes, whatever the method, stays 404.
+    expectRegistry(await fetchJson(`${main.url}/classify/more`, { method: 'POST' }), 404, 'ROUTE_NOT_FOUND')
   })
 
   it('regression: non-finite deadline_ms or topk (1e309, Infinity) is refused, not read as "no deadline"', async () => {

@@ -447,14 +447,15 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
     )
   })
 
-  it('a body that is not JSON → 400; an unknown /v2 route → 404 {error}', async () => {
+  it('a body that is not JSON → 400; an unknown /v2 route → 404 {error}; a known one with another method → 405', async () => {
     const res = await fetch(`${server.url}/v2/models/${MODEL}/infer`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: '{"inputs": ['
     })
     await expectV2Error(res, 400, 'BAD_REQUEST')
-    await expectV2Error(await fetch(`${server.url}/v2/repository/index`), 404, 'ROUTE_NOT_FOUND')
+    await expectV2Error(await fetch(`${server.url}/v2/repository/nope`, { method: 'POST' }), 404, 'ROUTE_NOT_FOUND')
+    await expectV2Error(await fetch(`${server.url}/v2/repository/index`), 405, 'METHOD_NOT_ALLOWED')
   })
 
   it('JSON data nested 10,000 deep → 400, not a stack overflow 500', async () => {
