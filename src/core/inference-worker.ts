@@ -27,7 +27,7 @@ const itemElements = 3 * crop * crop
 const floatBuffer = floatInput ? new Float32Array(init.maxBatchSize * itemElements) : undefined
 /** uint8 input padded to a larger run size: made on first use. */
 let paddedPixels: Uint8Array | undefined
-const normalize = createNormalizer(init.preprocess)
+const normalize = createNormalizer(init.preprocess, init.input.layout)
 const dims = (n: number): number[] => (init.input.layout === 'NCHW' ? [n, 3, crop, crop] : [n, crop, crop, 3])
 
 let session: InferenceSession

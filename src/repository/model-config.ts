@@ -57,7 +57,7 @@ export const ModelConfigSchema = Type.Object(
     input: Type.Object(
       {
         name: Type.String({ minLength: 1 }),
-        /** NCHW float32: the host normalises. NHWC uint8: the graph's prologue does (see docs/models.md). */
+        /** float32: the host normalises, into either layout. uint8 (NHWC only): the graph's prologue does (see docs/models.md). */
         layout: Type.Union([Type.Literal('NCHW'), Type.Literal('NHWC')]),
         datatype: Type.Union([Type.Literal('float32'), Type.Literal('uint8')], { default: 'float32' })
       },

@@ -64,9 +64,9 @@ export async function startTestServer(repository: string, flags: string[] = [], 
 
 /** A model's float32 input tensor for a photo, decoded and normalised by the server's own code. */
 export async function modelInputTensor(server: TestServer, model: string, photo: Buffer): Promise<Float32Array> {
-  const { preprocess } = server.service.model(model).entry.config
+  const { preprocess, input } = server.service.model(model).entry.config
   const tensor = new Float32Array(3 * preprocess.crop * preprocess.crop)
-  createNormalizer(preprocess)(await server.service.preprocess(model, photo), tensor, 0)
+  createNormalizer(preprocess, input.layout)(await server.service.preprocess(model, photo), tensor, 0)
   return tensor
 }
 
