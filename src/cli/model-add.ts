@@ -21,6 +21,8 @@ Options:
   --labels FILE               class names, one per line (default: the shipped ImageNet-1k labels)
   --input NAME                image input, when the model has several and none has the preset's name
   --output NAME               class-score output, likewise
+  --output-kind KIND          logits (the server applies softmax) or probabilities; default:
+                              probabilities when the output comes from a Softmax, else logits
   --max-batch-size N          most images per model run (1–1024, default 16)
   --max-queue-delay-ms N      longest wait to fill a batch (0–10000, default 0)
   --synthetic                 the weights are seeded random numbers, not trained
@@ -54,6 +56,7 @@ async function main(argv: string[]): Promise<number | 'help'> {
       labels: { type: 'string' },
       input: { type: 'string' },
       output: { type: 'string' },
+      'output-kind': { type: 'string' },
       'max-batch-size': { type: 'string' },
       'max-queue-delay-ms': { type: 'string' },
       synthetic: { type: 'boolean', default: false },
@@ -72,6 +75,9 @@ async function main(argv: string[]): Promise<number | 'help'> {
   if (values.preset === undefined) throw new UsageError(`--preset is required (${PRESET_NAMES.join(', ')}).`)
   if (!(PRESET_NAMES as readonly string[]).includes(values.preset))
     throw new UsageError(`unknown --preset "${values.preset}"; use one of: ${PRESET_NAMES.join(', ')}.`)
+  const outputKind = values['output-kind']
+  if (outputKind !== undefined && outputKind !== 'logits' && outputKind !== 'probabilities')
+    throw new UsageError(`--output-kind must be logits or probabilities; got "${outputKind}".`)
   const maxBatchSize = integerFlag('max-batch-size', values['max-batch-size'], 1, 1024)
   const maxQueueDelayMs = numberFlag('max-queue-delay-ms', values['max-queue-delay-ms'], 0, 10_000)
   try {
@@ -83,6 +89,7 @@ async function main(argv: string[]): Promise<number | 'help'> {
       labels: values.labels,
       inputName: values.input,
       outputName: values.output,
+      ...(outputKind === undefined ? {} : { outputKind }),
       maxBatchSize,
       maxQueueDelayMs,
       synthetic: values.synthetic,

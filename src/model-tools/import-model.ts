@@ -1,8 +1,9 @@
 import { availableParallelism } from 'node:os'
 import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
-import { basename, join, relative, resolve } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { openSession, readSignature } from '../core/onnx-session.js'
+import { computedBySoftmax, inspectOnnxGraph, type OnnxGraphSummary } from './onnx-graph.js'
 import { configFromPreset, PRESETS, type ModelConfig, type PresetName } from '../repository/model-config.js'
 import {
   checkModelSignature,
@@ -36,6 +37,8 @@ export interface ImportOptions {
   readonly labels?: string
   readonly inputName?: string
   readonly outputName?: string
+  /** What the output holds; default: probabilities when the graph computes it with a Softmax, else the preset's. */
+  readonly outputKind?: ModelConfig['output']['kind']
   readonly maxBatchSize?: number
   readonly maxQueueDelayMs?: number
   /** The weights are seeded random numbers, not trained; the server says so loudly. */
@@ -136,6 +139,9 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
       inputName: input.name,
       outputName: output.name
     })
+    const graph = inspectOnnxGraph(await readFile(source))
+    config.output.kind = options.outputKind ?? outputKindOf(graph, output.name, config.output.kind, notes)
+    const externalFiles = await externalDataFiles(source, graph.externalFiles)
     if (options.maxBatchSize !== undefined) config.batching.maxBatchSize = options.maxBatchSize
     if (options.maxQueueDelayMs !== undefined) config.batching.maxQueueDelayMs = options.maxQueueDelayMs
     const batch = input.shape[0]
@@ -175,13 +181,34 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
       const staged = join(staging, options.name)
       await mkdir(staged)
       await copyFile(source, join(staged, config.file))
+      for (const file of externalFiles) {
+        await mkdir(dirname(join(staged, file)), { recursive: true })
+        await copyFile(join(dirname(source), file), join(staged, file))
+      }
       await writeFile(join(staged, config.labels), labels.join('\n') + '\n')
       await writeFile(join(staged, 'config.json'), JSON.stringify(config, null, 2) + '\n')
       const entry = await loadModelFolder(staging, options.name)
-      const shape = checkModelSignature(entry, signature)
+      // The folder as written, opened as the server will: a file the model needs and the folder lacks fails here.
+      const shape = checkModelSignature(entry, await stagedSignature(entry.modelPath))
       if (await exists(dest)) await rename(dest, join(staging, `${options.name}.replaced`))
       await rename(staged, dest)
-      return { dir: dest, config, signature, shape, input, output, labelsSource, labelCount: labels.length, modelBytes, notes }
+      const externalBytes = (await Promise.all(externalFiles.map(async (file) => (await stat(join(dirname(source), file))).size))).reduce(
+        (a, b) => a + b,
+        0
+      )
+      if (externalFiles.length > 0) notes.push(`the weights stored beside the model (${externalFiles.join(', ')}) were copied with it.`)
+      return {
+        dir: dest,
+        config,
+        signature,
+        shape,
+        input,
+        output,
+        labelsSource,
+        labelCount: labels.length,
+        modelBytes: modelBytes + externalBytes,
+        notes
+      }
     } finally {
       await rm(staging, { recursive: true, force: true })
     }
@@ -227,6 +254,62 @@ function pickTensor(
     `Pass ${flag} <name> with the ${kind === 'input' ? 'image input' : 'class scores output'}: one of ${quoted(candidates)}.`,
     true
   )
+}
+
+/**
+ * An output the graph computes with a Softmax holds probabilities, whatever the preset's usual kind
+ * (the server would apply softmax a second time to logits); any other output is taken as the preset says.
+ */
+function outputKindOf(
+  graph: OnnxGraphSummary,
+  output: string,
+  presetKind: ModelConfig['output']['kind'],
+  notes: string[]
+): ModelConfig['output']['kind'] {
+  if (!computedBySoftmax(graph, output)) return presetKind
+  notes.push(`output "${output}" is computed by a Softmax: its values are used as probabilities (pass --output-kind logits to override).`)
+  return 'probabilities'
+}
+
+/**
+ * The files a model keeps its weights in beside the .onnx (external data), each a path under the
+ * model's folder that exists; copied into the model folder with it, at the same relative path.
+ */
+async function externalDataFiles(source: string, locations: readonly string[]): Promise<string[]> {
+  for (const location of locations) {
+    const path = resolve(dirname(source), location)
+    if (isAbsolute(location) || relative(dirname(source), path).startsWith('..')) {
+      throw new ImportError(
+        `${shown(source)} keeps weights in "${location}", outside its own folder.`,
+        'Save the model again with its external data beside it (onnx.save(..., save_as_external_data=True, location="model.onnx.data")).',
+        false
+      )
+    }
+    if (!(await exists(path))) {
+      throw new ImportError(
+        `${shown(source)} keeps weights in "${location}", which is not there (${shown(path)}).`,
+        'Put the external data file beside the model, as it was saved.',
+        true
+      )
+    }
+  }
+  return [...locations]
+}
+
+/** The signature of the model file as written into the folder, from its own session. */
+async function stagedSignature(modelPath: string): Promise<ModelSignature> {
+  const opened = await openSession(modelPath, { provider: 'cpu', cudaDeviceId: 0, threads: 1 }).catch((err: unknown) => {
+    throw new ImportError(
+      `ONNX Runtime cannot load the copy written to the repository: ${(err as Error).message}`,
+      'Check that every file the model needs sits beside it.',
+      false
+    )
+  })
+  try {
+    return readSignature(opened.session)
+  } finally {
+    await opened.session.release()
+  }
 }
 
 /** One all-zero image through the session: the same warm-up the server runs before it reports ready. */

@@ -143,6 +143,8 @@ export interface OnnxNodeSummary {
 export interface OnnxGraphSummary {
   readonly nodes: readonly OnnxNodeSummary[]
   readonly initializers: ReadonlyMap<string, readonly number[]>
+  /** The files initializers are stored in outside the model (external data), as written: paths relative to the model's folder. */
+  readonly externalFiles: readonly string[]
 }
 
 /** The structure of an ONNX graph (nodes, initializer shapes), for tests and tools that inspect one. */
@@ -163,5 +165,33 @@ export function inspectOnnxGraph(bytes: Uint8Array): OnnxGraphSummary {
     )
   }))
   const initializers = new Map((graph.initializer ?? []).map((t) => [t.name ?? '', (t.dims ?? []).map(Number)]))
-  return { nodes, initializers }
+  const externalFiles = new Set<string>()
+  for (const t of graph.initializer ?? []) {
+    if (t.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) continue
+    const location = (t.externalData ?? []).find((entry) => entry.key === 'location')?.value
+    if (location !== undefined && location !== null) externalFiles.add(location)
+  }
+  return { nodes, initializers, externalFiles: [...externalFiles] }
+}
+
+/** Operators that change a tensor's shape or type but not its values: looked through by `computedBySoftmax`. */
+const VALUE_PRESERVING_OPS: ReadonlySet<string> = new Set(['Reshape', 'Flatten', 'Squeeze', 'Unsqueeze', 'Identity', 'Cast', 'Dropout'])
+
+/**
+ * Whether the graph computes the value `name` with a Softmax, seen through reshapes and casts: an
+ * output that is already probabilities (a Caffe "prob", an export with the softmax kept), on which
+ * a second softmax would flatten every answer towards 1/classes.
+ */
+export function computedBySoftmax(graph: OnnxGraphSummary, name: string): boolean {
+  const producers = new Map<string, OnnxNodeSummary>()
+  for (const node of graph.nodes) for (const output of node.outputs) producers.set(output, node)
+  let value = name
+  for (let hops = 0; hops < graph.nodes.length; hops++) {
+    const node = producers.get(value)
+    if (node === undefined) return false
+    if (node.opType === 'Softmax') return true
+    if (!VALUE_PRESERVING_OPS.has(node.opType) || node.inputs[0] === undefined) return false
+    value = node.inputs[0]
+  }
+  return false
 }

@@ -310,6 +310,9 @@ export function checkModelSignature(entry: ModelEntry, signature: ModelSignature
     fail(`has no ${kind} "${name}"; its ${kind}s are ${names(list)}.`, `Set ${kind}.name in config.json to one of ${names(list)}.`)
 
   const inp = named('input', signature.inputs, config.input.name)
+  if (inp.type !== 'float32' && inp.type !== 'uint8') {
+    fail(`input "${inp.name}" is ${inp.type}; the server feeds float32 (normalised pixels) or uint8 (the pixels themselves).`, FP16_FIX)
+  }
   if (inp.type !== config.input.datatype) {
     fail(
       `input "${inp.name}" is ${inp.type}, but config.json says ${config.input.datatype}.`,
@@ -352,10 +355,7 @@ export function checkModelSignature(entry: ModelEntry, signature: ModelSignature
 
   const out = named('output', signature.outputs, config.output.name)
   if (out.type !== 'float32') {
-    fail(
-      `output "${out.name}" is ${out.type}; class scores must be float32.`,
-      'Export the model with a float32 output (FP16 models keep FP32 at their edges: see docs/models.md).'
-    )
+    fail(`output "${out.name}" is ${out.type}; class scores must be float32.`, FP16_FIX)
   }
   const width = out.shape.at(-1)
   if (out.shape.length !== 2 || typeof width !== 'number') {
@@ -372,6 +372,10 @@ export function checkModelSignature(entry: ModelEntry, signature: ModelSignature
   }
   return { maxBatchSize, numClasses: width as number }
 }
+
+/** What to do with a float16 model: the server feeds and reads float32 at the edges. */
+const FP16_FIX =
+  'Export the network in float32, import that (npm run model:add), then make its FP16 variant, float16 inside and float32 at its edges: npm run model:fp16 -- --name NAME (docs/models.md, "FP16 variant").'
 
 function deepFreeze<T>(value: T): T {
   if (typeof value === 'object' && value !== null) {

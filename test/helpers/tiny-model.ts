@@ -1,6 +1,6 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import onnxProto from 'onnx-proto'
 
 /** Small real ONNX classifiers for the import tests: loaded and served in milliseconds, no Python needed. */
@@ -31,6 +31,10 @@ export interface TinyModel {
   /** A second output: the pooled [batch, 3] features. */
   readonly featuresOutput?: string
   readonly batch?: number | 'N'
+  /** The scores go through a Softmax (and an Identity after it) before the output: probabilities. */
+  readonly softmax?: boolean
+  /** The weights are stored in a file beside the model (`<file>.data`), as onnx.save(save_as_external_data=True) writes. */
+  readonly externalData?: boolean
 }
 
 /**
@@ -50,17 +54,43 @@ export async function writeTinyModel(path: string, model: TinyModel): Promise<st
   const nodes = [
     { opType: 'GlobalAveragePool', input: [image!], output: ['pooled'] },
     { opType: 'Flatten', input: ['pooled'], output: [model.featuresOutput ?? 'features'] },
-    { opType: 'MatMul', input: [model.featuresOutput ?? 'features', 'weights'], output: [gain === undefined ? output : 'scores'] },
-    ...(gain === undefined ? [] : [{ opType: 'Mul', input: ['scores', gain], output: [output] }])
+    {
+      opType: 'MatMul',
+      input: [model.featuresOutput ?? 'features', 'weights'],
+      output: [gain === undefined && !model.softmax ? output : 'scores']
+    },
+    ...(gain === undefined ? [] : [{ opType: 'Mul', input: ['scores', gain], output: [model.softmax ? 'gained' : output] }]),
+    ...(model.softmax
+      ? [
+          { opType: 'Softmax', input: [gain === undefined ? 'scores' : 'gained'], output: ['softmaxed'] },
+          { opType: 'Identity', input: ['softmaxed'], output: [output] }
+        ]
+      : [])
   ]
+  const weightBytes = new Uint8Array(weights.buffer)
+  const dataFile = `${basename(path)}.data`
+  // raw_data is little-endian, as the Float32Array is on every host these tests run on.
+  const initializer = model.externalData
+    ? {
+        name: 'weights',
+        dims: [3, CLASSES],
+        dataType: FLOAT,
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        externalData: [
+          { key: 'location', value: dataFile },
+          { key: 'offset', value: '0' },
+          { key: 'length', value: String(weightBytes.byteLength) }
+        ]
+      }
+    : { name: 'weights', dims: [3, CLASSES], dataType: FLOAT, rawData: weightBytes }
+  if (model.externalData) await writeFile(join(dirname(path), dataFile), weightBytes)
   const proto = onnx.ModelProto.create({
     irVersion: 8,
     opsetImport: [{ domain: '', version: 17 }],
     graph: {
       name: 'tiny',
       node: nodes,
-      // raw_data is little-endian, as the Float32Array is on every host these tests run on.
-      initializer: [{ name: 'weights', dims: [3, CLASSES], dataType: FLOAT, rawData: new Uint8Array(weights.buffer) }],
+      initializer: [initializer],
       input: [info(image!, [batch, 3, 224, 224]), ...(gain === undefined ? [] : [info(gain, [1])])],
       output: [info(output, [batch, CLASSES]), ...(model.featuresOutput === undefined ? [] : [info(model.featuresOutput, [batch, 3])])]
     }

@@ -1,9 +1,10 @@
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadSettings } from '../../src/config.js'
 import { ClassifyService } from '../../src/core/classify-service.js'
 import { importModel, ImportError } from '../../src/model-tools/import-model.js'
+import { photoPaths } from '../helpers/photos.js'
 import { testLogger } from '../helpers/server.js'
 import { CLASSES, removeTempDirs, tempDir, writeTinyModel, zeroImage } from '../helpers/tiny-model.js'
 
@@ -103,5 +104,68 @@ describe('importModel', () => {
     expect((await importModel({ source, name: 'zoo', preset: 'onnx-zoo', repository, outputName: 'logits' })).config.output.name).toBe(
       'logits'
     )
+  })
+})
+
+describe('importModel: what the output holds', () => {
+  it('marks an output computed by a Softmax (seen through an Identity) as probabilities, so the server does not apply a second softmax', async () => {
+    const source = await writeTinyModel(join(work, 'softmax.onnx'), { inputs: ['input'], output: 'probs', softmax: true })
+    const repository = await tempDir('rs-repo-')
+    const imported = await importModel({ source, name: 'probs', preset: 'torchvision', repository })
+    expect(imported.config.output.kind).toBe('probabilities')
+    expect(imported.notes.join('\n')).toMatch(/output "probs" is computed by a Softmax: its values are used as probabilities/)
+    // The caffe preset's "prob" is no exception: what the graph computes decides.
+    expect((await importModel({ source, name: 'caffe-probs', preset: 'caffe', repository })).config.output.kind).toBe('probabilities')
+    const overridden = await importModel({ source, name: 'as-logits', preset: 'torchvision', repository, outputKind: 'logits' })
+    expect(overridden.config.output.kind).toBe('logits')
+
+    // Served: the answers are the model's own probabilities, not a softmax of them (all close to 1/1000).
+    const photo = await readFile(photoPaths().find((p) => p.endsWith('/coffee.jpg'))!)
+    const service = await startService(repository)
+    try {
+      const { scores } = await service.inferImage('probs', photo)
+      const best = (await service.classify('probs', photo, 1)).predictions[0]!
+      expect(best.probability).toBeCloseTo(Math.max(...scores), 6)
+      expect(best.probability).toBeGreaterThan(0.0015)
+      const twice = (await service.classify('as-logits', photo, 1)).predictions[0]!
+      expect(twice.probability).toBeLessThan(0.0011)
+    } finally {
+      await service.close()
+    }
+  })
+
+  it('marks plain scores as the preset says (logits)', async () => {
+    const source = await writeTinyModel(join(work, 'plain.onnx'), { inputs: ['input'] })
+    const imported = await importModel({ source, name: 'plain', preset: 'caffe', repository: await tempDir('rs-repo-') })
+    expect(imported.config.output.kind).toBe('logits')
+  })
+})
+
+describe('importModel: weights stored beside the model (external data)', () => {
+  it('copies the data file with the model, and the folder loads and serves', async () => {
+    const dir = await tempDir('rs-external-')
+    const source = await writeTinyModel(join(dir, 'ext.onnx'), { inputs: ['input'], externalData: true })
+    const repository = await tempDir('rs-repo-')
+    const imported = await importModel({ source, name: 'ext', preset: 'torchvision', repository })
+    expect((await readdir(imported.dir)).sort()).toEqual(['config.json', 'ext.onnx.data', 'labels.txt', 'model.onnx'])
+    expect(imported.notes.join('\n')).toMatch(/weights stored beside the model \(ext\.onnx\.data\) were copied/)
+    const service = await startService(repository)
+    try {
+      const { scores } = await service.inferTensor('ext', zeroImage())
+      expect(scores).toHaveLength(CLASSES)
+    } finally {
+      await service.close()
+    }
+  })
+
+  it('refuses a model whose data file is missing, writing nothing', async () => {
+    const dir = await tempDir('rs-external-')
+    const source = await writeTinyModel(join(dir, 'lost.onnx'), { inputs: ['input'], externalData: true })
+    await rm(join(dir, 'lost.onnx.data'))
+    const repository = await tempDir('rs-repo-')
+    await expect(importModel({ source, name: 'lost', preset: 'torchvision', repository })).rejects.toThrow(
+      /ONNX Runtime cannot load|keeps weights in "lost\.onnx\.data", which is not there/
+    )
+    expect(await readdir(repository).catch(() => [])).toEqual([])
   })
 })

@@ -179,4 +179,15 @@ describe('checkModelSignature', () => {
       /has 1 channels/
     )
   })
+  it('a float16 input or output is refused with the way to serve such a network (its FP16 variant), not a datatype the schema refuses', () => {
+    const s = sig('N')
+    for (const signature of [
+      { ...s, inputs: [{ name: 'input', type: 'float16', shape: ['N', 3, 224, 224] }] },
+      { ...s, outputs: [{ name: 'logits', type: 'float16', shape: ['N', 1000] }] }
+    ]) {
+      expect(() => checkModelSignature(entry, signature)).toThrow(
+        /is float16.* Fix: Export the network in float32, .*npm run model:fp16 -- --name NAME/
+      )
+    }
+  })
 })
