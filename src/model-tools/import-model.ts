@@ -139,6 +139,7 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
       inputName: input.name,
       outputName: output.name
     })
+    fitInputShape(config, input, notes)
     const graph = inspectOnnxGraph(await readFile(source))
     config.output.kind = options.outputKind ?? outputKindOf(graph, output.name, config.output.kind, notes)
     const externalFiles = await externalDataFiles(source, graph.externalFiles)
@@ -254,6 +255,29 @@ function pickTensor(
     `Pass ${flag} <name> with the ${kind === 'input' ? 'image input' : 'class scores output'}: one of ${quoted(candidates)}.`,
     true
   )
+}
+
+/**
+ * The layout and image size the input declares, when they differ from the preset's: channels last
+ * ([N, H, W, 3], TensorFlow/Keras exports) is NHWC; a fixed side other than the crop becomes the
+ * crop, with the shorter side resized in the same proportion as 256 is to 224 (299 → 342).
+ */
+function fitInputShape(config: ModelConfig, input: TensorSignature, notes: string[]): void {
+  if (input.shape.length !== 4) return
+  const [, d1, d2, d3] = input.shape
+  if (d3 === 3 && d1 !== 3 && config.input.layout === 'NCHW') {
+    config.input.layout = 'NHWC'
+    notes.push(`input "${input.name}" is channels last ([${input.shape.join(', ')}]): layout NHWC.`)
+  }
+  const side = config.input.layout === 'NCHW' ? d2 : d1
+  const other = config.input.layout === 'NCHW' ? d3 : d2
+  if (typeof side === 'number' && side === other && side !== config.preprocess.crop && side >= 32 && side <= 1024) {
+    config.preprocess.crop = side
+    config.preprocess.resize = Math.round((side * 256) / 224)
+    notes.push(
+      `input "${input.name}" takes ${side}×${side} images: shorter side resized to ${config.preprocess.resize}, centre crop ${side} (set preprocess.resize in config.json if the network was trained otherwise).`
+    )
+  }
 }
 
 /**

@@ -35,6 +35,10 @@ export interface TinyModel {
   readonly softmax?: boolean
   /** The weights are stored in a file beside the model (`<file>.data`), as onnx.save(save_as_external_data=True) writes. */
   readonly externalData?: boolean
+  /** The image input is [batch, side, side, 3] (TensorFlow/Keras), transposed inside. */
+  readonly channelsLast?: boolean
+  /** The image input's fixed side (default 224). */
+  readonly side?: number
 }
 
 /**
@@ -51,8 +55,19 @@ export async function writeTinyModel(path: string, model: TinyModel): Promise<st
   const [image, gain] = model.inputs
   const output = model.output ?? 'logits'
   const weights = new Float32Array(3 * CLASSES).map((_, i) => ((i * 7919) % 1000) / 1000 - 0.5)
+  const side = model.side ?? 224
   const nodes = [
-    { opType: 'GlobalAveragePool', input: [image!], output: ['pooled'] },
+    ...(model.channelsLast
+      ? [
+          {
+            opType: 'Transpose',
+            input: [image!],
+            output: ['nchw'],
+            attribute: [{ name: 'perm', type: onnx.AttributeProto.AttributeType.INTS, ints: [0, 3, 1, 2] }]
+          }
+        ]
+      : []),
+    { opType: 'GlobalAveragePool', input: [model.channelsLast ? 'nchw' : image!], output: ['pooled'] },
     { opType: 'Flatten', input: ['pooled'], output: [model.featuresOutput ?? 'features'] },
     {
       opType: 'MatMul',
@@ -91,7 +106,10 @@ export async function writeTinyModel(path: string, model: TinyModel): Promise<st
       name: 'tiny',
       node: nodes,
       initializer: [initializer],
-      input: [info(image!, [batch, 3, 224, 224]), ...(gain === undefined ? [] : [info(gain, [1])])],
+      input: [
+        info(image!, model.channelsLast ? [batch, side, side, 3] : [batch, 3, side, side]),
+        ...(gain === undefined ? [] : [info(gain, [1])])
+      ],
       output: [info(output, [batch, CLASSES]), ...(model.featuresOutput === undefined ? [] : [info(model.featuresOutput, [batch, 3])])]
     }
   })

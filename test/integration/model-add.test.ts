@@ -169,3 +169,32 @@ describe('importModel: weights stored beside the model (external data)', () => {
     expect(await readdir(repository).catch(() => [])).toEqual([])
   })
 })
+
+describe('importModel: the input the model declares', () => {
+  it('takes a channels-last input as NHWC, and a 299×299 one with its crop and resize, and the folder serves a photo', async () => {
+    const repository = await tempDir('rs-repo-')
+    const nhwc = await importModel({
+      source: await writeTinyModel(join(work, 'keras.onnx'), { inputs: ['images'], channelsLast: true }),
+      name: 'keras',
+      preset: 'torchvision',
+      repository
+    })
+    expect(nhwc.config.input.layout).toBe('NHWC')
+    expect(nhwc.notes.join('\n')).toMatch(/input "images" is channels last .*: layout NHWC/)
+    const big = await importModel({
+      source: await writeTinyModel(join(work, 'inception-sized.onnx'), { inputs: ['input'], side: 299 }),
+      name: 'side299',
+      preset: 'torchvision',
+      repository
+    })
+    expect(big.config.preprocess).toMatchObject({ crop: 299, resize: 342 })
+    expect(big.notes.join('\n')).toMatch(/takes 299×299 images: shorter side resized to 342, centre crop 299/)
+    const photo = await readFile(photoPaths().find((p) => p.endsWith('/coffee.jpg'))!)
+    const service = await startService(repository)
+    try {
+      for (const name of ['keras', 'side299']) expect((await service.classify(name, photo, 5)).predictions).toHaveLength(5)
+    } finally {
+      await service.close()
+    }
+  })
+})
