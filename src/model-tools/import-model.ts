@@ -11,7 +11,9 @@ import {
   type ModelEntry,
   type ModelShape,
   type ModelSignature,
-  type TensorSignature
+  type TensorSignature,
+  LABELS_FIX,
+  parseLabels
 } from '../repository/repository.js'
 
 /**
@@ -382,12 +384,9 @@ async function readLabels(path: string, shipped: boolean): Promise<string[]> {
           true
         )
   }
-  const labels = text.split(/\r?\n/)
-  if (labels.at(-1) === '') labels.pop()
-  if (labels.length === 0 || labels.some((l) => l.trim() === '')) {
-    throw new ImportError(`${shown(path)} has empty lines.`, "Write one non-empty class name per line, in the model's output order.", true)
-  }
-  return labels
+  const parsed = parseLabels(text)
+  if (typeof parsed === 'string') throw new ImportError(`${shown(path)} ${parsed}`, LABELS_FIX, true)
+  return parsed
 }
 
 async function exists(path: string): Promise<boolean> {

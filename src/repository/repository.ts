@@ -284,12 +284,24 @@ async function readLabels(name: string, path: string, shown: string): Promise<st
       'Copy data/imagenet1k-labels.txt there, or point "labels" in config.json at your labels file (one class name per line).'
     )
   }
-  const labels = text.split(/\r?\n/)
-  if (labels.at(-1) === '') labels.pop()
-  if (labels.length === 0 || labels.some((l) => l.trim() === '')) {
-    throw new RepositoryError(name, shown, 'has empty lines.', "Write one non-empty class name per line, in the model's output order.")
-  }
-  return labels
+  const parsed = parseLabels(text)
+  if (typeof parsed === 'string') throw new RepositoryError(name, shown, parsed, LABELS_FIX)
+  return parsed
+}
+
+export const LABELS_FIX = "Write one non-empty class name per line, in the model's output order."
+
+/**
+ * A labels file's class names, one per line (LF or CRLF): a UTF-8 byte-order mark and blank lines
+ * at the end are dropped; a blank line anywhere else would shift every class after it, so it is
+ * the problem returned instead, with its line number.
+ */
+export function parseLabels(text: string): string[] | string {
+  const labels = text.replace(/^\uFEFF/, '').split(/\r?\n/)
+  while (labels.length > 0 && labels.at(-1)!.trim() === '') labels.pop()
+  if (labels.length === 0) return 'has no class names.'
+  const blank = labels.findIndex((l) => l.trim() === '')
+  return blank === -1 ? labels : `has an empty line (line ${blank + 1}) before its last class name.`
 }
 
 /**
