@@ -109,11 +109,18 @@ export async function readModelFolder(root: string, name: string): Promise<Model
     if (!(await stat(join(dir, 'config.json'))).isFile()) throw new Error('not a file')
     text = await readFile(join(dir, 'config.json'), 'utf8')
   } catch {
+    // A folder laid out for Triton (config.pbtxt, 1/model.onnx) is a common first try: say what is read instead.
+    const triton = await stat(join(dir, 'config.pbtxt')).then(
+      (s) => s.isFile(),
+      () => false
+    )
     throw new RepositoryError(
       name,
       configFile,
-      'is missing.',
-      `Write one with \`npm run model:add -- <model.onnx> --name ${name} --preset torchvision\`, or remove the folder.`
+      triton ? "is missing; config.pbtxt (Triton's model configuration) is not read by this server." : 'is missing.',
+      triton
+        ? `Import the ONNX file, which writes config.json from a preset, into a folder of its own: \`npm run model:add -- ${shown(join('1', 'model.onnx'))} --name ${name}-onnx --preset torchvision\`, then move this folder out of the repository.`
+        : `Write one with \`npm run model:add -- <model.onnx> --name ${name} --preset torchvision\`, or remove the folder.`
     )
   }
   let parsed: unknown

@@ -113,6 +113,18 @@ describe('malformed model folders stop start-up with a clear message', () => {
     expect(msg).toMatch(/bad[/\\]config\.json: is missing\. Fix: Write one with `npm run model:add/)
   })
 
+  it('a folder laid out for Triton (config.pbtxt, 1/model.onnx) is told config.pbtxt is not read, and how to import its ONNX file', async () => {
+    const root = await repositoryWith({ noConfig: true, model: 'missing' })
+    await writeFile(join(root, 'bad', 'config.pbtxt'), 'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n')
+    await mkdir(join(root, 'bad', '1'))
+    await symlink(join(good, 'model.onnx'), join(root, 'bad', '1', 'model.onnx'))
+    const msg = await startFails(root)
+    expect(msg).toMatch(/config\.json: is missing; config\.pbtxt \(Triton's model configuration\) is not read by this server\./)
+    expect(msg).toMatch(
+      /Fix: Import the ONNX file, .*`npm run model:add -- .*bad[/\\]1[/\\]model\.onnx --name bad-onnx --preset torchvision`/
+    )
+  })
+
   it('a model file that is not ONNX', async () => {
     const msg = await startFails(await repositoryWith({ model: Buffer.from('<html>this is a web page, not a model</html>') }))
     expect(msg).toMatch(/bad[/\\]model\.onnx: is not an ONNX model\. Fix: Export the network with torch\.onnx\.export/)
