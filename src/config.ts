@@ -178,7 +178,7 @@ export const SETTINGS = [
     max: 1000,
     fallback: 100,
     description:
-      'Largest topk a request may ask for (/classify, the batch endpoint); a V2 classification count above it is answered with this many.'
+      'Largest topk a request may ask for (/classify, the batch endpoint; a request that asks for none gets 5, or this many when fewer); a V2 classification count above it is answered with this many.'
   }),
   spec({
     key: 'bodyLimitBytes',

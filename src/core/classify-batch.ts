@@ -13,11 +13,11 @@ export async function classifyBatch(
   service: ClassifyService,
   model: ServedModel,
   items: ReadonlyArray<Uint8Array | ServiceError>,
-  topk: number,
+  requestedTopk: number | undefined,
   options: RequestOptions
 ): Promise<Array<Classification | ServiceError>> {
   if (items.length === 0) throw new ServiceError('EMPTY_BODY', 'The batch holds no images.')
-  service.checkTopk(model, topk)
+  const topk = service.topkFor(model, requestedTopk)
   // Every queued image listens on the one abort signal; more than Node's default 10 is expected here.
   if (options.signal !== undefined) setMaxListeners(items.length + 10, options.signal)
   return Promise.all(

@@ -9,7 +9,7 @@ import { ItemKind } from './worker-messages.js'
 import { ModelSessions } from './model-sessions.js'
 import { ModelTable, type ModelIndexEntry } from './model-table.js'
 import { cudaProviderLibrary } from './onnx-session.js'
-import { predictions, type Prediction } from './postprocess.js'
+import { DEFAULT_TOPK, predictions, type Prediction } from './postprocess.js'
 import { ImagePreprocessor } from './preprocess.js'
 
 /**
@@ -387,10 +387,15 @@ export class ClassifyService {
   }
 
   /** `model`: a name (undefined: the default model), or a version already looked up (ServedModel). */
-  async classify(model: ModelRef, image: Uint8Array, topk: number, options: RequestOptions = {}): Promise<Classification> {
+  async classify(
+    model: ModelRef,
+    image: Uint8Array,
+    requestedTopk: number | undefined,
+    options: RequestOptions = {}
+  ): Promise<Classification> {
     const served = this.lease(this.resolve(model))
     try {
-      this.checkTopk(served, topk)
+      const topk = this.topkFor(served, requestedTopk)
       const { scores, batchSize, timings } = await this.inferImage(served, image, options)
       const t0 = performance.now()
       const preds = this.predictions(served, scores, topk)
@@ -410,12 +415,17 @@ export class ClassifyService {
     return typeof model === 'object' ? model : this.model(model)
   }
 
-  /** Throws INVALID_TOPK unless 1 ≤ topk ≤ min(--max-topk, the model's classes). */
-  checkTopk(model: ServedModel, topk: number): void {
+  /**
+   * The predictions to answer: the request's topk, which must be 1 ≤ topk ≤ min(--max-topk, the
+   * model's classes) (else INVALID_TOPK), or, when it asks for none, DEFAULT_TOPK within that limit.
+   */
+  topkFor(model: ServedModel, topk: number | undefined): number {
     const limit = Math.min(this.settings.maxTopk, model.numClasses)
+    if (topk === undefined) return Math.min(DEFAULT_TOPK, limit)
     if (!Number.isInteger(topk) || topk < 1 || topk > limit) {
       throw new ServiceError('INVALID_TOPK', `Got ${String(topk)}; the maximum is ${limit}.`)
     }
+    return topk
   }
 
   /** The k best classes of a model's output row, with labels and probabilities. */

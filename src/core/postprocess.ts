@@ -1,5 +1,8 @@
 /** Turning one image's class scores into the answer: softmax, then the k best with their labels. */
 
+/** Predictions per image when the request asks for no number (fewer when --max-topk or the model's classes are fewer). */
+export const DEFAULT_TOPK = 5
+
 export interface Prediction {
   readonly index: number
   readonly label: string

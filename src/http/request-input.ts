@@ -32,8 +32,7 @@ export function requestOptions(request: FastifyRequest, reply: FastifyReply, dea
   return relative === undefined ? { signal: abort.signal } : { signal: abort.signal, deadlineAt: performance.now() + relative }
 }
 
-/** Predictions per image when the request asks for no number. */
-export const DEFAULT_TOPK = 5
+export { DEFAULT_TOPK } from '../core/postprocess.js'
 
 /**
  * A topk sent as a multipart text field (`curl -F topk=3`), which wins over the query's topk: an

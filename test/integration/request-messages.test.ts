@@ -133,3 +133,29 @@ describe('a multipart topk field', () => {
     expect(answer.body.predictions?.[0]?.predictions).toHaveLength(2)
   })
 })
+
+describe('--max-topk below the default of 5', () => {
+  let small: TestServer
+  beforeAll(async () => {
+    small = await startTestServer(await syntheticModelRepository(), ['--max-topk', '3'])
+  })
+  afterAll(async () => {
+    await small?.close()
+  })
+
+  it('a request that asks for no number gets --max-topk predictions, not a refusal of the default (/classify and the batch endpoint)', async () => {
+    const single = await fetch(`${small.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+    expect(single.status).toBe(200)
+    expect(((await single.json()) as { predictions: unknown[] }).predictions).toHaveLength(3)
+    const batch = await fetch(`${small.url}/v1/models/resnet50:classify`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ instances: [{ b64: photo.toString('base64') }] })
+    })
+    expect(batch.status).toBe(200)
+    expect(((await batch.json()) as { predictions: Array<{ predictions: unknown[] }> }).predictions[0]!.predictions).toHaveLength(3)
+    // Asking for more than the maximum is still refused.
+    const over = await fetch(`${small.url}/classify?topk=4`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+    expect(over.status).toBe(400)
+  })
+})

@@ -187,7 +187,7 @@ export function batchRoutes(app: FastifyInstance, service: ClassifyService, metr
       const model = service.model(modelName)
       const options = requestOptions(request, reply, query.deadline_ms)
       let items: Array<Uint8Array | ServiceError>
-      let topk = query.topk ?? DEFAULT_TOPK
+      let topk = query.topk
       if (request.isMultipart()) {
         const form = await readMultipartItems(request, settings)
         items = form.items
@@ -209,7 +209,10 @@ export function batchRoutes(app: FastifyInstance, service: ClassifyService, metr
         failed++
         if (outcome.code === 'INTERNAL') request.log.error({ err: outcome.cause ?? outcome }, 'batch item failed')
       }
-      request.log.info({ model: model.entry.name, items: items.length, failed }, 'classified batch')
+      request.log.info(
+        { model: model.entry.name, items: items.length, failed, totalMs: Math.round(elapsedMs * 10) / 10 },
+        'classified batch'
+      )
       return {
         model: model.info.name,
         version: model.info.version,

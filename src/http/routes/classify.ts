@@ -88,7 +88,7 @@ export function classifyRoutes(app: FastifyInstance, service: ClassifyService): 
       const query = request.query as ClassifyQueryT
       const options = requestOptions(request, reply, query.deadline_ms)
       const { image, topkField } = await readImage(request)
-      const topk = query.topk ?? multipartTopk(topkField, service.settings.maxTopk) ?? DEFAULT_TOPK
+      const topk = query.topk ?? multipartTopk(topkField, service.settings.maxTopk)
       const result = await service.classify(query.model, image, topk, options)
       // A client that hung up while its batch ran is counted CLIENT_CLOSED (request-counting.ts).
       if (options.signal?.aborted === true) {
