@@ -71,9 +71,12 @@ const FASTIFY_CODES: Readonly<Record<string, ErrorCode | readonly [ErrorCode, st
   FST_ERR_BAD_URL: ['BAD_REQUEST', 'The path is not valid percent-encoding.'],
   FST_ERR_MAX_PARAM_LENGTH: ['BAD_REQUEST', 'A path parameter (a model name or version) is too long.'],
   FST_REQ_FILE_TOO_LARGE: 'BODY_TOO_LARGE',
-  FST_PARTS_LIMIT: 'BAD_MULTIPART',
-  FST_FILES_LIMIT: 'BAD_MULTIPART',
-  FST_FIELDS_LIMIT: 'BAD_MULTIPART',
+  FST_PARTS_LIMIT: ['BAD_MULTIPART', 'The body has more parts than this route reads.'],
+  FST_FILES_LIMIT: [
+    'BAD_MULTIPART',
+    'The body has more files than this route reads (/classify: 1; the batch endpoint: --max-batch-items).'
+  ],
+  FST_FIELDS_LIMIT: ['BAD_MULTIPART', 'The body has more text fields than this route reads.'],
   FST_PROTO_VIOLATION: 'BAD_MULTIPART',
   FST_INVALID_MULTIPART_CONTENT_TYPE: 'BAD_MULTIPART',
   FST_INVALID_JSON_FIELD_ERROR: 'BAD_MULTIPART'

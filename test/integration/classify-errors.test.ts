@@ -115,6 +115,17 @@ describe('bad input to POST /classify', () => {
     })
   }
 
+  it('a multipart body over a count limit says which limit', async () => {
+    const twoFiles = new FormData()
+    twoFiles.append('image', new Blob([photo], { type: 'image/jpeg' }), 'a.jpg')
+    twoFiles.append('image', new Blob([photo], { type: 'image/jpeg' }), 'b.jpg')
+    expect((await post(twoFiles, {})).body.message).toMatch(/more files than this route reads \(\/classify: 1;/)
+    const manyFields = new FormData()
+    for (let i = 0; i < 9; i++) manyFields.append(`note${i}`, 'x')
+    manyFields.append('image', new Blob([photo], { type: 'image/jpeg' }), 'a.jpg')
+    expect((await post(manyFields, {})).body.message).toMatch(/more text fields than this route reads/)
+  })
+
   it('an expired deadline gets 504 DEADLINE_EXCEEDED', async () => {
     // Keep the one session busy so the request with a 1 ms deadline has to queue.
     const busy = Array.from({ length: 8 }, () => post(photo, jpeg))

@@ -397,7 +397,16 @@ export async function v2Routes(app: FastifyInstance, { service, settings, parseL
           request.inferenceRawBinary
         )
         const response = await infer(service, inferRequest, options)
-        request.log.info({ model: response.modelName, items: inferRequest.inputs[0]?.shape[0], batchSize: response.batchSize }, 'inferred')
+        request.log.info(
+          {
+            model: response.modelName,
+            id: response.id,
+            items: inferRequest.inputs[0]?.shape[0],
+            batchSize: response.batchSize,
+            totalMs: Math.round(reply.elapsedTime * 10) / 10
+          },
+          'inferred'
+        )
         return sendInferResponse(reply, body, response)
       }
     )
