@@ -44,8 +44,9 @@ export const ERRORS = {
   IMAGE_TOO_COMPLEX: {
     kind: 'invalid_argument',
     message:
-      'The image costs more to decode than the server allows (more JPEG scans than --max-jpeg-scans or more than 1024 other JPEG marker segments, a WebP of more than 4096 chunks, a PNG whose compressed text is more than 64 chunks or inflates to more than 1 MiB, a TIFF of more than 1024 pages, or a decode over --decode-timeout-seconds).'
+      'The image costs more to decode than the server allows: its structure is over one of the limits in docs/operations.md ("Limits"; the detail names it), or its decode ran over --decode-timeout-seconds.'
   },
+
   BODY_TOO_LARGE: { kind: 'payload_too_large', message: 'The request body is larger than the server accepts.' },
   BAD_MULTIPART: {
     kind: 'invalid_argument',

@@ -3,7 +3,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { gzipSync } from 'node:zlib'
 import sharp from 'sharp'
 import { withSegments } from '../../test/fixtures/jpeg-scan-bomb.js'
-import { smallPng, withChunks, zTXt } from '../../test/fixtures/png-chunks.js'
+import { manyFrameGif } from '../../test/fixtures/gif-frames.js'
+import { chunk, smallPng, withChunks, zTXt } from '../../test/fixtures/png-chunks.js'
+import { sharedArrayTiff, tiffWithTags } from '../../test/fixtures/tiff-pages.js'
 import { extendedWebp, withJunkChunks } from '../../test/fixtures/webp-chunks.js'
 import { inferWire } from '../../test/helpers/protobuf-wire.js'
 
@@ -159,6 +161,28 @@ export async function pngTextFlood(): Promise<Buffer> {
     await smallPng(),
     Array.from({ length: 300 }, () => bomb)
   )
+}
+
+/**
+ * Files whose structure, not their pixels, is the cost (what libvips reads while it opens them,
+ * before the decode budget and outside the decode timeout), each small: 1.4 M zero-length gAMA
+ * chunks (16.7 MB, a libpng warning each), a TIFF page of 4000 private tags (48 KB), 64 TIFF pages
+ * sharing 200,000-strip arrays (under 10 KB), and a GIF of 200,000 frames.
+ */
+export async function structureFloods(): Promise<Array<{ contentType: string; data: Buffer }>> {
+  const gama = chunk('gAMA', Buffer.alloc(0))
+  return [
+    {
+      contentType: 'image/png',
+      data: withChunks(
+        await smallPng(),
+        Array.from({ length: 1_390_000 }, () => gama)
+      )
+    },
+    { contentType: 'image/tiff', data: tiffWithTags(4000) },
+    { contentType: 'image/tiff', data: sharedArrayTiff(64, 200_000) },
+    { contentType: 'image/gif', data: await manyFrameGif(200_000) }
+  ]
 }
 
 /** A V2 binary-extension body: one FP32 [1, 3, crop, crop] tensor, all zeros but one NaN. */

@@ -14,6 +14,7 @@ import {
   nanV2Binary,
   openBrackets,
   pngTextFlood,
+  structureFloods,
   progressiveScanBomb,
   v2LongName,
   v2ValueFlood,
@@ -315,6 +316,19 @@ const ATTACKS: readonly Attack[] = [
     async run(t) {
       const flood = await pngTextFlood()
       return times(4, () => post(t, '/classify', { ...withKey, 'content-type': 'image/png' }, flood))
+    }
+  },
+  {
+    name: 'structure-floods',
+    what: 'small files whose structure is the cost (PNG warning chunks, TIFF tags, shared TIFF arrays, GIF frames), each twice at once',
+    expected: ['400'],
+    async run(t) {
+      const floods = await structureFloods()
+      return (
+        await Promise.all(
+          floods.map(({ contentType, data }) => times(2, () => post(t, '/classify', { ...withKey, 'content-type': contentType }, data)))
+        )
+      ).flat()
     }
   },
   {

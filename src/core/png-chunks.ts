@@ -1,20 +1,34 @@
 import { inflateSync } from 'node:zlib'
 
 /**
- * The compressed text of a PNG, measured before libpng reads it. libpng inflates every zTXt chunk
- * and every compressed iTXt chunk it meets before the image data, and discards the text: a chunk
- * of 48 KB of zlib inflates to 48 MiB, and 300 of them (a 14.7 MB file) held a decode thread 21 s
- * for the header and 29 s more for the pixels, twice per request, outside the decode timeout
- * (libvips is still opening the file) and outside the decode budget (it charges for pixels). Real
- * files carry a few kilobytes of text (XMP, an EXIF "raw profile"), so the text is inflated here
- * up to a bound, a few milliseconds at most, and a file over it is refused. Chunks after the first
- * IDAT are not read when the image is decoded, and are not measured.
+ * What libpng reads of a PNG before its image data, measured before libpng sees the file. libvips
+ * reads a PNG's header three times per request (the header check, then the decode's header and
+ * load), outside the decode timeout, the first time before the decode budget admits it, and every
+ * chunk before the first IDAT is read each time:
+ * - compressed text (zTXt, compressed iTXt) is inflated and discarded: a chunk of 48 KB of zlib
+ *   inflates to 48 MiB, and 300 of them (14.7 MB) held a decode thread 21 s for the header;
+ * - zlib walks every block of a compressed stream, also blocks that inflate to nothing: 16 MB of
+ *   empty dynamic-Huffman blocks took 1.7 s to walk, and as an iCCP profile 3.6 s per header read;
+ * - every malformed or repeated ancillary chunk (a zero-length gAMA, a second sRGB) is a libpng
+ *   warning, which sharp hands to JavaScript one by one on the event loop: 1.4 M such chunks in
+ *   16.7 MB froze it 21.6 s.
+ * Real files have a dozen chunks before the image data, a few kilobytes of text and an ICC profile
+ * of a few kilobytes (a printer's of a few hundred). So the chunks are counted, the compressed
+ * text and profile measured, the text inflated (at most MAX_PNG_COMPRESSED_TEXT_BYTES of it: a few
+ * milliseconds) up to a bound, and a file over any bound refused. Chunks after the first IDAT are
+ * not read when the image is decoded, and are not measured.
  */
 
+/** Chunks (of any type) a PNG may have before its image data. */
+export const MAX_PNG_CHUNKS_BEFORE_IMAGE = 256
 /** Compressed text chunks a PNG may have before its image data. */
 export const MAX_PNG_TEXT_CHUNKS = 64
+/** Bytes of zlib stream those chunks may hold together (what inflating them costs: ~12 ms here at most). */
+export const MAX_PNG_COMPRESSED_TEXT_BYTES = 128 << 10
 /** What they may inflate to together. */
 export const MAX_PNG_TEXT_BYTES = 1 << 20
+/** Bytes of ICC profile chunk (iCCP, compressed) a PNG may have. */
+export const MAX_PNG_ICC_BYTES = 1 << 20
 
 const SIGNATURE_BYTES = 8
 /** Length, type; the CRC follows the data. */
@@ -23,11 +37,17 @@ const CRC_BYTES = 4
 /** A keyword is 1–79 bytes, then a NUL. */
 const MAX_KEYWORD_BYTES = 80
 
-export interface PngText {
-  /** zTXt and compressed iTXt chunks before the first IDAT (counting stops past the limit). */
+export interface PngHeader {
+  /** Chunks before the first IDAT, IHDR included (counting stops past the limit). */
   readonly chunks: number
+  /** zTXt and compressed iTXt chunks among them. */
+  readonly textChunks: number
+  /** Their zlib streams' bytes. */
+  readonly compressedTextBytes: number
   /** What they inflate to, counted no further than MAX_PNG_TEXT_BYTES + 1. */
-  readonly inflatedBytes: number
+  readonly inflatedTextBytes: number
+  /** iCCP chunks' bytes. */
+  readonly iccBytes: number
 }
 
 /** Where a text chunk's zlib stream starts in `data`, or -1 when the chunk holds none. */
@@ -52,26 +72,48 @@ function inflatedSize(stream: Uint8Array, cap: number): number {
   }
 }
 
-export function pngCompressedText(bytes: Uint8Array): PngText {
+/** Measures the chunks before the image data; stops at the first bound passed (the figures then say which). */
+export function measurePngHeader(bytes: Uint8Array): PngHeader {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   let chunks = 0
-  let inflatedBytes = 0
+  let textChunks = 0
+  let compressedTextBytes = 0
+  let inflatedTextBytes = 0
+  let iccBytes = 0
   let offset = SIGNATURE_BYTES
   while (offset + CHUNK_HEADER_BYTES <= bytes.byteLength) {
     const length = view.getUint32(offset)
     const type = String.fromCharCode(bytes[offset + 4]!, bytes[offset + 5]!, bytes[offset + 6]!, bytes[offset + 7]!)
     if (type === 'IDAT' || type === 'IEND') break
+    if (++chunks > MAX_PNG_CHUNKS_BEFORE_IMAGE) break
     const dataStart = offset + CHUNK_HEADER_BYTES
-    if (type === 'zTXt' || type === 'iTXt') {
-      const data = bytes.subarray(dataStart, Math.min(dataStart + length, bytes.byteLength))
+    const data = bytes.subarray(dataStart, Math.min(dataStart + length, bytes.byteLength))
+    if (type === 'iCCP') {
+      iccBytes += data.byteLength
+      if (iccBytes > MAX_PNG_ICC_BYTES) break
+    } else if (type === 'zTXt' || type === 'iTXt') {
       const start = zlibStart(type, data)
       if (start >= 0) {
-        if (++chunks > MAX_PNG_TEXT_CHUNKS) break
-        inflatedBytes += inflatedSize(data.subarray(start), MAX_PNG_TEXT_BYTES - inflatedBytes)
-        if (inflatedBytes > MAX_PNG_TEXT_BYTES) break
+        if (++textChunks > MAX_PNG_TEXT_CHUNKS) break
+        compressedTextBytes += data.byteLength - start
+        if (compressedTextBytes > MAX_PNG_COMPRESSED_TEXT_BYTES) break
+        inflatedTextBytes += inflatedSize(data.subarray(start), MAX_PNG_TEXT_BYTES - inflatedTextBytes)
+        if (inflatedTextBytes > MAX_PNG_TEXT_BYTES) break
       }
     }
     offset = dataStart + length + CRC_BYTES
   }
-  return { chunks, inflatedBytes }
+  return { chunks, textChunks, compressedTextBytes, inflatedTextBytes, iccBytes }
+}
+
+/** Why the PNG costs more to open than the server allows, or undefined. */
+export function pngHeaderRefusal(bytes: Uint8Array): string | undefined {
+  const h = measurePngHeader(bytes)
+  if (h.chunks > MAX_PNG_CHUNKS_BEFORE_IMAGE) return `a PNG of more than ${MAX_PNG_CHUNKS_BEFORE_IMAGE} chunks before its image data`
+  if (h.iccBytes > MAX_PNG_ICC_BYTES) return `a PNG whose ICC profile is more than ${MAX_PNG_ICC_BYTES} bytes`
+  if (h.textChunks > MAX_PNG_TEXT_CHUNKS) return `a PNG of more than ${MAX_PNG_TEXT_CHUNKS} compressed text chunks`
+  if (h.compressedTextBytes > MAX_PNG_COMPRESSED_TEXT_BYTES)
+    return `a PNG of more than ${MAX_PNG_COMPRESSED_TEXT_BYTES} bytes of compressed text`
+  if (h.inflatedTextBytes > MAX_PNG_TEXT_BYTES) return `a PNG whose compressed text inflates to more than ${MAX_PNG_TEXT_BYTES} bytes`
+  return undefined
 }

@@ -5,9 +5,11 @@ import type { PreprocessConfig } from '../repository/model-config.js'
 import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budget.js'
 import { sniffImageFormat, type AcceptedFormat } from './image-sniff.js'
 import { MAX_JPEG_SEGMENTS, countJpegSegments } from './jpeg-scans.js'
-import { MAX_PNG_TEXT_BYTES, MAX_PNG_TEXT_CHUNKS, pngCompressedText } from './png-chunks.js'
-import { MAX_TIFF_PAGES, countTiffPages } from './tiff-ifds.js'
+import { pngHeaderRefusal } from './png-chunks.js'
+import { tiffStructureRefusal } from './tiff-ifds.js'
 import { MAX_WEBP_CHUNKS, countWebpChunks } from './webp-chunks.js'
+import { avifItemsRefusal } from './avif-items.js'
+import { MAX_GIF_FRAMES, countGifFrames } from './gif-frames.js'
 
 /**
  * Encoded image → the crop×crop×3 RGB pixels a model's batcher receives (decode on the libuv
@@ -40,6 +42,28 @@ import { MAX_WEBP_CHUNKS, countWebpChunks } from './webp-chunks.js'
 
 /** Formats decoded at all, checked from the header before any pixel is; `heif` only with AV1 (AVIF). */
 const ACCEPTED_FORMATS: ReadonlySet<string> = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif'])
+
+/**
+ * Why a PNG, WebP, GIF, TIFF or AVIF costs more to open than the server allows (its structure walked
+ * without decoding: what libvips would read while opening it, outside the decode timeout), or
+ * undefined. JPEGs are measured with the scan limit, in decode().
+ */
+function structureRefusal(format: AcceptedFormat, bytes: Uint8Array): string | undefined {
+  switch (format) {
+    case 'png':
+      return pngHeaderRefusal(bytes)
+    case 'webp':
+      return countWebpChunks(bytes) > MAX_WEBP_CHUNKS ? `a WebP of more than ${MAX_WEBP_CHUNKS} chunks` : undefined
+    case 'gif':
+      return countGifFrames(bytes) > MAX_GIF_FRAMES ? `a GIF of more than ${MAX_GIF_FRAMES} frames` : undefined
+    case 'tiff':
+      return tiffStructureRefusal(bytes)
+    case 'avif':
+      return avifItemsRefusal(bytes)
+    case 'jpeg':
+      return undefined
+  }
+}
 
 /** sharp's name (metadata().format) for each sniffed format. */
 const SHARP_FORMAT: Readonly<Record<AcceptedFormat, string>> = {
@@ -305,18 +329,9 @@ export class ImagePreprocessor {
       if (scans > this.maxJpegScans) throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${this.maxJpegScans} scans)`)
       if (segments > MAX_JPEG_SEGMENTS)
         throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${MAX_JPEG_SEGMENTS} marker segments besides its scans)`)
-    } else if (sniffed.format === 'webp' && countWebpChunks(bytes) > MAX_WEBP_CHUNKS) {
-      throw new ServiceError('IMAGE_TOO_COMPLEX', `(a WebP of more than ${MAX_WEBP_CHUNKS} chunks)`)
-    } else if (sniffed.format === 'tiff' && countTiffPages(bytes) > MAX_TIFF_PAGES) {
-      throw new ServiceError('IMAGE_TOO_COMPLEX', `(a TIFF of more than ${MAX_TIFF_PAGES} pages)`)
-    } else if (sniffed.format === 'png') {
-      const text = pngCompressedText(bytes)
-      if (text.chunks > MAX_PNG_TEXT_CHUNKS || text.inflatedBytes > MAX_PNG_TEXT_BYTES) {
-        throw new ServiceError(
-          'IMAGE_TOO_COMPLEX',
-          `(a PNG whose compressed text chunks are more than ${MAX_PNG_TEXT_CHUNKS}, or inflate to more than ${MAX_PNG_TEXT_BYTES} bytes)`
-        )
-      }
+    } else {
+      const refusal = structureRefusal(sniffed.format, bytes)
+      if (refusal !== undefined) throw new ServiceError('IMAGE_TOO_COMPLEX', `(${refusal})`)
     }
     let metadata: Metadata
     try {

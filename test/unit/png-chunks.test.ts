@@ -1,47 +1,101 @@
+import { randomBytes } from 'node:crypto'
+import { deflateSync } from 'node:zlib'
 import sharp from 'sharp'
 import { describe, expect, it } from 'vitest'
-import { MAX_PNG_TEXT_BYTES, MAX_PNG_TEXT_CHUNKS, pngCompressedText } from '../../src/core/png-chunks.js'
+import {
+  MAX_PNG_CHUNKS_BEFORE_IMAGE,
+  MAX_PNG_COMPRESSED_TEXT_BYTES,
+  MAX_PNG_ICC_BYTES,
+  MAX_PNG_TEXT_BYTES,
+  MAX_PNG_TEXT_CHUNKS,
+  measurePngHeader,
+  pngHeaderRefusal
+} from '../../src/core/png-chunks.js'
 import { ImagePreprocessor } from '../../src/core/preprocess.js'
 import { configFromPreset } from '../../src/repository/model-config.js'
-import { afterImageData, iTXt, smallPng, withChunks, zTXt } from '../fixtures/png-chunks.js'
+import { afterImageData, chunk, iTXt, smallPng, withChunks, zTXt } from '../fixtures/png-chunks.js'
 
-/** The PNG compressed-text measure, on files sharp writes and on text floods. Unit tier. */
+/** What libpng reads before a PNG's image data, measured on files sharp writes and on floods. Unit tier. */
 
-describe('pngCompressedText', () => {
-  it('what sharp writes has none; a few kilobytes of XMP or comments are measured as they inflate', async () => {
+/** A zTXt chunk whose stream is `bytes` of incompressible data: costly to walk, whatever it inflates to. */
+const randomZTXt = (bytes: number): Buffer =>
+  chunk('zTXt', Buffer.concat([Buffer.from('Comment\0\0', 'latin1'), deflateSync(randomBytes(bytes), { level: 0 })]))
+
+describe('measurePngHeader', () => {
+  it('what sharp writes has a few chunks and no text; a few kilobytes of XMP or comments are measured as they inflate', async () => {
     const png = await smallPng()
-    expect(pngCompressedText(png)).toEqual({ chunks: 0, inflatedBytes: 0 })
+    const plain = measurePngHeader(png)
+    expect(plain).toMatchObject({ textChunks: 0, compressedTextBytes: 0, inflatedTextBytes: 0, iccBytes: 0 })
+    expect(plain.chunks).toBeLessThan(5)
     const tagged = withChunks(png, [zTXt(3000), iTXt(20_000, true), iTXt(50_000, false)])
-    // The uncompressed iTXt costs nothing to read: it is not counted.
-    expect(pngCompressedText(tagged)).toEqual({ chunks: 2, inflatedBytes: 23_000 })
+    // The uncompressed iTXt costs nothing to inflate: it is counted as a chunk only.
+    expect(measurePngHeader(tagged)).toMatchObject({ chunks: plain.chunks + 3, textChunks: 2, inflatedTextBytes: 23_000 })
+    expect(pngHeaderRefusal(tagged)).toBeUndefined()
   })
 
   it('a chunk that inflates past the bound stops the count there, without inflating the rest', async () => {
     const bomb = withChunks(await smallPng(), [zTXt(48 << 20)])
     expect(bomb.byteLength).toBeLessThan(100_000)
-    expect(pngCompressedText(bomb).inflatedBytes).toBe(MAX_PNG_TEXT_BYTES + 1)
+    expect(measurePngHeader(bomb).inflatedTextBytes).toBe(MAX_PNG_TEXT_BYTES + 1)
+    expect(pngHeaderRefusal(bomb)).toMatch(/inflates to more than/)
     const many = withChunks(
       await smallPng(),
       Array.from({ length: MAX_PNG_TEXT_CHUNKS + 10 }, () => zTXt(10))
     )
-    expect(pngCompressedText(many).chunks).toBe(MAX_PNG_TEXT_CHUNKS + 1)
+    expect(measurePngHeader(many).textChunks).toBe(MAX_PNG_TEXT_CHUNKS + 1)
+    expect(pngHeaderRefusal(many)).toMatch(/more than 64 compressed text chunks/)
   })
 
-  it('text after the image data is not read by the decoder, and not measured', async () => {
-    expect(pngCompressedText(afterImageData(await smallPng(), zTXt(48 << 20)))).toEqual({ chunks: 0, inflatedBytes: 0 })
+  it('compressed text is bounded by its own bytes too: zlib walks a stream that inflates to little as long as one that inflates to much', async () => {
+    const png = await smallPng()
+    expect(pngHeaderRefusal(withChunks(png, [randomZTXt(MAX_PNG_COMPRESSED_TEXT_BYTES / 2)]))).toBeUndefined()
+    const walked = withChunks(png, [randomZTXt(MAX_PNG_COMPRESSED_TEXT_BYTES + 1000)])
+    const t0 = performance.now()
+    expect(pngHeaderRefusal(walked)).toMatch(/more than 131072 bytes of compressed text/)
+    // Refused from the chunk's length, before any of it is inflated.
+    expect(performance.now() - t0).toBeLessThan(50)
   })
 
-  it('the flood is a PNG libvips decodes (so the measure, not a decoder error, is what stops it)', async () => {
-    const { info } = await sharp(withChunks(await smallPng(), [zTXt(4 << 20)]))
-      .raw()
-      .toBuffer({ resolveWithObject: true })
-    expect([info.width, info.height]).toEqual([64, 48])
+  it('more chunks before the image data than real files have (zero-length gAMA: one libpng warning each) are refused', async () => {
+    const png = await smallPng()
+    const gama = chunk('gAMA', Buffer.alloc(0))
+    expect(pngHeaderRefusal(withChunks(png, Array.from({ length: 20 }, () => gama)))).toBeUndefined()
+    const flood = withChunks(
+      png,
+      Array.from({ length: 5000 }, () => gama)
+    )
+    expect(measurePngHeader(flood).chunks).toBe(MAX_PNG_CHUNKS_BEFORE_IMAGE + 1)
+    expect(pngHeaderRefusal(flood)).toMatch(/more than 256 chunks before its image data/)
   })
 
-  it('the preprocessor refuses a text bomb IMAGE_TOO_COMPLEX before libvips sees it, and decodes a PNG with ordinary text', async () => {
+  it('an ICC profile chunk over the bound is refused', async () => {
+    const iccp = (bytes: number): Buffer => chunk('iCCP', Buffer.concat([Buffer.from('icc\0\0', 'latin1'), randomBytes(bytes)]))
+    expect(pngHeaderRefusal(withChunks(await smallPng(), [iccp(4000)]))).toBeUndefined()
+    expect(pngHeaderRefusal(withChunks(await smallPng(), [iccp(MAX_PNG_ICC_BYTES + 10)]))).toMatch(/ICC profile is more than/)
+  })
+
+  it('chunks after the image data are not read by the decoder, and not measured', async () => {
+    const png = await smallPng()
+    const after = afterImageData(png, zTXt(48 << 20))
+    expect(measurePngHeader(after)).toEqual(measurePngHeader(png))
+  })
+
+  it('the floods are PNGs libvips decodes (so the measure, not a decoder error, is what stops them)', async () => {
+    for (const extra of [[zTXt(4 << 20)], Array.from({ length: 1000 }, () => chunk('gAMA', Buffer.alloc(0)))]) {
+      const { info } = await sharp(withChunks(await smallPng(), extra))
+        .raw()
+        .toBuffer({ resolveWithObject: true })
+      expect([info.width, info.height]).toEqual([64, 48])
+    }
+  })
+
+  it('the preprocessor refuses each flood IMAGE_TOO_COMPLEX, naming it, before libvips sees it, and decodes a PNG with ordinary text', async () => {
     const pre = new ImagePreprocessor(configFromPreset('torchvision', { synthetic: true }).preprocess, { maxInputPixels: 50_000_000 })
     const png = await smallPng()
     await expect(pre.decode(withChunks(png, [zTXt(48 << 20)]))).rejects.toMatchObject({ code: 'IMAGE_TOO_COMPLEX' })
+    await expect(pre.decode(withChunks(png, Array.from({ length: 300 }, () => chunk('gAMA', Buffer.alloc(0)))))).rejects.toThrow(
+      /IMAGE_TOO_COMPLEX|more than 256 chunks before its image data/
+    )
     const decoded = await pre.decode(withChunks(png, [zTXt(3000), iTXt(20_000, true)]))
     expect(decoded.byteLength).toBe(224 * 224 * 3)
   })

@@ -1,32 +1,57 @@
 import sharp from 'sharp'
 import { describe, expect, it } from 'vitest'
-import { MAX_TIFF_PAGES, countTiffPages } from '../../src/core/tiff-ifds.js'
+import { MAX_TIFF_ENTRIES_PER_PAGE, MAX_TIFF_PAGES, measureTiff, tiffStructureRefusal } from '../../src/core/tiff-ifds.js'
 import { ImagePreprocessor } from '../../src/core/preprocess.js'
 import { configFromPreset } from '../../src/repository/model-config.js'
-import { multiPageTiff } from '../fixtures/tiff-pages.js'
+import { multiPageTiff, sharedArrayTiff, tiffWithTags } from '../fixtures/tiff-pages.js'
 
-/** The TIFF page counter on files sharp writes and on directory chains. Unit tier. */
+/** The TIFF structure walk on files sharp writes, on directory chains, tag floods and shared arrays. Unit tier. */
 
-describe('countTiffPages', () => {
-  it('what sharp writes has one page, little- or big-endian; BigTIFF too', async () => {
-    const image = sharp({ create: { width: 32, height: 24, channels: 3, background: '#48c' } })
-    expect(countTiffPages(await image.clone().tiff().toBuffer())).toBe(1)
-    expect(countTiffPages(await image.clone().tiff({ bigtiff: true }).toBuffer())).toBe(1)
+describe('measureTiff', () => {
+  it('what sharp writes has one page of a few tags, its arrays within the file; little- or big-endian, BigTIFF too', async () => {
+    const image = sharp({ create: { width: 300, height: 200, channels: 3, background: '#48c' } })
+    for (const tiff of [
+      await image.clone().tiff().toBuffer(),
+      await image.clone().tiff({ bigtiff: true }).toBuffer(),
+      await image.clone().tiff({ compression: 'jpeg', tile: true, tileWidth: 64, tileHeight: 64 }).toBuffer()
+    ]) {
+      const t = measureTiff(tiff)
+      expect(t.pages).toBe(1)
+      expect(t.largestDirectory).toBeLessThan(30)
+      expect(t.arrayBytes).toBeLessThanOrEqual(tiff.byteLength)
+      expect(tiffStructureRefusal(tiff)).toBeUndefined()
+    }
   })
 
   it('counts a chain of pages, stops past the limit, and stops where the chain loops back', () => {
-    expect(countTiffPages(multiPageTiff(5))).toBe(5)
-    expect(countTiffPages(multiPageTiff(5_000))).toBe(MAX_TIFF_PAGES + 1)
-    expect(countTiffPages(multiPageTiff(3, true))).toBe(3)
+    expect(measureTiff(multiPageTiff(5)).pages).toBe(5)
+    expect(measureTiff(multiPageTiff(5_000)).pages).toBe(MAX_TIFF_PAGES + 1)
+    expect(measureTiff(multiPageTiff(3, true)).pages).toBe(3)
+    expect(tiffStructureRefusal(multiPageTiff(MAX_TIFF_PAGES + 1))).toMatch(/more than 256 pages/)
   })
 
-  it('the chain is a TIFF libvips reads, page by page (so the count, not a decoder error, is what stops it)', async () => {
+  it('refuses a page of more tags than real files have (libtiff registers each unknown one against the others)', () => {
+    expect(tiffStructureRefusal(tiffWithTags(40))).toBeUndefined()
+    expect(measureTiff(tiffWithTags(4000)).largestDirectory).toBe(4009)
+    expect(tiffStructureRefusal(tiffWithTags(MAX_TIFF_ENTRIES_PER_PAGE))).toMatch(/a TIFF page of more than 256 tags/)
+  })
+
+  it('refuses pages whose arrays point at one shared place, adding up to more than the file holds', () => {
+    const shared = sharedArrayTiff(64, 200_000)
+    expect(shared.byteLength).toBeLessThan(10_000)
+    expect(tiffStructureRefusal(shared)).toBe('a TIFF whose tags point at more data than the file holds')
+  })
+
+  it('the chain and the tag flood are TIFFs libvips reads (so the walk, not a decoder error, is what stops them)', async () => {
     expect((await sharp(multiPageTiff(40)).metadata()).pages).toBe(40)
+    expect((await sharp(tiffWithTags(300)).metadata()).width).toBe(8)
   })
 
-  it('the preprocessor refuses more pages IMAGE_TOO_COMPLEX before libvips reads them, and decodes a few', async () => {
+  it('the preprocessor refuses them IMAGE_TOO_COMPLEX before libvips reads them, and decodes a few pages', async () => {
     const pre = new ImagePreprocessor(configFromPreset('torchvision', { synthetic: true }).preprocess, { maxInputPixels: 50_000_000 })
-    await expect(pre.decode(multiPageTiff(MAX_TIFF_PAGES + 1))).rejects.toMatchObject({ code: 'IMAGE_TOO_COMPLEX' })
+    for (const tiff of [multiPageTiff(MAX_TIFF_PAGES + 1), tiffWithTags(300), sharedArrayTiff(16, 100_000)]) {
+      await expect(pre.decode(tiff)).rejects.toMatchObject({ code: 'IMAGE_TOO_COMPLEX' })
+    }
     expect((await pre.decode(multiPageTiff(3))).byteLength).toBe(224 * 224 * 3)
   })
 })
