@@ -59,6 +59,18 @@ export interface ScoresResult extends ModelInfo {
   readonly timings: Timings
 }
 
+/** The decode admission every model's preprocessor shares. */
+interface DecodeAdmission {
+  readonly budget: DecodeBudget
+  readonly headerReads: DecodeBudget
+}
+
+/**
+ * Header reads that may wait for a slot (then DECODE_QUEUE_FULL): each is an image already held
+ * under the body budget, so this bounds only the list; every image of a 64-image request waits here.
+ */
+const HEADER_READS_QUEUED = 4096
+
 interface BatchItem {
   readonly kind: ItemKind
   readonly bytes: Uint8Array
@@ -102,7 +114,7 @@ export class ServedModel {
   /** Its batcher is closed: a request that still holds it goes to the model's current version. */
   closed = false
 
-  constructor(entry: ModelEntry, sessions: ModelSessions, settings: Settings, events: ServiceEvents, decodeBudget: DecodeBudget) {
+  constructor(entry: ModelEntry, sessions: ModelSessions, settings: Settings, events: ServiceEvents, decodeBudget: DecodeAdmission) {
     const shape = sessions.shape!
     this.entry = entry
     this.info = Object.freeze({ name: entry.name, version: entry.version, synthetic: entry.config.synthetic })
@@ -114,7 +126,8 @@ export class ServedModel {
       maxInputPixels: settings.maxInputPixels,
       maxJpegScans: settings.maxJpegScans,
       decodeTimeoutSeconds: settings.decodeTimeoutSeconds,
-      budget: decodeBudget
+      budget: decodeBudget.budget,
+      headerReads: decodeBudget.headerReads
     })
     this.batcher = new Batcher<BatchItem, ItemOutput>({
       policy: { ...entry.config.batching, maxBatchSize: shape.maxBatchSize },
@@ -166,7 +179,9 @@ export class ClassifyService {
     private readonly log: Logger,
     events: ServiceEvents,
     /** Admission for every model's image decodes (slots, estimated bytes, queue). */
-    readonly decodeBudget: DecodeBudget
+    readonly decodeBudget: DecodeBudget,
+    /** Admission for every model's header reads (slots, queue), before a decode can be priced. */
+    readonly headerReads: DecodeBudget
   ) {
     this.table = new ModelTable(
       settings,
@@ -224,7 +239,14 @@ export class ClassifyService {
       budgetBytes: settings.decodeBudgetBytes,
       maxQueued: settings.decodeQueueSize
     })
-    const service = new ClassifyService(settings, log, events, decodeBudget)
+    // Header reads are quick for real files and bounded by the structure walks for the rest; they
+    // take slots of their own, so that a queue of them never fills the decode queue.
+    const headerReads = new DecodeBudget({
+      maxConcurrent: settings.decodeConcurrency,
+      budgetBytes: settings.decodeConcurrency,
+      maxQueued: HEADER_READS_QUEUED
+    })
+    const service = new ClassifyService(settings, log, events, decodeBudget, headerReads)
     await service.table.loadAtStart(atStart)
     if (mode === 'poll') service.table.startPolling()
     return service
@@ -251,7 +273,7 @@ export class ClassifyService {
     sessions.on('crash', (reason) => log.error({ model: entry.name, reason }, 'inference worker crashed; replacing it'))
     const t0 = performance.now()
     await sessions.start()
-    const served = new ServedModel(entry, sessions, settings, events, this.decodeBudget)
+    const served = new ServedModel(entry, sessions, settings, events, { budget: this.decodeBudget, headerReads: this.headerReads })
     log.info(
       {
         model: entry.name,

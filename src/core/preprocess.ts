@@ -281,6 +281,11 @@ export interface DecodeLimits {
   readonly decodeTimeoutSeconds?: number
   /** Shared by every model's preprocessor; without one, decodes are not admitted (tools, tests). */
   readonly budget?: DecodeBudget
+  /**
+   * Admission for header reads (slots only), shared likewise: libvips reads a file's whole
+   * structure to open it, with no timeout, before the budget can price the decode.
+   */
+  readonly headerReads?: DecodeBudget
 }
 
 export class ImagePreprocessor {
@@ -290,6 +295,7 @@ export class ImagePreprocessor {
   private readonly maxJpegScans: number
   private readonly timeoutSeconds: number
   private readonly budget: DecodeBudget | undefined
+  private readonly headerReads: DecodeBudget | undefined
   private readonly inputOptions: SharpOptions
   /** preprocess.decode 'fast' (the default): JPEG shrink-on-load as far as it goes; 'exact' leaves the last factor of 2 to the resize. */
   private readonly fastShrinkOnLoad: boolean
@@ -302,6 +308,7 @@ export class ImagePreprocessor {
     this.maxJpegScans = limits.maxJpegScans ?? DEFAULT_MAX_JPEG_SCANS
     this.timeoutSeconds = limits.decodeTimeoutSeconds ?? DEFAULT_DECODE_TIMEOUT_SECONDS
     this.budget = limits.budget
+    this.headerReads = limits.headerReads
     this.fastShrinkOnLoad = config.decode !== 'exact'
     this.inputOptions = {
       limitInputPixels: limits.maxInputPixels,
@@ -334,6 +341,10 @@ export class ImagePreprocessor {
       if (refusal !== undefined) throw new ServiceError('IMAGE_TOO_COMPLEX', `(${refusal})`)
     }
     let metadata: Metadata
+    // At most --decode-concurrency header reads at once, the rest waiting in order: one whose client
+    // has gone or whose deadline has passed meanwhile is never started (a cancelled gRPC call of 64
+    // hostile images once left them all queued on libuv's threads, blocking every decode for minutes).
+    const headerPermit = await this.admit(this.headerReads, 1, options)
     try {
       // Header only: the format, size and orientation are checked before any pixel is decoded.
       // (A fresh sharp instance per pass: reading the header and decoding on one instance measured
@@ -341,12 +352,14 @@ export class ImagePreprocessor {
       metadata = await sharp(bytes, this.inputOptions).metadata()
     } catch (err) {
       throw mapSharpError(err, { timeoutSeconds: this.timeoutSeconds, maxInputPixels: this.maxInputPixels, bytes })
+    } finally {
+      headerPermit.release()
     }
     this.checkHeader(metadata, SHARP_FORMAT[sniffed.format])
 
     const { width, height } = metadata.autoOrient
     const enlarging = Math.min(width, height) < this.resize
-    const permit = await this.admit(decodeCostBytes(metadata, enlarging), options)
+    const permit = await this.admit(this.budget, decodeCostBytes(metadata, enlarging), options)
     try {
       const resized = resizedSize(width, height, this.resize)
       const { left, top } = centreCropOffset(resized.width, resized.height, this.crop)
@@ -365,9 +378,9 @@ export class ImagePreprocessor {
     }
   }
 
-  /** A share of the decode budget (none to take without one); a client already gone gets none. */
-  private async admit(cost: number, options: AdmissionOptions): Promise<DecodePermit> {
-    if (this.budget !== undefined) return this.budget.acquire(cost, options)
+  /** A share of `budget` (none to take without one); a client already gone gets none. */
+  private async admit(budget: DecodeBudget | undefined, cost: number, options: AdmissionOptions): Promise<DecodePermit> {
+    if (budget !== undefined) return budget.acquire(cost, options)
     if (options.signal?.aborted) throw new ServiceError('CLIENT_CLOSED')
     return NO_PERMIT
   }
