@@ -55,7 +55,8 @@ export interface SuiteResult {
 
 /** The newest suite-*.json in the results folder. */
 export async function latestResultFile(dir = RESULTS_DIR): Promise<string> {
-  const files = (await readdir(dir)).filter((f) => /^suite-.*\.json$/.test(f)).sort()
+  // The results are not committed: a fresh clone has no folder until a suite has run.
+  const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => /^suite-.*\.json$/.test(f)).sort()
   if (files.length === 0) throw new Error(`no suite-*.json in ${dir}; run npm run load:all first`)
   return join(dir, files[files.length - 1]!)
 }

@@ -57,4 +57,7 @@ async function main(argv: string[]): Promise<void> {
   progress(`report ${reportPath}`)
 }
 
-await main(process.argv.slice(2))
+await main(process.argv.slice(2)).catch((err: unknown) => {
+  console.error(`load:report: ${(err as Error).message}`)
+  process.exitCode = 1
+})

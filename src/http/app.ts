@@ -83,8 +83,17 @@ export async function buildApp(
     await app.register(cors, {
       origin: settings.corsOrigins.includes('*') ? '*' : [...settings.corsOrigins],
       methods: ['GET', 'POST'],
-      allowedHeaders: ['content-type', 'authorization', 'x-api-key', DEADLINE_HEADER, 'x-request-id'],
-      exposedHeaders: ['retry-after', 'x-request-id'],
+      // The V2 binary extension's length header and compressed bodies, so a page can send what tritonclient sends.
+      allowedHeaders: [
+        'content-type',
+        'authorization',
+        'x-api-key',
+        DEADLINE_HEADER,
+        'x-request-id',
+        'inference-header-content-length',
+        'content-encoding'
+      ],
+      exposedHeaders: ['retry-after', 'x-request-id', 'inference-header-content-length'],
       maxAge: 600
     })
   }

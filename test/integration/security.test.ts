@@ -102,6 +102,8 @@ describe('CORS', () => {
     expect(allowed.status).toBe(204)
     expect(allowed.headers.get('access-control-allow-origin')).toBe('https://app.example.com')
     expect(allowed.headers.get('access-control-allow-headers')).toMatch(/authorization/)
+    // A page can send a V2 binary or gzip request, and read a binary answer's JSON length.
+    expect(allowed.headers.get('access-control-allow-headers')).toMatch(/inference-header-content-length.*content-encoding/)
     const other = await preflight('https://evil.example.net')
     expect(other.headers.get('access-control-allow-origin')).toBeNull()
   })
