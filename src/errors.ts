@@ -80,7 +80,7 @@ export const ERRORS = {
   },
   REQUEST_TIMEOUT: {
     kind: 'request_timeout',
-    message: 'The request was not received in time (setting --request-timeout-ms).'
+    message: 'The request was not received in time (its headers within --headers-timeout-ms, all of it within --request-timeout-ms).'
   },
   ANSWERS_NOT_READ: {
     kind: 'request_timeout',
