@@ -13,7 +13,8 @@ import {
   type ModelSignature,
   type TensorSignature,
   LABELS_FIX,
-  parseLabels
+  parseLabels,
+  shownAs
 } from '../repository/repository.js'
 
 /**
@@ -82,11 +83,7 @@ export class ImportError extends Error {
 /** The same rule loadModelFolder applies, checked before any work is done. */
 const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
 
-/** Paths as the user would type them: relative inside the working directory, absolute outside it. */
-function shown(path: string): string {
-  const rel = relative(process.cwd(), path)
-  return rel === '' || rel.startsWith('..') ? path : rel
-}
+const shown = shownAs
 const quoted = (list: readonly TensorSignature[]): string => list.map((t) => `"${t.name}"`).join(', ')
 
 export async function importModel(options: ImportOptions): Promise<ImportedModel> {

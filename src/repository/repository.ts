@@ -84,9 +84,15 @@ export async function loadModelFolder(root: string, name: string): Promise<Model
   return loadModelVersion(folder, folder.config.version, folder.dir)
 }
 
-/** A file's path as messages show it: relative to the working directory. */
+/** A path as messages show it, as the user would type it: relative inside the working directory, absolute outside it. */
+export function shownAs(path: string): string {
+  const rel = relative(process.cwd(), path)
+  return rel === '' || rel.startsWith('..') ? path : rel
+}
+
+/** A model folder's file as messages show it. */
 export function shownPath(dir: string, file: string): string {
-  return relative(process.cwd(), join(dir, file)) || file
+  return shownAs(join(dir, file))
 }
 
 /** Checks a model folder's name and its config.json. */
@@ -317,7 +323,7 @@ export function parseLabels(text: string): string[] | string {
  */
 export function checkModelSignature(entry: ModelEntry, signature: ModelSignature): ModelShape {
   const { config } = entry
-  const file = relative(process.cwd(), entry.modelPath)
+  const file = shownAs(entry.modelPath)
   const fail = (problem: string, fix: string): never => {
     throw new RepositoryError(entry.name, file, problem, fix)
   }

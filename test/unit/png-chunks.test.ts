@@ -59,7 +59,14 @@ describe('measurePngHeader', () => {
   it('more chunks before the image data than real files have (zero-length gAMA: one libpng warning each) are refused', async () => {
     const png = await smallPng()
     const gama = chunk('gAMA', Buffer.alloc(0))
-    expect(pngHeaderRefusal(withChunks(png, Array.from({ length: 20 }, () => gama)))).toBeUndefined()
+    expect(
+      pngHeaderRefusal(
+        withChunks(
+          png,
+          Array.from({ length: 20 }, () => gama)
+        )
+      )
+    ).toBeUndefined()
     const flood = withChunks(
       png,
       Array.from({ length: 5000 }, () => gama)
@@ -93,9 +100,14 @@ describe('measurePngHeader', () => {
     const pre = new ImagePreprocessor(configFromPreset('torchvision', { synthetic: true }).preprocess, { maxInputPixels: 50_000_000 })
     const png = await smallPng()
     await expect(pre.decode(withChunks(png, [zTXt(48 << 20)]))).rejects.toMatchObject({ code: 'IMAGE_TOO_COMPLEX' })
-    await expect(pre.decode(withChunks(png, Array.from({ length: 300 }, () => chunk('gAMA', Buffer.alloc(0)))))).rejects.toThrow(
-      /IMAGE_TOO_COMPLEX|more than 256 chunks before its image data/
-    )
+    await expect(
+      pre.decode(
+        withChunks(
+          png,
+          Array.from({ length: 300 }, () => chunk('gAMA', Buffer.alloc(0)))
+        )
+      )
+    ).rejects.toThrow(/IMAGE_TOO_COMPLEX|more than 256 chunks before its image data/)
     const decoded = await pre.decode(withChunks(png, [zTXt(3000), iTXt(20_000, true)]))
     expect(decoded.byteLength).toBe(224 * 224 * 3)
   })
