@@ -1,9 +1,10 @@
-import { availableParallelism } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { copyFile, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { openSession, readSignature } from '../core/onnx-session.js'
 import { computedBySoftmax, inspectOnnxGraph, type OnnxGraphSummary } from './onnx-graph.js'
+import { addFloat32Edges, float16Edges } from './float32-edges.js'
 import { configFromPreset, PRESETS, type ModelConfig, type PresetName } from '../repository/model-config.js'
 import {
   checkModelSignature,
@@ -112,16 +113,22 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
   const labelsSource = resolve(options.labels ?? SHIPPED_LABELS)
   const labels = await readLabels(labelsSource, options.labels === undefined)
 
-  const opened = await openSession(source, { provider: 'cpu', cudaDeviceId: 0, threads: availableParallelism() }).catch((err: unknown) => {
-    throw new ImportError(
-      `ONNX Runtime cannot load ${shown(source)}: ${(err as Error).message}`,
-      'Export the network again with torch.onnx.export (opset 13–17), see docs/models.md.',
-      false
-    )
-  })
+  const notes: string[] = []
+  // A float16 export (model.half() before export) gets float32 edges, written to a scratch file that is imported instead.
+  const edged = await withFloat32Edges(source, notes)
+  const modelFile = edged?.file ?? source
+  const opened = await openSession(modelFile, { provider: 'cpu', cudaDeviceId: 0, threads: availableParallelism() }).catch(
+    async (err: unknown) => {
+      await edged?.remove()
+      throw new ImportError(
+        `ONNX Runtime cannot load ${shown(source)}: ${(err as Error).message}`,
+        'Export the network again with torch.onnx.export (opset 13–17), see docs/models.md.',
+        false
+      )
+    }
+  )
   try {
     const signature = readSignature(opened.session)
-    const notes: string[] = []
     const input = pickTensor('input', signature.inputs, options.inputName, options.preset, notes)
     const output = pickTensor('output', signature.outputs, options.outputName, options.preset, notes)
     const unfed = signature.inputs.filter((t) => t !== input)
@@ -139,7 +146,7 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
       outputName: output.name
     })
     fitInputShape(config, input, notes)
-    const graph = inspectOnnxGraph(await readFile(source))
+    const graph = inspectOnnxGraph(await readFile(modelFile))
     config.output.kind = options.outputKind ?? outputKindOf(graph, output.name, config.output.kind, notes)
     const externalFiles = await externalDataFiles(source, graph.externalFiles)
     if (options.maxBatchSize !== undefined) config.batching.maxBatchSize = options.maxBatchSize
@@ -180,7 +187,7 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
     try {
       const staged = join(staging, options.name)
       await mkdir(staged)
-      await copyFile(source, join(staged, config.file))
+      await copyFile(modelFile, join(staged, config.file))
       for (const file of externalFiles) {
         await mkdir(dirname(join(staged, file)), { recursive: true })
         await copyFile(join(dirname(source), file), join(staged, file))
@@ -214,7 +221,35 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
     }
   } finally {
     await opened.session.release()
+    await edged?.remove()
   }
+}
+
+/**
+ * The model with float32 edges in a scratch folder, when its image input or class output is
+ * float16 (the server feeds and reads float32); undefined when it has no float16 edge.
+ */
+async function withFloat32Edges(source: string, notes: string[]): Promise<{ file: string; remove: () => Promise<void> } | undefined> {
+  const bytes = await readFile(source)
+  const half = float16Edges(bytes)
+  if (half.inputs.length + half.outputs.length === 0) return undefined
+  let edged: Uint8Array
+  try {
+    edged = addFloat32Edges(bytes, half)
+  } catch (err) {
+    throw new ImportError(
+      `${shown(source)} is float16 at its edges, and its edges cannot be made float32: ${(err as Error).message}`,
+      'Export the network in float32, import that, and make its FP16 variant: npm run model:fp16 -- --name NAME (docs/models.md).',
+      false
+    )
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'resnet-serve-import-'))
+  const file = join(dir, 'model.onnx')
+  await writeFile(file, edged)
+  notes.push(
+    `${[...half.inputs, ...half.outputs].map((n) => `"${n}"`).join(' and ')} ${half.inputs.length + half.outputs.length > 1 ? 'are' : 'is'} float16: a Cast was added at each, so the server feeds and reads float32 (float16 inside).`
+  )
+  return { file, remove: () => rm(dir, { recursive: true, force: true }) }
 }
 
 /**

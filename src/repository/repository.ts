@@ -400,7 +400,7 @@ export function checkModelSignature(entry: ModelEntry, signature: ModelSignature
 
 /** What to do with a float16 model: the server feeds and reads float32 at the edges. */
 const FP16_FIX =
-  'Export the network in float32, import that (npm run model:add), then make its FP16 variant, float16 inside and float32 at its edges: npm run model:fp16 -- --name NAME (docs/models.md, "FP16 variant").'
+  'Import the export with npm run model:add, which adds a Cast at each float16 edge so the server feeds and reads float32; or import a float32 export and make its FP16 variant: npm run model:fp16 -- --name NAME (docs/models.md, "FP16 variant").'
 
 function deepFreeze<T>(value: T): T {
   if (typeof value === 'object' && value !== null) {

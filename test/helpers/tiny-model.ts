@@ -2,6 +2,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import onnxProto from 'onnx-proto'
+import { float32ArrayToFloat16Bits } from '../../src/model-tools/fp16.js'
+import { littleEndianBytes } from '../../src/model-tools/onnx-edit.js'
 
 /** Small real ONNX classifiers for the import tests: loaded and served in milliseconds, no Python needed. */
 
@@ -39,6 +41,8 @@ export interface TinyModel {
   readonly channelsLast?: boolean
   /** The image input's fixed side (default 224). */
   readonly side?: number
+  /** Exported in float16 (model.half()): input, weights and output float16. */
+  readonly float16?: boolean
 }
 
 /**
@@ -46,7 +50,7 @@ export interface TinyModel {
  * serving are exercised in milliseconds without Python.
  */
 export async function writeTinyModel(path: string, model: TinyModel): Promise<string> {
-  const FLOAT = onnx.TensorProto.DataType.FLOAT
+  const FLOAT = model.float16 ? onnx.TensorProto.DataType.FLOAT16 : onnx.TensorProto.DataType.FLOAT
   const dims = (shape: Array<number | string>): { dim: Array<{ dimValue: number } | { dimParam: string }> } => ({
     dim: shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d }))
   })
@@ -82,7 +86,7 @@ export async function writeTinyModel(path: string, model: TinyModel): Promise<st
         ]
       : [])
   ]
-  const weightBytes = new Uint8Array(weights.buffer)
+  const weightBytes = model.float16 ? littleEndianBytes(float32ArrayToFloat16Bits(weights)) : new Uint8Array(weights.buffer)
   const dataFile = `${basename(path)}.data`
   // raw_data is little-endian, as the Float32Array is on every host these tests run on.
   const initializer = model.externalData

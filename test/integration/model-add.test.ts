@@ -198,3 +198,32 @@ describe('importModel: the input the model declares', () => {
     }
   })
 })
+
+describe('importModel: a float16 export', () => {
+  it('gets a Cast at its float16 input and output, so the server feeds and reads float32; it answers as the float32 model does', async () => {
+    const repository = await tempDir('rs-repo-')
+    const half = await importModel({
+      source: await writeTinyModel(join(work, 'half.onnx'), { inputs: ['input'], float16: true }),
+      name: 'half',
+      preset: 'torchvision',
+      repository
+    })
+    expect(half.notes.join('\n')).toMatch(/"input" and "logits" are float16: a Cast was added at each/)
+    expect(half.signature.inputs[0]!.type).toBe('float32')
+    await importModel({
+      source: await writeTinyModel(join(work, 'single.onnx'), { inputs: ['input'] }),
+      name: 'single',
+      preset: 'torchvision',
+      repository
+    })
+    const photo = await readFile(photoPaths().find((p) => p.endsWith('/coffee.jpg'))!)
+    const service = await startService(repository)
+    try {
+      const [h, s] = [await service.classify('half', photo, 5), await service.classify('single', photo, 5)]
+      expect(h.predictions.map((p) => p.index)).toEqual(s.predictions.map((p) => p.index))
+      for (const [i, p] of h.predictions.entries()) expect(Math.abs(p.probability - s.predictions[i]!.probability)).toBeLessThan(1e-3)
+    } finally {
+      await service.close()
+    }
+  })
+})

@@ -198,7 +198,7 @@ describe('checkModelSignature', () => {
       { ...s, outputs: [{ name: 'logits', type: 'float16', shape: ['N', 1000] }] }
     ]) {
       expect(() => checkModelSignature(entry, signature)).toThrow(
-        /is float16.* Fix: Export the network in float32, .*npm run model:fp16 -- --name NAME/
+        /is float16.* Fix: Import the export with npm run model:add, which adds a Cast at each float16 edge.*npm run model:fp16 -- --name NAME/
       )
     }
   })
