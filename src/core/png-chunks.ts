@@ -27,8 +27,8 @@ export const MAX_PNG_TEXT_CHUNKS = 64
 export const MAX_PNG_COMPRESSED_TEXT_BYTES = 128 << 10
 /** What they may inflate to together. */
 export const MAX_PNG_TEXT_BYTES = 1 << 20
-/** Bytes of ICC profile chunk (iCCP, compressed) a PNG may have. */
-export const MAX_PNG_ICC_BYTES = 1 << 20
+/** Bytes of ICC profile chunk (iCCP, compressed) a PNG may have: libpng walks the stream in each header read (1 MiB of empty deflate blocks: 0.7 s a request). */
+export const MAX_PNG_ICC_BYTES = 256 << 10
 
 const SIGNATURE_BYTES = 8
 /** Length, type; the CRC follows the data. */

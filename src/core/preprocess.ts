@@ -4,12 +4,13 @@ import { collectGarbage } from '../collect-garbage.js'
 import type { PreprocessConfig } from '../repository/model-config.js'
 import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budget.js'
 import { sniffImageFormat, type AcceptedFormat } from './image-sniff.js'
-import { MAX_JPEG_SEGMENTS, countJpegSegments } from './jpeg-scans.js'
+import { MAX_JPEG_SEGMENTS, countJpegSegments, MAX_JPEG_STOPS } from './jpeg-scans.js'
 import { pngHeaderRefusal } from './png-chunks.js'
 import { tiffStructureRefusal } from './tiff-ifds.js'
 import { MAX_WEBP_CHUNKS, countWebpChunks } from './webp-chunks.js'
 import { avifItemsRefusal } from './avif-items.js'
-import { MAX_GIF_FRAMES, countGifFrames } from './gif-frames.js'
+import { gifStructureRefusal } from './gif-frames.js'
+import { iccProfileRefusal } from './icc-profile.js'
 
 /**
  * Encoded image → the crop×crop×3 RGB pixels a model's batcher receives (decode on the libuv
@@ -55,7 +56,7 @@ function structureRefusal(format: AcceptedFormat, bytes: Uint8Array): string | u
     case 'webp':
       return countWebpChunks(bytes) > MAX_WEBP_CHUNKS ? `a WebP of more than ${MAX_WEBP_CHUNKS} chunks` : undefined
     case 'gif':
-      return countGifFrames(bytes) > MAX_GIF_FRAMES ? `a GIF of more than ${MAX_GIF_FRAMES} frames` : undefined
+      return gifStructureRefusal(bytes)
     case 'tiff':
       return tiffStructureRefusal(bytes)
     case 'avif':
@@ -332,7 +333,9 @@ export class ImagePreprocessor {
     if (sniffed === undefined) throw new ServiceError('NOT_AN_IMAGE')
     if (!sniffed.accepted) throw new ServiceError('UNSUPPORTED_IMAGE_FORMAT', `(${sniffed.name})`)
     if (sniffed.format === 'jpeg') {
-      const { scans, segments } = countJpegSegments(bytes, this.maxJpegScans)
+      const { scans, segments, stops } = countJpegSegments(bytes, this.maxJpegScans)
+      if (stops > MAX_JPEG_STOPS)
+        throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${MAX_JPEG_STOPS} restart markers and stuffed bytes)`)
       if (scans > this.maxJpegScans) throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${this.maxJpegScans} scans)`)
       if (segments > MAX_JPEG_SEGMENTS)
         throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${MAX_JPEG_SEGMENTS} marker segments besides its scans)`)
@@ -356,6 +359,8 @@ export class ImagePreprocessor {
       headerPermit.release()
     }
     this.checkHeader(metadata, SHARP_FORMAT[sniffed.format])
+    const profile = metadata.icc === undefined ? undefined : iccProfileRefusal(metadata.icc)
+    if (profile !== undefined) throw new ServiceError('IMAGE_TOO_COMPLEX', `(${profile})`)
 
     const { width, height } = metadata.autoOrient
     const enlarging = Math.min(width, height) < this.resize

@@ -1,7 +1,9 @@
 import sharp from 'sharp'
 import { describe, expect, it } from 'vitest'
 import { avifItemsRefusal, MAX_AVIF_BOXES, measureAvifItems } from '../../src/core/avif-items.js'
-import { countGifFrames, MAX_GIF_FRAMES } from '../../src/core/gif-frames.js'
+import { gifStructureRefusal, MAX_GIF_FRAMES, measureGif } from '../../src/core/gif-frames.js'
+
+const countGifFrames = (bytes: Uint8Array): number => measureGif(bytes).frames
 import { ImagePreprocessor } from '../../src/core/preprocess.js'
 import { configFromPreset } from '../../src/repository/model-config.js'
 import { manyFrameGif } from '../fixtures/gif-frames.js'
@@ -85,5 +87,56 @@ describe('measureAvifItems', () => {
 
   it('the preprocessor refuses the shared extents IMAGE_TOO_COMPLEX before libheif reads them', async () => {
     await expect(preprocessor().decode(avifWithItems(150, (size) => size))).rejects.toMatchObject({ code: 'IMAGE_TOO_COMPLEX' })
+  })
+})
+
+describe('round 4b: the walks follow the decoders, and refuse what they cannot follow', () => {
+  it('GIF: frames after an extension whose first block is empty are counted (libnsgif skips that block whole)', async () => {
+    const one = await manyFrameGif(1)
+    const frame = one.subarray(one.indexOf(0x2c, 13), one.byteLength - 1)
+    // 21 FF, first block of 0 bytes, a 1-byte sub-block, terminator: then 5000 frames.
+    const hidden = Buffer.concat([
+      one.subarray(0, one.byteLength - 1),
+      Buffer.from([0x21, 0xff, 0x00, 0x01, 0x01, 0x00]),
+      ...Array.from({ length: 5000 }, () => frame),
+      Buffer.from([0x3b])
+    ])
+    expect(measureGif(hidden).frames).toBe(MAX_GIF_FRAMES + 1)
+    expect(gifStructureRefusal(hidden)).toMatch(/more than 4096 frames/)
+  })
+
+  it('GIF: a byte where no block starts, bytes left, is refused; so is a flood of tiny sub-blocks', async () => {
+    const one = await manyFrameGif(1)
+    expect(gifStructureRefusal(one)).toBeUndefined()
+    const stray = Buffer.concat([one.subarray(0, one.byteLength - 1), Buffer.from([0x2d, 0, 0, 0, 0, 0x3b])])
+    expect(gifStructureRefusal(stray)).toBe('a GIF whose blocks cannot be followed to its end')
+    const flood = Buffer.concat([
+      one.subarray(0, one.byteLength - 1),
+      Buffer.from([0x21, 0xfe]),
+      Buffer.alloc(400_000, 0x01),
+      Buffer.from([0, 0x3b])
+    ])
+    expect(gifStructureRefusal(flood)).toMatch(/data sub-blocks/)
+  })
+
+  it('AVIF: item locations with a field size the walk does not read as libheif does are refused, not passed', () => {
+    const avif = avifWithItems(3, () => 1000)
+    const iloc = avif.indexOf(Buffer.from('iloc'))
+    avif.writeUInt16BE(0x2400, iloc + 8) // offset_size 2
+    expect(measureAvifItems(avif).unreadable).toBe(true)
+    expect(avifItemsRefusal(avif)).toBe('an AVIF whose item locations cannot be read')
+  })
+
+  it('AVIF: an image sequence whose sample tables have more entries than animations need is refused', () => {
+    const table = (type: string, count: number): Buffer => {
+      const payload = Buffer.alloc(8 + (type === 'stsz' ? 4 : 0))
+      payload.writeUInt32BE(count, type === 'stsz' ? 8 : 4)
+      return box(type, payload)
+    }
+    const moov = (count: number): Buffer =>
+      box('moov', box('trak', box('mdia', box('minf', box('stbl', Buffer.concat([table('stsc', count), table('stco', count)]))))))
+    const still = avifWithItems(1, () => 1000)
+    expect(avifItemsRefusal(Buffer.concat([still, moov(100)]))).toBeUndefined()
+    expect(avifItemsRefusal(Buffer.concat([still, moov(60_000)]))).toMatch(/sample table/)
   })
 })

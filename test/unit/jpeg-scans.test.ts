@@ -1,6 +1,6 @@
 import sharp, { type Sharp } from 'sharp'
 import { describe, expect, it } from 'vitest'
-import { MAX_JPEG_SEGMENTS, countJpegSegments } from '../../src/core/jpeg-scans.js'
+import { MAX_JPEG_SEGMENTS, MAX_JPEG_STOPS, countJpegSegments } from '../../src/core/jpeg-scans.js'
 import { progressiveJpeg, withSegments, withExtraScans } from '../fixtures/jpeg-scan-bomb.js'
 import { readPhoto } from '../helpers/photos.js'
 
@@ -119,5 +119,19 @@ describe('countJpegSegments on segment floods', () => {
     expect(countJpegSegments(withSegments(base, 0xe1, 5_000)).segments).toBe(MAX_JPEG_SEGMENTS + 1)
     // The scans behind the flood are still counted when the segments are within their limit.
     expect(countJpegSegments(withSegments(base, 0xe2, 500)).scans).toBe(10)
+  })
+})
+
+describe('countJpegSegments: stops on the event loop', () => {
+  it('counts stuffed bytes and restart markers, stopping past MAX_JPEG_STOPS; a photo has far fewer', async () => {
+    const photo = await readPhoto('retina')
+    expect(countJpegSegments(photo).stops).toBeLessThan(20_000)
+    // FF 00 pairs and RST markers between SOI and the first segment: stray bytes libjpeg skips, one walk stop each.
+    const filler = Buffer.alloc(2 * (MAX_JPEG_STOPS + 10))
+    for (let i = 0; i < filler.byteLength; i += 4) filler.set([0xff, 0x00, 0xff, 0xd0], i)
+    const flooded = Buffer.concat([photo.subarray(0, 2), filler, photo.subarray(2)])
+    const t0 = performance.now()
+    expect(countJpegSegments(flooded).stops).toBe(MAX_JPEG_STOPS + 1)
+    expect(performance.now() - t0).toBeLessThan(200)
   })
 })

@@ -112,3 +112,43 @@ describe('measurePngHeader', () => {
     expect(decoded.byteLength).toBe(224 * 224 * 3)
   })
 })
+
+describe('ICC profiles', () => {
+  it('a profile with a float transform (D2B0, multi-process elements) is refused before lcms builds it; ordinary profiles pass', async () => {
+    const { iccProfileRefusal } = await import('../../src/core/icc-profile.js')
+    const profile = (tags: Array<[string, string]>): Buffer => {
+      const table = Buffer.alloc(4 + tags.length * 12)
+      table.writeUInt32BE(tags.length, 0)
+      const data = tags.map(([, type]) => Buffer.concat([Buffer.from(type, 'latin1'), Buffer.alloc(12)]))
+      let offset = 128 + table.byteLength
+      tags.forEach(([sig], i) => {
+        table.write(sig, 4 + i * 12, 'latin1')
+        table.writeUInt32BE(offset, 8 + i * 12)
+        table.writeUInt32BE(16, 12 + i * 12)
+        offset += 16
+      })
+      const icc = Buffer.concat([Buffer.alloc(128), table, ...data])
+      icc.writeUInt32BE(icc.byteLength, 0)
+      return icc
+    }
+    expect(
+      iccProfileRefusal(
+        profile([
+          ['rXYZ', 'XYZ '],
+          ['rTRC', 'curv'],
+          ['A2B0', 'mAB ']
+        ])
+      )
+    ).toBeUndefined()
+    expect(iccProfileRefusal(profile([['D2B0', 'mpet']]))).toMatch(/float transforms/)
+    expect(iccProfileRefusal(profile([['A2B0', 'mpet']]))).toMatch(/float transforms/)
+    expect(iccProfileRefusal(Buffer.alloc((1 << 20) + 1))).toMatch(/ICC profile of more than/)
+    // The sRGB profile sharp embeds passes.
+    const withProfile = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#48c' } })
+      .withIccProfile('p3')
+      .jpeg()
+      .toBuffer()
+    const icc = (await sharp(withProfile).metadata()).icc!
+    expect(iccProfileRefusal(icc)).toBeUndefined()
+  })
+})

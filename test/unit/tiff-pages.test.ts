@@ -55,3 +55,31 @@ describe('measureTiff', () => {
     expect((await pre.decode(multiPageTiff(3))).byteLength).toBe(224 * 224 * 3)
   })
 })
+
+describe("measureTiff: the first page's strips", () => {
+  it('refuses strips whose byte counts add up to more than the file (every strip reading one shared stream)', () => {
+    // One page of 8 rows, one strip each, every strip declared 1 MiB at offset 8.
+    const tiff = multiPageTiff(1)
+    const first = tiff.readUInt32LE(4)
+    const counts = Buffer.alloc(8 * 4)
+    const offsets = Buffer.alloc(8 * 4)
+    for (let i = 0; i < 8; i++) {
+      counts.writeUInt32LE(1 << 20, i * 4)
+      offsets.writeUInt32LE(8, i * 4)
+    }
+    const arrays = tiff.byteLength
+    const shared = Buffer.concat([tiff, offsets, counts])
+    for (const [index, at] of [
+      [5, arrays],
+      [8, arrays + 32]
+    ] as const) {
+      const entry = first + 2 + index * 12
+      shared.writeUInt32LE(8, entry + 4)
+      shared.writeUInt32LE(at, entry + 8)
+    }
+    shared.writeUInt16LE(1, first + 2 + 7 * 12 + 8) // RowsPerStrip 1
+    expect(measureTiff(shared).blockBytes).toBe(8 << 20)
+    expect(tiffStructureRefusal(shared)).toMatch(/strips or tiles share data/)
+    expect(tiffStructureRefusal(tiff)).toBeUndefined()
+  })
+})
