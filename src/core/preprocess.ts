@@ -66,6 +66,9 @@ function structureRefusal(format: AcceptedFormat, bytes: Uint8Array): string | u
   }
 }
 
+/** Files up to this size are walked at once (well under a millisecond); larger ones after a turn of the event loop. */
+const WALK_INLINE_BYTES = 1 << 20
+
 /** sharp's name (metadata().format) for each sniffed format. */
 const SHARP_FORMAT: Readonly<Record<AcceptedFormat, string>> = {
   jpeg: 'jpeg',
@@ -332,6 +335,10 @@ export class ImagePreprocessor {
     const sniffed = sniffImageFormat(bytes)
     if (sniffed === undefined) throw new ServiceError('NOT_AN_IMAGE')
     if (!sniffed.accepted) throw new ServiceError('UNSUPPORTED_IMAGE_FORMAT', `(${sniffed.name})`)
+    // The walks below run on the event loop, up to a few tens of ms for a large file at their
+    // bounds; the images of one request arrive together, so a large one waits a turn of the loop
+    // first, and the loop takes its I/O between two walks.
+    if (bytes.byteLength > WALK_INLINE_BYTES) await new Promise<void>((resolve) => setImmediate(resolve))
     if (sniffed.format === 'jpeg') {
       const { scans, segments, stops } = countJpegSegments(bytes, this.maxJpegScans)
       if (stops > MAX_JPEG_STOPS)
