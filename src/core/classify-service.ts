@@ -4,7 +4,7 @@ import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
 import { listModelFolders, RepositoryError, type ModelEntry } from '../repository/repository.js'
 import { Batcher, type BatchResult } from './batcher.js'
-import { DecodeBudget } from './decode-budget.js'
+import { DecodeBudget, slotAdmission } from './decode-budget.js'
 import { ItemKind } from './worker-messages.js'
 import { ModelSessions } from './model-sessions.js'
 import { ModelTable, type ModelIndexEntry } from './model-table.js'
@@ -114,7 +114,7 @@ export class ServedModel {
   /** Its batcher is closed: a request that still holds it goes to the model's current version. */
   closed = false
 
-  constructor(entry: ModelEntry, sessions: ModelSessions, settings: Settings, events: ServiceEvents, decodeBudget: DecodeAdmission) {
+  constructor(entry: ModelEntry, sessions: ModelSessions, settings: Settings, events: ServiceEvents, decoding: DecodeAdmission) {
     const shape = sessions.shape!
     this.entry = entry
     this.info = Object.freeze({ name: entry.name, version: entry.version, synthetic: entry.config.synthetic })
@@ -126,8 +126,8 @@ export class ServedModel {
       maxInputPixels: settings.maxInputPixels,
       maxJpegScans: settings.maxJpegScans,
       decodeTimeoutSeconds: settings.decodeTimeoutSeconds,
-      budget: decodeBudget.budget,
-      headerReads: decodeBudget.headerReads
+      budget: decoding.budget,
+      headerReads: decoding.headerReads
     })
     this.batcher = new Batcher<BatchItem, ItemOutput>({
       policy: { ...entry.config.batching, maxBatchSize: shape.maxBatchSize },
@@ -241,11 +241,7 @@ export class ClassifyService {
     })
     // Header reads are quick for real files and bounded by the structure walks for the rest; they
     // take slots of their own, so that a queue of them never fills the decode queue.
-    const headerReads = new DecodeBudget({
-      maxConcurrent: settings.decodeConcurrency,
-      budgetBytes: settings.decodeConcurrency,
-      maxQueued: HEADER_READS_QUEUED
-    })
+    const headerReads = slotAdmission(settings.decodeConcurrency, HEADER_READS_QUEUED)
     const service = new ClassifyService(settings, log, events, decodeBudget, headerReads)
     await service.table.loadAtStart(atStart)
     if (mode === 'poll') service.table.startPolling()

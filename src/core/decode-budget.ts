@@ -342,3 +342,12 @@ export class DecodeBudget {
 function mib(bytes: number): number {
   return Math.ceil(bytes / 2 ** 20)
 }
+
+/**
+ * Admission by slots alone (what header reads need: they cannot be priced before they run): at
+ * most `maxConcurrent` at once, each acquired at cost 1. The bytes are sized so that a cost of 1 is
+ * a small decode, which may take every slot; they never bind.
+ */
+export function slotAdmission(maxConcurrent: number, maxQueued: number): DecodeBudget {
+  return new DecodeBudget({ maxConcurrent, budgetBytes: maxConcurrent * SMALL_DECODE_SHARE, maxQueued })
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { DecodeBudget } from '../../src/core/decode-budget.js'
+import { slotAdmission, type DecodeBudget } from '../../src/core/decode-budget.js'
 import { ImagePreprocessor } from '../../src/core/preprocess.js'
 import { configFromPreset } from '../../src/repository/model-config.js'
 import { readPhoto } from '../helpers/photos.js'
@@ -18,8 +18,20 @@ function preprocessorWith(headerReads: DecodeBudget): ImagePreprocessor {
 }
 
 describe('header read admission', () => {
+  it('slot admission lets every slot run at once, and no more', async () => {
+    const slots = slotAdmission(3, 8)
+    const held = await Promise.all([slots.acquire(1), slots.acquire(1), slots.acquire(1)])
+    expect([slots.running, slots.queued]).toEqual([3, 0])
+    const fourth = slots.acquire(1)
+    expect(slots.queued).toBe(1)
+    held[0]!.release()
+    ;(await fourth).release()
+    for (const permit of held.slice(1)) permit.release()
+    expect([slots.running, slots.queued]).toEqual([0, 0])
+  })
+
   it('a header read waits for a free slot, and runs once one is given back', async () => {
-    const headerReads = new DecodeBudget({ maxConcurrent: 1, budgetBytes: 1, maxQueued: 8 })
+    const headerReads = slotAdmission(1, 8)
     const pre = preprocessorWith(headerReads)
     const photo = await readPhoto('chelsea')
     const held = await headerReads.acquire(1)
@@ -34,7 +46,7 @@ describe('header read admission', () => {
   })
 
   it('a read whose client goes while it waits is never started (CLIENT_CLOSED), nor one whose deadline passes (DEADLINE_EXCEEDED)', async () => {
-    const headerReads = new DecodeBudget({ maxConcurrent: 1, budgetBytes: 1, maxQueued: 8 })
+    const headerReads = slotAdmission(1, 8)
     const pre = preprocessorWith(headerReads)
     const photo = await readPhoto('chelsea')
     const held = await headerReads.acquire(1)
