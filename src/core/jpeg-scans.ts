@@ -99,3 +99,12 @@ export function countJpegSegments(bytes: Uint8Array, maxScans = Infinity, maxSeg
   }
   return { scans, segments, stops }
 }
+
+/** Why the JPEG costs more to open than the server allows (more scans than `maxScans`), or undefined. */
+export function jpegStructureRefusal(bytes: Uint8Array, maxScans: number): string | undefined {
+  const { scans, segments, stops } = countJpegSegments(bytes, maxScans)
+  if (stops > MAX_JPEG_STOPS) return `a JPEG of more than ${MAX_JPEG_STOPS} restart markers and stuffed bytes`
+  if (scans > maxScans) return `a JPEG of more than ${maxScans} scans`
+  if (segments > MAX_JPEG_SEGMENTS) return `a JPEG of more than ${MAX_JPEG_SEGMENTS} marker segments besides its scans`
+  return undefined
+}

@@ -4,7 +4,7 @@ import { collectGarbage } from '../collect-garbage.js'
 import type { PreprocessConfig } from '../repository/model-config.js'
 import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budget.js'
 import { sniffImageFormat, type AcceptedFormat } from './image-sniff.js'
-import { MAX_JPEG_SEGMENTS, countJpegSegments, MAX_JPEG_STOPS } from './jpeg-scans.js'
+import { jpegStructureRefusal } from './jpeg-scans.js'
 import { pngHeaderRefusal } from './png-chunks.js'
 import { tiffStructureRefusal } from './tiff-ifds.js'
 import { MAX_WEBP_CHUNKS, countWebpChunks } from './webp-chunks.js'
@@ -45,12 +45,13 @@ import { iccProfileRefusal } from './icc-profile.js'
 const ACCEPTED_FORMATS: ReadonlySet<string> = new Set(['jpeg', 'png', 'webp', 'gif', 'tiff', 'heif'])
 
 /**
- * Why a PNG, WebP, GIF, TIFF or AVIF costs more to open than the server allows (its structure walked
- * without decoding: what libvips would read while opening it, outside the decode timeout), or
- * undefined. JPEGs are measured with the scan limit, in decode().
+ * Why a file costs more to open than the server allows (its structure walked without decoding: what
+ * libvips would read while opening it, outside the decode timeout), or undefined.
  */
-function structureRefusal(format: AcceptedFormat, bytes: Uint8Array): string | undefined {
+function structureRefusal(format: AcceptedFormat, bytes: Uint8Array, maxJpegScans: number): string | undefined {
   switch (format) {
+    case 'jpeg':
+      return jpegStructureRefusal(bytes, maxJpegScans)
     case 'png':
       return pngHeaderRefusal(bytes)
     case 'webp':
@@ -61,8 +62,6 @@ function structureRefusal(format: AcceptedFormat, bytes: Uint8Array): string | u
       return tiffStructureRefusal(bytes)
     case 'avif':
       return avifItemsRefusal(bytes)
-    case 'jpeg':
-      return undefined
   }
 }
 
@@ -339,17 +338,8 @@ export class ImagePreprocessor {
     // bounds; the images of one request arrive together, so a large one waits a turn of the loop
     // first, and the loop takes its I/O between two walks.
     if (bytes.byteLength > WALK_INLINE_BYTES) await new Promise<void>((resolve) => setImmediate(resolve))
-    if (sniffed.format === 'jpeg') {
-      const { scans, segments, stops } = countJpegSegments(bytes, this.maxJpegScans)
-      if (stops > MAX_JPEG_STOPS)
-        throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${MAX_JPEG_STOPS} restart markers and stuffed bytes)`)
-      if (scans > this.maxJpegScans) throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${this.maxJpegScans} scans)`)
-      if (segments > MAX_JPEG_SEGMENTS)
-        throw new ServiceError('IMAGE_TOO_COMPLEX', `(a JPEG of more than ${MAX_JPEG_SEGMENTS} marker segments besides its scans)`)
-    } else {
-      const refusal = structureRefusal(sniffed.format, bytes)
-      if (refusal !== undefined) throw new ServiceError('IMAGE_TOO_COMPLEX', `(${refusal})`)
-    }
+    const refusal = structureRefusal(sniffed.format, bytes, this.maxJpegScans)
+    if (refusal !== undefined) throw new ServiceError('IMAGE_TOO_COMPLEX', `(${refusal})`)
     let metadata: Metadata
     // At most --decode-concurrency header reads at once, the rest waiting in order: one whose client
     // has gone or whose deadline has passed meanwhile is never started (a cancelled gRPC call of 64
