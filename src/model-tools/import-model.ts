@@ -115,7 +115,9 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
 
   const notes: string[] = []
   // A float16 export (model.half() before export) gets float32 edges, written to a scratch file that is imported instead.
-  const edged = await withFloat32Edges(source, notes)
+  // Read once: a ResNet-152 is 230 MB. The graph is inspected from these bytes (or their float32-edged copy).
+  const sourceBytes = await readFile(source)
+  const edged = await withFloat32Edges(source, sourceBytes, notes)
   const modelFile = edged?.file ?? source
   const opened = await openSession(modelFile, { provider: 'cpu', cudaDeviceId: 0, threads: availableParallelism() }).catch(
     async (err: unknown) => {
@@ -146,7 +148,7 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
       outputName: output.name
     })
     fitInputShape(config, input, notes)
-    const graph = inspectOnnxGraph(await readFile(modelFile))
+    const graph = inspectOnnxGraph(edged?.bytes ?? sourceBytes)
     config.output.kind = options.outputKind ?? outputKindOf(graph, output.name, config.output.kind, notes)
     const externalFiles = await externalDataFiles(source, graph.externalFiles)
     if (options.maxBatchSize !== undefined) config.batching.maxBatchSize = options.maxBatchSize
@@ -229,8 +231,11 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
  * The model with float32 edges in a scratch folder, when its image input or class output is
  * float16 (the server feeds and reads float32); undefined when it has no float16 edge.
  */
-async function withFloat32Edges(source: string, notes: string[]): Promise<{ file: string; remove: () => Promise<void> } | undefined> {
-  const bytes = await readFile(source)
+async function withFloat32Edges(
+  source: string,
+  bytes: Uint8Array,
+  notes: string[]
+): Promise<{ file: string; bytes: Uint8Array; remove: () => Promise<void> } | undefined> {
   const half = float16Edges(bytes)
   if (half.inputs.length + half.outputs.length === 0) return undefined
   let edged: Uint8Array
@@ -249,7 +254,7 @@ async function withFloat32Edges(source: string, notes: string[]): Promise<{ file
   notes.push(
     `${[...half.inputs, ...half.outputs].map((n) => `"${n}"`).join(' and ')} ${half.inputs.length + half.outputs.length > 1 ? 'are' : 'is'} float16: a Cast was added at each, so the server feeds and reads float32 (float16 inside).`
   )
-  return { file, remove: () => rm(dir, { recursive: true, force: true }) }
+  return { file, bytes: edged, remove: () => rm(dir, { recursive: true, force: true }) }
 }
 
 /**
