@@ -50,10 +50,9 @@ describe('measurePngHeader', () => {
     const png = await smallPng()
     expect(pngHeaderRefusal(withChunks(png, [randomZTXt(MAX_PNG_COMPRESSED_TEXT_BYTES / 2)]))).toBeUndefined()
     const walked = withChunks(png, [randomZTXt(MAX_PNG_COMPRESSED_TEXT_BYTES + 1000)])
-    const t0 = performance.now()
     expect(pngHeaderRefusal(walked)).toMatch(/more than 131072 bytes of compressed text/)
     // Refused from the chunk's length, before any of it is inflated.
-    expect(performance.now() - t0).toBeLessThan(50)
+    expect(measurePngHeader(walked).inflatedTextBytes).toBe(0)
   })
 
   it('more chunks before the image data than real files have (zero-length gAMA: one libpng warning each) are refused', async () => {
