@@ -1,6 +1,15 @@
 import type { Settings } from '../config.js'
 import type { ClassifyService } from '../core/classify-service.js'
 
+/**
+ * Tensor elements one request may list value by value (JSON `data`, gRPC typed contents such as
+ * `fp32_contents`): each becomes a JavaScript number while the request is parsed, on the event
+ * loop, so a listed tensor costs time and heap by its element count, not its bytes. 2^20 holds six
+ * 3×224×224 images (as the JSON door's value limit); larger tensors go as raw bytes (binary data,
+ * `raw_input_contents`), as Triton's clients send them.
+ */
+export const MAX_LISTED_ELEMENTS = 2 ** 20
+
 /** One 3×224×224 image: the crop every preset uses (src/repository/model-config.ts). */
 const PRESET_ITEM_ELEMENTS = 3 * 224 * 224
 

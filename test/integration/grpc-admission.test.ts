@@ -6,6 +6,7 @@ import { status } from '@grpc/grpc-js'
 import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
+import { MAX_LISTED_ELEMENTS } from '../../src/open-inference/tensor-limits.js'
 import { callRefusal, grpcFrame, openGrpcStream, rawGrpcCall, startTestGrpc, type GrpcTestDoor, type RawGrpcCall } from '../helpers/grpc.js'
 import { syntheticModelRepository } from '../helpers/models.js'
 import { photoPaths } from '../helpers/photos.js'
@@ -165,6 +166,21 @@ describe('gRPC admission: absurd entry counts are refused before decoding', () =
       name: 'millions of packed uint_contents',
       message: () => contents(lengthDelimited(4, Buffer.alloc(under(4 << 20)))),
       details: /uint_contents holds more than/
+    },
+    {
+      name: 'more typed elements than a request may list, within one field',
+      message: () => contents(lengthDelimited(4, Buffer.alloc(MAX_LISTED_ELEMENTS + 1))),
+      details: new RegExp(`lists more than ${MAX_LISTED_ELEMENTS} tensor elements in typed contents`)
+    },
+    {
+      name: 'more typed elements than a request may list, across two inputs',
+      message: () =>
+        Buffer.concat([
+          model(),
+          inferWire.input('a', 'UINT8', [1], lengthDelimited(4, Buffer.alloc(MAX_LISTED_ELEMENTS / 2))),
+          inferWire.input('b', 'FP32', [1], lengthDelimited(6, Buffer.alloc(4 * (MAX_LISTED_ELEMENTS / 2 + 1))))
+        ]),
+      details: /lists more than .* tensor elements in typed contents/
     },
     {
       name: 'int64_contents, which no model reads',
