@@ -41,7 +41,7 @@ function checkShape(shape: readonly number[]): void {
   }
 }
 
-function checkItemCount(count: number, maxItems: number): void {
+export function checkItemCount(count: number, maxItems: number): void {
   if (count === 0) throw badRequest('The input holds no images (its first dimension is 0).')
   if (count > maxItems) throw new ServiceError('TOO_MANY_ITEMS', `Got ${count}; the maximum is ${maxItems}.`)
 }

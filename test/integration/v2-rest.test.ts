@@ -445,6 +445,13 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
       400,
       'TOO_MANY_ITEMS'
     )
+    // Regression: the count came after every element was base64-decoded (a million behind shape
+    // [1000000] froze the event loop for 1.4 s); elements that are not base64 show which came first.
+    await expectV2Error(
+      await infer({ inputs: [{ name: INPUT, datatype: 'BYTES', shape: [many], data: new Array(many).fill('not base64!') }] }),
+      400,
+      'TOO_MANY_ITEMS'
+    )
   })
 
   it('a body that is not JSON → 400; an unknown /v2 route → 404 {error}; a known one with another method → 405', async () => {
