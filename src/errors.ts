@@ -141,8 +141,8 @@ const ECHO_CHARS = 64
  * was. A refusal costs in proportion to the rule broken, not to what the client sent: a 20 MB name
  * was answered with a 20 MB message.
  */
-export function echoed(text: string): string {
-  return text.length <= ECHO_CHARS ? text : `${text.slice(0, ECHO_CHARS)}… (${text.length} characters)`
+export function echoed(text: string, chars = ECHO_CHARS): string {
+  return text.length <= chars ? text : `${text.slice(0, chars)}… (${text.length} characters)`
 }
 
 export function isServiceError(err: unknown): err is ServiceError {

@@ -19,7 +19,7 @@ import type { Settings } from '../config.js'
 import type { ClassifyService, RequestOptions } from '../core/classify-service.js'
 import { ServiceError, echoed, toServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
-import { infer } from '../open-inference/infer.js'
+import { infer, loggedId } from '../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../open-inference/metadata.js'
 import { refuseSharedMemory } from '../open-inference/request-parameters.js'
 import { rawOutputBytes } from '../open-inference/tensor-codec.js'
@@ -424,7 +424,7 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
   const totalMs = performance.now() - arrivedAt
   door.metrics?.recordRequest(response.modelName, 'success', totalMs, response.modelVersion)
   door.log.info(
-    { model: response.modelName, id: response.id, items, batchSize: response.batchSize, totalMs: Math.round(totalMs * 10) / 10 },
+    { model: response.modelName, id: loggedId(response.id), items, batchSize: response.batchSize, totalMs: Math.round(totalMs * 10) / 10 },
     'inferred'
   )
   return {

@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events'
+import { echoed } from '../errors.js'
 import type { ClassifyService, RequestOptions, ScoresResult, ServedModel } from '../core/classify-service.js'
 import { resolveModel } from './metadata.js'
 import { withRequestParameters } from './request-parameters.js'
@@ -22,6 +23,17 @@ import { prepareInput, prepareOutputs } from './validation.js'
  * (Triton's classification extension), BYTES [N, k] of "value:index:label", best first, where
  * value is the model's own output value for that class.
  */
+
+/** Characters of a request's id its log line repeats; the answer echoes the id whole, as Triton does. */
+export const LOGGED_ID_CHARS = 256
+
+/**
+ * A request's id as its log line carries it: at most LOGGED_ID_CHARS characters, then its length.
+ * The protocol sets no bound on an id, and one of 20 MB was a 20 MB log line.
+ */
+export function loggedId(id: string | undefined): string | undefined {
+  return id === undefined ? undefined : echoed(id, LOGGED_ID_CHARS)
+}
 
 function classificationOutput(
   service: ClassifyService,

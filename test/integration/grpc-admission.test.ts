@@ -6,6 +6,7 @@ import { status } from '@grpc/grpc-js'
 import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
+import { LOGGED_ID_CHARS } from '../../src/open-inference/infer.js'
 import { MAX_LISTED_ELEMENTS } from '../../src/open-inference/tensor-limits.js'
 import { callRefusal, grpcFrame, openGrpcStream, rawGrpcCall, startTestGrpc, type GrpcTestDoor, type RawGrpcCall } from '../helpers/grpc.js'
 import { syntheticModelRepository } from '../helpers/models.js'
@@ -53,6 +54,7 @@ interface LogLine {
   readonly level: number
   readonly code?: string
   readonly count?: number
+  readonly id?: string
   readonly msg: string
 }
 
@@ -659,6 +661,19 @@ describe("gRPC admission: grpc-js's own answers carry registry codes", () => {
     call.stream.end(grpcFrame(Buffer.from([1, 2, 3]), true))
     expect(await call.ended).toEqual({ code: status.INVALID_ARGUMENT, details: expect.stringMatching(/^BAD_REQUEST: .*snappy/) as string })
     call.close()
+  })
+
+  it("a request's id is answered whole and logged at most LOGGED_ID_CHARS long (a 20 MB id was a 20 MB log line)", async () => {
+    const id = 'i'.repeat(100_000)
+    const logsBefore = logs.length
+    const answer = await grpc.call<{ id: string }>(
+      'ModelInfer',
+      { model_name: MODEL, id, inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }] },
+      WITH_KEY
+    )
+    expect(answer.id).toBe(id)
+    const inferred = logs.slice(logsBefore).find((line) => line.msg === 'inferred')
+    expect(inferred?.id).toBe(`${'i'.repeat(LOGGED_ID_CHARS)}… (100000 characters)`)
   })
 
   it('a client that hangs up mid-upload is CLIENT_CLOSED at info level, not INTERNAL', async () => {

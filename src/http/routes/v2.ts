@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Settings } from '../../config.js'
 import type { ClassifyService } from '../../core/classify-service.js'
 import { ServiceError, echoed } from '../../errors.js'
-import { infer } from '../../open-inference/infer.js'
+import { infer, loggedId } from '../../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../../open-inference/metadata.js'
 import { checkItemCount, describeShape } from '../../open-inference/validation.js'
 import { refuseSharedMemory } from '../../open-inference/request-parameters.js'
@@ -404,7 +404,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings, parseL
         request.log.info(
           {
             model: response.modelName,
-            id: response.id,
+            id: loggedId(response.id),
             items: inferRequest.inputs[0]?.shape[0],
             batchSize: response.batchSize,
             totalMs: Math.round(reply.elapsedTime * 10) / 10
