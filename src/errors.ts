@@ -59,7 +59,10 @@ export const ERRORS = {
   },
   INVALID_BASE64: { kind: 'invalid_argument', message: 'The image is not valid base64 (standard or URL-safe alphabet).' },
   INVALID_TOPK: { kind: 'invalid_argument', message: 'topk must be an integer from 1 to the maximum.' },
-  INVALID_DEADLINE: { kind: 'invalid_argument', message: 'The deadline must be a positive number of milliseconds.' },
+  INVALID_DEADLINE: {
+    kind: 'invalid_argument',
+    message: 'The deadline must be a whole number of milliseconds from 1 to 3600000 (one hour).'
+  },
   UNAUTHENTICATED: {
     kind: 'unauthenticated',
     message: 'This route needs the API key: send "Authorization: Bearer <key>" or "x-api-key: <key>".'

@@ -20,8 +20,9 @@ export function requestOptions(request: FastifyRequest, reply: FastifyReply, dea
   let relative = deadlineMs
   const header = request.headers[DEADLINE_HEADER]
   if (relative === undefined && header !== undefined) {
-    const n = Number(header)
-    if (typeof header !== 'string' || !Number.isInteger(n) || n < 1 || n > MAX_DEADLINE_MS) throw new ServiceError('INVALID_DEADLINE')
+    // Decimal digits only: Number() also reads 0x10 and 1e3.
+    const n = typeof header === 'string' && /^[0-9]{1,7}$/.test(header) ? Number(header) : NaN
+    if (!(n >= 1 && n <= MAX_DEADLINE_MS)) throw new ServiceError('INVALID_DEADLINE')
     relative = n
   }
   // A client that hangs up while its image is queued should not cost a model run.
