@@ -112,6 +112,10 @@ export const ERRORS = {
   CLIENT_CLOSED: { kind: 'cancelled', message: 'The client went away before the image ran.' },
   SHUTTING_DOWN: { kind: 'unavailable', message: 'The server is shutting down and takes no new work.' },
   INFERENCE_FAILED: { kind: 'unavailable', message: 'The inference worker failed while running this batch; retry.' },
+  MODEL_OUTPUT_INVALID: {
+    kind: 'internal',
+    message: "The model's output does not hold what its configuration says (one finite row of its classes per image)."
+  },
   INTERNAL: { kind: 'internal', message: 'An unexpected error happened on the server.' }
 } as const satisfies Record<string, ErrorSpec>
 

@@ -9,7 +9,7 @@ import { ItemKind } from './worker-messages.js'
 import { ModelSessions } from './model-sessions.js'
 import { ModelTable, type ModelIndexEntry } from './model-table.js'
 import { cudaProviderLibrary } from './onnx-session.js'
-import { DEFAULT_TOPK, predictions, type Prediction } from './postprocess.js'
+import { DEFAULT_TOPK, firstNonFinite, predictions, type Prediction } from './postprocess.js'
 import { ImagePreprocessor } from './preprocess.js'
 
 /**
@@ -156,6 +156,14 @@ export class ServedModel {
     const { output, inferMs } = await this.sessions.run(kinds, data.buffer, runner)
     this.events.onBatch?.(this.entry.name, items.length, inferMs, this.info.version)
     const width = this.numClasses
+    // The output's shape was checked when the model loaded, but a graph may still answer other
+    // sizes at run time (a batch dimension it ignores): rows read past its end would be empty.
+    if (output.length !== items.length * width) {
+      throw new ServiceError(
+        'MODEL_OUTPUT_INVALID',
+        `${this.entry.name} answered ${output.length} values for ${items.length} images of ${width} classes.`
+      )
+    }
     const out: ItemOutput[] = new Array(items.length)
     for (let i = 0; i < items.length; i++) out[i] = { scores: output.subarray(i * width, (i + 1) * width), inferMs }
     return out
@@ -267,6 +275,7 @@ export class ClassifyService {
       log.info({ model: entry.name, provider: info.provider, loadMs: Math.round(info.loadMs) }, 'inference session open')
     })
     sessions.on('crash', (reason) => log.error({ model: entry.name, reason }, 'inference worker crashed; replacing it'))
+    sessions.on('runFailed', (reason) => log.error({ model: entry.name, reason }, 'inference run failed'))
     const t0 = performance.now()
     await sessions.start()
     const served = new ServedModel(entry, sessions, settings, events, { budget: this.decodeBudget, headerReads: this.headerReads })
@@ -504,6 +513,11 @@ export class ClassifyService {
     preprocessMs: number
   ): Promise<ScoresResult> {
     const { output, queueMs, batchSize } = await model.submit(item, options)
+    // Per image, so that one input that makes the network overflow fails its own request only.
+    const bad = firstNonFinite(output.scores)
+    if (bad !== -1) {
+      throw new ServiceError('MODEL_OUTPUT_INVALID', `${model.entry.name} answered ${output.scores[bad]} for class ${bad} of this image.`)
+    }
     const totalMs = performance.now() - t0
     model.events.onStage?.(model.entry.name, 'queue', queueMs, model.info.version)
     return {

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import type { Worker } from 'node:worker_threads'
-import { ServiceError } from '../errors.js'
+import { ServiceError, echoed } from '../errors.js'
 import { checkModelSignature, type ModelEntry, type ModelShape } from '../repository/repository.js'
 import { siblingModule, startModuleWorker } from './module-worker.js'
 import { ItemKind, type ReadyMessage, type RunRequest, type WorkerInit, type WorkerMessage } from './worker-messages.js'
@@ -22,6 +22,9 @@ export interface BatchOutput {
   readonly prepareMs: number
   readonly inferMs: number
 }
+
+/** Characters of ONNX Runtime's message a refused image's answer repeats. */
+const RUN_FAILURE_CHARS = 300
 
 interface Pending {
   resolve(out: BatchOutput): void
@@ -50,6 +53,8 @@ interface Waiting {
 export interface ModelSessionsEvents {
   /** A worker died and is being replaced; carries the reason. */
   crash: [reason: string]
+  /** ONNX Runtime refused to run a batch (its images are answered INFERENCE_FAILED); carries its message. */
+  runFailed: [reason: string]
   /** A worker came up: which provider it got, and why CUDA was not used (if so). */
   ready: [info: ReadyMessage]
 }
@@ -188,7 +193,15 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
     if (msg.type === 'result') {
       pending.resolve({ output: new Float32Array(msg.output), prepareMs: msg.prepareMs, inferMs: msg.inferMs })
     } else {
-      pending.reject(new ServiceError('INFERENCE_FAILED', undefined, { cause: new Error(msg.message) }))
+      // Logged once for the batch, at error (the door logs each image's refusal at info); the client
+      // is told ONNX Runtime's reason too, as Triton answers a backend's error.
+      this.emit('runFailed', msg.message)
+      pending.reject(
+        new ServiceError('INFERENCE_FAILED', `(ONNX Runtime: ${echoed(msg.message, RUN_FAILURE_CHARS)})`, {
+          retryAfterSeconds: 1,
+          cause: new Error(msg.message)
+        })
+      )
     }
     this.pump(w)
   }

@@ -47,3 +47,9 @@ export function predictions(scores: Float32Array, labels: readonly string[], k: 
   const probs = scoresAreProbabilities ? scores : softmax(scores)
   return topK(probs, k).map((index) => ({ index, label: labels[index]!, probability: probs[index]! }))
 }
+
+/** The index of the first NaN or ±Infinity in `values`, or -1. */
+export function firstNonFinite(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return i
+  return -1
+}

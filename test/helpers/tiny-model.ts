@@ -43,6 +43,12 @@ export interface TinyModel {
   readonly side?: number
   /** Exported in float16 (model.half()): input, weights and output float16. */
   readonly float16?: boolean
+  /** Broken at run time, valid at load: answers only the batch's first row, whatever its size. */
+  readonly firstRowOnly?: boolean
+  /** The square root of the scores: NaN for every negative one (a zero image's are all 0). */
+  readonly sqrt?: boolean
+  /** Adds a constant [rows, 1000]: ONNX Runtime refuses to run any batch but 1 and `rows` images. */
+  readonly addRows?: number
 }
 
 /**
@@ -86,6 +92,18 @@ export async function writeTinyModel(path: string, model: TinyModel): Promise<st
         ]
       : [])
   ]
+  // Run-time faults, after everything else, each fed the one before: the last node's output is renamed.
+  const faultOps: Array<{ opType: string; operands: string[] }> = [
+    ...(model.sqrt ? [{ opType: 'Sqrt', operands: [] }] : []),
+    ...(model.addRows === undefined ? [] : [{ opType: 'Add', operands: ['rows'] }]),
+    ...(model.firstRowOnly ? [{ opType: 'Slice', operands: ['zero', 'one', 'zero'] }] : [])
+  ]
+  const faults = faultOps.map(({ opType, operands }, i) => ({
+    opType,
+    input: [`fault-${i}`, ...operands],
+    output: [i === faultOps.length - 1 ? output : `fault-${i + 1}`]
+  }))
+  if (faults.length > 0) nodes[nodes.length - 1]!.output = ['fault-0']
   const weightBytes = model.float16 ? littleEndianBytes(float32ArrayToFloat16Bits(weights)) : new Uint8Array(weights.buffer)
   const dataFile = `${basename(path)}.data`
   // raw_data is little-endian, as the Float32Array is on every host these tests run on.
@@ -108,8 +126,19 @@ export async function writeTinyModel(path: string, model: TinyModel): Promise<st
     opsetImport: [{ domain: '', version: 17 }],
     graph: {
       name: 'tiny',
-      node: nodes,
-      initializer: [initializer],
+      node: [...nodes, ...faults],
+      initializer: [
+        initializer,
+        ...(model.firstRowOnly
+          ? [
+              { name: 'zero', dims: [1], dataType: onnx.TensorProto.DataType.INT64, int64Data: [0] },
+              { name: 'one', dims: [1], dataType: onnx.TensorProto.DataType.INT64, int64Data: [1] }
+            ]
+          : []),
+        ...(model.addRows === undefined
+          ? []
+          : [{ name: 'rows', dims: [model.addRows, CLASSES], dataType: FLOAT, rawData: new Uint8Array(model.addRows * CLASSES * 4) }])
+      ],
       input: [
         info(image!, model.channelsLast ? [batch, side, side, 3] : [batch, 3, side, side]),
         ...(gain === undefined ? [] : [info(gain, [1])])
