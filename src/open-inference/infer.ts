@@ -16,7 +16,8 @@ import { prepareInput, prepareOutputs } from './validation.js'
  *   server exactly as /classify does;
  * - the model's own input tensor, already preprocessed: FP32 [N, 3, crop, crop] for float32 NCHW
  *   models, UINT8 [N, crop, crop, 3] for uint8 NHWC ones (layout as config.json says).
- * Either way each image runs through the model's batcher on its own, alongside everyone else's.
+ * Either way each image goes through the model's batcher alongside everyone else's; a request's
+ * tensors enter it together, so that on an idle model they run as one batch.
  *
  * What it answers, on its one output: the FP32 [N, classes] output rows (logits, or
  * probabilities when the model outputs those), or, when the output asks for `classification: k`
@@ -84,8 +85,12 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
   let results: ScoresResult[]
   try {
     // The version resolved above answers every item, even if a reload switches versions meanwhile.
+    // Tensors are submitted together, so that they form one batch; encoded images reach the batcher
+    // one by one as their decodes finish, the first ones running while the rest decode.
     results = await Promise.all(
-      items.map((item) => (encoded ? service.inferImage(model, item, itemOptions) : service.inferTensor(model, item, itemOptions)))
+      encoded
+        ? items.map((item) => service.inferImage(model, item, itemOptions))
+        : model.batcher.together(() => items.map((item) => service.inferTensor(model, item, itemOptions)))
     )
   } catch (err) {
     withdraw.abort()

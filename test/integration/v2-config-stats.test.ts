@@ -202,6 +202,24 @@ describe('statistics', () => {
     expect(durations - durationsBefore).toBe(3)
   })
 
+  it('count one execution for a request of three tensors on an idle model, as Triton batches a request whole (it ran 1 + 2)', async () => {
+    const executionsBefore = executions.length
+    const before = await restStats()
+    await grpc.call(
+      'ModelInfer',
+      {
+        model_name: MODEL,
+        inputs: [{ name: 'input', datatype: 'FP32', shape: [3, 3, 224, 224] }],
+        raw_input_contents: [Buffer.alloc(3 * 3 * 224 * 224 * 4)]
+      },
+      { metadata: WITH_KEY }
+    )
+    expect(executions.slice(executionsBefore)).toEqual([3])
+    const after = await restStats()
+    expect(after.execution_count - before.execution_count).toBe(1)
+    expect(after.inference_count - before.inference_count).toBe(3)
+  })
+
   it('count a request that names the served version; one naming a version not served counts nowhere', async () => {
     const b64 = (await readPhoto('chelsea')).toString('base64')
     const body = JSON.stringify({ inputs: [{ name: 'input', shape: [1], datatype: 'BYTES', data: [b64] }] })

@@ -181,6 +181,36 @@ describe('Batcher', { timeout: 5000 }, () => {
     expect((await Promise.all(waiting)).map((r) => r.output)).toEqual([30, 40, 50, 60, 70])
   })
 
+  it('together(): the items one request submits at once form one batch on an idle session (they ran as 1 + the rest), split only by maxBatchSize', async () => {
+    const clock = new FakeClock()
+    const exec = manualExecute()
+    const b = new Batcher({ policy: { ...POLICY, maxQueueDelayMs: 0 }, runners: 2, execute: exec.execute, clock })
+    const request = b.together(() => [1, 2, 3].map((x) => b.submit(x)))
+    expect(exec.calls).toEqual([[1, 2, 3]])
+    const overfull = b.together(() => [4, 5, 6, 7, 8].map((x) => b.submit(x)))
+    expect(exec.calls).toEqual([
+      [1, 2, 3],
+      [4, 5, 6, 7]
+    ])
+    exec.finish(0)
+    exec.finish(1)
+    await settle()
+    expect(exec.calls[2]).toEqual([8])
+    exec.finish(2)
+    expect((await Promise.all(request)).map((r) => r.batchSize)).toEqual([3, 3, 3])
+    expect((await Promise.all(overfull)).map((r) => r.output)).toEqual([40, 50, 60, 70, 80])
+    // A submit that throws inside together() still lets what was queued run.
+    expect(() =>
+      b.together(() => [
+        b.submit(9),
+        (() => {
+          throw new Error('boom')
+        })()
+      ])
+    ).toThrow('boom')
+    expect(exec.calls[3]).toEqual([9])
+  })
+
   it("runners of fixed sizes: a batch goes to the smallest idle runner that holds it and never exceeds the idle runner's size", async () => {
     const clock = new FakeClock()
     const exec = manualExecute()
