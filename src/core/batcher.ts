@@ -245,13 +245,8 @@ export class Batcher<I, O> {
     if (this.closed) {
       return Promise.reject(new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 }))
     }
-    if (this.queueState.length >= this.policy.maxQueueSize) {
-      return Promise.reject(
-        new ServiceError('QUEUE_FULL', `(${this.queueState.length} queued, limit ${this.policy.maxQueueSize})`, {
-          retryAfterSeconds: this.retryAfterSeconds()
-        })
-      )
-    }
+    const full = this.refusalFor(0)
+    if (full !== undefined) return Promise.reject(full)
     const now = this.clock.now()
     const deadlineAt = options?.deadlineAt ?? Infinity
     if (deadlineAt <= now) return Promise.reject(new ServiceError('DEADLINE_EXCEEDED', '(already passed at submit)'))
@@ -287,6 +282,17 @@ export class Batcher<I, O> {
     } finally {
       if (--this.corked === 0) this.pump()
     }
+  }
+
+  /**
+   * QUEUE_FULL when the queue has no room beside `coming` items admitted and not yet submitted
+   * (images still decoding), else undefined: a door refuses an image before it pays for its decode.
+   */
+  refusalFor(coming: number): ServiceError | undefined {
+    const taken = this.queueState.length + coming
+    if (taken < this.policy.maxQueueSize) return undefined
+    const detail = coming === 0 ? `${this.queueState.length} queued` : `${this.queueState.length} queued and ${coming} being decoded`
+    return new ServiceError('QUEUE_FULL', `(${detail}, limit ${this.policy.maxQueueSize})`, { retryAfterSeconds: this.retryAfterSeconds() })
   }
 
   /** Stops accepting work: later submits reject SHUTTING_DOWN; what is queued still runs, without waiting to fill. */

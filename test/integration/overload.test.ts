@@ -16,6 +16,8 @@ let photo: Buffer
 const executed = new Map<string, number>()
 /** Calls that run when an image has been preprocessed, just before it joins its model's queue. */
 const onQueued: Array<() => void> = []
+/** Images each model has decoded and preprocessed. */
+const preprocessed = new Map<string, number>()
 
 beforeAll(async () => {
   const repository = await variantRepository({
@@ -24,8 +26,10 @@ beforeAll(async () => {
   })
   server = await startTestServer(repository, ['--sessions-per-model', '1', '--threads-per-session', '1'], {
     onBatch: (model, size) => executed.set(model, (executed.get(model) ?? 0) + size),
-    onStage: (_model, stage) => {
-      if (stage === 'preprocess') for (const f of onQueued) f()
+    onStage: (model, stage) => {
+      if (stage !== 'preprocess') return
+      preprocessed.set(model, (preprocessed.get(model) ?? 0) + 1)
+      for (const f of onQueued) f()
     }
   })
   photo = await readPhoto('chelsea')
@@ -66,8 +70,11 @@ function queued(count: number): Promise<void> {
 }
 
 describe('overload', () => {
-  it('a full queue answers 429 QUEUE_FULL with Retry-After; the others are classified', async () => {
+  it('a full queue answers 429 QUEUE_FULL with Retry-After before decoding the image; the others are classified', async () => {
+    const decodedBefore = preprocessed.get('small-queue') ?? 0
     const answers = await Promise.all(Array.from({ length: 16 }, () => classify('small-queue')))
+    // Only the images the queue took were decoded (every image was, refused ones included).
+    expect((preprocessed.get('small-queue') ?? 0) - decodedBefore).toBe(answers.filter((a) => a.status === 200).length)
     const full = answers.filter((a) => a.status === 429)
     expect(full.length).toBeGreaterThan(0)
     for (const a of full) {
