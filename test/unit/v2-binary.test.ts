@@ -38,13 +38,15 @@ describe('jsonExcess: values', () => {
   const valuesAt = (text: string, values: number): number =>
     jsonExcess(bytes(text), Buffer.byteLength(text), { depth: 32, values })?.at ?? -1
 
-  it('counts commas and opening brackets and braces outside strings', () => {
+  it('counts commas, opening brackets and braces, and strings, outside strings', () => {
     expect(valuesAt('[1,2,3]', 3)).toBe(-1)
     expect(valuesAt('[1,2,3,4]', 3)).toBe(6)
     expect(valuesAt('[[0],[0]]', 3)).toBe(5)
     expect(valuesAt('{"a":"x,y,z,[,{:","b":[1]}', 100)).toBe(-1)
-    // An object key counts 8: a million distinct keys in one object took JSON.parse 1.9 s.
-    expect(valuesAt('{"a":1}', 9)).toBe(-1)
+    // A string counts once more than a number; an object key 8 more: a million distinct keys in one object took JSON.parse 1.9 s.
+    expect(valuesAt('["a","b"]', 4)).toBe(-1)
+    expect(valuesAt('["a","b"]', 3)).toBe(5)
+    expect(valuesAt('{"a":1}', 10)).toBe(-1)
     expect(valuesAt('{"a":1}', 8)).toBe(4)
     expect(valuesAt('{"a":1,"b":2}', 17)).toBe(10)
   })
@@ -62,6 +64,8 @@ describe('jsonExcess: values', () => {
       `{"inputs":[{"name":"input","datatype":"${datatype}","shape":[1],"data":[${data}]}]}`
     for (const body of [
       header('BYTES', Array(3_000_000).fill('"AAAA"').join(',')),
+      // Strings count twice: 600,000 short ones are over the limit, as 1,200,000 numbers are.
+      header('BYTES', Array(600_000).fill('"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"').join(',')),
       header('FP32', Array(11_000_000).fill('0').join(',')),
       header('FP32', Array(4_000_000).fill('[0]').join(',')),
       `{"parameters":{${Array.from({ length: 200_000 }, (_, i) => `"k${i}":1`).join(',')}},"inputs":[]}`
