@@ -21,7 +21,7 @@ import { ServiceError, echoed, toServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { infer, loggedId } from '../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../open-inference/metadata.js'
-import { refuseSharedMemory } from '../open-inference/request-parameters.js'
+import { classificationCount, refuseSharedMemory } from '../open-inference/request-parameters.js'
 import { rawOutputBytes } from '../open-inference/tensor-codec.js'
 import { tensorLimits } from '../open-inference/tensor-limits.js'
 import type {
@@ -260,7 +260,7 @@ function toInferRequest(message: ModelInferRequestMessage): InferRequest {
   const outputs: RequestedOutput[] = message.outputs.map((output) => {
     refuseSharedMemory(`Output "${echoed(output.name)}"`, parameterValues(output.parameters))
     const k = parameterValue(output.parameters.classification)
-    return { name: output.name, classification: k === undefined ? undefined : typeof k === 'number' ? k : NaN }
+    return { name: output.name, classification: classificationCount(k) }
   })
   return {
     modelName: message.model_name,

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import type { RequestOptions } from '../core/classify-service.js'
-import { ServiceError } from '../errors.js'
+import { ServiceError, echoed } from '../errors.js'
 
 /**
  * Triton's request parameters that change how a request is scheduled, read the same way from both
@@ -65,4 +65,15 @@ export function refuseSharedMemory(what: string, parameters: Readonly<Record<str
       )
     }
   }
+}
+
+/**
+ * An output's `classification` parameter (Triton's classification extension): a number, checked
+ * further against the model by prepareOutputs, or undefined. Any other type is INVALID_TOPK naming
+ * what came (a string "3" was told "is NaN").
+ */
+export function classificationCount(value: unknown): number | undefined {
+  if (value === undefined || typeof value === 'number') return value
+  const shown = typeof value === 'string' ? `the string "${echoed(value)}"` : `of type ${typeof value}`
+  throw new ServiceError('INVALID_TOPK', `The classification parameter is ${shown}; it must be an integer ≥ 1.`)
 }

@@ -387,6 +387,18 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
       400,
       'INVALID_TOPK'
     )
+    // What came is named (a string was told "is NaN").
+    for (const [value, shown] of [
+      ['3', 'the string "3"'],
+      [true, 'of type boolean']
+    ] as const) {
+      const message = await expectV2Error(
+        await infer({ inputs: [bytesInput], outputs: [{ name: OUTPUT, parameters: { classification: value } }] }),
+        400,
+        'INVALID_TOPK'
+      )
+      expect(message).toContain(`The classification parameter is ${shown}; it must be an integer`)
+    }
   })
 
   it('shared-memory parameters on an input or output → 400 saying so (an output was answered inline, leaving the client to read a stale region)', async () => {

@@ -6,7 +6,7 @@ import { ServiceError, echoed } from '../../errors.js'
 import { infer, loggedId } from '../../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../../open-inference/metadata.js'
 import { checkItemCount, describeShape } from '../../open-inference/validation.js'
-import { refuseSharedMemory } from '../../open-inference/request-parameters.js'
+import { classificationCount, refuseSharedMemory } from '../../open-inference/request-parameters.js'
 import { rawOutputBytes } from '../../open-inference/tensor-codec.js'
 import { tensorLimits } from '../../open-inference/tensor-limits.js'
 import type { InferInput, InferOutput, InferRequest, InferResponse, TensorData } from '../../open-inference/types.js'
@@ -262,7 +262,7 @@ function toInferRequest(body: InferenceRequestT, binary: Buffer, params: ModelRo
     outputs: body.outputs?.map((output) => {
       refuseSharedMemory(`Output "${echoed(output.name)}"`, output.parameters)
       const k = output.parameters?.classification
-      return { name: output.name, classification: k === undefined ? undefined : typeof k === 'number' ? k : NaN }
+      return { name: output.name, classification: classificationCount(k) }
     })
   }
 }
