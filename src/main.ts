@@ -6,6 +6,9 @@ import type { ClassifyService } from './core/classify-service.js'
 
 /** The process: settings, the core service, its doors, and a graceful exit on SIGTERM/SIGINT. */
 
+/** A repeated signal sooner than this after the first is the same one delivered twice (see stop()). */
+const REPEAT_SIGNAL_MS = 1_000
+
 async function main(): Promise<void> {
   // Help needs only the settings table: it is printed before sharp, ONNX Runtime or fastify load.
   if (wantsHelp(process.argv.slice(2))) {
@@ -115,12 +118,24 @@ async function main(): Promise<void> {
 
   // SIGTERM (Kubernetes, systemd, podman stop) first drains: readiness answers 503 while both ports
   // keep serving for --drain-grace-ms, the time a load balancer takes to stop routing here; then the
-  // doors close. SIGINT (Ctrl-C), or a second signal during the grace, closes them at once.
+  // doors close. SIGINT (Ctrl-C), or a second signal 1 s or more into the grace, closes them at once.
   let grace: NodeJS.Timeout | undefined
+  let graceFrom = 0
   let closing = false
   const stop = (signal: NodeJS.Signals): void => {
     if (closing) return
     service.beginDrain()
+    if (grace !== undefined && signal !== 'SIGINT') {
+      // A signal to the process group (systemd's KillMode=control-group, supervisord's stopasgroup,
+      // `kill -- -PGID`) reaches this process directly and again through `npm start`, which
+      // forwards it: two within milliseconds are one request, not an operator asking twice.
+      const afterMs = Math.round(performance.now() - graceFrom)
+      if (afterMs < REPEAT_SIGNAL_MS) {
+        log.info({ signal, afterMs }, 'signal repeated within 1 s (one signal delivered twice): the grace period continues')
+        return
+      }
+      log.info({ signal, afterMs }, 'signal repeated: ending the grace period now')
+    }
     if (grace !== undefined || signal === 'SIGINT' || settings.drainGraceMs === 0) {
       clearTimeout(grace)
       closing = true
@@ -128,6 +143,7 @@ async function main(): Promise<void> {
       return
     }
     log.info({ signal, drainGraceMs: settings.drainGraceMs }, 'draining: readiness answers 503, still serving until the grace period ends')
+    graceFrom = performance.now()
     grace = setTimeout(() => {
       closing = true
       closeDoors()

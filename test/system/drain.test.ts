@@ -65,6 +65,7 @@ describe('drain on SIGTERM', () => {
     silent.on('error', () => {})
 
     server.child.kill('SIGTERM')
+    const firstSignalAt = performance.now()
     await logged(server, 'draining: readiness answers 503, still serving until the grace period ends')
     const ready = await send(server.url, 'GET', '/health/ready')
     expect(ready.status).toBe(503)
@@ -83,8 +84,11 @@ describe('drain on SIGTERM', () => {
     // Still in the grace period: the doors had not begun to close.
     expect(server.logs.some((l) => l.msg === 'shutting down: no new connections, finishing accepted requests')).toBe(false)
 
+    // A second signal within 1 s is taken for the first delivered twice (next test): wait past it.
+    await new Promise((r) => setTimeout(r, Math.max(0, 1_100 - (performance.now() - firstSignalAt))))
     server.child.kill('SIGTERM')
     expect(await server.exited).toBe(0)
+    expect(server.logs.some((l) => l.msg === 'signal repeated: ending the grace period now')).toBe(true)
     await silentClosed
     expect(server.logs.some((l) => l.msg === 'stopped')).toBe(true)
     await expect(send(server.url, 'GET', '/health/live')).rejects.toThrow(/ECONNREFUSED/)
@@ -99,6 +103,20 @@ describe('drain on SIGTERM', () => {
     // A lower bound only: a busy machine may start the close later, never sooner.
     expect(at('shutting down') - at('draining')).toBeGreaterThanOrEqual(graceMs - 5)
     expect(server.logs.some((l) => l.msg === 'stopped')).toBe(true)
+  })
+
+  it('two SIGTERMs 10 ms apart keep the grace period (regression: a process-group signal, which npm start also forwards, skipped it)', async () => {
+    const graceMs = 3_000
+    const server = await startSyntheticServerProcess(['--drain-grace-ms', String(graceMs)])
+    server.child.kill('SIGTERM')
+    await new Promise((r) => setTimeout(r, 10))
+    server.child.kill('SIGTERM')
+    await logged(server, 'signal repeated within 1 s (one signal delivered twice): the grace period continues')
+    expect((await send(server.url, 'GET', '/health/ready')).status).toBe(503)
+    expect((await send(server.url, 'GET', '/health/live')).status).toBe(200)
+    expect(await server.exited).toBe(0)
+    const at = (msg: string): number => Number(server.logs.find((l) => String(l.msg).startsWith(msg))?.time)
+    expect(at('shutting down') - at('draining')).toBeGreaterThanOrEqual(graceMs - 5)
   })
 
   it('SIGINT skips the grace period', async () => {
