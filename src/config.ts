@@ -272,7 +272,7 @@ export const SETTINGS = [
     max: 600_000,
     fallback: 30_000,
     description:
-      'On SIGTERM (after `--drain-grace-ms`) or SIGINT, how long accepted requests may take to finish once the ports stop accepting; then work still queued is refused SHUTTING_DOWN (503, gRPC UNAVAILABLE) and running batches finish.'
+      'On SIGTERM or SIGHUP (after `--drain-grace-ms`) or SIGINT, how long accepted requests may take to finish once the ports stop accepting; then work still queued is refused SHUTTING_DOWN (503, gRPC UNAVAILABLE) and running batches finish.'
   }),
   spec({
     key: 'drainGraceMs',
@@ -283,7 +283,7 @@ export const SETTINGS = [
     max: 600_000,
     fallback: 10_000,
     description:
-      "On SIGTERM, how long the ports keep serving while readiness answers 503, so a load balancer stops routing here first (the manifests' readiness probe: 5 s × 2 failures). SIGINT skips it. Grace + drain timeout + 5 s must fit the pod's terminationGracePeriodSeconds."
+      "On SIGTERM or SIGHUP, how long the ports keep serving while readiness answers 503, so a load balancer stops routing here first (the manifests' readiness probe: 5 s × 2 failures). SIGINT skips it. Grace + drain timeout + 5 s must fit the pod's terminationGracePeriodSeconds."
   }),
   spec({
     key: 'headersTimeoutMs',

@@ -4,7 +4,7 @@ import { helpText, wantsHelp } from './config-help.js'
 import type { Settings } from './config.js'
 import type { ClassifyService } from './core/classify-service.js'
 
-/** The process: settings, the core service, its doors, and a graceful exit on SIGTERM/SIGINT. */
+/** The process: settings, the core service, its doors, and a graceful exit on SIGTERM, SIGHUP or SIGINT. */
 
 /** A repeated signal sooner than this after the first is the same one delivered twice (see stop()). */
 const REPEAT_SIGNAL_MS = 1_000
@@ -89,17 +89,19 @@ async function main(): Promise<void> {
   const grpc = await bound('gRPC', settings.grpcPort, '--grpc-port', () => startGrpcServer(service, settings, log, metrics, bodyBudget))
   log.info({ host: settings.host, port: grpc.port }, 'gRPC listening')
 
-  const closeDoors = (): void => {
-    log.info({ drainTimeoutMs: settings.drainTimeoutMs }, 'shutting down: no new connections, finishing accepted requests')
+  // Every line of the shutdown names the signal that began it, so a log shows who stopped the server.
+  const closeDoors = (signal: NodeJS.Signals): void => {
+    const drainLog = log.child({ signal })
+    drainLog.info({ drainTimeoutMs: settings.drainTimeoutMs }, 'shutting down: no new connections, finishing accepted requests')
     const force = setTimeout(() => {
-      log.error('drain timeout passed; exiting with work unfinished')
+      drainLog.error('drain timeout passed; exiting with work unfinished')
       process.exit(1)
     }, settings.drainTimeoutMs + 5_000)
     force.unref()
     // At the drain timeout, work still queued is refused SHUTTING_DOWN on both doors alike (503,
     // UNAVAILABLE); the batches running then finish and are answered, so the doors can close.
     const abandon = setTimeout(() => {
-      log.warn({ drainTimeoutMs: settings.drainTimeoutMs }, 'drain timeout passed; refusing work still queued')
+      drainLog.warn({ drainTimeoutMs: settings.drainTimeoutMs }, 'drain timeout passed; refusing work still queued')
       service.abandonQueued()
     }, settings.drainTimeoutMs)
     abandon.unref()
@@ -107,11 +109,11 @@ async function main(): Promise<void> {
     Promise.all([app.close(), grpc.close()])
       .then(() => service.close())
       .then(() => {
-        log.info('stopped')
+        drainLog.info('stopped')
         process.exit(0)
       })
       .catch((err: unknown) => {
-        log.error({ err }, 'error while shutting down')
+        drainLog.error({ err }, 'error while shutting down')
         process.exit(1)
       })
   }
@@ -119,6 +121,8 @@ async function main(): Promise<void> {
   // SIGTERM (Kubernetes, systemd, podman stop) first drains: readiness answers 503 while both ports
   // keep serving for --drain-grace-ms, the time a load balancer takes to stop routing here; then the
   // doors close. SIGINT (Ctrl-C), or a second signal 1 s or more into the grace, closes them at once.
+  // SIGHUP (the terminal or an SSH session closing, a supervisor's stop signal) drains as SIGTERM:
+  // Node's default for it is to die at once, cutting every request in flight.
   let grace: NodeJS.Timeout | undefined
   let graceFrom = 0
   let closing = false
@@ -139,18 +143,19 @@ async function main(): Promise<void> {
     if (grace !== undefined || signal === 'SIGINT' || settings.drainGraceMs === 0) {
       clearTimeout(grace)
       closing = true
-      closeDoors()
+      closeDoors(signal)
       return
     }
     log.info({ signal, drainGraceMs: settings.drainGraceMs }, 'draining: readiness answers 503, still serving until the grace period ends')
     graceFrom = performance.now()
     grace = setTimeout(() => {
       closing = true
-      closeDoors()
+      closeDoors(signal)
     }, settings.drainGraceMs)
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
+  process.on('SIGHUP', stop)
 }
 
 await main()

@@ -124,5 +124,20 @@ describe('drain on SIGTERM', () => {
     server.child.kill('SIGINT')
     expect(await server.exited).toBe(0)
     expect(server.logs.some((l) => String(l.msg).startsWith('draining'))).toBe(false)
+    // Every shutdown line names the signal.
+    const shutdown = server.logs.filter((l) => String(l.msg).startsWith('shutting down') || l.msg === 'stopped')
+    expect(shutdown.map((l) => l.signal)).toEqual(['SIGINT', 'SIGINT'])
+  })
+
+  it('SIGHUP drains as SIGTERM (regression: Node died of it at once, exit 129, requests in flight cut, nothing logged)', async () => {
+    const graceMs = 2_000
+    const server = await startSyntheticServerProcess(['--drain-grace-ms', String(graceMs)])
+    server.child.kill('SIGHUP')
+    await logged(server, 'draining: readiness answers 503, still serving until the grace period ends')
+    expect((await send(server.url, 'GET', '/health/ready')).status).toBe(503)
+    expect(await server.exited).toBe(0)
+    const lines = ['draining', 'shutting down', 'stopped'].map((msg) => server.logs.find((l) => String(l.msg).startsWith(msg)))
+    expect(lines.map((l) => l?.signal)).toEqual(['SIGHUP', 'SIGHUP', 'SIGHUP'])
+    expect(Number(lines[1]?.time) - Number(lines[0]?.time)).toBeGreaterThanOrEqual(graceMs - 5)
   })
 })
