@@ -128,8 +128,9 @@ export function admitRequests(app: FastifyInstance, settings: Settings, bodyBudg
     closing = true
   })
   app.addHook('onRequest', async (request, reply) => {
-    // fastify's own 503 on closing has its own body shape; this one is the registry's.
-    if (closing) throw new ServiceError('SHUTTING_DOWN')
+    // fastify's own 503 on closing has its own body shape; this one is the registry's, with the
+    // Retry-After the service's own SHUTTING_DOWN refusals carry (another replica can take it now).
+    if (closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
     if (request.is404) throw notFound(request, reply)
     if (!hasBody(request.headers) || BODYLESS_METHODS.has(request.method)) return
     const held = bodyBudget.take(admitBody(request))

@@ -296,6 +296,8 @@ describe('timeouts and caps', () => {
     // Answered (SHUTTING_DOWN, as every request once the door closes), where it was reset unread.
     expect(received).toMatch(/^HTTP\/1\.1 503 /)
     expect(received).toMatch(/SHUTTING_DOWN/)
+    // Regression: this refusal had no Retry-After, where the service's own SHUTTING_DOWN ones do.
+    expect(received).toMatch(/\r\nretry-after: 1\r\n/i)
   })
 
   it('a connection may pipeline a few requests; one with more than 32 unanswered is closed (100,000 held the event loop 5–7 s)', async () => {
