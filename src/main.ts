@@ -1,10 +1,14 @@
 import { existsSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { resolve } from 'node:path'
 import { helpText, wantsHelp } from './config-help.js'
 import type { Settings } from './config.js'
 import type { ClassifyService } from './core/classify-service.js'
 
 /** The process: settings, the core service, its doors, and a graceful exit on SIGTERM, SIGHUP or SIGINT. */
+
+/** A bind error that is the host's fault: a name that does not resolve, or an address not on this machine. */
+const UNBINDABLE_HOST = /ENOTFOUND|EAI_AGAIN|EAI_NONAME|EADDRNOTAVAIL|Name resolution failed/
 
 /** A repeated signal sooner than this after the first is the same one delivered twice (see stop()). */
 const REPEAT_SIGNAL_MS = 1_000
@@ -55,6 +59,30 @@ async function main(): Promise<void> {
     process.exit(2)
   }
 
+  // A port that cannot be bound ends the start with one line naming the flag to change, not a stack
+  // trace: --host when the address is not one of this machine's, else the port's flag.
+  type Door = 'HTTP' | 'gRPC'
+  const cannotBind = (door: Door, port: number, portFlag: string, err: unknown): never => {
+    const problem = (err as Error).message
+    const flag = UNBINDABLE_HOST.test(`${(err as NodeJS.ErrnoException).code} ${problem}`) ? '--host' : portFlag
+    log.fatal({ problem, host: settings.host, port }, `cannot start: the ${door} port cannot be bound`)
+    console.error(`resnet-serve: cannot start ${door} on ${settings.host}:${port}: ${problem} (set ${flag})`)
+    process.exit(1)
+  }
+  // Both ports are tried before the models load (minutes for a large repository), so a port in use
+  // or a wrong --host ends the start at once. Each is bound and closed again rather than held:
+  // fastify and grpc-js each open their own listener and take none already open. Another process
+  // may take a port meanwhile; the real bind below then reports it the same way.
+  for (const [door, port, flag] of [
+    ['HTTP', settings.port, '--port'],
+    ['gRPC', settings.grpcPort, '--grpc-port']
+  ] as const) {
+    await new Promise<void>((resolve, reject) => {
+      const probe = createServer().once('error', reject)
+      probe.listen({ host: settings.host, port }, () => probe.close(() => resolve()))
+    }).catch((err: unknown) => cannotBind(door, port, flag, err))
+  }
+
   const metrics = new ServiceMetrics()
   let service: ClassifyService
   try {
@@ -73,15 +101,11 @@ async function main(): Promise<void> {
   // One budget for the request bytes both doors hold, so the memory they can be made to hold is one figure.
   const bodyBudget = bodyBudgetOf(settings)
   const app = await buildApp(service, settings, log, metrics, bodyBudget)
-  // A port that cannot be bound ends the start with one line naming the flag, not a stack trace.
-  const bound = async <T>(door: 'HTTP' | 'gRPC', port: number, flag: string, listen: () => Promise<T>): Promise<T> => {
+  const bound = async <T>(door: Door, port: number, flag: string, listen: () => Promise<T>): Promise<T> => {
     try {
       return await listen()
     } catch (err) {
-      const problem = (err as Error).message
-      log.fatal({ problem, port }, `cannot start: the ${door} port cannot be bound`)
-      console.error(`resnet-serve: cannot start ${door} on ${settings.host}:${port}: ${problem} (set ${flag})`)
-      process.exit(1)
+      return cannotBind(door, port, flag, err)
     }
   }
   const address = await bound('HTTP', settings.port, '--port', () => app.listen({ host: settings.host, port: settings.port }))

@@ -54,20 +54,36 @@ describe('start-up refusals a newcomer meets', () => {
     expect(existsSync(missing)).toBe(false)
   })
 
-  it('a busy HTTP port stops the server with a line naming --port, not a stack trace', async () => {
-    const busy = createServer()
-    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
-    const port = (busy.address() as { port: number }).port
-    try {
-      const repository = await syntheticModelRepository()
-      const { code, stderr } = await runEntryPoint([
-        ...['--model-repository', repository, '--provider', 'cpu', '--host', '127.0.0.1', '--port', String(port), '--grpc-port', '0']
-      ])
-      expect(code).toBe(1)
-      expect(stderr).toMatch(new RegExp(`cannot start HTTP on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE.*\\(set --port\\)`))
-      expect(stderr).not.toMatch(/\n\s+at /)
-    } finally {
-      busy.close()
-    }
+  // Regression: a busy port was found only after every model had loaded and warmed up (minutes for
+  // a large repository); both ports are now tried first.
+  for (const [door, flag, other] of [
+    ['HTTP', '--port', '--grpc-port'],
+    ['gRPC', '--grpc-port', '--port']
+  ] as const) {
+    it(`a busy ${door} port stops the server before any model loads, with a line naming ${flag}, not a stack trace`, async () => {
+      const busy = createServer()
+      await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
+      const port = (busy.address() as { port: number }).port
+      try {
+        const repository = await syntheticModelRepository()
+        const { code, stdout, stderr } = await runEntryPoint([
+          ...['--model-repository', repository, '--provider', 'cpu', '--host', '127.0.0.1', flag, String(port), other, '0']
+        ])
+        expect(code).toBe(1)
+        expect(stderr).toMatch(new RegExp(`cannot start ${door} on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE.*\\(set ${flag}\\)`))
+        expect(stderr).not.toMatch(/\n\s+at /)
+        expect(stdout).not.toContain('inference session open')
+      } finally {
+        busy.close()
+      }
+    })
+  }
+
+  it('a --host that is no address of this machine names --host (regression: "ENOTFOUND (set --port)")', async () => {
+    const repository = await syntheticModelRepository()
+    const { code, stdout, stderr } = await runEntryPoint(['--model-repository', repository, '--provider', 'cpu', '--host', '999.1.1.1'])
+    expect(code).toBe(1)
+    expect(stderr).toMatch(/cannot start HTTP on 999\.1\.1\.1:8080: .*(ENOTFOUND|EAI_AGAIN).*\(set --host\)/)
+    expect(stdout).not.toContain('inference session open')
   })
 })
