@@ -462,11 +462,12 @@ function parseValue(s: SettingSpec<keyof Settings>, raw: string | boolean, sourc
       if (TRUE_WORD.test(raw)) return true
       if (FALSE_WORD.test(raw)) return false
       throw new ConfigError(`${hint} Got "${raw}"; use true or false.`)
-    case 'enum':
-      if (typeof raw !== 'string' || !(s.choices ?? []).includes(raw)) {
-        throw new ConfigError(`${hint} Got "${String(raw)}"; use one of: ${(s.choices ?? []).join(', ')}.`)
-      }
-      return raw
+    case 'enum': {
+      // Any case names the same choice (LOG_LEVEL=DEBUG is debug) while no two choices differ only in case.
+      const choice = typeof raw === 'string' ? (s.choices ?? []).filter((c) => c.toLowerCase() === raw.toLowerCase()) : []
+      if (choice.length !== 1) throw new ConfigError(`${hint} Got "${String(raw)}"; use one of: ${(s.choices ?? []).join(', ')}.`)
+      return choice[0]
+    }
     case 'integer': {
       const n = typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : NaN
       if (!Number.isSafeInteger(n) || (s.min !== undefined && n < s.min) || (s.max !== undefined && n > s.max)) {
@@ -616,6 +617,12 @@ export function loadSettings(
     if (out[key] === true && out.apiKey === undefined) {
       throw new ConfigError(`--${flag} puts routes behind the API key, but no key is set: add --api-key (API_KEY), or drop --${flag}.`)
     }
+  }
+  // The second door would fail to bind only after every model had loaded.
+  if (out.port !== 0 && out.port === out.grpcPort) {
+    throw new ConfigError(
+      `--port and --grpc-port are both ${String(out.port)}: HTTP and gRPC each need their own port; change one (0 picks a free one).`
+    )
   }
   // Node applies neither timeout when the headers may take longer than the whole request.
   if ((out.headersTimeoutMs as number) > (out.requestTimeoutMs as number)) {

@@ -112,6 +112,20 @@ describe('refusals name the flag, the variable and the fix', () => {
     expect(() => loadSettings(argv, env)).toThrow(message)
   })
 
+  it('refuses the same non-zero port for HTTP and gRPC (it failed only after every model had loaded)', () => {
+    expect(() => loadSettings(['--port', '9000'], {})).toThrow(/--port and --grpc-port are both 9000/)
+    expect(() => loadSettings([], { PORT: '7000', GRPC_PORT: '7000' })).toThrow(ConfigError)
+    expect(loadSettings(['--port', '0', '--grpc-port', '0'], {})).toMatchObject({ port: 0, grpcPort: 0 })
+  })
+
+  it('enum settings take any case (LOG_LEVEL=DEBUG was refused) and are kept in lower case', () => {
+    expect(loadSettings([], { LOG_LEVEL: 'DEBUG' }).logLevel).toBe('debug')
+    expect(loadSettings(['--provider', 'CPU', '--model-control-mode', 'Poll'], {})).toMatchObject({
+      provider: 'cpu',
+      modelControlMode: 'poll'
+    })
+  })
+
   it('refuses --headers-timeout-ms over --request-timeout-ms: the headers are part of the request', () => {
     expect(() => loadSettings(['--headers-timeout-ms', '5000', '--request-timeout-ms', '1000'], {})).toThrow(ConfigError)
     expect(() => loadSettings(['--headers-timeout-ms', '5000', '--request-timeout-ms', '1000'], {})).toThrow(
