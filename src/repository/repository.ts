@@ -1,6 +1,6 @@
 import { open, readdir, readFile, stat } from 'node:fs/promises'
 import { basename, dirname, join, relative } from 'node:path'
-import { Value } from '@sinclair/typebox/value'
+import { Value, type ValueError } from '@sinclair/typebox/value'
 import { ModelConfigSchema, type ModelConfig } from './model-config.js'
 
 /**
@@ -210,7 +210,7 @@ function configProblems(parsed: unknown, withDefaults: unknown): ConfigProblem[]
       problems.push({ problem: `preprocess.${triple[1]} must be three numbers (got ${JSON.stringify(got)}).`, fix: configFix(error.path) })
     } else {
       const where = error.path === '' ? 'the top level' : error.path
-      problems.push({ problem: `${where}: ${error.message} (got ${JSON.stringify(error.value)}).`, fix: configFix(error.path) })
+      problems.push({ problem: `${where}: ${schemaMessage(error)} (got ${JSON.stringify(error.value)}).`, fix: configFix(error.path) })
     }
   }
   const config = withDefaults as {
@@ -242,6 +242,13 @@ function configProblems(parsed: unknown, withDefaults: unknown): ConfigProblem[]
     })
   }
   return problems
+}
+
+/** TypeBox's message, except for a choice of words, whose "Expected union value" would not say which. */
+function schemaMessage(error: ValueError): string {
+  const choices = (error.schema.anyOf as Array<{ const?: unknown }> | undefined)?.map((member) => member.const)
+  if (choices === undefined || choices.some((c) => typeof c !== 'string')) return error.message
+  return `must be one of ${choices.map((c) => JSON.stringify(c)).join(', ')}`
 }
 
 function configFix(path: string): string {

@@ -53,6 +53,17 @@ describe('config.json problems', () => {
     expect(message).toContain('4. input.datatype uint8 needs input.layout NHWC (raw pixels as decoded). Fix: Set input.layout to "NHWC"')
   })
 
+  it('a word outside its choices is told the choices (regression: "Expected union value")', async () => {
+    const message = await problemsOf('choices', {
+      ...VALID,
+      output: { name: 'logits', kind: 'softmax' },
+      preprocess: { ...VALID.preprocess, colorOrder: 'rgb' }
+    })
+    expect(message).toContain('/output/kind: must be one of "logits", "probabilities" (got "softmax")')
+    expect(message).toContain('/preprocess/colorOrder: must be one of "RGB", "BGR" (got "rgb")')
+    expect(message).not.toContain('union')
+  })
+
   it('one problem keeps the one-line form', async () => {
     const message = await problemsOf('one', { ...VALID, preprocess: { ...VALID.preprocess, std: [1, 0, 1] } })
     expect(message).toMatch(/one[/\\]config\.json: preprocess\.std has a zero\. Fix: Use 1 for channels/)
