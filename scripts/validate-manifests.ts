@@ -207,13 +207,7 @@ function probePath(probe: unknown): string | undefined {
   return str(obj(obj(probe).httpGet).path)
 }
 
-function checkServiceContainer(
-  c: Obj,
-  podSpec: Obj,
-  where: string,
-  problems: string[],
-  options: { probes: 'all' | 'readiness+liveness' }
-): void {
+function checkServiceContainer(c: Obj, podSpec: Obj, where: string, problems: string[]): void {
   const settings = checkSettings(c, where, problems)
   const resources = obj(c.resources)
   for (const part of ['requests', 'limits']) {
@@ -222,7 +216,7 @@ function checkServiceContainer(
   const gpus = obj(resources.limits)['nvidia.com/gpu']
   if (settings?.provider === 'cuda' && gpus === undefined) problems.push(`${where}: --provider cuda without a nvidia.com/gpu limit`)
   if (gpus !== undefined && settings?.provider !== 'cuda') problems.push(`${where}: asks for a GPU but does not run with --provider cuda`)
-  if (options.probes === 'all' && probePath(c.startupProbe) !== '/health/ready')
+  if (probePath(c.startupProbe) !== '/health/ready')
     problems.push(`${where}: startupProbe should GET /health/ready (model load takes seconds)`)
   if (probePath(c.readinessProbe) !== '/health/ready') problems.push(`${where}: readinessProbe should GET /health/ready`)
   if (probePath(c.livenessProbe) !== '/health/live') problems.push(`${where}: livenessProbe should GET /health/live`)
@@ -254,7 +248,7 @@ function checkReferences(manifests: readonly Manifest[], problems: string[]): vo
     const podSpec = obj(template.spec)
     const mine = serviceContainers(podSpec)
     if (mine.length === 0) problems.push(`${d.where}: no resnet-serve container`)
-    for (const c of mine) checkServiceContainer(c, podSpec, `${d.where} container ${String(c.name)}`, problems, { probes: 'all' })
+    for (const c of mine) checkServiceContainer(c, podSpec, `${d.where} container ${String(c.name)}`, problems)
     for (const v of arr(podSpec.volumes).map(obj)) {
       const claim = str(obj(v.persistentVolumeClaim).claimName)
       if (claim !== undefined && !of('PersistentVolumeClaim').some((p) => p.name === claim))
@@ -290,7 +284,7 @@ function checkReferences(manifests: readonly Manifest[], problems: string[]): vo
     const spec = obj(r.body.spec)
     for (const c of serviceContainers(spec)) {
       const where = `${r.where} container ${String(c.name)}`
-      checkServiceContainer(c, spec, where, problems, { probes: 'readiness+liveness' })
+      checkServiceContainer(c, spec, where, problems)
       // KServe puts the storageUri's content at /mnt/models.
       const settings = checkSettings(c, where, [])
       if (settings !== undefined && obj(settings).modelRepository !== '/mnt/models')

@@ -283,7 +283,7 @@ export const SETTINGS = [
     max: 600_000,
     fallback: 10_000,
     description:
-      "On SIGTERM or SIGHUP, how long the ports keep serving while readiness answers 503, so a load balancer stops routing here first (the manifests' readiness probe: 5 s × 2 failures). SIGINT skips it. Grace + drain timeout + 5 s must fit the pod's terminationGracePeriodSeconds."
+      "On SIGTERM or SIGHUP, how long the ports keep serving while readiness answers 503, so a load balancer stops routing here first (the manifests' readiness probe: 5 s × 2 failures). SIGINT skips it. Grace + drain timeout + 5 s must fit the pod's terminationGracePeriodSeconds, with a few seconds to spare."
   }),
   spec({
     key: 'headersTimeoutMs',
