@@ -319,16 +319,17 @@ export class ClassifyService {
     return served
   }
 
-  /** The model a request that names none goes to; re-chosen when the served models change. */
+  /** The model a request that names none goes to, decided once (ModelTable.defaultModel); it may be unloaded. */
   get defaultModel(): string | undefined {
     return this.table.defaultModel
   }
 
   /** The served model of that name (its newest version, or the named one); MODEL_NOT_FOUND / MODEL_NOT_READY otherwise. */
   model(name: string | undefined, version?: string): ServedModel {
-    const key = name ?? this.defaultModel
-    if (key === undefined) throw new ServiceError('MODEL_NOT_FOUND')
-    return this.table.find(key, version)
+    if (name !== undefined) return this.table.find(name, version)
+    const key = this.defaultModel
+    if (key === undefined) throw new ServiceError('MODEL_NOT_FOUND', 'No model has loaded yet, so there is no default model.')
+    return this.table.find(key, version, true)
   }
 
   /** Every served version of a model, newest first. */

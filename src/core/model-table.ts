@@ -67,11 +67,17 @@ export class ModelTable {
   private closing = false
   private pollTimer: NodeJS.Timeout | undefined
   private polling: Promise<void> | undefined
-  /** The model a request that names none goes to; re-chosen whenever the served models change. */
+  /**
+   * The model a request that names none goes to. Decided once: --default-model, or the rule applied
+   * to the models served when start-up ends (or, when none was, to the first model that loads).
+   * It stays the default while unloaded, and requests for it are refused: re-chosen, a plain
+   * request was answered by another model, with other labels, and the client never knew.
+   */
   defaultModel: string | undefined
   /** Why it is the default, for the log line. */
   private defaultReason = '--default-model'
-  /** Loading the models of the start: the default is told once, at the end. */
+  private defaultDecided: boolean
+  /** Loading the models of the start: the default is decided once they are in. */
   private startingUp = false
 
   constructor(
@@ -82,17 +88,25 @@ export class ModelTable {
     private readonly onChange: () => void
   ) {
     this.defaultModel = settings.defaultModel
+    this.defaultDecided = settings.defaultModel !== undefined
   }
 
-  /** The newest served version of `name`, or the named one: MODEL_NOT_FOUND / MODEL_NOT_READY otherwise. */
-  find(name: string, version?: string): ServedModel {
+  /**
+   * The newest served version of `name`, or the named one: MODEL_NOT_FOUND / MODEL_NOT_READY
+   * otherwise. `asDefault`: the request named no model, so the refusal says which one it meant.
+   */
+  find(name: string, version?: string, asDefault = false): ServedModel {
     const record = this.records.get(name)
     const served = record?.served
     if (served === undefined || served.length === 0) {
-      if (record?.wanted === true && record.failure !== undefined)
-        throw new ServiceError('MODEL_NOT_READY', `Model "${name}" failed to load.`)
-      if (record?.wanted === true && record.busy === 'loading') throw new ServiceError('MODEL_NOT_READY', `Model "${name}" is loading.`)
-      throw new ServiceError('MODEL_NOT_FOUND', `Loaded models: ${this.names().join(', ') || 'none'}.`)
+      const which = asDefault ? `The default model "${name}"` : `Model "${name}"`
+      if (record?.wanted === true && record.failure !== undefined) throw new ServiceError('MODEL_NOT_READY', `${which} failed to load.`)
+      if (record?.wanted === true && record.busy === 'loading') throw new ServiceError('MODEL_NOT_READY', `${which} is loading.`)
+      const loaded = `Loaded models: ${this.names().join(', ') || 'none'}.`
+      throw new ServiceError(
+        'MODEL_NOT_FOUND',
+        asDefault ? `${which} (requests that name no model go to it) is not loaded; name another with ?model=. ${loaded}` : loaded
+      )
     }
     if (version === undefined || version === '') return served[0]!.model
     for (const v of served) if (v.model.info.version === version) return v.model
@@ -193,6 +207,7 @@ export class ModelTable {
     } finally {
       this.startingUp = false
     }
+    this.defaultDecided = this.defaultModel !== undefined
     this.announceDefault()
   }
 
@@ -356,6 +371,8 @@ export class ModelTable {
       record.busy = undefined
     }
     if (previous.length > 0) this.log.info({ model: record.name, versions: previous.map((v) => v.model.info.version) }, 'model unloaded')
+    if (previous.length > 0 && record.name === this.defaultModel)
+      this.log.warn({ model: record.name }, 'the default model is unloaded: requests that name no model are refused until it loads again')
   }
 
   /**
@@ -393,14 +410,18 @@ export class ModelTable {
   }
 
   private changed(): void {
-    const latest = [...this.records.values()]
-      .filter((r) => r.served.length > 0)
-      .map((r) => ({ name: r.name, synthetic: r.served[0]!.model.info.synthetic }))
-    const choice = chooseDefaultModel(latest, this.settings.defaultModel)
-    if (choice.name !== this.defaultModel) {
+    if (!this.defaultDecided) {
+      const latest = [...this.records.values()]
+        .filter((r) => r.served.length > 0)
+        .map((r) => ({ name: r.name, synthetic: r.served[0]!.model.info.synthetic }))
+      const choice = chooseDefaultModel(latest, this.settings.defaultModel)
       this.defaultModel = choice.name
       this.defaultReason = choice.reason
-      if (!this.startingUp) this.announceDefault()
+      // After start-up, the first model that loads into a server that served none.
+      if (!this.startingUp && choice.name !== undefined) {
+        this.defaultDecided = true
+        this.announceDefault()
+      }
     }
     this.onChange()
   }
