@@ -86,9 +86,9 @@ export async function versionFingerprint(plan: ModelVersionPlan, version: Planne
 }
 
 /**
- * A model folder's files two levels deep (the folder and its version folders), as names, sizes
- * and modification times: a change is a version folder added or removed, or a file replaced or
- * rewritten. Undefined when the folder is gone.
+ * A model folder's files two levels deep (the folder and its version folders), as names, sizes,
+ * modification times, owners and modes: a change is a version folder added or removed, a file
+ * replaced or rewritten, or access to one changed. Undefined when the folder is gone or unreadable.
  */
 export async function folderFingerprint(dir: string): Promise<string | undefined> {
   let dirents
@@ -120,8 +120,9 @@ async function filesFingerprint(paths: readonly string[]): Promise<string> {
     paths.map(async (path) => {
       try {
         // stat follows links: a model.onnx that links elsewhere changes when its target does.
+        // Owner and mode too: a load refused for permissions is tried again once they are fixed.
         const s = await stat(path)
-        return s.isDirectory() ? `${path}/` : `${path}:${s.size}:${s.mtimeMs}`
+        return s.isDirectory() ? `${path}/:${s.mode}:${s.uid}:${s.gid}` : `${path}:${s.size}:${s.mtimeMs}:${s.mode}:${s.uid}:${s.gid}`
       } catch {
         return `${path}:-`
       }

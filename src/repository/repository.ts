@@ -54,6 +54,24 @@ export class RepositoryError extends Error {
 }
 
 const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
+
+/**
+ * Whether a failed stat/open/read was refused by owner and mode rather than finding nothing: a
+ * model folder on a host mount keeps the host's uid, and "is missing" sent people looking for a
+ * file that was there.
+ */
+export function isPermissionDenied(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null | undefined)?.code
+  return code === 'EACCES' || code === 'EPERM'
+}
+
+const UNREADABLE = 'cannot be read by this process (permission denied).'
+
+/** The fix for a file this process may not read, naming the user it runs as. */
+export function unreadableFix(): string {
+  const user = process.getuid === undefined ? "the server's user" : `uid ${process.getuid()}`
+  return `Check the owner and mode of the file and of the folders above it (a host mount keeps the host's uid): the server runs as ${user}. Make them readable to it, e.g. \`chmod a+r\` on the file and \`chmod a+rx\` on its folders, or chown them to that user.`
+}
 /** ONNX files are protobuf ModelProto messages; their first field is ir_version (field 1, varint). */
 const ONNX_FIRST_BYTE = 0x08
 
@@ -114,7 +132,8 @@ export async function readModelFolder(root: string, name: string): Promise<Model
     // As for the model file: reading a FIFO would wait for a writer for good.
     if (!(await stat(join(dir, 'config.json'))).isFile()) throw new Error('not a file')
     text = await readFile(join(dir, 'config.json'), 'utf8')
-  } catch {
+  } catch (err) {
+    if (isPermissionDenied(err)) throw new RepositoryError(name, configFile, UNREADABLE, unreadableFix())
     // A folder laid out for Triton (config.pbtxt, 1/model.onnx) is a common first try: say what is read instead.
     const triton = await stat(join(dir, 'config.pbtxt')).then(
       (s) => s.isFile(),
@@ -179,8 +198,9 @@ export async function labelsFile(folder: ModelFolder, versionDir: string): Promi
   if (versionDir === folder.dir) return own
   try {
     if ((await stat(own)).isFile()) return own
-  } catch {
-    // none of its own
+  } catch (err) {
+    // Denied is not "none of its own": reading it then says so.
+    if (isPermissionDenied(err)) return own
   }
   return join(folder.dir, folder.config.labels)
 }
@@ -266,7 +286,8 @@ async function checkOnnxFile(name: string, path: string, shown: string): Promise
     // Opening a FIFO for reading waits for a writer, for good: only a regular file is opened.
     if (!(await stat(path)).isFile()) throw new Error('not a file')
     handle = await open(path, 'r')
-  } catch {
+  } catch (err) {
+    if (isPermissionDenied(err)) throw new RepositoryError(name, shown, UNREADABLE, unreadableFix())
     throw new RepositoryError(
       name,
       shown,
@@ -296,7 +317,8 @@ async function readLabels(name: string, path: string, shown: string): Promise<st
   try {
     if (!(await stat(path)).isFile()) throw new Error('not a file')
     text = await readFile(path, 'utf8')
-  } catch {
+  } catch (err) {
+    if (isPermissionDenied(err)) throw new RepositoryError(name, shown, UNREADABLE, unreadableFix())
     throw new RepositoryError(
       name,
       shown,

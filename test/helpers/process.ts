@@ -19,14 +19,20 @@ export interface ServerProcess {
  * came right after "HTTP listening" could kill it with the default action (regression: a flaky
  * exit by signal instead of code 0 when the machine was busy).
  */
-export async function startServerProcess(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
+export async function startServerProcess(
+  args: string[],
+  env: Record<string, string> = {},
+  /** Run as this user (the test runs as root): what another user may not read, it may not. */
+  user?: { readonly uid: number; readonly gid: number }
+): Promise<ServerProcess> {
   const child = spawn(
     process.execPath,
     ['--import', 'tsx', 'src/main.ts', '--host', '127.0.0.1', '--port', '0', '--grpc-port', '0', ...args],
     {
       // No grace period before the drain unless a test asks for one (--drain-grace-ms wins over the variable).
       env: { ...process.env, LOG_LEVEL: 'info', DRAIN_GRACE_MS: '0', ...env },
-      stdio: ['ignore', 'pipe', 'pipe']
+      stdio: ['ignore', 'pipe', 'pipe'],
+      ...user
     }
   )
   const exited = once(child, 'exit').then(([code]) => code as number | null)
