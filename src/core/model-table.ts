@@ -178,15 +178,19 @@ export class ModelTable {
       const r = this.records.get(name)
       const own: ModelIndexEntry[] = []
       const served = r?.served ?? []
-      // A version whose reload failed still serves its old files: READY, with the failure as its reason.
+      // One entry per version. A version whose reload failed still serves its old files: READY,
+      // with the failure as its reason; a failure before any version (config.json) is every
+      // served version's, and a model-level entry only when none serves.
+      const failure = r?.failure
+      const failedServed = (version: string): boolean => failure !== undefined && (failure.version ?? version) === version
       for (const v of [...served].reverse()) {
-        const failed = r?.failure !== undefined && r.failure.version === v.model.info.version
-        own.push({ name, version: v.model.info.version, state: 'READY', reason: failed ? `reload failed: ${r.failure!.reason}` : '' })
+        const failed = failedServed(v.model.info.version)
+        own.push({ name, version: v.model.info.version, state: 'READY', reason: failed ? `reload failed: ${failure!.reason}` : '' })
       }
       if (r?.busy === 'unloading') own.push({ name, version: undefined, state: 'UNLOADING', reason: '' })
       else if (r?.busy === 'loading' && served.length === 0) own.push({ name, version: undefined, state: 'LOADING', reason: '' })
-      else if (r?.failure !== undefined && !served.some((v) => v.model.info.version === r.failure!.version)) {
-        own.push({ name, version: r.failure.version, state: 'UNAVAILABLE', reason: r.failure.reason })
+      else if (failure !== undefined && !served.some((v) => failedServed(v.model.info.version))) {
+        own.push({ name, version: failure.version, state: 'UNAVAILABLE', reason: failure.reason })
       }
       if (own.length === 0) own.push({ name, version: undefined, state: 'UNAVAILABLE', reason: 'unloaded' })
       entries.push(...(readyOnly ? own.filter((e) => e.state === 'READY') : own))

@@ -6,7 +6,7 @@ import { callRefusal, startTestGrpc } from '../helpers/grpc.js'
 import { readPhoto } from '../helpers/photos.js'
 import { startTestServer, type TestServer } from '../helpers/server.js'
 import { removeTempDirs } from '../helpers/tiny-model.js'
-import { addTinyVersion, tinyRepository } from '../helpers/versioned-models.js'
+import { addTinyVersion, tinyRepository, waitFor } from '../helpers/versioned-models.js'
 
 /**
  * --model-control-mode and the repository extension (index, load, unload) over REST and gRPC, as
@@ -161,6 +161,28 @@ describe('--model-control-mode explicit over REST', () => {
       expect((await post(server, '/v2/repository/models/alpha/load')).status).toBe(401)
       expect((await post(server, '/v2/repository/models/alpha/load', undefined, { authorization: 'Bearer sesame' })).status).toBe(200)
       expect((await post(server, '/v2/repository/models/alpha/unload', undefined, { 'x-api-key': 'sesame' })).status).toBe(200)
+    } finally {
+      await server.close()
+    }
+  })
+})
+
+describe('--model-control-mode poll', () => {
+  it('regression: a config.json typo lists each served version once, READY with the failure (the model was listed twice, READY and a version-less UNAVAILABLE)', async () => {
+    const repository = await tinyRepository({ alpha: { versions: [1, 2], versionPolicy: { all: {} } } })
+    const server = await startTestServer(repository, ['--model-control-mode', 'poll', '--repository-poll-secs', '1'])
+    try {
+      const configFile = join(repository, 'alpha', 'config.json')
+      const config = JSON.parse(await readFile(configFile, 'utf8')) as Record<string, unknown>
+      await writeFile(configFile, JSON.stringify({ ...config, batchng: {} }))
+      await waitFor('the failed reload', async () => (await index(server)).some((e) => e.reason !== ''))
+      const entries = await index(server)
+      expect(entries.map((e) => [e.name, e.version, e.state])).toEqual([
+        ['alpha', '1', 'READY'],
+        ['alpha', '2', 'READY']
+      ])
+      for (const e of entries) expect(e.reason).toMatch(/^reload failed: .*alpha[/\\]config\.json: .*batchng/)
+      expect(await classifyVersion(server, 'alpha')).toMatchObject({ status: 200, version: '2' })
     } finally {
       await server.close()
     }
