@@ -34,8 +34,8 @@ export type ModelContract = Pick<ServedModel, 'entry' | 'numClasses' | 'tensorIt
 /**
  * A version as the protocol names it → the version it means: undefined or empty for the newest; a
  * whole number read as Triton reads it ("01" is version 1). A negative number is BAD_REQUEST, as
- * Triton refuses it INVALID_ARG; any other text is looked up as it is (config.json may name a
- * model's version so), and is MODEL_NOT_FOUND when no served version has that name.
+ * Triton refuses it INVALID_ARG; any other text is looked up as it is, and is MODEL_NOT_FOUND (a
+ * served version's name is a positive whole number, VERSION_NAME).
  */
 export function versionKey(version: string | undefined): string | undefined {
   if (version === undefined || version === '') return undefined

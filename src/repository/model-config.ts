@@ -6,6 +6,13 @@ import { Type, type Static } from '@sinclair/typebox'
  */
 const Triple = Type.Tuple([Type.Number(), Type.Number(), Type.Number()])
 
+/**
+ * A version's name, a version folder's or config.json's `version`: a positive integer without
+ * leading zeros (Triton ignores version folders named otherwise, "0" included). A request names a
+ * version by number ("01" is 1), so a name of another form could not be asked for.
+ */
+export const VERSION_NAME = /^[1-9][0-9]{0,8}$/
+
 export const PreprocessConfigSchema = Type.Object(
   {
     resize: Type.Integer({ minimum: 1, maximum: 4096, description: 'Shorter side is resized to this.' }),

@@ -1,6 +1,6 @@
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { VersionPolicy } from './model-config.js'
+import { VERSION_NAME, type VersionPolicy } from './model-config.js'
 import { labelsFile, readModelFolder, RepositoryError, shownPath, type ModelFolder } from './repository.js'
 
 /**
@@ -9,9 +9,6 @@ import { labelsFile, readModelFolder, RepositoryError, shownPath, type ModelFold
  * is one version, config.json's `version`. config.json's `versionPolicy` chooses which numbered
  * versions are served (default: the newest one, as Triton).
  */
-
-/** A version folder's name: a positive integer, written without leading zeros. */
-const VERSION_FOLDER = /^[1-9][0-9]{0,8}$/
 
 /** The numbered version folders of a model folder, ascending. */
 export async function versionFolders(dir: string): Promise<number[]> {
@@ -22,7 +19,7 @@ export async function versionFolders(dir: string): Promise<number[]> {
     return []
   }
   return dirents
-    .filter((d) => d.isDirectory() && VERSION_FOLDER.test(d.name))
+    .filter((d) => d.isDirectory() && VERSION_NAME.test(d.name))
     .map((d) => Number(d.name))
     .sort((a, b) => a - b)
 }
@@ -101,7 +98,7 @@ export async function folderFingerprint(dir: string): Promise<string | undefined
   for (const d of dirents) {
     if (d.name.startsWith('.')) continue
     if (d.isDirectory()) {
-      if (!VERSION_FOLDER.test(d.name)) continue
+      if (!VERSION_NAME.test(d.name)) continue
       paths.push(join(dir, d.name))
       try {
         for (const f of await readdir(join(dir, d.name))) if (!f.startsWith('.')) paths.push(join(dir, d.name, f))

@@ -1,7 +1,7 @@
 import { open, readdir, readFile, stat } from 'node:fs/promises'
 import { basename, dirname, join, relative } from 'node:path'
 import { Value, type ValueError } from '@sinclair/typebox/value'
-import { ModelConfigSchema, type ModelConfig } from './model-config.js'
+import { ModelConfigSchema, VERSION_NAME, type ModelConfig } from './model-config.js'
 
 /**
  * The model repository: one folder per model under a root. Loading checks everything that can be
@@ -234,6 +234,7 @@ function configProblems(parsed: unknown, withDefaults: unknown): ConfigProblem[]
     }
   }
   const config = withDefaults as {
+    version?: unknown
     preprocess?: { crop?: unknown; resize?: unknown; std?: unknown }
     input?: { datatype?: unknown; layout?: unknown }
     batching?: { priorityLevels?: unknown; defaultPriorityLevel?: unknown }
@@ -245,8 +246,18 @@ function configProblems(parsed: unknown, withDefaults: unknown): ConfigProblem[]
       fix: 'Use a crop no larger than the resized shorter side, e.g. resize 256 and crop 224.'
     })
   }
-  if (Array.isArray(std) && std.some((s) => s === 0)) {
-    problems.push({ problem: 'preprocess.std has a zero.', fix: 'Use 1 for channels that are not divided (e.g. the caffe preset).' })
+  // Each channel is divided by its std: zero divides by zero, a negative one flips the channel's sign.
+  if (Array.isArray(std) && std.length === 3 && std.every(isNumber) && std.some((s) => s <= 0)) {
+    problems.push({
+      problem: `preprocess.std must be three positive numbers (got ${JSON.stringify(std)}).`,
+      fix: 'Use the standard deviations the model was trained with, and 1 for channels that are not divided (e.g. the caffe preset).'
+    })
+  }
+  if (typeof config.version === 'string' && !VERSION_NAME.test(config.version)) {
+    problems.push({
+      problem: `version must be a positive whole number without leading zeros, as Triton numbers versions (got ${JSON.stringify(config.version)}).`,
+      fix: 'Use "1", or the number of the version this model folder is; requests name versions by number.'
+    })
   }
   if (config.input?.datatype === 'uint8' && config.input.layout !== 'NHWC') {
     problems.push({

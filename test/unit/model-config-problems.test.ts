@@ -66,6 +66,21 @@ describe('config.json problems', () => {
 
   it('one problem keeps the one-line form', async () => {
     const message = await problemsOf('one', { ...VALID, preprocess: { ...VALID.preprocess, std: [1, 0, 1] } })
-    expect(message).toMatch(/one[/\\]config\.json: preprocess\.std has a zero\. Fix: Use 1 for channels/)
+    expect(message).toMatch(
+      /one[/\\]config\.json: preprocess\.std must be three positive numbers \(got \[1,0,1\]\)\. Fix: .*1 for channels/
+    )
+  })
+
+  it('regression: a negative std and version "0" were accepted; both are refused with the config path', async () => {
+    const negative = await problemsOf('negative-std', { ...VALID, preprocess: { ...VALID.preprocess, std: [-1, 1, 1] } })
+    expect(negative).toMatch(/negative-std[/\\]config\.json: preprocess\.std must be three positive numbers \(got \[-1,1,1\]\)/)
+    for (const version of ['0', '01', 'v2']) {
+      const message = await problemsOf(`version-${version}`, { ...VALID, version })
+      expect(message).toMatch(
+        new RegExp(`version-${version}[/\\\\]config\\.json: version must be a positive whole number without leading zeros`)
+      )
+      expect(message).toContain(`(got "${version}")`)
+    }
+    expect(await problemsOf('version-12', { ...VALID, version: '12' })).toBe('no problem')
   })
 })
