@@ -67,7 +67,7 @@ export const ERRORS = {
     kind: 'unauthenticated',
     message: 'This route needs the API key: send "Authorization: Bearer <key>" or "x-api-key: <key>".'
   },
-  MODEL_NOT_FOUND: { kind: 'not_found', message: 'No model of that name is loaded.' },
+  MODEL_NOT_FOUND: { kind: 'not_found', message: 'No such model or version.' },
   MODEL_CONTROL_DISABLED: {
     kind: 'invalid_argument',
     message: 'Explicit model load / unload is not allowed: start the server with --model-control-mode explicit.'

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
-import { ServiceError } from '../errors.js'
+import { ServiceError, echoed } from '../errors.js'
 import { listModelFolders, RepositoryError, type ModelEntry } from '../repository/repository.js'
 import { Batcher, type BatchResult } from './batcher.js'
 import { DecodeBudget, slotAdmission } from './decode-budget.js'
@@ -362,7 +362,10 @@ export class ClassifyService {
   async loadModel(name: string): Promise<void> {
     this.checkModelControl()
     if (!(await listModelFolders(this.settings.modelRepository)).includes(name)) {
-      throw new ServiceError('MODEL_NOT_FOUND', `(the repository has no folder "${name}").`)
+      throw new ServiceError(
+        'MODEL_NOT_FOUND',
+        `The repository has no folder "${echoed(name)}" (the repository index lists the models it has).`
+      )
     }
     try {
       await this.table.load(name, { wantedOnFailure: false })
@@ -376,7 +379,7 @@ export class ClassifyService {
   async unloadModel(name: string): Promise<void> {
     this.checkModelControl()
     if (this.table.versions(name).length === 0 && !(await listModelFolders(this.settings.modelRepository)).includes(name)) {
-      throw new ServiceError('MODEL_NOT_FOUND', `(no model "${name}" is loaded or in the repository).`)
+      throw new ServiceError('MODEL_NOT_FOUND', `No model "${echoed(name)}" is loaded or in the repository.`)
     }
     await this.table.unload(name)
   }

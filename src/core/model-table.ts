@@ -105,14 +105,16 @@ export class ModelTable {
       const loaded = `Loaded models: ${this.names().join(', ') || 'none'}.`
       throw new ServiceError(
         'MODEL_NOT_FOUND',
-        asDefault ? `${which} (requests that name no model go to it) is not loaded; name another with ?model=. ${loaded}` : loaded
+        asDefault
+          ? `${which} (requests that name no model go to it) is not loaded; name another with ?model=. ${loaded}`
+          : `No model of that name is loaded. ${loaded}`
       )
     }
     if (version === undefined || version === '') return served[0]!.model
     for (const v of served) if (v.model.info.version === version) return v.model
     throw new ServiceError(
       'MODEL_NOT_FOUND',
-      `(version "${echoed(version)}" of "${name}": served versions are ${served.map((v) => v.model.info.version).join(', ')}).`
+      `Version "${echoed(version)}" of "${name}" is not served; served versions are ${served.map((v) => v.model.info.version).join(', ')}.`
     )
   }
 

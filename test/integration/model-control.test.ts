@@ -141,7 +141,10 @@ describe('--model-control-mode explicit over REST', () => {
       expect((await fetch(`${server.url}/v2/health/ready`)).status).toBe(200)
       const unknown = await post(server, '/v2/repository/models/nope/load')
       expect(unknown.status).toBe(404)
-      expect(((await unknown.json()) as { error: string }).error).toMatch(/^MODEL_NOT_FOUND: /)
+      // A load of a folder the repository lacks said "No model of that name is loaded. (the repository has no folder …)".
+      expect(((await unknown.json()) as { error: string }).error).toBe(
+        'MODEL_NOT_FOUND: No such model or version. The repository has no folder "nope" (the repository index lists the models it has).'
+      )
       const override = await post(server, '/v2/repository/models/alpha/load', { parameters: { config: '{}' } })
       expect(override.status).toBe(400)
       expect(((await override.json()) as { error: string }).error).toMatch(/^BAD_REQUEST: .*"config"/)

@@ -63,7 +63,10 @@ describe('model versions', () => {
       expect(((await classify.json()) as { version: string }).version).toBe('3')
       const missing = await inferPhoto(server, '/v2/models/multi/versions/4/infer')
       expect(missing.status).toBe(404)
-      expect(missing.error).toMatch(/^MODEL_NOT_FOUND: .*served versions are 3, 2, 1/)
+      // The message said "No model of that name is loaded" for a model that was loaded (only the version was not served).
+      expect(missing.error).toBe(
+        'MODEL_NOT_FOUND: No such model or version. Version "4" of "multi" is not served; served versions are 3, 2, 1.'
+      )
       expect(await readyStatus(server, '/v2/models/multi/versions/4/ready')).toBe(404)
 
       // gRPC: model_version picks the version; metadata and readiness per version.
