@@ -9,6 +9,7 @@ export type ErrorKind =
   | 'invalid_argument'
   | 'not_found'
   | 'method_not_allowed'
+  | 'not_implemented'
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'unauthenticated'
@@ -80,6 +81,10 @@ export const ERRORS = {
   METHOD_NOT_ALLOWED: {
     kind: 'method_not_allowed',
     message: 'This path does not take this method; the Allow header lists the ones it takes.'
+  },
+  NOT_IMPLEMENTED: {
+    kind: 'not_implemented',
+    message: 'This server does not implement that Triton extension (GET /v2 lists the ones it does).'
   },
   REQUEST_TIMEOUT: {
     kind: 'request_timeout',

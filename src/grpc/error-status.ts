@@ -15,6 +15,7 @@ export function grpcStatusName(kind: ErrorKind): GrpcStatusName {
     case 'not_found':
       return 'NOT_FOUND'
     case 'method_not_allowed':
+    case 'not_implemented':
       return 'UNIMPLEMENTED'
     case 'payload_too_large':
     case 'resource_exhausted':

@@ -22,6 +22,7 @@ import type { ServiceMetrics } from '../metrics.js'
 import { infer, loggedId } from '../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../open-inference/metadata.js'
 import { classificationCount, refuseSharedMemory } from '../open-inference/request-parameters.js'
+import { extensionNotImplemented, UNIMPLEMENTED_RPCS } from '../open-inference/unimplemented-extensions.js'
 import { rawOutputBytes } from '../open-inference/tensor-codec.js'
 import { tensorLimits } from '../open-inference/tensor-limits.js'
 import type {
@@ -98,7 +99,9 @@ const ACCESS: Readonly<Record<string, RpcAccess>> = {
   RepositoryModelUnload: 'inference',
   // grpc.health.v1.Health: what probes call, as open as ServerReady.
   Check: 'health',
-  Watch: 'health'
+  Watch: 'health',
+  // Refused NOT_IMPLEMENTED whoever calls: the refusal tells nothing a key should guard.
+  ...Object.fromEntries(Object.keys(UNIMPLEMENTED_RPCS).map((rpc) => [rpc, 'open' as const]))
 }
 
 /**
@@ -525,6 +528,14 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
     ),
     RepositoryModelUnload: unary('RepositoryModelUnload', log, (bytes) =>
       repositoryModelUnloadReply(service, smallRequest<RepositoryControlRequestMessage>(door, 'RepositoryModelUnload', bytes))
+    ),
+    ...Object.fromEntries(
+      Object.entries(UNIMPLEMENTED_RPCS).map(([rpc, extension]) => [
+        rpc,
+        unary(rpc, log, () => {
+          throw extensionNotImplemented(extension)
+        })
+      ])
     )
   }
 }

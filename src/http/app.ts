@@ -24,6 +24,7 @@ import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
 import { v2ConfigStatsRoutes } from './routes/v2-config-stats.js'
 import { v2RepositoryRoutes } from './routes/v2-repository.js'
+import { v2UnimplementedRoutes } from './routes/v2-unimplemented.js'
 import { capConnections } from '../connection-cap.js'
 import { floodWarning } from '../flood-warning.js'
 import { MAX_PIPELINED_REQUESTS, capPipelining, connectionOptions } from './server-limits.js'
@@ -152,5 +153,6 @@ export async function buildApp(
   await app.register(v2Routes, { prefix: '/v2', service, settings, parseLane })
   await app.register(v2ConfigStatsRoutes, { prefix: '/v2', service, statistics: metrics.statistics })
   await app.register(v2RepositoryRoutes, { prefix: '/v2', service })
+  await app.register(v2UnimplementedRoutes, { prefix: '/v2' })
   return app
 }

@@ -31,6 +31,8 @@ export function httpStatusOf(kind: ErrorKind): number {
       return 504
     case 'internal':
       return 500
+    case 'not_implemented':
+      return 501
   }
 }
 
@@ -168,7 +170,12 @@ export function httpServiceError(err: unknown, request?: FastifyRequest): Servic
  * 5xx codes that are the expected outcome of a client's choice or of shutting down, logged at info
  * like refusals: only failures nobody asked for are logged at error.
  */
-const EXPECTED_5XX: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['SHUTTING_DOWN', 'INFERENCE_FAILED', 'DEADLINE_EXCEEDED'])
+const EXPECTED_5XX: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'SHUTTING_DOWN',
+  'INFERENCE_FAILED',
+  'DEADLINE_EXCEEDED',
+  'NOT_IMPLEMENTED'
+])
 
 /**
  * Answers a failed request: logs it (unexpected failures at error, refusals at info), sets
