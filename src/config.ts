@@ -571,6 +571,84 @@ function booleanFlagForms(argv: readonly string[]): { args: string[]; booleans: 
 }
 
 /**
+ * The settings' flags that `npm start --flag` (without `--`) gave to npm instead of the server. npm
+ * keeps an option it does not know as its own config, `npm_config_<flag>` in the script's
+ * environment ("true" for `--port 9090`, whose value then reaches the server as a stray word; the
+ * value for `--port=9090`; "" for `--no-flag`), and passes the server nothing: a boolean flag
+ * (`npm start --allow-partial-start`) was dropped without a word from the server. Only under an npm
+ * script (`npm_lifecycle_event`), where npm sets these variables.
+ */
+function flagsNpmKept(env: NodeJS.ProcessEnv): { flag: string; asTyped: string }[] {
+  if (env.npm_lifecycle_event === undefined) return []
+  const kept: { flag: string; asTyped: string }[] = []
+  for (const s of SETTINGS) {
+    const value = env[`npm_config_${s.flag.replaceAll('-', '_')}`]
+    if (value === undefined) continue
+    const asTyped =
+      s.kind === 'boolean'
+        ? value === '' || FALSE_WORD.test(value)
+          ? `--no-${s.flag}`
+          : `--${s.flag}`
+        : value === 'true' || value === ''
+          ? `--${s.flag} <value>`
+          : `--${s.flag} ${value}`
+    kept.push({ flag: s.flag, asTyped })
+  }
+  return kept
+}
+
+/** Triton's and TorchServe's names for settings this server names otherwise. */
+const OTHER_SERVERS_FLAGS: Readonly<Record<string, string>> = {
+  'http-port': 'port',
+  'http-address': 'host',
+  'grpc-address': 'host',
+  'model-store': 'model-repository',
+  'exit-timeout-secs': 'drain-timeout-ms',
+  'log-verbose': 'log-level'
+}
+
+/** Edit distance between two short strings (flag names), for "did you mean". */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++)
+      row.push(Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1)))
+    previous = row
+  }
+  return previous[b.length]!
+}
+
+/**
+ * parseArgs' refusal, said for this command: an unknown flag with the nearest known one and the
+ * list; a flag without its value (the next word was another flag, or there was none) with how to
+ * give it; a stray word with where it may come from.
+ */
+function commandLineProblem(err: NodeJS.ErrnoException): string {
+  const known = SETTINGS.map((s) => `--${s.flag}`)
+  const named = /'(-[^' ]+)/.exec(err.message)?.[1] ?? ''
+  switch (err.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION': {
+      const typed = named.replace(/^--?/, '').split('=')[0]!
+      const nearest = SETTINGS.map((s) => ({ flag: s.flag, d: editDistance(typed, s.flag) })).sort((a, b) => a.d - b.d)[0]
+      const extending = SETTINGS.filter((s) => typed.length >= 3 && s.flag.startsWith(typed))
+      const meant =
+        OTHER_SERVERS_FLAGS[typed] ??
+        (extending.length === 1 ? extending[0]!.flag : undefined) ??
+        (nearest !== undefined && nearest.d <= Math.max(2, Math.floor(typed.length / 4)) ? nearest.flag : undefined)
+      const guess = meant === undefined ? '' : ` Did you mean --${meant}?`
+      return `Unknown option '${named}'.${guess} Known flags: ${known.join(', ')}.`
+    }
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return `${named} needs a value: ${named} VALUE, or ${named}=VALUE when the value starts with "-".`
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `${err.message.replace(/\. This command does not take positional arguments\.?$/, '')}: every setting is a flag with its value (--port 9090); a word on its own is a value whose flag is missing or misspelt.`
+    default:
+      return `${err.message}. Known flags: ${known.join(', ')}.`
+  }
+}
+
+/**
  * Reads settings from argv (flags like `--port 8080`, `--allow-partial-start`) and env. Unknown
  * flags are refused, so a typo never silently falls back to a default.
  */
@@ -581,12 +659,20 @@ export function loadSettings(
 ): Settings {
   const options: Record<string, { type: 'string' | 'boolean'; multiple: boolean }> = {}
   for (const s of SETTINGS) options[s.flag] = { type: s.kind === 'boolean' ? 'boolean' : 'string', multiple: s.kind === 'list' }
+  const keptByNpm = flagsNpmKept(env)
+  if (keptByNpm.length > 0) {
+    const flags = keptByNpm.map((f) => `--${f.flag}`).join(', ')
+    const command = keptByNpm.map((f) => f.asTyped).join(' ')
+    throw new ConfigError(
+      `npm took ${flags} as its own option${keptByNpm.length > 1 ? 's' : ''} (its warning 'Unknown cli config' above), so the server never got ${keptByNpm.length > 1 ? 'them' : 'it'}: flags after "npm start" reach the server only after "--". Run: npm start -- ${command}`
+    )
+  }
   const { args, booleans } = booleanFlagForms(argv)
   let values: Raw
   try {
     values = parseArgs({ args, options, strict: true, allowPositionals: false }).values as Raw
   } catch (err) {
-    throw new ConfigError(`${(err as Error).message}. Known flags: ${SETTINGS.map((s) => `--${s.flag}`).join(', ')}.`)
+    throw new ConfigError(commandLineProblem(err as NodeJS.ErrnoException))
   }
   const out: Record<string, unknown> = {}
   for (const s of SETTINGS) {

@@ -112,6 +112,42 @@ describe('refusals name the flag, the variable and the fix', () => {
     expect(() => loadSettings(argv, env)).toThrow(message)
   })
 
+  it('regression: npm start --allow-partial-start (no "--") started without the flag; npm start --port 9090 said only "Unexpected argument \'9090\'"', () => {
+    // What npm 11 hands the script for `npm start --allow-partial-start --no-build-default-model --port 9090 --model-repository=/m`:
+    // the flags it kept as its own configs, and the stray value.
+    const npmEnv = {
+      npm_lifecycle_event: 'start',
+      npm_config_allow_partial_start: 'true',
+      npm_config_build_default_model: '',
+      npm_config_port: 'true',
+      npm_config_model_repository: '/m'
+    }
+    expect(() => loadSettings([], npmEnv)).toThrow(ConfigError)
+    expect(() => loadSettings(['9090'], npmEnv)).toThrow(
+      'npm took --port, --model-repository, --build-default-model, --allow-partial-start as its own options'
+    )
+    expect(() => loadSettings(['9090'], npmEnv)).toThrow(
+      /Run: npm start -- --port <value> --model-repository \/m --no-build-default-model --allow-partial-start$/
+    )
+    // npm's own configs, and these variables outside an npm script, are not the server's business.
+    expect(loadSettings([], { npm_lifecycle_event: 'start', npm_config_cache: '/root/.npm' }).port).toBe(8080)
+    expect(loadSettings([], { npm_config_port: 'true' }).port).toBe(8080)
+  })
+
+  it('a flag without its value, a misspelt flag and a stray word each get their own fix (each ended in the list of every flag)', () => {
+    expect(() => loadSettings(['--api-key', '--port', '1'], {})).toThrow(
+      /^--api-key needs a value: --api-key VALUE, or --api-key=VALUE when the value starts with "-"\.$/
+    )
+    expect(() => loadSettings(['--drain-grace-ms', '-1'], {})).toThrow(/^--drain-grace-ms needs a value/)
+    expect(() => loadSettings(['--port'], {})).toThrow(/^--port needs a value/)
+    expect(() => loadSettings(['--prot', '1'], {})).toThrow(/Unknown option '--prot'\. Did you mean --port\? Known flags/)
+    expect(() => loadSettings(['--model-repo', 'm'], {})).toThrow(/Did you mean --model-repository\?/)
+    expect(() => loadSettings(['--http-port', '1'], {})).toThrow(/Did you mean --port\?/)
+    expect(() => loadSettings(['--model-store', 'm'], {})).toThrow(/Did you mean --model-repository\?/)
+    expect(() => loadSettings(['--xyzzy'], {})).not.toThrow(/Did you mean/)
+    expect(() => loadSettings(['9090'], {})).toThrow(/^Unexpected argument '9090': every setting is a flag with its value/)
+  })
+
   it('refuses the same non-zero port for HTTP and gRPC (it failed only after every model had loaded)', () => {
     expect(() => loadSettings(['--port', '9000'], {})).toThrow(/--port and --grpc-port are both 9000/)
     expect(() => loadSettings([], { PORT: '7000', GRPC_PORT: '7000' })).toThrow(ConfigError)
