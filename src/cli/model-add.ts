@@ -18,7 +18,8 @@ Options:
   --name NAME                 folder and model name (letters, digits, ".", "_", "-")
   --preset PRESET             preprocessing the network was trained with: ${PRESET_NAMES.join(', ')}
   --repository DIR            model repository (default ./models)
-  --labels FILE               class names, one per line (default: the shipped ImageNet-1k labels)
+  --labels FILE               class names, one per line, or JSON from index to name (TorchServe's
+                              index_to_name.json); default: the shipped ImageNet-1k labels
   --input NAME                image input, when the model has several and none has the preset's name
   --output NAME               class-score output, likewise
   --output-kind KIND          logits (the server applies softmax) or probabilities; default:

@@ -417,7 +417,7 @@ async function readLabels(path: string, shipped: boolean): Promise<string[]> {
         )
       : new ImportError(
           `the labels file ${shown(path)} cannot be read.`,
-          'Pass --labels with a text file holding one class name per line.',
+          'Pass --labels with a text file holding one class name per line (or a JSON index_to_name.json).',
           true
         )
   }

@@ -342,14 +342,17 @@ async function readLabels(name: string, path: string, shown: string): Promise<st
   return parsed
 }
 
-export const LABELS_FIX = "Write one non-empty class name per line, in the model's output order."
+export const LABELS_FIX =
+  'Write one non-empty class name per line, in the model\'s output order, or JSON from each class index ("0", "1", …) to its name or to [id, name] (TorchServe\'s index_to_name.json, Keras\' imagenet_class_index.json).'
 
 /**
  * A labels file's class names, one per line (LF or CRLF): a UTF-8 byte-order mark and blank lines
  * at the end are dropped; a blank line anywhere else would shift every class after it, so it is
- * the problem returned instead, with its line number.
+ * the problem returned instead, with its line number. JSON labels (labelsFromJson) are read as such.
  */
 export function parseLabels(text: string): string[] | string {
+  const fromJson = labelsFromJson(text)
+  if (fromJson !== undefined) return fromJson
   const labels = text.replace(/^\uFEFF/, '').split(/\r?\n/)
   while (labels.length > 0 && labels.at(-1)!.trim() === '') labels.pop()
   if (labels.length === 0) return 'has no class names.'
@@ -448,4 +451,43 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value)
   }
   return value
+}
+
+/**
+ * Class names from a JSON labels file, the form TorchServe users and Keras' ImageNet models bring:
+ * an object from each index to its name (`index_to_name.json`, `{"0": "tench"}`) or to `[id, name]`
+ * (`imagenet_class_index.json`, `{"0": ["n01440764", "tench"]}`), or an array of names. Undefined when
+ * the text is not JSON of that shape's start (a text labels file); the problem, when it is JSON but
+ * not names for every index from 0 on. Read as text it was one label, refused as "has 1 labels".
+ */
+export function labelsFromJson(text: string): string[] | string | undefined {
+  const body = text.replace(/^\uFEFF/, '').trim()
+  if (!body.startsWith('{') && !body.startsWith('[')) return undefined
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(body)
+  } catch {
+    return undefined
+  }
+  const nameOf = (value: unknown): string | undefined => {
+    const name = Array.isArray(value) ? (value.at(-1) as unknown) : value
+    return typeof name === 'string' && name.trim() !== '' && !/[\r\n]/.test(name) ? name : undefined
+  }
+  const entries: [string, unknown][] = Array.isArray(parsed)
+    ? parsed.map((value, i) => [String(i), value])
+    : typeof parsed === 'object' && parsed !== null
+      ? Object.entries(parsed)
+      : []
+  if (entries.length === 0) return 'is JSON with no class names.'
+  const labels: string[] = []
+  for (const [key, value] of entries) {
+    if (!/^(0|[1-9][0-9]*)$/.test(key)) return `is JSON whose key "${key.slice(0, 64)}" is not a class index (0, 1, 2, …).`
+    if (Number(key) >= entries.length)
+      return `is JSON with ${entries.length} entries but a class index ${key.slice(0, 16)} (its indexes must run from 0 without gaps).`
+    const name = nameOf(value)
+    if (name === undefined) return `is JSON whose entry "${key}" is not a class name (a string, or [id, name], on one line).`
+    labels[Number(key)] = name
+  }
+  const gap = Array.from({ length: labels.length }, (_, i) => i).find((i) => labels[i] === undefined)
+  return gap === undefined ? labels : `is JSON with no class name for index ${gap} (its indexes must run from 0 without gaps).`
 }

@@ -1,10 +1,10 @@
-import { readdir, readFile, rm } from 'node:fs/promises'
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { loadSettings } from '../../src/config.js'
 import { ClassifyService } from '../../src/core/classify-service.js'
 import { importModel, ImportError } from '../../src/model-tools/import-model.js'
-import { photoPaths } from '../helpers/photos.js'
+import { photoPaths, readPhoto } from '../helpers/photos.js'
 import { testLogger } from '../helpers/server.js'
 import { CLASSES, removeTempDirs, tempDir, writeTinyModel, zeroImage } from '../helpers/tiny-model.js'
 
@@ -50,6 +50,49 @@ describe('importModel', () => {
     } finally {
       await service.close()
     }
+  })
+
+  it('regression: takes TorchServe\'s index_to_name.json and Keras\' imagenet_class_index.json as --labels (each was read as one line: "has 1 labels")', async () => {
+    const source = await writeTinyModel(join(work, 'json-labels.onnx'), { inputs: ['input'] })
+    const names = Array.from({ length: CLASSES }, (_, i) => `class ${i}, "quoted"`)
+    const forms: Record<string, unknown> = {
+      'index_to_name.json': Object.fromEntries(names.map((n, i) => [String(i), n])),
+      'imagenet_class_index.json': Object.fromEntries(names.map((n, i) => [String(i), [`n${String(i).padStart(8, '0')}`, n]])),
+      'array.json': names
+    }
+    for (const [file, json] of Object.entries(forms)) {
+      const labelsPath = join(work, file)
+      await writeFile(labelsPath, JSON.stringify(json, null, 1))
+      const repository = await tempDir('rs-repo-')
+      const imported = await importModel({ source, name: 'json', preset: 'torchvision', repository, labels: labelsPath })
+      expect(await readFile(join(imported.dir, 'labels.txt'), 'utf8'), file).toBe(names.join('\n') + '\n')
+      const service = await startService(repository)
+      try {
+        const answer = await service.classify('json', await readPhoto('chelsea'), 3)
+        for (const p of answer.predictions) expect(p.label, file).toBe(names[p.index])
+      } finally {
+        await service.close()
+      }
+    }
+    // A folder written by hand with the JSON as its labels file serves the same names.
+    const repository = await tempDir('rs-repo-')
+    const imported = await importModel({ source, name: 'by-hand', preset: 'torchvision', repository })
+    await writeFile(join(imported.dir, 'labels.txt'), JSON.stringify(forms['index_to_name.json']))
+    const service = await startService(repository)
+    try {
+      const answer = await service.classify('by-hand', await readPhoto('chelsea'), 3)
+      for (const p of answer.predictions) expect(p.label).toBe(names[p.index])
+    } finally {
+      await service.close()
+    }
+    // JSON that does not name every index from 0 is refused with what is wrong, before anything is written.
+    const labelsPath = join(work, 'gap.json')
+    await writeFile(labelsPath, JSON.stringify({ 0: 'a', 2: 'c' }))
+    const empty = await tempDir('rs-repo-')
+    await expect(importModel({ source, name: 'gap', preset: 'torchvision', repository: empty, labels: labelsPath })).rejects.toThrow(
+      /gap\.json is JSON with 2 entries but a class index 2 \(its indexes must run from 0 without gaps\)\. Fix: .*index_to_name\.json/
+    )
+    expect(await readdir(empty)).toEqual([])
   })
 
   it('refuses a name that is taken unless forced', async () => {
