@@ -129,7 +129,8 @@ export const SETTINGS = [
     env: 'BUILD_DEFAULT_MODEL',
     kind: 'boolean',
     fallback: true,
-    description: 'When the repository has no model, build the synthetic ResNet-50 into it before starting.'
+    description:
+      'When the repository has no model and --model-control-mode is none, build the synthetic ResNet-50 into it before starting. Under poll and explicit an empty repository starts empty, as Triton does.'
   }),
   spec({
     key: 'provider',

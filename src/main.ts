@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs'
+import { mkdir } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { resolve } from 'node:path'
 import { helpText, wantsHelp } from './config-help.js'
@@ -54,7 +55,7 @@ async function main(): Promise<void> {
   if (!existsSync(settings.modelRepository) && settings.modelRepository !== resolve(DEFAULT_MODEL_REPOSITORY)) {
     log.fatal({ modelRepository: settings.modelRepository }, 'cannot start: the model repository does not exist')
     console.error(
-      `resnet-serve: invalid setting: the model repository ${settings.modelRepository} does not exist (--model-repository, MODEL_REPOSITORY). Create it (an empty folder gets the synthetic ResNet-50 unless --no-build-default-model), or name the folder that holds your models.`
+      `resnet-serve: invalid setting: the model repository ${settings.modelRepository} does not exist (--model-repository, MODEL_REPOSITORY). Create it (an empty folder gets the synthetic ResNet-50 with --model-control-mode none, unless --no-build-default-model), or name the folder that holds your models.`
     )
     process.exit(2)
   }
@@ -86,7 +87,11 @@ async function main(): Promise<void> {
   const metrics = new ServiceMetrics()
   let service: ClassifyService
   try {
-    if (settings.buildDefaultModel) await ensureDefaultModel(settings.modelRepository, log)
+    // Only the mode that serves the repository as it is gets a placeholder: under poll or explicit an
+    // empty repository is where models are about to go (Triton starts empty), and a synthetic
+    // resnet50 written there would be the default for good, ahead of the real model copied in.
+    if (settings.buildDefaultModel && settings.modelControlMode === 'none') await ensureDefaultModel(settings.modelRepository, log)
+    else await mkdir(settings.modelRepository, { recursive: true })
     service = await core.ClassifyService.start(settings, log, metrics.events)
   } catch (err) {
     if (err instanceof Error) {

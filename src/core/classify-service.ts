@@ -328,7 +328,13 @@ export class ClassifyService {
   model(name: string | undefined, version?: string): ServedModel {
     if (name !== undefined) return this.table.find(name, version)
     const key = this.defaultModel
-    if (key === undefined) throw new ServiceError('MODEL_NOT_FOUND', 'No model has loaded yet, so there is no default model.')
+    if (key === undefined) {
+      const load =
+        this.settings.modelControlMode === 'explicit'
+          ? 'load one with POST /v2/repository/models/{name}/load'
+          : `copy a model folder into ${this.settings.modelRepository} (npm run model:add)`
+      throw new ServiceError('MODEL_NOT_FOUND', `No model has loaded yet, so there is no default model: ${load}.`)
+    }
     return this.table.find(key, version, true)
   }
 

@@ -1,11 +1,14 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync } from 'node:fs'
+import { readdir } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { SETTINGS } from '../../src/config.js'
 import { syntheticModelRepository } from '../helpers/models.js'
+import { readPhoto } from '../helpers/photos.js'
+import { startServerProcess } from '../helpers/process.js'
 import { removeTempDirs, tempDir } from '../helpers/tiny-model.js'
 
 /** Runs the real entry point with `args` and collects what it prints. */
@@ -85,5 +88,41 @@ describe('start-up refusals a newcomer meets', () => {
     expect(code).toBe(1)
     expect(stderr).toMatch(/cannot start HTTP on 999\.1\.1\.1:8080: .*(ENOTFOUND|EAI_AGAIN).*\(set --host\)/)
     expect(stdout).not.toContain('inference session open')
+  })
+
+  it('regression: under poll or explicit an empty repository starts empty (a synthetic resnet50 was written into it, and under poll was the default for good, ahead of the real model copied in)', async () => {
+    for (const mode of ['poll', 'explicit'] as const) {
+      const repository = await tempDir(`rs-empty-${mode}-`)
+      const server = await startServerProcess(['--model-repository', repository, '--provider', 'cpu', '--model-control-mode', mode])
+      try {
+        expect(await readdir(repository), mode).toEqual([])
+        expect(await (await fetch(`${server.url}/health/ready`)).json()).toEqual({ status: 'ready', models: [] })
+        const plain = await fetch(`${server.url}/classify`, {
+          method: 'POST',
+          headers: { 'content-type': 'image/jpeg' },
+          body: await readPhoto('chelsea')
+        })
+        expect(plain.status).toBe(404)
+        expect(((await plain.json()) as { message: string }).message).toMatch(
+          mode === 'poll'
+            ? /no default model: copy a model folder into .*rs-empty-poll-.* \(npm run model:add\)/
+            : /no default model: load one with POST \/v2\/repository\/models\/\{name\}\/load/
+        )
+        expect(server.logs.some((l) => l.msg === 'built the synthetic default model')).toBe(false)
+      } finally {
+        server.child.kill('SIGTERM')
+        expect(await server.exited).toBe(0)
+      }
+    }
+    // The default mode still gets its placeholder, so `npm start` on a fresh checkout serves.
+    const repository = await tempDir('rs-empty-none-')
+    const server = await startServerProcess(['--model-repository', repository, '--provider', 'cpu'])
+    try {
+      expect(await readdir(repository)).toEqual(['resnet50'])
+      expect(server.logs.some((l) => l.msg === 'built the synthetic default model')).toBe(true)
+    } finally {
+      server.child.kill('SIGTERM')
+      expect(await server.exited).toBe(0)
+    }
   })
 })
