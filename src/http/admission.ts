@@ -6,6 +6,7 @@ import { ServiceError } from '../errors.js'
 import { invalidFieldCode } from './error-status.js'
 import { contentEncodingOf } from './content-encoding.js'
 import { multipartBodyLimit } from './multipart-body.js'
+import { otherServersRoute } from './other-servers-routes.js'
 import { routeMethods } from './route-methods.js'
 
 declare module 'fastify' {
@@ -108,6 +109,11 @@ function admitBody(request: FastifyRequest): number {
   return Number.isSafeInteger(length) && length > 0 ? length : 0
 }
 
+const hintFor = (url: string): string => {
+  const here = otherServersRoute(url)
+  return here === undefined ? '' : ` ${here}`
+}
+
 /**
  * Adds the admission hooks. Register after the API-key hook, so an unauthenticated client learns
  * nothing about routes or bodies, and before the routes, so every route inherits them.
@@ -119,7 +125,9 @@ export function admitRequests(app: FastifyInstance, settings: Settings, bodyBudg
   const methodsOf = routeMethods(app)
   const notFound = (request: FastifyRequest, reply: FastifyReply): ServiceError => {
     const methods = methodsOf(request.url)
-    if (methods.length === 0) return new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.`)
+    if (methods.length === 0) {
+      return new ServiceError('ROUTE_NOT_FOUND', `No route ${request.method} for this path.${hintFor(request.url)}`)
+    }
     void reply.header('allow', methods.join(', '))
     const takes = methods.filter((method) => method !== 'HEAD').join(', ')
     return new ServiceError('METHOD_NOT_ALLOWED', `This path takes ${takes}, not ${request.method}.`)

@@ -490,6 +490,34 @@ describe("fastify's own refusals", () => {
     expect(v2.body.error).not.toMatch(/logging|unheard/)
   })
 
+  it("regression: TorchServe's and KServe V1's paths were a bare 404; the message now names the route that does the same here", async () => {
+    const torchServe = await fetchJson(`${main.url}/predictions/resnet50`, {
+      method: 'PUT',
+      headers: { 'content-type': 'image/jpeg' },
+      body: photo
+    })
+    expectRegistry(torchServe, 404, 'ROUTE_NOT_FOUND')
+    expect(torchServe.body.message).toMatch(
+      /TorchServe's \/predictions\/resnet50 is POST \/classify\?model=resnet50 here, the image as the raw body/
+    )
+    expect((await fetchJson(`${main.url}/predictions/resnet50/1.0`, { method: 'POST' })).body.message).toMatch(
+      /POST \/classify\?model=resnet50/
+    )
+    expect((await fetchJson(`${main.url}/ping`)).body.message).toMatch(/TorchServe's \/ping is GET \/health\/ready here/)
+    const predict = await fetchJson(`${main.url}/v1/models/resnet50:predict`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}'
+    })
+    expectRegistry(predict, 404, 'ROUTE_NOT_FOUND')
+    expect(predict.body.message).toMatch(/KServe V1's :predict is POST \/v1\/models\/resnet50:classify here/)
+    expect((await fetchJson(`${main.url}/v1/models/resnet50`)).body.message).toMatch(/GET \/v2\/models\/resnet50\/ready here/)
+    // The model name is echoed only when it is one; anything else stays out of the message.
+    const odd = await fetchJson(`${main.url}/predictions/%3Cb%3Ex%3C%2Fb%3E`, { method: 'POST' })
+    expect(odd.body.message).toMatch(/\/predictions\/\{model\} is POST \/classify\?model=\{model\}/)
+    expect(odd.body.message).not.toMatch(/<b>|%3C/)
+  })
+
   it('a path asked with a method it does not take is 405 METHOD_NOT_ALLOWED with an Allow header, as Triton answers (GET /classify)', async () => {
     const get = await fetch(`${main.url}/classify?topk=3`)
     expect(get.headers.get('allow')).toBe('POST')
