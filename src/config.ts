@@ -1,6 +1,6 @@
-import { availableParallelism } from 'node:os'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { availableCores } from './cpu-quota.js'
 
 /**
  * Service settings. Each comes from a CLI flag, else an environment variable, else its default;
@@ -168,7 +168,8 @@ export const SETTINGS = [
     kind: 'integer',
     min: 1,
     max: 256,
-    description: 'Intra-op threads per session. Default: the cores divided among the sessions.'
+    description:
+      'Intra-op threads per session. Default: the cores divided among the sessions; in a container with a CPU limit (cgroup quota: docker --cpus, a Kubernetes limit), the limit rounded up.'
   }),
   spec({
     key: 'maxTopk',
@@ -517,7 +518,7 @@ function isOrigin(text: string): boolean {
 }
 
 /** The default intra-op threads of each session: the cores divided among the sessions, at least 1. */
-export function defaultThreadsPerSession(sessions: number, cores = availableParallelism()): number {
+export function defaultThreadsPerSession(sessions: number, cores = availableCores()): number {
   return Math.max(1, Math.floor(cores / sessions))
 }
 
@@ -525,7 +526,7 @@ export function defaultThreadsPerSession(sessions: number, cores = availablePara
  * The default images decoded at once: the cores, at least 2, at most the libuv threadpool less one
  * (sharp decodes on that pool; one thread stays free for header reads and file I/O).
  */
-export function defaultDecodeConcurrency(env: NodeJS.ProcessEnv = process.env, cores = availableParallelism()): number {
+export function defaultDecodeConcurrency(env: NodeJS.ProcessEnv = process.env, cores = availableCores()): number {
   const threadpool = Number(env.UV_THREADPOOL_SIZE) || 4
   return Math.max(2, Math.min(cores, threadpool - 1))
 }
@@ -656,7 +657,7 @@ function commandLineProblem(err: NodeJS.ErrnoException): string {
 export function loadSettings(
   argv: readonly string[] = process.argv.slice(2),
   env: NodeJS.ProcessEnv = process.env,
-  cores = availableParallelism()
+  cores = availableCores()
 ): Settings {
   const options: Record<string, { type: 'string' | 'boolean'; multiple: boolean }> = {}
   for (const s of SETTINGS) options[s.flag] = { type: s.kind === 'boolean' ? 'boolean' : 'string', multiple: s.kind === 'list' }
