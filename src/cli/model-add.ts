@@ -1,3 +1,4 @@
+import { DEFAULT_MODEL_REPOSITORY } from '../config.js'
 import { PRESET_NAMES, type PresetName } from '../repository/model-config.js'
 import { RepositoryError } from '../repository/repository.js'
 import { describeImport, importModel, ImportError } from '../model-tools/import-model.js'
@@ -53,7 +54,7 @@ async function main(argv: string[]): Promise<number | 'help'> {
     options: {
       name: { type: 'string' },
       preset: { type: 'string' },
-      repository: { type: 'string', default: './models' },
+      repository: { type: 'string', default: DEFAULT_MODEL_REPOSITORY },
       labels: { type: 'string' },
       input: { type: 'string' },
       output: { type: 'string' },

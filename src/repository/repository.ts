@@ -1,6 +1,7 @@
 import { open, readdir, readFile, stat } from 'node:fs/promises'
-import { basename, dirname, join, relative } from 'node:path'
+import { basename, dirname, join, relative, resolve } from 'node:path'
 import { Value, type ValueError } from '@sinclair/typebox/value'
+import { DEFAULT_MODEL_REPOSITORY } from '../config.js'
 import { ModelConfigSchema, VERSION_NAME, type ModelConfig } from './model-config.js'
 
 /**
@@ -113,6 +114,27 @@ export function shownPath(dir: string, file: string): string {
   return shownAs(join(dir, file))
 }
 
+/** The ONNX file of a folder without config.json, relative to it: model.onnx, else the newest version's, else the only .onnx file. */
+async function onnxFileIn(dir: string): Promise<string | undefined> {
+  const entries = await readdir(dir, { withFileTypes: true }).catch(() => [])
+  if (entries.some((e) => e.name === 'model.onnx' && !e.isDirectory())) return 'model.onnx'
+  const versions = entries
+    .filter((e) => e.isDirectory() && VERSION_NAME.test(e.name))
+    .map((e) => e.name)
+    .sort((a, b) => Number(b) - Number(a))
+  for (const version of versions) {
+    const inside = await readdir(join(dir, version)).catch(() => [] as string[])
+    const file = inside.includes('model.onnx')
+      ? 'model.onnx'
+      : inside.filter((f) => f.endsWith('.onnx')).length === 1
+        ? inside.find((f) => f.endsWith('.onnx'))
+        : undefined
+    if (file !== undefined) return join(version, file)
+  }
+  const onnx = entries.filter((e) => !e.isDirectory() && e.name.endsWith('.onnx'))
+  return onnx.length === 1 ? onnx[0]!.name : undefined
+}
+
 /** Checks a model folder's name and its config.json. */
 export async function readModelFolder(root: string, name: string): Promise<ModelFolder> {
   const dir = join(root, name)
@@ -139,13 +161,17 @@ export async function readModelFolder(root: string, name: string): Promise<Model
       (s) => s.isFile(),
       () => false
     )
+    // The command must work as printed: the ONNX file that is there, the repository when it is not
+    // model:add's default, and --force to rewrite a folder that exists (model:add refuses one otherwise).
+    const onnx = await onnxFileIn(dir)
+    const repository = resolve(root) === resolve(DEFAULT_MODEL_REPOSITORY) ? '' : ` --repository ${shownAs(root)}`
     throw new RepositoryError(
       name,
       configFile,
       triton ? "is missing; config.pbtxt (Triton's model configuration) is not read by this server." : 'is missing.',
       triton
-        ? `Import the ONNX file, which writes config.json from a preset, into a folder of its own: \`npm run model:add -- ${shown(join('1', 'model.onnx'))} --name ${name}-onnx --preset torchvision\`, then move this folder out of the repository.`
-        : `Write one with \`npm run model:add -- <model.onnx> --name ${name} --preset torchvision\`, or remove the folder.`
+        ? `Import the ONNX file, which writes config.json from a preset, into a folder of its own: \`npm run model:add -- ${shown(onnx ?? join('1', 'model.onnx'))} --name ${name}-onnx --preset torchvision${repository}\`, then move this folder out of the repository.`
+        : `Write one with \`npm run model:add -- ${onnx === undefined ? '<model.onnx>' : shown(onnx)} --name ${name} --preset torchvision${repository} --force\` (it rewrites this folder as one version: the model, config.json and labels.txt; the preset is how the network was trained: torchvision, caffe or onnx-zoo), or remove the folder.`
     )
   }
   let parsed: unknown

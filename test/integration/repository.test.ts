@@ -3,6 +3,7 @@ import { copyFile, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { importModel } from '../../src/model-tools/import-model.js'
 import { loadSettings } from '../../src/config.js'
 import { ClassifyService } from '../../src/core/classify-service.js'
 import { checkModelSignature, loadModelFolder, type ModelEntry, type ModelSignature } from '../../src/repository/repository.js'
@@ -113,6 +114,26 @@ describe('malformed model folders stop start-up with a clear message', () => {
     expect(msg).toMatch(/bad[/\\]config\.json: is missing\. Fix: Write one with `npm run model:add/)
   })
 
+  it('regression: the fix for a missing config.json is a command that works as printed (it named <model.onnx>, no --repository, and model:add refused the folder that exists without --force)', async () => {
+    const root = await repositoryWith({ noConfig: true, model: 'missing' })
+    await mkdir(join(root, 'bad', '1'))
+    await symlink(join(good, 'model.onnx'), join(root, 'bad', '1', 'model.onnx'))
+    const msg = await startFails(root)
+    const command = /`npm run model:add -- (.*)`/.exec(msg)?.[1]
+    expect(command).toBe(`${join(root, 'bad', '1', 'model.onnx')} --name bad --preset torchvision --repository ${root} --force`)
+    // What a reader then runs: the folder is rewritten from the file inside it, and the server starts.
+    const flags = command!.split(' ')
+    await importModel({ source: flags[0]!, name: 'bad', preset: 'torchvision', repository: root, force: true })
+    const service = await ClassifyService.start(loadSettings(['--model-repository', root, '--provider', 'cpu'], {}), testLogger())
+    try {
+      expect(service.modelNames()).toEqual(['bad'])
+    } finally {
+      await service.close()
+    }
+    // With the model file beside where config.json belongs, that file.
+    expect(await startFails(await repositoryWith({ noConfig: true }))).toMatch(/model:add -- .*bad[/\\]model\.onnx --name bad .*--force`/)
+  })
+
   it('a folder laid out for Triton (config.pbtxt, 1/model.onnx) is told config.pbtxt is not read, and how to import its ONNX file', async () => {
     const root = await repositoryWith({ noConfig: true, model: 'missing' })
     await writeFile(join(root, 'bad', 'config.pbtxt'), 'platform: "onnxruntime_onnx"\nmax_batch_size: 8\n')
@@ -121,7 +142,7 @@ describe('malformed model folders stop start-up with a clear message', () => {
     const msg = await startFails(root)
     expect(msg).toMatch(/config\.json: is missing; config\.pbtxt \(Triton's model configuration\) is not read by this server\./)
     expect(msg).toMatch(
-      /Fix: Import the ONNX file, .*`npm run model:add -- .*bad[/\\]1[/\\]model\.onnx --name bad-onnx --preset torchvision`/
+      /Fix: Import the ONNX file, .*`npm run model:add -- .*bad[/\\]1[/\\]model\.onnx --name bad-onnx --preset torchvision --repository .*rs-repo-[^ ]*`/
     )
   })
 
