@@ -64,7 +64,8 @@ export async function buildApp(
     frameworkErrors: (err, request, reply) => {
       sendError(request, reply, err, errorBodyFor(request.url))
     },
-    ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } },
+    // verbose: a refusal carries the schema it broke, so an unknown field is answered with the known ones.
+    ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true, verbose: true } },
     schemaErrorFormatter: schemaErrorFormatter(settings.maxTopk)
   })
   capConnections(app.server, settings.maxConnections, logger, '--max-connections')

@@ -126,8 +126,30 @@ export function schemaErrorFormatter(maxTopk: number): (errors: FastifySchemaVal
     if (errors.some((e) => e.instancePath.split('/')[1] === 'topk')) {
       return new Error(`The maximum is ${maxTopk} (--max-topk; at most the model's classes).`)
     }
-    return new Error(errors.map((e) => `${dataVar}${e.instancePath} ${e.message ?? ''}`).join(', '))
+    return new Error(errors.map((e) => unknownFieldText(e, dataVar) ?? `${dataVar}${e.instancePath} ${e.message ?? ''}`).join(', '))
   }
+}
+
+/**
+ * An unknown query parameter or body field, said with its name and the ones the route takes (ajv's
+ * own text, "querystring must NOT have additional properties", named neither: `?top_k=3` was a
+ * puzzle). The name is repeated only when it looks like one.
+ */
+function unknownFieldText(error: FastifySchemaValidationError, dataVar: string): string | undefined {
+  if (error.keyword !== 'additionalProperties') return undefined
+  const name = String((error.params as { additionalProperty?: unknown }).additionalProperty ?? '')
+  const parent = (error as { parentSchema?: { properties?: Record<string, unknown> } }).parentSchema
+  const known = Object.keys(parent?.properties ?? {})
+  const where = dataVar === 'querystring' ? 'The query' : `${dataVar}${error.instancePath}`
+  const what = dataVar === 'querystring' ? 'parameter' : 'field'
+  const shown = /^[A-Za-z0-9_.-]{1,64}$/.test(name) ? ` "${name}"` : ''
+  const squash = (n: string): string => n.replace(/[-_]/g, '').toLowerCase()
+  const meant = known.find((k) => squash(k) === squash(name))
+  return (
+    `${where} has an unknown ${what}${shown}` +
+    (known.length === 0 ? '' : `; it takes ${known.join(', ')}`) +
+    (meant === undefined || shown === '' ? '' : ` (did you mean ${meant}?)`)
+  )
 }
 
 /**

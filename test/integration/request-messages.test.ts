@@ -159,3 +159,31 @@ describe('--max-topk below the default of 5', () => {
     expect(over.status).toBe(400)
   })
 })
+
+describe('an unknown query parameter or body field is named, with the ones the route takes', () => {
+  it('regression: ?top_k=3 was "querystring must NOT have additional properties", naming neither', async () => {
+    const raw = { headers: { 'content-type': 'image/jpeg' }, body: photo }
+    const topK = await post('/classify?top_k=3', raw)
+    expect(topK.status).toBe(400)
+    expect(topK.body).toMatchObject({ code: 'BAD_REQUEST' })
+    expect(topK.body.message).toBe(
+      'The request is invalid. The query has an unknown parameter "top_k"; it takes model, topk, deadline_ms (did you mean topk?)'
+    )
+    expect((await post('/classify?deadlineMs=50', raw)).body.message).toMatch(
+      /unknown parameter "deadlineMs".*\(did you mean deadline_ms\?\)$/
+    )
+    // A name that is no name is not repeated.
+    const odd = await post('/classify?%3Cb%3E=1', raw)
+    expect(odd.body.message).toBe('The request is invalid. The query has an unknown parameter; it takes model, topk, deadline_ms')
+  })
+
+  it('the batch endpoint names a stray field of the body or of an instance', async () => {
+    const json = (body: unknown): RequestInit => ({ headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    const b64 = photo.toString('base64')
+    const body = await post(BATCH, json({ instances: [{ b64 }], top_k: 3 }))
+    expect(body.status).toBe(400)
+    expect(body.body.message).toMatch(/body has an unknown field "top_k"; it takes instances, topk \(did you mean topk\?\)$/)
+    const instance = await post(BATCH, json({ instances: [{ b64, key: '1' }] }))
+    expect(instance.body.message).toMatch(/body\/instances\/0 has an unknown field "key"; it takes b64$/)
+  })
+})
