@@ -1,7 +1,7 @@
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { VERSION_NAME, type VersionPolicy } from './model-config.js'
-import { labelsFile, readModelFolder, RepositoryError, shownPath, type ModelFolder } from './repository.js'
+import { folderNames, labelsFile, readModelFolder, RepositoryError, shownPath, type ModelFolder } from './repository.js'
 
 /**
  * Model versions, laid out as Triton lays them out: `models/<name>/config.json` (and labels.txt)
@@ -18,9 +18,13 @@ export async function versionFolders(dir: string): Promise<number[]> {
   } catch {
     return []
   }
-  return dirents
-    .filter((d) => d.isDirectory() && VERSION_NAME.test(d.name))
-    .map((d) => Number(d.name))
+  return (
+    await folderNames(
+      dir,
+      dirents.filter((d) => VERSION_NAME.test(d.name))
+    )
+  )
+    .map(Number)
     .sort((a, b) => a - b)
 }
 
@@ -95,9 +99,10 @@ export async function folderFingerprint(dir: string): Promise<string | undefined
     return undefined
   }
   const paths: string[] = []
+  const folders = new Set(await folderNames(dir, dirents))
   for (const d of dirents) {
     if (d.name.startsWith('.')) continue
-    if (d.isDirectory()) {
+    if (folders.has(d.name)) {
       if (!VERSION_NAME.test(d.name)) continue
       paths.push(join(dir, d.name))
       try {

@@ -1,3 +1,4 @@
+import type { Dirent } from 'node:fs'
 import { open, readdir, readFile, stat } from 'node:fs/promises'
 import { basename, dirname, join, relative, resolve } from 'node:path'
 import { Value, type ValueError } from '@sinclair/typebox/value'
@@ -84,10 +85,27 @@ export async function listModelFolders(root: string): Promise<string[]> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
     throw err
   }
-  return dirents
-    .filter((d) => d.isDirectory() && !d.name.startsWith('.'))
-    .map((d) => d.name)
-    .sort()
+  // lost+found is the file system's, at the root of every fresh ext4 volume (a PersistentVolumeClaim
+  // mounted as the repository): no model, and refused as a model name it stopped the start.
+  const names = dirents.filter((d) => !d.name.startsWith('.') && d.name !== 'lost+found')
+  return (await folderNames(root, names)).sort()
+}
+
+/**
+ * The names of the entries of `dir` that are folders, a link to a folder counting as one, as Triton
+ * follows links (\`ln -s /exports/resnet50 models/\`, a version folder linked to where it was written).
+ * A link to nothing, or to a file, is not a folder.
+ */
+export async function folderNames(dir: string, dirents: readonly Dirent[]): Promise<string[]> {
+  const folders = await Promise.all(
+    dirents.map(async (d) => {
+      if (d.isDirectory()) return d.name
+      if (!d.isSymbolicLink()) return undefined
+      const target = await stat(join(dir, d.name)).catch(() => undefined)
+      return target?.isDirectory() === true ? d.name : undefined
+    })
+  )
+  return folders.filter((name): name is string => name !== undefined)
 }
 
 /** A model folder whose config.json passed every check; its version folders are not read yet. */
@@ -118,10 +136,12 @@ export function shownPath(dir: string, file: string): string {
 async function onnxFileIn(dir: string): Promise<string | undefined> {
   const entries = await readdir(dir, { withFileTypes: true }).catch(() => [])
   if (entries.some((e) => e.name === 'model.onnx' && !e.isDirectory())) return 'model.onnx'
-  const versions = entries
-    .filter((e) => e.isDirectory() && VERSION_NAME.test(e.name))
-    .map((e) => e.name)
-    .sort((a, b) => Number(b) - Number(a))
+  const versions = (
+    await folderNames(
+      dir,
+      entries.filter((e) => VERSION_NAME.test(e.name))
+    )
+  ).sort((a, b) => Number(b) - Number(a))
   for (const version of versions) {
     const inside = await readdir(join(dir, version)).catch(() => [] as string[])
     const file = inside.includes('model.onnx')

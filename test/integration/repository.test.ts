@@ -6,7 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { importModel } from '../../src/model-tools/import-model.js'
 import { loadSettings } from '../../src/config.js'
 import { ClassifyService } from '../../src/core/classify-service.js'
-import { checkModelSignature, loadModelFolder, type ModelEntry, type ModelSignature } from '../../src/repository/repository.js'
+import {
+  checkModelSignature,
+  listModelFolders,
+  loadModelFolder,
+  type ModelEntry,
+  type ModelSignature
+} from '../../src/repository/repository.js'
 import { syntheticModelRepository } from '../helpers/models.js'
 import { testLogger } from '../helpers/server.js'
 
@@ -107,6 +113,34 @@ describe('malformed model folders stop start-up with a clear message', () => {
   it('missing labels file', async () => {
     const msg = await startFails(await repositoryWith({ labels: 'missing' }))
     expect(msg).toMatch(/bad[/\\]labels\.txt: is missing/)
+  })
+
+  it('regression: a fresh volume\'s lost+found at the root stopped the start ("not a valid model name"), and a model or version folder that is a link was not seen', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'rs-repo-'))
+    temps.push(root)
+    await mkdir(join(root, 'lost+found'))
+    // A model folder linked from where it was exported, and one whose version folders are links.
+    const exported = await mkdtemp(join(tmpdir(), 'rs-exported-'))
+    temps.push(exported)
+    for (const file of ['config.json', 'labels.txt']) await copyFile(join(good, file), join(exported, file))
+    await symlink(join(good, 'model.onnx'), join(exported, 'model.onnx'))
+    await symlink(exported, join(root, 'linked'))
+    await mkdir(join(root, 'versioned'))
+    for (const file of ['config.json', 'labels.txt']) await copyFile(join(good, file), join(root, 'versioned', file))
+    await mkdir(join(exported, 'v7'))
+    await symlink(join(good, 'model.onnx'), join(exported, 'v7', 'model.onnx'))
+    await symlink(join(exported, 'v7'), join(root, 'versioned', '7'))
+    // A link to nothing is no model folder.
+    await symlink(join(root, 'gone'), join(root, 'dangling'))
+
+    expect(await listModelFolders(root)).toEqual(['linked', 'versioned'])
+    const service = await ClassifyService.start(loadSettings(['--model-repository', root, '--provider', 'cpu'], {}), testLogger())
+    try {
+      expect(service.modelNames()).toEqual(['linked', 'versioned'])
+      expect(service.modelVersions('versioned').map((m) => m.info.version)).toEqual(['7'])
+    } finally {
+      await service.close()
+    }
   })
 
   it('missing config.json', async () => {
