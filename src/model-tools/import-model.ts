@@ -14,6 +14,7 @@ import {
   type ModelSignature,
   type TensorSignature,
   LABELS_FIX,
+  notOnnxProblem,
   parseLabels,
   shownAs
 } from '../repository/repository.js'
@@ -117,6 +118,14 @@ export async function importModel(options: ImportOptions): Promise<ImportedModel
   // A float16 export (model.half() before export) gets float32 edges, written to a scratch file that is imported instead.
   // Read once: a ResNet-152 is 230 MB. The graph is inspected from these bytes (or their float32-edged copy).
   const sourceBytes = await readFile(source)
+  const notOnnx = notOnnxProblem(sourceBytes.subarray(0, 16))
+  if (notOnnx !== undefined) {
+    throw new ImportError(
+      `${shown(source)} ${notOnnx}`,
+      'Load the weights into their torchvision model and export it with torch.onnx.export (README, "Serving real models"), then import the .onnx file.',
+      false
+    )
+  }
   const edged = await withFloat32Edges(source, sourceBytes, notes)
   const modelFile = edged?.file ?? source
   const opened = await openSession(modelFile, { provider: 'cpu', cudaDeviceId: 0, threads: availableParallelism() }).catch(
@@ -236,7 +245,16 @@ async function withFloat32Edges(
   bytes: Uint8Array,
   notes: string[]
 ): Promise<{ file: string; bytes: Uint8Array; remove: () => Promise<void> } | undefined> {
-  const half = float16Edges(bytes)
+  let half: ReturnType<typeof float16Edges>
+  try {
+    half = float16Edges(bytes)
+  } catch (err) {
+    throw new ImportError(
+      `${shown(source)} cannot be read as an ONNX model (${(err as Error).message}): it is truncated, or not an ONNX file.`,
+      'Export the network again with torch.onnx.export (README, "Serving real models") and import that file.',
+      false
+    )
+  }
   if (half.inputs.length + half.outputs.length === 0) return undefined
   let edged: Uint8Array
   try {

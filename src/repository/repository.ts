@@ -77,6 +77,22 @@ export function unreadableFix(): string {
 /** ONNX files are protobuf ModelProto messages; their first field is ir_version (field 1, varint). */
 const ONNX_FIRST_BYTE = 0x08
 
+/**
+ * Why a file is not an ONNX model, naming what it most likely is from its first bytes: the usual
+ * first try is the PyTorch checkpoint itself (torch.save and torch.jit.save write zip archives since
+ * PyTorch 1.6, pickles before; TorchServe's .mar is a zip too), or a Keras .h5 (HDF5).
+ */
+export function notOnnxProblem(head: Uint8Array): string | undefined {
+  if (head.length >= 16 && head[0] === ONNX_FIRST_BYTE) return undefined
+  const starts = (...bytes: number[]): boolean => bytes.every((b, i) => head[i] === b)
+  if (starts(0x50, 0x4b, 0x03, 0x04))
+    return "is not an ONNX model: it is a zip archive, as PyTorch's torch.save and torch.jit.save write a .pth or .pt (and TorchServe a .mar)."
+  if (starts(0x80) && head[1] !== undefined && head[1] >= 2 && head[1] <= 5)
+    return 'is not an ONNX model: it is a Python pickle (torch.save before PyTorch 1.6).'
+  if (starts(0x89, 0x48, 0x44, 0x46)) return 'is not an ONNX model: it is an HDF5 file (a Keras .h5 model).'
+  return 'is not an ONNX model.'
+}
+
 export async function listModelFolders(root: string): Promise<string[]> {
   let dirents
   try {
@@ -353,14 +369,14 @@ async function checkOnnxFile(name: string, path: string, shown: string): Promise
     )
   }
   try {
-    const size = (await handle.stat()).size
-    const head = Buffer.alloc(1)
-    await handle.read(head, 0, 1, 0)
-    if (size < 16 || head[0] !== ONNX_FIRST_BYTE) {
+    const head = Buffer.alloc(16)
+    const { bytesRead } = await handle.read(head, 0, 16, 0)
+    const problem = notOnnxProblem(head.subarray(0, bytesRead))
+    if (problem !== undefined) {
       throw new RepositoryError(
         name,
         shown,
-        'is not an ONNX model.',
+        problem,
         'Export the network with torch.onnx.export (see docs/models.md) and copy the .onnx file here.'
       )
     }

@@ -183,6 +183,13 @@ describe('malformed model folders stop start-up with a clear message', () => {
   it('a model file that is not ONNX', async () => {
     const msg = await startFails(await repositoryWith({ model: Buffer.from('<html>this is a web page, not a model</html>') }))
     expect(msg).toMatch(/bad[/\\]model\.onnx: is not an ONNX model\. Fix: Export the network with torch\.onnx\.export/)
+    // A PyTorch checkpoint renamed model.onnx (a zip archive since PyTorch 1.6, a pickle before) is named as such.
+    const zip = Buffer.concat([Buffer.from('PK\x03\x04', 'latin1'), Buffer.alloc(60)])
+    expect(await startFails(await repositoryWith({ model: zip }))).toMatch(
+      /model\.onnx: is not an ONNX model: it is a zip archive, as PyTorch's torch\.save/
+    )
+    const pickle = Buffer.concat([Buffer.from([0x80, 0x02, 0x8a, 0x0a]), Buffer.alloc(60)])
+    expect(await startFails(await repositoryWith({ model: pickle }))).toMatch(/is not an ONNX model: it is a Python pickle/)
   })
 
   it('a file that starts like protobuf but is not a model: ONNX Runtime refuses it', async () => {

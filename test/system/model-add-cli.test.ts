@@ -1,5 +1,5 @@
 import { execFile, spawnSync } from 'node:child_process'
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -114,6 +114,48 @@ describe('the model:add CLI', () => {
       batching: { maxBatchSize: number; maxQueueDelayMs: number }
     }
     expect(config.batching).toMatchObject({ maxBatchSize: 8, maxQueueDelayMs: 2.5 })
+  })
+
+  it.skipIf(!hasTorch)(
+    'regression: a PyTorch checkpoint (.pth, .pt) crashed model:add with a protobufjs stack trace ("invalid wire type 6"); it is refused naming what it is and how to export it',
+    async () => {
+      await run(PYTHON, [
+        '-c',
+        [
+          'import sys, torch, torchvision',
+          'm = torchvision.models.resnet18(weights=None).eval()',
+          'torch.save(m.state_dict(), sys.argv[1] + "/resnet18.pth")',
+          'torch.save(m.state_dict(), sys.argv[1] + "/old.pth", _use_new_zipfile_serialization=False)',
+          'torch.jit.save(torch.jit.trace(m, torch.zeros(1, 3, 224, 224)), sys.argv[1] + "/resnet18.pt")'
+        ].join('\n'),
+        work
+      ])
+      const repository = await tempDir('rs-repo-')
+      for (const [file, what] of [
+        ['resnet18.pth', /is not an ONNX model: it is a zip archive, as PyTorch's torch\.save and torch\.jit\.save write a \.pth or \.pt/],
+        ['resnet18.pt', /is not an ONNX model: it is a zip archive/],
+        ['old.pth', /is not an ONNX model: it is a Python pickle \(torch\.save before PyTorch 1\.6\)/]
+      ] as const) {
+        const { code, stderr } = await cli(join(work, file), '--name', 'x', '--preset', 'torchvision', '--repository', repository)
+        expect(code, file).toBe(1)
+        expect(stderr, file).toMatch(what)
+        expect(stderr, file).toMatch(/Fix: Load the weights into their torchvision model and export it with torch\.onnx\.export/)
+        expect(stderr, file).not.toMatch(/\n\s+at /)
+      }
+      expect(await readdir(repository)).toEqual([])
+    }
+  )
+
+  it('a truncated ONNX file is refused, not a stack trace', async () => {
+    const whole = await readFile(await writeTinyModel(join(work, 'whole.onnx'), { inputs: ['input'] }))
+    const truncated = join(work, 'truncated.onnx')
+    await writeFile(truncated, whole.subarray(0, Math.floor(whole.length / 2)))
+    const { code, stderr } = await cli(truncated, '--name', 'x', '--preset', 'torchvision', '--repository', await tempDir('rs-repo-'))
+    expect(code).toBe(1)
+    expect(stderr).toMatch(
+      /truncated\.onnx (cannot be read as an ONNX model .*: it is truncated, or not an ONNX file|ONNX Runtime cannot load)/
+    )
+    expect(stderr).not.toMatch(/\n\s+at /)
   })
 
   it('exits 2 on a missing file, and on bad flags', async () => {
