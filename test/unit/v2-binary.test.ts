@@ -39,19 +39,22 @@ describe('jsonExcess: values', () => {
     jsonExcess(bytes(text), Buffer.byteLength(text), { depth: 32, values })?.at ?? -1
 
   it('counts commas, opening brackets and braces, and strings, outside strings', () => {
-    expect(valuesAt('[1,2,3]', 3)).toBe(-1)
-    expect(valuesAt('[1,2,3,4]', 3)).toBe(6)
-    expect(valuesAt('[[0],[0]]', 3)).toBe(5)
+    // An array or object counts 16, a comma 1.
+    expect(valuesAt('[1,2,3]', 18)).toBe(-1)
+    expect(valuesAt('[1,2,3,4]', 18)).toBe(6)
+    expect(valuesAt('[[0],[0]]', 49)).toBe(-1)
+    expect(valuesAt('[[0],[0]]', 48)).toBe(5)
     expect(valuesAt('{"a":"x,y,z,[,{:","b":[1]}', 100)).toBe(-1)
     // A string counts once more than a number; an object key 8 more: a million distinct keys in one object took JSON.parse 1.9 s.
-    expect(valuesAt('["a","b"]', 4)).toBe(-1)
-    expect(valuesAt('["a","b"]', 3)).toBe(5)
-    expect(valuesAt('{"a":1}', 10)).toBe(-1)
-    expect(valuesAt('{"a":1}', 8)).toBe(4)
-    expect(valuesAt('{"a":1,"b":2}', 17)).toBe(10)
+    expect(valuesAt('["a","b"]', 19)).toBe(-1)
+    expect(valuesAt('["a","b"]', 18)).toBe(5)
+    expect(valuesAt('{"a":1}', 25)).toBe(-1)
+    expect(valuesAt('{"a":1}', 23)).toBe(4)
+    expect(valuesAt('{"a":1,"b":2}', 35)).toBe(-1)
+    expect(valuesAt('{"a":1,"b":2}', 34)).toBe(10)
   })
 
-  it('refuses 3 M base64 strings, 11 M numbers or 4 M nested arrays before parsing (they froze the event loop 0.5–9 s), and passes six images of JSON numbers', () => {
+  it('refuses 3 M base64 strings, 11 M numbers or 500,000 nested arrays before parsing (they froze the event loop 0.4–9 s), and passes six images of JSON numbers, flat or nested', () => {
     const refused = (body: string): string => {
       try {
         readInferenceBody(bytes(body), undefined)
@@ -68,6 +71,10 @@ describe('jsonExcess: values', () => {
       header('BYTES', Array(600_000).fill('"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"').join(',')),
       header('FP32', Array(11_000_000).fill('0').join(',')),
       header('FP32', Array(4_000_000).fill('[0]').join(',')),
+      // Regression: 500,000 one-element arrays (2 MB) counted 1 M values and passed; parsed, they held the server's event loop 0.4–0.8 s.
+      header('FP32', Array(500_000).fill('[0]').join(',')),
+      header('FP32', Array(255_000).fill('[[[0]]]').join(',')),
+      header('FP32', Array(500_000).fill('{}').join(',')),
       `{"parameters":{${Array.from({ length: 200_000 }, (_, i) => `"k${i}":1`).join(',')}},"inputs":[]}`
     ]) {
       expect(refused(body)).toMatch(`more than ${MAX_JSON_VALUES} values`)
@@ -82,6 +89,12 @@ describe('jsonExcess: values', () => {
         )
       )
     ).toBe('parsed')
+    // The same six images nested by their shape [6, 3, 224, 224]: 4,057 arrays.
+    const row = `[${Array(224).fill('0.5').join(',')}]`
+    const image = `[${Array(3)
+      .fill(`[${Array(224).fill(row).join(',')}]`)
+      .join(',')}]`
+    expect(refused(header('FP32', Array(6).fill(image).join(',')))).toBe('parsed')
   })
 })
 
