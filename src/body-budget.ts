@@ -22,6 +22,9 @@ import { collectGarbage } from './collect-garbage.js'
 /** Messages that may wait for room (each holds at most a paused HTTP/2 stream's 64 KiB); then BODY_BUDGET_FULL. */
 export const MAX_WAITING = 1024
 
+/** How often a waiting line looks again for shares behind their pace (a share falls behind with time alone). */
+const RECONSIDER_WAITING_MS = 250
+
 /**
  * Bodies given back between two moments the budget was empty that make it worth one full
  * collection once the doors hold nothing: 40 stalled 15 MiB uploads (12 admitted, 408 after 30 s)
@@ -51,6 +54,21 @@ export interface Reservation {
   resize(bytes: number): void
   /** Gives the bytes back; a second call does nothing. */
   release(): void
+  /**
+   * The bytes are still to come: while they are, a request that finds no room may take this share
+   * if `arrival` is behind its pace (body-pace.ts). Until `arrived`, or the release.
+   */
+  arriving(arrival: Arrival): void
+  /** The bytes are in: the share is memory held, never taken. */
+  arrived(): void
+}
+
+/** A share whose bytes are still to come. */
+export interface Arrival {
+  /** Whether its bytes are behind the pace that finishes them in time. */
+  behind(): boolean
+  /** Refuses its request (called once, after its share has been given back; a later release does nothing). */
+  preempt(): void
 }
 
 interface Waiter {
@@ -63,6 +81,10 @@ export class BodyBudget {
   /** Bytes given back since the budget was last empty. */
   private givenBack = 0
   private readonly waiting: Waiter[] = []
+  /** Shares whose bytes are still to come, oldest first, with what gives each back. */
+  private readonly arrivals = new Map<Arrival, { readonly bytes: () => number; readonly release: () => void }>()
+  /** A look at the waiting line is due (after this turn's I/O, then every RECONSIDER_WAITING_MS while it waits). */
+  private reconsidering = false
 
   constructor(
     readonly budgetBytes: number,
@@ -71,9 +93,19 @@ export class BodyBudget {
     private readonly onEmpty?: (releasedBytes: number) => void
   ) {}
 
-  /** Holds `bytes` now if they fit and nothing waits; else undefined (the caller refuses). */
+  /**
+   * Holds `bytes` now if they fit and nothing waits, taking the shares of bodies behind their pace
+   * when that makes room; else undefined (the caller refuses). A caller that can wait should do so
+   * for a turn of the event loop first when `fitsNow` says no (see makeRoom).
+   */
   take(bytes: number): Reservation | undefined {
-    return this.waiting.length === 0 && this.fits(bytes) ? this.reserve(bytes) : undefined
+    this.serveWaiting()
+    return this.waiting.length === 0 && this.makeRoom(bytes) ? this.reserve(bytes) : undefined
+  }
+
+  /** Whether `take(bytes)` would hold them without taking any share back. */
+  fitsNow(bytes: number): boolean {
+    return this.waiting.length === 0 && this.fits(bytes)
   }
 
   /**
@@ -82,13 +114,19 @@ export class BodyBudget {
    * waiting line is full (`granted` is then never called).
    */
   acquire(bytes: number, granted: (reservation: Reservation) => void): { cancel(): void } | undefined {
-    if (this.waiting.length === 0 && this.fits(bytes)) {
+    if (this.fitsNow(bytes)) {
       granted(this.reserve(bytes))
       return { cancel: () => {} }
     }
     if (this.waiting.length >= this.maxWaiting) return undefined
     const waiter: Waiter = { bytes, grant: granted }
     this.waiting.push(waiter)
+    // The shares of bodies behind their pace are looked at after this turn's I/O (see makeRoom),
+    // and again while the line waits: a share falls behind with time alone.
+    if (!this.reconsidering) {
+      this.reconsidering = true
+      setImmediate(() => this.reconsider())
+    }
     return {
       cancel: () => {
         const i = this.waiting.indexOf(waiter)
@@ -109,10 +147,53 @@ export class BodyBudget {
     return this.held === 0 || this.held + bytes <= this.budgetBytes
   }
 
+  /**
+   * Whether `bytes` fit, once the shares of bodies behind their pace are taken back when that is
+   * enough (then they are, oldest first, and their requests refused): a share is held for bytes a
+   * client has only announced, and bytes announced and not sent must not keep others out. Looked
+   * at after a turn of the event loop's I/O: bytes that arrived while the loop was busy are counted
+   * by then, so a client is not judged behind for the server's own stall.
+   */
+  private makeRoom(bytes: number): boolean {
+    if (this.fits(bytes)) return true
+    const behind: Arrival[] = []
+    let freed = 0
+    for (const [arrival, share] of this.arrivals) {
+      if (!arrival.behind()) continue
+      behind.push(arrival)
+      freed += share.bytes()
+      if (this.held - freed + bytes <= this.budgetBytes) break
+    }
+    if (this.held - freed > 0 && this.held - freed + bytes > this.budgetBytes) return false
+    for (const arrival of behind) {
+      this.arrivals.get(arrival)!.release()
+      // Outside this call: the refusal ends another request, whose door may come back here.
+      setImmediate(() => arrival.preempt())
+    }
+    return true
+  }
+
   private reserve(bytes: number): Reservation {
     this.held += bytes
     let current = bytes
     let released = false
+    let arrival: Arrival | undefined
+    const arrived = (): void => {
+      if (arrival !== undefined) this.arrivals.delete(arrival)
+      arrival = undefined
+    }
+    const release = (): void => {
+      if (released) return
+      released = true
+      arrived()
+      this.held -= current
+      this.givenBack += current
+      this.pump()
+      if (this.held > 0) return
+      const given = this.givenBack
+      this.givenBack = 0
+      this.onEmpty?.(given)
+    }
     return {
       get bytes() {
         return released ? 0 : current
@@ -123,17 +204,34 @@ export class BodyBudget {
         current = next
         this.pump()
       },
-      release: () => {
+      release,
+      arriving: (next) => {
         if (released) return
-        released = true
-        this.held -= current
-        this.givenBack += current
-        this.pump()
-        if (this.held > 0) return
-        const bytes = this.givenBack
-        this.givenBack = 0
-        this.onEmpty?.(bytes)
-      }
+        arrived()
+        arrival = next
+        this.arrivals.set(next, { bytes: () => current, release })
+      },
+      arrived
+    }
+  }
+
+  private reconsider(): void {
+    this.serveWaiting()
+    if (this.waiting.length === 0) {
+      this.reconsidering = false
+      return
+    }
+    setTimeout(() => this.reconsider(), RECONSIDER_WAITING_MS).unref()
+  }
+
+  /** Makes room for the waiting calls in order, as for a newcomer (makeRoom), while that grants the head. */
+  private serveWaiting(): void {
+    while (this.waiting.length > 0) {
+      const head = this.waiting[0]!
+      if (!this.makeRoom(head.bytes)) return
+      // Room made is granted by the releases (pump); room that was there already, here.
+      if (this.waiting[0] === head) this.pump()
+      if (this.waiting[0] === head) return
     }
   }
 

@@ -307,7 +307,7 @@ export const SETTINGS = [
     max: 3_600_000,
     fallback: 30_000,
     description:
-      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. A gRPC call has as long to start its message once the server reads, and as long to finish it once it has room in the body budget (then DEADLINE_EXCEEDED `REQUEST_TIMEOUT`; a stream may idle between requests), and a gRPC client as long to take an answer (then `ANSWERS_NOT_READ`, the call reset). Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
+      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. While another request needs its share of `--body-budget-bytes`, a body (or gRPC message) must also keep the pace that finishes it in time: behind it after a 1 s grace, it loses the share and is refused `REQUEST_TIMEOUT`. A gRPC call has as long to start its message once the server reads, and as long to finish it once it has room in the body budget (then DEADLINE_EXCEEDED `REQUEST_TIMEOUT`; a stream may idle between requests), and a gRPC client as long to take an answer (then `ANSWERS_NOT_READ`, the call reset). Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
   }),
   spec({
     key: 'keepAliveTimeoutMs',
@@ -362,7 +362,7 @@ export const SETTINGS = [
     max: 2 ** 40,
     fallback: 192 * 1024 * 1024,
     description:
-      "Request bytes both doors hold at once (192 MiB), shared: an HTTP request counts its `Content-Length` (a chunked one its route's limit) from its head until it is answered, and one that would pass the budget gets 429 `BODY_BUDGET_FULL` with `Retry-After: 1` before its body is read; a gRPC ModelInfer or ModelStreamInfer message counts its length from the moment the frame's prefix arrives until it is answered (a call or stream that sends nothing holds nothing), and one that does not fit waits with its HTTP/2 stream paused (at most 1024 waiting, then RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`; the other gRPC RPCs have a small budget of their own). A request alone is always admitted. With the baseline (about 0.7 GiB with one ResNet-50) and `--decode-budget-bytes`, it must fit the pod's memory limit."
+      "Request bytes both doors hold at once (192 MiB), shared: an HTTP request counts its `Content-Length` (a chunked one its route's limit) from its head until it is answered, and one that would pass the budget gets 429 `BODY_BUDGET_FULL` with `Retry-After: 1` before its body is read; a gRPC ModelInfer or ModelStreamInfer message counts its length from the moment the frame's prefix arrives until it is answered (a call or stream that sends nothing holds nothing), and one that does not fit waits with its HTTP/2 stream paused (at most 1024 waiting, then RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`; the other gRPC RPCs have a small budget of their own). A request alone is always admitted. A request that finds no room first takes the shares of bodies behind the pace that finishes them within `--request-timeout-ms` (after a 1 s grace; they are refused `REQUEST_TIMEOUT`), so lengths announced and not sent keep nobody out for long. With the baseline (about 0.7 GiB with one ResNet-50) and `--decode-budget-bytes`, it must fit the pod's memory limit."
   }),
   spec({
     key: 'allowPartialStart',

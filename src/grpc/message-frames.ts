@@ -28,6 +28,11 @@ export class MessageFrames {
     return this.remaining >= 0
   }
 
+  /** Bytes of the current message still to come (0 between messages). */
+  get remainingBytes(): number {
+    return Math.max(0, this.remaining)
+  }
+
   write(chunk: Uint8Array): void {
     let offset = 0
     while (offset < chunk.byteLength) {

@@ -3,6 +3,7 @@ import { Duplex } from 'node:stream'
 import { ServiceError } from '../errors.js'
 import { MessageFrames } from './message-frames.js'
 import type { BodyBudget, Reservation } from '../body-budget.js'
+import { bodyPace } from '../body-pace.js'
 
 /**
  * Holds a gRPC call's request messages within the door's receive budget, message by message, from
@@ -19,7 +20,8 @@ import type { BodyBudget, Reservation } from '../body-budget.js'
  * A message's share is held until it is answered: a unary call's until the call ends, a streamed
  * request's until the handler gives it back (`MessageShares`), as an HTTP body is held until its
  * response. Time bounds every step, each `readTimeoutMs`, else the call ends DEADLINE_EXCEEDED
- * `REQUEST_TIMEOUT`: a message must arrive whole once it has its share, and a unary call must
+ * `REQUEST_TIMEOUT`: a message must arrive whole once it has its share (and, once another request
+ * needs that share, at the pace that finishes it in time: body-pace.ts), and a unary call must
  * start its message (and half-close after it) once grpc-js asks. A stream may wait idle as long as
  * its client likes, but holds at most about one receive limit of requests read and not yet
  * answered: past that it starts no new read until answers give some back. The same time bounds a
@@ -64,6 +66,12 @@ export function http2StreamOf(call: object): ServerHttp2Stream | undefined {
 
 const tooSlow = (): ServiceError => new ServiceError('REQUEST_TIMEOUT', '(the gRPC message: the call ends)')
 
+const tooSlowForItsShare = (bytes: number): ServiceError =>
+  new ServiceError(
+    'REQUEST_TIMEOUT',
+    `(the gRPC message of ${bytes} bytes arrived more slowly than --request-timeout-ms allows while holding its share of --body-budget-bytes: the call ends)`
+  )
+
 export class MessageMeter {
   private readonly frames: MessageFrames
   private readonly onData = (chunk: Buffer): void => this.frames.write(chunk)
@@ -79,6 +87,11 @@ export class MessageMeter {
   private deferredRead: (() => void) | undefined
   /** Times what the client owes: a message with its share, or a unary call's next message or half-close. */
   private readTimer: NodeJS.Timeout | undefined
+  /** The wire length of the message started last. */
+  private messageBytes = 0
+  /** The share of the message whose bytes are arriving, while they are; timed against the pace (body-pace.ts) while grpc-js reads. */
+  private inbound: Reservation | undefined
+  private paced = false
   /** Answers handed to HTTP/2 and not yet taken by the client (flow control holds them). */
   private unsent = 0
   private sendTimer: NodeJS.Timeout | undefined
@@ -100,11 +113,13 @@ export class MessageMeter {
     this.readOpen = true
     if (this.mustWait()) this.deferredRead = next
     else this.pass(next)
+    this.startPace()
   }
 
   /** grpc-js delivers a message: its share, now the message's decoded size (held until `close` unless given back sooner). */
   deliver(message: Buffer): MessageShare | undefined {
     this.readOpen = false
+    this.suspendPace()
     const reservation = this.arriving.shift()
     if (reservation === undefined) return undefined
     reservation.resize(message.byteLength)
@@ -148,6 +163,7 @@ export class MessageMeter {
     if (this.closed) return
     this.closed = true
     this.clearReadTimer()
+    this.stopPace()
     clearTimeout(this.sendTimer)
     this.http2Stream.off('data', this.onData)
     if (!this.answered && !this.http2Stream.readableEnded && !this.http2Stream.closed) {
@@ -180,6 +196,7 @@ export class MessageMeter {
   private started(bytes: number, compressed: boolean): void {
     if (this.closed) return
     this.clearReadTimer()
+    this.messageBytes = bytes
     // Over the receive limit, grpc-js refuses the message itself; the share never needs more.
     const share = compressed ? this.options.limitBytes : Math.min(bytes, this.options.limitBytes)
     let granted = false
@@ -198,12 +215,49 @@ export class MessageMeter {
     if (this.closed) return reservation.release()
     this.arriving.push(reservation)
     // Time the message whose bytes are still to come, once it has its share: waiting for room is the server's doing.
-    if (this.waits.length === 0 && this.frames.inMessage) this.startReadTimer()
+    if (this.waits.length === 0 && this.frames.inMessage) {
+      this.startReadTimer()
+      this.inbound = reservation
+      if (this.readOpen) this.startPace()
+    }
     this.flow()
+  }
+
+  /**
+   * Times the arriving message's bytes against the pace, from now and for what is still to come:
+   * only while grpc-js reads (it pauses the HTTP/2 stream between messages until the handler asks
+   * for the next, and a stream's handler asks only with room among its running requests).
+   */
+  private startPace(): void {
+    const reservation = this.inbound
+    if (reservation === undefined || this.paced) return
+    this.paced = true
+    const remainingAtStart = this.frames.remainingBytes
+    const pace = bodyPace({
+      // The share's bytes: a compressed message holds the receive limit, whatever its length.
+      lengthBytes: Math.max(reservation.bytes, remainingAtStart),
+      windowMs: this.options.readTimeoutMs,
+      received: () => remainingAtStart - this.frames.remainingBytes,
+      slackBytes: 0
+    })
+    reservation.arriving({ behind: pace.behind, preempt: () => this.options.refuse(tooSlowForItsShare(this.messageBytes)) })
+  }
+
+  /** The server holds the message's bytes back (no read asked for): not timed, and its share not taken. */
+  private suspendPace(): void {
+    this.paced = false
+    this.inbound?.arrived()
   }
 
   private ended(): void {
     this.clearReadTimer()
+    this.stopPace()
+  }
+
+  /** The message's bytes are in, or the call is over: its share is memory held from now. */
+  private stopPace(): void {
+    this.suspendPace()
+    this.inbound = undefined
   }
 
   private startReadTimer(): void {

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { BodyBudget } from '../body-budget.js'
+import { bodyPace } from '../body-pace.js'
 import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
 import { invalidFieldCode } from './error-status.js'
@@ -8,6 +9,7 @@ import { contentEncodingOf } from './content-encoding.js'
 import { multipartBodyLimit } from './multipart-body.js'
 import { otherServersRoute } from './other-servers-routes.js'
 import { routeMethods } from './route-methods.js'
+import { refuseSlowBody } from './server-limits.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -38,6 +40,9 @@ export const MULTIPART_TYPE = 'multipart/form-data'
  * parser sees them (it throws on boundaries over 252 characters).
  */
 const MAX_BOUNDARY_LENGTH = 70
+
+/** The most one read of a connection brings (libuv's buffer): what of a body may arrive with its head. */
+const HEAD_READ_BYTES = 64 * 1024
 
 /** Methods fastify never reads a body for; Node discards one if it is sent. */
 const BODYLESS_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'TRACE'])
@@ -141,10 +146,32 @@ export function admitRequests(app: FastifyInstance, settings: Settings, bodyBudg
     if (closing) throw new ServiceError('SHUTTING_DOWN', undefined, { retryAfterSeconds: 1 })
     if (request.is404) throw notFound(request, reply)
     if (!hasBody(request.headers) || BODYLESS_METHODS.has(request.method)) return
-    const held = bodyBudget.take(admitBody(request))
+    const bytes = admitBody(request)
+    // Shares behind their pace are judged after this turn's I/O (BodyBudget.makeRoom).
+    if (!bodyBudget.fitsNow(bytes)) {
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      // Gone meanwhile: its response's 'close' has come, and a share taken now would never go back.
+      if (reply.raw.closed || request.raw.socket.destroyed) throw new ServiceError('CLIENT_CLOSED')
+    }
+    const held = bodyBudget.take(bytes)
     if (held === undefined) throw new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 })
+    // The share is held for bytes still to come: behind their pace (src/body-pace.ts), a request
+    // that finds no room takes it. Counted on the connection, where reading them changes nothing
+    // (the read that brought the head may have brought up to 64 KiB of the body too), at the pace
+    // of the share (a chunked or compressed body holds the route's limit).
+    const { raw } = request
+    const socket = raw.socket
+    const readBefore = socket.bytesRead
+    const pace = bodyPace({
+      lengthBytes: bytes,
+      windowMs: settings.requestTimeoutMs,
+      received: () => (raw.complete ? Infinity : socket.bytesRead - readBefore),
+      slackBytes: HEAD_READ_BYTES
+    })
+    held.arriving({ behind: pace.behind, preempt: () => refuseSlowBody(app.server, socket) })
+    raw.once('end', held.arrived)
     // 'close' comes once per response, answered or cut off; the body is garbage by then.
-    reply.raw.once('close', () => held.release())
+    reply.raw.once('close', held.release)
   })
   // ajv's integer check lets a coerced Infinity through (and then skips minimum/maximum), so the
   // coerced query is checked once more, for every route: `1e309` and `Infinity` are refused with

@@ -41,10 +41,24 @@ export function connectionOptions(settings: Settings, log: Logger): FastifyHttpO
   }
 }
 
+/** Connections whose body fell behind the pace (src/body-pace.ts) and lost its share: refused as Node refuses a request over --request-timeout-ms. */
+const slowBodies = new WeakSet<object>()
+
+/**
+ * Refuses the request on `socket` whose body fell behind the pace and whose share of the body
+ * budget another request took: 408 REQUEST_TIMEOUT written on the socket and the connection
+ * closed, the path and counting of Node's own request timeout.
+ */
+export function refuseSlowBody(server: Server, socket: Socket): void {
+  slowBodies.add(socket)
+  server.emit('clientError', Object.assign(new Error('The body arrived too slowly.'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), socket)
+}
+
 /**
  * Node's clientError: a request that took longer than --headers-timeout-ms / --request-timeout-ms
- * (408 REQUEST_TIMEOUT) or that is not valid HTTP (400 BAD_REQUEST). The answer is written on the
- * socket only where nothing of another answer has been, and the connection is then closed.
+ * or whose body fell behind the pace that finishes it in time and lost its share of the body budget
+ * (408 REQUEST_TIMEOUT), or that is not valid HTTP (400 BAD_REQUEST). The answer is written on the socket only where nothing of
+ * another answer has been, and the connection is then closed.
  */
 function answerConnectionError(err: NodeJS.ErrnoException, socket: Socket, log: Logger): void {
   // A client gone: nothing to answer, and a request it left unfinished is counted and logged as
@@ -61,7 +75,12 @@ function answerConnectionError(err: NodeJS.ErrnoException, socket: Socket, log: 
   const timedOut = err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
   if (timedOut) noteRequestTimeout(socket)
   const se = timedOut
-    ? new ServiceError('REQUEST_TIMEOUT')
+    ? new ServiceError(
+        'REQUEST_TIMEOUT',
+        slowBodies.has(socket)
+          ? '(its body arrived more slowly than --request-timeout-ms allows while holding its share of --body-budget-bytes)'
+          : undefined
+      )
     : new ServiceError(
         'BAD_REQUEST',
         err.code === 'HPE_HEADER_OVERFLOW'

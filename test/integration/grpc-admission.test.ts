@@ -5,6 +5,7 @@ import { gzipSync } from 'node:zlib'
 import { status } from '@grpc/grpc-js'
 import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { BODY_PACE_GRACE_MS } from '../../src/body-pace.js'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
 import { LOGGED_ID_CHARS } from '../../src/open-inference/infer.js'
 import { MAX_LISTED_ELEMENTS } from '../../src/open-inference/tensor-limits.js'
@@ -330,7 +331,11 @@ async function stallTwoUploads(door: GrpcTestDoor, order: string[]): Promise<Raw
   const stalled = [0, 1].map((i) => {
     const call = rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY })
     call.stream.write(Buffer.concat([announce(door.receiveLimitBytes), Buffer.alloc(1_000)]))
-    void call.ended.then(() => order.push(`stalled ${i}`))
+    // A call the test closes before its status came rejects: it is not one of those the order looks at.
+    void call.ended.then(
+      () => order.push(`stalled ${i}`),
+      () => undefined
+    )
     return call
   })
   await waitFor('both stalled calls to hold a receive limit', () => door.bodyBudget().heldBytes === 2 * door.receiveLimitBytes, 10_000)
@@ -635,6 +640,35 @@ describe('gRPC admission: one body budget for both doors, as main.ts shares it',
       expect(served.status).toBe(200)
       await waitFor('the upload to give its share back', () => shared.bodyBudget.state.heldBytes === 0, 5_000)
     } finally {
+      await door.close()
+      await shared.close()
+    }
+  })
+
+  it('regression: six calls that each announce a receive limit and send nothing more (30 bytes in all) no longer shut out every upload: a newcomer takes their shares, and they end REQUEST_TIMEOUT', async () => {
+    const shared = await startTestServer(await syntheticModelRepository(), ['--request-timeout-ms', '3000', '--headers-timeout-ms', '1000'])
+    const door = await startTestGrpc(shared, shared.settings, pino({ level: 'silent' }), shared.bodyBudget)
+    const announced = Array.from({ length: 6 }, () => rawGrpcCall(door.port, 'ModelInfer'))
+    try {
+      // Six receive limits are more than the default budget: five hold it whole, one waits.
+      for (const call of announced) call.stream.write(announce(door.receiveLimitBytes))
+      await waitFor('the announced messages to fill the budget', () => shared.bodyBudget.state.waiting === 1, 10_000)
+      // Before: every upload was 429 BODY_BUDGET_FULL for all of --request-timeout-ms. Past the
+      // grace, nothing of a receive limit is behind the pace.
+      await new Promise((resolve) => setTimeout(resolve, BODY_PACE_GRACE_MS + 300))
+      const served = await fetch(`${shared.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+      expect(served.status).toBe(200)
+      const message = Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
+      await door.callRaw('ModelInfer', message)
+      const ends = await Promise.race([
+        Promise.all(announced.map((c) => c.ended)),
+        new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), 10_000))
+      ])
+      expect(ends).not.toBe('late')
+      for (const end of ends as Array<{ code: number; details: string }>)
+        expect(end).toEqual({ code: status.DEADLINE_EXCEEDED, details: expect.stringMatching(/^REQUEST_TIMEOUT: /) as string })
+    } finally {
+      for (const call of announced) call.close()
       await door.close()
       await shared.close()
     }

@@ -3,6 +3,7 @@ import { connect, type Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { BODY_PACE_GRACE_MS } from '../../src/body-pace.js'
 import { loadSettings } from '../../src/config.js'
 import { ERRORS, type ErrorCode } from '../../src/errors.js'
 import { buildApp } from '../../src/http/app.js'
@@ -392,6 +393,40 @@ describe('timeouts and caps', () => {
         200,
       'an upload admitted once the budget is free'
     )
+  })
+
+  it('regression: uploads that announce a Content-Length and send nothing (a few hundred bytes of headers) held the budget against every upload for --request-timeout-ms; a newcomer now takes the shares of those behind their pace, answered 408 REQUEST_TIMEOUT', async () => {
+    const budgeted = await door([
+      '--body-budget-bytes',
+      String(1024 * 1024),
+      '--request-timeout-ms',
+      '2000',
+      '--headers-timeout-ms',
+      '1000'
+    ])
+    const { hostname, port } = new URL(budgeted.url)
+    const declared = 256 * 1024
+    const announced = await Promise.all(
+      [0, 1, 2, 3].map(async () => {
+        const s = connect(Number(port), hostname)
+        s.on('error', () => {})
+        await once(s, 'connect')
+        let answer = ''
+        s.on('data', (d: Buffer) => (answer += d.toString()))
+        s.write(`POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${declared}\r\n\r\n`)
+        return { socket: s, answer: () => answer }
+      })
+    )
+    // Nothing of 256 KiB due over 2 s is behind from about 0.25 s past the grace (64 KiB of slack).
+    await new Promise((r) => setTimeout(r, BODY_PACE_GRACE_MS + 500))
+    const served = await fetch(`${budgeted.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+    expect(served.status).toBe(200)
+    await until(async () => Promise.resolve(announced.some((a) => a.answer() !== '')), 'a preempted upload to be answered')
+    const answered = announced.map((a) => a.answer()).find((a) => a !== '')!
+    expect(answered).toMatch(/^HTTP\/1.1 408 /)
+    expect(answered).toMatch(/"code":"REQUEST_TIMEOUT"/)
+    expect(answered).toMatch(/more slowly than --request-timeout-ms allows while holding its share of --body-budget-bytes/)
+    for (const a of announced) a.socket.destroy()
   })
 })
 

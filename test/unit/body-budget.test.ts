@@ -137,4 +137,82 @@ describe('BodyBudget once it is empty again', () => {
     vi.advanceTimersByTime(COLLECT_WHEN_EMPTY_FOR_MS)
     expect(collect).toHaveBeenCalledTimes(1)
   })
+
+  describe('shares of bytes still to come (body-pace.ts)', () => {
+    /** An arriving share whose pace the test sets; `preempted` once the budget took it. */
+    function arriving(reservation: Reservation): { behind: boolean; preempted: boolean } {
+      const state = { behind: false, preempted: false }
+      reservation.arriving({ behind: () => state.behind, preempt: () => (state.preempted = true) })
+      return state
+    }
+    afterEach(() => {
+      vi.useRealTimers()
+    })
+
+    it('regression: shares announced and not sent kept every newcomer out; a newcomer that finds no room now takes those behind their pace, oldest first, and only as many as it needs', async () => {
+      const budget = new BodyBudget(100, 10)
+      const a = budget.take(40)!
+      const b = budget.take(40)!
+      const c = budget.take(20)!
+      const stalledA = arriving(a)
+      const stalledB = arriving(b)
+      const sending = arriving(c)
+      expect(budget.take(30)).toBeUndefined() // nobody is behind yet
+      stalledA.behind = true
+      stalledB.behind = true
+      const newcomer = budget.take(30)
+      expect(newcomer?.bytes).toBe(30)
+      expect(a.bytes).toBe(0) // given back at once
+      expect(b.bytes).toBe(40) // 40 + 20 + 30 fit: b keeps its share
+      expect(budget.state.heldBytes).toBe(90)
+      await new Promise((resolve) => setImmediate(resolve))
+      expect([stalledA.preempted, stalledB.preempted, sending.preempted]).toEqual([true, false, false])
+      a.release() // the refused request's own release gives nothing back twice
+      expect(budget.state.heldBytes).toBe(90)
+    })
+
+    it('a message that finds no room waits, and after the turn of the event loop (its I/O counted) takes the shares behind their pace', async () => {
+      const budget = new BodyBudget(100, 10)
+      const a = budget.take(80)!
+      const stalled = arriving(a)
+      stalled.behind = true
+      const granted: string[] = []
+      budget.acquire(60, () => granted.push('message'))
+      expect(granted).toEqual([]) // not in the same turn
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(granted).toEqual(['message'])
+      expect(a.bytes).toBe(0)
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(stalled.preempted).toBe(true)
+    })
+
+    it('takes no share when that would not make room, and none whose bytes are in', () => {
+      const budget = new BodyBudget(100, 10)
+      const a = budget.take(30)!
+      const b = budget.take(70)!
+      const stalled = arriving(a)
+      const inB = arriving(b)
+      stalled.behind = true
+      inB.behind = true
+      b.arrived()
+      expect(budget.take(50)).toBeUndefined() // freeing a's 30 is not enough beside b's 70
+      expect(a.bytes).toBe(30)
+      expect(budget.take(30)?.bytes).toBe(30)
+      expect(a.bytes).toBe(0)
+    })
+
+    it('makes room for a waiting message first, in line: a newcomer never passes it', () => {
+      const budget = new BodyBudget(100, 10)
+      const a = budget.take(80)!
+      const stalled = arriving(a)
+      const granted: string[] = []
+      budget.acquire(60, () => granted.push('waiting'))
+      expect(granted).toEqual([])
+      stalled.behind = true
+      expect(budget.take(50)).toBeUndefined() // the waiting message gets a's room, and 60 + 50 do not fit
+      expect(granted).toEqual(['waiting'])
+      expect(budget.take(40)?.bytes).toBe(40)
+      expect(budget.state.heldBytes).toBe(100)
+    })
+  })
 })
