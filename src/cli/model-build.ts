@@ -105,6 +105,10 @@ async function build(request: BuildRequest): Promise<void> {
     const name = request.name ?? `resnet${depth}`
     const modelStarted = performance.now()
     let lastPercent = -1
+    // On a terminal one line redrawn; elsewhere (a container's log, CI) a line per quarter, since
+    // carriage returns there join every step into one line.
+    const tty = process.stderr.isTTY === true
+    const step = tty ? 10 : 25
     const { dir, parameters, multiplyAdds } = await writeSyntheticModelFolder({
       root: request.repository,
       name,
@@ -113,13 +117,13 @@ async function build(request: BuildRequest): Promise<void> {
       seed: request.seed,
       onProgress: (done, total) => {
         const percent = Math.floor((100 * done) / total)
-        if (percent >= lastPercent + 10 || done === total) {
+        if (percent >= lastPercent + step || done === total) {
           lastPercent = percent
-          process.stderr.write(`\r${name}: ${percent}%`)
+          process.stderr.write(tty ? `\r${name}: ${percent}%` : `${name}: ${percent}%\n`)
         }
       }
     })
-    process.stderr.write('\n')
+    if (tty) process.stderr.write('\n')
     const seconds = ((performance.now() - modelStarted) / 1000).toFixed(1)
     console.log(
       `${name}: ResNet-${depth} ${request.variant}, seed ${request.seed}, ${parameters.toLocaleString('en-US')} parameters, ` +
