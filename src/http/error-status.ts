@@ -126,7 +126,39 @@ export function schemaErrorFormatter(maxTopk: number): (errors: FastifySchemaVal
     if (errors.some((e) => e.instancePath.split('/')[1] === 'topk')) {
       return new Error(`The maximum is ${maxTopk} (--max-topk; at most the model's classes).`)
     }
-    return new Error(errors.map((e) => unknownFieldText(e, dataVar) ?? `${dataVar}${e.instancePath} ${e.message ?? ''}`).join(', '))
+    return new Error(errors.map((e) => unknownFieldText(e, dataVar) ?? schemaRuleText(e, dataVar)).join(', '))
+  }
+}
+
+/** What a JSON value is, as a refusal names it. */
+function kindOf(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return `an array of ${value.length}`
+  return typeof value === 'object' ? 'an object' : typeof value === 'string' ? 'a string' : `a ${typeof value}`
+}
+
+/**
+ * A broken schema rule said as a sentence with what came (ajv runs verbose, so the error carries
+ * the value): `{"inputs": []}` read "body/inputs must NOT have fewer than 1 items" and `{"inputs":
+ * {}}` "body/inputs must be array" (client review). Rules not listed keep ajv's words.
+ */
+function schemaRuleText(error: FastifySchemaValidationError, dataVar: string): string {
+  const where = `${dataVar}${error.instancePath}`
+  const params = error.params as { limit?: number; type?: string; missingProperty?: string; allowedValues?: unknown[] }
+  const data = (error as { data?: unknown }).data
+  switch (error.keyword) {
+    case 'minItems':
+      return `${where} needs at least ${params.limit} item${params.limit === 1 ? '' : 's'}; it has ${Array.isArray(data) ? data.length : 0}`
+    case 'maxItems':
+      return `${where} takes at most ${params.limit} items; it has ${Array.isArray(data) ? data.length : 'more'}`
+    case 'type':
+      return `${where} must be ${/^[aeiou]/.test(params.type ?? '') ? 'an' : 'a'} ${params.type}; it is ${kindOf(data)}`
+    case 'required':
+      return `${where} lacks the field "${params.missingProperty}"`
+    case 'enum':
+      return `${where} must be one of ${(params.allowedValues ?? []).map((v) => JSON.stringify(v)).join(', ')}`
+    default:
+      return `${where} ${error.message ?? ''}`
   }
 }
 

@@ -187,3 +187,28 @@ describe('an unknown query parameter or body field is named, with the ones the r
     expect(instance.body.message).toMatch(/body\/instances\/0 has an unknown field "key"; it takes b64$/)
   })
 })
+
+describe('a broken schema rule is a sentence that says what came', () => {
+  const json = (body: unknown): RequestInit => ({ headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  const V2 = '/v2/models/resnet50/infer'
+
+  it('regression: {"inputs": []} read "body/inputs must NOT have fewer than 1 items", {"inputs": {}} "must be array" (V2 REST)', async () => {
+    const cases: Array<[unknown, string]> = [
+      [{ inputs: [] }, 'body/inputs needs at least 1 item; it has 0'],
+      [{ inputs: {} }, 'body/inputs must be an array; it is an object'],
+      [{}, 'body lacks the field "inputs"'],
+      [{ inputs: [{ name: 'input', shape: 'x', datatype: 'FP32', data: [1] }] }, 'body/inputs/0/shape must be an array; it is a string']
+    ]
+    for (const [body, text] of cases) {
+      const answer = await fetch(`${server.url}${V2}`, { method: 'POST', ...json(body) })
+      expect(answer.status).toBe(400)
+      expect(((await answer.json()) as { error: string }).error).toBe(`BAD_REQUEST: The request is invalid. ${text}`)
+    }
+  })
+
+  it('the batch endpoint: an instance without its image', async () => {
+    const answer = await post(BATCH, json({ instances: [{}] }))
+    expect(answer.status).toBe(400)
+    expect(answer.body.message).toBe('The request is invalid. body/instances/0 lacks the field "b64"')
+  })
+})
