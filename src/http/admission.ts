@@ -20,6 +20,11 @@ declare module 'fastify' {
     bodyTypes?: readonly string[]
     /** What to send instead, as curl options (`-F image=@photo.jpg`): the fix in a 415 answer. */
     bodyExample?: string
+    /**
+     * The route inflates a compressed body (`Content-Encoding`, content-encoding.ts); every other
+     * route refuses one before reading it.
+     */
+    inflatesBody?: boolean
   }
 }
 
@@ -95,6 +100,15 @@ function admitBody(request: FastifyRequest): number {
   const type = mediaTypeOf(headers)
   if (bodyTypes === undefined) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', 'This route takes no body.')
   if (!takes(bodyTypes, type)) throw new ServiceError('UNSUPPORTED_MEDIA_TYPE', unsupportedType(request, bodyTypes, type))
+  const coding = contentEncodingOf(headers)
+  // Read whole, it was refused for what it is not (/classify: 415 "gzip (SVGZ?)"; the batch
+  // endpoint: 400 "not valid JSON"), after holding the route's limit of the body budget for it.
+  if (coding !== undefined && request.routeOptions.config.inflatesBody !== true) {
+    throw new ServiceError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `This route reads its body uncompressed; got Content-Encoding "${coding.slice(0, 40)}". Send it without Content-Encoding (POST /v2/models/{model}/infer is the route that takes gzip or deflate).`
+    )
+  }
   let limit = request.routeOptions.bodyLimit
   if (type === MULTIPART_TYPE) {
     const boundary = boundaryOf(headers['content-type'] ?? '')
@@ -109,7 +123,7 @@ function admitBody(request: FastifyRequest): number {
   const length = Number(declared)
   if (length > limit) throw new ServiceError('BODY_TOO_LARGE', `This route takes at most ${limit} bytes; the Content-Length is ${length}.`)
   // A compressed body may decode to the route's whole limit, whatever its declared length.
-  if (contentEncodingOf(headers) !== undefined) return limit
+  if (coding !== undefined) return limit
   // A malformed length is fastify's to refuse (FST_ERR_CTP_INVALID_CONTENT_LENGTH); it holds nothing meanwhile.
   return Number.isSafeInteger(length) && length > 0 ? length : 0
 }

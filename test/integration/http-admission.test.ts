@@ -230,6 +230,28 @@ describe('nothing is parsed before it is admitted', () => {
     })
     expectRegistry(health, 405, 'METHOD_NOT_ALLOWED')
   })
+
+  it('regression: a compressed body to a route that does not inflate it (was read whole, holding the route limit, then 415 "gzip (SVGZ?)" or 400 "not valid JSON") is 415 before reading, naming the route that does', async () => {
+    for (const [path, type] of [
+      ['/classify', 'image/jpeg'],
+      ['/v1/models/resnet50:classify', 'application/json']
+    ]) {
+      // The body is never sent: the answer comes on the headers alone.
+      const answer = await rawRequest(
+        main.url,
+        `POST ${path} HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\nContent-Type: ${type}\r\nContent-Encoding: gzip\r\nContent-Length: 1000\r\n\r\n`
+      )
+      expectRegistry(answer, 415, 'UNSUPPORTED_MEDIA_TYPE')
+      expect(answer.body.message).toContain('got Content-Encoding "gzip". Send it without Content-Encoding (POST /v2/models/{model}/infer')
+      expect(answer.sent).toBe(0)
+    }
+    const identity = await fetchJson(`${main.url}/classify`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'image/jpeg', 'content-encoding': 'identity' },
+      body: photo
+    })
+    expect(identity.status).toBe(200)
+  })
 })
 
 describe('timeouts and caps', () => {

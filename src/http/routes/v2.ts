@@ -385,7 +385,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings, parseL
       url,
       {
         bodyLimit: inferBodyLimit,
-        config: { countRequests: 'request', bodyTypes: ['*'] },
+        config: { countRequests: 'request', bodyTypes: ['*'], inflatesBody: true },
         // tritonclient's request_compression_algorithm: gzip or deflate bodies, limited by their inflated size.
         preParsing: inflateRequestBody,
         schema: { summary, params, body: InferenceRequestSchema, response: { 200: InferenceResponseSchema, ...V2_ERROR_RESPONSES } }
