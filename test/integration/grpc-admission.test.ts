@@ -6,6 +6,7 @@ import { status } from '@grpc/grpc-js'
 import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BODY_PACE_GRACE_MS } from '../../src/body-pace.js'
+import { SILENT_WAIT_MS } from '../../src/grpc/message-meter.js'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
 import { LOGGED_ID_CHARS } from '../../src/open-inference/infer.js'
 import { MAX_LISTED_ELEMENTS } from '../../src/open-inference/tensor-limits.js'
@@ -640,6 +641,56 @@ describe('gRPC admission: one body budget for both doors, as main.ts shares it',
       expect(served.status).toBe(200)
       await waitFor('the upload to give its share back', () => shared.bodyBudget.state.heldBytes === 0, 5_000)
     } finally {
+      await door.close()
+      await shared.close()
+    }
+  })
+
+  it('regression (attacker, round 6b): thirty more such calls waiting in line are refused when their turn comes, not each granted a share for its grace; an upload gets in, and a waiting message that sent bytes is granted', async () => {
+    const shared = await startTestServer(await syntheticModelRepository(), [
+      '--request-timeout-ms',
+      '10000',
+      '--headers-timeout-ms',
+      '1000'
+    ])
+    const door = await startTestGrpc(shared, shared.settings, pino({ level: 'silent' }), shared.bodyBudget)
+    const holders = Array.from({ length: 5 }, () => rawGrpcCall(door.port, 'ModelInfer'))
+    const silent = Array.from({ length: 30 }, () => rawGrpcCall(door.port, 'ModelInfer'))
+    const sending = rawGrpcCall(door.port, 'ModelInfer')
+    try {
+      for (const call of holders) call.stream.write(announce(door.receiveLimitBytes))
+      await waitFor(
+        'five announced messages to fill the budget',
+        () => shared.bodyBudget.state.heldBytes === 5 * door.receiveLimitBytes,
+        10_000
+      )
+      // First in line: a client that sends the start of its message (what its flow-control window
+      // allows) after its prefix: the bytes come while its stream is paused, held unread.
+      sending.stream.write(announce(door.receiveLimitBytes))
+      await waitFor('the sending call to wait', () => shared.bodyBudget.state.waiting === 1, 10_000)
+      sending.stream.write(Buffer.alloc(32 * 1024))
+      for (const call of silent) call.stream.write(announce(door.receiveLimitBytes))
+      await waitFor('the silent calls to wait', () => shared.bodyBudget.state.waiting === 31, 10_000)
+      // Those granted before they had waited SILENT_WAIT_MS hold their shares for a grace; after that
+      // the rest are refused as their turn comes. Before: the line was worked off five grants a
+      // grace, each ahead of every upload, 429s for 6 s more.
+      await new Promise((resolve) => setTimeout(resolve, SILENT_WAIT_MS + 2 * BODY_PACE_GRACE_MS + 600))
+      const served = await fetch(`${shared.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+      expect(served.status).toBe(200)
+      expect(shared.bodyBudget.state.waiting).toBe(0)
+      // The few granted before they had waited SILENT_WAIT_MS end later, at the read timeout (nothing
+      // else needs their shares); every other one is refused as its turn comes.
+      const ends = await Promise.all(silent.map((c) => c.ended))
+      for (const end of ends)
+        expect(end).toEqual({ code: status.DEADLINE_EXCEEDED, details: expect.stringMatching(/^REQUEST_TIMEOUT: /) as string })
+      const refusedSilent = ends.filter((e) => /sent none of them in \d+ ms waiting for room/.test(e.details)).length
+      expect(refusedSilent).toBeGreaterThanOrEqual(silent.length - 5)
+      // The call that sent bytes was granted its share, not refused for silence (it ends for its pace or
+      // the timeout later, or when the test closes it).
+      const sendingEnd = await Promise.race([sending.ended, new Promise<'open'>((resolve) => setTimeout(() => resolve('open'), 50))])
+      if (sendingEnd !== 'open') expect((sendingEnd as { details: string }).details).not.toMatch(/sent none of them/)
+    } finally {
+      for (const call of [...holders, ...silent, sending]) call.close()
       await door.close()
       await shared.close()
     }
