@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdirSync, rmdirSync } from 'node:fs'
 import { mkdir, rmdir, writeFile } from 'node:fs/promises'
 import { availableParallelism } from 'node:os'
 import { join } from 'node:path'
@@ -78,9 +78,21 @@ describe('availableCores', () => {
     expect(loadSettings([], {}, availableCores(half.root, half.proc)).threadsPerSession).toBe(1)
   })
 
-  // A real quota, where this machine lets the test make one (root, cgroup v1's cpu controller).
+  // A real quota, where this machine lets the test make one (root, cgroup v1's cpu controller, a
+  // cgroup file system it may write: a container's is often read-only).
   const cpuMount = '/sys/fs/cgroup/cpu'
-  it.runIf(process.getuid?.() === 0 && existsSync(join(cpuMount, 'cpu.cfs_quota_us')) && availableParallelism() >= 2)(
+  const canMakeCgroup = ((): boolean => {
+    if (process.getuid?.() !== 0 || !existsSync(join(cpuMount, 'cpu.cfs_quota_us'))) return false
+    const probe = join(cpuMount, `rs-cpu-quota-probe-${process.pid}`)
+    try {
+      mkdirSync(probe)
+      rmdirSync(probe)
+      return true
+    } catch {
+      return false
+    }
+  })()
+  it.runIf(canMakeCgroup && availableParallelism() >= 2)(
     'a process in a cgroup of half a CPU gets 1 thread per session by default, where Node counts every core',
     async () => {
       const group = join(cpuMount, `rs-cpu-quota-${process.pid}`)
