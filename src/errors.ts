@@ -9,6 +9,7 @@ export type ErrorKind =
   | 'invalid_argument'
   | 'not_found'
   | 'method_not_allowed'
+  | 'expectation_failed'
   | 'not_implemented'
   | 'payload_too_large'
   | 'unsupported_media_type'
@@ -81,6 +82,10 @@ export const ERRORS = {
   METHOD_NOT_ALLOWED: {
     kind: 'method_not_allowed',
     message: 'This path does not take this method; the Allow header lists the ones it takes.'
+  },
+  EXPECTATION_FAILED: {
+    kind: 'expectation_failed',
+    message: 'This server meets no Expect header but "Expect: 100-continue"; send the request without it.'
   },
   NOT_IMPLEMENTED: {
     kind: 'not_implemented',

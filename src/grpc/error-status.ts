@@ -9,6 +9,7 @@ export function grpcStatusName(kind: ErrorKind): GrpcStatusName {
   switch (kind) {
     case 'invalid_argument':
     case 'unsupported_media_type':
+    case 'expectation_failed':
       return 'INVALID_ARGUMENT'
     case 'unauthenticated':
       return 'UNAUTHENTICATED'

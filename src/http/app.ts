@@ -27,7 +27,7 @@ import { v2RepositoryRoutes } from './routes/v2-repository.js'
 import { v2UnimplementedRoutes } from './routes/v2-unimplemented.js'
 import { capConnections } from '../connection-cap.js'
 import { floodWarning } from '../flood-warning.js'
-import { MAX_PIPELINED_REQUESTS, capPipelining, connectionOptions } from './server-limits.js'
+import { MAX_PIPELINED_REQUESTS, capPipelining, connectionOptions, refuseExpectations } from './server-limits.js'
 import { plainJsonOnV2 } from './v2-content-type.js'
 import { closeSilentConnectionsOnClose } from './silent-connections.js'
 
@@ -69,6 +69,7 @@ export async function buildApp(
     schemaErrorFormatter: schemaErrorFormatter(settings.maxTopk)
   })
   capConnections(app.server, settings.maxConnections, logger, '--max-connections')
+  refuseExpectations(app.server, logger)
   capPipelining(
     app.server,
     floodWarning(logger, { maxPipelined: MAX_PIPELINED_REQUESTS }, 'connection closed: too many pipelined requests unanswered')

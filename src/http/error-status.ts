@@ -17,6 +17,8 @@ export function httpStatusOf(kind: ErrorKind): number {
       return 405
     case 'request_timeout':
       return 408
+    case 'expectation_failed':
+      return 417
     case 'payload_too_large':
       return 413
     case 'unsupported_media_type':

@@ -134,3 +134,23 @@ export function capPipelining(server: Server, warn: () => void): void {
     }
   })
 }
+
+/**
+ * An `Expect` header other than `100-continue` (which Node meets itself): 417 `EXPECTATION_FAILED`
+ * in the door's error shape, the connection then closed, its body never read. Without a listener
+ * Node answered a bare 417 with no body and no registry code (attacker, round 6).
+ */
+export function refuseExpectations(server: Server, log: Logger): void {
+  server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => {
+    const se = new ServiceError('EXPECTATION_FAILED')
+    log.info({ code: se.code, method: request.method, url: request.url }, 'request refused')
+    const status = httpStatusOf(se.kind)
+    const body = JSON.stringify(errorBodyFor(request.url)(se, status))
+    response.shouldKeepAlive = false
+    response.writeHead(status, {
+      'content-type': isV2Url(request.url) ? V2_JSON_CONTENT_TYPE : 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(body)
+    })
+    response.end(body)
+  })
+}

@@ -1,4 +1,5 @@
 import { once } from 'node:events'
+import { request as httpRequest } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { pino } from 'pino'
@@ -612,6 +613,37 @@ describe("fastify's own refusals", () => {
       body: JSON.stringify({ instances: [{ b64: photo.toString('base64') }] })
     })
     expectRegistry(batchDeadline, 400, 'INVALID_DEADLINE')
+  })
+})
+
+describe('Expect headers', () => {
+  it("regression: an Expect other than 100-continue got Node's bare 417 with no body or code; now 417 EXPECTATION_FAILED in the route's shape, the body unread", async () => {
+    const body = 'x'.repeat(1000)
+    const answer = await rawRequest(
+      server.url,
+      `POST /classify HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Type: image/jpeg\r\nContent-Length: ${body.length}\r\n\r\n`
+    )
+    expect(answer.status).toBe(417)
+    expect(answer.body).toMatchObject({ statusCode: 417, code: 'EXPECTATION_FAILED' })
+    expect(answer.body.message).toMatch(/100-continue/)
+    const v2 = await rawRequest(
+      server.url,
+      `POST /v2/models/resnet50/infer HTTP/1.1\r\nHost: x\r\nExpect: nonsense\r\nContent-Length: 2\r\n\r\n`
+    )
+    expect(v2.status).toBe(417)
+    expect(v2.body.error).toMatch(/^EXPECTATION_FAILED: /)
+  })
+
+  it('Expect: 100-continue is met as Node meets it, and the request is served', async () => {
+    const status = await new Promise<number | undefined>((resolve, reject) => {
+      const sent = httpRequest(`${server.url}/health/live`, { headers: { expect: '100-continue' } }, (res) => {
+        res.resume()
+        resolve(res.statusCode)
+      })
+      sent.on('error', reject)
+      sent.end()
+    })
+    expect(status).toBe(200)
   })
 })
 
