@@ -664,7 +664,17 @@ export function loadSettings(
   const keptByNpm = flagsNpmKept(env)
   if (keptByNpm.length > 0) {
     const flags = keptByNpm.map((f) => `--${f.flag}`).join(', ')
-    const command = keptByNpm.map((f) => f.asTyped).join(' ')
+    // What did reach the server goes in the command too: words npm passed on, flags given after
+    // "--". Words before the first flag are the values of flags npm kept (`--port 9090`): one such
+    // flag takes them, else they stay "<value>" (npm keeps its configs in its own order).
+    const rest = [...argv]
+    const strays: string[] = []
+    while (rest.length > 0 && !rest[0]!.startsWith('-')) strays.push(rest.shift()!)
+    const wanting = keptByNpm.filter((f) => f.asTyped.endsWith(' <value>'))
+    const command = [
+      ...keptByNpm.map((f) => (wanting.length === 1 && f === wanting[0] && strays.length === 1 ? `--${f.flag} ${strays[0]}` : f.asTyped)),
+      ...rest
+    ].join(' ')
     throw new ConfigError(
       `npm took ${flags} as its own option${keptByNpm.length > 1 ? 's' : ''} (its warning 'Unknown cli config' above), so the server never got ${keptByNpm.length > 1 ? 'them' : 'it'}: flags after "npm start" reach the server only after "--". Run: npm start -- ${command}`
     )

@@ -127,8 +127,16 @@ describe('refusals name the flag, the variable and the fix', () => {
       'npm took --port, --model-repository, --build-default-model, --allow-partial-start as its own options'
     )
     expect(() => loadSettings(['9090'], npmEnv)).toThrow(
-      /Run: npm start -- --port <value> --model-repository \/m --no-build-default-model --allow-partial-start$/
+      /Run: npm start -- --port 9090 --model-repository \/m --no-build-default-model --allow-partial-start$/
     )
+    // The flags that did reach the server (after "--") are in the command, and the stray value
+    // goes to the one flag that wants one (regression: the command dropped them).
+    expect(() =>
+      loadSettings(['9090', '--log-level', 'debug', '--api-key=s'], { npm_lifecycle_event: 'start', npm_config_port: 'true' })
+    ).toThrow(/Run: npm start -- --port 9090 --log-level debug --api-key=s$/)
+    expect(() =>
+      loadSettings(['9090', '9091'], { npm_lifecycle_event: 'start', npm_config_port: 'true', npm_config_grpc_port: 'true' })
+    ).toThrow(/Run: npm start -- --port <value> --grpc-port <value>$/)
     // npm's own configs, and these variables outside an npm script, are not the server's business.
     expect(loadSettings([], { npm_lifecycle_event: 'start', npm_config_cache: '/root/.npm' }).port).toBe(8080)
     expect(loadSettings([], { npm_config_port: 'true' }).port).toBe(8080)
