@@ -249,6 +249,12 @@ describe('early refusals reach a client that sends its whole body first', () => 
     expect(answer.body?.error).toMatch(/^BODY_TOO_LARGE: /)
   })
 
+  it('regression (client review): a 100 MB body (a batch of 166 FP32 images from tritonclient) met a reset past 64 MiB while still sending; it is read to its end and answered 413', async () => {
+    const answer = await sendAllThenRead(inferPath, json, Buffer.alloc(100_000_000, 0x20))
+    expect(answer).toMatchObject({ status: 413, failure: undefined })
+    expect(answer.body?.error).toMatch(/^BODY_TOO_LARGE: /)
+  })
+
   it('413 for a chunked body that passes the limit while it arrives', async () => {
     const chunks = Array.from({ length: 24 }, () => Buffer.alloc(128 * 1024, 0x20))
     const answer = await send(inferPath, { ...json, 'transfer-encoding': 'chunked' }, chunks)
