@@ -103,6 +103,31 @@ async function rawRequest(url: string, head: string, feed: () => AsyncIterable<B
   return { status, body: json.length > 0 ? (JSON.parse(json) as RawAnswer['body']) : {}, sent }
 }
 
+/**
+ * `count` uploads to /classify on sockets of their own, each declaring `declared` bytes and sending
+ * `first` of them (nothing by default), then nothing more; each with what it has been answered so far.
+ */
+async function announceUploads(
+  url: string,
+  count: number,
+  declared: number,
+  first?: Buffer
+): Promise<Array<{ socket: Socket; answer: () => string }>> {
+  const { hostname, port } = new URL(url)
+  return Promise.all(
+    Array.from({ length: count }, async () => {
+      const socket = connect(Number(port), hostname)
+      socket.on('error', () => {})
+      await once(socket, 'connect')
+      let answer = ''
+      socket.on('data', (d: Buffer) => (answer += d.toString()))
+      socket.write(`POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${declared}\r\n\r\n`)
+      if (first !== undefined) socket.write(first)
+      return { socket, answer: () => answer }
+    })
+  )
+}
+
 /** Bytes trickled at `bytesPerTick` every 100 ms, forever (the caller stops at the answer). */
 function trickle(first: Buffer, byte = 0x61): () => AsyncIterable<Buffer> {
   return async function* () {
@@ -388,19 +413,8 @@ describe('timeouts and caps', () => {
 
   it('regression: stalled uploads hold at most --body-budget-bytes; one more is 429 BODY_BUDGET_FULL before its body is read', async () => {
     const budgeted = await door(['--body-budget-bytes', String(1024 * 1024)])
-    const { hostname, port } = new URL(budgeted.url)
-    const declared = 256 * 1024
     // Four uploads of 256 KiB declared that stop short: together they hold the whole budget.
-    const stalled = await Promise.all(
-      [0, 1, 2, 3].map(async () => {
-        const s = connect(Number(port), hostname)
-        s.on('error', () => {})
-        await once(s, 'connect')
-        s.write(`POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${declared}\r\n\r\n`)
-        s.write(photo.subarray(0, 1000))
-        return s
-      })
-    )
+    const stalled = (await announceUploads(budgeted.url, 4, 256 * 1024, photo.subarray(0, 1000))).map((a) => a.socket)
     await new Promise((r) => setTimeout(r, 200))
     const refused = await rawRequest(
       budgeted.url,
@@ -427,19 +441,7 @@ describe('timeouts and caps', () => {
       '--headers-timeout-ms',
       '1000'
     ])
-    const { hostname, port } = new URL(budgeted.url)
-    const declared = 256 * 1024
-    const announced = await Promise.all(
-      [0, 1, 2, 3].map(async () => {
-        const s = connect(Number(port), hostname)
-        s.on('error', () => {})
-        await once(s, 'connect')
-        let answer = ''
-        s.on('data', (d: Buffer) => (answer += d.toString()))
-        s.write(`POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${declared}\r\n\r\n`)
-        return { socket: s, answer: () => answer }
-      })
-    )
+    const announced = await announceUploads(budgeted.url, 4, 256 * 1024)
     // Nothing of 256 KiB due over 2 s is behind from about 0.25 s past the grace (64 KiB of slack).
     await new Promise((r) => setTimeout(r, BODY_PACE_GRACE_MS + 500))
     const served = await fetch(`${budgeted.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
