@@ -102,7 +102,7 @@ export class MessageMeter {
   private readonly delivered = new Set<Reservation>()
   /** Messages started whose share waits for room in the budget, and their cancels. */
   private readonly waits: Array<{ cancel(): void }> = []
-  /** When the first of `waits` began waiting. */
+  /** When the last of `waits`, the message whose bytes are still to come, began waiting. */
   private waitingSince = 0
   /** grpc-js asked for a message and has not had it. */
   private readOpen = false
@@ -229,7 +229,7 @@ export class MessageMeter {
     })
     if (wait === undefined) return this.options.refuse(new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 }))
     if (granted) return
-    if (this.waits.length === 0) this.waitingSince = performance.now()
+    this.waitingSince = performance.now()
     this.waits.push(wait)
     this.http2Stream.pause()
   }
