@@ -332,7 +332,7 @@ export class ClassifyService {
       const load =
         this.settings.modelControlMode === 'explicit'
           ? 'load one with POST /v2/repository/models/{name}/load'
-          : `copy a model folder into ${this.settings.modelRepository} (npm run model:add)`
+          : 'copy a model folder into the model repository (--model-repository; npm run model:add writes one)'
       throw new ServiceError('MODEL_NOT_FOUND', `No model has loaded yet, so there is no default model: ${load}.`)
     }
     return this.table.find(key, version, true)

@@ -105,7 +105,7 @@ describe('start-up refusals a newcomer meets', () => {
         expect(plain.status).toBe(404)
         expect(((await plain.json()) as { message: string }).message).toMatch(
           mode === 'poll'
-            ? /no default model: copy a model folder into .*rs-empty-poll-.* \(npm run model:add\)/
+            ? /no default model: copy a model folder into the model repository \(--model-repository; npm run model:add writes one\)/
             : /no default model: load one with POST \/v2\/repository\/models\/\{name\}\/load/
         )
         expect(server.logs.some((l) => l.msg === 'built the synthetic default model')).toBe(false)
