@@ -92,9 +92,7 @@ function answerConnectionError(err: NodeJS.ErrnoException, socket: Socket, log: 
   const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined
   log.info({ code: se.code, cause: err.code, url: inFlight?.req?.url }, 'connection refused')
   if (socket.writable && inFlight?.headersSent !== true) {
-    const status = httpStatusOf(se.kind)
-    const body = JSON.stringify(errorBodyFor(inFlight?.req?.url)(se, status))
-    const type = isV2Url(inFlight?.req?.url) ? V2_JSON_CONTENT_TYPE : 'application/json; charset=utf-8'
+    const { status, type, body } = answerOutsideRoutes(se, inFlight?.req?.url)
     socket.write(
       `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
     )
@@ -135,6 +133,16 @@ export function capPipelining(server: Server, warn: () => void): void {
   })
 }
 
+/** A refusal answered outside any route: its status, and its body in the shape and type of the path (/v2 or not). */
+function answerOutsideRoutes(se: ServiceError, url: string | undefined): { status: number; type: string; body: string } {
+  const status = httpStatusOf(se.kind)
+  return {
+    status,
+    type: isV2Url(url) ? V2_JSON_CONTENT_TYPE : 'application/json; charset=utf-8',
+    body: JSON.stringify(errorBodyFor(url)(se, status))
+  }
+}
+
 /**
  * An `Expect` header other than `100-continue` (which Node meets itself): 417 `EXPECTATION_FAILED`
  * in the door's error shape, the connection then closed, its body never read. Without a listener
@@ -144,13 +152,9 @@ export function refuseExpectations(server: Server, log: Logger): void {
   server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) => {
     const se = new ServiceError('EXPECTATION_FAILED')
     log.info({ code: se.code, method: request.method, url: request.url }, 'request refused')
-    const status = httpStatusOf(se.kind)
-    const body = JSON.stringify(errorBodyFor(request.url)(se, status))
+    const { status, type, body } = answerOutsideRoutes(se, request.url)
     response.shouldKeepAlive = false
-    response.writeHead(status, {
-      'content-type': isV2Url(request.url) ? V2_JSON_CONTENT_TYPE : 'application/json; charset=utf-8',
-      'content-length': Buffer.byteLength(body)
-    })
+    response.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body) })
     response.end(body)
   })
 }
