@@ -31,12 +31,31 @@ export async function repositoryIndexReply(
   return { models: entries.map((e) => ({ name: e.name, version: e.version ?? '', state: e.state, reason: e.reason })) }
 }
 
-export async function repositoryModelLoadReply(service: ClassifyService, request: RepositoryControlRequestMessage): Promise<object> {
-  await loadModel(service, request.model_name, Object.keys(request.parameters))
-  return {}
+/**
+ * The model a load or unload names. Triton's message has it in model_name (field 2); KServe's
+ * grpc_predict_v2.proto has only `model_name = 1`, which is Triton's repository_name: a KServe
+ * client's load arrives with model_name empty and the name there (it was refused MODEL_NOT_FOUND
+ * for folder "").
+ */
+function controlledModel(request: RepositoryControlRequestMessage): string {
+  return request.model_name === '' ? request.repository_name : request.model_name
 }
 
-export async function repositoryModelUnloadReply(service: ClassifyService, request: RepositoryControlRequestMessage): Promise<object> {
-  await unloadModel(service, request.model_name, Object.keys(request.parameters))
-  return {}
+/** Triton reads the empty answer; KServe's clients read model_name and isLoaded (fields Triton's clients skip). */
+export async function repositoryModelLoadReply(
+  service: ClassifyService,
+  request: RepositoryControlRequestMessage
+): Promise<{ model_name: string; isLoaded: boolean }> {
+  const name = controlledModel(request)
+  await loadModel(service, name, Object.keys(request.parameters))
+  return { model_name: name, isLoaded: true }
+}
+
+export async function repositoryModelUnloadReply(
+  service: ClassifyService,
+  request: RepositoryControlRequestMessage
+): Promise<{ model_name: string; isUnloaded: boolean }> {
+  const name = controlledModel(request)
+  await unloadModel(service, name, Object.keys(request.parameters))
+  return { model_name: name, isUnloaded: true }
 }

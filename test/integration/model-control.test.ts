@@ -3,6 +3,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { callRefusal, startTestGrpc } from '../helpers/grpc.js'
+import { lengthDelimited } from '../helpers/protobuf-wire.js'
 import { readPhoto } from '../helpers/photos.js'
 import { startTestServer, type TestServer } from '../helpers/server.js'
 import { removeTempDirs } from '../helpers/tiny-model.js'
@@ -224,7 +225,7 @@ describe('the repository extension over gRPC', () => {
     const server = await startTestServer(repository, ['--model-control-mode', 'explicit'])
     const grpc = await startTestGrpc(server)
     try {
-      expect(await grpc.call('RepositoryModelLoad', { model_name: 'alpha' })).toEqual({})
+      expect(await grpc.call('RepositoryModelLoad', { model_name: 'alpha' })).toEqual({ model_name: 'alpha', isLoaded: true })
       const images = 2
       const response = await grpc.call<{ model_version: string; outputs: Array<{ shape: number[] }> }>('ModelInfer', {
         model_name: 'alpha',
@@ -262,12 +263,12 @@ describe('the repository extension over gRPC', () => {
       })
       expect(
         await grpc.call('RepositoryModelUnload', { model_name: 'beta', parameters: { unload_dependents: { bool_param: true } } }, auth)
-      ).toEqual({})
+      ).toEqual({ model_name: 'beta', isUnloaded: true })
       expect(await grpc.call('ModelReady', { name: 'beta' }, auth)).toEqual({ ready: false })
       expect(await grpc.call('RepositoryIndex', {}, auth)).toMatchObject({
         models: [{ name: 'alpha' }, { name: 'alpha' }, { name: 'beta', version: '', state: 'UNAVAILABLE', reason: 'unloaded' }]
       })
-      expect(await grpc.call('RepositoryModelLoad', { model_name: 'beta' }, auth)).toEqual({})
+      expect(await grpc.call('RepositoryModelLoad', { model_name: 'beta' }, auth)).toEqual({ model_name: 'beta', isLoaded: true })
       expect(await grpc.call('ModelReady', { name: 'beta', version: '1' }, auth)).toEqual({ ready: true })
       const unknown = await callRefusal(grpc.call('RepositoryModelLoad', { model_name: 'nope' }, auth))
       expect([unknown.code, unknown.details]).toEqual([status[status.NOT_FOUND], expect.stringMatching(/^MODEL_NOT_FOUND: /)])
@@ -279,6 +280,27 @@ describe('the repository extension over gRPC', () => {
         )
       )
       expect(override.code).toBe(status[status.INVALID_ARGUMENT])
+    } finally {
+      await grpc.close()
+      await server.close()
+    }
+  })
+
+  it('regression: KServe\'s grpc_predict_v2.proto load and unload (model_name is its field 1) were refused MODEL_NOT_FOUND for folder ""', async () => {
+    const repository = await tinyRepository({ alpha: {} })
+    const server = await startTestServer(repository, ['--model-control-mode', 'explicit'])
+    const grpc = await startTestGrpc(server)
+    try {
+      // The bytes the KServe SDK's stubs send for RepositoryModelLoadRequest(model_name="alpha").
+      const kserveRequest = lengthDelimited(1, 'alpha')
+      // Its answer, read by the field numbers KServe's RepositoryModelLoadResponse shares with this
+      // proto (model_name 1, isLoaded 2): a KServe client read isLoaded false from the empty answer.
+      expect(await grpc.callRaw('RepositoryModelLoad', kserveRequest)).toEqual({ model_name: 'alpha', isLoaded: true })
+      expect(await grpc.call('ModelReady', { name: 'alpha' })).toEqual({ ready: true })
+      expect(await grpc.callRaw('RepositoryModelUnload', kserveRequest)).toEqual({ model_name: 'alpha', isUnloaded: true })
+      expect(await grpc.call('ModelReady', { name: 'alpha' })).toEqual({ ready: false })
+      const unknown = await callRefusal(grpc.callRaw('RepositoryModelLoad', lengthDelimited(1, 'nope')))
+      expect([unknown.code, unknown.details]).toEqual([status[status.NOT_FOUND], expect.stringContaining('no folder "nope"')])
     } finally {
       await grpc.close()
       await server.close()
