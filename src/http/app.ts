@@ -10,7 +10,7 @@ import { requireApiKey } from './access.js'
 import { bodyBudgetOf, type BodyBudget } from '../body-budget.js'
 import { admitRequests } from './admission.js'
 import { demoPageRoutes } from './demo-page.js'
-import { errorBody, errorBodyFor, schemaErrorFormatter, sendError } from './error-status.js'
+import { errorBodyFor, schemaErrorFormatter, sendError } from './error-status.js'
 import { jsonCostRefusal } from './json-cost.js'
 import { ParseLane } from './parse-lane.js'
 import { registerOpenApi } from './openapi.js'
@@ -129,8 +129,9 @@ export async function buildApp(
     })
   }
 
+  // The door's shape, except on the paths of other protocols that have one (KServe V1's 404s).
   app.setErrorHandler((err, request, reply) => {
-    sendError(request, reply, err, errorBody)
+    sendError(request, reply, err, errorBodyFor(request.url))
   })
   // From the drain on, answers ask the client to close its keep-alive connection: during the grace
   // period its next request then opens a new connection, which a load balancer sends to a replica

@@ -2,7 +2,8 @@ import type { FastifyReply, FastifyRequest, FastifySchemaValidationError } from 
 import { STATUS_CODES, type IncomingMessage } from 'node:http'
 import { ServiceError, isServiceError, toServiceError, type ErrorCode, type ErrorKind } from '../errors.js'
 import { discardRefusedBody } from './refused-body.js'
-import { V2_JSON_CONTENT_TYPE } from './v2-content-type.js'
+import { isKServeV1Path } from './other-servers-routes.js'
+import { V2_JSON_CONTENT_TYPE, isV2Url } from './v2-content-type.js'
 
 /** The one place an error kind becomes an HTTP status. */
 export function httpStatusOf(kind: ErrorKind): number {
@@ -49,15 +50,18 @@ export const errorBody: ErrorBodyShape = (se, status) => ({
   message: se.message
 })
 
-/** The Open Inference Protocol's shape, on /v2: `{ error: "<CODE>: <message>" }`. */
+/**
+ * The Open Inference Protocol's shape, on /v2: `{ error: "<CODE>: <message>" }`; also KServe V1's,
+ * so the 404s of its paths (other-servers-routes.ts) take it.
+ */
 export const v2ErrorBody: ErrorBodyShape = (se) => ({ error: `${se.code}: ${se.message}` })
 
 /**
- * The shape for an answer given before or outside any route (URL, parser and connection errors):
- * chosen from the path, as the routes' own error handlers would have chosen it.
+ * The shape for an answer outside the /v2 routes (URL, parser and connection errors, the router's
+ * 404s): chosen from the path, as the routes' own error handlers would have chosen it.
  */
 export function errorBodyFor(url: string | undefined): ErrorBodyShape {
-  return url !== undefined && /^\/v2(?:[/?#]|$)/.test(url) ? v2ErrorBody : errorBody
+  return isV2Url(url) || isKServeV1Path(url) ? v2ErrorBody : errorBody
 }
 
 /** fastify, router and plugin error codes → our registry (with a detail where the code alone is vague). */

@@ -23,6 +23,17 @@ const OTHER_SERVERS_ROUTES: ReadonlyArray<{ readonly path: RegExp; readonly here
   }
 ]
 
+const KSERVE_V1_PATH = /^\/v1\/models\/[^/:?]+(?::predict|\/)?(?:\?|$)/
+
+/**
+ * Whether the path is one of KServe V1's (`/v1/models/{m}:predict`, `/v1/models/{m}`): its 404 is
+ * answered in KServe's error shape, `{"error": …}` as exactly application/json, the one the KServe
+ * SDK's V1 client reads its message from (it showed none of the door's shape).
+ */
+export function isKServeV1Path(url: string | undefined): boolean {
+  return url !== undefined && KSERVE_V1_PATH.test(url)
+}
+
 /** Where a path of TorchServe or KServe V1 is here, for the 404's message; undefined for other paths. */
 export function otherServersRoute(url: string): string | undefined {
   const path = url.split('?', 1)[0]!

@@ -4,9 +4,9 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
-import { errorBodyFor, httpStatusOf, noteRequestTimeout } from './error-status.js'
+import { errorBodyFor, httpStatusOf, noteRequestTimeout, v2ErrorBody } from './error-status.js'
 import { isDiscardingRefusedBody } from './refused-body.js'
-import { V2_JSON_CONTENT_TYPE, isV2Url } from './v2-content-type.js'
+import { V2_JSON_CONTENT_TYPE } from './v2-content-type.js'
 
 /**
  * What one connection may cost before any route runs: how long its headers and its whole request
@@ -136,10 +136,11 @@ export function capPipelining(server: Server, warn: () => void): void {
 /** A refusal answered outside any route: its status, and its body in the shape and type of the path (/v2 or not). */
 function answerOutsideRoutes(se: ServiceError, url: string | undefined): { status: number; type: string; body: string } {
   const status = httpStatusOf(se.kind)
+  const shape = errorBodyFor(url)
   return {
     status,
-    type: isV2Url(url) ? V2_JSON_CONTENT_TYPE : 'application/json; charset=utf-8',
-    body: JSON.stringify(errorBodyFor(url)(se, status))
+    type: shape === v2ErrorBody ? V2_JSON_CONTENT_TYPE : 'application/json; charset=utf-8',
+    body: JSON.stringify(shape(se, status))
   }
 }
 

@@ -569,13 +569,36 @@ describe("fastify's own refusals", () => {
       headers: { 'content-type': 'application/json' },
       body: '{}'
     })
-    expectRegistry(predict, 404, 'ROUTE_NOT_FOUND')
-    expect(predict.body.message).toMatch(/KServe V1's :predict is POST \/v1\/models\/resnet50:classify here/)
-    expect((await fetchJson(`${main.url}/v1/models/resnet50`)).body.message).toMatch(/GET \/v2\/models\/resnet50\/ready here/)
+    expectV2(predict, 404, 'ROUTE_NOT_FOUND')
+    expect(predict.body.error).toMatch(/KServe V1's :predict is POST \/v1\/models\/resnet50:classify here/)
+    expect((await fetchJson(`${main.url}/v1/models/resnet50`)).body.error).toMatch(/GET \/v2\/models\/resnet50\/ready here/)
     // The model name is echoed only when it is one; anything else stays out of the message.
     const odd = await fetchJson(`${main.url}/predictions/%3Cb%3Ex%3C%2Fb%3E`, { method: 'POST' })
     expect(odd.body.message).toMatch(/\/predictions\/\{model\} is POST \/classify\?model=\{model\}/)
     expect(odd.body.message).not.toMatch(/<b>|%3C/)
+  })
+
+  it("regression: the KServe SDK's V1 client showed none of the 404 meant for it (\", '404 Not Found'\"): KServe V1's paths answer in KServe's shape", async () => {
+    // What InferenceRESTClient(RESTConfig(protocol="v1")).infer(…, model_name="resnet50") sends.
+    const predict = await fetch(`${main.url}/v1/models/resnet50:predict`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"instances":[[1,2]]}'
+    })
+    // The SDK reads `error` only when the content type is exactly application/json; it read the
+    // door's shape, whose `error` is "Not Found", as charset-qualified JSON, and showed nothing.
+    expect(predict.headers.get('content-type')).toBe('application/json')
+    expectV2({ status: predict.status, body: (await predict.json()) as RawAnswer['body'] }, 404, 'ROUTE_NOT_FOUND')
+    // is_model_ready (GET /v1/models/{m}), with and without a trailing slash.
+    for (const path of ['/v1/models/resnet50', '/v1/models/resnet50/']) {
+      const status = await fetch(`${main.url}${path}`)
+      expect(status.headers.get('content-type')).toBe('application/json')
+      expect(((await status.json()) as { error: string }).error).toMatch(/^ROUTE_NOT_FOUND: .*GET \/v2\/models\/resnet50\/ready here/)
+    }
+    // This server's own route beside them keeps the door's shape.
+    const classify = await fetch(`${main.url}/v1/models/resnet50:classify`)
+    expect(classify.status).toBe(405)
+    expectRegistry({ status: classify.status, body: (await classify.json()) as RawAnswer['body'] }, 405, 'METHOD_NOT_ALLOWED')
   })
 
   it('a path asked with a method it does not take is 405 METHOD_NOT_ALLOWED with an Allow header, as Triton answers (GET /classify)', async () => {

@@ -116,6 +116,10 @@ describe('the HTTP adapter', () => {
       message: ERRORS.MODEL_NOT_FOUND.message
     })
     expect(errorBodyFor(undefined)(se, 404)).toEqual(errorBody(se, 404))
+    // KServe V1's paths take KServe's shape too; this server's own /v1 route keeps the door's.
+    expect(errorBodyFor('/v1/models/m:predict')).toBe(v2ErrorBody)
+    expect(errorBodyFor('/v1/models/m?x=1')).toBe(v2ErrorBody)
+    expect(errorBodyFor('/v1/models/m:classify')).toBe(errorBody)
   })
 })
 
