@@ -129,6 +129,17 @@ function deducedItem(model: ModelContract, input: InferInput): PreparedInput {
   return tensorItems(model, { name: model.entry.config.input.name, datatype: tensorDatatype(model), shape, data: input.data }, 1)
 }
 
+/**
+ * Refuses a datatype the protocol does not name. Names are case-sensitive (the protocol's strings
+ * are), so `bytes` is refused with the spelling that is meant.
+ */
+export function checkDatatype(datatype: string): void {
+  if (Object.hasOwn(ELEMENT_BYTES, datatype)) return
+  const upper = datatype.toUpperCase()
+  const meant = Object.hasOwn(ELEMENT_BYTES, upper) ? ` Datatypes are upper-case: "${upper}".` : ''
+  throw badRequest(`Unknown datatype "${echoed(datatype)}".${meant}`)
+}
+
 /** The request's inputs as one item per image; at most maxItems of them. */
 export function prepareInput(model: ModelContract, inputs: readonly InferInput[], maxItems: number): PreparedInput {
   if (inputs.length === 1 && inputs[0]!.deduced === true) return deducedItem(model, inputs[0]!)
@@ -139,7 +150,7 @@ export function prepareInput(model: ModelContract, inputs: readonly InferInput[]
   const input = inputs[0]!
   if (input.name !== expectedName)
     throw badRequest(`${model.entry.name} has no input "${echoed(input.name)}"; its input is "${expectedName}" (${acceptedInputs(model)}).`)
-  if (!Object.hasOwn(ELEMENT_BYTES, input.datatype)) throw badRequest(`Unknown datatype "${echoed(input.datatype)}".`)
+  checkDatatype(input.datatype)
   checkShape(input.shape)
   if (input.datatype === 'BYTES') return encodedImages(input, maxItems)
   if (input.datatype === tensorType) return tensorItems(model, input, maxItems)

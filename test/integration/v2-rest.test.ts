@@ -374,6 +374,14 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
       400,
       'BAD_REQUEST'
     )
+    // Regression: a lower-case "bytes" with its base64 image was refused 'element 0 is not a number'.
+    expect(
+      await expectV2Error(
+        await infer({ inputs: [{ name: INPUT, datatype: 'bytes', shape: [1], data: [photo.toString('base64')] }] }),
+        400,
+        'BAD_REQUEST'
+      )
+    ).toMatch(/Unknown datatype "bytes". Datatypes are upper-case: "BYTES"\.$/)
   })
 
   it('a wrong input or output name, a missing input, a bad classification count → 400', async () => {

@@ -5,7 +5,7 @@ import type { ClassifyService } from '../../core/classify-service.js'
 import { ServiceError, echoed } from '../../errors.js'
 import { infer, loggedId } from '../../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../../open-inference/metadata.js'
-import { checkItemCount, describeShape } from '../../open-inference/validation.js'
+import { checkDatatype, checkItemCount, describeShape } from '../../open-inference/validation.js'
 import { classificationCount, refuseSharedMemory } from '../../open-inference/request-parameters.js'
 import { rawOutputBytes } from '../../open-inference/tensor-codec.js'
 import { tensorLimits } from '../../open-inference/tensor-limits.js'
@@ -221,6 +221,8 @@ function jsonTensorData(input: RequestInputT, maxItems: number): TensorData {
     }
     return { form: 'elements', values: elements }
   }
+  // Before the elements: `bytes` with base64 strings was refused as "element 0 is not a number".
+  checkDatatype(input.datatype)
   for (let i = 0; i < values.length; i++) {
     if (typeof values[i] !== 'number') throw badRequest(`Input "${echoed(input.name)}" element ${i} is not a number.`)
   }
