@@ -149,7 +149,7 @@ function malformed(detail: string): ServiceError {
 function tooManyListed(): ServiceError {
   return new ServiceError(
     'BAD_REQUEST',
-    `The request lists more than ${MAX_LISTED_ELEMENTS} tensor elements in typed contents (uint_contents, fp32_contents); send large tensors as raw_input_contents, as tritonclient does.`
+    `The request lists more than ${MAX_LISTED_ELEMENTS} tensor elements in typed contents (uint_contents, fp32_contents); send large tensors as raw_input_contents, as tritonclient does (KServe's InferInput.set_data_from_numpy(..., binary_data=True)).`
   )
 }
 
