@@ -116,6 +116,40 @@ describe('the infer body limit', () => {
   })
 })
 
+describe("the KServe Python SDK's InferenceRESTClient (protocol v2)", () => {
+  it('takes its binary request as it writes it and answers what its InferResponse.from_bytes reads', async () => {
+    const images = 2
+    const tensor = Buffer.alloc(images * 3 * 224 * 224 * 4)
+    // Byte for byte what InferRequest(..., request_id="k7", parameters={"binary_data_output": True}).to_rest()
+    // writes (orjson, keys in this order; the SDK always sends an id and model_name), and its headers.
+    const header = Buffer.from(
+      `{"id":"k7","model_name":"${MODEL}","inputs":[{"name":"input","shape":[${images},3,224,224],"datatype":"FP32","parameters":{"binary_data_size":${tensor.byteLength}}}],"parameters":{"binary_data_output":true}}`
+    )
+    const res = await fetch(server.url + inferPath, {
+      method: 'POST',
+      headers: {
+        'x-api-key': KEY,
+        'inference-header-content-length': String(header.byteLength),
+        'content-type': 'application/octet-stream'
+      },
+      body: Buffer.concat([header, tensor])
+    })
+    expect(res.status).toBe(200)
+    // from_bytes: the JSON is the first Inference-Header-Content-Length bytes (else the whole body);
+    // it reads model_name and each output's name, shape, datatype, and binary_data_size bytes in turn.
+    const body = Buffer.from(await res.arrayBuffer())
+    const jsonLength = Number(res.headers.get('inference-header-content-length'))
+    const answer = JSON.parse(body.subarray(0, jsonLength).toString('utf8')) as {
+      model_name: string
+      id: string
+      outputs: Array<{ name: string; shape: number[]; datatype: string; parameters: { binary_data_size: number } }>
+    }
+    expect(answer).toMatchObject({ model_name: MODEL, id: 'k7', outputs: [{ name: 'logits', datatype: 'FP32', shape: [images, 1000] }] })
+    expect(answer.outputs[0]!.parameters.binary_data_size).toBe(images * 1000 * 4)
+    expect(body.byteLength - jsonLength).toBe(images * 1000 * 4)
+  })
+})
+
 describe('compressed infer bodies (Content-Encoding)', () => {
   it('gzip and deflate bodies are inflated and answered as the plain body is (they were 400)', async () => {
     const plain = await send(inferPath, json, inferBody)
