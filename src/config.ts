@@ -296,7 +296,7 @@ export const SETTINGS = [
     max: 600_000,
     fallback: 10_000,
     description:
-      'How long an HTTP client may take to send the request line and headers; then 408 `REQUEST_TIMEOUT` and the connection is closed. At most `--request-timeout-ms`.'
+      'How long an HTTP client may take to send the request line and headers; then 408 `REQUEST_TIMEOUT` and the connection is closed. Also how long a gRPC connection may take to begin its first call; then it is closed (logged at warn). At most `--request-timeout-ms`.'
   }),
   spec({
     key: 'requestTimeoutMs',
@@ -318,7 +318,7 @@ export const SETTINGS = [
     max: 600_000,
     fallback: 72_000,
     description:
-      'How long an idle keep-alive HTTP connection stays open; keep it above the idle timeout of a load balancer in front (60 s on most).'
+      'How long an idle keep-alive HTTP connection stays open, and a gRPC connection with no call open (then GOAWAY; its client reconnects for its next call); keep it above the idle timeout of a load balancer in front (60 s on most).'
   }),
   spec({
     key: 'maxConnections',
@@ -340,7 +340,7 @@ export const SETTINGS = [
     max: 1_000_000,
     fallback: 1024,
     description:
-      'Most open gRPC connections; a connection over the cap is closed as soon as it is accepted (logged at warn, at most once per 10 s). gRPC clients carry all their calls on one connection (a channel), so this counts clients, not calls. Each idle connection costs about 13 KB.'
+      'Most open gRPC connections; a connection over the cap is closed as soon as it is accepted (logged at warn, at most once per 10 s). Connections with no call open are then told to go away (GOAWAY), so the next client (a probe) gets in. gRPC clients carry all their calls on one connection (a channel), so this counts clients, not calls. Each idle connection costs about 13 KB.'
   }),
   spec({
     key: 'maxGrpcCalls',

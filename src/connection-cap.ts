@@ -9,11 +9,17 @@ import { floodWarning } from './flood-warning.js'
  * 520 connections that each sent one request and then held still kept every new client, liveness
  * probes included, out for the whole keep-alive timeout. Node leaves alone a connection with a
  * request in progress, and one that has sent nothing yet (the headers timeout closes that one).
+ * A server that is not Node's HTTP server passes its own `reclaim` (the gRPC door: connection-calls.ts).
  */
-export function capConnections(server: Server, maxConnections: number, log: Logger, setting: string): void {
+export function capConnections(
+  server: Server,
+  maxConnections: number,
+  log: Logger,
+  setting: string,
+  reclaim = (server as Partial<{ closeIdleConnections(): void }>).closeIdleConnections?.bind(server)
+): void {
   server.maxConnections = maxConnections
   const warn = floodWarning(log, { maxConnections }, `connection refused: ${setting} are open`)
-  const reclaim = (server as Partial<{ closeIdleConnections(): void }>).closeIdleConnections?.bind(server)
   server.on('drop', () => {
     warn()
     reclaim?.()

@@ -13,6 +13,7 @@ import { libraryStatusError, statusOf } from './error-status.js'
 import { http2StreamOf, MessageMeter, type MessageShares } from './message-meter.js'
 import type { BodyBudget } from '../body-budget.js'
 import { CallBursts } from './call-bursts.js'
+import type { ConnectionCalls } from './connection-calls.js'
 import { floodWarning } from '../flood-warning.js'
 
 /**
@@ -48,6 +49,8 @@ export interface AdmissionPolicy {
   readonly countedRpc: string
   /** Calls open at once, over every connection; one more is refused TOO_MANY_CALLS. */
   readonly maxCalls: number
+  /** Told of each call's beginning and end, to know the connections that hold none. */
+  readonly connections?: ConnectionCalls
   readonly log: Logger
   readonly metrics: ServiceMetrics | undefined
   /**
@@ -143,6 +146,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
     // Every message is held in the call's budget from the moment its length arrives (message-meter.ts).
     const http2Stream = http2StreamOf(call)
     if (http2Stream !== undefined) bursts.begin(http2Stream)
+    const callEnded = policy.connections?.callBegan(http2Stream?.session)
     const meter =
       http2Stream &&
       new MessageMeter(http2Stream, {
@@ -170,6 +174,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
       // The call is over: its shares go back, a wait is given up.
       meter?.close()
       over()
+      callEnded?.()
       if (answered) return send(status)
       answered = true
       const se = libraryStatusError(status)
@@ -221,6 +226,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
           onCancel() {
             meter?.close()
             over()
+            callEnded?.()
             // grpc-js signals cancel after every call; only a call nobody answered was the client's hang-up.
             if (!answered) {
               answered = true

@@ -49,6 +49,8 @@ import { checkRequestBounds, inferRequestRule, type MessageRule, type RequestBou
 import { requestHead } from './request-head.js'
 import { BodyBudget, MAX_WAITING, bodyBudgetOf } from '../body-budget.js'
 import { capConnections } from '../connection-cap.js'
+import { floodWarning } from '../flood-warning.js'
+import { ConnectionCalls } from './connection-calls.js'
 import type { MessageShares } from './message-meter.js'
 import { serveInferStream, streamCounters, type InferStreamHandle, type StreamCounters } from './stream-infer.js'
 
@@ -575,9 +577,19 @@ export async function startGrpcServer(
   // 4 KiB once read, and holding only their few bytes from then on): a lane of two receive limits
   // of their own, so that a health or metadata call never waits behind inference uploads.
   const smallCallsBudget = new BodyBudget(2 * receiveLimitBytes, MAX_WAITING)
+  const connections = new ConnectionCalls(
+    settings.headersTimeoutMs,
+    floodWarning(
+      log,
+      { code: 'REQUEST_TIMEOUT', headersTimeoutMs: settings.headersTimeoutMs },
+      'gRPC connections closed: no call began within --headers-timeout-ms'
+    )
+  )
   const server = new Server({
     'grpc.max_receive_message_length': receiveLimitBytes,
     'grpc.max_concurrent_streams': STREAMS_PER_CONNECTION,
+    // A connection with no call open is told to go away after this long (connection-calls.ts).
+    'grpc.max_connection_idle_ms': settings.keepAliveTimeoutMs,
     interceptors: [
       admissionInterceptor({
         apiKey: settings.apiKey,
@@ -586,6 +598,7 @@ export async function startGrpcServer(
         access: ACCESS,
         countedRpc: 'ModelInfer',
         maxCalls: settings.maxGrpcCalls,
+        connections,
         log,
         metrics,
         receive: {
@@ -616,8 +629,11 @@ export async function startGrpcServer(
   // grpc-js accepts connections on its own HTTP/2 server and shows none of its sockets; the door
   // listens itself and hands each connection over, so their number is capped like HTTP's.
   const injector = server.createConnectionInjector(ServerCredentials.createInsecure())
-  const listener = createServer({ noDelay: true }, (socket) => injector.injectConnection(socket))
-  capConnections(listener, settings.maxGrpcConnections, log, '--max-grpc-connections')
+  const listener = createServer({ noDelay: true }, (socket) => {
+    connections.accept(socket)
+    injector.injectConnection(socket)
+  })
+  capConnections(listener, settings.maxGrpcConnections, log, '--max-grpc-connections', () => connections.reclaimIdle())
   await new Promise<void>((resolve, reject) => {
     listener.once('error', reject)
     listener.listen(settings.grpcPort, settings.host, () => {

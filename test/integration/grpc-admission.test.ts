@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { connect, constants as http2, type ClientHttp2Session } from 'node:http2'
+import { createConnection } from 'node:net'
 import { Writable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
 import { status } from '@grpc/grpc-js'
@@ -10,7 +11,16 @@ import { SILENT_WAIT_MS } from '../../src/grpc/message-meter.js'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
 import { LOGGED_ID_CHARS } from '../../src/open-inference/infer.js'
 import { MAX_LISTED_ELEMENTS } from '../../src/open-inference/tensor-limits.js'
-import { callRefusal, grpcFrame, openGrpcStream, rawGrpcCall, startTestGrpc, type GrpcTestDoor, type RawGrpcCall } from '../helpers/grpc.js'
+import {
+  callRefusal,
+  grpcFrame,
+  openGrpcStream,
+  rawGrpcCall,
+  startTestGrpc,
+  type GrpcTestDoor,
+  type RawCallEnd,
+  type RawGrpcCall
+} from '../helpers/grpc.js'
 import { syntheticModelRepository } from '../helpers/models.js'
 import { photoPaths } from '../helpers/photos.js'
 import { copiesIn, inferWire, lengthDelimited, repeatedField, varint, varintField } from '../helpers/protobuf-wire.js'
@@ -571,6 +581,83 @@ describe('gRPC admission: open connections are capped (--max-grpc-connections)',
       )
     } finally {
       for (const session of sessions) session.destroy()
+      await door.close()
+    }
+  })
+})
+
+describe('gRPC admission: connections that hold no call do not keep clients out', () => {
+  /** An HTTP/2 connection once the server has spoken (its SETTINGS); undefined when it closed first. */
+  const handshake = (port: number): Promise<ClientHttp2Session | undefined> =>
+    new Promise((resolve) => {
+      const session = connect(`http://127.0.0.1:${port}`)
+      session.on('error', () => undefined)
+      session.once('remoteSettings', () => resolve(session))
+      session.once('close', () => resolve(undefined))
+    })
+  const inferMessage = (): Buffer =>
+    Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
+  const closed = (session: { once(event: 'close', listener: () => void): unknown; closed?: boolean; destroyed?: boolean }): Promise<void> =>
+    new Promise((resolve) => (session.closed === true || session.destroyed === true ? resolve() : session.once('close', resolve)))
+  const live = (session: ClientHttp2Session): Promise<RawCallEnd> => {
+    const stream = openGrpcStream(session, 'ServerLive')
+    stream.end(grpcFrame(new Uint8Array(0)))
+    return new Promise((resolve) => stream.on('trailers', (h) => resolve({ code: Number(h['grpc-status']), details: '' })).resume())
+  }
+
+  it('a connection that begins no call within --headers-timeout-ms is closed, silent or after the HTTP/2 handshake, and logged; one that called stays open (1030 silent TCP connections held every place of --max-grpc-connections for good)', async () => {
+    const { lines, logger } = readLog()
+    const headersTimeoutMs = 500
+    const door = await startTestGrpc(server, { ...server.settings, headersTimeoutMs }, logger)
+    const silent = createConnection(door.port, '127.0.0.1')
+    // Read, so that the server's close reaches 'close' (a paused socket never sees its end).
+    silent.on('error', () => undefined).resume()
+    const quiet = await handshake(door.port)
+    const caller = await handshake(door.port)
+    try {
+      expect(quiet).toBeDefined()
+      expect((await live(caller!)).code).toBe(status.OK)
+      const stillOpen = new Promise((resolve) => setTimeout(resolve, headersTimeoutMs + 2_000, 'still open'))
+      expect(await Promise.race([Promise.all([closed(silent), closed(quiet!)]).then(() => 'closed'), stillOpen])).toBe('closed')
+      await new Promise((resolve) => setTimeout(resolve, headersTimeoutMs))
+      expect(caller!.closed || caller!.destroyed).toBe(false)
+      expect((await live(caller!)).code).toBe(status.OK)
+      await waitFor('the closes to be logged', () => lines.some((l) => l.code === 'REQUEST_TIMEOUT' && /no call began/.test(l.msg)), 11_000)
+    } finally {
+      silent.destroy()
+      quiet?.destroy()
+      caller?.destroy()
+      await door.close()
+    }
+  })
+
+  it('at --max-grpc-connections, connections with no call open are told GOAWAY NO_ERROR so the next client gets in; one with a call open is not', async () => {
+    const door = await startTestGrpc(server, { ...server.settings, maxGrpcConnections: 2 }, pino({ level: 'silent' }))
+    const idle = await handshake(door.port)
+    const streaming = rawStream(door.port)
+    const sessions: ClientHttp2Session[] = []
+    try {
+      expect((await live(idle!)).code).toBe(status.OK)
+      streaming.stream.write(grpcFrame(inferMessage()))
+      await waitFor('the stream to be answered', () => streaming.answers() === 1, 20_000)
+      const goaway = new Promise<number>((resolve) => idle!.once('goaway', resolve))
+      // Over the cap: this one is refused, and the idle one told to go away.
+      const refused = await handshake(door.port)
+      expect(refused).toBeUndefined()
+      const noGoaway = new Promise((resolve) => setTimeout(resolve, 2_000, 'no GOAWAY within 2 s'))
+      expect(await Promise.race([goaway, noGoaway])).toBe(http2.NGHTTP2_NO_ERROR)
+      await closed(idle!)
+      let next: ClientHttp2Session | undefined
+      await waitFor('a new connection to be accepted', async () => (next = await handshake(door.port)) !== undefined, 5_000)
+      sessions.push(next!)
+      expect((await live(next!)).code).toBe(status.OK)
+      // The stream's connection was left alone: it still serves its requests.
+      streaming.stream.write(grpcFrame(inferMessage()))
+      await waitFor('the stream to be answered again', () => streaming.answers() === 2, 20_000)
+    } finally {
+      idle?.destroy()
+      streaming.close()
+      for (const s of sessions) s.destroy()
       await door.close()
     }
   })
