@@ -44,6 +44,7 @@ export interface Settings {
   readonly maxConnections: number
   readonly maxGrpcCalls: number
   readonly maxGrpcConnections: number
+  readonly grpcStreamIdleTimeoutMs: number
   readonly bodyBudgetBytes: number
   readonly allowPartialStart: boolean
   readonly modelControlMode: ModelControlMode
@@ -307,7 +308,7 @@ export const SETTINGS = [
     max: 3_600_000,
     fallback: 30_000,
     description:
-      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. While another request needs its share of `--body-budget-bytes`, a body (or gRPC message) must also keep the pace that finishes it in time: behind it after a 1 s grace, it loses the share and is refused `REQUEST_TIMEOUT`. A gRPC call has as long to start its message once the server reads, and as long to finish it once it has room in the body budget (then DEADLINE_EXCEEDED `REQUEST_TIMEOUT`; a stream may idle between requests), and a gRPC client as long to take an answer (then `ANSWERS_NOT_READ`, the call reset). Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
+      'How long an HTTP client may take to send a whole request, headers and body (a 16 MiB upload needs about 4.5 Mbit/s); then 408 `REQUEST_TIMEOUT` and the connection is closed. While another request needs its share of `--body-budget-bytes`, a body (or gRPC message) must also keep the pace that finishes it in time: behind it after a 1 s grace, it loses the share and is refused `REQUEST_TIMEOUT`. A gRPC call has as long to start its message once the server reads, and as long to finish it once it has room in the body budget (then DEADLINE_EXCEEDED `REQUEST_TIMEOUT`; a stream may idle between requests, up to `--grpc-stream-idle-timeout-ms`), and a gRPC client as long to take an answer (then `ANSWERS_NOT_READ`, the call reset). Time spent queued or running the model does not count. At least `--headers-timeout-ms`.'
   }),
   spec({
     key: 'keepAliveTimeoutMs',
@@ -340,7 +341,7 @@ export const SETTINGS = [
     max: 1_000_000,
     fallback: 1024,
     description:
-      'Most open gRPC connections; a connection over the cap is closed as soon as it is accepted (logged at warn, at most once per 10 s). Connections with no call open are then told to go away (GOAWAY), so the next client (a probe) gets in. gRPC clients carry all their calls on one connection (a channel), so this counts clients, not calls. Each idle connection costs about 13 KB.'
+      'Most open gRPC connections; a connection over the cap is closed as soon as it is accepted (logged at warn, at most once per 10 s). Connections with no call open are then told to go away (GOAWAY), or when there are none, the connection whose every call is a ModelStreamInfer stream with no request in flight, idle longest (its streams end UNAVAILABLE `STREAM_IDLE`; see `--grpc-stream-idle-timeout-ms`), so the next client (a probe) gets in. gRPC clients carry all their calls on one connection (a channel), so this counts clients, not calls. Each idle connection costs about 13 KB.'
   }),
   spec({
     key: 'maxGrpcCalls',
@@ -351,7 +352,18 @@ export const SETTINGS = [
     max: 1_000_000,
     fallback: 4096,
     description:
-      'Most gRPC calls open at once, unary calls and ModelStreamInfer streams together, however many connections carry them; one more is refused RESOURCE_EXHAUSTED `TOO_MANY_CALLS` before its message is read. An open call costs about 14 KB even idle: 100 000 idle streams on 50 connections took the server 1.4 GiB over its baseline. One connection may open 128 at once (the HTTP/2 setting SETTINGS_MAX_CONCURRENT_STREAMS; clients queue past it). Also the most calls that may begin in one turn of the event loop: a connection that begins one more then is told GOAWAY ENHANCE_YOUR_CALM (logged `CALL_BURST`) and closed once its calls end, as only a client that opens streams and ends or resets them without waiting for answers (HTTP/2 rapid reset) gets there; 200 such connections (2000 streams each, 5 rounds) exhausted the V8 heap of a server in a 1.5 GiB pod before this bound.'
+      'Most gRPC calls open at once, unary calls and ModelStreamInfer streams together, however many connections carry them; one more (its key checked) takes the place of the ModelStreamInfer stream with no request in flight idle longest, if one has been idle 1 s (it ends UNAVAILABLE `STREAM_IDLE`), else is refused RESOURCE_EXHAUSTED `TOO_MANY_CALLS` before its message is read. Unary health and metadata calls (ServerLive, ServerReady, ModelReady, Check, the metadata RPCs) have 64 places of their own past the cap, so probes are answered whatever holds the rest. An open call costs about 14 KB even idle: 100 000 idle streams on 50 connections took the server 1.4 GiB over its baseline. One connection may open 128 at once (the HTTP/2 setting SETTINGS_MAX_CONCURRENT_STREAMS; clients queue past it). Also the most calls that may begin in one turn of the event loop: a connection that begins one more then is told GOAWAY ENHANCE_YOUR_CALM (logged `CALL_BURST`) and closed once its calls end, as only a client that opens streams and ends or resets them without waiting for answers (HTTP/2 rapid reset) gets there; 200 such connections (2000 streams each, 5 rounds) exhausted the V8 heap of a server in a 1.5 GiB pod before this bound.'
+  }),
+  spec({
+    key: 'grpcStreamIdleTimeoutMs',
+    flag: 'grpc-stream-idle-timeout-ms',
+    env: 'GRPC_STREAM_IDLE_TIMEOUT_MS',
+    kind: 'integer',
+    min: 1000,
+    max: 86_400_000,
+    fallback: 600_000,
+    description:
+      'How long a ModelStreamInfer stream may stay open with no request in flight and no bytes coming (10 min: a Triton client keeps its stream for a whole session); then it ends UNAVAILABLE `STREAM_IDLE` and its client opens a new one. Sooner under pressure: at `--max-grpc-calls` a new call ends the stream idle longest (idle 1 s or more) and takes its place, and at `--max-grpc-connections` a refused connection ends the streams of the connection idle longest whose every call is an idle stream, and that connection is told to go away.'
   }),
   spec({
     key: 'bodyBudgetBytes',

@@ -114,6 +114,11 @@ export const ERRORS = {
     message:
       'More gRPC calls began in one turn of the event loop than --max-grpc-calls: the connection is told to go away (GOAWAY ENHANCE_YOUR_CALM); reconnect.'
   },
+  STREAM_IDLE: {
+    kind: 'unavailable',
+    message:
+      'The ModelStreamInfer stream had no request in flight: it was idle for --grpc-stream-idle-timeout-ms, or the server, at --max-grpc-calls or --max-grpc-connections, ended it to let another client in. Open a new stream for the next request.'
+  },
   DECODE_QUEUE_FULL: {
     kind: 'resource_exhausted',
     message: 'Too many images are waiting to be decoded; retry after the Retry-After delay.'

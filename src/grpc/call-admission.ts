@@ -14,6 +14,7 @@ import { http2StreamOf, MessageMeter, type MessageShares } from './message-meter
 import type { BodyBudget } from '../body-budget.js'
 import { CallBursts } from './call-bursts.js'
 import type { ConnectionCalls } from './connection-calls.js'
+import type { IdleStreams, StreamActivity } from './idle-streams.js'
 import { floodWarning } from '../flood-warning.js'
 
 /**
@@ -27,14 +28,23 @@ import { floodWarning } from '../flood-warning.js'
  * within the body budget however many calls send at once. A streamed request goes to the handler
  * with its share, which the handler gives back once it has answered it.
  *
- * Calls are counted twice: open at once (`--max-grpc-calls`, one more refused TOO_MANY_CALLS), and
- * begun in one turn of the event loop (the same number, one more and its connection is told to go
- * away: call-bursts.ts).
+ * Calls are counted twice: open at once (`--max-grpc-calls`), and begun in one turn of the event
+ * loop (the same number, one more and its connection is told to go away: call-bursts.ts). A call
+ * over the first, once its key has passed, takes the place of the ModelStreamInfer stream idle
+ * longest (idle-streams.ts), else is refused TOO_MANY_CALLS; a health or metadata call first takes
+ * one of RESERVED_CALLS places of its own, so probes are answered whatever streams hold the rest.
  *
  * It also makes every status the call ends with carry a registry code, grpc-js's own included,
  * and accounts for calls that end before their message reaches the handler (refused here, over the
  * receive limit, past their deadline, or hung up by the client): the handler cannot see those.
  */
+
+/**
+ * Places for unary health and metadata calls (ServerLive, ServerReady, ModelReady, Check, the
+ * metadata RPCs) once --max-grpc-calls are open: each is answered at once, or ends within
+ * --request-timeout-ms when its message does not come (message-meter.ts).
+ */
+export const RESERVED_CALLS = 64
 
 /** Who may call an RPC: `inference` needs the key; `health` with --auth-health; `metrics` with --auth-metrics; `open` never. */
 export type RpcAccess = 'inference' | 'health' | 'metrics' | 'open'
@@ -51,6 +61,8 @@ export interface AdmissionPolicy {
   readonly maxCalls: number
   /** Told of each call's beginning and end, to know the connections that hold none. */
   readonly connections?: ConnectionCalls
+  /** Told of each ModelStreamInfer stream's requests and answers, to end those idle. */
+  readonly idleStreams?: IdleStreams
   readonly log: Logger
   readonly metrics: ServiceMetrics | undefined
   /**
@@ -73,7 +85,7 @@ class GatedReadCall extends ServerInterceptingCall {
   constructor(
     next: ServerInterceptingCallInterface,
     private readonly read: (next: () => void) => void,
-    private readonly sending: ((written: () => void) => () => void) | undefined,
+    private readonly sending: (written: () => void) => () => void,
     responder: Responder
   ) {
     super(next, responder)
@@ -84,7 +96,7 @@ class GatedReadCall extends ServerInterceptingCall {
   }
 
   override sendMessage(message: unknown, written: () => void): void {
-    super.sendMessage(message, this.sending === undefined ? written : this.sending(written))
+    super.sendMessage(message, this.sending(written))
   }
 }
 
@@ -100,6 +112,12 @@ function rpcName(method: ServerMethodDefinition<unknown, unknown>): string {
   return method.path.slice(method.path.lastIndexOf('/') + 1)
 }
 
+/** Unary health and metadata RPCs, which may take a reserved place. */
+function takesReservedPlace(policy: AdmissionPolicy, method: ServerMethodDefinition<unknown, unknown>, rpc: string): boolean {
+  const access = policy.access[rpc]
+  return !method.requestStream && !method.responseStream && (access === 'health' || access === 'open')
+}
+
 function needsKey(policy: AdmissionPolicy, rpc: string): boolean {
   if (policy.apiKey === undefined) return false
   const access = policy.access[rpc] ?? 'inference'
@@ -113,6 +131,8 @@ function needsKey(policy: AdmissionPolicy, rpc: string): boolean {
 export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor {
   /** Calls begun and not yet over (answered or cancelled): each costs some 14 KB of grpc-js and HTTP/2 state, even idle. */
   let openCalls = 0
+  /** Calls in the reserved places (RESERVED_CALLS), over those. */
+  let reservedCalls = 0
   const refusedOverTheCap = floodWarning(
     policy.log,
     { code: 'TOO_MANY_CALLS', maxCalls: policy.maxCalls },
@@ -128,14 +148,31 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
   )
   return (method, call) => {
     const rpc = rpcName(method)
-    const overCap = openCalls >= policy.maxCalls
-    let open = !overCap
+    let open = openCalls < policy.maxCalls
+    let inReserve = false
     if (open) openCalls++
     const over = (): void => {
       if (!open) return
       open = false
-      openCalls--
+      if (inReserve) reservedCalls--
+      else openCalls--
     }
+    /** A call over the cap whose key has passed: a reserved place, or the place of the stream idle longest. */
+    const admitOverCap = (): boolean => {
+      if (reservedCalls < RESERVED_CALLS && takesReservedPlace(policy, method, rpc)) {
+        reservedCalls++
+        inReserve = true
+      } else if (openCalls < policy.maxCalls || policy.idleStreams?.reclaimOldest() === true) {
+        // The stream's end gave its place back at once.
+        openCalls++
+      } else {
+        return false
+      }
+      open = true
+      return true
+    }
+    /** A ModelStreamInfer stream's requests and answers, once it is admitted. */
+    let activity: StreamActivity | undefined
     /** The message reached the handler, which from then on logs and counts the outcome itself (internal failures aside). */
     let delivered = false
     let answered = false
@@ -162,6 +199,8 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
     const report = (se: ServiceError, ours = false): void => {
       if (se.kind === 'internal') policy.log.error({ rpc, code: se.code, detail: se.detail }, 'gRPC call failed')
       else if (se.code === 'TOO_MANY_CALLS') refusedOverTheCap()
+      // The door logs these as idle-streams.ts ends them, at most once per 10 s: a flood of newcomers ends as many.
+      else if (se.code === 'STREAM_IDLE') return
       else if (ours || !delivered || method.requestStream) policy.log.info({ rpc, code: se.code }, 'gRPC call refused')
       if (!delivered && rpc === policy.countedRpc) policy.metrics?.recordRequest(undefined, se)
     }
@@ -175,6 +214,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
       meter?.close()
       over()
       callEnded?.()
+      activity?.closed()
       if (answered) return send(status)
       answered = true
       const se = libraryStatusError(status)
@@ -189,13 +229,21 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
       else meter.gateRead(nextRead)
     }
 
-    return new GatedReadCall(call, gatedRead, meter && ((written) => meter.sending(written)), {
+    const sending = (written: () => void): (() => void) => {
+      activity?.answered()
+      return meter === undefined ? written : meter.sending(written)
+    }
+
+    return new GatedReadCall(call, gatedRead, sending, {
       start(next) {
         next({
           onReceiveMetadata(metadata, nextMetadata) {
             if (needsKey(policy, rpc) && !isAuthorized(metadata.getMap(), policy.apiKey!))
               return refuse(new ServiceError('UNAUTHENTICATED'))
-            if (overCap) return refuse(new ServiceError('TOO_MANY_CALLS', undefined, { retryAfterSeconds: 1 }))
+            if (!open && !admitOverCap()) return refuse(new ServiceError('TOO_MANY_CALLS', undefined, { retryAfterSeconds: 1 }))
+            // Every request of a stream of requests has one answer (ModelStreamInfer): one read and
+            // not yet answered is in flight.
+            if (method.requestStream && method.responseStream) activity = policy.idleStreams?.track(http2Stream, refuse)
             nextMetadata(metadata)
           },
           onReceiveMessage(message, nextMessage) {
@@ -206,6 +254,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
               if (share !== undefined && method.requestStream) policy.receive.shares.set(message, share)
             }
             delivered = true
+            activity?.requestRead()
             nextMessage(message)
           },
           onReceiveHalfClose(nextHalfClose) {
@@ -227,6 +276,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
             meter?.close()
             over()
             callEnded?.()
+            activity?.closed()
             // grpc-js signals cancel after every call; only a call nobody answered was the client's hang-up.
             if (!answered) {
               answered = true

@@ -18,6 +18,9 @@ import type { Socket } from 'node:net'
  * "Told to go away" is GOAWAY NO_ERROR and a graceful close: a gRPC client reconnects for its next
  * call without an error, and a call its GOAWAY crossed is retried (HTTP/2 says it was not read).
  *
+ * A connection whose calls are all ModelStreamInfer streams with no request in flight is not idle
+ * here; idle-streams.ts ends those streams, and the connection, when none of these is left to reclaim.
+ *
  * Calls are told apart by their connection's remote address and port, which the listener's socket
  * and grpc-js's session (through its socket proxy) both show. When a call cannot be traced to its
  * connection (grpc-js hides its HTTP/2 stream), the first-call and reclaim rules are off, so no
@@ -72,6 +75,11 @@ export class ConnectionCalls {
       ended = true
       connection.calls--
     }
+  }
+
+  /** Calls open on this HTTP/2 session's connection (0 for one the door does not know). */
+  callsOn(session: Http2Session): number {
+    return this.open.get(peerKey(session.socket) ?? '')?.calls ?? 0
   }
 
   /** Tells every connection with no call open that has had one to go away; returns how many were. */

@@ -51,6 +51,7 @@ import { BodyBudget, MAX_WAITING, bodyBudgetOf } from '../body-budget.js'
 import { capConnections } from '../connection-cap.js'
 import { floodWarning } from '../flood-warning.js'
 import { ConnectionCalls } from './connection-calls.js'
+import { IdleStreams } from './idle-streams.js'
 import type { MessageShares } from './message-meter.js'
 import { serveInferStream, streamCounters, type InferStreamHandle, type StreamCounters } from './stream-infer.js'
 
@@ -585,6 +586,19 @@ export async function startGrpcServer(
       'gRPC connections closed: no call began within --headers-timeout-ms'
     )
   )
+  const idleStreams = new IdleStreams({
+    idleTimeoutMs: settings.grpcStreamIdleTimeoutMs,
+    endedIdle: floodWarning(
+      log,
+      { code: 'STREAM_IDLE', grpcStreamIdleTimeoutMs: settings.grpcStreamIdleTimeoutMs },
+      'gRPC streams ended: no request in flight for --grpc-stream-idle-timeout-ms'
+    ),
+    reclaimed: floodWarning(
+      log,
+      { code: 'STREAM_IDLE', maxGrpcCalls: settings.maxGrpcCalls, maxGrpcConnections: settings.maxGrpcConnections },
+      'gRPC streams ended to let other clients in: --max-grpc-calls or --max-grpc-connections were open; the streams idle longest went'
+    )
+  })
   const server = new Server({
     'grpc.max_receive_message_length': receiveLimitBytes,
     'grpc.max_concurrent_streams': STREAMS_PER_CONNECTION,
@@ -599,6 +613,7 @@ export async function startGrpcServer(
         countedRpc: 'ModelInfer',
         maxCalls: settings.maxGrpcCalls,
         connections,
+        idleStreams,
         log,
         metrics,
         receive: {
@@ -633,7 +648,13 @@ export async function startGrpcServer(
     connections.accept(socket)
     injector.injectConnection(socket)
   })
-  capConnections(listener, settings.maxGrpcConnections, log, '--max-grpc-connections', () => connections.reclaimIdle())
+  capConnections(
+    listener,
+    settings.maxGrpcConnections,
+    log,
+    '--max-grpc-connections',
+    () => connections.reclaimIdle() > 0 || idleStreams.reclaimConnection((session) => connections.callsOn(session))
+  )
   await new Promise<void>((resolve, reject) => {
     listener.once('error', reject)
     listener.listen(settings.grpcPort, settings.host, () => {
@@ -659,6 +680,7 @@ export async function startGrpcServer(
         }, settings.drainTimeoutMs + FORCE_SHUTDOWN_AFTER_DRAIN_MS)
         listener.close()
         healthChecks.close()
+        idleStreams.close()
         server.tryShutdown(() => {
           clearTimeout(force)
           resolve()

@@ -7,6 +7,8 @@ import { status } from '@grpc/grpc-js'
 import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BODY_PACE_GRACE_MS } from '../../src/body-pace.js'
+import { RESERVED_CALLS } from '../../src/grpc/call-admission.js'
+import { RECLAIM_AFTER_MS } from '../../src/grpc/idle-streams.js'
 import { SILENT_WAIT_MS } from '../../src/grpc/message-meter.js'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
 import { LOGGED_ID_CHARS } from '../../src/open-inference/infer.js'
@@ -657,6 +659,153 @@ describe('gRPC admission: connections that hold no call do not keep clients out'
     } finally {
       idle?.destroy()
       streaming.close()
+      for (const s of sessions) s.destroy()
+      await door.close()
+    }
+  })
+})
+
+describe('gRPC admission: ModelStreamInfer streams with no request in flight do not keep clients out', () => {
+  const inferMessage = (): Buffer =>
+    Buffer.concat([inferWire.modelName(MODEL), inferWire.input('input', 'BYTES', [1], lengthDelimited(8, photo))])
+  const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+  /** How a call ended within `ms`, or 'open'. */
+  const endWithin = (call: RawGrpcCall, ms: number): Promise<RawCallEnd | 'open'> =>
+    Promise.race([call.ended.catch(() => ({ code: -1, details: 'closed without a status' })), sleep(ms).then(() => 'open' as const)])
+  const handshake = (port: number): Promise<ClientHttp2Session | undefined> =>
+    new Promise((resolve) => {
+      const session = connect(`http://127.0.0.1:${port}`)
+      session.on('error', () => undefined)
+      session.once('remoteSettings', () => resolve(session))
+      session.once('close', () => resolve(undefined))
+    })
+  const stillOpen = (call: RawGrpcCall): Promise<RawCallEnd | 'open'> => endWithin(call, 200)
+
+  it('at --max-grpc-calls, a health call is answered in a reserved place and a keyed call takes the place of the stream idle longest, which ends UNAVAILABLE STREAM_IDLE (33 × 126 streams that sent nothing refused every call, ServerLive included, for as long as they stayed)', async () => {
+    const door = await startTestGrpc(server, { ...server.settings, maxGrpcCalls: 3 }, pino({ level: 'silent' }))
+    const streams = Array.from({ length: 3 }, () => rawStream(door.port))
+    try {
+      await sleep(100)
+      // Every place is held by streams idle less than RECLAIM_AFTER_MS: an inference call is refused, a probe still answered.
+      expect(await callRefusal(door.callRaw('ModelInfer', inferMessage(), WITH_KEY))).toEqual({
+        code: 'RESOURCE_EXHAUSTED',
+        details: expect.stringMatching(/^TOO_MANY_CALLS: /) as string
+      })
+      expect(await door.call('ServerLive', {})).toEqual({ live: true })
+      expect(await door.call('ModelReady', { name: MODEL })).toEqual({ ready: true })
+
+      await sleep(RECLAIM_AFTER_MS)
+      // The first stream is used now: it is idle from its answer on, the others from their opening.
+      streams[0]!.stream.write(grpcFrame(inferMessage()))
+      await waitFor('the first stream to be answered', () => streams[0]!.answers() === 1, 20_000)
+      // A keyless call takes nobody's place.
+      expect((await callRefusal(door.callRaw('ModelInfer', inferMessage()))).code).toBe('UNAUTHENTICATED')
+      expect(await Promise.all(streams.map(stillOpen))).toEqual(['open', 'open', 'open'])
+      // A keyed one does: a stream idle since it opened ends, the one just used stays.
+      const answer = await door.callRaw<{ outputs: Array<{ shape: number[] }> }>('ModelInfer', inferMessage(), WITH_KEY)
+      expect(answer.outputs[0]!.shape).toEqual([1, 1000])
+      const [first, ...others] = await Promise.all(streams.map(stillOpen))
+      expect(first).toBe('open')
+      expect(others.filter((end) => end !== 'open')).toEqual([
+        { code: status.UNAVAILABLE, details: expect.stringMatching(/^STREAM_IDLE: .*--max-grpc-calls were open/) as string }
+      ])
+      streams[0]!.stream.write(grpcFrame(inferMessage()))
+      await waitFor('the first stream to be answered again', () => streams[0]!.answers() === 2, 20_000)
+    } finally {
+      for (const s of streams) s.close()
+      await door.close()
+    }
+  })
+
+  it(`the reserved places are ${RESERVED_CALLS}, for unary health and metadata calls only`, async () => {
+    const door = await startTestGrpc(server, { ...server.settings, maxGrpcCalls: 1 }, pino({ level: 'silent' }))
+    // A unary call that sends nothing holds the one place (until --request-timeout-ms), and nobody can take it.
+    const holder = rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY })
+    const probes: RawGrpcCall[] = []
+    try {
+      await sleep(100)
+      for (let i = 0; i < RESERVED_CALLS; i++) probes.push(rawGrpcCall(door.port, 'ServerLive'))
+      await sleep(500)
+      expect((await Promise.all(probes.map(stillOpen))).every((end) => end === 'open')).toBe(true)
+      expect(await callRefusal(door.call('ServerReady', {}))).toMatchObject({ code: 'RESOURCE_EXHAUSTED' })
+      probes[0]!.close()
+      await waitFor(
+        'a probe to be answered in the freed place',
+        () =>
+          door.call('ServerReady', {}).then(
+            () => true,
+            () => false
+          ),
+        5_000
+      )
+    } finally {
+      holder.close()
+      for (const p of probes) p.close()
+      await door.close()
+    }
+  })
+
+  it('a stream with no request in flight for --grpc-stream-idle-timeout-ms ends UNAVAILABLE STREAM_IDLE; one that sends a request more often is served on', async () => {
+    const { lines, logger } = readLog()
+    const idleTimeoutMs = 1500
+    const door = await startTestGrpc(server, { ...server.settings, grpcStreamIdleTimeoutMs: idleTimeoutMs }, logger)
+    const silent = rawStream(door.port)
+    const used = rawStream(door.port)
+    try {
+      const openedAt = performance.now()
+      const silentEnd = silent.ended.then((end) => ({ end, afterMs: performance.now() - openedAt }))
+      for (let i = 1; i <= 5; i++) {
+        used.stream.write(grpcFrame(inferMessage()))
+        await waitFor(`answer ${i}`, () => used.answers() === i, 20_000)
+        await sleep(idleTimeoutMs / 2)
+      }
+      const { end, afterMs } = await silentEnd
+      expect(end).toEqual({ code: status.UNAVAILABLE, details: expect.stringMatching(/^STREAM_IDLE: .*It had none for 1500 ms/) as string })
+      // Swept once a second.
+      expect(afterMs).toBeGreaterThanOrEqual(idleTimeoutMs)
+      expect(afterMs).toBeLessThan(idleTimeoutMs + 1_500)
+      used.stream.end()
+      expect(await used.ended).toEqual({ code: status.OK, details: 'OK' })
+      expect(used.answers()).toBe(5)
+      await waitFor('the end to be logged', () => lines.some((l) => l.code === 'STREAM_IDLE' && /no request in flight/.test(l.msg)), 5_000)
+    } finally {
+      silent.close()
+      used.close()
+      await door.close()
+    }
+  })
+
+  it('at --max-grpc-connections, the connection whose streams have been idle longest has them ended and is told GOAWAY, so the next client gets in (1024 connections with one silent stream each refused every new client)', async () => {
+    const door = await startTestGrpc(server, { ...server.settings, maxGrpcConnections: 2 }, pino({ level: 'silent' }))
+    const older = rawStream(door.port)
+    const recent = rawStream(door.port)
+    const sessions: ClientHttp2Session[] = []
+    try {
+      await sleep(RECLAIM_AFTER_MS + 100)
+      recent.stream.write(grpcFrame(inferMessage()))
+      await waitFor('the recent stream to be answered', () => recent.answers() === 1, 20_000)
+      const goaway = new Promise<number>((resolve) => older.stream.session!.once('goaway', resolve))
+      // Over the cap: this one is refused, and the connection idle longest told to go away.
+      expect(await handshake(door.port)).toBeUndefined()
+      expect(await older.ended).toEqual({
+        code: status.UNAVAILABLE,
+        details: expect.stringMatching(/^STREAM_IDLE: .*--max-grpc-connections were open/) as string
+      })
+      expect(await goaway).toBe(http2.NGHTTP2_NO_ERROR)
+      let next: ClientHttp2Session | undefined
+      await waitFor('a new connection to be accepted', async () => (next = await handshake(door.port)) !== undefined, 5_000)
+      sessions.push(next!)
+      const live = openGrpcStream(next!, 'ServerLive')
+      live.end(grpcFrame(new Uint8Array(0)))
+      const liveStatus = await new Promise((resolve) => live.on('trailers', (h) => resolve(Number(h['grpc-status']))).resume())
+      expect(liveStatus).toBe(status.OK)
+      // The stream used last was left alone.
+      expect(await stillOpen(recent)).toBe('open')
+      recent.stream.write(grpcFrame(inferMessage()))
+      await waitFor('the recent stream to be answered again', () => recent.answers() === 2, 20_000)
+    } finally {
+      older.close()
+      recent.close()
       for (const s of sessions) s.destroy()
       await door.close()
     }
