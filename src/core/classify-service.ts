@@ -146,7 +146,8 @@ export class ServedModel {
   private async execute(items: BatchItem[], runner: number): Promise<ItemOutput[]> {
     let total = 0
     for (const item of items) total += item.bytes.byteLength
-    const data = new Uint8Array(total)
+    // Its own ArrayBuffer (transferred to the worker), not zero-filled: every byte is written below.
+    const data = Buffer.allocUnsafeSlow(total)
     const kinds = new Uint8Array(items.length)
     let offset = 0
     for (let i = 0; i < items.length; i++) {

@@ -72,16 +72,18 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
   const outputs = prepareOutputs(model, request.outputs, service.settings.maxTopk)
   const { deadlineAt, priority } = withRequestParameters(request.parameters, options)
 
-  const withdraw = new AbortController()
-  // Every queued image listens on this signal: more than Node's default of 10 is expected.
-  setMaxListeners(items.length + 10, withdraw.signal)
+  // A request of several images withdraws the others when one fails (and when the client goes);
+  // one image has no others, and listens on the client's signal itself.
   const outer = options.signal
-  const onOuterAbort = (): void => withdraw.abort()
-  if (outer !== undefined) {
-    if (outer.aborted) withdraw.abort()
-    else outer.addEventListener('abort', onOuterAbort, { once: true })
+  const withdraw = items.length > 1 ? new AbortController() : undefined
+  const onOuterAbort = (): void => withdraw?.abort()
+  if (withdraw !== undefined) {
+    // Every queued image listens on this signal: more than Node's default of 10 is expected.
+    setMaxListeners(items.length + 10, withdraw.signal)
+    if (outer?.aborted === true) withdraw.abort()
+    else outer?.addEventListener('abort', onOuterAbort, { once: true })
   }
-  const itemOptions: RequestOptions = { deadlineAt, priority, signal: withdraw.signal }
+  const itemOptions: RequestOptions = { deadlineAt, priority, signal: withdraw === undefined ? outer : withdraw.signal }
   let results: ScoresResult[]
   try {
     // The version resolved above answers every item, even if a reload switches versions meanwhile.
@@ -93,10 +95,10 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
         : model.batcher.together(() => items.map((item) => service.inferTensor(model, item, itemOptions)))
     )
   } catch (err) {
-    withdraw.abort()
+    withdraw?.abort()
     throw err
   } finally {
-    outer?.removeEventListener('abort', onOuterAbort)
+    if (withdraw !== undefined) outer?.removeEventListener('abort', onOuterAbort)
   }
 
   let batchSize = 0
