@@ -78,6 +78,7 @@ async function startPeer(labels: string, threads: number): Promise<{ server: Ben
               return child.exitCode === null && child.signalCode === null
             },
             cpuSeconds: () => processCpuSeconds(child.pid!),
+            mainThreadCpuSeconds: () => processCpuSeconds(child.pid!, child.pid!),
             async stop() {
               child.kill('SIGTERM')
               await exited

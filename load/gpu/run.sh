@@ -2,7 +2,7 @@
 # The load suite on the GPU host; writes everything under $OUT. In the project root, after
 # `bash .gpu/a/device.sh a`, `bash .gpu/b/device.sh b`, `source .gpu/b/device.sh env`:
 #
-#   bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|queuedelay|ladder|all ...]   (default all; parts run in the order below)
+#   bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|queuedelay|ladder|doors|all ...]   (default all; parts run in the order below)
 #
 # Parts, so that each device command stays under its 10-minute limit if one run of all does not:
 #   models  the synthetic ResNet-50 and its variants -u8, -fp16, -u8-fp16 (UINT8 prologue, FP16)
@@ -17,6 +17,9 @@
 #           model, GPU_CONCURRENCY, 2 rounds of GPU_DURATION), queue-delay.md; not part of all (~3 min)
 #   ladder  /v2 UINT8 as in fp16 but with batching.fixedShapes false (every session pads to the ladder
 #           1, 2, 3, 4, 6, 8, …, as in the 2026-11-30 run): what fixed shapes changed; not part of all (~1 min)
+#   doors   the most the doors answer on this host, one UINT8 image per request to a model that runs in
+#           microseconds (npm run load:doors), beside fastify and grpc-js with nothing behind them: the
+#           ceiling of /v2 and gRPC with one image per request whatever the GPU does; not part of all (~1 min)
 # Send dist/ in the checkout (run's carry: [".gpu/b", "dist"]): linked from the archive in /tmp it
 # misses the checkout's data/ and the service could not be reached (first GPU run, docs/gpu-report.md).
 # Run `firstrun fp16` first on a new host: firstrun shows whether a change of batch size costs time
@@ -42,7 +45,7 @@ photos=${GPU_PHOTOS:-500x375,4000x3000}
 repo=${GPU_REPOSITORY:-/tmp/gpu-models}
 # sharp (so "sharp alone" and the service's decoding) gets its parallelism from the libuv pool.
 export UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-$(nproc)}
-for p in $parts; do case "$p" in models|raw|suite|fp16|firstrun|queuedelay|ladder|all) ;; *) echo "usage: bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|queuedelay|ladder|all ...]"; exit 2 ;; esac; done
+for p in $parts; do case "$p" in models|raw|suite|fp16|firstrun|queuedelay|ladder|doors|all) ;; *) echo "usage: bash load/gpu/run.sh [models|raw|suite|fp16|firstrun|queuedelay|ladder|doors|all ...]"; exit 2 ;; esac; done
 mkdir -p "$out"
 exec > >(tee -a "$out/run.log") 2>&1
 
@@ -98,5 +101,8 @@ if [[ $parts == *" ladder "* ]]; then
   mkdir -p "$out/ladder"
   node dist/load/report/report.js "${common[@]}" --repository "$dir" --photos 500x375 --out "$out/ladder" --float-model resnet50-fp16 --uint8-model resnet50-u8-fp16 \
     --scenarios v2-uint8 --report-dir "$out/ladder" "${raw_arg[@]}"
+fi
+if [[ $parts == *" doors "* ]]; then
+  node dist/load/doors.js --entry dist --concurrency "${GPU_DOORS_CONCURRENCY:-16,64}" --rounds 2 --duration "$duration" --out "$out" | tee "$out/doors.md"
 fi
 echo "== done $(date -u +%FT%TZ); reports: $out/load-report.md $out/fp16/load-report.md"

@@ -18,6 +18,8 @@ export interface BenchServer {
   readonly running: boolean
   /** User + system CPU seconds the server process (all its threads) has used so far. */
   cpuSeconds(): Promise<number>
+  /** The same for its main thread alone (the event loop: what caps the doors whatever runs the model). */
+  mainThreadCpuSeconds(): Promise<number>
   stop(): Promise<void>
 }
 
@@ -29,9 +31,12 @@ const CLOCK_TICKS_PER_SECOND = (() => {
   }
 })()
 
-/** utime + stime of a Linux process from /proc/<pid>/stat (fields 14 and 15, after the command name). */
-export async function processCpuSeconds(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+/**
+ * utime + stime of a Linux process from /proc/<pid>/stat (fields 14 and 15, after the command name),
+ * or of one of its threads from /proc/<pid>/task/<tid>/stat (the main thread's tid is the pid).
+ */
+export async function processCpuSeconds(pid: number, tid?: number): Promise<number> {
+  const stat = await readFile(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8')
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   // fields[0] is field 3 (state), so utime (14) and stime (15) are at 11 and 12.
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND
@@ -113,6 +118,7 @@ export async function startBenchServer(args: string[], options: BenchServerOptio
       return running
     },
     cpuSeconds: () => processCpuSeconds(pid),
+    mainThreadCpuSeconds: () => processCpuSeconds(pid, pid),
     async stop() {
       stopping = true
       child.kill('SIGTERM')

@@ -95,6 +95,8 @@ export interface RoundFigure {
   readonly errors: number
   /** Server process CPU (all threads) per image answered. */
   readonly cpuSecondsPerImage: number
+  /** The server's main thread's CPU per image answered. */
+  readonly mainThreadCpuSecondsPerImage: number
   /** CPU the load generator (this process) used meanwhile, in cores. */
   readonly generatorCores: number
 }
@@ -102,10 +104,12 @@ export interface RoundFigure {
 /** Measures `run` on one server, /proc read around it. */
 export async function measureArm(server: BenchServer, run: (server: BenchServer) => Promise<LoadOutcome>): Promise<RoundFigure> {
   const cpu0 = await server.cpuSeconds()
+  const main0 = await server.mainThreadCpuSeconds()
   const own0 = process.cpuUsage()
   const outcome = await run(server)
   const own = process.cpuUsage(own0)
   const cpu = (await server.cpuSeconds()) - cpu0
+  const main = (await server.mainThreadCpuSeconds()) - main0
   const latency = latencySummary(outcome.latenciesMs)
   return {
     imagesPerSecond: outcome.images / outcome.seconds,
@@ -113,6 +117,7 @@ export async function measureArm(server: BenchServer, run: (server: BenchServer)
     p99Ms: latency.p99,
     errors: outcome.errors,
     cpuSecondsPerImage: outcome.images > 0 ? cpu / outcome.images : 0,
+    mainThreadCpuSecondsPerImage: outcome.images > 0 ? main / outcome.images : 0,
     generatorCores: (own.user + own.system) / 1e6 / outcome.seconds
   }
 }
