@@ -25,7 +25,7 @@
 # Run `firstrun fp16` first on a new host: firstrun shows whether a change of batch size costs time
 # per run (the reason for fixed shapes, src/core/run-sizes.ts), fp16 measures the targets with them.
 # Estimated on the CPU dry run: all is ~7-8 minutes. With 15 device minutes, run
-# `bash load/gpu/run.sh firstrun fp16 raw` (~5 min) in one command, then `ladder suite` in a second.
+# `bash load/gpu/run.sh firstrun fp16 raw` (~5 min) in one command, then `doors ladder suite` in a second.
 # Knobs (environment): GPU_PROVIDER (cuda; cpu for a dry run), GPU_SESSIONS (2), GPU_MAX_BATCH (128),
 # GPU_CONCURRENCY (16,64,256,512), GPU_DURATION (s per level, 4), GPU_RAW_SECONDS (3),
 # GPU_RAW_BATCHES (256), GPU_RAW_IN_FLIGHT (1,2), GPU_PHOTOS (500x375,4000x3000),
