@@ -117,7 +117,7 @@ export const ERRORS = {
   STREAM_IDLE: {
     kind: 'unavailable',
     message:
-      'The ModelStreamInfer stream had no request in flight: it was idle for --grpc-stream-idle-timeout-ms, or the server, at --max-grpc-calls or --max-grpc-connections, ended it to let another client in. Open a new stream for the next request.'
+      'The call had no request in flight (a ModelStreamInfer stream between requests, or a call whose message had not begun): it was idle for --grpc-stream-idle-timeout-ms, or the server, at --max-grpc-calls or --max-grpc-connections, ended it to let another client in. Send the request again on a new call or stream.'
   },
   DECODE_QUEUE_FULL: {
     kind: 'resource_exhausted',

@@ -242,8 +242,10 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
               return refuse(new ServiceError('UNAUTHENTICATED'))
             if (!open && !admitOverCap()) return refuse(new ServiceError('TOO_MANY_CALLS', undefined, { retryAfterSeconds: 1 }))
             // Every request of a stream of requests has one answer (ModelStreamInfer): one read and
-            // not yet answered is in flight.
-            if (method.requestStream && method.responseStream) activity = policy.idleStreams?.track(http2Stream, refuse)
+            // not yet answered is in flight. A unary call is idle the same way until its message is
+            // read: one that sends nothing held its place until --request-timeout-ms, renewed at will
+            // (attacker, round 7). Health's Watch streams answers to one request and has its own cap.
+            if (method.requestStream === method.responseStream) activity = policy.idleStreams?.track(http2Stream, refuse)
             nextMetadata(metadata)
           },
           onReceiveMessage(message, nextMessage) {

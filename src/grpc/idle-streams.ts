@@ -23,6 +23,9 @@ import { ServiceError } from '../errors.js'
  *
  * The door tells each stream's activity (`track`); a stream that answers exactly once per request
  * (ModelStreamInfer) has a request in flight while it has read more requests than it has answered.
+ * A unary call is tracked the same way, idle from its opening until its message is read: one that
+ * sends nothing (or only part of its message, then stops) gives way as an idle stream does, where it
+ * held its place until --request-timeout-ms and could be sent anew at will.
  */
 
 /** How long a stream must have been idle for a newcomer to take its place. */

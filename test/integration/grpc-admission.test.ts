@@ -717,9 +717,35 @@ describe('gRPC admission: ModelStreamInfer streams with no request in flight do 
     }
   })
 
+  it('at --max-grpc-calls, a unary call whose message has not begun gives way as an idle stream does (1024 ModelInfer calls that sent only their headers held every place until --request-timeout-ms, renewed at will)', async () => {
+    const door = await startTestGrpc(server, { ...server.settings, maxGrpcCalls: 3 }, pino({ level: 'silent' }))
+    const silent = Array.from({ length: 3 }, () => rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY }))
+    try {
+      await sleep(100)
+      // Idle less than RECLAIM_AFTER_MS: nobody's place is taken yet.
+      expect(await callRefusal(door.callRaw('ModelInfer', inferMessage(), WITH_KEY))).toEqual({
+        code: 'RESOURCE_EXHAUSTED',
+        details: expect.stringMatching(/^TOO_MANY_CALLS: /) as string
+      })
+      await sleep(RECLAIM_AFTER_MS)
+      const answer = await door.callRaw<{ outputs: Array<{ shape: number[] }> }>('ModelInfer', inferMessage(), WITH_KEY)
+      expect(answer.outputs[0]!.shape).toEqual([1, 1000])
+      const ends = await Promise.all(silent.map(stillOpen))
+      expect(ends.filter((end) => end !== 'open')).toEqual([
+        {
+          code: status.UNAVAILABLE,
+          details: expect.stringMatching(/^STREAM_IDLE: .*a call whose message had not begun.*--max-grpc-calls were open/) as string
+        }
+      ])
+    } finally {
+      for (const s of silent) s.close()
+      await door.close()
+    }
+  })
+
   it(`the reserved places are ${RESERVED_CALLS}, for unary health and metadata calls only`, async () => {
     const door = await startTestGrpc(server, { ...server.settings, maxGrpcCalls: 1 }, pino({ level: 'silent' }))
-    // A unary call that sends nothing holds the one place (until --request-timeout-ms), and nobody can take it.
+    // A unary call that sends nothing holds the one place until it has been idle RECLAIM_AFTER_MS; nobody takes it sooner.
     const holder = rawGrpcCall(door.port, 'ModelInfer', { 'x-api-key': KEY })
     const probes: RawGrpcCall[] = []
     try {
