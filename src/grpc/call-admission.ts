@@ -245,7 +245,8 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
             // not yet answered is in flight. A unary call is idle the same way until its message is
             // read: one that sends nothing held its place until --request-timeout-ms, renewed at will
             // (attacker, round 7). Health's Watch streams answers to one request and has its own cap.
-            if (method.requestStream === method.responseStream) activity = policy.idleStreams?.track(http2Stream, refuse)
+            if (method.requestStream === method.responseStream)
+              activity = policy.idleStreams?.track(http2Stream, refuse, !method.requestStream)
             nextMetadata(metadata)
           },
           onReceiveMessage(message, nextMessage) {

@@ -41,10 +41,10 @@ export class ConnectionCalls {
   accept(socket: Socket): void {
     const key = peerKey(socket)
     if (key === undefined) return
-    const connection: Connection = { socket, session: undefined, calls: 0, called: false, firstCall: undefined }
+    const connection: Connection = { socket, session: undefined, calls: 0, firstCall: undefined }
     connection.firstCall = setTimeout(() => {
       connection.firstCall = undefined
-      if (connection.called || this.blind || socket.destroyed) return
+      if (connection.session !== undefined || this.blind || socket.destroyed) return
       socket.destroy()
       this.closedSilent()
     }, this.firstCallMs)
@@ -67,7 +67,6 @@ export class ConnectionCalls {
       return noop
     }
     connection.session = session
-    connection.called = true
     connection.calls++
     let ended = false
     return () => {
@@ -98,11 +97,10 @@ export class ConnectionCalls {
 
 interface Connection {
   readonly socket: Socket
-  /** The HTTP/2 session grpc-js made of it, known from its first call. */
+  /** The HTTP/2 session grpc-js made of it, known from its first call (undefined: it has begun none). */
   session: Http2Session | undefined
   /** Calls open on it now. */
   calls: number
-  called: boolean
   firstCall: NodeJS.Timeout | undefined
 }
 

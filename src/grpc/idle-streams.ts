@@ -73,9 +73,10 @@ export class IdleStreams {
   /**
    * A stream the door admitted, idle from now. `end` ends its call with the refusal given (once
    * the status is sent the stream is reset after CLOSE_GRACE_MS if its client has not closed it).
+   * `oneRequest`: a unary call, never idle again once its message is read.
    */
-  track(http2Stream: ServerHttp2Stream | undefined, end: (refusal: ServiceError) => void): StreamActivity {
-    const stream = new TrackedStream(this, http2Stream, end)
+  track(http2Stream: ServerHttp2Stream | undefined, end: (refusal: ServiceError) => void, oneRequest = false): StreamActivity {
+    const stream = new TrackedStream(this, http2Stream, end, oneRequest)
     this.becameIdle(stream)
     return stream
   }
@@ -130,7 +131,6 @@ export class IdleStreams {
     const left = (this.idleOn.get(session) ?? 1) - 1
     if (left === 0) this.idleOn.delete(session)
     else this.idleOn.set(session, left)
-    if (this.idle.size === 0) this.close()
   }
 
   /** The stream idle longest; streams whose bytes came since they went idle are moved back on the way. */
@@ -145,6 +145,9 @@ export class IdleStreams {
   }
 
   private sweep(): void {
+    // Stopped here rather than when the last idle stream gets busy: calls go idle and busy by the
+    // thousand a second, each a timer made and cleared.
+    if (this.idle.size === 0) return this.close()
     const now = this.now()
     for (const stream of [...this.idle]) if (now - stream.lastActive() >= this.options.idleTimeoutMs) this.end(stream, 'idle')
   }
@@ -181,7 +184,9 @@ class TrackedStream implements StreamActivity {
   constructor(
     private readonly streams: IdleStreams,
     private readonly http2Stream: ServerHttp2Stream | undefined,
-    private readonly endCall: (refusal: ServiceError) => void
+    private readonly endCall: (refusal: ServiceError) => void,
+    /** A unary call: once its message is read it is busy until it ends. */
+    private readonly oneRequest: boolean
   ) {
     this.session = http2Stream?.session
     // prependListener, not on: a 'data' listener added with on() would resume a paused stream.
@@ -201,7 +206,7 @@ class TrackedStream implements StreamActivity {
   }
 
   answered(): void {
-    if (this.over || this.inFlight === 0 || --this.inFlight > 0) return
+    if (this.over || this.oneRequest || this.inFlight === 0 || --this.inFlight > 0) return
     this.streams.becameIdle(this)
   }
 
