@@ -5,6 +5,7 @@ import { photoPaths, readPhoto } from '../helpers/photos.js'
 import { startServerProcess, startSyntheticServerProcess } from '../helpers/process.js'
 import { grpcTestClient, type GrpcCallError } from '../helpers/grpc.js'
 import { status } from '@grpc/grpc-js'
+import { waitFor } from '../helpers/versioned-models.js'
 
 describe('graceful shutdown', () => {
   it('SIGTERM during traffic answers every accepted request and exits 0', async () => {
@@ -39,6 +40,13 @@ describe('graceful shutdown', () => {
   })
 })
 
+/** Images waiting in the batcher queue, read from the server's own metrics. */
+async function pendingImages(url: string): Promise<number> {
+  const body = await (await fetch(`${url}/metrics`)).text()
+  const line = body.split('\n').find((l) => l.startsWith('resnet_serve_pending_requests{model="resnet50"} '))
+  return line === undefined ? 0 : Number(line.split(' ').pop())
+}
+
 type Outcome = { status: number } | { error: string }
 
 /** One request on its own connection, so a refused connection is told apart from a dropped answer. */
@@ -55,28 +63,34 @@ function classifyOnce(url: string, photo: Buffer): Promise<Outcome> {
 
 describe('SIGTERM under load', () => {
   it('at the drain timeout, images still queued are refused SHUTTING_DOWN on both doors alike, running batches are answered, and it exits 0', async () => {
-    const server = await startSyntheticServerProcess(['--drain-timeout-ms', '500'])
+    const server = await startSyntheticServerProcess(['--drain-timeout-ms', '200'])
     const grpc = grpcTestClient(`127.0.0.1:${String(server.logs.find((l) => l.msg === 'gRPC listening')?.port)}`)
     const photo = await readPhoto('chelsea')
-    // Seconds of work for one CPU session: most of it is still queued when the drain timeout passes.
-    const http = Array.from({ length: 48 }, () =>
-      fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo }).then(
-        (r) => r.status,
-        () => 'no answer'
-      )
-    )
-    const calls = Array.from({ length: 24 }, () =>
-      grpc
-        .call('ModelInfer', {
-          model_name: 'resnet50',
-          inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }]
-        })
-        .then(
-          () => 'OK',
-          (err: GrpcCallError) => status[err.code]
+    // The two doors' requests sent in turn, so both are spread through the queue.
+    const http: Array<Promise<number | string>> = []
+    const calls: Array<Promise<string>> = []
+    for (let i = 0; i < 64; i++) {
+      http.push(
+        fetch(`${server.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo }).then(
+          (r) => r.status,
+          () => 'no answer'
         )
-    )
-    await new Promise((r) => setTimeout(r, 300))
+      )
+      calls.push(
+        grpc
+          .call('ModelInfer', {
+            model_name: 'resnet50',
+            inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [photo] } }]
+          })
+          .then(
+            () => 'OK',
+            (err: GrpcCallError) => status[err.code]
+          )
+      )
+    }
+    // The signal once most images wait in the queue (not after a fixed time, which a fast machine
+    // outruns): far more work than one CPU session does in the 200 ms drain timeout.
+    await waitFor('64 images queued', async () => (await pendingImages(server.url)) >= 64, 20_000)
     server.child.kill('SIGTERM')
     const [statuses, codes] = await Promise.all([Promise.all(http), Promise.all(calls)])
     grpc.close()
