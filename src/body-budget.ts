@@ -1,12 +1,14 @@
 /**
  * --body-budget-bytes: the request bytes both doors hold at once, from the moment a request's size
  * is known until it is answered. An HTTP request counts its `Content-Length` (a chunked one its
- * route's limit) from its head, and is refused 429 `BODY_BUDGET_FULL` at once when it does not
- * fit (`take`). A gRPC message counts its length from the moment its 5-byte prefix arrives
- * (message-meter.ts), and waits when it does not fit (`acquire`), its HTTP/2 stream paused, in a FIFO
- * of at most `maxWaiting`; one more is refused RESOURCE_EXHAUSTED `BODY_BUDGET_FULL`. An HTTP
- * request never passes a waiting message. A request or message alone is always admitted, so a
- * budget below one request's size still serves one at a time.
+ * route's limit) from its head, a gRPC message its length from the moment its 5-byte prefix
+ * arrives (message-meter.ts). One that does not fit waits (`acquire`), its body unread or its
+ * HTTP/2 stream paused, in one line of at most `maxWaiting` for both doors; one more is refused
+ * `BODY_BUDGET_FULL` (an HTTP request also when its wait passes admission.ts's BUDGET_WAIT_MS).
+ * The line is served in order, except that what fits may pass a waiting HTTP upload: uploads
+ * that do not fit keep none that do waiting, as when they were refused at once.
+ * A request or message alone is always admitted, so a budget below one request's size still
+ * serves one at a time.
  *
  * One budget for both doors, so that the memory they can be made to hold is the one figure the
  * sizing in docs/configuration.md adds up. grpc-js reads a message into memory whole once the call
@@ -74,6 +76,8 @@ export interface Arrival {
 interface Waiter {
   readonly bytes: number
   readonly grant: (reservation: Reservation) => void
+  /** A newcomer that fits may pass it (an HTTP upload, whose wait is bounded), or not (a gRPC message). */
+  readonly passable: boolean
 }
 
 export class BodyBudget {
@@ -95,31 +99,32 @@ export class BodyBudget {
 
   /**
    * Holds `bytes` now if they fit and nothing waits, taking the shares of bodies behind their pace
-   * when that makes room; else undefined (the caller refuses). A caller that can wait should do so
-   * for a turn of the event loop first when `fitsNow` says no (see makeRoom).
+   * when that makes room; else undefined (the caller waits with `acquire`, or refuses).
    */
   take(bytes: number): Reservation | undefined {
     this.serveWaiting()
-    return this.waiting.length === 0 && this.makeRoom(bytes) ? this.reserve(bytes) : undefined
+    return !this.firmWaiting() && this.makeRoom(bytes) ? this.reserve(bytes) : undefined
   }
 
   /** Whether `take(bytes)` would hold them without taking any share back. */
   fitsNow(bytes: number): boolean {
-    return this.waiting.length === 0 && this.fits(bytes)
+    return this.fits(bytes) && !this.firmWaiting()
   }
 
   /**
    * Calls `granted` once `bytes` fit beside what is held (or nothing is held), in arrival order: at
    * once, before returning, when they fit now. Returns a cancel for a wait, or undefined when the
-   * waiting line is full (`granted` is then never called).
+   * waiting line is full (`granted` is then never called). A `passable` wait (an HTTP upload, which
+   * gives up after a bounded wait) lets those behind it, and newcomers, that fit go first; a gRPC
+   * message, which waits as long as it takes, is never passed, so it is never starved.
    */
-  acquire(bytes: number, granted: (reservation: Reservation) => void): { cancel(): void } | undefined {
+  acquire(bytes: number, granted: (reservation: Reservation) => void, passable = false): { cancel(): void } | undefined {
     if (this.fitsNow(bytes)) {
       granted(this.reserve(bytes))
       return { cancel: () => {} }
     }
     if (this.waiting.length >= this.maxWaiting) return undefined
-    const waiter: Waiter = { bytes, grant: granted }
+    const waiter: Waiter = { bytes, grant: granted, passable }
     this.waiting.push(waiter)
     // The shares of bodies behind their pace are looked at after this turn's I/O (see makeRoom),
     // and again while the line waits: a share falls behind with time alone.
@@ -132,8 +137,8 @@ export class BodyBudget {
         const i = this.waiting.indexOf(waiter)
         if (i < 0) return
         this.waiting.splice(i, 1)
-        // The head may have been what held the others back.
-        if (i === 0) this.pump()
+        // It may have been what held the others back.
+        this.pump()
       }
     }
   }
@@ -141,6 +146,12 @@ export class BodyBudget {
   /** Bytes held now, and calls waiting (for tests and logs). */
   get state(): { readonly heldBytes: number; readonly waiting: number } {
     return { heldBytes: this.held, waiting: this.waiting.length }
+  }
+
+  /** A waiter no newcomer may pass is in line. */
+  private firmWaiting(): boolean {
+    for (const waiter of this.waiting) if (!waiter.passable) return true
+    return false
   }
 
   private fits(bytes: number): boolean {
@@ -235,11 +246,15 @@ export class BodyBudget {
     }
   }
 
-  /** Grants waiting calls in order while the head fits. */
+  /** Grants waiting calls in order while they fit, passing those that do not and may be passed. */
   private pump(): void {
-    while (this.waiting.length > 0 && this.fits(this.waiting[0]!.bytes)) {
-      const next = this.waiting.shift()!
-      next.grant(this.reserve(next.bytes))
+    for (let i = 0; i < this.waiting.length;) {
+      const next = this.waiting[i]!
+      if (this.fits(next.bytes)) {
+        this.waiting.splice(i, 1)
+        next.grant(this.reserve(next.bytes))
+      } else if (next.passable) i++
+      else return
     }
   }
 }

@@ -3,7 +3,7 @@ import { Duplex } from 'node:stream'
 import { ServiceError } from '../errors.js'
 import { MessageFrames } from './message-frames.js'
 import type { BodyBudget, Reservation } from '../body-budget.js'
-import { bodyPace } from '../body-pace.js'
+import { SILENT_WAIT_MS, bodyPace } from '../body-pace.js'
 
 /**
  * Holds a gRPC call's request messages within the door's receive budget, message by message, from
@@ -68,18 +68,6 @@ export function http2StreamOf(call: object): ServerHttp2Stream | undefined {
 }
 
 const tooSlow = (): ServiceError => new ServiceError('REQUEST_TIMEOUT', '(the gRPC message: the call ends)')
-
-/**
- * How long a message may wait for room in the budget having sent nothing after its 5-byte prefix
- * before it is refused instead of granted. While it waits its HTTP/2 stream is paused, but the
- * client's flow-control window (64 KiB) still lets it send the start of the message, which the
- * stream holds unread: a client sends that at once, so a message that shows none of it after a
- * second announced bytes it is not sending. Granted, each held a share for its pace's grace
- * (body-pace.ts) before another request could take it back, and the waiting line went ahead of
- * every HTTP upload: 60 such prefixes on one connection (about 3 KB) kept 52 of 56 /classify
- * uploads out over 12 s (attacker, round 6b).
- */
-export const SILENT_WAIT_MS = 1000
 
 const silentWhileWaiting = (bytes: number, waitedMs: number): ServiceError =>
   new ServiceError(

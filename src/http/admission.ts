@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { IncomingHttpHeaders } from 'node:http'
-import type { BodyBudget } from '../body-budget.js'
-import { bodyPace } from '../body-pace.js'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { BodyBudget, Reservation } from '../body-budget.js'
+import { BODY_PACE_GRACE_MS, SILENT_WAIT_MS, bodyPace } from '../body-pace.js'
 import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
 import { invalidFieldCode } from './error-status.js'
@@ -32,8 +32,8 @@ declare module 'fastify' {
  * Admission before any body byte is read. fastify parses a body after the onRequest hooks and
  * before validation, so whatever is refused here costs the headers only: the key check runs
  * first (src/http/access.ts), then this hook refuses unknown routes, bodies a route does not
- * take (by media type), multipart boundaries the parser cannot use, declared lengths over the
- * route's limit, and bodies that would take the bodies held at once past --body-budget-bytes. A
+ * take (by media type), multipart boundaries the parser cannot use and declared lengths over the
+ * route's limit, and holds the body's share of --body-budget-bytes (waiting in line for it). A
  * refused body is never parsed or held: after the answer its bytes are dropped as they come, up to
  * a bound, then the connection is closed (refused-body.ts).
  */
@@ -128,6 +128,72 @@ function admitBody(request: FastifyRequest): number {
   return Number.isSafeInteger(length) && length > 0 ? length : 0
 }
 
+/**
+ * How long an upload that finds no room in the body budget waits in its line (its body unread,
+ * behind the gRPC messages and uploads that came first) before it is refused 429
+ * `BODY_BUDGET_FULL`: long enough for the shares held then to pass their grace and the budget to
+ * take back those behind their pace (body-pace.ts), twice over (uploads ahead in line may be
+ * granted first and hold their shares for a grace of their own). Refused at once, uploads lost every race
+ * to shares announced anew each grace: six gRPC prefixes a second (about 200 bytes a second) kept
+ * every /classify at 429 for as long as they were sent, because a newcomer found the shares it
+ * could take back already taken by the next announcements, each with a grace of its own. Waiting
+ * in line, the upload is ahead of announcements made after it.
+ */
+export const BUDGET_WAIT_MS = 3 * BODY_PACE_GRACE_MS
+
+/**
+ * The upload's share of the budget: at once when it fits and nothing it may not pass waits, else
+ * once its turn in the line comes within `waitMs`; refused BODY_BUDGET_FULL when the line is full
+ * or the wait ends, CLIENT_CLOSED when the client goes meanwhile, and REQUEST_TIMEOUT when its turn
+ * comes after SILENT_WAIT_MS of waiting with less of its body sent than the request's buffer
+ * takes (body-pace.ts).
+ */
+async function shareOfBudget(
+  budget: BodyBudget,
+  bytes: number,
+  waitMs: number,
+  request: IncomingMessage,
+  response: ServerResponse
+): Promise<Reservation> {
+  if (budget.fitsNow(bytes)) return budget.take(bytes)!
+  const full = (): ServiceError => new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 })
+  const since = performance.now()
+  return new Promise((resolve, reject) => {
+    const giveUp = (refusal: ServiceError): void => {
+      clearTimeout(timer)
+      response.off('close', gone)
+      wait?.cancel()
+      reject(refusal)
+    }
+    // Gone while waiting: a share taken later would never go back.
+    const gone = (): void => giveUp(new ServiceError('CLIENT_CLOSED'))
+    const timer = setTimeout(() => giveUp(full()), waitMs)
+    response.once('close', gone)
+    const granted = (reservation: Reservation): void => {
+      clearTimeout(timer)
+      response.off('close', gone)
+      // Node reads what the client sends into the request's buffer while nothing consumes it, up
+      // to its high-water mark (16 KiB): a client sending its body has filled it within a second.
+      const waitedMs = performance.now() - since
+      const shown = Math.min(bytes, request.readableHighWaterMark)
+      if (waitedMs >= SILENT_WAIT_MS && request.readableLength < shown && !request.complete) {
+        // Given back at once, so the line goes on to the next.
+        reservation.release()
+        reject(
+          new ServiceError(
+            'REQUEST_TIMEOUT',
+            `(the body announced ${bytes} bytes and sent ${request.readableLength} of them in ${Math.round(waitedMs)} ms waiting for room in --body-budget-bytes)`
+          )
+        )
+        return
+      }
+      resolve(reservation)
+    }
+    const wait = budget.acquire(bytes, granted, true)
+    if (wait === undefined) giveUp(full())
+  })
+}
+
 const hintFor = (url: string): string => {
   const here = otherServersRoute(url)
   return here === undefined ? '' : ` ${here}`
@@ -139,6 +205,7 @@ const hintFor = (url: string): string => {
  */
 export function admitRequests(app: FastifyInstance, settings: Settings, bodyBudget: BodyBudget): void {
   let closing = false
+  const budgetWaitMs = Math.min(BUDGET_WAIT_MS, settings.requestTimeoutMs / 2)
   // A path asked with a method it does not take is 405 with an Allow header (GET /classify), as
   // Triton answers; a path no route takes is 404.
   const methodsOf = routeMethods(app)
@@ -161,14 +228,7 @@ export function admitRequests(app: FastifyInstance, settings: Settings, bodyBudg
     if (request.is404) throw notFound(request, reply)
     if (!hasBody(request.headers) || BODYLESS_METHODS.has(request.method)) return
     const bytes = admitBody(request)
-    // Shares behind their pace are judged after this turn's I/O (BodyBudget.makeRoom).
-    if (!bodyBudget.fitsNow(bytes)) {
-      await new Promise<void>((resolve) => setImmediate(resolve))
-      // Gone meanwhile: its response's 'close' has come, and a share taken now would never go back.
-      if (reply.raw.closed || request.raw.socket.destroyed) throw new ServiceError('CLIENT_CLOSED')
-    }
-    const held = bodyBudget.take(bytes)
-    if (held === undefined) throw new ServiceError('BODY_BUDGET_FULL', undefined, { retryAfterSeconds: 1 })
+    const held = await shareOfBudget(bodyBudget, bytes, budgetWaitMs, request.raw, reply.raw)
     // The share is held for bytes still to come: behind their pace (src/body-pace.ts), a request
     // that finds no room takes it. Counted on the connection, where reading them changes nothing
     // (the read that brought the head may have brought up to 64 KiB of the body too), at the pace

@@ -6,10 +6,9 @@ import { gzipSync } from 'node:zlib'
 import { status } from '@grpc/grpc-js'
 import { pino, type Logger } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BODY_PACE_GRACE_MS } from '../../src/body-pace.js'
+import { BODY_PACE_GRACE_MS, SILENT_WAIT_MS } from '../../src/body-pace.js'
 import { RESERVED_CALLS } from '../../src/grpc/call-admission.js'
 import { RECLAIM_AFTER_MS } from '../../src/grpc/idle-streams.js'
-import { SILENT_WAIT_MS } from '../../src/grpc/message-meter.js'
 import { MAX_DIMS, MAX_PARAMETERS, MAX_TENSORS, MAX_UNKNOWN_FIELDS } from '../../src/grpc/request-bounds.js'
 import { LOGGED_ID_CHARS } from '../../src/open-inference/infer.js'
 import { MAX_LISTED_ELEMENTS } from '../../src/open-inference/tensor-limits.js'
@@ -878,13 +877,13 @@ describe('gRPC admission: calls begun in one turn of the event loop are bounded 
 })
 
 describe('gRPC admission: one body budget for both doors, as main.ts shares it', () => {
-  it('a gRPC message holding the budget makes an HTTP upload that does not fit 429 BODY_BUDGET_FULL; once it is given back, the upload is served', async () => {
+  it('a gRPC message holding the budget keeps an HTTP upload that does not fit waiting in line, its body unread; once the message falls behind its pace, the upload takes its share and is served', async () => {
     const budget = 2 * 1024 * 1024
     const shared = await startTestServer(await syntheticModelRepository(), [
       '--body-budget-bytes',
       String(budget),
       '--request-timeout-ms',
-      '1500',
+      '4000',
       '--headers-timeout-ms',
       '1000'
     ])
@@ -896,17 +895,48 @@ describe('gRPC admission: one body budget for both doors, as main.ts shares it',
       await waitFor('the gRPC message to hold its length', () => shared.bodyBudget.state.heldBytes === 1.5 * 1024 * 1024, 10_000)
       // A real photo padded to 600 kB (a JPEG decoder stops at its end marker): over what is left.
       const upload = Buffer.concat([photo, Buffer.alloc(600_000 - photo.byteLength)])
-      const post = (): Promise<Response> =>
-        fetch(`${shared.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: upload })
-      const refused = await post()
-      expect(refused.status).toBe(429)
-      expect(((await refused.json()) as { code: string }).code).toBe('BODY_BUDGET_FULL')
-      expect((await stalled.ended).code).toBe(status.DEADLINE_EXCEEDED)
+      const served = fetch(`${shared.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: upload })
+      await waitFor('the upload to wait in line', () => shared.bodyBudget.state.waiting === 1, 5_000)
+      expect(shared.bodyBudget.state.heldBytes).toBe(1.5 * 1024 * 1024)
+      // Past its grace the message is behind the pace that finishes it within the timeout.
+      expect((await served).status).toBe(200)
+      expect(await stalled.ended).toEqual({
+        code: status.DEADLINE_EXCEEDED,
+        details: expect.stringMatching(/^REQUEST_TIMEOUT: .*more slowly than --request-timeout-ms allows/) as string
+      })
       stalled.close()
-      const served = await post()
-      expect(served.status).toBe(200)
       await waitFor('the upload to give its share back', () => shared.bodyBudget.state.heldBytes === 0, 5_000)
     } finally {
+      await door.close()
+      await shared.close()
+    }
+  })
+
+  it('regression (attacker): six messages announced anew every second, none of their bytes sent (about 200 bytes a second), kept every upload 429 BODY_BUDGET_FULL for as long as they came; an upload now waits its turn, ahead of later announcements, and is served', async () => {
+    const shared = await startTestServer(await syntheticModelRepository(), ['--headers-timeout-ms', '1000'])
+    const door = await startTestGrpc(shared, shared.settings, pino({ level: 'silent' }), shared.bodyBudget)
+    const calls: RawGrpcCall[] = []
+    // Six receive limits are more than the default budget: each round fills it anew, one waiting.
+    const round = (): void => {
+      for (let i = 0; i < 6; i++) {
+        const call = rawGrpcCall(door.port, 'ModelInfer')
+        call.stream.write(announce(door.receiveLimitBytes))
+        calls.push(call)
+      }
+    }
+    round()
+    const rounds = setInterval(round, BODY_PACE_GRACE_MS)
+    try {
+      await waitFor('the announcements to fill the budget', () => shared.bodyBudget.state.waiting > 0, 10_000)
+      const statuses: number[] = []
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${shared.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+        statuses.push(res.status)
+      }
+      expect(statuses).toEqual([200, 200, 200])
+    } finally {
+      clearInterval(rounds)
+      for (const call of calls) call.close()
       await door.close()
       await shared.close()
     }

@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BODY_PACE_GRACE_MS } from '../../src/body-pace.js'
+import { BUDGET_WAIT_MS } from '../../src/http/admission.js'
 import { loadSettings } from '../../src/config.js'
 import { ERRORS, type ErrorCode } from '../../src/errors.js'
 import { buildApp } from '../../src/http/app.js'
@@ -411,25 +412,30 @@ describe('timeouts and caps', () => {
     await once(idle, 'close')
   })
 
-  it('regression: stalled uploads hold at most --body-budget-bytes; one more is 429 BODY_BUDGET_FULL before its body is read', async () => {
+  it('regression: stalled uploads hold at most --body-budget-bytes; one more waits its turn, then is 429 BODY_BUDGET_FULL before its body is read; uploads whose clients go while they wait hold nothing', async () => {
     const budgeted = await door(['--body-budget-bytes', String(1024 * 1024)])
-    // Four uploads of 256 KiB declared that stop short: together they hold the whole budget.
+    // Four uploads of 256 KiB declared that stop short: together they hold the whole budget, and
+    // with 1000 bytes sent of 256 KiB due over 30 s they are not behind their pace for seconds.
     const stalled = (await announceUploads(budgeted.url, 4, 256 * 1024, photo.subarray(0, 1000))).map((a) => a.socket)
     await new Promise((r) => setTimeout(r, 200))
-    const refused = await rawRequest(
-      budgeted.url,
-      `POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${photo.byteLength}\r\n\r\n`
-    )
+    const head = `POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: ${photo.byteLength}\r\n\r\n`
+    const asked = performance.now()
+    const refused = await rawRequest(budgeted.url, head)
+    expect(performance.now() - asked).toBeGreaterThanOrEqual(BUDGET_WAIT_MS - 50)
     expectRegistry(refused, 429, 'BODY_BUDGET_FULL')
+    // Clients that go while their uploads wait: 3 × 290 kB declared, which would leave no room for
+    // the upload below if their shares were taken after they had gone.
+    const gone = await announceUploads(budgeted.url, 3, 290_000)
+    await new Promise((r) => setTimeout(r, 200))
+    for (const g of gone) g.socket.destroy()
     // Requests without a body still pass, and once the stalled uploads go, uploads are admitted again.
     expect((await fetch(`${budgeted.url}/health/live`)).status).toBe(200)
     for (const s of stalled) s.destroy()
-    await until(
-      async () =>
-        (await fetch(`${budgeted.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })).status ===
-        200,
-      'an upload admitted once the budget is free'
-    )
+    await new Promise((r) => setTimeout(r, 300))
+    const upload = Buffer.concat([photo, Buffer.alloc(200 * 1024)])
+    expect(
+      (await fetch(`${budgeted.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: upload })).status
+    ).toBe(200)
   })
 
   it('regression: uploads that announce a Content-Length and send nothing (a few hundred bytes of headers) held the budget against every upload for --request-timeout-ms; a newcomer now takes the shares of those behind their pace, answered 408 REQUEST_TIMEOUT', async () => {
@@ -452,6 +458,30 @@ describe('timeouts and caps', () => {
     expect(answered).toMatch(/"code":"REQUEST_TIMEOUT"/)
     expect(answered).toMatch(/more slowly than --request-timeout-ms allows while holding its share of --body-budget-bytes/)
     for (const a of announced) a.socket.destroy()
+  })
+
+  it('an upload that waited 1 s for room in the body budget with none of its body sent is refused 408 REQUEST_TIMEOUT when its turn comes, not granted a share for a grace; an upload behind it is served', async () => {
+    const budgeted = await door([
+      '--body-budget-bytes',
+      String(1024 * 1024),
+      '--request-timeout-ms',
+      '4000',
+      '--headers-timeout-ms',
+      '1000'
+    ])
+    // Four uploads that sent 1000 bytes of 256 KiB hold the budget; behind their pace about 1.8 s on.
+    const stalled = await announceUploads(budgeted.url, 4, 256 * 1024, photo.subarray(0, 1000))
+    await new Promise((r) => setTimeout(r, 100))
+    const silent = await announceUploads(budgeted.url, 2, 256 * 1024)
+    await new Promise((r) => setTimeout(r, 100))
+    const served = await fetch(`${budgeted.url}/classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: photo })
+    expect(served.status).toBe(200)
+    await until(async () => Promise.resolve(silent.every((s) => s.answer() !== '')), 'the silent uploads to be answered')
+    for (const s of silent) {
+      expect(s.answer()).toMatch(/^HTTP\/1.1 408 /)
+      expect(s.answer()).toMatch(/announced 262144 bytes and sent 0 of them in \d+ ms waiting for room in --body-budget-bytes/)
+    }
+    for (const a of [...stalled, ...silent]) a.socket.destroy()
   })
 })
 

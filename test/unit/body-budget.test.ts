@@ -73,7 +73,7 @@ describe('BodyBudget', () => {
     expect(budget.state).toEqual({ heldBytes: 100, waiting: 2 })
   })
 
-  it('take (the HTTP door) holds at once when the bytes fit and nothing waits; never passes a waiting message', () => {
+  it('take holds at once when the bytes fit and nothing waits; never passes a waiting message', () => {
     const budget = new BodyBudget(100, 10)
     const { ask, granted } = asker(budget)
     const first = budget.take(60)
@@ -85,6 +85,35 @@ describe('BodyBudget', () => {
     expect(granted).toEqual(['message'])
     expect(budget.take(10)?.bytes).toBe(10)
     expect(budget.state).toEqual({ heldBytes: 60, waiting: 0 })
+  })
+
+  it('a passable wait (an HTTP upload) lets what fits go first, newcomers and waiters behind it alike; a gRPC message waiting is never passed', () => {
+    const budget = new BodyBudget(100, 10)
+    const granted: string[] = []
+    const held = new Map<string, Reservation>()
+    const ask = (name: string, bytes: number, passable: boolean): void => {
+      budget.acquire(
+        bytes,
+        (r) => {
+          granted.push(name)
+          held.set(name, r)
+        },
+        passable
+      )
+    }
+    ask('a', 70, false)
+    ask('upload', 50, true) // waits: 70 + 50 > 100
+    expect(budget.fitsNow(20)).toBe(true)
+    expect(budget.take(20)?.bytes).toBe(20) // passes the waiting upload
+    ask('small', 10, false) // fits beside 90: passes it too
+    expect(granted).toEqual(['a', 'small'])
+    ask('message', 40, false) // waits behind the upload
+    ask('late', 5, true)
+    expect(granted).toEqual(['a', 'small']) // 5 would fit, but the message is in line and never passed
+    held.get('a')!.release() // 30 held: the upload (50) fits, then the message (40) does not, and holds back what follows
+    expect(granted).toEqual(['a', 'small', 'upload'])
+    held.get('upload')!.release()
+    expect(granted).toEqual(['a', 'small', 'upload', 'message', 'late'])
   })
 
   it('take admits a request alone whatever its size', () => {
