@@ -35,6 +35,15 @@ export const BODY_PACE_GRACE_MS = 1000
 export const SILENT_WAIT_MS = 1000
 
 /**
+ * What a client that is sending has sent of its body within SILENT_WAIT_MS, whatever its link:
+ * less than an HTTP request's unread buffer (16 KiB in Node 20) and a gRPC stream's flow-control
+ * window (64 KiB) take. With "none of it" as the rule, announcements sending one byte each, renewed
+ * every second (24 gRPC streams a second, about 2 KB/s), still held uploads out (4 of 5 refused after
+ * waiting 3 s); now each costs the attacker 16 KiB.
+ */
+export const WAITING_SHOWN_BYTES = 16 * 1024
+
+/**
  * Pure: the bytes of `lengthBytes` due `elapsedMs` after the share was granted, for the whole to
  * arrive within `windowMs`: none during the grace (at most half the window), then a straight line.
  */

@@ -3,7 +3,7 @@ import { Duplex } from 'node:stream'
 import { ServiceError } from '../errors.js'
 import { MessageFrames } from './message-frames.js'
 import type { BodyBudget, Reservation } from '../body-budget.js'
-import { SILENT_WAIT_MS, bodyPace } from '../body-pace.js'
+import { SILENT_WAIT_MS, WAITING_SHOWN_BYTES, bodyPace } from '../body-pace.js'
 
 /**
  * Holds a gRPC call's request messages within the door's receive budget, message by message, from
@@ -69,10 +69,10 @@ export function http2StreamOf(call: object): ServerHttp2Stream | undefined {
 
 const tooSlow = (): ServiceError => new ServiceError('REQUEST_TIMEOUT', '(the gRPC message: the call ends)')
 
-const silentWhileWaiting = (bytes: number, waitedMs: number): ServiceError =>
+const silentWhileWaiting = (bytes: number, shown: number, waitedMs: number): ServiceError =>
   new ServiceError(
     'REQUEST_TIMEOUT',
-    `(the gRPC message announced ${bytes} bytes and sent none of them in ${Math.round(waitedMs)} ms waiting for room in --body-budget-bytes: the call ends)`
+    `(the gRPC message announced ${bytes} bytes and sent ${shown} of them in ${Math.round(waitedMs)} ms waiting for room in --body-budget-bytes: the call ends)`
   )
 
 const tooSlowForItsShare = (bytes: number): ServiceError =>
@@ -230,7 +230,7 @@ export class MessageMeter {
       // Given back at once, so the line goes on to the next; the call ends outside the budget's
       // grant (its status gives back what else it holds, and may grant another).
       reservation.release()
-      const refusal = silentWhileWaiting(this.messageBytes, performance.now() - this.waitingSince)
+      const refusal = silentWhileWaiting(this.messageBytes, this.shownBytes(), performance.now() - this.waitingSince)
       setImmediate(() => this.options.refuse(refusal))
       return
     }
@@ -244,14 +244,21 @@ export class MessageMeter {
     this.flow()
   }
 
-  /** The message being granted waited SILENT_WAIT_MS or more and none of its bytes came, read or held unread. */
+  /**
+   * The message being granted waited SILENT_WAIT_MS or more and less of it came, read or held
+   * unread, than WAITING_SHOWN_BYTES (or its whole length).
+   */
   private silentWhileWaiting(): boolean {
     return (
       performance.now() - this.waitingSince >= SILENT_WAIT_MS &&
       this.frames.inMessage &&
-      this.frames.remainingBytes === this.messageBytes &&
-      this.http2Stream.readableLength === 0
+      this.shownBytes() < Math.min(this.messageBytes, WAITING_SHOWN_BYTES)
     )
+  }
+
+  /** The bytes of the message started last that have come, read or held unread in the paused stream. */
+  private shownBytes(): number {
+    return this.messageBytes - this.frames.remainingBytes + this.http2Stream.readableLength
   }
 
   /**

@@ -912,20 +912,20 @@ describe('gRPC admission: one body budget for both doors, as main.ts shares it',
     }
   })
 
-  it('regression (attacker): six messages announced anew every second, none of their bytes sent (about 200 bytes a second), kept every upload 429 BODY_BUDGET_FULL for as long as they came; an upload now waits its turn, ahead of later announcements, and is served', async () => {
+  it('regression (attacker): messages announced anew every half second, one byte of each sent (about 2 KB a second), kept every upload 429 BODY_BUDGET_FULL for as long as they came; an upload now waits its turn, ahead of later announcements, and those ahead that sent less than 16 KiB are refused at theirs', async () => {
     const shared = await startTestServer(await syntheticModelRepository(), ['--headers-timeout-ms', '1000'])
     const door = await startTestGrpc(shared, shared.settings, pino({ level: 'silent' }), shared.bodyBudget)
     const calls: RawGrpcCall[] = []
-    // Six receive limits are more than the default budget: each round fills it anew, one waiting.
+    // Six receive limits are more than the default budget: each round fills it anew, more waiting.
     const round = (): void => {
-      for (let i = 0; i < 6; i++) {
+      for (let i = 0; i < 12; i++) {
         const call = rawGrpcCall(door.port, 'ModelInfer')
-        call.stream.write(announce(door.receiveLimitBytes))
+        call.stream.write(Buffer.concat([announce(door.receiveLimitBytes), Buffer.alloc(1)]))
         calls.push(call)
       }
     }
     round()
-    const rounds = setInterval(round, BODY_PACE_GRACE_MS)
+    const rounds = setInterval(round, BODY_PACE_GRACE_MS / 2)
     try {
       await waitFor('the announcements to fill the budget', () => shared.bodyBudget.state.waiting > 0, 10_000)
       const statuses: number[] = []
@@ -979,12 +979,12 @@ describe('gRPC admission: one body budget for both doors, as main.ts shares it',
       const ends = await Promise.all(silent.map((c) => c.ended))
       for (const end of ends)
         expect(end).toEqual({ code: status.DEADLINE_EXCEEDED, details: expect.stringMatching(/^REQUEST_TIMEOUT: /) as string })
-      const refusedSilent = ends.filter((e) => /sent none of them in \d+ ms waiting for room/.test(e.details)).length
+      const refusedSilent = ends.filter((e) => /sent 0 of them in \d+ ms waiting for room/.test(e.details)).length
       expect(refusedSilent).toBeGreaterThanOrEqual(silent.length - 5)
       // The call that sent bytes was granted its share, not refused for silence (it ends for its pace or
       // the timeout later, or when the test closes it).
       const sendingEnd = await Promise.race([sending.ended, new Promise<'open'>((resolve) => setTimeout(() => resolve('open'), 50))])
-      if (sendingEnd !== 'open') expect((sendingEnd as { details: string }).details).not.toMatch(/sent none of them/)
+      if (sendingEnd !== 'open') expect((sendingEnd as { details: string }).details).not.toMatch(/ of them in \d+ ms waiting for room/)
     } finally {
       for (const call of [...holders, ...silent, sending]) call.close()
       await door.close()
