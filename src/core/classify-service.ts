@@ -146,8 +146,9 @@ export class ServedModel {
   private async execute(items: BatchItem[], runner: number): Promise<ItemOutput[]> {
     let total = 0
     for (const item of items) total += item.bytes.byteLength
-    // Its own ArrayBuffer (transferred to the worker), not zero-filled: every byte is written below.
-    const data = Buffer.allocUnsafeSlow(total)
+    // Transferred to the worker, which reads the first `total` bytes and hands the buffer back.
+    const buffer = this.sessions.inputBuffer(total)
+    const data = new Uint8Array(buffer, 0, total)
     const kinds = new Uint8Array(items.length)
     let offset = 0
     for (let i = 0; i < items.length; i++) {
@@ -156,7 +157,7 @@ export class ServedModel {
       data.set(item.bytes, offset)
       offset += item.bytes.byteLength
     }
-    const { output, inferMs } = await this.sessions.run(kinds, data.buffer, runner)
+    const { output, inferMs } = await this.sessions.run(kinds, buffer, runner)
     this.events.onBatch?.(this.entry.name, items.length, inferMs, this.info.version)
     const width = this.numClasses
     // The output's shape was checked when the model loaded, but a graph may still answer other

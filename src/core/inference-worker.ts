@@ -91,7 +91,8 @@ async function run(req: RunRequest): Promise<void> {
     // if what is sent is a view into something larger.
     const data = req.runSize === req.kinds.length ? all : all.subarray(0, (all.length / req.runSize) * req.kinds.length)
     const output = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? (data.buffer as ArrayBuffer) : data.slice().buffer
-    post({ type: 'result', id: req.id, output, prepareMs: t1 - t0, inferMs: t2 - t1 }, [output])
+    // The run is over: nothing reads the input any more, so its buffer goes back for reuse.
+    post({ type: 'result', id: req.id, output, input: req.data, prepareMs: t1 - t0, inferMs: t2 - t1 }, [output, req.data])
   } catch (err) {
     post({ type: 'run-failed', id: req.id, message: (err as Error).message })
   }

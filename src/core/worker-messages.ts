@@ -61,6 +61,8 @@ export interface RunResult {
   readonly id: number
   /** Float32 [batch, classes], transferred. */
   readonly output: ArrayBuffer
+  /** The request's `data`, handed back (transferred) for the next batch's input. */
+  readonly input: ArrayBuffer
   /** Time spent normalising pixels into the input buffer. */
   readonly prepareMs: number
   readonly inferMs: number

@@ -81,6 +81,24 @@ describe('inference pool', () => {
     }
   })
 
+  it('a batch input comes back from the worker for the next batch, whose answer, read from the first bytes only, is that of a fresh buffer', async () => {
+    const per = 3 * 224 * 224
+    const one = tensors.slice(0, per)
+    const fresh = await sessions.run(new Uint8Array([ItemKind.TENSOR]), one.slice().buffer)
+    // A larger buffer, its tail not part of the batch.
+    const sent = sessions.inputBuffer(N * per * 4)
+    new Float32Array(sent).set(tensors)
+    const three = await sessions.run(new Uint8Array(N).fill(ItemKind.TENSOR), sent)
+    expect(sent.byteLength).toBe(0) // transferred
+    // Two kept for one session: the single image's and the three's. The three's, handed back, still holds them.
+    const back = sessions.inputBuffer(N * per * 4)
+    expect(new Float32Array(back, 0, N * per)).toEqual(tensors)
+    new Float32Array(back, 0, per).set(tensors.subarray(per, 2 * per))
+    const second = await sessions.run(new Uint8Array([ItemKind.TENSOR]), back)
+    expect(Array.from(second.output)).toEqual(Array.from(three.output.subarray(1000, 2000)))
+    expect(Array.from(fresh.output)).toEqual(Array.from(three.output.subarray(0, 1000)))
+  })
+
   it('a worker that dies fails its batch fast with INFERENCE_FAILED, is replaced, and later runs succeed', async () => {
     const [worker] = sessions.threads
     sessions.injectWorkerFailure()
