@@ -1,11 +1,13 @@
 import { once } from 'node:events'
+import { connect as http2Connect, type IncomingHttpHeaders } from 'node:http2'
 import { connect } from 'node:net'
 import { Client, Metadata, credentials, status as grpcStatus, type ServiceError as GrpcCallError } from '@grpc/grpc-js'
 
 /**
  * How load/robustness/attack.ts sends its requests, each capped in time so that a server that never answers
  * costs the harness a bounded wait: fetch for whole bodies, a raw socket for bodies sent slowly or
- * never finished, a gRPC client that sends a message's bytes as they are.
+ * never finished, a gRPC client that sends a message's bytes as they are, and a gRPC call that
+ * announces a message and sends only its start.
  */
 
 /** What became of one request: an HTTP status, a gRPC status name, or how the exchange ended. */
@@ -126,5 +128,50 @@ export async function sendModelInfer(
   } finally {
     clearTimeout(cap)
     client.close()
+  }
+}
+
+/**
+ * A ModelInfer call on its own connection that announces a message of `bytes` (its 5-byte prefix)
+ * and sends only `sent` bytes of it, then waits for the server to end the call, or `capMs` ("gave up").
+ */
+export async function announceModelInfer(
+  address: string,
+  bytes: number,
+  sent: number,
+  metadata: Readonly<Record<string, string>>,
+  capMs: number
+): Promise<Outcome> {
+  const t0 = performance.now()
+  const session = http2Connect(`http://${address}`)
+  session.on('error', () => {})
+  let cap: NodeJS.Timeout | undefined
+  try {
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': MODEL_INFER,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      ...metadata
+    })
+    stream.on('error', () => {})
+    const prefix = Buffer.alloc(5)
+    prefix.writeUInt32BE(bytes, 1)
+    stream.write(Buffer.concat([prefix, Buffer.alloc(sent)]))
+    const code = await new Promise<string>((resolve) => {
+      const settle = (headers: IncomingHttpHeaders): void => {
+        const code = headers['grpc-status']
+        if (code !== undefined) resolve(grpcStatus[Number(code)] ?? String(code))
+      }
+      stream.on('response', settle)
+      stream.on('trailers', settle)
+      stream.on('close', () => resolve('closed'))
+      stream.resume()
+      cap = setTimeout(() => resolve('gave up'), capMs)
+    })
+    return { code, seconds: since(t0) }
+  } finally {
+    clearTimeout(cap)
+    session.destroy()
   }
 }

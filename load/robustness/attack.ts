@@ -21,7 +21,8 @@ import {
   webpChunkFlood
 } from './attack-inputs.js'
 import { ProbeThread, openFds, rssMiB, type ProbeReport } from './attack-probes.js'
-import { sendHttp, sendModelInfer, sendRaw, type Outcome } from './attack-senders.js'
+import { announceModelInfer, sendHttp, sendModelInfer, sendRaw, type Outcome } from './attack-senders.js'
+import { BODY_PACE_GRACE_MS } from '../../src/body-pace.js'
 import { startBenchServer, type BenchServer } from '../kit/bench-server.js'
 import { podLine, preparePod } from '../kit/pod.js'
 import { progress } from '../kit/progress.js'
@@ -95,6 +96,8 @@ interface Attack {
    * wait behind the queue it filled (no latency limit).
    */
   readonly fillsBudgets?: boolean
+  /** How much longer than its limit the good photo may take: it waits its turn in a line the attack keeps full. */
+  readonly photoMayWaitMs?: number
   run(target: Target): Promise<Outcome[]>
 }
 
@@ -348,6 +351,23 @@ const ATTACKS: readonly Attack[] = [
     }
   },
   {
+    name: 'announce-cycle',
+    what: 'for 12 s, every 500 ms: 12 gRPC messages announcing 38 MB and 6 uploads announcing 16 MiB, one byte of each sent',
+    expected: ['DEADLINE_EXCEEDED', 'RESOURCE_EXHAUSTED', '408', '429', 'closed', 'reset'],
+    // Shares announced are held for a grace before an upload that needs room can take them back.
+    photoMayWaitMs: 2 * BODY_PACE_GRACE_MS,
+    async run(t) {
+      const head = rawHead('/classify', { ...withKey, 'Content-Type': 'image/jpeg', 'Content-Length': String(16 * MiB) })
+      const sent: Array<Promise<Outcome>> = []
+      for (const end = performance.now() + 12_000; performance.now() < end;) {
+        for (let i = 0; i < 12; i++) sent.push(announceModelInfer(t.grpcAddress, 38_000_000, 1, withKey, capMs))
+        for (let i = 0; i < 6; i++) sent.push(sendRaw(t.url, { head, body: Buffer.alloc(1), capMs }))
+        await new Promise((resolve) => setTimeout(resolve, 500))
+      }
+      return Promise.all(sent)
+    }
+  },
+  {
     // Each budget is sized alone; this is their sum, the most admission lets in at one time.
     name: 'every-budget',
     what: 'at once: 8 concurrent 7000×7000 RGBA PNGs, 40 stalled 15 MiB uploads, 64 gRPC ModelInfer batches of 16 FP32 images',
@@ -520,6 +540,7 @@ class Harness {
     const refusedWhileFull = full ? report.photos.filter((p) => p.status === '429').length : 0
     const photoFailures = countBy(report.photos.filter((p) => p.status !== '200' && !(full && p.status === '429')).map((p) => p.status))
     const peakLimit = before.rss + this.budgetMiB + (full ? bodyBudgetMiB : 0) + RSS_HEADROOM_MiB
+    const photoLimitMs = this.photoLimitMs + (attack.photoMayWaitMs ?? 0)
     return {
       name: attack.name,
       what: attack.what,
@@ -531,7 +552,7 @@ class Harness {
       photoProbes: report.photos.length,
       photoMaxMs,
       // With every budget full, an admitted photo waits behind the queue the attack filled.
-      photoLimitMs: full ? NaN : this.photoLimitMs,
+      photoLimitMs: full ? NaN : photoLimitMs,
       photoFailures,
       refusedWhileFull,
       rssMiB: { before: before.rss, peak: report.rssPeakMiB, after: after.rss, peakLimit },
@@ -539,7 +560,7 @@ class Harness {
       serverDied,
       checks: {
         liveness: !serverDied && report.worstLiveMs <= LIVENESS_LIMIT_MS && report.liveFailures === 0,
-        photo: report.photos.length > 0 && Object.keys(photoFailures).length === 0 && (full || photoMaxMs <= this.photoLimitMs),
+        photo: report.photos.length > 0 && Object.keys(photoFailures).length === 0 && (full || photoMaxMs <= photoLimitMs),
         rssPeak: report.rssPeakMiB <= peakLimit,
         rssAfter: after.rss <= before.rss * RSS_AFTER_FACTOR,
         no5xx: !serverDied && !codes.some(isServerError),
