@@ -23,11 +23,11 @@
 export const BODY_PACE_GRACE_MS = 1000
 
 /**
- * How long a request may wait for room in the budget having sent none of the bytes it announced
- * before it is refused when its turn comes, instead of granted a share. While it waits its body
- * is not read, but a client sends its start at once (a gRPC message what its flow-control window
- * allows, 64 KiB, held unread in the paused HTTP/2 stream; an HTTP body what the connection's
- * buffers take): one that shows none of it after a second announced bytes it is not sending.
+ * How long a request may wait for room in the budget having sent less than WAITING_SHOWN_BYTES of
+ * what it announced before it is refused when its turn comes, instead of granted a share. While it
+ * waits its body is not read, but a client sends its start at once (a gRPC message what its
+ * flow-control window allows, 64 KiB, held unread in the paused HTTP/2 stream; an HTTP body what
+ * the request's unread buffer takes): one that shows less after a second is not sending.
  * Granted, each held a share for its pace's grace before another request could take it back, and
  * the waiting line went ahead of every upload: 60 gRPC prefixes on one connection (about 3 KB)
  * kept 52 of 56 /classify uploads out over 12 s (attacker, round 6b).

@@ -133,11 +133,11 @@ function admitBody(request: FastifyRequest): number {
  * behind the gRPC messages and uploads that came first) before it is refused 429
  * `BODY_BUDGET_FULL`: long enough for the shares held then to pass their grace and the budget to
  * take back those behind their pace (body-pace.ts), twice over (uploads ahead in line may be
- * granted first and hold their shares for a grace of their own). Refused at once, uploads lost every race
- * to shares announced anew each grace: six gRPC prefixes a second (about 200 bytes a second) kept
- * every /classify at 429 for as long as they were sent, because a newcomer found the shares it
- * could take back already taken by the next announcements, each with a grace of its own. Waiting
- * in line, the upload is ahead of announcements made after it.
+ * granted first and hold their shares for a grace of their own). Refused at once, uploads lost
+ * every race to shares announced anew each grace: six gRPC prefixes a second (about 200 bytes a
+ * second) kept every /classify at 429 for as long as they were sent, because a newcomer found the
+ * shares it could take back already taken by the next announcements, each with a grace of its
+ * own. Waiting in line, the upload is ahead of announcements made after it.
  */
 export const BUDGET_WAIT_MS = 3 * BODY_PACE_GRACE_MS
 
