@@ -883,7 +883,7 @@ describe('gRPC admission: one body budget for both doors, as main.ts shares it',
       '--body-budget-bytes',
       String(budget),
       '--request-timeout-ms',
-      '4000',
+      '6000',
       '--headers-timeout-ms',
       '1000'
     ])
