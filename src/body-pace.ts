@@ -44,6 +44,15 @@ export const SILENT_WAIT_MS = 1000
 export const WAITING_SHOWN_BYTES = 16 * 1024
 
 /**
+ * Pure: whether a request whose turn in the budget's line has come after `waitedMs` is refused
+ * rather than granted, having shown `shownBytes` of the `announcedBytes` it can have sent while
+ * waiting (its announced length, or less where the door holds less unread).
+ */
+export function silentAtItsTurn(announcedBytes: number, shownBytes: number, waitedMs: number): boolean {
+  return waitedMs >= SILENT_WAIT_MS && shownBytes < Math.min(announcedBytes, WAITING_SHOWN_BYTES)
+}
+
+/**
  * Pure: the bytes of `lengthBytes` due `elapsedMs` after the share was granted, for the whole to
  * arrive within `windowMs`: none during the grace (at most half the window), then a straight line.
  */

@@ -3,7 +3,7 @@ import { Duplex } from 'node:stream'
 import { ServiceError } from '../errors.js'
 import { MessageFrames } from './message-frames.js'
 import type { BodyBudget, Reservation } from '../body-budget.js'
-import { SILENT_WAIT_MS, WAITING_SHOWN_BYTES, bodyPace } from '../body-pace.js'
+import { bodyPace, silentAtItsTurn } from '../body-pace.js'
 
 /**
  * Holds a gRPC call's request messages within the door's receive budget, message by message, from
@@ -244,16 +244,9 @@ export class MessageMeter {
     this.flow()
   }
 
-  /**
-   * The message being granted waited SILENT_WAIT_MS or more and less of it came, read or held
-   * unread, than WAITING_SHOWN_BYTES (or its whole length).
-   */
+  /** The message being granted waited and too little of it came, read or held unread (body-pace.ts). */
   private silentWhileWaiting(): boolean {
-    return (
-      performance.now() - this.waitingSince >= SILENT_WAIT_MS &&
-      this.frames.inMessage &&
-      this.shownBytes() < Math.min(this.messageBytes, WAITING_SHOWN_BYTES)
-    )
+    return this.frames.inMessage && silentAtItsTurn(this.messageBytes, this.shownBytes(), performance.now() - this.waitingSince)
   }
 
   /** The bytes of the message started last that have come, read or held unread in the paused stream. */

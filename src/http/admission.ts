@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { BodyBudget, Reservation } from '../body-budget.js'
-import { BODY_PACE_GRACE_MS, SILENT_WAIT_MS, WAITING_SHOWN_BYTES, bodyPace } from '../body-pace.js'
+import { BODY_PACE_GRACE_MS, bodyPace, silentAtItsTurn } from '../body-pace.js'
 import type { Settings } from '../config.js'
 import { ServiceError } from '../errors.js'
 import { invalidFieldCode } from './error-status.js'
@@ -145,8 +145,7 @@ export const BUDGET_WAIT_MS = 3 * BODY_PACE_GRACE_MS
  * The upload's share of the budget: at once when it fits and nothing it may not pass waits, else
  * once its turn in the line comes within `waitMs`; refused BODY_BUDGET_FULL when the line is full
  * or the wait ends, CLIENT_CLOSED when the client goes meanwhile, and REQUEST_TIMEOUT when its turn
- * comes after SILENT_WAIT_MS of waiting with less of its body sent than WAITING_SHOWN_BYTES
- * (body-pace.ts).
+ * comes after a wait with too little of its body sent (body-pace.ts's silentAtItsTurn).
  */
 async function shareOfBudget(
   budget: BodyBudget,
@@ -175,8 +174,8 @@ async function shareOfBudget(
       // Node reads what the client sends into the request's buffer while nothing consumes it, up
       // to its high-water mark: a client sending its body has filled it within a second.
       const waitedMs = performance.now() - since
-      const shown = Math.min(bytes, WAITING_SHOWN_BYTES, request.readableHighWaterMark)
-      if (waitedMs >= SILENT_WAIT_MS && request.readableLength < shown && !request.complete) {
+      const sendable = Math.min(bytes, request.readableHighWaterMark)
+      if (!request.complete && silentAtItsTurn(sendable, request.readableLength, waitedMs)) {
         // Given back at once, so the line goes on to the next.
         reservation.release()
         reject(

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { BODY_PACE_GRACE_MS, bodyPace, bytesDue } from '../../src/body-pace.js'
+import { BODY_PACE_GRACE_MS, SILENT_WAIT_MS, WAITING_SHOWN_BYTES, bodyPace, bytesDue, silentAtItsTurn } from '../../src/body-pace.js'
 
 /** The pace a body holding a share of the body budget must keep once another request needs it (src/body-pace.ts). Unit tier, the clock faked. */
 
@@ -39,5 +39,16 @@ describe('bodyPace', () => {
     expect(pace.behind()).toBe(true) // 1000 due
     received = 900
     expect(pace.behind()).toBe(false)
+  })
+})
+
+describe('silentAtItsTurn', () => {
+  it('refuses at its turn a request that waited SILENT_WAIT_MS having shown less than WAITING_SHOWN_BYTES, or less than all of a shorter one', () => {
+    expect(silentAtItsTurn(38_000_000, 1, SILENT_WAIT_MS)).toBe(true)
+    expect(silentAtItsTurn(38_000_000, WAITING_SHOWN_BYTES - 1, SILENT_WAIT_MS)).toBe(true)
+    expect(silentAtItsTurn(38_000_000, WAITING_SHOWN_BYTES, SILENT_WAIT_MS)).toBe(false)
+    expect(silentAtItsTurn(38_000_000, 0, SILENT_WAIT_MS - 1)).toBe(false) // granted before a second of waiting
+    expect(silentAtItsTurn(1000, 999, SILENT_WAIT_MS)).toBe(true)
+    expect(silentAtItsTurn(1000, 1000, SILENT_WAIT_MS)).toBe(false) // all of it came
   })
 })
