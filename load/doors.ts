@@ -8,7 +8,17 @@ import { writeModelVariant } from '../src/model-tools/model-variant.js'
 import { writeTinyModel } from '../test/helpers/tiny-model.js'
 import { startBenchServer, type BenchServer } from './kit/bench-server.js'
 import { inferenceClient, runGrpcLoad, runHttpLoad, type LoadOutcome } from './kit/load-generators.js'
-import { formatSpread, pairedRounds, parseArm, ratioSpread, spreadOf, startArms, stopArms, type ArmServer } from './kit/paired-arms.js'
+import {
+  formatSpread,
+  pairedRounds,
+  parseArm,
+  ratioSpread,
+  spreadOf,
+  startArms,
+  stopArms,
+  type ArmServer,
+  type RoundFigure
+} from './kit/paired-arms.js'
 import { progress } from './kit/progress.js'
 import { RESULTS_DIR } from './kit/suite-results.js'
 
@@ -120,49 +130,20 @@ const rows: string[] = [
 ]
 for (const level of levels) {
   const floorFigures = level.figures[everyone.length - 1]!
+  const door = level.door === 'http' ? 'HTTP /v2 binary' : 'gRPC ModelInfer raw'
   everyone.forEach((a, i) => {
     const f = level.figures[i]!
-    const rps = f.map((r) => r.imagesPerSecond)
-    const cpu = f.map((r) => r.cpuSecondsPerImage * 1000)
-    const main = f.map((r) => r.mainThreadCpuSecondsPerImage * 1000)
     const isFloor = i === everyone.length - 1
+    /** This arm's figure over the same round's of `base`, per round; `same` for the floor itself. */
+    const over = (base: readonly RoundFigure[], figure: (r: RoundFigure) => number, same: string): string =>
+      isFloor ? same : formatSpread(ratioSpread(base.map(figure), f.map(figure)), 2)
+    const spread = (figure: (r: RoundFigure) => number, digits?: number): string => formatSpread(spreadOf(f.map(figure)), digits)
+    const rps = (r: RoundFigure): number => r.imagesPerSecond
+    const mainMs = (r: RoundFigure): number => r.mainThreadCpuSecondsPerImage * 1000
     rows.push(
-      `| ${level.door === 'http' ? 'HTTP /v2 binary' : 'gRPC ModelInfer raw'} | ${level.concurrency} | ${a.spec.label} | ${formatSpread(spreadOf(rps))} | ` +
-        `${
-          isFloor
-            ? '1'
-            : formatSpread(
-                ratioSpread(
-                  floorFigures.map((r) => r.imagesPerSecond),
-                  rps
-                ),
-                2
-              )
-        } | ` +
-        `${formatSpread(spreadOf(cpu), 3)} | ${formatSpread(spreadOf(main), 3)} | ` +
-        `${
-          isFloor
-            ? '1'
-            : formatSpread(
-                ratioSpread(
-                  floorFigures.map((r) => r.mainThreadCpuSecondsPerImage),
-                  f.map((r) => r.mainThreadCpuSecondsPerImage)
-                ),
-                2
-              )
-        } | ` +
-        `${
-          isFloor
-            ? '–'
-            : formatSpread(
-                ratioSpread(
-                  level.figures[0]!.map((r) => r.mainThreadCpuSecondsPerImage),
-                  f.map((r) => r.mainThreadCpuSecondsPerImage)
-                ),
-                2
-              )
-        } | ` +
-        `${formatSpread(spreadOf(f.map((r) => r.p50Ms)), 0)} | ${formatSpread(spreadOf(f.map((r) => r.p99Ms)), 0)} | ${formatSpread(spreadOf(f.map((r) => r.generatorCores)), 2)} |`
+      `| ${door} | ${level.concurrency} | ${a.spec.label} | ${spread(rps)} | ${over(floorFigures, rps, '1')} | ` +
+        `${spread((r) => r.cpuSecondsPerImage * 1000, 3)} | ${spread(mainMs, 3)} | ${over(floorFigures, mainMs, '1')} | ` +
+        `${over(level.figures[0]!, mainMs, '–')} | ${spread((r) => r.p50Ms, 0)} | ${spread((r) => r.p99Ms, 0)} | ${spread((r) => r.generatorCores, 2)} |`
     )
   })
 }

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util'
 import * as grpc from '@grpc/grpc-js'
-import * as protoLoader from '@grpc/proto-loader'
 import Fastify from 'fastify'
+import { loadInferenceProto } from '../../src/grpc/server.js'
 
 /**
  * The least the doors can be: fastify and grpc-js answering V2 inference requests of one UINT8 tensor
@@ -56,13 +56,8 @@ app.post('/v2/models/:model/infer', async (request, reply) => {
   return Buffer.concat([answer, scores])
 })
 
-const definition = protoLoader.loadSync('src/grpc/inference.proto', {
-  keepCase: true,
-  longs: Number,
-  enums: String,
-  defaults: false,
-  oneofs: true
-})
+// The service's own proto, read with the service's own options: the same decoding work per message.
+const definition = loadInferenceProto()
 const service = (
   grpc.loadPackageDefinition(definition) as unknown as { inference: { GRPCInferenceService: { service: grpc.ServiceDefinition } } }
 ).inference.GRPCInferenceService.service
