@@ -7,7 +7,7 @@ import { Batcher, type BatchResult } from './batcher.js'
 import { DecodeBudget, slotAdmission } from './decode-budget.js'
 import { ItemKind } from './worker-messages.js'
 import { ModelSessions } from './model-sessions.js'
-import { ModelTable, type ModelIndexEntry } from './model-table.js'
+import { ModelTable, type ModelIndexEntry, type ModelOverride } from './model-table.js'
 import { cudaProviderLibrary } from './onnx-session.js'
 import { DEFAULT_TOPK, firstNonFinite, predictions, type Prediction } from './postprocess.js'
 import { ImagePreprocessor } from './preprocess.js'
@@ -365,9 +365,10 @@ export class ClassifyService {
 
   /**
    * Repository API: loads or reloads a model (explicit mode only). Resolves once the new versions
-   * serve; a model that fails to load keeps serving what it served before.
+   * serve; a model that fails to load keeps serving what it served before. `override`: the load
+   * request's configuration, for this load only (the next load reads the folder's again).
    */
-  async loadModel(name: string): Promise<void> {
+  async loadModel(name: string, override?: ModelOverride): Promise<void> {
     this.checkModelControl()
     if (!(await listModelFolders(this.settings.modelRepository)).includes(name)) {
       throw new ServiceError(
@@ -376,7 +377,7 @@ export class ClassifyService {
       )
     }
     try {
-      await this.table.load(name, { wantedOnFailure: false })
+      await this.table.load(name, { wantedOnFailure: false, override })
     } catch (err) {
       if (err instanceof ServiceError) throw err
       throw new ServiceError('MODEL_LOAD_FAILED', `"${name}": ${(err as Error).message}`, { cause: err })

@@ -4,7 +4,7 @@ import type { Settings } from '../config.js'
 import { ServiceError, echoed } from '../errors.js'
 import { chooseDefaultModel } from '../repository/default-model.js'
 import { folderFingerprint, planModelVersions, versionFingerprint } from '../repository/model-versions.js'
-import { listModelFolders, loadModelVersion, type ModelEntry } from '../repository/repository.js'
+import { listModelFolders, loadModelVersion, type ConfigAmendment, type ModelEntry } from '../repository/repository.js'
 import type { ServedModel } from './classify-service.js'
 
 /**
@@ -59,6 +59,16 @@ interface ModelRecord {
 export interface LoadOptions {
   /** Count the model as wanted (readiness) even when the load fails: at start and for poll. */
   readonly wantedOnFailure: boolean
+  /** A configuration given with the load request instead of the folder's, for this load only. */
+  readonly override?: ModelOverride
+}
+
+/** What a load request's configuration changes, and what it says the model is. */
+export interface ModelOverride {
+  /** Applied to config.json's object before it is checked. */
+  readonly amend: ConfigAmendment
+  /** Compares what the request said with each version as it opened: undefined when they agree, else how not. */
+  readonly check: (model: ServedModel) => string | undefined
 }
 
 export class ModelTable {
@@ -317,7 +327,7 @@ export class ModelTable {
     let failedVersion: string | undefined
     try {
       record.fingerprint = await folderFingerprint(join(root, name))
-      const plan = await planModelVersions(root, name)
+      const plan = await planModelVersions(root, name, options.override?.amend)
       const next: ServedVersion[] = []
       for (const version of plan.versions) {
         const fingerprint = await versionFingerprint(plan, version)
@@ -332,6 +342,13 @@ export class ModelTable {
         const served: ServedVersion = { model, fingerprint }
         opened.push(served)
         next.push(served)
+      }
+      for (const v of next) {
+        const disagreement = options.override?.check(v.model)
+        if (disagreement !== undefined) {
+          failedVersion = v.model.info.version
+          throw new ServiceError('MODEL_LOAD_FAILED', `"${name}": ${disagreement}`)
+        }
       }
       if (this.closing) throw new ServiceError('SHUTTING_DOWN')
       const previous = record.served

@@ -19,6 +19,7 @@ import type { Settings } from '../config.js'
 import type { ClassifyService, RequestOptions } from '../core/classify-service.js'
 import { ServiceError, echoed, toServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
+import { MAX_CONFIG_BYTES } from '../open-inference/config-override.js'
 import { infer, loggedId } from '../open-inference/infer.js'
 import { isModelReady, modelMetadata, serverMetadata } from '../open-inference/metadata.js'
 import { classificationCount, refuseSharedMemory } from '../open-inference/request-parameters.js'
@@ -74,6 +75,8 @@ const MESSAGE_ENVELOPE_BYTES = 64 * 1024
 const FORCE_SHUTDOWN_AFTER_DRAIN_MS = 3_000
 /** The requests of every RPC but ModelInfer hold a model name and version at most. */
 const SMALL_MESSAGE_BYTES = 4 * 1024
+/** A load's request may also carry a model configuration (its `config` parameter). */
+const LOAD_MESSAGE_BYTES = SMALL_MESSAGE_BYTES + MAX_CONFIG_BYTES
 /** gRPC frames a message with a 4-byte length; grpc-js reads it as a signed 32-bit integer. */
 const MAX_MESSAGE_BYTES = 2 ** 31 - 1
 
@@ -389,9 +392,9 @@ function decode<T>(door: DoorContext, rpc: string, bytes: Buffer): T {
 }
 
 /** The request of an RPC that names a model at most: small, so decoding it is cheap whatever it holds. */
-function smallRequest<T>(door: DoorContext, rpc: string, bytes: Buffer): T {
-  if (bytes.byteLength > SMALL_MESSAGE_BYTES)
-    throw new ServiceError('BODY_TOO_LARGE', `(${rpc} requests take at most ${SMALL_MESSAGE_BYTES} bytes; got ${bytes.byteLength}).`)
+function smallRequest<T>(door: DoorContext, rpc: string, bytes: Buffer, limit = SMALL_MESSAGE_BYTES): T {
+  if (bytes.byteLength > limit)
+    throw new ServiceError('BODY_TOO_LARGE', `(${rpc} requests take at most ${limit} bytes; got ${bytes.byteLength}).`)
   return decode<T>(door, rpc, bytes)
 }
 
@@ -527,7 +530,10 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
       repositoryIndexReply(service, smallRequest<RepositoryIndexRequestMessage>(door, 'RepositoryIndex', bytes))
     ),
     RepositoryModelLoad: unary('RepositoryModelLoad', log, (bytes) =>
-      repositoryModelLoadReply(service, smallRequest<RepositoryControlRequestMessage>(door, 'RepositoryModelLoad', bytes))
+      repositoryModelLoadReply(
+        service,
+        smallRequest<RepositoryControlRequestMessage>(door, 'RepositoryModelLoad', bytes, LOAD_MESSAGE_BYTES)
+      )
     ),
     RepositoryModelUnload: unary('RepositoryModelUnload', log, (bytes) =>
       repositoryModelUnloadReply(service, smallRequest<RepositoryControlRequestMessage>(door, 'RepositoryModelUnload', bytes))

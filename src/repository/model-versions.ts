@@ -1,7 +1,15 @@
 import { readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { VERSION_NAME, type VersionPolicy } from './model-config.js'
-import { folderNames, labelsFile, readModelFolder, RepositoryError, shownPath, type ModelFolder } from './repository.js'
+import {
+  folderNames,
+  labelsFile,
+  readModelFolder,
+  RepositoryError,
+  shownPath,
+  type ConfigAmendment,
+  type ModelFolder
+} from './repository.js'
 
 /**
  * Model versions, laid out as Triton lays them out: `models/<name>/config.json` (and labels.txt)
@@ -60,9 +68,9 @@ export interface ModelVersionPlan {
   readonly versions: readonly PlannedVersion[]
 }
 
-/** Reads a model folder's config.json and decides which versions to serve; nothing is opened yet. */
-export async function planModelVersions(root: string, name: string): Promise<ModelVersionPlan> {
-  const folder = await readModelFolder(root, name)
+/** Reads a model folder's config.json (amended by `amend`, when given) and decides which versions to serve; nothing is opened yet. */
+export async function planModelVersions(root: string, name: string, amend?: ConfigAmendment): Promise<ModelVersionPlan> {
+  const folder = await readModelFolder(root, name, amend)
   const available = await versionFolders(folder.dir)
   if (available.length === 0) return { folder, versions: [{ version: folder.config.version, dir: folder.dir }] }
   const { selected, missing } = selectVersions(available, folder.config.versionPolicy)
@@ -78,12 +86,18 @@ export async function planModelVersions(root: string, name: string): Promise<Mod
 }
 
 /**
- * What a served version depends on, as sizes and modification times: config.json, its labels and
- * its model file. Two equal fingerprints mean a reload may keep the version's open sessions.
+ * What a served version depends on: the configuration it was read with (a load's config parameter
+ * changes it without touching a file), and as sizes and modification times config.json, its labels
+ * and its model file. Two equal fingerprints mean a reload may keep the version's open sessions.
  */
 export async function versionFingerprint(plan: ModelVersionPlan, version: PlannedVersion): Promise<string> {
   const { folder } = plan
-  return filesFingerprint([join(folder.dir, 'config.json'), await labelsFile(folder, version.dir), join(version.dir, folder.config.file)])
+  const files = await filesFingerprint([
+    join(folder.dir, 'config.json'),
+    await labelsFile(folder, version.dir),
+    join(version.dir, folder.config.file)
+  ])
+  return `${JSON.stringify(folder.config)}\n${files}`
 }
 
 /**

@@ -171,8 +171,14 @@ async function onnxFileIn(dir: string): Promise<string | undefined> {
   return onnx.length === 1 ? onnx[0]!.name : undefined
 }
 
-/** Checks a model folder's name and its config.json. */
-export async function readModelFolder(root: string, name: string): Promise<ModelFolder> {
+/**
+ * A change to config.json's object made before it is checked, as a load request's Triton `config`
+ * parameter makes one (src/open-inference/config-override.ts): the result is checked as the file is.
+ */
+export type ConfigAmendment = (parsed: Readonly<Record<string, unknown>>) => Record<string, unknown>
+
+/** Checks a model folder's name and its config.json (amended by `amend`, when given). */
+export async function readModelFolder(root: string, name: string, amend?: ConfigAmendment): Promise<ModelFolder> {
   const dir = join(root, name)
   const shown = (file: string): string => shownPath(dir, file)
   if (!MODEL_NAME.test(name)) {
@@ -184,7 +190,7 @@ export async function readModelFolder(root: string, name: string): Promise<Model
     )
   }
 
-  const configFile = shown('config.json')
+  let configFile = shown('config.json')
   let text: string
   try {
     // As for the model file: reading a FIFO would wait for a writer for good.
@@ -218,6 +224,10 @@ export async function readModelFolder(root: string, name: string): Promise<Model
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new RepositoryError(name, configFile, 'must hold a JSON object.', 'See docs/models.md for the fields.')
+  }
+  if (amend !== undefined) {
+    parsed = amend(parsed as Record<string, unknown>)
+    configFile = `${configFile} with the load request's "config"`
   }
   const withDefaults = Value.Default(ModelConfigSchema, structuredClone(parsed))
   // Every problem at once: one per start, fixed and restarted in turn, is how a first model takes an hour.

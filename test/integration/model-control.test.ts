@@ -146,9 +146,9 @@ describe('--model-control-mode explicit over REST', () => {
       expect(((await unknown.json()) as { error: string }).error).toBe(
         'MODEL_NOT_FOUND: No such model or version. The repository has no folder "nope" (the repository index lists the models it has).'
       )
-      const override = await post(server, '/v2/repository/models/alpha/load', { parameters: { config: '{}' } })
+      const override = await post(server, '/v2/repository/models/alpha/load', { parameters: { 'file:1/model.onnx': 'eA==' } })
       expect(override.status).toBe(400)
-      expect(((await override.json()) as { error: string }).error).toMatch(/^BAD_REQUEST: .*"config"/)
+      expect(((await override.json()) as { error: string }).error).toMatch(/^BAD_REQUEST: .*"file:1\/model.onnx"/)
       const malformed = await fetch(`${server.url}/v2/repository/index`, { method: 'POST', body: '{"ready":' })
       expect(malformed.status).toBe(400)
       expect(((await malformed.json()) as { error: string }).error).toMatch(/^BAD_REQUEST: /)

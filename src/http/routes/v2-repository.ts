@@ -44,7 +44,8 @@ const ControlRequest = Type.Union([
   Type.Object({
     parameters: Type.Optional(
       Type.Record(Type.String(), Type.Unknown(), {
-        description: 'unload_dependents (unload) is accepted and ignored; config and file: overrides are refused'
+        description:
+          "unload_dependents is accepted and ignored; config (load): Triton's model configuration for this load, as JSON text (or the object), read as docs/api.md says; file: overrides are refused"
       })
     )
   })
@@ -56,9 +57,8 @@ interface ControlBody {
   parameters?: Record<string, unknown>
 }
 
-function parameterNames(body: unknown): string[] {
-  const parameters = (body as ControlBody | null)?.parameters
-  return parameters === undefined ? [] : Object.keys(parameters)
+function parametersOf(body: unknown): Record<string, unknown> {
+  return (body as ControlBody | null)?.parameters ?? {}
 }
 
 export async function v2RepositoryRoutes(app: FastifyInstance, { service }: V2RepositoryOptions): Promise<void> {
@@ -105,7 +105,7 @@ export async function v2RepositoryRoutes(app: FastifyInstance, { service }: V2Re
     },
     async (request, reply) => {
       const { model } = request.params as { model: string }
-      await loadModel(service, model, parameterNames(request.body))
+      await loadModel(service, model, parametersOf(request.body))
       request.log.info({ model, versions: service.modelVersions(model).map((m) => m.info.version) }, 'model loaded on request')
       return reply.code(200).send('')
     }
@@ -124,7 +124,7 @@ export async function v2RepositoryRoutes(app: FastifyInstance, { service }: V2Re
     },
     async (request, reply) => {
       const { model } = request.params as { model: string }
-      await unloadModel(service, model, parameterNames(request.body))
+      await unloadModel(service, model, parametersOf(request.body))
       request.log.info({ model }, 'model unloaded on request')
       return reply.code(200).send('')
     }
