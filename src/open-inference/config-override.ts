@@ -229,7 +229,10 @@ class OverrideReader {
     }
   }
 
+  /** A field at its protobuf default ("", 0, [], an enum's 0) is one the configuration leaves out, as protobuf reads it. */
   private claim(path: string, said: unknown, is: (config: TritonModelConfig) => unknown, because: string): void {
+    if (said === '' || said === 0 || (Array.isArray(said) && said.length === 0)) return
+    if (said === DATA_TYPES[0] || said === FORMATS[0] || said === KINDS[0]) return
     this.claims.push({ path, said, is, because })
   }
 
@@ -371,21 +374,20 @@ class OverrideReader {
         case 'kind': {
           const kind = enumName(v, at, KINDS)
           if (kind === 'KIND_MODEL') refuse(at, 'KIND_MODEL is not a device this server places sessions on.')
-          if (kind !== 'KIND_AUTO')
-            this.claim(at, kind, (c) => c.instance_group[0]!.kind, "the execution provider is the server's --provider")
+          this.claim(at, kind, (c) => c.instance_group[0]!.kind, "the execution provider is the server's --provider")
           break
         }
         case 'count':
           this.claim(
             at,
-            integer(v, at, 1, 64),
+            integer(v, at, 0, 64),
             (c) => c.instance_group[0]!.count,
             `sessions per model are the server's --sessions-per-model (${this.settings.sessionsPerModel})`
           )
           break
         case 'gpus': {
           const gpus = list(v, at).map((g, i) => integer(g, `${at}[${i}]`, 0, 1024))
-          if (gpus.length > 0) this.claim(at, gpus, (c) => c.instance_group[0]!.gpus, "the GPU is the server's --cuda-device-id")
+          this.claim(at, gpus, (c) => c.instance_group[0]!.gpus, "the GPU is the server's --cuda-device-id")
           break
         }
         default:

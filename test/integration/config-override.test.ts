@@ -91,6 +91,8 @@ describe('load with a config parameter over REST', () => {
         platform: 'onnxruntime_onnx',
         maxBatchSize: '3',
         input: [{ name: 'input', dataType: 11, format: 2, dims: ['3', '224', '224'], isShapeTensor: false }],
+        // Triton writes label_filename "" for a model without labels: a default, so not a claim.
+        output: [{ name: 'logits', data_type: 'TYPE_FP32', dims: [1000], label_filename: '' }],
         dynamicBatching: { maxQueueDelayMicroseconds: '250', defaultQueuePolicy: { maxQueueSize: '12', timeoutAction: 'REJECT' } },
         instanceGroup: [{ name: 'beta', kind: 'KIND_AUTO', count: 1, gpus: [], passive: false }],
         optimization: { priority: 'PRIORITY_DEFAULT', inputPinnedMemory: { enable: true }, outputPinnedMemory: { enable: true } },
