@@ -167,6 +167,16 @@ export function echoed(text: string, chars = ECHO_CHARS): string {
   return text.length <= chars ? text : `${text.slice(0, chars)}… (${text.length} characters)`
 }
 
+/**
+ * Why work whose abort signal fired is refused: the door's reason when it gave a DEADLINE_EXCEEDED
+ * (a gRPC call cancelled at its deadline), else CLIENT_CLOSED (the client went). Before, every
+ * call that reached its deadline while queued was counted as its client hanging up.
+ */
+export function abortCode(signal: AbortSignal): 'CLIENT_CLOSED' | 'DEADLINE_EXCEEDED' {
+  const reason: unknown = signal.reason
+  return reason instanceof ServiceError && reason.code === 'DEADLINE_EXCEEDED' ? 'DEADLINE_EXCEEDED' : 'CLIENT_CLOSED'
+}
+
 export function isServiceError(err: unknown): err is ServiceError {
   return err instanceof ServiceError
 }

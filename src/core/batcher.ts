@@ -1,4 +1,4 @@
-import { ServiceError } from '../errors.js'
+import { abortCode, ServiceError } from '../errors.js'
 import { Ring } from './ring.js'
 
 /**
@@ -144,7 +144,7 @@ class QueueItem<I, O> {
   }
 
   handleEvent(): void {
-    this.owner.cancel(this, 'CLIENT_CLOSED')
+    this.owner.cancel(this, abortCode(this.signal!))
   }
 }
 
@@ -251,7 +251,7 @@ export class Batcher<I, O> {
     const deadlineAt = options?.deadlineAt ?? Infinity
     if (deadlineAt <= now) return Promise.reject(new ServiceError('DEADLINE_EXCEEDED', '(already passed at submit)'))
     const signal = options?.signal
-    if (signal?.aborted) return Promise.reject(new ServiceError('CLIENT_CLOSED'))
+    if (signal?.aborted) return Promise.reject(new ServiceError(abortCode(signal)))
 
     const item = new QueueItem<I, O>(this, input, now, deadlineAt, this.levelOf(options?.priority), signal)
     const promise = new Promise<BatchResult<O>>((resolve, reject) => {

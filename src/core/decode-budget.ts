@@ -1,4 +1,4 @@
-import { ServiceError } from '../errors.js'
+import { abortCode, ServiceError } from '../errors.js'
 import { systemClock, type Clock } from './batcher.js'
 
 /**
@@ -134,7 +134,7 @@ class Ticket implements DecodePermit {
   ) {}
 
   handleEvent(): void {
-    this.owner.cancel(this, 'CLIENT_CLOSED')
+    this.owner.cancel(this, abortCode(this.signal!))
   }
 
   release(): void {
@@ -241,7 +241,7 @@ export class DecodeBudget {
       )
     }
     const { signal } = options
-    if (signal?.aborted) return Promise.reject(new ServiceError('CLIENT_CLOSED'))
+    if (signal?.aborted) return Promise.reject(new ServiceError(abortCode(signal)))
     const now = this.clock.now()
     const deadlineAt = options.deadlineAt ?? Infinity
     if (deadlineAt <= now) return Promise.reject(new ServiceError('DEADLINE_EXCEEDED', '(before decoding)'))

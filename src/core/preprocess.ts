@@ -1,5 +1,5 @@
 import sharp, { type Metadata, type Sharp, type SharpOptions } from 'sharp'
-import { ServiceError } from '../errors.js'
+import { abortCode, ServiceError } from '../errors.js'
 import { collectGarbage } from '../collect-garbage.js'
 import type { PreprocessConfig } from '../repository/model-config.js'
 import type { AdmissionOptions, DecodeBudget, DecodePermit } from './decode-budget.js'
@@ -383,7 +383,7 @@ export class ImagePreprocessor {
   /** A share of `budget` (none to take without one); a client already gone gets none. */
   private async admit(budget: DecodeBudget | undefined, cost: number, options: AdmissionOptions): Promise<DecodePermit> {
     if (budget !== undefined) return budget.acquire(cost, options)
-    if (options.signal?.aborted) throw new ServiceError('CLIENT_CLOSED')
+    if (options.signal?.aborted) throw new ServiceError(abortCode(options.signal))
     return NO_PERMIT
   }
 
@@ -499,7 +499,7 @@ export class ImagePreprocessor {
    * its decode is not started, or not continued into its second pass.
    */
   private decoder(bytes: Uint8Array, signal: AbortSignal | undefined): Sharp {
-    if (signal?.aborted) throw new ServiceError('CLIENT_CLOSED', '(before decoding)')
+    if (signal?.aborted) throw new ServiceError(abortCode(signal), '(before decoding)')
     return sharp(bytes, this.inputOptions).timeout({ seconds: this.timeoutSeconds })
   }
 }

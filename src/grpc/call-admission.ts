@@ -9,7 +9,7 @@ import type { Logger } from 'pino'
 import { isAuthorized } from '../api-key.js'
 import { ServiceError } from '../errors.js'
 import type { ServiceMetrics } from '../metrics.js'
-import { libraryStatusError, statusOf } from './error-status.js'
+import { cancellationOf, libraryStatusError, statusOf } from './error-status.js'
 import { http2StreamOf, MessageMeter, type MessageShares } from './message-meter.js'
 import type { BodyBudget } from '../body-budget.js'
 import { CallBursts } from './call-bursts.js'
@@ -283,7 +283,7 @@ export function admissionInterceptor(policy: AdmissionPolicy): ServerInterceptor
             // grpc-js signals cancel after every call; only a call nobody answered was the client's hang-up.
             if (!answered) {
               answered = true
-              report(new ServiceError('CLIENT_CLOSED'))
+              report(cancellationOf(call))
             }
           }
         })

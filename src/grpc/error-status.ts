@@ -52,6 +52,27 @@ function carriesRegistryCode(details: string): boolean {
   return code !== undefined && Object.hasOwn(ERRORS, code)
 }
 
+/** Both reasons a call is cancelled, made once: cancellations come by the thousand in a rapid-reset flood. */
+const CALL_CANCELLED = new ServiceError('CLIENT_CLOSED')
+const DEADLINE_PASSED = new ServiceError('DEADLINE_EXCEEDED', '(The call was cancelled at its deadline.)')
+
+/**
+ * How long before the server's reckoning of a deadline a cancellation still counts as the deadline:
+ * grpc-timeout is relative, so the client's deadline falls before the server's by the time its
+ * headers took to arrive and be read, and its client cancels the call then.
+ */
+const DEADLINE_SLACK_MS = 50
+
+/**
+ * Why a call was cancelled: its deadline, once it has passed (the client's timer and grpc-js's own
+ * both end the call as a cancellation), else its client hanging up.
+ */
+export function cancellationOf(call: { getDeadline(): Date | number }): ServiceError {
+  const deadline = call.getDeadline()
+  const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline
+  return Number.isFinite(deadlineMs) && Date.now() >= deadlineMs - DEADLINE_SLACK_MS ? DEADLINE_PASSED : CALL_CANCELLED
+}
+
 /**
  * grpc-js answers some calls itself, before or around the handler: a message over the receive
  * limit, a deadline that passes, a grpc-timeout header it cannot read, a message that does not

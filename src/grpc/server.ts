@@ -37,7 +37,7 @@ import type {
 } from '../open-inference/types.js'
 import { admissionInterceptor, type RpcAccess } from './call-admission.js'
 import { modelConfigReply, modelStatisticsReply, type ModelRefRequest } from './config-stats-handlers.js'
-import { statusOf } from './error-status.js'
+import { cancellationOf, statusOf } from './error-status.js'
 import { HEALTH_SERVICE_NAME, healthService } from './health.js'
 import {
   repositoryIndexReply,
@@ -281,18 +281,13 @@ function toInferRequest(message: ModelInferRequestMessage): InferRequest {
   }
 }
 
-/**
- * Why a cancelled call's signal aborts: one shared reason, as nothing reads it. `abort()` without
- * one makes a DOMException with its captured stack for every call, some hundreds of bytes of heap
- * each, and a client that opens and resets streams (HTTP/2 "rapid reset") cancels thousands of
- * calls in one turn of the event loop.
- */
-const CALL_CANCELLED = new ServiceError('CLIENT_CLOSED')
-
 /** The call's deadline on performance.now()'s clock, and an abort signal for a cancelled call. */
 function callOptions(call: ServerUnaryCall<unknown, unknown> | ServerDuplexStream<unknown, unknown>): RequestOptions {
   const abort = new AbortController()
-  call.once('cancelled', () => abort.abort(CALL_CANCELLED))
+  // The reason is one of two shared errors (cancellationOf): `abort()` without one makes a
+  // DOMException with its captured stack for every call, and a client that opens and resets streams
+  // (HTTP/2 "rapid reset") cancels thousands of calls in one turn of the event loop.
+  call.once('cancelled', () => abort.abort(cancellationOf(call)))
   const deadline = call.getDeadline()
   const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline
   return Number.isFinite(deadlineMs)
@@ -305,7 +300,7 @@ function unanswerable(options: RequestOptions): ServiceError | undefined {
   if (options.deadlineAt !== undefined && performance.now() >= options.deadlineAt) {
     return new ServiceError('DEADLINE_EXCEEDED', '(Its batch was already running; the answer was dropped.)')
   }
-  return options.signal?.aborted === true ? CALL_CANCELLED : undefined
+  return options.signal?.aborted === true ? (options.signal.reason as ServiceError) : undefined
 }
 
 /** The error as the door answers it, logged: an internal fault as an error with its cause, the client's as a refusal. */

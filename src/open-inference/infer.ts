@@ -76,11 +76,11 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
   // one image has no others, and listens on the client's signal itself.
   const outer = options.signal
   const withdraw = items.length > 1 ? new AbortController() : undefined
-  const onOuterAbort = (): void => withdraw?.abort()
+  const onOuterAbort = (): void => withdraw?.abort(outer?.reason)
   if (withdraw !== undefined) {
     // Every queued image listens on this signal: more than Node's default of 10 is expected.
     setMaxListeners(items.length + 10, withdraw.signal)
-    if (outer?.aborted === true) withdraw.abort()
+    if (outer?.aborted === true) withdraw.abort(outer.reason)
     else outer?.addEventListener('abort', onOuterAbort, { once: true })
   }
   const itemOptions: RequestOptions = { deadlineAt, priority, signal: withdraw === undefined ? outer : withdraw.signal }

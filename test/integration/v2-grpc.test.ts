@@ -225,6 +225,8 @@ describe('V2 gRPC: refusals', () => {
     // deadline, so what is left in the queue behind it must be dropped, not run for nobody.
     const calls = 24
     const imagesBefore = imagesRun
+    const exceededBefore = await metricValue(server, 'resnet_serve_request_failure_total', `model="${MODEL}",reason="DEADLINE_EXCEEDED"`)
+    const closedBefore = await metricValue(server, 'resnet_serve_request_failure_total', `model="${MODEL}",reason="CLIENT_CLOSED"`)
     const outcomes = await Promise.allSettled(
       Array.from({ length: calls }, () =>
         grpc.call(
@@ -240,6 +242,14 @@ describe('V2 gRPC: refusals', () => {
     await new Promise((resolve) => setTimeout(resolve, 200))
     await server.service.model(MODEL).batcher.drained()
     expect(imagesRun - imagesBefore).toBeLessThan(calls)
+    // Counted as what they were: a call whose deadline passed was counted CLIENT_CLOSED, as if its client had hung up.
+    const failed = async (reason: string): Promise<number> =>
+      metricValue(server, 'resnet_serve_request_failure_total', `model="${MODEL}",reason="${reason}"`)
+    const exceeded = exceededBefore + codes.filter((c) => c === status.DEADLINE_EXCEEDED).length
+    // An answer dropped after its batch ran is counted once that batch has answered.
+    for (let i = 0; i < 100 && (await failed('DEADLINE_EXCEEDED')) < exceeded; i++) await new Promise((r) => setTimeout(r, 50))
+    expect(await failed('DEADLINE_EXCEEDED')).toBe(exceeded)
+    expect(await failed('CLIENT_CLOSED')).toBe(closedBefore)
     expect(await grpc.call('ServerLive', {})).toEqual({ live: true })
   })
 })
