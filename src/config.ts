@@ -27,6 +27,10 @@ export interface Settings {
   readonly cudaDeviceId: number
   readonly sessionsPerModel: number
   readonly threadsPerSession: number
+  /** Whether --threads-per-session was given; if not, a model with its own `instances` divides `cores` among them. */
+  readonly threadsPerSessionGiven: boolean
+  /** The cores this process may use (availableCores: the cgroup limit, else the machine's). */
+  readonly cores: number
   readonly maxTopk: number
   readonly bodyLimitBytes: number
   readonly maxInputPixels: number
@@ -160,7 +164,8 @@ export const SETTINGS = [
     kind: 'integer',
     min: 1,
     max: 64,
-    description: 'ONNX Runtime sessions (worker threads) per model; batches in flight at once. Default: 2 with --provider cuda, else 1.'
+    description:
+      "ONNX Runtime sessions (worker threads) per model; batches in flight at once. Default: 2 with --provider cuda, else 1. A model's config.json may set its own (instances, Triton's instance_group count)."
   }),
   spec({
     key: 'threadsPerSession',
@@ -170,7 +175,7 @@ export const SETTINGS = [
     min: 1,
     max: 256,
     description:
-      'Intra-op threads per session. Default: the cores divided among the sessions; in a container with a CPU limit (cgroup quota: docker --cpus, a Kubernetes limit), the limit rounded up.'
+      "Intra-op threads per session. Default: the cores divided among the model's sessions; in a container with a CPU limit (cgroup quota: docker --cpus, a Kubernetes limit), the limit rounded up."
   }),
   spec({
     key: 'maxTopk',
@@ -710,7 +715,9 @@ export function loadSettings(
   }
   const provider = out.provider as Provider
   out.sessionsPerModel ??= provider === 'cpu' ? 1 : provider === 'cuda' ? 2 : 1
+  out.threadsPerSessionGiven = out.threadsPerSession !== undefined
   out.threadsPerSession ??= defaultThreadsPerSession(out.sessionsPerModel as number, cores)
+  out.cores = cores
   out.modelRepository = resolve(out.modelRepository as string)
   out.decodeConcurrency ??= defaultDecodeConcurrency(env, cores)
   if (out.loadModels !== undefined && out.modelControlMode !== 'explicit') {

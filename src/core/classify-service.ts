@@ -1,8 +1,9 @@
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
-import type { Settings } from '../config.js'
+import { defaultThreadsPerSession, type Settings } from '../config.js'
 import { ServiceError, echoed } from '../errors.js'
 import { listModelFolders, RepositoryError, type ModelEntry } from '../repository/repository.js'
+import type { ModelConfig } from '../repository/model-config.js'
 import { Batcher, type BatchResult } from './batcher.js'
 import { DecodeBudget, slotAdmission } from './decode-budget.js'
 import { ItemKind } from './worker-messages.js'
@@ -96,6 +97,19 @@ export interface ServiceEvents {
 }
 
 /** A model as served: its sessions, its batcher, its preprocessing. */
+/** A model's sessions (config.json's `instances`, else --sessions-per-model) and each one's intra-op threads. */
+export function sessionsOf(
+  config: Pick<ModelConfig, 'instances'>,
+  settings: Pick<Settings, 'sessionsPerModel' | 'threadsPerSession' | 'threadsPerSessionGiven' | 'cores'>
+): { sessions: number; threads: number } {
+  const sessions = config.instances ?? settings.sessionsPerModel
+  const threads =
+    settings.threadsPerSessionGiven || sessions === settings.sessionsPerModel
+      ? settings.threadsPerSession
+      : defaultThreadsPerSession(sessions, settings.cores)
+  return { sessions, threads }
+}
+
 export class ServedModel {
   readonly entry: ModelEntry
   readonly info: ModelInfo
@@ -283,8 +297,7 @@ export class ClassifyService {
     const sessions = new ModelSessions(entry, {
       provider: settings.provider,
       cudaDeviceId: settings.cudaDeviceId,
-      threads: settings.threadsPerSession,
-      sessions: settings.sessionsPerModel
+      ...sessionsOf(entry.config, settings)
     })
     sessions.on('ready', (info) => {
       if (info.fallbackReason !== undefined) {

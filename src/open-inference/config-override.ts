@@ -12,11 +12,12 @@ import { BACKEND, renderModelConfig, servedModelConfigSource, type TritonModelCo
  * name or number), so a configuration written for Triton, or the one `.../config` answered, loads.
  *
  * - Fields that set how the model is served replace config.json's: max_batch_size,
- *   version_policy, dynamic_batching (queue delay, queue size, priority levels, preferred sizes as
- *   the sizes batches are padded to) and the `parameters` the config endpoint lists (preprocess.*,
- *   output.kind). A field left out keeps the folder's value (Triton completes it from the model).
- * - Fields that say what the model is (name, platform, backend, input, output, instance_group,
- *   default_model_filename, and the parameters synthetic and preset) are compared with each version
+ *   version_policy, instance_group's count (config.json's instances), dynamic_batching (queue
+ *   delay, queue size, priority levels, preferred sizes as the sizes batches are padded to) and the
+ *   `parameters` the config endpoint lists (preprocess.*, output.kind). A field left out keeps the
+ *   folder's value (Triton completes it from the model).
+ * - Fields that say what the model is (name, platform, backend, input, output, instance_group's
+ *   kind and gpus, default_model_filename, and the parameters synthetic and preset) are compared with each version
  *   as it opens: a load whose configuration says otherwise fails, so that a client never believes a
  *   setting took effect that did not.
  * - Other ModelConfig fields are accepted at their defaults (as Triton writes them in its own
@@ -169,13 +170,11 @@ function inert(value: unknown, key: string, depth: number): boolean {
 
 class OverrideReader {
   readonly changes: Changes = { batching: {}, preprocess: {}, output: {} }
-  versionPolicy: unknown
+  /** config.json's top-level fields it sets (versionPolicy, instances). */
+  readonly topLevel: Record<string, unknown> = {}
   readonly claims: Claim[] = []
 
-  constructor(
-    private readonly model: string,
-    private readonly settings: Pick<Settings, 'sessionsPerModel' | 'provider'>
-  ) {}
+  constructor(private readonly model: string) {}
 
   read(config: unknown): void {
     for (const [field, value] of fields(config, 'top level')) {
@@ -191,7 +190,7 @@ class OverrideReader {
           if (![BACKEND, ''].includes(text(value, 'backend'))) refuse('backend', `must be "${BACKEND}" (got ${shown(value)}).`)
           break
         case 'version_policy':
-          this.versionPolicy = this.readVersionPolicy(value)
+          this.topLevel.versionPolicy = this.readVersionPolicy(value)
           break
         case 'max_batch_size':
           this.readMaxBatchSize(value)
@@ -377,14 +376,12 @@ class OverrideReader {
           this.claim(at, kind, (c) => c.instance_group[0]!.kind, "the execution provider is the server's --provider")
           break
         }
-        case 'count':
-          this.claim(
-            at,
-            integer(v, at, 0, 64),
-            (c) => c.instance_group[0]!.count,
-            `sessions per model are the server's --sessions-per-model (${this.settings.sessionsPerModel})`
-          )
+        case 'count': {
+          // 0, protobuf's default, leaves the folder's count.
+          const count = integer(v, at, 0, 64)
+          if (count > 0) this.topLevel.instances = count
           break
+        }
         case 'gpus': {
           const gpus = list(v, at).map((g, i) => integer(g, `${at}[${i}]`, 0, 1024))
           this.claim(at, gpus, (c) => c.instance_group[0]!.gpus, "the GPU is the server's --cuda-device-id")
@@ -419,9 +416,8 @@ class OverrideReader {
 }
 
 /** config.json's object with the changes made: a section's field set to undefined is removed. */
-function amended(parsed: Readonly<Record<string, unknown>>, changes: Changes, versionPolicy: unknown): Record<string, unknown> {
-  const out: Record<string, unknown> = structuredClone(parsed) as Record<string, unknown>
-  if (versionPolicy !== undefined) out.versionPolicy = versionPolicy
+function amended(parsed: Readonly<Record<string, unknown>>, changes: Changes, topLevel: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...(structuredClone(parsed) as Record<string, unknown>), ...topLevel }
   for (const [section, values] of Object.entries(changes)) {
     if (Object.keys(values).length === 0) continue
     const current = out[section]
@@ -444,11 +440,7 @@ function same(a: unknown, b: unknown): boolean {
  * change it makes to the model's configuration; BAD_REQUEST, naming the field, when it cannot be
  * honoured.
  */
-export function configOverride(
-  value: unknown,
-  model: string,
-  settings: Pick<Settings, 'sessionsPerModel' | 'provider' | 'cudaDeviceId' | 'maxBatchItems'>
-): ModelOverride {
+export function configOverride(value: unknown, model: string, settings: Pick<Settings, 'cudaDeviceId' | 'maxBatchItems'>): ModelOverride {
   let config = value
   if (Buffer.isBuffer(value)) config = value.toString('utf8')
   if (typeof config === 'string') {
@@ -468,11 +460,11 @@ export function configOverride(
       )
     }
   }
-  const reader = new OverrideReader(model, settings)
+  const reader = new OverrideReader(model)
   reader.read(config)
-  const { changes, versionPolicy, claims } = reader
+  const { changes, topLevel, claims } = reader
   return {
-    amend: (parsed) => amended(parsed, changes, versionPolicy),
+    amend: (parsed) => amended(parsed, changes, topLevel),
     check: (served: ServedModel) => {
       const rendered = renderModelConfig(servedModelConfigSource(served, settings))
       for (const claim of claims) {

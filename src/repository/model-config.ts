@@ -61,6 +61,14 @@ export const ModelConfigSchema = Type.Object(
     preset: Type.Optional(Type.String()),
     description: Type.Optional(Type.String()),
     versionPolicy: Type.Optional(VersionPolicySchema),
+    instances: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 64,
+        description:
+          "ONNX Runtime sessions (worker threads) for this model, batches in flight at once: Triton's instance_group count. Absent: --sessions-per-model."
+      })
+    ),
     input: Type.Object(
       {
         name: Type.String({ minLength: 1 }),

@@ -64,6 +64,7 @@ describe('load with a config parameter over REST', () => {
       const changed = {
         ...before,
         max_batch_size: 2,
+        instance_group: [{ ...(before.instance_group as object[])[0], count: 2 }],
         dynamic_batching: { ...before.dynamic_batching, max_queue_delay_microseconds: 1500 },
         parameters: { ...before.parameters, 'preprocess.mean': { string_value: '0,0,0' } }
       }
@@ -72,6 +73,9 @@ describe('load with a config parameter over REST', () => {
       expect(after.max_batch_size).toBe(2)
       expect(after.dynamic_batching.max_queue_delay_microseconds).toBe(1500)
       expect(after.parameters['preprocess.mean']).toEqual({ string_value: '0,0,0' })
+      // Two sessions, each on half the cores (none set by --threads-per-session).
+      expect(after.instance_group).toEqual([expect.objectContaining({ kind: 'KIND_CPU', count: 2 })])
+      expect(server.service.model('alpha').sessions.sessionCount).toBe(2)
       // The preprocessing serves as configured, not only as answered.
       expect(await topProbability(server, 'alpha')).not.toBeCloseTo(probability, 6)
 
@@ -178,10 +182,6 @@ describe('load with a config parameter over REST', () => {
         ],
         [{ input: [{ name: 'data' }] }, /input\[0\]\.name is "data", but version 1 loads with "input"/],
         [{ output: [{ name: 'logits', data_type: 'TYPE_FP32', dims: [10] }] }, /output\[0\]\.dims is \[10\].*\[1000\]/],
-        [
-          { instance_group: [{ count: 2, kind: 'KIND_CPU' }] },
-          /instance_group\[0\]\.count is 2, but version 1 loads with 1 \(sessions per model are the server's --sessions-per-model \(1\)\)/
-        ],
         [{ instance_group: [{ kind: 'KIND_GPU' }] }, /instance_group\[0\]\.kind is "KIND_GPU", but version 1 loads with "KIND_CPU"/],
         [{ default_model_filename: 'other.onnx' }, /default_model_filename/],
         [{ parameters: { synthetic: { string_value: 'false' } } }, /parameters\["synthetic"\] is "false"/]

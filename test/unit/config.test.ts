@@ -1,6 +1,7 @@
 import { resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, SETTINGS, describeSettings, loadSettings } from '../../src/config.js'
+import { sessionsOf } from '../../src/core/classify-service.js'
 
 /** Settings: flag, else environment variable, else default; validated once, with the fix in the message; frozen. */
 
@@ -82,6 +83,19 @@ describe('derived defaults', () => {
     expect(loadSettings(['--provider', 'cpu'], {}, 16)).toMatchObject({ sessionsPerModel: 1, threadsPerSession: 16 })
     expect(loadSettings(['--provider', 'auto'], {}, 16)).toMatchObject({ sessionsPerModel: 1, threadsPerSession: 16 })
     expect(loadSettings(['--sessions-per-model', '3'], {}, 2).threadsPerSession).toBe(1)
+  })
+
+  it("a model's own instances (config.json) share the cores among themselves, unless --threads-per-session is given", () => {
+    const cpu = loadSettings([], {}, 8)
+    expect(sessionsOf({}, cpu)).toEqual({ sessions: 1, threads: 8 })
+    expect(sessionsOf({ instances: 2 }, cpu)).toEqual({ sessions: 2, threads: 4 })
+    expect(sessionsOf({ instances: 16 }, cpu)).toEqual({ sessions: 16, threads: 1 })
+    const cuda = loadSettings(['--provider', 'cuda'], {}, 16)
+    expect(sessionsOf({}, cuda)).toEqual({ sessions: 2, threads: 8 })
+    expect(sessionsOf({ instances: 4 }, cuda)).toEqual({ sessions: 4, threads: 4 })
+    const given = loadSettings(['--threads-per-session', '3'], {}, 8)
+    expect(sessionsOf({ instances: 2 }, given)).toEqual({ sessions: 2, threads: 3 })
+    expect(sessionsOf({}, given)).toEqual({ sessions: 1, threads: 3 })
   })
 
   it('decode concurrency: the cores, at least 2, at most the libuv pool minus one', () => {
