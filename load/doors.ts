@@ -27,7 +27,9 @@ import { RESULTS_DIR } from './kit/suite-results.js'
  * UINT8 224×224×3 tensor (the binary extension over HTTP, raw_input_contents over gRPC) to a model
  * that runs in microseconds (a global average pool and a 3×1000 matrix behind the UINT8 prologue),
  * so that images/s is the most the service's doors answer on these cores, whatever the accelerator:
- * on a GPU host, one image per request cannot go faster than this. Beside every arm of the service,
+ * on a GPU host, one image per request cannot go faster than this. The `json` door (not in the
+ * default list) sends the same tensor as JSON numbers (0.5 MB), as KServe's examples do: its
+ * "main thread CPU ms/request" is what a JSON tensor costs the event loop. Beside every arm of the service,
  * the door floor (load/kit/door-floor.ts: fastify and grpc-js answering the same requests with
  * nothing behind them), in paired rounds, so that "× floor" is the service's own share.
  *
@@ -49,7 +51,7 @@ const specs = (values.arm.length > 0 ? values.arm : ['service']).map(parseArm)
 const concurrency = values.concurrency.split(',').map(Number)
 const rounds = Number(values.rounds)
 const duration = Number(values.duration)
-const doors = values.doors.split(',') as Array<'http' | 'grpc'>
+const doors = values.doors.split(',') as Array<'http' | 'grpc' | 'json'>
 
 const MODEL = 'tiny-u8'
 const SIDE = 224
@@ -79,8 +81,27 @@ const v2Header = Buffer.from(
   })
 )
 const v2Body = Buffer.concat([v2Header, pixels])
+const jsonBody = Buffer.from(
+  JSON.stringify({
+    inputs: [{ name: 'pixels', datatype: 'UINT8', shape: [1, SIDE, SIDE, 3], data: Array.from(pixels) }],
+    outputs: [{ name: 'logits', parameters: { binary_data: true } }]
+  })
+)
 
-function load(door: 'http' | 'grpc', c: number, seconds: number): (server: BenchServer) => Promise<LoadOutcome> {
+function load(door: 'http' | 'grpc' | 'json', c: number, seconds: number): (server: BenchServer) => Promise<LoadOutcome> {
+  if (door === 'json') {
+    return (server) =>
+      runHttpLoad(
+        {
+          url: `${server.url}/v2/models/${MODEL}/infer`,
+          headers: { 'content-type': 'application/json' },
+          body: jsonBody,
+          imagesPerRequest: 1
+        },
+        c,
+        seconds
+      )
+  }
   if (door === 'http') {
     return (server) =>
       runHttpLoad(
@@ -130,7 +151,9 @@ const rows: string[] = [
 ]
 for (const level of levels) {
   const floorFigures = level.figures[everyone.length - 1]!
-  const door = level.door === 'http' ? 'HTTP /v2 binary' : 'gRPC ModelInfer raw'
+  const door = { http: 'HTTP /v2 binary', grpc: 'gRPC ModelInfer raw', json: 'HTTP /v2 JSON numbers' }[
+    level.door as 'http' | 'grpc' | 'json'
+  ]
   everyone.forEach((a, i) => {
     const f = level.figures[i]!
     const isFloor = i === everyone.length - 1
@@ -149,7 +172,7 @@ for (const level of levels) {
 }
 const command = `load/doors.ts ${process.argv.slice(2).join(' ')}`.trim()
 const summary =
-  `${rows.join('\n')}\n\nOne UINT8 [1,${SIDE},${SIDE},3] tensor per request to ${MODEL} (runs in microseconds), ${rounds} paired rounds, ${duration} s per figure, ` +
+  `${rows.join('\n')}\n\nOne UINT8 [1,${SIDE},${SIDE},3] tensor per request (binary, or JSON numbers for the json door) to ${MODEL} (runs in microseconds), ${rounds} paired rounds, ${duration} s per figure, ` +
   `${availableParallelism()} cores, load average ${loadAverageAtStart.map((l) => l.toFixed(2)).join(' ')} at the start (\`${command}\`, ${startedAt}).`
 console.log(summary)
 await mkdir(values.out, { recursive: true })

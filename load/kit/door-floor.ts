@@ -7,7 +7,8 @@ import { loadInferenceProto } from '../../src/grpc/server.js'
  * The least the doors can be: fastify and grpc-js answering V2 inference requests of one UINT8 tensor
  * with a fixed FP32 output of 1000 scores, no model, batcher, worker thread, admission, hooks, metrics
  * or logging. The HTTP route reads the binary extension (a JSON header of
- * `Inference-Header-Content-Length` bytes, then the tensor's bytes) and answers in kind; the gRPC
+ * `Inference-Header-Content-Length` bytes, then the tensor's bytes), or a JSON body as fastify
+ * parses it on the event loop, and answers with binary scores; the gRPC
  * door decodes ModelInfer with the service's own proto and answers raw_output_contents. Each answer
  * waits one turn of the event loop, as an answer from a worker thread would. What `load:doors` sets
  * the service's doors beside: the part of a request's CPU that fastify, grpc-js and Node take
@@ -39,9 +40,10 @@ interface V2Header {
 const app = Fastify({ bodyLimit: 64 * 1024 * 1024 })
 app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_request, body, done) => done(null, body))
 app.post('/v2/models/:model/infer', async (request, reply) => {
-  const body = request.body as Buffer
-  const headerBytes = Number(request.headers['inference-header-content-length'])
-  const header = JSON.parse(body.subarray(0, headerBytes).toString('utf8')) as V2Header
+  // A JSON body (load:doors' json door) arrives parsed by fastify's own parser, on this thread.
+  const header = Buffer.isBuffer(request.body)
+    ? (JSON.parse(request.body.subarray(0, Number(request.headers['inference-header-content-length'])).toString('utf8')) as V2Header)
+    : (request.body as V2Header)
   const rows = header.inputs?.[0]?.shape[0] ?? 1
   await turn()
   const answer = Buffer.from(

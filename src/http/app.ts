@@ -13,6 +13,7 @@ import { demoPageRoutes } from './demo-page.js'
 import { errorBodyFor, schemaErrorFormatter, sendError } from './error-status.js'
 import { jsonCostRefusal } from './json-cost.js'
 import { ParseLane } from './parse-lane.js'
+import { HeaderParsePool } from './header-parse-pool.js'
 import { registerOpenApi } from './openapi.js'
 import { countRequests } from './request-counting.js'
 import { DEADLINE_HEADER } from './request-input.js'
@@ -108,7 +109,7 @@ export async function buildApp(
   // 16 MB of `[` builds millions of arrays (json-cost.ts). Prototype poisoning is refused as
   // fastify's own parser does.
   const parseJson = app.getDefaultJsonParser('error', 'error')
-  // Large bodies parsed one per turn of the event loop, for the batch endpoint and /v2 alike (parse-lane.ts).
+  // Large bodies parsed one per turn of the event loop (parse-lane.ts); /v2 parses its own in workers.
   const parseLane = new ParseLane()
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
@@ -153,7 +154,10 @@ export async function buildApp(
   modelsRoutes(app, service)
   demoPageRoutes(app)
   // Open Inference Protocol (KServe V2): its own body parsing and its own error body, under /v2 only.
-  await app.register(v2Routes, { prefix: '/v2', service, settings, parseLane })
+  // JSON tensors parsed in worker threads: up to four, leaving a core to the event loop.
+  const headerParser = new HeaderParsePool(Math.max(1, Math.min(4, settings.cores - 1)), logger)
+  app.addHook('onClose', async () => headerParser.close())
+  await app.register(v2Routes, { prefix: '/v2', service, settings, headerParser })
   await app.register(v2ConfigStatsRoutes, { prefix: '/v2', service, statistics: metrics.statistics })
   await app.register(v2RepositoryRoutes, { prefix: '/v2', service })
   await app.register(v2UnimplementedRoutes, { prefix: '/v2' })

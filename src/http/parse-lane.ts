@@ -1,9 +1,11 @@
 /**
- * Large JSON bodies are parsed on the event loop (JSON.parse is synchronous) one per turn of it.
+ * Large JSON bodies of the routes outside /v2 (the batch endpoint's base64 images, cheap to parse
+ * as strings) are parsed on the event loop (JSON.parse is synchronous) one per turn of it; /v2's
+ * inference headers, whose JSON tensors are numbers, go to worker threads (header-parse-pool.ts).
  * Bodies that finish arriving together would otherwise be parsed back to back in one turn: each is
  * bounded (json-cost.ts: about 0.3 s at most here), but 16 such bodies at once held /health/live
  * for 1.2 s. Through the lane, the loop takes its I/O (probes, other requests' bytes) between two
- * parses. Small bodies (a V2 binary request's JSON header, a one-image JSON request) are parsed at
+ * parses. Small bodies (a V2 binary request's JSON header, a small JSON request) are parsed at
  * once: they cost JSON.parse a fraction of a millisecond, and waiting a turn each would cap
  * how many requests the loop could take.
  */

@@ -38,42 +38,115 @@ function malformed(detail: string): ServiceError {
 }
 
 /**
- * The JSON bytes of an infer body, for what parsing it may cost: the Inference-Header-Content-Length
- * when it is a number within the body, else the whole body (readInferenceBody refuses a bad header).
+ * Where an infer body's JSON header ends: at Inference-Header-Content-Length (0: Triton's raw
+ * binary request, the whole body one input's data), or the body's end when the header is absent.
  */
-export function jsonHeaderBytes(body: Buffer, headerLength: string | string[] | undefined): number {
-  const n = typeof headerLength === 'string' ? Number(headerLength) : NaN
-  return Number.isSafeInteger(n) && n >= 0 && n <= body.byteLength ? n : body.byteLength
-}
-
-/** Splits an infer body at Inference-Header-Content-Length (absent: the whole body is JSON). */
-export function readInferenceBody(body: Buffer, headerLength: string | string[] | undefined): InferenceBody {
-  let jsonEnd = body.byteLength
-  if (headerLength !== undefined) {
-    const n = typeof headerLength === 'string' && /^\s*\d+\s*$/.test(headerLength) ? Number(headerLength) : NaN
-    if (!Number.isSafeInteger(n) || n > body.byteLength) {
-      throw malformed(
-        `The Inference-Header-Content-Length header must be one integer no larger than the body (${body.byteLength} bytes); got "${String(headerLength)}".`
-      )
-    }
-    jsonEnd = n
-    // Triton's raw binary request: the whole body is the one input's data.
-    if (n === 0) return { header: structuredClone(RAW_REQUEST_HEADER), binary: body, raw: true }
-  }
-  if (jsonEnd === 0) throw malformed('The body holds no JSON inference header.')
-  const refusal = jsonCostRefusal(body, jsonEnd)
-  if (refusal !== undefined) throw malformed(refusal)
-  let header: unknown
-  try {
-    header = JSON.parse(body.toString('utf8', 0, jsonEnd))
-  } catch {
+export function inferenceHeaderEnd(body: Uint8Array, headerLength: string | string[] | undefined): number {
+  if (headerLength === undefined) return body.byteLength
+  const n = typeof headerLength === 'string' && /^\s*\d+\s*$/.test(headerLength) ? Number(headerLength) : NaN
+  if (!Number.isSafeInteger(n) || n > body.byteLength) {
     throw malformed(
-      headerLength === undefined
-        ? 'The body is not valid JSON (binary tensor data needs the Inference-Header-Content-Length header).'
-        : `The first ${jsonEnd} bytes (Inference-Header-Content-Length) are not valid JSON.`
+      `The Inference-Header-Content-Length header must be one integer no larger than the body (${body.byteLength} bytes); got "${String(headerLength)}".`
     )
   }
-  return { header, binary: body.subarray(jsonEnd), raw: false }
+  return n
+}
+
+/**
+ * Bytes [0, end) of an infer body as its JSON header: what parsing may cost is checked first
+ * (json-cost.ts), then JSON.parse. `withLength`: the body had Inference-Header-Content-Length, which
+ * the refusal of invalid JSON names.
+ */
+export function parseInferenceHeader(body: Uint8Array, end: number, withLength: boolean): unknown {
+  if (end === 0) throw malformed('The body holds no JSON inference header.')
+  const refusal = jsonCostRefusal(body, end)
+  if (refusal !== undefined) throw malformed(refusal)
+  try {
+    return JSON.parse(Buffer.from(body.buffer, body.byteOffset, end).toString('utf8')) as unknown
+  } catch {
+    throw malformed(
+      withLength
+        ? `The first ${end} bytes (Inference-Header-Content-Length) are not valid JSON.`
+        : 'The body is not valid JSON (binary tensor data needs the Inference-Header-Content-Length header).'
+    )
+  }
+}
+
+/** How many numbers JSON `data` (flat or nested) holds, when every element is a number `accept`s; else undefined. */
+function numbersIn(data: unknown[], accept: (n: number) => boolean): number | undefined {
+  let count = 0
+  for (const element of data) {
+    if (typeof element === 'number' && accept(element)) count++
+    else if (Array.isArray(element)) {
+      const inner = numbersIn(element, accept)
+      if (inner === undefined) return undefined
+      count += inner
+    } else return undefined
+  }
+  return count
+}
+
+function copyNumbers(data: unknown[], out: Float32Array | Uint8Array, at: number): number {
+  for (const element of data) {
+    if (Array.isArray(element)) at = copyNumbers(element, out, at)
+    else out[at++] = element as number
+  }
+  return at
+}
+
+const PACKED: Readonly<Record<string, { readonly array: new (length: number) => Float32Array | Uint8Array; accept(n: number): boolean }>> =
+  {
+    FP32: { array: Float32Array, accept: () => true },
+    UINT8: { array: Uint8Array, accept: (n) => Number.isInteger(n) && n >= 0 && n <= 255 }
+  }
+
+/**
+ * Replaces the JSON `data` of each FP32 or UINT8 input whose elements (flat or nested) are all
+ * numbers of its type with one flat Float32Array or Uint8Array of them, row-major, as the tensor's
+ * bytes will hold them, and returns those arrays: they cross threads without a copy and become the
+ * tensor without another pass (packNumbers). Other data (BYTES strings, a stray `null`, 256 for a
+ * UINT8) is left as it is, for the route to describe what is wrong with it.
+ */
+export function packJsonTensors(header: unknown): Array<Float32Array | Uint8Array> {
+  const inputs = (header as { inputs?: unknown } | null)?.inputs
+  const out: Array<Float32Array | Uint8Array> = []
+  if (!Array.isArray(inputs)) return out
+  for (const input of inputs) {
+    const { datatype, data } = (input ?? {}) as { datatype?: unknown; data?: unknown }
+    const packed = typeof datatype === 'string' && Object.hasOwn(PACKED, datatype) ? PACKED[datatype]! : undefined
+    if (packed === undefined || !Array.isArray(data)) continue
+    const count = numbersIn(data, packed.accept)
+    if (count === undefined) continue
+    const flat = new packed.array(count)
+    copyNumbers(data, flat, 0)
+    ;(input as { data: unknown }).data = flat
+    out.push(flat)
+  }
+  return out
+}
+
+const NO_BINARY = Buffer.alloc(0)
+
+/**
+ * An infer body split at Inference-Header-Content-Length (absent: the whole body is JSON), before
+ * its header is parsed: the header's end, and the binary part, taken as a view of its own (empty
+ * when there is none), so that the header's bytes may then move to another thread.
+ */
+export function splitInferenceBody(
+  body: Buffer,
+  headerLength: string | string[] | undefined
+): { readonly end: number; readonly binary: Buffer; readonly raw: boolean } {
+  const end = inferenceHeaderEnd(body, headerLength)
+  // Triton's raw binary request: the whole body is the one input's data.
+  if (end === 0 && headerLength !== undefined) return { end, binary: body, raw: true }
+  return { end, binary: end === body.byteLength ? NO_BINARY : body.subarray(end), raw: false }
+}
+
+/** The header a split body stands for: Triton's raw binary request's, or its JSON parsed here. */
+export function readInferenceBody(body: Buffer, headerLength: string | string[] | undefined): InferenceBody {
+  const { end, binary, raw } = splitInferenceBody(body, headerLength)
+  const header = raw ? structuredClone(RAW_REQUEST_HEADER) : parseInferenceHeader(body, end, headerLength !== undefined)
+  return { header, binary, raw }
 }
 
 /**

@@ -71,8 +71,11 @@ export function rawOutputBytes(output: InferOutput): Uint8Array {
 /**
  * Numbers → the tensor's bytes (host order, which the workers read; every supported host is
  * little-endian): float32 for FP32, else UINT8, each of which must be an integer from 0 to 255.
+ * Numbers packed already (a Float32Array for FP32, a Uint8Array for UINT8) are the bytes as they are.
  */
 export function packNumbers(values: ArrayLike<number>, float: boolean): Uint8Array {
+  if (float && values instanceof Float32Array) return new Uint8Array(values.buffer, values.byteOffset, values.byteLength)
+  if (!float && values instanceof Uint8Array) return values
   if (float) {
     const packed = new Float32Array(values)
     return new Uint8Array(packed.buffer)

@@ -481,6 +481,15 @@ describe('V2 REST: refusals are {error} with the right status, and the server ke
       body: '{"inputs": ['
     })
     await expectV2Error(res, 400, 'BAD_REQUEST')
+    // Larger than what is parsed in place: the worker thread's refusal reads the same.
+    const large = await fetch(`${server.url}/v2/models/${MODEL}/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: `{"inputs": [{"name": "${INPUT}", "datatype": "FP32", "shape": [1, 3, 224, 224], "data": [${Array(20_000).fill('0.5').join(',')}`
+    })
+    expect(await expectV2Error(large, 400, 'BAD_REQUEST')).toMatch(
+      /The body is not valid JSON \(binary tensor data needs the Inference-Header-Content-Length header\)/
+    )
     await expectV2Error(await fetch(`${server.url}/v2/repository/nope`, { method: 'POST' }), 404, 'ROUTE_NOT_FOUND')
     await expectV2Error(await fetch(`${server.url}/v2/repository/index`), 405, 'METHOD_NOT_ALLOWED')
   })
@@ -605,6 +614,28 @@ describe('V2 REST: a uint8 NHWC model takes UINT8 [N, 224, 224, 3]', () => {
     })
     const expected = ((await classify.json()) as { predictions: Array<{ index: number }> }).predictions.map((p) => p.index)
     expect(indicesOf(((await res.json()) as V2Response).outputs[0]!.data!)).toEqual(expected)
+
+    // The same pixels as JSON numbers (parsed in a worker thread and packed there) answer the same.
+    const asJson = (data: number[]): Promise<Response> =>
+      fetch(`${u8Server.url}/v2/models/${U8_MODEL}/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          inputs: [{ name: input.name, datatype: 'UINT8', shape: [1, 224, 224, 3], data }],
+          outputs: [{ name: OUTPUT, parameters: { classification: 5 } }]
+        })
+      })
+    const jsonAnswer = await asJson(Array.from(pixels))
+    expect(jsonAnswer.status).toBe(200)
+    expect(indicesOf(((await jsonAnswer.json()) as V2Response).outputs[0]!.data!)).toEqual(expected)
+    // A value no UINT8 holds is named, whichever thread parsed the body.
+    const outOfRange = Array.from(pixels)
+    outOfRange[1234] = 256
+    expect(await expectV2Error(await asJson(outOfRange), 400, 'BAD_REQUEST')).toMatch(
+      /UINT8 element 1234 is 256; it must be an integer from 0 to 255/
+    )
+    outOfRange[1234] = 2.5
+    expect(await expectV2Error(await asJson(outOfRange), 400, 'BAD_REQUEST')).toMatch(/UINT8 element 1234 is 2.5/)
 
     // The float tensor of a float model is not this model's input.
     const fp32 = await fetch(`${u8Server.url}/v2/models/${U8_MODEL}/infer`, {

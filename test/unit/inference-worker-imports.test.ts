@@ -50,3 +50,11 @@ describe('the inference worker', () => {
     expect(packagesReachedFrom('src/core/preprocess.ts').has('sharp')).toBe(true)
   })
 })
+
+describe('the JSON header parse worker', () => {
+  it('loads no native package: neither sharp nor ONNX Runtime', () => {
+    const reached = packagesReachedFrom('src/http/header-parse-worker.ts')
+    expect([...reached.keys()].filter((p) => !p.startsWith('node:'))).toEqual([])
+    expect(reached.has('node:worker_threads')).toBe(true)
+  })
+})

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { MAX_JSON_DEPTH, MAX_JSON_VALUES, jsonExcess } from '../../src/http/json-cost.js'
-import { readInferenceBody } from '../../src/http/v2-binary.js'
+import { packJsonTensors, readInferenceBody } from '../../src/http/v2-binary.js'
 
 /**
  * The V2 infer body's JSON depth bound, without a server: nesting is counted by a scan before
@@ -109,5 +109,47 @@ describe('readInferenceBody', () => {
   it('still reads a header whose tensor data nests four levels', () => {
     const header = { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 1, 1, 2], data: [[[[0.5, 1]]]] }] }
     expect(readInferenceBody(bytes(JSON.stringify(header)), undefined).header).toEqual(header)
+  })
+})
+
+describe('packJsonTensors', () => {
+  it('packs FP32 and UINT8 data, flat or nested, row-major, as the tensor bytes will hold them', () => {
+    const header = {
+      inputs: [
+        {
+          name: 'a',
+          datatype: 'FP32',
+          shape: [1, 2, 2],
+          data: [
+            [
+              [0.1, 2],
+              [3, -4]
+            ]
+          ]
+        },
+        { name: 'b', datatype: 'UINT8', shape: [4], data: [0, 1, 254, 255] }
+      ]
+    }
+    const packed = packJsonTensors(header)
+    expect(packed.map((p) => p.constructor.name)).toEqual(['Float32Array', 'Uint8Array'])
+    expect(header.inputs[0]!.data).toEqual(new Float32Array([0.1, 2, 3, -4]))
+    expect(header.inputs[1]!.data).toEqual(new Uint8Array([0, 1, 254, 255]))
+  })
+
+  it('leaves data it cannot pack as it is, for the route to name what is wrong', () => {
+    const inputs = [
+      { name: 'a', datatype: 'UINT8', shape: [2], data: [1, 256] },
+      { name: 'b', datatype: 'UINT8', shape: [2], data: [1, 2.5] },
+      { name: 'c', datatype: 'FP32', shape: [2], data: [1, '2'] },
+      { name: 'd', datatype: 'FP32', shape: [2], data: [[1], null] },
+      { name: 'e', datatype: 'BYTES', shape: [1], data: ['AAAA'] },
+      { name: 'f', datatype: 'INT64', shape: [1], data: [1] },
+      { name: 'g', datatype: 'FP32', shape: [1] }
+    ]
+    const before = structuredClone(inputs)
+    expect(packJsonTensors({ inputs })).toEqual([])
+    expect(inputs).toEqual(before)
+    expect(packJsonTensors({ inputs: 'none' })).toEqual([])
+    expect(packJsonTensors(null)).toEqual([])
   })
 })

@@ -12,7 +12,7 @@ import { tensorLimits } from '../../open-inference/tensor-limits.js'
 import type { InferInput, InferOutput, InferRequest, InferResponse, TensorData } from '../../open-inference/types.js'
 import { inflateRequestBody } from '../content-encoding.js'
 import { sendError, v2ErrorBody } from '../error-status.js'
-import type { ParseLane } from '../parse-lane.js'
+import type { HeaderParsePool } from '../header-parse-pool.js'
 import { decodeBase64Item, jsonBatchBodyLimit, requestOptions } from '../request-input.js'
 import { V2_ERROR_RESPONSES } from '../schemas.js'
 import {
@@ -20,8 +20,9 @@ import {
   INFERENCE_HEADER_LENGTH,
   binaryInputSlices,
   binaryResponseBody,
-  jsonHeaderBytes,
-  readInferenceBody
+  parseInferenceHeader,
+  RAW_REQUEST_HEADER,
+  splitInferenceBody
 } from '../v2-binary.js'
 
 /**
@@ -53,8 +54,8 @@ declare module 'fastify' {
 export interface V2RouteOptions {
   readonly service: ClassifyService
   readonly settings: Settings
-  /** Where inference headers are parsed, one per turn of the event loop (shared with the app's JSON parser). */
-  readonly parseLane: ParseLane
+  /** Where large inference headers (JSON tensors) are parsed: worker threads (header-parse-pool.ts). */
+  readonly headerParser: HeaderParsePool
 }
 
 /**
@@ -176,7 +177,9 @@ function flattenInto(data: unknown, out: unknown[]): void {
   for (const element of data) flattenInto(element, out)
 }
 
-function flatJsonData(data: unknown): unknown[] {
+/** JSON `data` as its elements, row-major; FP32 and UINT8 data parsed in a worker come packed already (packJsonTensors). */
+function flatJsonData(data: unknown): ArrayLike<unknown> {
+  if (data instanceof Float32Array || data instanceof Uint8Array) return data
   if (Array.isArray(data) && !data.some(Array.isArray)) return data
   const flat: unknown[] = []
   flattenInto(data, flat)
@@ -223,10 +226,11 @@ function jsonTensorData(input: RequestInputT, maxItems: number): TensorData {
   }
   // Before the elements: `bytes` with base64 strings was refused as "element 0 is not a number".
   checkDatatype(input.datatype)
+  if (values instanceof Float32Array || values instanceof Uint8Array) return { form: 'numbers', values }
   for (let i = 0; i < values.length; i++) {
     if (typeof values[i] !== 'number') throw badRequest(`Input "${echoed(input.name)}" element ${i} is not a number.`)
   }
-  return { form: 'numbers', values: values as number[] }
+  return { form: 'numbers', values: values as ArrayLike<number> }
 }
 
 /** A raw binary request's one input: the whole body, its name, datatype and shape deduced by the core. */
@@ -322,7 +326,7 @@ export function v2InferBodyLimit(service: ClassifyService, settings: Settings): 
 }
 
 /** Register with `{ prefix: '/v2' }`: the plugin's parsers and error handlers apply to /v2 only. */
-export async function v2Routes(app: FastifyInstance, { service, settings, parseLane }: V2RouteOptions): Promise<void> {
+export async function v2Routes(app: FastifyInstance, { service, settings, headerParser }: V2RouteOptions): Promise<void> {
   // Infer bodies may carry binary tensors after the JSON, under any content type: this plugin
   // reads every body as bytes and splits it itself, for its own routes only.
   const inferBodyLimit = v2InferBodyLimit(service, settings)
@@ -332,14 +336,25 @@ export async function v2Routes(app: FastifyInstance, { service, settings, parseL
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: inferBodyLimit }, (request, body, done) => {
     const bytes = body as Buffer
     const headerLength = request.headers[INFERENCE_HEADER_LENGTH]
-    parseLane
-      .run(jsonHeaderBytes(bytes, headerLength), () => readInferenceBody(bytes, headerLength))
+    let split: ReturnType<typeof splitInferenceBody>
+    try {
+      split = splitInferenceBody(bytes, headerLength)
+    } catch (err) {
+      done(err as Error, undefined)
+      return
+    }
+    const { end, binary, raw } = split
+    request.inferenceBinaryData = binary
+    request.inferenceRawBinary = raw
+    if (raw) {
+      done(null, structuredClone(RAW_REQUEST_HEADER))
+      return
+    }
+    const withLength = headerLength !== undefined
+    headerParser
+      .parse(bytes, end, withLength, () => parseInferenceHeader(bytes, end, withLength))
       .then(
-        ({ header, binary, raw }) => {
-          request.inferenceBinaryData = binary
-          request.inferenceRawBinary = raw
-          done(null, header)
-        },
+        (header) => done(null, header),
         (err: unknown) => done(err as Error, undefined)
       )
   })
