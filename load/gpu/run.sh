@@ -19,7 +19,8 @@
 #           1, 2, 3, 4, 6, 8, …, as in the 2026-11-30 run): what fixed shapes changed; not part of all (~1 min)
 #   doors   the most the doors answer on this host, one UINT8 image per request to a model that runs in
 #           microseconds (npm run load:doors), beside fastify and grpc-js with nothing behind them: the
-#           ceiling of /v2 and gRPC with one image per request whatever the GPU does; not part of all (~1 min)
+#           ceiling of /v2 and gRPC with one image per request whatever the GPU does, and of /v2 with the
+#           image as JSON numbers (parsed in up to four worker threads); not part of all (~1.5 min)
 # Send dist/ in the checkout (run's carry: [".gpu/b", "dist"]): linked from the archive in /tmp it
 # misses the checkout's data/ and the service could not be reached (first GPU run, docs/gpu-report.md).
 # Run `firstrun fp16` first on a new host: firstrun shows whether a change of batch size costs time
@@ -103,6 +104,6 @@ if [[ $parts == *" ladder "* ]]; then
     --scenarios v2-uint8 --report-dir "$out/ladder" "${raw_arg[@]}"
 fi
 if [[ $parts == *" doors "* ]]; then
-  node dist/load/doors.js --entry dist --concurrency "${GPU_DOORS_CONCURRENCY:-16,64}" --rounds 2 --duration "$duration" --out "$out" | tee "$out/doors.md"
+  node dist/load/doors.js --entry dist --doors http,grpc,json --concurrency "${GPU_DOORS_CONCURRENCY:-16,64}" --rounds 2 --duration "$duration" --out "$out" | tee "$out/doors.md"
 fi
 echo "== done $(date -u +%FT%TZ); reports: $out/load-report.md $out/fp16/load-report.md"
