@@ -81,8 +81,15 @@ export class HeaderParsePool {
       }
       const job = this.queue.shift()!
       free.job = job
-      const message: HeaderParseJob = { bytes: job.bytes, withLength: job.withLength }
-      free.worker.postMessage(message, [job.bytes.buffer as ArrayBuffer])
+      try {
+        free.worker.postMessage({ bytes: job.bytes, withLength: job.withLength } satisfies HeaderParseJob, [
+          job.bytes.buffer as ArrayBuffer
+        ])
+      } catch {
+        // A buffer marked untransferable (Node 20 copies it quietly, later Nodes throw): the worker gets a copy.
+        const copy = new Uint8Array(job.bytes)
+        free.worker.postMessage({ bytes: copy, withLength: job.withLength } satisfies HeaderParseJob, [copy.buffer])
+      }
     }
   }
 
