@@ -96,7 +96,6 @@ export interface ServiceEvents {
   onStage?(model: string, stage: Stage, ms: number, version?: string): void
 }
 
-/** A model as served: its sessions, its batcher, its preprocessing. */
 /** A model's sessions (config.json's `instances`, else --sessions-per-model) and each one's intra-op threads. */
 export function sessionsOf(
   config: Pick<ModelConfig, 'instances'>,
@@ -110,6 +109,7 @@ export function sessionsOf(
   return { sessions, threads }
 }
 
+/** A model as served: its sessions, its batcher, its preprocessing. */
 export class ServedModel {
   readonly entry: ModelEntry
   readonly info: ModelInfo

@@ -15,15 +15,6 @@ import { jsonCostRefusal } from './json-cost.js'
 export const INFERENCE_HEADER_LENGTH = 'inference-header-content-length'
 export const BINARY_DATA_SIZE = 'binary_data_size'
 
-export interface InferenceBody {
-  /** The parsed JSON inference header (validated by the route's schema afterwards). */
-  readonly header: unknown
-  /** Everything after the header: the binary tensors; empty when there are none. */
-  readonly binary: Buffer
-  /** A raw binary request: no header at all (Inference-Header-Content-Length: 0), the whole body one input's data. */
-  readonly raw: boolean
-}
-
 /**
  * The header a raw binary request stands for: one input, every output answered as binary data (as
  * Triton answers it). The route replaces the input with the body's bytes, deduced by the core.
@@ -140,13 +131,6 @@ export function splitInferenceBody(
   // Triton's raw binary request: the whole body is the one input's data.
   if (end === 0 && headerLength !== undefined) return { end, binary: body, raw: true }
   return { end, binary: end === body.byteLength ? NO_BINARY : body.subarray(end), raw: false }
-}
-
-/** The header a split body stands for: Triton's raw binary request's, or its JSON parsed here. */
-export function readInferenceBody(body: Buffer, headerLength: string | string[] | undefined): InferenceBody {
-  const { end, binary, raw } = splitInferenceBody(body, headerLength)
-  const header = raw ? structuredClone(RAW_REQUEST_HEADER) : parseInferenceHeader(body, end, headerLength !== undefined)
-  return { header, binary, raw }
 }
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { MAX_JSON_DEPTH, MAX_JSON_VALUES, jsonExcess } from '../../src/http/json-cost.js'
-import { packJsonTensors, readInferenceBody } from '../../src/http/v2-binary.js'
+import { packJsonTensors, parseInferenceHeader } from '../../src/http/v2-binary.js'
 
 /**
  * The V2 infer body's JSON depth bound, without a server: nesting is counted by a scan before
@@ -57,7 +57,8 @@ describe('jsonExcess: values', () => {
   it('refuses 3 M base64 strings, 11 M numbers or 500,000 nested arrays before parsing (they froze the event loop 0.4–9 s), and passes six images of JSON numbers, flat or nested', () => {
     const refused = (body: string): string => {
       try {
-        readInferenceBody(bytes(body), undefined)
+        const b = bytes(body)
+        parseInferenceHeader(b, b.byteLength, false)
       } catch (err) {
         return (err as Error).message
       }
@@ -98,17 +99,18 @@ describe('jsonExcess: values', () => {
   })
 })
 
-describe('readInferenceBody', () => {
+describe('parseInferenceHeader', () => {
   it('refuses 10,000 levels of nesting as BAD_REQUEST without parsing them', () => {
     const body = bytes(`{"inputs":[{"data":${'['.repeat(10_000)}1${']'.repeat(10_000)}}]}`)
-    expect(() => readInferenceBody(body, undefined)).toThrow(
+    expect(() => parseInferenceHeader(body, body.byteLength, false)).toThrow(
       expect.objectContaining({ code: 'BAD_REQUEST', message: expect.stringMatching(`deeper than ${MAX_JSON_DEPTH} levels`) as unknown })
     )
   })
 
   it('still reads a header whose tensor data nests four levels', () => {
     const header = { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 1, 1, 2], data: [[[[0.5, 1]]]] }] }
-    expect(readInferenceBody(bytes(JSON.stringify(header)), undefined).header).toEqual(header)
+    const b = bytes(JSON.stringify(header))
+    expect(parseInferenceHeader(b, b.byteLength, false)).toEqual(header)
   })
 })
 
