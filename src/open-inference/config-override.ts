@@ -17,9 +17,9 @@ import { BACKEND, renderModelConfig, servedModelConfigSource, type TritonModelCo
  *   `parameters` the config endpoint lists (preprocess.*, output.kind). A field left out keeps the
  *   folder's value (Triton completes it from the model).
  * - Fields that say what the model is (name, platform, backend, input, output, instance_group's
- *   kind and gpus, default_model_filename, and the parameters synthetic and preset) are compared with each version
- *   as it opens: a load whose configuration says otherwise fails, so that a client never believes a
- *   setting took effect that did not.
+ *   kind and gpus, default_model_filename, and the parameters synthetic and preset) are compared
+ *   with each version as it opens: a load whose configuration says otherwise fails, so that a
+ *   client never believes a setting took effect that did not.
  * - Other ModelConfig fields are accepted at their defaults (as Triton writes them in its own
  *   answers) and refused otherwise, naming the field. model_warmup is accepted and not read: every
  *   batch size is warmed up before a model serves.
