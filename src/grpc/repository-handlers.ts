@@ -1,5 +1,6 @@
 import type { ClassifyService } from '../core/classify-service.js'
 import { loadModel, repositoryIndex, unloadModel } from '../open-inference/repository.js'
+import { parameterValues, type OneofParameter } from './parameter-values.js'
 
 /**
  * RepositoryIndex, RepositoryModelLoad and RepositoryModelUnload (Triton's model repository
@@ -16,20 +17,8 @@ export interface RepositoryIndexRequestMessage {
 export interface RepositoryControlRequestMessage {
   readonly repository_name: string
   readonly model_name: string
-  readonly parameters: Readonly<Record<string, ModelRepositoryParameterMessage>>
-}
-
-/** ModelRepositoryParameter, as proto-loader decodes it (oneofs named). */
-interface ModelRepositoryParameterMessage {
-  readonly parameter_choice?: 'bool_param' | 'int64_param' | 'string_param' | 'bytes_param'
-  readonly [choice: string]: unknown
-}
-
-/** Each parameter's value, whichever of the oneof's fields carries it (a config as string_param or bytes_param). */
-function parameterValues(parameters: RepositoryControlRequestMessage['parameters']): Record<string, unknown> {
-  const out: Record<string, unknown> = {}
-  for (const [key, p] of Object.entries(parameters)) out[key] = p.parameter_choice === undefined ? undefined : p[p.parameter_choice]
-  return out
+  /** ModelRepositoryParameter messages: a config comes as string_param or bytes_param. */
+  readonly parameters: Readonly<Record<string, OneofParameter>>
 }
 
 interface RepositoryIndexResponseMessage {
@@ -60,7 +49,7 @@ export async function repositoryModelLoadReply(
   request: RepositoryControlRequestMessage
 ): Promise<{ model_name: string; isLoaded: boolean }> {
   const name = controlledModel(request)
-  await loadModel(service, name, parameterValues(request.parameters))
+  await loadModel(service, name, parameterValues(request.parameters) ?? {})
   return { model_name: name, isLoaded: true }
 }
 
@@ -69,6 +58,6 @@ export async function repositoryModelUnloadReply(
   request: RepositoryControlRequestMessage
 ): Promise<{ model_name: string; isUnloaded: boolean }> {
   const name = controlledModel(request)
-  await unloadModel(service, name, parameterValues(request.parameters))
+  await unloadModel(service, name, parameterValues(request.parameters) ?? {})
   return { model_name: name, isUnloaded: true }
 }

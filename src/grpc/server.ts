@@ -39,6 +39,7 @@ import { admissionInterceptor, type RpcAccess } from './call-admission.js'
 import { modelConfigReply, modelStatisticsReply, type ModelRefRequest } from './config-stats-handlers.js'
 import { cancellationOf, statusOf } from './error-status.js'
 import { HEALTH_SERVICE_NAME, healthService } from './health.js'
+import { parameterValue, parameterValues } from './parameter-values.js'
 import {
   repositoryIndexReply,
   repositoryModelLoadReply,
@@ -218,20 +219,6 @@ export function messageLimits(service: ClassifyService, settings: Settings): Mes
 
 function badRequest(detail: string): ServiceError {
   return new ServiceError('BAD_REQUEST', detail)
-}
-
-function parameterValue(parameter: InferParameterMessage | undefined): unknown {
-  return parameter?.parameter_choice === undefined ? undefined : parameter[parameter.parameter_choice]
-}
-
-/** A parameters map's values as plain numbers, strings and booleans; undefined when empty. */
-function parameterValues(parameters: Record<string, InferParameterMessage>): Record<string, unknown> | undefined {
-  let values: Record<string, unknown> | undefined
-  for (const name in parameters) {
-    values ??= {}
-    values[name] = parameterValue(parameters[name])
-  }
-  return values
 }
 
 /** Typed contents → the core's TensorData; datatypes the models never take get no data (the core refuses them). */
