@@ -102,11 +102,10 @@ export function sessionsOf(
   settings: Pick<Settings, 'sessionsPerModel' | 'threadsPerSession' | 'threadsPerSessionGiven' | 'cores'>
 ): { sessions: number; threads: number } {
   const sessions = config.instances ?? settings.sessionsPerModel
-  const threads =
-    settings.threadsPerSessionGiven || sessions === settings.sessionsPerModel
-      ? settings.threadsPerSession
-      : defaultThreadsPerSession(sessions, settings.cores)
-  return { sessions, threads }
+  return {
+    sessions,
+    threads: settings.threadsPerSessionGiven ? settings.threadsPerSession : defaultThreadsPerSession(sessions, settings.cores)
+  }
 }
 
 /** A model as served: its sessions, its batcher, its preprocessing. */

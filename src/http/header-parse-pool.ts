@@ -4,6 +4,7 @@ import { ServiceError } from '../errors.js'
 import { siblingModule, startModuleWorker } from '../core/module-worker.js'
 import type { HeaderParseJob, HeaderParseReply } from './header-parse-worker.js'
 import { INLINE_PARSE_BYTES } from './parse-lane.js'
+import { parseInferenceHeader } from './v2-binary.js'
 
 /**
  * Large V2 inference headers (JSON tensors) parsed off the event loop, in worker threads. JSON.parse
@@ -42,14 +43,15 @@ export class HeaderParsePool {
   ) {}
 
   /**
-   * Bytes [0, end) of `body` as a V2 inference header (json-cost.ts's check, then JSON.parse), with
-   * FP32 and UINT8 `data` packed (packJsonTensors) when parsed in a worker; rejects as parseInferenceHeader throws.
-   * `body` may be given to the worker (transferred): the caller must not read it afterwards.
+   * Bytes [0, end) of `body` as a V2 inference header, parsed by parseInferenceHeader (and rejected
+   * as it throws): in place for at most INLINE_PARSE_BYTES or once the pool is closed, else in a
+   * worker, with FP32 and UINT8 `data` packed (packJsonTensors). `body` may be given to the worker
+   * (transferred): the caller must not read it afterwards.
    */
-  parse(body: Uint8Array, end: number, withLength: boolean, parseHere: () => unknown): Promise<unknown> {
+  parse(body: Uint8Array, end: number, withLength: boolean): Promise<unknown> {
     if (end <= INLINE_PARSE_BYTES || this.closed) {
       try {
-        return Promise.resolve(parseHere())
+        return Promise.resolve(parseInferenceHeader(body, end, withLength))
       } catch (err) {
         return Promise.reject(err as Error)
       }

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { HeaderParsePool } from '../../src/http/header-parse-pool.js'
 import { INLINE_PARSE_BYTES } from '../../src/http/parse-lane.js'
-import { parseInferenceHeader } from '../../src/http/v2-binary.js'
 
 /**
  * The worker threads that parse large V2 inference headers (src/http/header-parse-pool.ts): real
@@ -15,7 +14,7 @@ function body(values: number): Buffer {
 }
 
 function parse(pool: HeaderParsePool, bytes: Buffer, withLength = false): Promise<unknown> {
-  return pool.parse(bytes, bytes.byteLength, withLength, () => parseInferenceHeader(bytes, bytes.byteLength, withLength))
+  return pool.parse(bytes, bytes.byteLength, withLength)
 }
 
 const dataOf = (header: unknown): unknown => (header as { inputs: Array<{ data: unknown }> }).inputs[0]!.data

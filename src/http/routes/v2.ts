@@ -20,7 +20,6 @@ import {
   INFERENCE_HEADER_LENGTH,
   binaryInputSlices,
   binaryResponseBody,
-  parseInferenceHeader,
   RAW_REQUEST_HEADER,
   splitInferenceBody
 } from '../v2-binary.js'
@@ -351,12 +350,10 @@ export async function v2Routes(app: FastifyInstance, { service, settings, header
       return
     }
     const withLength = headerLength !== undefined
-    headerParser
-      .parse(bytes, end, withLength, () => parseInferenceHeader(bytes, end, withLength))
-      .then(
-        (header) => done(null, header),
-        (err: unknown) => done(err as Error, undefined)
-      )
+    headerParser.parse(bytes, end, withLength).then(
+      (header) => done(null, header),
+      (err: unknown) => done(err as Error, undefined)
+    )
   })
 
   app.setErrorHandler((err, request, reply) => {
