@@ -34,6 +34,12 @@ interface Door {
   readonly logs: Array<{ level: number; msg: string; code?: string }>
 }
 
+/** A door whose body budget holds 1 MiB (four stalled 256 KiB uploads fill it), with a shorter request timeout when given. */
+function budgetDoor(requestTimeoutMs?: number): Promise<Door> {
+  const timeouts = requestTimeoutMs === undefined ? [] : ['--request-timeout-ms', String(requestTimeoutMs), '--headers-timeout-ms', '1000']
+  return door(['--body-budget-bytes', String(1024 * 1024), ...timeouts])
+}
+
 /** Another HTTP door over the running service, listening on its own port, with its own flags, metrics and logs. */
 async function door(flags: string[]): Promise<Door> {
   const settings = loadSettings(
@@ -413,7 +419,7 @@ describe('timeouts and caps', () => {
   })
 
   it('regression: stalled uploads hold at most --body-budget-bytes; one more waits its turn, then is 429 BODY_BUDGET_FULL before its body is read; uploads whose clients go while they wait hold nothing', async () => {
-    const budgeted = await door(['--body-budget-bytes', String(1024 * 1024)])
+    const budgeted = await budgetDoor()
     // Four uploads of 256 KiB declared that stop short: together they hold the whole budget, and
     // with 1000 bytes sent of 256 KiB due over 30 s they are not behind their pace for seconds.
     const stalled = (await announceUploads(budgeted.url, 4, 256 * 1024, photo.subarray(0, 1000))).map((a) => a.socket)
@@ -439,14 +445,7 @@ describe('timeouts and caps', () => {
   })
 
   it('regression: uploads that announce a Content-Length and send nothing (a few hundred bytes of headers) held the budget against every upload for --request-timeout-ms; a newcomer now takes the shares of those behind their pace, answered 408 REQUEST_TIMEOUT', async () => {
-    const budgeted = await door([
-      '--body-budget-bytes',
-      String(1024 * 1024),
-      '--request-timeout-ms',
-      '2000',
-      '--headers-timeout-ms',
-      '1000'
-    ])
+    const budgeted = await budgetDoor(2000)
     const announced = await announceUploads(budgeted.url, 4, 256 * 1024)
     // Nothing of 256 KiB due over 2 s is behind from about 0.25 s past the grace (64 KiB of slack).
     await new Promise((r) => setTimeout(r, BODY_PACE_GRACE_MS + 500))
@@ -461,14 +460,7 @@ describe('timeouts and caps', () => {
   })
 
   it('an upload that waited 1 s for room in the body budget with none of its body sent is refused 408 REQUEST_TIMEOUT when its turn comes, not granted a share for a grace; an upload behind it is served', async () => {
-    const budgeted = await door([
-      '--body-budget-bytes',
-      String(1024 * 1024),
-      '--request-timeout-ms',
-      '4000',
-      '--headers-timeout-ms',
-      '1000'
-    ])
+    const budgeted = await budgetDoor(4000)
     // Four uploads that sent 1000 bytes of 256 KiB hold the budget; behind their pace about 1.8 s on.
     const stalled = await announceUploads(budgeted.url, 4, 256 * 1024, photo.subarray(0, 1000))
     await new Promise((r) => setTimeout(r, 100))
