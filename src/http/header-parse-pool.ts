@@ -9,11 +9,12 @@ import { parseInferenceHeader } from './v2-binary.js'
 /**
  * Large V2 inference headers (JSON tensors) parsed off the event loop, in worker threads. JSON.parse
  * is synchronous, and a 3×224×224 FP32 tensor as JSON (2 MB) took the event loop 17 ms to parse and
- * 7.5 ms to check for cost (json-cost.ts) before that: JSON clients were held to about 30 requests/s
- * by one thread, and every other request and probe waited behind each parse. Here the check and the
- * parse run in a worker, which hands each FP32 or UINT8 input's data back packed as a flat
- * Float32Array or Uint8Array (transferred), so the event loop's share is the hand-off. Headers of at most INLINE_PARSE_BYTES
- * (a binary request's, a small JSON one) are parsed in place: a worker hop would cost them more.
+ * 7.5 ms to check for cost (json-cost.ts) before that: FP32 JSON clients were held to 26–44
+ * requests/s here by one thread, and every other request and probe waited behind each parse. Here
+ * the check and the parse run in a worker, which hands each FP32 or UINT8 input's data back packed
+ * as a flat Float32Array or Uint8Array (transferred), so the event loop's share is the hand-off.
+ * Headers of at most INLINE_PARSE_BYTES (a binary request's, a small JSON one) are parsed in place:
+ * a worker hop would cost them more.
  *
  * Jobs are served in arrival order by the first free worker; workers start on the first large
  * header, one more per job waiting, up to `size`. A worker that dies (it should not: its input is
