@@ -455,7 +455,8 @@ export const SETTINGS = [
     kind: 'enum',
     choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
     fallback: 'info',
-    description: 'pino log level.'
+    description:
+      'The log level at start (pino\'s levels; JSON lines on stdout). Triton\'s logging extension changes it while the server runs: `POST /v2/logging`, gRPC LogSettings (docs/api.md, "Log settings").'
   })
 ] as const
 

@@ -65,6 +65,10 @@ export const ERRORS = {
     kind: 'invalid_argument',
     message: 'The deadline must be a whole number of milliseconds from 1 to 3600000 (one hour).'
   },
+  INVALID_LOG_SETTING: {
+    kind: 'invalid_argument',
+    message: 'The log settings cannot be applied; none was changed.'
+  },
   UNAUTHENTICATED: {
     kind: 'unauthenticated',
     message: 'This route needs the API key: send "Authorization: Bearer <key>" or "x-api-key: <key>".'

@@ -21,7 +21,7 @@ async function main(): Promise<void> {
     process.exit(0)
   }
   const [
-    { pino },
+    { createLogger },
     { ConfigError, DEFAULT_MODEL_REPOSITORY, describeSettings, loadSettings },
     core,
     { startGrpcServer },
@@ -30,7 +30,7 @@ async function main(): Promise<void> {
     { ensureDefaultModel },
     { bodyBudgetOf }
   ] = await Promise.all([
-    import('pino'),
+    import('./log-settings.js'),
     import('./config.js'),
     import('./core/classify-service.js'),
     import('./grpc/server.js'),
@@ -47,7 +47,7 @@ async function main(): Promise<void> {
     console.error(`resnet-serve: invalid setting: ${err.message} (all settings: --help)`)
     process.exit(2)
   }
-  const log = pino({ level: settings.logLevel, base: { service: 'resnet-serve' } })
+  const log = createLogger(settings.logLevel)
   log.info({ settings: describeSettings(settings) }, 'starting')
 
   // The synthetic model is built into the default ./models when it is missing, never into a folder

@@ -129,9 +129,20 @@ export class ServedModel {
   /** Images admitted to a decode for this model and not yet in its batcher's queue. */
   private decoding = 0
 
-  constructor(entry: ModelEntry, sessions: ModelSessions, settings: Settings, events: ServiceEvents, decoding: DecodeAdmission) {
+  /** Its own lines (a verbose log's line for each model execution) name the model and version. */
+  private readonly log: Logger
+
+  constructor(
+    entry: ModelEntry,
+    sessions: ModelSessions,
+    settings: Settings,
+    events: ServiceEvents,
+    decoding: DecodeAdmission,
+    log: Logger
+  ) {
     const shape = sessions.shape!
     this.entry = entry
+    this.log = log.child({ model: entry.name, version: entry.version })
     this.info = Object.freeze({ name: entry.name, version: entry.version, synthetic: entry.config.synthetic })
     this.sessions = sessions
     this.numClasses = shape.numClasses
@@ -172,6 +183,7 @@ export class ServedModel {
     }
     const { output, inferMs } = await this.sessions.run(kinds, buffer, runner)
     this.events.onBatch?.(this.entry.name, items.length, inferMs, this.info.version)
+    this.log.trace({ batchSize: items.length, runner, inferMs }, 'model executed')
     const width = this.numClasses
     // The output's shape was checked when the model loaded, but a graph may still answer other
     // sizes at run time (a batch dimension it ignores): rows read past its end would be empty.
@@ -311,7 +323,7 @@ export class ClassifyService {
     sessions.on('runFailed', (reason) => log.error({ model: entry.name, reason }, 'inference run failed'))
     const t0 = performance.now()
     await sessions.start()
-    const served = new ServedModel(entry, sessions, settings, events, { budget: this.decodeBudget, headerReads: this.headerReads })
+    const served = new ServedModel(entry, sessions, settings, events, { budget: this.decodeBudget, headerReads: this.headerReads }, log)
     log.info(
       {
         model: entry.name,

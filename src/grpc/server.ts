@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import {
   Server,
   ServerCredentials,
+  status,
   type MethodDefinition,
   type ServerDuplexStream,
   type ServerUnaryCall,
@@ -18,6 +19,7 @@ import type { Logger } from 'pino'
 import type { Settings } from '../config.js'
 import type { ClassifyService, RequestOptions } from '../core/classify-service.js'
 import { ServiceError, echoed, toServiceError } from '../errors.js'
+import { logSettingsOf, type LogSettings } from '../log-settings.js'
 import type { ServiceMetrics } from '../metrics.js'
 import { MAX_CONFIG_BYTES } from '../open-inference/config-override.js'
 import { infer, loggedId } from '../open-inference/infer.js'
@@ -37,6 +39,7 @@ import type {
 } from '../open-inference/types.js'
 import { admissionInterceptor, type RpcAccess } from './call-admission.js'
 import { modelConfigReply, modelStatisticsReply, type ModelRefRequest } from './config-stats-handlers.js'
+import { logSettingsReply, type LogSettingsRequestMessage } from './log-settings-handler.js'
 import { cancellationOf, statusOf } from './error-status.js'
 import { HEALTH_SERVICE_NAME, healthService } from './health.js'
 import { parameterValue, parameterValues } from './parameter-values.js'
@@ -108,7 +111,9 @@ const ACCESS: Readonly<Record<string, RpcAccess>> = {
   Check: 'health',
   Watch: 'health',
   // Refused NOT_IMPLEMENTED whoever calls: the refusal tells nothing a key should guard.
-  ...Object.fromEntries(Object.keys(UNIMPLEMENTED_RPCS).map((rpc) => [rpc, 'open' as const]))
+  ...Object.fromEntries(Object.keys(UNIMPLEMENTED_RPCS).map((rpc) => [rpc, 'open' as const])),
+  // Changing the log settings changes the server, as a load does (answered 501 only for a logger without settings).
+  LogSettings: 'inference'
 }
 
 /**
@@ -305,7 +310,10 @@ function grpcError(err: unknown, log: Logger, rpc: string): Partial<StatusObject
 /** Requests arrive as their wire bytes (see deferDecoding); each handler decodes its own. */
 type UnaryHandler<Res> = (bytes: Buffer, call: ServerUnaryCall<Buffer, Res>) => Res | Promise<Res>
 
-/** Runs a handler and answers with its result, or with its error mapped to a status. */
+/**
+ * Runs a handler and answers with its result, or with its error mapped to a status; a verbose log
+ * (log_verbose_level 1, pino's debug) gets a line for each call.
+ */
 async function answer<Res>(
   rpc: string,
   handler: UnaryHandler<Res>,
@@ -313,14 +321,18 @@ async function answer<Res>(
   callback: sendUnaryData<Res>,
   log: Logger
 ): Promise<void> {
+  const startedAt = performance.now()
   let result: Res
   try {
     result = await handler(call.request, call)
   } catch (err) {
-    callback(grpcError(err, log, rpc))
+    const refusal = grpcError(err, log, rpc)
+    callback(refusal)
+    log.debug({ rpc, code: refusal.code, ms: performance.now() - startedAt }, 'gRPC call answered')
     return
   }
   callback(null, result)
+  log.debug({ rpc, code: status.OK, ms: performance.now() - startedAt }, 'gRPC call answered')
 }
 
 function unary<Res>(rpc: string, log: Logger, handler: UnaryHandler<Res>) {
@@ -350,6 +362,8 @@ interface DoorContext {
   readonly service: ClassifyService
   readonly settings: Settings
   readonly log: Logger
+  /** The settings of the logger the door was given, when createLogger made it (the logging extension). */
+  readonly logSettings: LogSettings | undefined
   readonly metrics: ServiceMetrics | undefined
   readonly decoders: ReadonlyMap<string, Decode>
   /** ModelInferRequest's entry bounds, built once from the loaded models. */
@@ -464,7 +478,7 @@ function modelReady(service: ClassifyService, request: ModelRefMessage): boolean
 }
 
 function handlers(door: DoorContext): UntypedServiceImplementation {
-  const { service, log } = door
+  const { service, log, logSettings } = door
   return {
     ServerLive: unary('ServerLive', log, (bytes) => {
       smallRequest(door, 'ServerLive', bytes)
@@ -527,7 +541,14 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
           throw extensionNotImplemented(extension)
         })
       ])
-    )
+    ),
+    ...(logSettings === undefined
+      ? {}
+      : {
+          LogSettings: unary('LogSettings', log, (bytes) =>
+            logSettingsReply(logSettings, smallRequest<LogSettingsRequestMessage>(door, 'LogSettings', bytes))
+          )
+        })
   }
 }
 
@@ -553,6 +574,7 @@ export async function startGrpcServer(
     service,
     settings,
     log,
+    logSettings: logSettingsOf(logger),
     metrics,
     decoders,
     inferRule: inferRequestRule(requestBounds),

@@ -24,6 +24,7 @@ import { metricsRoutes } from './routes/metrics.js'
 import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
 import { v2ConfigStatsRoutes } from './routes/v2-config-stats.js'
+import { v2LoggingRoutes } from './routes/v2-logging.js'
 import { v2RepositoryRoutes } from './routes/v2-repository.js'
 import { v2UnimplementedRoutes } from './routes/v2-unimplemented.js'
 import { capConnections } from '../connection-cap.js'
@@ -31,6 +32,7 @@ import { floodWarning } from '../flood-warning.js'
 import { MAX_PIPELINED_REQUESTS, capPipelining, connectionOptions, refuseExpectations } from './server-limits.js'
 import { plainJsonOnV2 } from './v2-content-type.js'
 import { closeSilentConnectionsOnClose } from './silent-connections.js'
+import { logSettingsOf } from '../log-settings.js'
 
 /**
  * Builds the HTTP door over the core service, without listening, so tests use it on port 0 or via
@@ -44,6 +46,9 @@ import { closeSilentConnectionsOnClose } from './silent-connections.js'
 async function echoRequestId(request: FastifyRequest, reply: FastifyReply): Promise<void> {
   reply.header('x-request-id', request.id)
 }
+
+/** The characters of a request's URL a verbose log line keeps. */
+const MAX_LOGGED_URL = 512
 
 export async function buildApp(
   service: ClassifyService,
@@ -79,6 +84,14 @@ export async function buildApp(
   // Before any route: swagger and the request counters see only routes added after them.
   await registerOpenApi(app)
   countRequests(app, metrics)
+  // A verbose log (log_verbose_level 1, pino's debug) gets a line for each request answered.
+  app.addHook('onResponse', (request, reply, done) => {
+    request.log.debug(
+      { method: request.method, url: request.url.slice(0, MAX_LOGGED_URL), statusCode: reply.statusCode, ms: reply.elapsedTime },
+      'request answered'
+    )
+    done()
+  })
   app.addHook('onRequest', echoRequestId)
   requireApiKey(app, settings)
   admitRequests(app, settings, bodyBudget)
@@ -160,6 +173,9 @@ export async function buildApp(
   await app.register(v2Routes, { prefix: '/v2', service, settings, headerParser })
   await app.register(v2ConfigStatsRoutes, { prefix: '/v2', service, statistics: metrics.statistics })
   await app.register(v2RepositoryRoutes, { prefix: '/v2', service })
-  await app.register(v2UnimplementedRoutes, { prefix: '/v2' })
+  // The logging extension acts on the logger main.ts made (createLogger); another logger has no settings to change.
+  const logSettings = logSettingsOf(logger)
+  if (logSettings !== undefined) await app.register(v2LoggingRoutes, { prefix: '/v2', logSettings })
+  await app.register(v2UnimplementedRoutes, { prefix: '/v2', implemented: logSettings === undefined ? [] : ['logging'] })
   return app
 }

@@ -10,7 +10,7 @@ export const PLATFORM = 'onnxruntime_onnx'
 /**
  * The protocol extensions this server implements, under the names Triton reports them by: clients
  * and tooling read this list before they use one. Not listed, because not implemented: shared memory
- * (system and CUDA), sequences, trace and logging.
+ * (system and CUDA), sequences and trace.
  */
 export const EXTENSIONS: readonly string[] = Object.freeze([
   'classification',
@@ -19,7 +19,8 @@ export const EXTENSIONS: readonly string[] = Object.freeze([
   'schedule_policy',
   'model_configuration',
   'binary_tensor_data',
-  'statistics'
+  'statistics',
+  'logging'
 ])
 
 const SERVER_METADATA: ServerMetadata = Object.freeze({ name: SERVER_NAME, version: PACKAGE_VERSION, extensions: EXTENSIONS })

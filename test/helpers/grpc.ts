@@ -6,7 +6,7 @@ import type { Settings } from '../../src/config.js'
 import { SERVICE_NAME, loadInferenceProto, startGrpcServer } from '../../src/grpc/server.js'
 import type { BodyBudget } from '../../src/body-budget.js'
 import type { StreamCounters } from '../../src/grpc/stream-infer.js'
-import { testLogger, type TestServer } from './server.js'
+import type { TestServer } from './server.js'
 
 export interface GrpcTestClient {
   /** One unary call of inference.GRPCInferenceService; rejects with the call's status error. */
@@ -73,13 +73,13 @@ export function grpcTestClient(address: string): GrpcTestClient {
 /**
  * The real gRPC door over a test server's service and metrics, on 127.0.0.1, port 0, with a client
  * for it. `settings` (default: the server's) lets a test open a second door configured otherwise;
- * `logger` one whose lines it reads; `bodyBudget` the HTTP door's, to share it as main.ts does (by
+ * `logger` one whose lines it reads (default: the server's, as main.ts gives both doors one); `bodyBudget` the HTTP door's, to share it as main.ts does (by
  * default the door has one of its own).
  */
 export async function startTestGrpc(
   server: TestServer,
   settings: Settings = server.settings,
-  logger: Logger = testLogger(),
+  logger: Logger = server.log,
   bodyBudget?: BodyBudget
 ): Promise<GrpcTestDoor> {
   const handle = await startGrpcServer(server.service, settings, logger, server.metrics, bodyBudget)

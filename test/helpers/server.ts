@@ -1,10 +1,11 @@
 import type { FastifyInstance } from 'fastify'
-import { pino, type Logger } from 'pino'
+import type { Logger } from 'pino'
 import { bodyBudgetOf, type BodyBudget } from '../../src/body-budget.js'
-import { loadSettings, type Settings } from '../../src/config.js'
+import { loadSettings, type LogLevel, type Settings } from '../../src/config.js'
 import { ClassifyService, type ServiceEvents } from '../../src/core/classify-service.js'
 import { createNormalizer } from '../../src/core/pixel-normalizer.js'
 import { buildApp } from '../../src/http/app.js'
+import { createLogger } from '../../src/log-settings.js'
 import { ServiceMetrics } from '../../src/metrics.js'
 
 export interface TestServer {
@@ -12,6 +13,8 @@ export interface TestServer {
   readonly app: FastifyInstance
   readonly settings: Settings
   readonly metrics: ServiceMetrics
+  /** The logger the service and door write through (startTestGrpc's door uses it too, as main.ts's does). */
+  readonly log: Logger
   /** The HTTP door's body budget (startTestGrpc shares it when given it). */
   readonly bodyBudget: BodyBudget
   /** http://127.0.0.1:<port> */
@@ -21,16 +24,20 @@ export interface TestServer {
 
 /** Quiet unless RS_TEST_LOG is set (then at that level). */
 export function testLogger(): Logger {
-  return pino({ level: process.env.RS_TEST_LOG ?? 'silent' })
+  return createLogger((process.env.RS_TEST_LOG ?? 'silent') as LogLevel)
 }
 
 /** The real service and HTTP door, listening on 127.0.0.1, port 0. `flags` are CLI flags as in production. */
-export async function startTestServer(repository: string, flags: string[] = [], events: ServiceEvents = {}): Promise<TestServer> {
+export async function startTestServer(
+  repository: string,
+  flags: string[] = [],
+  events: ServiceEvents = {},
+  log: Logger = testLogger()
+): Promise<TestServer> {
   const settings = loadSettings(
     ['--model-repository', repository, '--port', '0', '--grpc-port', '0', '--host', '127.0.0.1', '--provider', 'cpu', ...flags],
     {}
   )
-  const log = testLogger()
   const metrics = new ServiceMetrics()
   const service = await ClassifyService.start(settings, log, {
     onBatch(model, size, inferMs, version) {
@@ -53,6 +60,7 @@ export async function startTestServer(repository: string, flags: string[] = [], 
     app,
     settings,
     metrics,
+    log,
     bodyBudget,
     url: `http://127.0.0.1:${port}`,
     async close() {
@@ -108,6 +116,6 @@ export async function classifyJpeg(
  * ServerMetadata must list (tooling reads the list before it uses an extension).
  */
 export const IMPLEMENTED_EXTENSIONS: readonly string[] = [
-  ...['binary_tensor_data', 'classification', 'model_configuration', 'model_repository', 'model_repository(unload_dependents)'],
-  ...['schedule_policy', 'statistics']
+  ...['binary_tensor_data', 'classification', 'logging', 'model_configuration', 'model_repository'],
+  ...['model_repository(unload_dependents)', 'schedule_policy', 'statistics']
 ]

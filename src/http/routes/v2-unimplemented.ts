@@ -1,5 +1,9 @@
 import type { FastifyInstance } from 'fastify'
-import { extensionNotImplemented, UNIMPLEMENTED_ROUTES } from '../../open-inference/unimplemented-extensions.js'
+import {
+  extensionNotImplemented,
+  UNIMPLEMENTED_ROUTES,
+  type UnimplementedExtension
+} from '../../open-inference/unimplemented-extensions.js'
 import { sendError, v2ErrorBody } from '../error-status.js'
 import { V2_ERROR_RESPONSES } from '../schemas.js'
 
@@ -8,16 +12,22 @@ import { V2_ERROR_RESPONSES } from '../schemas.js'
  * do instead (open-inference/unimplemented-extensions.ts). Register with `{ prefix: '/v2' }`.
  */
 
+export interface V2UnimplementedOptions {
+  /** Extensions of the list that this server answers after all (logging, with a logger from createLogger). */
+  readonly implemented?: readonly UnimplementedExtension[]
+}
+
 /** Their bodies are a few fields of JSON; they are read and dropped. */
 const BODY_LIMIT_BYTES = 64 * 1024
 
-export async function v2UnimplementedRoutes(app: FastifyInstance): Promise<void> {
+export async function v2UnimplementedRoutes(app: FastifyInstance, { implemented = [] }: V2UnimplementedOptions): Promise<void> {
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: BODY_LIMIT_BYTES }, (_request, _body, done) => done(null, null))
   app.setErrorHandler((err, request, reply) => {
     sendError(request, reply, err, v2ErrorBody)
   })
   for (const { method, url, extension } of UNIMPLEMENTED_ROUTES) {
+    if (implemented.includes(extension)) continue
     app.route({
       method,
       url,
