@@ -11,12 +11,13 @@ export function parameterValue(parameter: OneofParameter | undefined): unknown {
   return parameter?.parameter_choice === undefined ? undefined : (parameter as Record<string, unknown>)[parameter.parameter_choice]
 }
 
-/** A parameters map's values as plain numbers, strings, booleans or bytes; undefined when empty. */
+/**
+ * A parameters map's values as plain numbers, strings, booleans or bytes; undefined when empty.
+ * Each name becomes an own property, as JSON.parse makes them on REST: one named `__proto__` is a
+ * parameter like any other (refused where unknown), not the object's prototype.
+ */
 export function parameterValues(parameters: Readonly<Record<string, OneofParameter>>): Record<string, unknown> | undefined {
-  let values: Record<string, unknown> | undefined
-  for (const name in parameters) {
-    values ??= {}
-    values[name] = parameterValue(parameters[name])
-  }
-  return values
+  const entries = Object.entries(parameters)
+  if (entries.length === 0) return undefined
+  return Object.fromEntries(entries.map(([name, parameter]) => [name, parameterValue(parameter)])) as Record<string, unknown>
 }

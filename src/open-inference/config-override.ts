@@ -399,7 +399,8 @@ class OverrideReader {
     for (const [key, v] of Object.entries(value)) {
       const at = `parameters[${shown(key)}]`
       const given = typeof v === 'string' ? v : text(fields(v, at).get('string_value') ?? '', `${at}.string_value`)
-      const setting = SETTING_PARAMETERS[key]
+      // Own keys only: `constructor` or `toString` must not find Object's members.
+      const setting = Object.hasOwn(SETTING_PARAMETERS, key) ? SETTING_PARAMETERS[key] : undefined
       if (setting !== undefined) {
         const [section, field, parse] = setting
         this.changes[section]![field] = parse(given, at)

@@ -134,6 +134,11 @@ describe('load with a config parameter over REST', () => {
         [{ no_such_field: 1 }, /no_such_field is not a ModelConfig field/],
         [{ parameters: { intra_op_thread_count: { string_value: '4' } } }, /parameters\["intra_op_thread_count"\] is not a parameter/],
         [{ parameters: { 'preprocess.resize': { string_value: 'big' } } }, /must hold a number/],
+        // Regression: names of Object's own members found them (500 INTERNAL "setting is not iterable").
+        ...['constructor', 'toString', '__proto__'].map((name): [unknown, RegExp] => [
+          `{"parameters":{"${name}":"x"}}`,
+          new RegExp(`parameters\\["${name}"\\] is not a parameter`)
+        ]),
         [{ input: [{}, {}] }, /input lists 2 tensors/],
         [
           { dynamic_batching: { default_queue_policy: { default_timeout_microseconds: 5 } } },
@@ -156,6 +161,12 @@ describe('load with a config parameter over REST', () => {
       expect(crossField.error).toMatch(
         /^MODEL_LOAD_FAILED: .*config\.json with the load request's "config".*crop \(300\) is larger than preprocess\.resize/
       )
+      // Regression: constants that overflow float32 loaded, and every image was then answered 500.
+      const overflowing = await load(server, 'alpha', { config: { parameters: { 'preprocess.scale': { string_value: '1e39' } } } })
+      expect([overflowing.status, overflowing.error]).toEqual([
+        400,
+        expect.stringMatching(/^MODEL_LOAD_FAILED: .*scale 1e\+39 is beyond float32/)
+      ])
       expect((await load(server, 'alpha', { 'file:1/model.onnx': 'eA==' })).error).toMatch(
         /^BAD_REQUEST: .*The "file:1\/model.onnx" parameter is not supported/
       )
@@ -235,6 +246,11 @@ describe('load with a config parameter over gRPC', () => {
         grpc.call('RepositoryModelLoad', { model_name: 'beta', parameters: { config: { string_param: ' '.repeat(100_000) } } })
       )
       expect(huge.details).toMatch(/^BODY_TOO_LARGE: /)
+      // Regression: a parameter named __proto__ set the parameter map's prototype and was dropped; it is refused as on REST.
+      const proto = await callRefusal(
+        grpc.call('RepositoryModelLoad', { model_name: 'beta', parameters: JSON.parse('{"__proto__": {"string_param": "x"}}') as object })
+      )
+      expect(proto.details).toMatch(/^BAD_REQUEST: .*"__proto__"/)
       const refused = await callRefusal(
         grpc.call('RepositoryModelLoad', { model_name: 'beta', parameters: { config: { string_param: '{"max_batch_size":0}' } } })
       )
