@@ -325,6 +325,13 @@ function configProblems(parsed: unknown, withDefaults: unknown): ConfigProblem[]
       fix: 'Use the standard deviations the model was trained with, and 1 for channels that are not divided (e.g. the caffe preset).'
     })
   }
+  const unrepresentable = float32Problem(config.preprocess)
+  if (unrepresentable !== undefined) {
+    problems.push({
+      problem: `preprocess ${unrepresentable}: a pixel normalised with it is not a finite float32, and the model would answer NaN or infinity for every image.`,
+      fix: 'Use the scale, mean and std the model was trained with (torchvision: scale 1/255, mean 0.485,0.456,0.406, std 0.229,0.224,0.225).'
+    })
+  }
   if (typeof config.version === 'string' && !VERSION_NAME.test(config.version)) {
     problems.push({
       problem: `version must be a positive whole number without leading zeros, as Triton numbers versions (got ${JSON.stringify(config.version)}).`,
@@ -345,6 +352,31 @@ function configProblems(parsed: unknown, withDefaults: unknown): ConfigProblem[]
     })
   }
   return problems
+}
+
+/**
+ * Where preprocessing's constants leave float32, the model input's type: the first of scale, a
+ * channel's mean or std, or what a pixel from 0 to 255 becomes, (p × scale − mean) / std, whose
+ * float32 is not finite (1e39, a std of 1e-45 that divides to infinity); undefined when all are
+ * finite, or when the fields have not the types checked above.
+ */
+function float32Problem(preprocess: { scale?: unknown; mean?: unknown; std?: unknown } | undefined): string | undefined {
+  const { scale, mean, std } = preprocess ?? {}
+  if (!isNumber(scale) || !Array.isArray(mean) || !Array.isArray(std) || !mean.every(isNumber) || !std.every(isNumber)) return undefined
+  const finite = (x: number): boolean => Number.isFinite(Math.fround(x))
+  if (!finite(scale)) return `scale ${scale} is beyond float32`
+  for (let c = 0; c < Math.min(mean.length, std.length); c++) {
+    const m = mean[c] as number
+    const s = std[c] as number
+    if (!finite(m)) return `mean ${m} is beyond float32`
+    if (!finite(s)) return `std ${s} is beyond float32`
+    if (s <= 0) continue
+    for (const p of [0, 255]) {
+      const value = (Math.fround(p * scale) - m) / Math.fround(s)
+      if (!finite(value) || !finite(1 / Math.fround(s))) return `scale ${scale}, mean ${m} and std ${s}`
+    }
+  }
+  return undefined
 }
 
 /** TypeBox's message, except for a choice of words, whose "Expected union value" would not say which. */

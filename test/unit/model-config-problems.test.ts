@@ -83,4 +83,23 @@ describe('config.json problems', () => {
     }
     expect(await problemsOf('version-12', { ...VALID, version: '12' })).toBe('no problem')
   })
+
+  it('regression: constants a normalised pixel overflows float32 with were accepted, and every image then answered 500', async () => {
+    const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+      ['huge-scale', { scale: 1e39 }, /preprocess scale 1e\+39 is beyond float32/],
+      ['huge-mean', { mean: [1e300, 0, 0] }, /preprocess mean 1e\+300 is beyond float32/],
+      [
+        'tiny-std',
+        { std: [1e-45, 1e-45, 1e-45] },
+        /preprocess scale 0\.00392\d*, mean 0\.485 and std 1e-45: a pixel normalised with it is not a finite float32/
+      ],
+      ['overflowing-pixel', { scale: 1e37, std: [0.01, 1, 1] }, /preprocess scale 1e\+37, mean 0\.485 and std 0\.01/]
+    ]
+    for (const [name, preprocess, message] of cases) {
+      expect(await problemsOf(name, { ...VALID, preprocess: { ...VALID.preprocess, ...preprocess } }), name).toMatch(message)
+    }
+    // Large but finite everywhere (the caffe preset's 0–255 range, a std of 1e-3) stays accepted.
+    const wide = { ...VALID, preprocess: { ...VALID.preprocess, scale: 1, mean: [103.9, 116.8, 123.7], std: [1e-3, 1, 1] } }
+    expect(await problemsOf('wide', wide)).toBe('no problem')
+  })
 })
