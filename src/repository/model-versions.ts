@@ -72,7 +72,19 @@ export interface ModelVersionPlan {
 export async function planModelVersions(root: string, name: string, amend?: ConfigAmendment): Promise<ModelVersionPlan> {
   const folder = await readModelFolder(root, name, amend)
   const available = await versionFolders(folder.dir)
-  if (available.length === 0) return { folder, versions: [{ version: folder.config.version, dir: folder.dir }] }
+  if (available.length === 0) {
+    // One version, config.json's: a specific policy must name it, or the answer would claim versions nothing serves.
+    const { missing } = selectVersions([Number(folder.config.version)], folder.config.versionPolicy)
+    if (missing.length > 0) {
+      throw new RepositoryError(
+        name,
+        shownPath(folder.dir, 'config.json'),
+        `versionPolicy.specific names version ${missing.join(', ')}, but the folder has no numbered version folders: it is one version, config.json's version (${folder.config.version}).`,
+        `List version ${folder.config.version}, or put each version's model file in a numbered folder (${join(name, String(missing[0]))}/model.onnx).`
+      )
+    }
+    return { folder, versions: [{ version: folder.config.version, dir: folder.dir }] }
+  }
   const { selected, missing } = selectVersions(available, folder.config.versionPolicy)
   if (missing.length > 0) {
     throw new RepositoryError(

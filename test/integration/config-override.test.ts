@@ -161,6 +161,12 @@ describe('load with a config parameter over REST', () => {
       expect(crossField.error).toMatch(
         /^MODEL_LOAD_FAILED: .*config\.json with the load request's "config".*crop \(300\) is larger than preprocess\.resize/
       )
+      // Regression: a folder without version folders took a policy naming another version, and its config answer claimed it.
+      const unserved = await load(server, 'alpha', { config: { version_policy: { specific: { versions: [77] } } } })
+      expect([unserved.status, unserved.error]).toEqual([
+        400,
+        expect.stringMatching(/^MODEL_LOAD_FAILED: .*names version 77, but the folder/)
+      ])
       // Regression: constants that overflow float32 loaded, and every image was then answered 500.
       const overflowing = await load(server, 'alpha', { config: { parameters: { 'preprocess.scale': { string_value: '1e39' } } } })
       expect([overflowing.status, overflowing.error]).toEqual([

@@ -127,4 +127,14 @@ describe('model versions', () => {
     const repository = await tinyRepository({ picked: { versions: [1], versionPolicy: { specific: { versions: [1, 7] } } } })
     await expect(startTestServer(repository)).rejects.toThrow(/versionPolicy\.specific names version 7, which has no folder/)
   })
+
+  it('regression: a folder without version folders took a specific policy naming another version and went on serving 1', async () => {
+    const flat = await tinyRepository({ flat: { versionPolicy: { specific: { versions: [77] } } } })
+    await expect(startTestServer(flat)).rejects.toThrow(
+      /versionPolicy\.specific names version 77, but the folder has no numbered version folders: it is one version, config\.json's version \(1\)/
+    )
+    const named = await tinyRepository({ flat: { versionPolicy: { specific: { versions: [1] } } } })
+    const server = await startTestServer(named)
+    await server.close()
+  })
 })
