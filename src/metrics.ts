@@ -38,7 +38,7 @@ export class ServiceMetrics {
   private readonly batchSize: Histogram<'model'>
   private readonly stageDurations: Readonly<Record<Stage | 'inference', Histogram<'model'>>>
   private served: readonly ServedModel[] = []
-  private knownModels: ReadonlySet<string> | undefined
+  private readonly knownModels = new Set<string>()
   private defaultModel: string | undefined
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
@@ -144,7 +144,9 @@ export class ServiceMetrics {
     }
     for (const model of served) this.statistics.track(model.info.name, model.info.version)
     this.served = served
-    this.knownModels = new Set(service.modelNames())
+    // Names stay known once loaded: a request answered while its model unloads is counted under it,
+    // not "(unknown)". They come from the repository's folders, never from a client.
+    for (const name of service.modelNames()) this.knownModels.add(name)
     this.defaultModel = service.defaultModel
   }
 
@@ -178,6 +180,6 @@ export class ServiceMetrics {
 
   private modelLabel(model: string | undefined): string {
     const name = model ?? this.defaultModel
-    return name !== undefined && this.knownModels?.has(name) === true ? name : UNKNOWN_MODEL_LABEL
+    return name !== undefined && this.knownModels.has(name) ? name : UNKNOWN_MODEL_LABEL
   }
 }

@@ -78,6 +78,9 @@ describe('--model-control-mode explicit over REST', () => {
       const metrics = await (await fetch(`${server.url}/metrics`)).text()
       expect(metrics).toContain('resnet_serve_pending_requests{model="beta"} 0')
       expect(metrics, 'an unloaded model keeps no pending-requests series').not.toContain('resnet_serve_pending_requests{model="gamma"}')
+      // Regression: a request answered while its model unloaded was counted under "(unknown)".
+      server.metrics.recordRequest('gamma', 'success', 5)
+      expect(await (await fetch(`${server.url}/metrics`)).text()).toContain('resnet_serve_request_success_total{model="gamma"} 1')
       const listing = (await (await fetch(`${server.url}/models`)).json()) as { models: Array<{ name: string }> }
       expect(listing.models.map((m) => m.name)).toEqual(['alpha', 'beta'])
       // Unloaded models do not count against readiness: only the ones that should serve do.
