@@ -114,7 +114,11 @@ async function main(): Promise<void> {
     }
   }
   const address = await bound('HTTP', settings.port, '--port', () => app.listen({ host: settings.host, port: settings.port }))
-  log.info({ address, pid: process.pid, models: service.modelNames(), defaultModel: service.defaultModel }, 'HTTP listening')
+  // fastify's address is one URL to reach it by (127.0.0.1 for 0.0.0.0); host is what it is bound to.
+  log.info(
+    { host: settings.host, address, pid: process.pid, models: service.modelNames(), defaultModel: service.defaultModel },
+    'HTTP listening'
+  )
   const grpc = await bound('gRPC', settings.grpcPort, '--grpc-port', () => startGrpcServer(service, settings, log, metrics, bodyBudget))
   log.info({ host: settings.host, port: grpc.port }, 'gRPC listening')
 
