@@ -129,8 +129,11 @@ export function bodyCutOff(raw: IncomingMessage): boolean {
  */
 export function schemaErrorFormatter(maxTopk: number): (errors: FastifySchemaValidationError[], dataVar: string) => Error {
   return (errors, dataVar) => {
-    if (errors.some((e) => e.instancePath.split('/')[1] === 'topk')) {
-      return new Error(`The maximum is ${maxTopk} (--max-topk; at most the model's classes).`)
+    const topk = errors.find((e) => e.instancePath.split('/')[1] === 'topk')
+    if (topk !== undefined) {
+      // ajv runs verbose: the error carries the value, coerced where it could be (a query's "0" is 0).
+      const got = JSON.stringify((topk as { data?: unknown }).data) ?? 'nothing'
+      return new Error(`It is ${got.slice(0, 32)}; the maximum is ${maxTopk} (--max-topk; at most the model's classes).`)
     }
     return new Error(errors.map((e) => unknownFieldText(e, dataVar) ?? schemaRuleText(e, dataVar)).join(', '))
   }
