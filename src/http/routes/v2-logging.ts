@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import { ServiceError } from '../../errors.js'
 import type { LogSettings } from '../../log-settings.js'
-import { sendError, v2ErrorBody } from '../error-status.js'
+import { jsonBodiesOfAnyType } from '../json-bodies.js'
 import { V2_ERROR_RESPONSES } from '../schemas.js'
 
 /**
@@ -42,19 +42,7 @@ const LogSettingsRequest = Type.Unknown({
 
 export async function v2LoggingRoutes(app: FastifyInstance, { logSettings }: V2LoggingOptions): Promise<void> {
   // tritonclient sends the settings as JSON without a content type; an empty POST only reads them.
-  app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: BODY_LIMIT_BYTES }, (_request, body, done) => {
-    const text = (body as string).trim()
-    if (text === '') return done(null, null)
-    try {
-      done(null, JSON.parse(text) as unknown)
-    } catch {
-      done(new ServiceError('INVALID_LOG_SETTING', '(the body is not valid JSON)'), undefined)
-    }
-  })
-  app.setErrorHandler((err, request, reply) => {
-    sendError(request, reply, err, v2ErrorBody)
-  })
+  jsonBodiesOfAnyType(app, BODY_LIMIT_BYTES, () => new ServiceError('INVALID_LOG_SETTING', '(the body is not valid JSON)'))
   const response = { 200: LogSettingsBody, ...V2_ERROR_RESPONSES }
   app.get('/logging', { schema: { summary: "Triton's logging extension: the log settings", response } }, async () => logSettings.view)
   app.post(

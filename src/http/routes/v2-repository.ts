@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import type { ClassifyService } from '../../core/classify-service.js'
 import { ServiceError } from '../../errors.js'
 import { loadModel, repositoryIndex, unloadModel } from '../../open-inference/repository.js'
-import { sendError, v2ErrorBody } from '../error-status.js'
+import { jsonBodiesOfAnyType } from '../json-bodies.js'
 import { V2_ERROR_RESPONSES } from '../schemas.js'
 
 /**
@@ -63,19 +63,7 @@ function parametersOf(body: unknown): Record<string, unknown> {
 
 export async function v2RepositoryRoutes(app: FastifyInstance, { service }: V2RepositoryOptions): Promise<void> {
   // Clients send these bodies as JSON under various content types, or send none at all.
-  app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: BODY_LIMIT_BYTES }, (_request, body, done) => {
-    const text = (body as string).trim()
-    if (text === '') return done(null, null)
-    try {
-      done(null, JSON.parse(text) as unknown)
-    } catch {
-      done(new ServiceError('BAD_REQUEST', 'The body is not valid JSON.'), undefined)
-    }
-  })
-  app.setErrorHandler((err, request, reply) => {
-    sendError(request, reply, err, v2ErrorBody)
-  })
+  jsonBodiesOfAnyType(app, BODY_LIMIT_BYTES, () => new ServiceError('BAD_REQUEST', 'The body is not valid JSON.'))
 
   const config = { bodyTypes: ['*'] }
   app.post(
