@@ -50,6 +50,7 @@ const DEBUG = 20
 const INFO = 30
 const WARN = 40
 const ERROR = 50
+const FATAL = 60
 
 function refuse(detail: string): ServiceError {
   return new ServiceError('INVALID_LOG_SETTING', detail)
@@ -68,11 +69,13 @@ export class LogSettings {
   private readonly fatal: boolean
 
   constructor(level: LogLevel) {
-    this.fatal = level !== 'silent'
-    this.error = level === 'error' || level === 'warn' || level === 'info' || level === 'debug' || level === 'trace'
-    this.warning = level === 'warn' || level === 'info' || level === 'debug' || level === 'trace'
-    this.info = level === 'info' || level === 'debug' || level === 'trace'
-    this.verbose = level === 'trace' ? 2 : level === 'debug' ? 1 : 0
+    // What --log-level lets through: every pino level from it up.
+    const lowest = level === 'silent' ? Infinity : pino.levels.values[level]!
+    this.verbose = lowest < DEBUG ? 2 : lowest < INFO ? 1 : 0
+    this.info = lowest <= INFO
+    this.warning = lowest <= WARN
+    this.error = lowest <= ERROR
+    this.fatal = lowest <= FATAL
   }
 
   get view(): LogSettingsView {
