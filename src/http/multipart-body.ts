@@ -1,5 +1,6 @@
 import type { Multipart, MultipartFile } from '@fastify/multipart'
 import type { FastifyRequest } from 'fastify'
+import type { IncomingMessage } from 'node:http'
 import { ServiceError, isServiceError } from '../errors.js'
 import { bodyCutOff } from './error-status.js'
 
@@ -49,12 +50,57 @@ function multipartError(err: unknown, request: FastifyRequest): unknown {
   return new ServiceError('BAD_MULTIPART', undefined, { cause: err })
 }
 
+/**
+ * How long the parser may leave a body that has arrived whole unread, while a part or the end is
+ * awaited, before the request is refused. @fastify/busboy skips a part without `Content-Disposition:
+ * form-data` (or with another disposition) and, when that part is larger than a stream buffer
+ * (16 KiB), stops reading there for good: the request hung past every timeout (it had been
+ * received), holding its share of the body budget and its connection (attacker review). Once the
+ * body is in, the rest of it is parsed in microseconds, so a second without progress is a stall.
+ */
+const PARSER_STALL_MS = 1_000
+const STALL_LOOK_MS = 250
+
+/** When the parser last took a chunk of each multipart body being read (multipartParts keeps it). */
+const lastRead = new WeakMap<IncomingMessage, number>()
+
+/**
+ * Rejects BAD_MULTIPART once the body has arrived whole (`complete`) and the parser has taken none
+ * of it for PARSER_STALL_MS, counted from the later of its last chunk and the start of the wait;
+ * `stop` ends the watch.
+ */
+function stallWatch(raw: IncomingMessage): { readonly stalled: Promise<never>; stop(): void } {
+  const startedAt = performance.now()
+  let timer: NodeJS.Timeout | undefined
+  const stalled = new Promise<never>((_resolve, reject) => {
+    const look = (): void => {
+      const since = Math.max(startedAt, lastRead.get(raw) ?? startedAt)
+      if (raw.complete && performance.now() - since >= PARSER_STALL_MS) {
+        reject(
+          new ServiceError(
+            'BAD_MULTIPART',
+            'The body arrived whole but its parts could not be read to their end: each part needs Content-Disposition: form-data with a name (a part without it stops the parser).'
+          )
+        )
+        return
+      }
+      timer = setTimeout(look, STALL_LOOK_MS)
+    }
+    timer = setTimeout(look, STALL_LOOK_MS)
+  })
+  stalled.catch(() => {})
+  return { stalled, stop: () => clearTimeout(timer) }
+}
+
 /** A file part's bytes; a malformed body is BAD_MULTIPART, as in multipartParts. */
 export async function partBytes(part: MultipartFile, request: FastifyRequest): Promise<Buffer> {
+  const watch = stallWatch(request.raw)
   try {
-    return await part.toBuffer()
+    return await Promise.race([part.toBuffer(), watch.stalled])
   } catch (err) {
     throw multipartError(err, request)
+  } finally {
+    watch.stop()
   }
 }
 
@@ -78,6 +124,7 @@ export async function* multipartParts(request: FastifyRequest): AsyncGenerator<M
   // Settled only by a refusal, which the loop below observes through the race.
   overLimit.catch(() => {})
   const count = (chunk: Buffer): void => {
+    lastRead.set(raw, performance.now())
     received += chunk.byteLength
     if (received <= maxBytes) return
     raw.off('data', count)
@@ -104,9 +151,19 @@ export async function* multipartParts(request: FastifyRequest): AsyncGenerator<M
   raw.on('data', count)
   try {
     for (;;) {
-      const result = await Promise.race([next, overLimit])
+      const watch = stallWatch(raw)
+      let result: IteratorResult<Multipart>
+      try {
+        result = await Promise.race([next, overLimit, watch.stalled])
+      } finally {
+        watch.stop()
+      }
       if (result.done === true) return
       current = result.value
+      // busboy hands over a file part whose Content-Disposition names no field (only a filename).
+      if ((current.fieldname as string | undefined) === undefined) {
+        throw new ServiceError('BAD_MULTIPART', 'A part has no name: send Content-Disposition: form-data; name="image".')
+      }
       if (current.type === 'field' && current.valueTruncated) {
         throw new ServiceError('BAD_MULTIPART', `Text field "${current.fieldname.slice(0, 64)}" is over ${limits.fieldBytes} bytes.`)
       }
@@ -117,5 +174,6 @@ export async function* multipartParts(request: FastifyRequest): AsyncGenerator<M
     throw multipartError(err, request)
   } finally {
     raw.off('data', count)
+    lastRead.delete(raw)
   }
 }

@@ -70,6 +70,17 @@ async function postForm(form: FormData, query = ''): Promise<{ status: number; b
   return { status: res.status, body: (await res.json()) as BatchAnswer & ErrorAnswer }
 }
 
+/** One multipart part with these header lines, written by hand (FormData always names its parts). */
+async function postRawMultipart(headerLines: string, content: Uint8Array): Promise<{ status: number; body: BatchAnswer & ErrorAnswer }> {
+  const body = Buffer.concat([Buffer.from(`--xyz\r\n${headerLines}\r\n\r\n`), content, Buffer.from('\r\n--xyz--\r\n')])
+  const res = await fetch(`${server.url}/v1/models/resnet50:classify`, {
+    method: 'POST',
+    headers: { 'content-type': 'multipart/form-data; boundary=xyz' },
+    body
+  })
+  return { status: res.status, body: (await res.json()) as BatchAnswer & ErrorAnswer }
+}
+
 function expectSameAsAlone(item: Item | undefined, photoIndex: number): void {
   expect(item).toBeDefined()
   if (item === undefined || 'error' in item) throw new Error(`expected predictions, got ${JSON.stringify(item)}`)
@@ -157,7 +168,11 @@ describe('POST /v1/models/{model}:classify', () => {
       [postJson({ instances: [{ b64: b64(photos[0]!) }], topk: 5000 }), 400, 'INVALID_TOPK'],
       [postJson({ instances: [{ image: 'x' }] }), 400, 'BAD_REQUEST'],
       [postJson('{"instances": [', 'resnet50'), 400, 'BAD_REQUEST'],
-      [postJson({ instances: [{ b64: 'A'.repeat(jsonBatchBodyLimit(server.settings)) }] }), 413, 'BODY_TOO_LARGE']
+      [postJson({ instances: [{ b64: 'A'.repeat(jsonBatchBodyLimit(server.settings)) }] }), 413, 'BODY_TOO_LARGE'],
+      // Regression (attacker review): a file part with a filename and no name was a 500.
+      [postRawMultipart('Content-Disposition: form-data; filename="a.jpg"\r\nContent-Type: image/jpeg', photos[0]!), 400, 'BAD_MULTIPART'],
+      // Regression (attacker review): a part without a form-data disposition, past 16 KiB, hung the request for good.
+      [postRawMultipart('Content-Type: image/jpeg', Buffer.alloc(100_000, 0x61)), 400, 'BAD_MULTIPART']
     ]
     for (const [answer, status, code] of cases) {
       const { status: got, body } = await answer

@@ -35,6 +35,12 @@ async function post(
 }
 
 const jpeg = { 'content-type': 'image/jpeg' }
+const multipartHeaders = { 'content-type': 'multipart/form-data; boundary=xyz' }
+
+/** A multipart body of one part with these header lines, as a hand-written client might send it. */
+function multipartOf(headerLines: string, content: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`--xyz\r\n${headerLines}\r\n\r\n`), content, Buffer.from('\r\n--xyz--\r\n')])
+}
 
 describe('bad input to POST /classify', () => {
   const cases: Array<[string, () => Promise<Awaited<ReturnType<typeof post>>>, number, ErrorCode]> = [
@@ -92,6 +98,23 @@ describe('bad input to POST /classify', () => {
         post('--xyz\r\nContent-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\nabc', {
           'content-type': 'multipart/form-data; boundary=xyz'
         }),
+      400,
+      'BAD_MULTIPART'
+    ],
+    // Regression (attacker review): busboy skips a part without Content-Disposition: form-data and,
+    // past 16 KiB of it, stopped reading the body for good: no answer, its budget share held.
+    ...['Content-Type: image/jpeg', 'Content-Disposition: attachment; name="image"'].map(
+      (head): [string, () => ReturnType<typeof post>, number, ErrorCode] => [
+        `multipart part of 100 kB with "${head}" and no form-data disposition`,
+        () => post(multipartOf(head, Buffer.concat([photo, Buffer.alloc(100_000 - photo.length, 0x61)])), multipartHeaders),
+        400,
+        'BAD_MULTIPART'
+      ]
+    ),
+    // Regression (attacker review): a file part with a filename and no name was a 500 (its field name read as undefined).
+    [
+      'multipart file part with a filename and no name',
+      () => post(multipartOf('Content-Disposition: form-data; filename="a.jpg"\r\nContent-Type: image/jpeg', photo), multipartHeaders),
       400,
       'BAD_MULTIPART'
     ],
