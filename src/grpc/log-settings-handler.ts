@@ -37,7 +37,8 @@ function message(view: LogSettingsView): LogSettingsResponseMessage {
 }
 
 export function logSettingsReply(logSettings: LogSettings, request: LogSettingsRequestMessage): LogSettingsResponseMessage {
-  const changes: Record<string, unknown> = {}
+  // Without a prototype, a setting named __proto__ is a name like any other, refused as unknown as on REST.
+  const changes: Record<string, unknown> = Object.create(null) as Record<string, unknown>
   for (const [name, parameter] of Object.entries(request.settings)) {
     // A value in another field than its setting's type (a verbose level sent as a string) is
     // refused as REST refuses the wrong JSON type; a value with no field set changes nothing.

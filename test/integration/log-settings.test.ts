@@ -186,6 +186,11 @@ describe('log settings (gRPC LogSettings)', () => {
     ])
     const unknown = await callRefusal(grpc.call('LogSettings', { settings: { log_colour: { bool_param: true } } }, { metadata }))
     expect(unknown.details).toMatch(/unknown setting "log_colour"/)
+    // Regression (attacker review): a setting named __proto__ set the map's prototype and was answered OK.
+    const proto = await callRefusal(
+      grpc.call('LogSettings', { settings: JSON.parse('{"__proto__": {"bool_param": true}}') as object }, { metadata })
+    )
+    expect(proto.details).toMatch(/unknown setting "__proto__"/)
     const keyless = await callRefusal(grpc.call('LogSettings', { settings: {} }))
     expect(keyless.code).toBe(status[status.UNAUTHENTICATED])
   })
