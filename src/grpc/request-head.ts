@@ -18,8 +18,11 @@ export interface RequestHead {
 const MODEL_NAME = 1
 const MODEL_VERSION = 2
 const ID = 3
-/** Longer strings are not names or ids a client meant; they are left out of the answer. */
-const MAX_HEAD_STRING_BYTES = 1024
+/**
+ * Longer model names and versions are not ones a client meant; they are left out of the answer.
+ * The id is echoed whole, as a successful answer echoes it (the message was admitted at its size).
+ */
+const MAX_NAME_BYTES = 1024
 
 export function requestHead(bytes: Uint8Array): RequestHead {
   const head: RequestHead = { model_name: '', model_version: '', id: '' }
@@ -40,7 +43,7 @@ export function requestHead(bytes: Uint8Array): RequestHead {
         const length = cursor.varint(end)
         const start = cursor.pos
         cursor.skip(length, end)
-        if ((field === MODEL_NAME || field === MODEL_VERSION || field === ID) && length <= MAX_HEAD_STRING_BYTES) {
+        if (field === ID || ((field === MODEL_NAME || field === MODEL_VERSION) && length <= MAX_NAME_BYTES)) {
           const text = Buffer.from(bytes.buffer, bytes.byteOffset + start, length).toString('utf8')
           if (field === MODEL_NAME) head.model_name = text
           else if (field === MODEL_VERSION) head.model_version = text

@@ -184,6 +184,13 @@ describe('ModelStreamInfer', () => {
     expect(byId.get('req-7')!.error_message).toMatch(/must be finite/)
     expect(byId.get('req-3')!.infer_response!.model_name).toBe('nope')
 
+    // Regression (attacker review): a refused request's id over 1 KiB came back empty, where a
+    // successful answer echoes it whole.
+    const longId = `long-${'x'.repeat(4096)}`
+    const refused = answers(stream, 1)
+    stream.write(request(longId, { model: 'nope' }))
+    expect((await refused)[0]).toMatchObject({ error_message: expect.stringMatching(/^MODEL_NOT_FOUND: /), infer_response: { id: longId } })
+
     // The same stream after its errors: one more request, then a clean end.
     const after = answers(stream, 1)
     stream.write(request('after'))
