@@ -131,9 +131,9 @@ export function schemaErrorFormatter(maxTopk: number): (errors: FastifySchemaVal
   return (errors, dataVar) => {
     const topk = errors.find((e) => e.instancePath.split('/')[1] === 'topk')
     if (topk !== undefined) {
-      // ajv runs verbose: the error carries the value, coerced where it could be (a query's "0" is 0).
+      // ajv runs verbose: the error carries the value as coerced (a query's "0" and a body's null are both 0).
       const got = JSON.stringify((topk as { data?: unknown }).data) ?? 'nothing'
-      return new Error(`It is ${got.slice(0, 32)}; the maximum is ${maxTopk} (--max-topk; at most the model's classes).`)
+      return new Error(`It was read as ${got.slice(0, 32)}; the maximum is ${maxTopk} (--max-topk; at most the model's classes).`)
     }
     return new Error(errors.map((e) => unknownFieldText(e, dataVar) ?? schemaRuleText(e, dataVar)).join(', '))
   }

@@ -57,7 +57,7 @@ describe('topk out of range names the maximum', () => {
         expect(answer.body.code).toBe('INVALID_TOPK')
         expect(answer.body.message).toMatch(new RegExp(`maximum is ${MAX_TOPK}\\b`, 'i'))
         // The value it got, as a newcomer asked of topk=0 and topk=abc.
-        expect(answer.body.message).toMatch(new RegExp(`\\b(It is|Got) "?${topk}"?[;.]`))
+        expect(answer.body.message).toMatch(new RegExp(`\\b(It was read as|Got) "?${topk}"?[;.]`))
       })
     }
   }
@@ -66,7 +66,7 @@ describe('topk out of range names the maximum', () => {
     const body = JSON.stringify({ instances: [{ b64: photo.toString('base64') }], topk: 0 })
     const answer = await post(BATCH, { headers: { 'content-type': 'application/json' }, body })
     expect(answer.body.code).toBe('INVALID_TOPK')
-    expect(answer.body.message).toContain(`It is 0; the maximum is ${MAX_TOPK}`)
+    expect(answer.body.message).toContain(`It was read as 0; the maximum is ${MAX_TOPK}`)
   })
 })
 
