@@ -124,6 +124,15 @@ export function bodyCutOff(raw: IncomingMessage): boolean {
 }
 
 /**
+ * Node's "aborted" (ECONNRESET) on a request whose connection closed before it was read to its end
+ * or answered: its client went away, though its body had all arrived (a multipart parser still
+ * reading it). It was logged INTERNAL at error.
+ */
+function abortedByClient(err: unknown, raw: IncomingMessage): boolean {
+  return raw.destroyed && (err as { code?: unknown } | null)?.code === 'ECONNRESET'
+}
+
+/**
  * fastify's schemaErrorFormatter: fastify's own wording, except that a refused topk (0, abc, over
  * the maximum) names the maximum; that text becomes INVALID_TOPK's detail (validationError).
  */
@@ -219,7 +228,7 @@ export function connectionGone(request: FastifyRequest): ServiceError {
  */
 export function httpServiceError(err: unknown, request?: FastifyRequest): ServiceError {
   if (isServiceError(err)) return err
-  if (request !== undefined && bodyCutOff(request.raw)) return connectionGone(request)
+  if (request !== undefined && (bodyCutOff(request.raw) || abortedByClient(err, request.raw))) return connectionGone(request)
   const e = (err ?? {}) as FastifyLikeError
   if (e.validation !== undefined) return validationError(e.validation, e.message)
   const mapped = e.code === undefined ? undefined : FASTIFY_CODES[e.code]
