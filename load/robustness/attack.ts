@@ -280,6 +280,20 @@ const ATTACKS: readonly Attack[] = [
     }
   },
   {
+    name: 'multipart-skipped-parts',
+    what: '12 multipart uploads of 16 MB whose one part has no form-data disposition (busboy skips it)',
+    expected: ['400'],
+    async run(t) {
+      // Sent whole: such a part once stopped the parser for good, the answer never came and the body's share stayed taken.
+      const body = Buffer.concat([
+        Buffer.from('--zz\r\nContent-Type: image/jpeg\r\n\r\n'),
+        Buffer.alloc(16 * MiB, 0x61),
+        Buffer.from('\r\n--zz--\r\n')
+      ])
+      return times(12, () => post(t, '/classify', { ...withKey, 'content-type': 'multipart/form-data; boundary=zz' }, body))
+    }
+  },
+  {
     name: 'stalled-uploads',
     what: '40 uploads of 15 MiB that stop one byte short',
     expected: ['408', '429', 'closed'],
