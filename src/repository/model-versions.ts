@@ -71,29 +71,28 @@ export interface ModelVersionPlan {
 /** Reads a model folder's config.json (amended by `amend`, when given) and decides which versions to serve; nothing is opened yet. */
 export async function planModelVersions(root: string, name: string, amend?: ConfigAmendment): Promise<ModelVersionPlan> {
   const folder = await readModelFolder(root, name, amend)
-  const available = await versionFolders(folder.dir)
-  if (available.length === 0) {
-    // One version, config.json's: a specific policy must name it, or the answer would claim versions nothing serves.
-    const { missing } = selectVersions([Number(folder.config.version)], folder.config.versionPolicy)
-    if (missing.length > 0) {
-      throw new RepositoryError(
-        name,
-        shownPath(folder.dir, 'config.json'),
-        `versionPolicy.specific names version ${missing.join(', ')}, but the folder has no numbered version folders: it is one version, config.json's version (${folder.config.version}).`,
-        `List version ${folder.config.version}, or put each version's model file in a numbered folder (${join(name, String(missing[0]))}/model.onnx).`
-      )
-    }
-    return { folder, versions: [{ version: folder.config.version, dir: folder.dir }] }
-  }
-  const { selected, missing } = selectVersions(available, folder.config.versionPolicy)
+  const folders = await versionFolders(folder.dir)
+  // Without numbered folders the model folder is one version, config.json's; a specific policy must name it too.
+  const flat = folders.length === 0
+  const { selected, missing } = selectVersions(flat ? [Number(folder.config.version)] : folders, folder.config.versionPolicy)
   if (missing.length > 0) {
+    const [problem, fix] = flat
+      ? [
+          `but the folder has no numbered version folders: it is one version, config.json's version (${folder.config.version}).`,
+          `List version ${folder.config.version}, or put each version's model file in a numbered folder (${join(name, String(missing[0]))}/model.onnx).`
+        ]
+      : [
+          `which has no folder (the folders are ${folders.join(', ')}).`,
+          `Add the folder ${join(name, String(missing[0]))}/ with its model file, or list only existing versions.`
+        ]
     throw new RepositoryError(
       name,
       shownPath(folder.dir, 'config.json'),
-      `versionPolicy.specific names version ${missing.join(', ')}, which has no folder (the folders are ${available.join(', ')}).`,
-      `Add the folder ${join(name, String(missing[0]))}/ with its model file, or list only existing versions.`
+      `versionPolicy.specific names version ${missing.join(', ')}, ${problem}`,
+      fix
     )
   }
+  if (flat) return { folder, versions: [{ version: folder.config.version, dir: folder.dir }] }
   return { folder, versions: selected.map((v) => ({ version: String(v), dir: join(folder.dir, String(v)) })) }
 }
 

@@ -371,10 +371,8 @@ function float32Problem(preprocess: { scale?: unknown; mean?: unknown; std?: unk
     if (!finite(m)) return `mean ${m} is beyond float32`
     if (!finite(s)) return `std ${s} is beyond float32`
     if (s <= 0) continue
-    for (const p of [0, 255]) {
-      const value = (Math.fround(p * scale) - m) / Math.fround(s)
-      if (!finite(value) || !finite(1 / Math.fround(s))) return `scale ${scale}, mean ${m} and std ${s}`
-    }
+    const pixels = [0, 255].map((p) => (Math.fround(p * scale) - m) / Math.fround(s))
+    if (!finite(1 / Math.fround(s)) || !pixels.every(finite)) return `scale ${scale}, mean ${m} and std ${s}`
   }
   return undefined
 }
