@@ -89,6 +89,11 @@ export class LogSettings {
     }
   }
 
+  /** log_verbose_level now: a door skips building verbose lines at 0. */
+  get verboseLevel(): number {
+    return this.verbose
+  }
+
   /** Whether a line at pino's numeric `level` is written now. */
   writes(level: number): boolean {
     if (level < DEBUG) return this.verbose >= 2

@@ -84,8 +84,10 @@ export async function buildApp(
   // Before any route: swagger and the request counters see only routes added after them.
   await registerOpenApi(app)
   countRequests(app, metrics)
-  // A verbose log (log_verbose_level 1, pino's debug) gets a line for each request answered.
+  // A verbose log (log_verbose_level 1, pino's debug) gets a line for each request answered; at 0 none is built.
+  const logSettings = logSettingsOf(logger)
   app.addHook('onResponse', (request, reply, done) => {
+    if (logSettings !== undefined && logSettings.verboseLevel === 0) return done()
     request.log.debug(
       { method: request.method, url: request.url.slice(0, MAX_LOGGED_URL), statusCode: reply.statusCode, ms: reply.elapsedTime },
       'request answered'
@@ -174,7 +176,6 @@ export async function buildApp(
   await app.register(v2ConfigStatsRoutes, { prefix: '/v2', service, statistics: metrics.statistics })
   await app.register(v2RepositoryRoutes, { prefix: '/v2', service })
   // The logging extension acts on the logger main.ts made (createLogger); another logger has no settings to change.
-  const logSettings = logSettingsOf(logger)
   if (logSettings !== undefined) await app.register(v2LoggingRoutes, { prefix: '/v2', logSettings })
   await app.register(v2UnimplementedRoutes, { prefix: '/v2', implemented: logSettings === undefined ? [] : ['logging'] })
   return app
