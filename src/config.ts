@@ -1,6 +1,8 @@
-import { resolve } from 'node:path'
+import { existsSync, statSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { availableCores } from './cpu-quota.js'
+import type { TraceLevel } from './trace/trace-settings.js'
 
 /**
  * Service settings. Each comes from a CLI flag, else an environment variable, else its default;
@@ -61,6 +63,12 @@ export interface Settings {
   /** Origins allowed by CORS; undefined: no CORS headers at all. */
   readonly corsOrigins: readonly string[] | undefined
   readonly logLevel: LogLevel
+  /** Where traces are written; undefined: to the log. */
+  readonly traceFile: string | undefined
+  readonly traceLevel: TraceLevel
+  readonly traceRate: number
+  readonly traceCount: number
+  readonly traceLogFrequency: number
 }
 
 type Kind = 'string' | 'integer' | 'boolean' | 'enum' | 'origins' | 'list'
@@ -457,6 +465,55 @@ export const SETTINGS = [
     fallback: 'info',
     description:
       'The log level at start (pino\'s levels; JSON lines on stdout). Triton\'s logging extension changes it while the server runs: `POST /v2/logging`, gRPC LogSettings (docs/api.md, "Log settings").'
+  }),
+  spec({
+    key: 'traceFile',
+    flag: 'trace-file',
+    env: 'TRACE_FILE',
+    kind: 'string',
+    description:
+      'Where traces of inference requests are written, as a JSON array in Triton\'s trace format (with a log frequency: `<file>.0`, `<file>.1`, …); unset: each trace is a log line. Its folder must exist. It cannot be changed while the server runs (docs/api.md, "Trace settings").'
+  }),
+  spec({
+    key: 'traceLevel',
+    flag: 'trace-level',
+    env: 'TRACE_LEVEL',
+    kind: 'enum',
+    choices: ['OFF', 'TIMESTAMPS'],
+    fallback: 'OFF',
+    description:
+      "Tracing at start: OFF, or TIMESTAMPS (when each sampled V2 inference request was received, queued, computed and answered). Triton's trace extension changes it while the server runs: `POST /v2/trace/setting`, gRPC TraceSetting."
+  }),
+  spec({
+    key: 'traceRate',
+    flag: 'trace-rate',
+    env: 'TRACE_RATE',
+    kind: 'integer',
+    min: 1,
+    max: 2 ** 31 - 1,
+    fallback: 1000,
+    description: "One inference request traced in every this many (Triton's trace rate)."
+  }),
+  spec({
+    key: 'traceCount',
+    flag: 'trace-count',
+    env: 'TRACE_COUNT',
+    kind: 'integer',
+    min: -1,
+    max: 2 ** 31 - 1,
+    fallback: -1,
+    description: 'Traces to take, then tracing stops; -1: no limit.'
+  }),
+  spec({
+    key: 'traceLogFrequency',
+    flag: 'trace-log-frequency',
+    env: 'TRACE_LOG_FREQUENCY',
+    kind: 'integer',
+    min: 0,
+    max: 2 ** 31 - 1,
+    fallback: 0,
+    description:
+      'With `--trace-file`: traces per file, each written as `<file>.<n>` once it holds this many; 0: one file, its array closed when the server stops.'
   })
 ] as const
 
@@ -727,6 +784,16 @@ export function loadSettings(
     )
   }
   out.loadModels ??= Object.freeze([])
+  if (out.traceFile !== undefined) {
+    const file = resolve(out.traceFile as string)
+    // Found when the first trace is written, this would be an error line long after the start.
+    if (!existsSync(dirname(file)) || (existsSync(file) && statSync(file).isDirectory())) {
+      throw new ConfigError(
+        `--trace-file ${String(out.traceFile)}: ${existsSync(dirname(file)) ? 'is a folder' : `its folder ${dirname(file)} does not exist`}; name a file in a folder that exists (it is created or replaced).`
+      )
+    }
+    out.traceFile = file
+  }
   // Without a key there is nothing to put health or metrics behind: the flag would quietly do nothing.
   for (const [key, flag] of [
     ['authHealth', 'auth-health'],

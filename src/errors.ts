@@ -69,6 +69,10 @@ export const ERRORS = {
     kind: 'invalid_argument',
     message: 'The log settings cannot be applied; none was changed.'
   },
+  INVALID_TRACE_SETTING: {
+    kind: 'invalid_argument',
+    message: 'The trace settings cannot be applied; none was changed.'
+  },
   UNAUTHENTICATED: {
     kind: 'unauthenticated',
     message: 'This route needs the API key: send "Authorization: Bearer <key>" or "x-api-key: <key>".'

@@ -12,6 +12,7 @@ import { ModelTable, type ModelIndexEntry, type ModelOverride } from './model-ta
 import { cudaProviderLibrary } from './onnx-session.js'
 import { DEFAULT_TOPK, firstNonFinite, predictions, type Prediction } from './postprocess.js'
 import { ImagePreprocessor } from './preprocess.js'
+import { Tracer, type BatchRun, type CoreTrace } from '../trace/tracer.js'
 
 /**
  * The one API both doors (HTTP, gRPC) call. Nothing here knows about fastify or grpc: callers pass
@@ -28,6 +29,8 @@ export interface RequestOptions {
   readonly signal?: AbortSignal
   /** The batcher's priority level, 1 the highest; absent or 0: the model's default (see batcher.ts). */
   readonly priority?: number
+  /** Set when the request is traced (Triton's trace extension): each image's queue entry and model run are marked on it. */
+  readonly trace?: CoreTrace
 }
 
 export interface Timings {
@@ -80,6 +83,8 @@ interface BatchItem {
 interface ItemOutput {
   readonly scores: Float32Array
   readonly inferMs: number
+  /** The model execution it was part of, shared by the batch's items. */
+  readonly run: BatchRun
 }
 
 /** The per-image stages timed in the core; inference is timed per execution (onBatch). */
@@ -168,6 +173,7 @@ export class ServedModel {
 
   /** Packs a batch into one transferable buffer and splits the answer back into per-item rows. */
   private async execute(items: BatchItem[], runner: number): Promise<ItemOutput[]> {
+    const startedAt = performance.now()
     let total = 0
     for (const item of items) total += item.bytes.byteLength
     // Transferred to the worker, which reads the first `total` bytes and hands the buffer back.
@@ -181,7 +187,8 @@ export class ServedModel {
       data.set(item.bytes, offset)
       offset += item.bytes.byteLength
     }
-    const { output, inferMs } = await this.sessions.run(kinds, buffer, runner)
+    const { output, inferMs, runStartedAt } = await this.sessions.run(kinds, buffer, runner)
+    const run: BatchRun = { startedAt, inputEndAt: runStartedAt, outputStartAt: runStartedAt + inferMs, endedAt: performance.now() }
     this.events.onBatch?.(this.entry.name, items.length, inferMs, this.info.version)
     this.log.trace({ batchSize: items.length, runner, inferMs }, 'model executed')
     const width = this.numClasses
@@ -194,7 +201,7 @@ export class ServedModel {
       )
     }
     const out: ItemOutput[] = new Array(items.length)
-    for (let i = 0; i < items.length; i++) out[i] = { scores: output.subarray(i * width, (i + 1) * width), inferMs }
+    for (let i = 0; i < items.length; i++) out[i] = { scores: output.subarray(i * width, (i + 1) * width), inferMs, run }
     return out
   }
 
@@ -227,6 +234,8 @@ export class ClassifyService {
   private closing = false
   /** Set by beginDrain(): not ready (load balancers stop routing here) while still serving. */
   private draining = false
+  /** Triton's trace extension: which inference requests are traced, and where their traces go. */
+  readonly tracer: Tracer
 
   private constructor(
     readonly settings: Settings,
@@ -237,6 +246,18 @@ export class ClassifyService {
     /** Admission for every model's header reads (slots, queue), before a decode can be priced. */
     readonly headerReads: DecodeBudget
   ) {
+    this.tracer = new Tracer(
+      {
+        file: settings.traceFile,
+        start: {
+          level: settings.traceLevel,
+          rate: settings.traceRate,
+          count: settings.traceCount,
+          logFrequency: settings.traceLogFrequency
+        }
+      },
+      log
+    )
     this.table = new ModelTable(
       settings,
       log,
@@ -417,6 +438,16 @@ export class ClassifyService {
     await this.table.unload(name)
   }
 
+  /**
+   * A model the server serves or whose folder the repository has (one that may be loaded later);
+   * MODEL_NOT_FOUND otherwise. Settings kept per model (tracing) are kept only for these names.
+   */
+  async checkModelName(name: string): Promise<void> {
+    if (this.table.versions(name).length > 0) return
+    if ((await listModelFolders(this.settings.modelRepository)).includes(name)) return
+    throw new ServiceError('MODEL_NOT_FOUND', `No model "${echoed(name)}" is served or in the repository.`)
+  }
+
   /** Repository API: every model folder and served model with its state (`readyOnly`: the READY ones). */
   repositoryIndex(readyOnly: boolean): Promise<ModelIndexEntry[]> {
     return this.table.index(readyOnly)
@@ -568,7 +599,9 @@ export class ClassifyService {
     t0: number,
     preprocessMs: number
   ): Promise<ScoresResult> {
+    const queuedAt = options.trace === undefined ? 0 : performance.now()
     const { output, queueMs, batchSize } = await model.submit(item, options)
+    options.trace?.ran(queuedAt, output.run)
     // Per image, so that one input that makes the network overflow fails its own request only.
     const bad = firstNonFinite(output.scores)
     if (bad !== -1) {
@@ -597,5 +630,6 @@ export class ClassifyService {
     if (this.closing) return
     this.closing = true
     await this.table.close(drainTimeoutMs)
+    await this.tracer.close()
   }
 }

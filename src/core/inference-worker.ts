@@ -92,7 +92,18 @@ async function run(req: RunRequest): Promise<void> {
     const data = req.runSize === req.kinds.length ? all : all.subarray(0, (all.length / req.runSize) * req.kinds.length)
     const output = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? (data.buffer as ArrayBuffer) : data.slice().buffer
     // The run is over: nothing reads the input any more, so its buffer goes back for reuse.
-    post({ type: 'result', id: req.id, output, input: req.data, prepareMs: t1 - t0, inferMs: t2 - t1 }, [output, req.data])
+    post(
+      {
+        type: 'result',
+        id: req.id,
+        output,
+        input: req.data,
+        prepareMs: t1 - t0,
+        inferMs: t2 - t1,
+        runStartedAt: performance.timeOrigin + t1
+      },
+      [output, req.data]
+    )
   } catch (err) {
     post({ type: 'run-failed', id: req.id, message: (err as Error).message })
   }

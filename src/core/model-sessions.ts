@@ -21,6 +21,8 @@ export interface BatchOutput {
   readonly output: Float32Array
   readonly prepareMs: number
   readonly inferMs: number
+  /** When the session's run began, on this thread's performance.now() clock. */
+  readonly runStartedAt: number
 }
 
 /** Characters of ONNX Runtime's message a refused image's answer repeats. */
@@ -224,7 +226,12 @@ export class ModelSessions extends EventEmitter<ModelSessionsEvents> {
     w.busy = undefined
     if (msg.type === 'result') {
       this.recycle(msg.input)
-      pending.resolve({ output: new Float32Array(msg.output), prepareMs: msg.prepareMs, inferMs: msg.inferMs })
+      pending.resolve({
+        output: new Float32Array(msg.output),
+        prepareMs: msg.prepareMs,
+        inferMs: msg.inferMs,
+        runStartedAt: msg.runStartedAt - performance.timeOrigin
+      })
     } else {
       // Logged once for the batch, at error (the door logs each image's refusal at info); the client
       // is told ONNX Runtime's reason too, as Triton answers a backend's error.

@@ -66,6 +66,8 @@ export interface RunResult {
   /** Time spent normalising pixels into the input buffer. */
   readonly prepareMs: number
   readonly inferMs: number
+  /** When the session's run began, in epoch milliseconds (performance.timeOrigin + now: comparable across threads). */
+  readonly runStartedAt: number
 }
 
 export interface RunFailed {

@@ -40,6 +40,7 @@ import type {
 import { admissionInterceptor, type RpcAccess } from './call-admission.js'
 import { modelConfigReply, modelStatisticsReply, type ModelRefRequest } from './config-stats-handlers.js'
 import { logSettingsReply, type LogSettingsRequestMessage } from './log-settings-handler.js'
+import { traceSettingReply, type TraceSettingRequestMessage } from './trace-setting-handler.js'
 import { cancellationOf, statusOf } from './error-status.js'
 import { HEALTH_SERVICE_NAME, healthService } from './health.js'
 import { parameterValue, parameterValues } from './parameter-values.js'
@@ -113,7 +114,9 @@ const ACCESS: Readonly<Record<string, RpcAccess>> = {
   // Refused NOT_IMPLEMENTED whoever calls: the refusal tells nothing a key should guard.
   ...Object.fromEntries(Object.keys(UNIMPLEMENTED_RPCS).map((rpc) => [rpc, 'open' as const])),
   // Changing the log settings changes the server, as a load does (answered 501 only for a logger without settings).
-  LogSettings: 'inference'
+  LogSettings: 'inference',
+  // So does changing what is traced, and where traces go.
+  TraceSetting: 'inference'
 }
 
 /**
@@ -432,7 +435,7 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
     { model: response.modelName, id: loggedId(response.id), items, batchSize: response.batchSize, totalMs: Math.round(totalMs * 10) / 10 },
     'inferred'
   )
-  return {
+  const message = {
     model_name: response.modelName,
     model_version: response.modelVersion,
     id: response.id ?? '',
@@ -440,6 +443,15 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
     outputs: response.outputs.map((o) => ({ name: o.name, datatype: o.datatype, shape: o.shape })),
     raw_output_contents: response.outputs.map(rawOutputBytes)
   }
+  const trace = response.trace
+  if (trace !== undefined) {
+    // The message was in hand at arrival; grpc-js tells nothing of when an answer has been written,
+    // so the trace ends when the answer is handed to it.
+    trace.stamp('GRPC_WAITREAD_END', arrivedAt)
+    trace.stamp('GRPC_SEND_START')
+    trace.finish()
+  }
+  return message
 }
 
 /**
@@ -541,6 +553,9 @@ function handlers(door: DoorContext): UntypedServiceImplementation {
           throw extensionNotImplemented(extension)
         })
       ])
+    ),
+    TraceSetting: unary('TraceSetting', log, (bytes) =>
+      traceSettingReply(service, smallRequest<TraceSettingRequestMessage>(door, 'TraceSetting', bytes))
     ),
     ...(logSettings === undefined
       ? {}

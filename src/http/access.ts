@@ -19,8 +19,8 @@ export function routeAccess(routeUrl: string | undefined): RouteAccess {
   if (INFERENCE_ROUTES.has(routeUrl) || (routeUrl.startsWith('/v2/models/') && routeUrl.endsWith('/infer'))) return 'inference'
   // Loading and unloading models changes the server: as protected as inference, and so is the index.
   if (routeUrl.startsWith('/v2/repository/')) return 'inference'
-  // So does changing the log settings (Triton's logging extension).
-  if (routeUrl === '/v2/logging') return 'inference'
+  // So does changing the log or trace settings (Triton's logging and trace extensions).
+  if (routeUrl === '/v2/logging' || routeUrl.endsWith('/trace/setting')) return 'inference'
   if (routeUrl.startsWith('/health/') || routeUrl.startsWith('/v2/health/')) return 'health'
   // Statistics tell what /metrics tells.
   if (routeUrl === '/metrics' || (routeUrl.startsWith('/v2/models') && routeUrl.endsWith('/stats'))) return 'metrics'

@@ -25,6 +25,7 @@ import { modelsRoutes } from './routes/models.js'
 import { v2Routes } from './routes/v2.js'
 import { v2ConfigStatsRoutes } from './routes/v2-config-stats.js'
 import { v2LoggingRoutes } from './routes/v2-logging.js'
+import { v2TraceRoutes } from './routes/v2-trace.js'
 import { v2RepositoryRoutes } from './routes/v2-repository.js'
 import { v2UnimplementedRoutes } from './routes/v2-unimplemented.js'
 import { capConnections } from '../connection-cap.js'
@@ -177,6 +178,7 @@ export async function buildApp(
   await app.register(v2RepositoryRoutes, { prefix: '/v2', service })
   // The logging extension acts on the logger main.ts made (createLogger); another logger has no settings to change.
   if (logSettings !== undefined) await app.register(v2LoggingRoutes, { prefix: '/v2', logSettings })
+  await app.register(v2TraceRoutes, { prefix: '/v2', service })
   await app.register(v2UnimplementedRoutes, { prefix: '/v2', implemented: logSettings === undefined ? [] : ['logging'] })
   return app
 }

@@ -71,6 +71,9 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
   const { items, encoded } = prepareInput(model, request.inputs, service.settings.maxBatchItems)
   const outputs = prepareOutputs(model, request.outputs, service.settings.maxTopk)
   const { deadlineAt, priority } = withRequestParameters(request.parameters, options)
+  // Sampled once everything about the request has been checked: a refused request is not traced.
+  const trace = service.tracer.start(model.info.name, model.info.version, loggedId(request.id))
+  trace?.stamp('REQUEST_START')
 
   // A request of several images withdraws the others when one fails (and when the client goes);
   // one image has no others, and listens on the client's signal itself.
@@ -83,7 +86,7 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
     if (outer?.aborted === true) withdraw.abort(outer.reason)
     else outer?.addEventListener('abort', onOuterAbort, { once: true })
   }
-  const itemOptions: RequestOptions = { deadlineAt, priority, signal: withdraw === undefined ? outer : withdraw.signal }
+  const itemOptions: RequestOptions = { deadlineAt, priority, signal: withdraw === undefined ? outer : withdraw.signal, trace }
   let results: ScoresResult[]
   try {
     // The version resolved above answers every item, even if a reload switches versions meanwhile.
@@ -96,6 +99,9 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
     )
   } catch (err) {
     withdraw?.abort()
+    // A failed request's trace ends here, without the door's sending.
+    trace?.stamp('REQUEST_END')
+    trace?.finish()
     throw err
   } finally {
     if (withdraw !== undefined) outer?.removeEventListener('abort', onOuterAbort)
@@ -103,7 +109,7 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
 
   let batchSize = 0
   for (const r of results) if (r.batchSize > batchSize) batchSize = r.batchSize
-  return {
+  const response = {
     modelName: model.info.name,
     modelVersion: model.info.version,
     id: request.id,
@@ -112,6 +118,9 @@ export async function infer(service: ClassifyService, request: InferRequest, opt
         ? scoresOutput(model, o.name, results)
         : classificationOutput(service, model, o.name, results, o.classification)
     ),
-    batchSize
+    batchSize,
+    trace
   }
+  trace?.stamp('REQUEST_END')
+  return response
 }

@@ -10,7 +10,7 @@ export const PLATFORM = 'onnxruntime_onnx'
 /**
  * The protocol extensions this server implements, under the names Triton reports them by: clients
  * and tooling read this list before they use one. Not listed, because not implemented: shared memory
- * (system and CUDA), sequences and trace.
+ * (system and CUDA) and sequences.
  */
 export const EXTENSIONS: readonly string[] = Object.freeze([
   'classification',
@@ -20,6 +20,7 @@ export const EXTENSIONS: readonly string[] = Object.freeze([
   'model_configuration',
   'binary_tensor_data',
   'statistics',
+  'trace',
   'logging'
 ])
 

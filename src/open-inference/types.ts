@@ -1,3 +1,5 @@
+import type { RequestTrace } from '../trace/tracer.js'
+
 /**
  * The Open Inference Protocol (KServe V2) as the core sees it, whatever the door: each door turns
  * its wire format (REST JSON and binary extension, gRPC messages) into an InferRequest, and an
@@ -79,4 +81,6 @@ export interface InferResponse {
   readonly outputs: readonly InferOutput[]
   /** The largest model execution any of the images ran in (for the log line). */
   readonly batchSize: number
+  /** Set when the request is traced: the door adds its stamps and finishes it once the answer is sent. */
+  readonly trace?: RequestTrace
 }

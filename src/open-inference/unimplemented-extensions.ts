@@ -2,14 +2,14 @@ import { ServiceError } from '../errors.js'
 
 /**
  * Triton's extensions this server does not implement, with the REST routes and gRPC RPCs a Triton
- * client calls for each (tritonclient's register_system_shared_memory, get_trace_settings,
- * update_log_settings, ...). Both doors answer them NOT_IMPLEMENTED (501 / UNIMPLEMENTED) saying
- * what to do instead, as Triton answers an extension it has turned off (client shared memory
+ * client calls for each (tritonclient's register_system_shared_memory, ...; update_log_settings
+ * where the logger has no settings). Both doors answer them NOT_IMPLEMENTED (501 / UNIMPLEMENTED)
+ * saying what to do instead, as Triton answers an extension it has turned off (client shared memory
  * disabled: UNSUPPORTED, 501 / UNIMPLEMENTED). Without them a client read a 404 that looks like a
  * wrong URL ("No route answers this method and path") or grpc-js's bare "does not implement the
  * method", the one gRPC status without a registry code.
  */
-export type UnimplementedExtension = 'system_shared_memory' | 'cuda_shared_memory' | 'trace' | 'logging'
+export type UnimplementedExtension = 'system_shared_memory' | 'cuda_shared_memory' | 'logging'
 
 const SEND_INLINE =
   'send tensors in the request instead (tritonclient: set_data_from_numpy, binary_data=True on HTTP; raw_input_contents on gRPC) and read outputs from the answer.'
@@ -17,7 +17,6 @@ const SEND_INLINE =
 const INSTEAD: Readonly<Record<UnimplementedExtension, string>> = {
   system_shared_memory: `System shared memory: ${SEND_INLINE}`,
   cuda_shared_memory: `CUDA shared memory: ${SEND_INLINE}`,
-  trace: 'Trace settings: this server records no traces; /metrics and the statistics extension time each stage.',
   logging: 'Log settings: the log level is set at start (--log-level or LOG_LEVEL) and cannot be changed while the server runs.'
 }
 
@@ -48,11 +47,7 @@ function sharedMemoryRoutes(kind: 'system' | 'cuda'): UnimplementedRoute[] {
 export const UNIMPLEMENTED_ROUTES: readonly UnimplementedRoute[] = [
   ...sharedMemoryRoutes('system'),
   ...sharedMemoryRoutes('cuda'),
-  ...(['GET', 'POST'] as const).flatMap((method) => [
-    { method, url: '/trace/setting', extension: 'trace' as const },
-    { method, url: '/models/:model/trace/setting', extension: 'trace' as const },
-    { method, url: '/logging', extension: 'logging' as const }
-  ])
+  ...(['GET', 'POST'] as const).flatMap((method) => [{ method, url: '/logging', extension: 'logging' as const }])
 ]
 
 /** Triton's RPCs of these extensions in inference.GRPCInferenceService (src/grpc/inference.proto). */
@@ -63,6 +58,5 @@ export const UNIMPLEMENTED_RPCS: Readonly<Record<string, UnimplementedExtension>
   CudaSharedMemoryStatus: 'cuda_shared_memory',
   CudaSharedMemoryRegister: 'cuda_shared_memory',
   CudaSharedMemoryUnregister: 'cuda_shared_memory',
-  TraceSetting: 'trace',
   LogSettings: 'logging'
 }

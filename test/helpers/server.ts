@@ -117,5 +117,5 @@ export async function classifyJpeg(
  */
 export const IMPLEMENTED_EXTENSIONS: readonly string[] = [
   ...['binary_tensor_data', 'classification', 'logging', 'model_configuration', 'model_repository'],
-  ...['model_repository(unload_dependents)', 'schedule_policy', 'statistics']
+  ...['model_repository(unload_dependents)', 'schedule_policy', 'statistics', 'trace']
 ]

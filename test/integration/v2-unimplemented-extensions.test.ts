@@ -7,13 +7,14 @@ import { removeTempDirs } from '../helpers/tiny-model.js'
 import { tinyModelRepository } from '../helpers/tiny-repository.js'
 
 /**
- * Regression: Triton's shared-memory and trace extensions, called as tritonclient calls them
- * (register_system_shared_memory, get_trace_settings, ...), were answered
+ * Regression: Triton's shared-memory extensions, called as tritonclient calls them
+ * (register_system_shared_memory, ...), were answered
  * 404 ROUTE_NOT_FOUND "No route answers this method and path" over REST, which reads as a wrong URL,
  * and over gRPC with grpc-js's bare "The server does not implement the method ...", the one status
  * without a registry code. Now each is 501 / UNIMPLEMENTED NOT_IMPLEMENTED saying what to do instead,
  * as Triton answers an extension it has turned off. (The logging extension is answered since
- * (log-settings.test.ts); it is refused so only by a door given a logger without settings.)
+ * (log-settings.test.ts); it is refused so only by a door given a logger without settings. The
+ * trace extension is answered too: trace.test.ts.)
  */
 
 const KEY = 'unimplemented-test-key'
@@ -36,21 +37,19 @@ afterAll(async () => {
 const HINTS = {
   system_shared_memory: /^NOT_IMPLEMENTED: .*System shared memory: send tensors in the request instead/,
   cuda_shared_memory: /^NOT_IMPLEMENTED: .*CUDA shared memory: send tensors in the request instead/,
-  trace: /^NOT_IMPLEMENTED: .*this server records no traces/,
   logging: /^NOT_IMPLEMENTED: .*--log-level/
 } as const
 
-/** tritonclient's bodies for the POST routes: a register request, a trace or log update, or none. */
+/** tritonclient's bodies for the POST routes: a register request, a log update, or none. */
 function tritonclientBody(url: string): string | undefined {
   if (url.endsWith('/register')) return JSON.stringify({ key: '/triton_shm', offset: 0, byte_size: 602112 })
-  if (url.endsWith('/trace/setting')) return JSON.stringify({ trace_level: ['TIMESTAMPS'], trace_rate: '1' })
   if (url === '/logging') return JSON.stringify({ log_verbose_level: 1 })
   return undefined
 }
 
 describe("Triton's unimplemented extensions", () => {
   it('REST: every route tritonclient calls is 501 NOT_IMPLEMENTED in the /v2 shape with the fix, key or none', async () => {
-    expect(UNIMPLEMENTED_ROUTES.length).toBe(16)
+    expect(UNIMPLEMENTED_ROUTES.length).toBe(12)
     for (const { method, url, extension } of UNIMPLEMENTED_ROUTES) {
       if (extension === 'logging') continue
       const path = `/v2${url.replace(':region', 'triton_shm').replace(':model', 'tiny')}`
@@ -71,10 +70,9 @@ describe("Triton's unimplemented extensions", () => {
     const requests: Record<string, object> = {
       SystemSharedMemoryRegister: { name: 'triton_shm', key: '/triton_shm', offset: 0, byte_size: 602112 },
       CudaSharedMemoryRegister: { name: 'cuda_shm', raw_handle: Buffer.alloc(64), device_id: 0, byte_size: 602112 },
-      TraceSetting: { settings: { trace_level: { value: ['TIMESTAMPS'] } }, model_name: 'tiny' },
       LogSettings: { settings: { log_verbose_level: { uint32_param: 1 } } }
     }
-    expect(Object.keys(UNIMPLEMENTED_RPCS)).toHaveLength(8)
+    expect(Object.keys(UNIMPLEMENTED_RPCS)).toHaveLength(7)
     for (const [rpc, extension] of Object.entries(UNIMPLEMENTED_RPCS)) {
       if (extension === 'logging') continue
       const refusal = await callRefusal(grpc.call(rpc, requests[rpc] ?? {}))

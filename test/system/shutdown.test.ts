@@ -1,4 +1,6 @@
-import { readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { request } from 'node:http'
 import { describe, expect, it } from 'vitest'
 import { photoPaths, readPhoto } from '../helpers/photos.js'
@@ -31,6 +33,25 @@ describe('graceful shutdown', () => {
     expect(server.logs.some((l) => l.msg === 'stopped')).toBe(true)
     // After the signal the port no longer accepts work.
     await expect(fetch(`${server.url}/health/live`)).rejects.toThrow()
+  })
+
+  it('SIGTERM closes the trace file being written: a whole JSON array of every traced request', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'rs-trace-shutdown-'))
+    const file = join(dir, 'trace.json')
+    const server = await startSyntheticServerProcess(['--trace-file', file, '--trace-level', 'TIMESTAMPS', '--trace-rate', '1'])
+    const data = [(await readPhoto('chelsea')).toString('base64')]
+    for (const id of ['a', 'b']) {
+      const res = await fetch(`${server.url}/v2/models/resnet50/infer`, {
+        method: 'POST',
+        body: JSON.stringify({ id, inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], data }] })
+      })
+      expect(res.status).toBe(200)
+    }
+    server.child.kill('SIGTERM')
+    expect(await server.exited).toBe(0)
+    const traces = JSON.parse(await readFile(file, 'utf8')) as Array<{ request_id?: string }>
+    expect(traces.flatMap((t) => t.request_id ?? [])).toEqual(['a', 'b'])
+    await rm(dir, { recursive: true })
   })
 
   it('a bad setting stops start-up with the fix in the message and exit code 2', async () => {

@@ -1,3 +1,4 @@
+import { tmpdir } from 'node:os'
 import { resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, SETTINGS, describeSettings, loadSettings } from '../../src/config.js'
@@ -20,9 +21,18 @@ describe('where a setting comes from', () => {
   it('every setting has a default or is derived, so no flag and no environment is a valid start', () => {
     const settings = loadSettings([], {}, 4)
     for (const s of SETTINGS) {
-      if (s.key === 'defaultModel' || s.key === 'apiKey' || s.key === 'corsOrigins') expect(settings[s.key], s.key).toBeUndefined()
+      if (['defaultModel', 'apiKey', 'corsOrigins', 'traceFile'].includes(s.key)) expect(settings[s.key], s.key).toBeUndefined()
       else expect(settings[s.key], s.key).toBeDefined()
     }
+  })
+
+  it('the trace file is made absolute, in a folder that exists (found at the first trace, it was an error line long after the start)', () => {
+    expect(loadSettings(['--trace-file', 'trace.json', '--trace-level', 'timestamps'], {})).toMatchObject({
+      traceFile: resolve('trace.json'),
+      traceLevel: 'TIMESTAMPS'
+    })
+    expect(() => loadSettings(['--trace-file', '/no/such/folder/trace.json'], {})).toThrow(/its folder \/no\/such\/folder does not exist/)
+    expect(() => loadSettings([], { TRACE_FILE: tmpdir() })).toThrow(/--trace-file .* is a folder/)
   })
 
   it('booleans: a bare flag is true; the environment takes true/false, 1/0, yes/no, on/off', () => {

@@ -10,6 +10,7 @@ import { classificationCount, refuseSharedMemory } from '../../open-inference/re
 import { rawOutputBytes } from '../../open-inference/tensor-codec.js'
 import { tensorLimits } from '../../open-inference/tensor-limits.js'
 import type { InferInput, InferOutput, InferRequest, InferResponse, TensorData } from '../../open-inference/types.js'
+import type { RequestTrace } from '../../trace/tracer.js'
 import { inflateRequestBody } from '../content-encoding.js'
 import { sendError, v2ErrorBody } from '../error-status.js'
 import type { HeaderParsePool } from '../header-parse-pool.js'
@@ -47,6 +48,8 @@ declare module 'fastify' {
     inferenceBinaryData: Buffer | null
     /** /v2 infer: a raw binary request (Inference-Header-Content-Length: 0), the whole body one input's data. */
     inferenceRawBinary: boolean
+    /** /v2 infer: the request's trace when it is traced, finished once the answer is sent. */
+    inferTrace: RequestTrace | null
   }
 }
 
@@ -332,6 +335,14 @@ export async function v2Routes(app: FastifyInstance, { service, settings, header
   app.removeAllContentTypeParsers()
   app.decorateRequest('inferenceBinaryData', null)
   app.decorateRequest('inferenceRawBinary', false)
+  app.decorateRequest('inferTrace', null)
+  // A traced request's trace is written once its answer has been sent.
+  app.addHook('onResponse', async (request) => {
+    const trace = request.inferTrace
+    if (trace === null) return
+    trace.stamp('HTTP_SEND_END')
+    trace.finish()
+  })
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: inferBodyLimit }, (request, body, done) => {
     const bytes = body as Buffer
     const headerLength = request.headers[INFERENCE_HEADER_LENGTH]
@@ -405,6 +416,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings, header
         schema: { summary, params, body: InferenceRequestSchema, response: { 200: InferenceResponseSchema, ...V2_ERROR_RESPONSES } }
       },
       async (request: FastifyRequest, reply: FastifyReply) => {
+        const receivedAt = performance.now()
         const options = requestOptions(request, reply, undefined)
         const body = request.body as InferenceRequestT
         const inferRequest = toInferRequest(
@@ -425,6 +437,14 @@ export async function v2Routes(app: FastifyInstance, { service, settings, header
           },
           'inferred'
         )
+        const trace = response.trace
+        if (trace !== undefined) {
+          // fastify times the request from its arrival (reply.elapsedTime); the handler begins once the body is read.
+          trace.stamp('HTTP_RECV_START', performance.now() - reply.elapsedTime)
+          trace.stamp('HTTP_RECV_END', receivedAt)
+          trace.stamp('HTTP_SEND_START')
+          request.inferTrace = trace
+        }
         return sendInferResponse(reply, body, response)
       }
     )
