@@ -707,6 +707,9 @@ function commandLineProblem(err: NodeJS.ErrnoException): string {
   switch (err.code) {
     case 'ERR_PARSE_ARGS_UNKNOWN_OPTION': {
       const typed = named.replace(/^--?/, '').split('=')[0]!
+      if (typed === 'trace-config') {
+        return `Unknown option '${named}': Triton's --trace-config settings are flags of their own here, as in Triton's older form: level= is --trace-level, rate= --trace-rate, count= --trace-count, triton,file= --trace-file, triton,log-frequency= --trace-log-frequency (the same values; mode is always triton).`
+      }
       const nearest = SETTINGS.map((s) => ({ flag: s.flag, d: editDistance(typed, s.flag) })).sort((a, b) => a.d - b.d)[0]
       const extending = SETTINGS.filter((s) => typed.length >= 3 && s.flag.startsWith(typed))
       const meant =

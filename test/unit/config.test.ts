@@ -176,6 +176,9 @@ describe('refusals name the flag, the variable and the fix', () => {
     expect(() => loadSettings(['--model-repo', 'm'], {})).toThrow(/Did you mean --model-repository\?/)
     expect(() => loadSettings(['--http-port', '1'], {})).toThrow(/Did you mean --port\?/)
     expect(() => loadSettings(['--model-store', 'm'], {})).toThrow(/Did you mean --model-repository\?/)
+    expect(() => loadSettings(['--trace-config', 'rate=100'], {})).toThrow(
+      /level= is --trace-level, rate= --trace-rate, count= --trace-count/
+    )
     expect(() => loadSettings(['--xyzzy'], {})).not.toThrow(/Did you mean/)
     expect(() => loadSettings(['9090'], {})).toThrow(/^Unexpected argument '9090': every setting is a flag with its value/)
   })
