@@ -790,9 +790,15 @@ export function loadSettings(
   if (out.traceFile !== undefined) {
     const file = resolve(out.traceFile as string)
     // Found when the first trace is written, this would be an error line long after the start.
-    if (!existsSync(dirname(file)) || (existsSync(file) && statSync(file).isDirectory())) {
+    // A FIFO or a device would block or never end the writes (a FIFO without a reader held the exit).
+    const problem = !existsSync(dirname(file))
+      ? `its folder ${dirname(file)} does not exist`
+      : existsSync(file) && !statSync(file).isFile()
+        ? 'is not a plain file (a folder, FIFO or device)'
+        : undefined
+    if (problem !== undefined) {
       throw new ConfigError(
-        `--trace-file ${String(out.traceFile)}: ${existsSync(dirname(file)) ? 'is a folder' : `its folder ${dirname(file)} does not exist`}; name a file in a folder that exists (it is created or replaced).`
+        `--trace-file ${String(out.traceFile)}: ${problem}; name a file in a folder that exists (it is created or replaced).`
       )
     }
     out.traceFile = file

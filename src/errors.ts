@@ -172,7 +172,10 @@ const ECHO_CHARS = 64
  * was answered with a 20 MB message.
  */
 export function echoed(text: string, chars = ECHO_CHARS): string {
-  return text.length <= chars ? text : `${text.slice(0, chars)}… (${text.length} characters)`
+  if (text.length <= chars) return text
+  // A cut inside a surrogate pair would leave half a character, which strict JSON readers refuse.
+  const end = /[\uD800-\uDBFF]/.test(text.charAt(chars - 1)) ? chars - 1 : chars
+  return `${text.slice(0, end)}… (${text.length} characters)`
 }
 
 /**

@@ -422,9 +422,14 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
     const inferRequest = toInferRequest(request)
     items = inferRequest.inputs[0]?.shape[0]
     response = await infer(door.service, inferRequest, options)
+    // The message was in hand at arrival.
+    response.trace?.stamp('GRPC_WAITREAD_END', arrivedAt)
     // A batch already running finishes when its client has gone; the answer then reaches no one.
     const gone = unanswerable(options)
-    if (gone !== undefined) throw gone
+    if (gone !== undefined) {
+      response.trace?.finish()
+      throw gone
+    }
   } catch (err) {
     door.metrics?.recordRequest(modelName, toServiceError(err), performance.now() - arrivedAt, modelVersion)
     throw err
@@ -445,9 +450,7 @@ async function modelInfer(door: DoorContext, bytes: Buffer, options: RequestOpti
   }
   const trace = response.trace
   if (trace !== undefined) {
-    // The message was in hand at arrival; grpc-js tells nothing of when an answer has been written,
-    // so the trace ends when the answer is handed to it.
-    trace.stamp('GRPC_WAITREAD_END', arrivedAt)
+    // grpc-js tells nothing of when an answer has been written: the trace ends when it is handed over.
     trace.stamp('GRPC_SEND_START')
     trace.finish()
   }

@@ -6,7 +6,7 @@ import { traceSettingsFromMessage, type TraceSettingValues } from '../trace/trac
  * TraceSetting (Triton's trace extension) over gRPC: the settings the request's map names are
  * changed, globally or for `model_name`, and the answer holds all of them, each as a list of
  * strings (tritonclient's update_trace_settings / get_trace_settings). A request that names no
- * setting reads them; for a model it also removes the model's own settings, as in Triton.
+ * setting only reads them: it is what get_trace_settings(model_name) sends.
  */
 
 /** TraceSettingRequest as proto-loader decodes it. */
@@ -31,11 +31,5 @@ export async function traceSettingReply(
 ): Promise<TraceSettingResponseMessage> {
   const model = request.model_name === '' ? undefined : request.model_name
   if (model !== undefined) await service.checkModelName(model)
-  const changes = traceSettingsFromMessage(request.settings)
-  // A global read changes nothing; a model's request without settings removes its own, as in Triton.
-  return message(
-    Object.keys(changes).length === 0 && model === undefined
-      ? service.tracer.settings.view()
-      : service.tracer.settings.update(changes, model)
-  )
+  return message(service.tracer.settings.update(traceSettingsFromMessage(request.settings), model))
 }

@@ -64,8 +64,8 @@ function oneValue(name: string, value: unknown): string {
 }
 
 function integerSetting(name: string, value: unknown, min: number): number {
-  const text = oneValue(name, value).trim()
-  const n = /^-?\d{1,10}$/.test(text) ? Number(text) : NaN
+  const text = oneValue(name, value)
+  const n = /^-?[0-9]{1,10}$/.test(text) ? Number(text) : NaN
   if (!Number.isSafeInteger(n) || n < min || n > MAX_SETTING) {
     throw refuse(`(${name} must be an integer from ${min} to ${MAX_SETTING}, got ${describe(value)})`)
   }
@@ -77,7 +77,8 @@ function levelSetting(value: unknown): TraceLevel {
   if (!Array.isArray(levels) || levels.length === 0 || levels.some((l) => typeof l !== 'string')) {
     throw refuse(`(trace_level takes a list of levels, ["TIMESTAMPS"] or ["OFF"], got ${describe(value)})`)
   }
-  const named = new Set((levels as string[]).map((l) => l.toUpperCase()))
+  // Any ASCII case (Triton's own spelling is upper case); not Unicode's folding, where "ſ" is an S.
+  const named = new Set((levels as string[]).map((l) => (/^[A-Za-z]+$/.test(l) ? l.toUpperCase() : l)))
   if (named.has('TENSORS')) {
     throw refuse('(TENSORS is not traced by this server: a traced image would be 150,528 values; use ["TIMESTAMPS"])')
   }
@@ -155,8 +156,9 @@ export class TraceSettings {
   /**
    * Applies the settings a request names, globally or for `model`, and answers the settings that
    * then apply. Every value is checked before any is applied: a refused request changes nothing
-   * (INVALID_TRACE_SETTING naming the setting). For a model, a request that names no setting
-   * removes its own settings, as in Triton.
+   * (INVALID_TRACE_SETTING naming the setting). A request that names no setting only reads them:
+   * tritonclient's gRPC get_trace_settings(model_name) is exactly that request (Triton's gRPC
+   * server reads too); a model's own settings are removed by setting each to null.
    */
   update(changes: Readonly<Record<string, unknown>>, model?: string): TraceSettingsView {
     const names = Object.keys(changes)
@@ -201,7 +203,6 @@ export class TraceSettings {
       }
     }
     if (model === undefined) this.applyGlobal(parsed)
-    else if (names.length === 0) this.models.delete(model)
     else this.applyModel(model, parsed)
     return this.view(model)
   }

@@ -137,15 +137,26 @@ const CORE_ORDER: readonly StampName[] = [
   'REQUEST_END'
 ]
 
-/** The trace file, or files of log_frequency traces each. */
+/** After a trace file could not be written, how long traces are dropped before a new file is tried. */
+const RETRY_MS = 1_000
+
+/**
+ * The trace file, or files of log_frequency traces each. No path is opened twice: a file written
+ * earlier is never truncated by a later one, so after a change of log_frequency back to 0, or
+ * after a write error, traces go on in the next numbered file.
+ */
 class TraceFiles {
   private stream: WriteStream | undefined
   /** Every file not yet closed on disk, the one being written and those ended before it. */
   private readonly closing = new Set<WriteStream>()
   private inFile = 0
   private index = 0
-  private broken = false
-  /** Traces dropped because the disk did not keep up. */
+  private pathUsed = false
+  /** A file could not be written: no new one is opened before this (performance.now()). */
+  private retryAt = 0
+  /** An error has been logged and no file has opened since. */
+  private failing = false
+  /** Traces dropped because the disk did not keep up, or while no file could be written. */
   dropped = 0
 
   constructor(
@@ -155,8 +166,13 @@ class TraceFiles {
   ) {}
 
   write(json: string): void {
-    if (this.broken) return
-    if (this.stream === undefined) this.open()
+    if (this.stream === undefined) {
+      if (performance.now() < this.retryAt) {
+        this.dropped++
+        return
+      }
+      this.open()
+    }
     const stream = this.stream!
     if (stream.writableLength > MAX_BUFFERED_BYTES) {
       if (this.dropped++ === 0) this.log.warn({ file: this.path }, 'trace file not keeping up: traces dropped until it does')
@@ -174,11 +190,22 @@ class TraceFiles {
   }
 
   private open(): void {
-    const path = this.frequency > 0 ? `${this.path}.${this.index++}` : this.path
+    const bare = this.frequency === 0 && !this.pathUsed
+    const path = bare ? this.path : `${this.path}.${this.index++}`
+    if (bare) this.pathUsed = true
     const stream = createWriteStream(path)
+    stream.once('open', () => {
+      if (this.failing) this.log.info({ file: path }, 'trace file writable again')
+      this.failing = false
+    })
     stream.on('error', (err) => {
-      if (!this.broken) this.log.error({ file: path, problem: err.message }, 'trace file cannot be written: tracing stops writing')
-      this.broken = true
+      if (this.stream === stream) {
+        this.stream = undefined
+        this.retryAt = performance.now() + RETRY_MS
+      }
+      if (!this.failing)
+        this.log.error({ file: path, problem: err.message }, 'trace file cannot be written: traces are dropped until a new one can')
+      this.failing = true
     })
     stream.write('[\n')
     this.closing.add(stream)

@@ -63,7 +63,7 @@ beforeEach(async () => {
   expect((await post('/v2/trace/setting', { trace_level: null, trace_rate: null, trace_count: null, log_frequency: null })).status).toBe(
     200
   )
-  expect((await post('/v2/models/tiny/trace/setting', undefined)).status).toBe(200)
+  expect((await post('/v2/models/tiny/trace/setting', { trace_level: null, trace_rate: null, trace_count: null })).status).toBe(200)
 })
 
 async function post(path: string, body: unknown, headers: Record<string, string> = auth): Promise<{ status: number; body: unknown }> {
@@ -178,7 +178,7 @@ describe('traces', () => {
     expectInOrder(stamps, ['GRPC_WAITREAD_END', ...CORE, 'GRPC_SEND_START'])
   })
 
-  it("a model's own settings: OFF for it stops its traces, its rate samples its own requests, removing them follows the global ones again", async () => {
+  it("a model's own settings: OFF for it stops its traces, its rate samples its own requests, null follows the global ones again", async () => {
     expect(await post('/v2/models/tiny/trace/setting', { trace_level: ['OFF'] })).toEqual({
       status: 200,
       body: { ...GLOBAL, trace_file: file, trace_level: ['OFF'] }
@@ -193,9 +193,23 @@ describe('traces', () => {
     const rated = await tracesAfter(before + 2)
     expect(rated.slice(before).map((t) => t.head.request_id)).toEqual(['rate-1', 'rate-3'])
 
-    expect((await post('/v2/models/tiny/trace/setting', {})).body).toEqual({ ...GLOBAL, trace_file: file })
+    // A change that names nothing only reads; null brings each setting back to the global one.
+    expect((await post('/v2/models/tiny/trace/setting', {})).body).toMatchObject({ trace_rate: '2' })
+    expect((await post('/v2/models/tiny/trace/setting', { trace_rate: null })).body).toEqual({ ...GLOBAL, trace_file: file })
     await inferRest(1, 'global-again')
     expect((await tracesAfter(before + 3)).at(-1)!.head.request_id).toBe('global-again')
+  })
+
+  it('a request whose image does not decode is traced up to REQUEST_END: it reached the core', async () => {
+    const before = (await traces()).length
+    const res = await post('/v2/models/tiny/infer', {
+      id: 'not-an-image',
+      inputs: [{ name: 'input', datatype: 'BYTES', shape: [1], data: [Buffer.from('GIF89a, not really').toString('base64')] }]
+    })
+    expect(res.status).toBe(400)
+    const { head, stamps } = (await tracesAfter(before + 1)).at(-1)!
+    expect(head.request_id).toBe('not-an-image')
+    expectInOrder(stamps, ['REQUEST_START', 'REQUEST_END'])
   })
 
   it('the count: what remains is answered, and none is taken once it is spent', async () => {
@@ -233,6 +247,9 @@ describe('trace settings (gRPC)', () => {
       { metadata: auth }
     )
     expect(changed.settings.trace_rate).toEqual({ value: ['9'] })
+    // A model and no settings: what tritonclient's get_trace_settings(model_name) sends, a read (it removed them).
+    const again = await grpc.call<TraceSettingResponse>('TraceSetting', { model_name: 'tiny' }, { metadata: auth })
+    expect(again.settings.trace_rate).toEqual({ value: ['9'] })
     const rest = (await fetch(`${server.url}/v2/models/tiny/trace/setting`, { headers: auth }).then((r) => r.json())) as {
       trace_rate: string
     }

@@ -32,7 +32,8 @@ describe('where a setting comes from', () => {
       traceLevel: 'TIMESTAMPS'
     })
     expect(() => loadSettings(['--trace-file', '/no/such/folder/trace.json'], {})).toThrow(/its folder \/no\/such\/folder does not exist/)
-    expect(() => loadSettings([], { TRACE_FILE: tmpdir() })).toThrow(/--trace-file .* is a folder/)
+    expect(() => loadSettings([], { TRACE_FILE: tmpdir() })).toThrow(/--trace-file .* is not a plain file/)
+    expect(() => loadSettings(['--trace-file', '/dev/null'], {})).toThrow(/is not a plain file \(a folder, FIFO or device\)/)
   })
 
   it('booleans: a bare flag is true; the environment takes true/false, 1/0, yes/no, on/off', () => {

@@ -1,7 +1,7 @@
 import { status, type Metadata } from '@grpc/grpc-js'
 import Fastify, { errorCodes } from 'fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ERRORS, ServiceError, toServiceError, type ErrorCode, type ErrorKind } from '../../src/errors.js'
+import { ERRORS, ServiceError, echoed, toServiceError, type ErrorCode, type ErrorKind } from '../../src/errors.js'
 import { grpcStatusName, libraryStatusError, statusOf } from '../../src/grpc/error-status.js'
 import { errorBody, errorBodyFor, httpServiceError, httpStatusOf, invalidFieldCode, v2ErrorBody } from '../../src/http/error-status.js'
 
@@ -155,5 +155,18 @@ describe('the gRPC adapter', () => {
     expect(libraryStatusError(statusOf(new ServiceError('TOO_MANY_ITEMS')))).toBeUndefined()
     // A code-like prefix that is not in the registry is not the door's.
     expect(libraryStatusError({ code: status.INTERNAL, details: 'NOT_A_CODE: hello' })?.code).toBe('INTERNAL')
+  })
+})
+
+describe('echoed', () => {
+  it('repeats a short text whole and a long one cut, with its length', () => {
+    expect(echoed('abc', 5)).toBe('abc')
+    expect(echoed('abcdefgh', 5)).toBe('abcde… (8 characters)')
+  })
+
+  it('never cuts a surrogate pair in half (a lone surrogate is refused by strict JSON readers)', () => {
+    const text = `${'a'.repeat(4)}😀${'b'.repeat(10)}`
+    expect(echoed(text, 5)).toBe('aaaa… (16 characters)')
+    expect(echoed(text, 6)).toBe('aaaa😀… (16 characters)')
   })
 })

@@ -1,4 +1,4 @@
-import { readFile, readdir } from 'node:fs/promises'
+import { mkdir, readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { pino } from 'pino'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -62,7 +62,7 @@ describe('trace settings', () => {
     expect(sampled(settings, 'm', 5)).toEqual([])
   })
 
-  it("a model's own settings override the global ones, the rest follow the global ones; null and an empty change bring them back", () => {
+  it("a model's own settings override the global ones, the rest follow the global ones; null brings them back, an empty change only reads", () => {
     const settings = new TraceSettings({ file: '', start: { ...START, level: 'OFF', rate: 2 } })
     expect(settings.update({ trace_level: ['TIMESTAMPS'] }, 'a')).toMatchObject({ trace_level: ['TIMESTAMPS'], trace_rate: '2' })
     expect(sampled(settings, 'a', 4)).toEqual([2, 4])
@@ -79,7 +79,9 @@ describe('trace settings', () => {
 
     settings.update({ trace_count: null }, 'a')
     expect(settings.view('a').trace_count).toBe('-1')
-    settings.update({}, 'a')
+    // A change that names nothing only reads (tritonclient's gRPC get_trace_settings(model_name) sends it).
+    expect(settings.update({}, 'a')).toMatchObject({ trace_level: ['TIMESTAMPS'] })
+    settings.update({ trace_level: null, trace_rate: null }, 'a')
     expect(settings.view('a')).toEqual(settings.view())
     expect(sampled(settings, 'a', 3)).toEqual([])
   })
@@ -101,6 +103,9 @@ describe('trace settings', () => {
       [{ trace_rate: '0' }, /trace_rate must be an integer from 1/],
       [{ trace_rate: '1.5' }, /trace_rate must be an integer/],
       [{ trace_rate: '99999999999' }, /trace_rate must be an integer/],
+      [{ trace_rate: '\u00a05' }, /trace_rate must be an integer/],
+      [{ trace_rate: '5\n' }, /trace_rate must be an integer/],
+      [{ trace_level: ['TIMESTAMP\u017f'] }, /is none of OFF, TIMESTAMPS/],
       [{ trace_count: '-2' }, /trace_count must be an integer from -1/],
       [{ trace_rate: true }, /trace_rate takes one string, got boolean/],
       [{ trace_file: '/etc/cron.d/x' }, /trace_file cannot be changed over the network/],
@@ -197,6 +202,39 @@ describe('trace files', () => {
     expect((await readdir(dir)).sort()).toEqual(['trace.json', 'trace.json.0'])
     expect(JSON.parse(await readFile(file, 'utf8'))).toHaveLength(2)
     expect(JSON.parse(await readFile(`${file}.0`, 'utf8'))).toHaveLength(2)
+  })
+
+  it('no file is opened twice: log_frequency 0, then 2, then 0 again goes on in the next numbered file (the first one was truncated)', async () => {
+    const dir = await tempDir('rs-trace-')
+    const file = join(dir, 'trace.json')
+    const tracer = new Tracer({ file, start: START }, silent)
+    await traced(tracer, 2)
+    tracer.settings.update({ log_frequency: '2' })
+    tracer.settings.update({ log_frequency: '0' })
+    await traced(tracer, 1)
+    await tracer.close()
+    expect((await readdir(dir)).sort()).toEqual(['trace.json', 'trace.json.0'])
+    expect(JSON.parse(await readFile(file, 'utf8'))).toHaveLength(4)
+    expect(JSON.parse(await readFile(`${file}.0`, 'utf8'))).toHaveLength(2)
+  })
+
+  it('a file that cannot be written drops traces with one error line, and a new file is tried a second later', async () => {
+    const dir = join(await tempDir('rs-trace-'), 'gone')
+    const file = join(dir, 'trace.json')
+    const lines: Array<{ msg: string }> = []
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as (typeof lines)[number]) })
+    const tracer = new Tracer({ file, start: START }, log)
+    await traced(tracer, 1)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    await traced(tracer, 2)
+    expect(lines.map((l) => l.msg)).toEqual(['trace file cannot be written: traces are dropped until a new one can'])
+    await mkdir(dir)
+    await new Promise((resolve) => setTimeout(resolve, 1_100))
+    await traced(tracer, 1)
+    await tracer.close()
+    expect(await readdir(dir)).toEqual(['trace.json.0'])
+    expect(JSON.parse(await readFile(`${file}.0`, 'utf8'))).toHaveLength(2)
+    expect(lines.map((l) => l.msg).at(-1)).toBe('trace file writable again')
   })
 
   it('without a trace file each trace is a log line', async () => {

@@ -37,7 +37,7 @@ const TraceSettingsBody = Type.Object(
 
 const TraceSettingsRequest = Type.Unknown({
   description:
-    'A JSON object of the settings to change, named and typed as answered (numbers may be JSON integers); null: the global value again (for a model) or the value at start (globally). For a model, an empty object removes its own settings.'
+    'A JSON object of the settings to change, named and typed as answered (numbers may be JSON integers); null: the global value again (for a model) or the value at start (globally). No setting: only reads them.'
 })
 
 const ModelParams = Type.Object({ model: Type.String() })
@@ -86,11 +86,8 @@ export async function v2TraceRoutes(app: FastifyInstance, { service }: V2TraceOp
     async (request) => {
       const { model } = request.params as { model: string }
       await service.checkModelName(model)
-      // As in Triton, a request for a model that names no setting removes the model's own settings.
-      const after = tracer.settings.update(
-        request.body === null || request.body === undefined ? {} : traceSettingsChange(request.body),
-        model
-      )
+      if (request.body === null || request.body === undefined) return tracer.settings.view(model)
+      const after = tracer.settings.update(traceSettingsChange(request.body), model)
       request.log.info({ model, after }, 'trace settings changed on request')
       return after
     }

@@ -48,8 +48,6 @@ declare module 'fastify' {
     inferenceBinaryData: Buffer | null
     /** /v2 infer: a raw binary request (Inference-Header-Content-Length: 0), the whole body one input's data. */
     inferenceRawBinary: boolean
-    /** /v2 infer: the request's trace when it is traced, finished once the answer is sent. */
-    inferTrace: RequestTrace | null
   }
 }
 
@@ -319,6 +317,20 @@ function withVersions(paths: string, summary: string): Array<{ url: string; summ
   ]
 }
 
+/**
+ * A traced request's trace is written once its answer has been written, or its client has gone
+ * (then without HTTP_SEND_END): a request answered for no one was still traced.
+ */
+function finishOnClose(reply: FastifyReply, trace: RequestTrace): void {
+  const response = reply.raw
+  const finish = (): void => {
+    if (response.writableFinished) trace.stamp('HTTP_SEND_END')
+    trace.finish()
+  }
+  if (response.destroyed) finish()
+  else response.once('close', finish)
+}
+
 /** Room in a binary infer body for the JSON header around the tensors: names, shapes, parameters. */
 const INFER_HEADER_BYTES = 64 * 1024
 
@@ -335,14 +347,6 @@ export async function v2Routes(app: FastifyInstance, { service, settings, header
   app.removeAllContentTypeParsers()
   app.decorateRequest('inferenceBinaryData', null)
   app.decorateRequest('inferenceRawBinary', false)
-  app.decorateRequest('inferTrace', null)
-  // A traced request's trace is written once its answer has been sent.
-  app.addHook('onResponse', async (request) => {
-    const trace = request.inferTrace
-    if (trace === null) return
-    trace.stamp('HTTP_SEND_END')
-    trace.finish()
-  })
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: inferBodyLimit }, (request, body, done) => {
     const bytes = body as Buffer
     const headerLength = request.headers[INFERENCE_HEADER_LENGTH]
@@ -443,7 +447,7 @@ export async function v2Routes(app: FastifyInstance, { service, settings, header
           trace.stamp('HTTP_RECV_START', performance.now() - reply.elapsedTime)
           trace.stamp('HTTP_RECV_END', receivedAt)
           trace.stamp('HTTP_SEND_START')
-          request.inferTrace = trace
+          finishOnClose(reply, trace)
         }
         return sendInferResponse(reply, body, response)
       }
