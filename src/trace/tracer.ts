@@ -18,22 +18,24 @@ import { TraceSettings, type TraceConfig } from './trace-settings.js'
  * keep up drops traces (counted, with a warning) rather than holding them in memory.
  */
 
-/** The points of a request's life a trace marks, in the order they happen. */
-export type StampName =
-  | 'HTTP_RECV_START'
-  | 'HTTP_RECV_END'
-  | 'GRPC_WAITREAD_END'
-  | 'REQUEST_START'
-  | 'QUEUE_START'
-  | 'COMPUTE_START'
-  | 'COMPUTE_INPUT_END'
-  | 'COMPUTE_OUTPUT_START'
-  | 'COMPUTE_END'
-  | 'REQUEST_END'
-  | 'HTTP_SEND_START'
-  | 'HTTP_SEND_END'
-  | 'GRPC_SEND_START'
-  | 'GRPC_SEND_END'
+/** The points of a request's life a trace marks, in the order they happen (and are written). */
+const LIFE = [
+  'HTTP_RECV_START',
+  'HTTP_RECV_END',
+  'GRPC_WAITREAD_END',
+  'REQUEST_START',
+  'QUEUE_START',
+  'COMPUTE_START',
+  'COMPUTE_INPUT_END',
+  'COMPUTE_OUTPUT_START',
+  'COMPUTE_END',
+  'REQUEST_END',
+  'HTTP_SEND_START',
+  'HTTP_SEND_END',
+  'GRPC_SEND_START'
+] as const
+
+export type StampName = (typeof LIFE)[number]
 
 /** One model execution as a traced request sees it, on performance.now()'s clock. */
 export interface BatchRun {
@@ -57,8 +59,7 @@ const MAX_BUFFERED_BYTES = 8 * 1024 * 1024
 
 /** A request chosen for tracing: its stamps as they happen, written when the door finishes it. */
 export class RequestTrace implements CoreTrace {
-  private readonly doorStamps: Array<[StampName, number]> = []
-  private readonly coreStamps = new Map<StampName, number>()
+  private readonly stamps = new Map<StampName, number>()
   private finished = false
 
   constructor(
@@ -71,8 +72,7 @@ export class RequestTrace implements CoreTrace {
 
   /** A point of the request's life now (or at `at`, on performance.now()'s clock). */
   stamp(name: StampName, at = performance.now()): void {
-    if (name === 'REQUEST_START' || name === 'REQUEST_END') this.coreStamps.set(name, at)
-    else this.doorStamps.push([name, at])
+    this.stamps.set(name, at)
   }
 
   /**
@@ -88,13 +88,13 @@ export class RequestTrace implements CoreTrace {
   }
 
   private earliest(name: StampName, at: number): void {
-    const now = this.coreStamps.get(name)
-    if (now === undefined || at < now) this.coreStamps.set(name, at)
+    const now = this.stamps.get(name)
+    if (now === undefined || at < now) this.stamps.set(name, at)
   }
 
   private latest(name: StampName, at: number): void {
-    const now = this.coreStamps.get(name)
-    if (now === undefined || at > now) this.coreStamps.set(name, at)
+    const now = this.stamps.get(name)
+    if (now === undefined || at > now) this.stamps.set(name, at)
   }
 
   /** The request is answered: the trace is written (once). */
@@ -112,30 +112,14 @@ export class RequestTrace implements CoreTrace {
       model_version: Number(this.version),
       ...(this.requestId === undefined || this.requestId === '' ? {} : { request_id: this.requestId })
     })
-    const stamps: Array<[StampName, number]> = []
-    const receiving = this.doorStamps.filter(
-      ([name]) => name.endsWith('RECV_START') || name.endsWith('RECV_END') || name.endsWith('WAITREAD_END')
-    )
-    stamps.push(...receiving)
-    for (const name of CORE_ORDER) {
-      const at = this.coreStamps.get(name)
-      if (at !== undefined) stamps.push([name, at])
+    const timestamps: string[] = []
+    for (const name of LIFE) {
+      const at = this.stamps.get(name)
+      if (at !== undefined) timestamps.push(`{"name":"${name}","ns":${Math.round(at * 1e6)}}`)
     }
-    stamps.push(...this.doorStamps.filter((s) => !receiving.includes(s)))
-    const timestamps = stamps.map(([name, at]) => `{"name":"${name}","ns":${Math.round(at * 1e6)}}`).join(',')
-    return `${head},\n{"id":${this.id},"timestamps":[${timestamps}]}`
+    return `${head},\n{"id":${this.id},"timestamps":[${timestamps.join(',')}]}`
   }
 }
-
-const CORE_ORDER: readonly StampName[] = [
-  'REQUEST_START',
-  'QUEUE_START',
-  'COMPUTE_START',
-  'COMPUTE_INPUT_END',
-  'COMPUTE_OUTPUT_START',
-  'COMPUTE_END',
-  'REQUEST_END'
-]
 
 /** After a trace file could not be written, how long traces are dropped before a new file is tried. */
 const RETRY_MS = 1_000
