@@ -88,17 +88,26 @@ function levelSetting(value: unknown): TraceLevel {
   return named.has('TIMESTAMPS') ? 'TIMESTAMPS' : 'OFF'
 }
 
-/** Where sampling stands for the global settings or for a model with its own rate or count. */
-class Sampler {
-  /** Requests seen since the rate last changed. */
-  seen = 0
-  constructor(public remaining: number) {}
+/**
+ * The settings of one scope, the global one (every field set) or a model's own (the fields it
+ * overrides), and where its sampling stands: `seen` counts where its rate is set, `remaining`
+ * (traces still to be taken, -1: no limit) is its count.
+ */
+interface Scope {
+  level?: TraceLevel
+  rate?: number
+  remaining?: number
+  /** Requests seen since the last traced one, or since the rate changed. */
+  seen: number
 }
 
-interface ModelScope {
-  overrides: Partial<Omit<TraceConfig, 'logFrequency'>>
-  readonly ownRate: Sampler
-  ownCount: Sampler | undefined
+type Parsed = ReadonlyMap<SettingName, number | TraceLevel | null>
+
+/** The settings a model may set for itself, and where its scope keeps each. */
+const MODEL_FIELDS: Readonly<Partial<Record<SettingName, 'level' | 'rate' | 'remaining'>>> = {
+  trace_level: 'level',
+  trace_rate: 'rate',
+  trace_count: 'remaining'
 }
 
 export interface TraceSettingsOptions {
@@ -108,29 +117,39 @@ export interface TraceSettingsOptions {
 }
 
 export class TraceSettings {
-  private global: TraceConfig
-  private readonly globalSampler: Sampler
-  private readonly models = new Map<string, ModelScope>()
+  private readonly global: Required<Scope>
+  private logFrequency: number
+  private readonly models = new Map<string, Scope>()
   /** Called after a change of the global log_frequency (the writer starts its next file with it). */
   onLogFrequency: ((logFrequency: number) => void) | undefined = undefined
 
   constructor(private readonly options: TraceSettingsOptions) {
-    this.global = options.start
-    this.globalSampler = new Sampler(options.start.count)
+    const { level, rate, count, logFrequency } = options.start
+    this.global = { level, rate, remaining: count, seen: 0 }
+    this.logFrequency = logFrequency
+  }
+
+  /** What a model's requests follow for each setting: its own where it sets one, else the global one. */
+  private scopes(model: string | undefined): { level: TraceLevel; rate: number; rating: Scope; counting: Scope } {
+    const own = model === undefined ? undefined : this.models.get(model)
+    const rating = own?.rate !== undefined ? own : this.global
+    return {
+      level: own?.level ?? this.global.level,
+      rate: rating.rate ?? this.global.rate,
+      rating,
+      counting: own?.remaining !== undefined ? own : this.global
+    }
   }
 
   /** The settings a model's requests follow (the global ones when `model` is undefined). */
   view(model?: string): TraceSettingsView {
-    const scope = model === undefined ? undefined : this.models.get(model)
-    const level = scope?.overrides.level ?? this.global.level
-    const rate = scope?.overrides.rate ?? this.global.rate
-    const remaining = (scope?.ownCount ?? this.globalSampler).remaining
+    const { level, rate, counting } = this.scopes(model)
     return {
       trace_file: this.options.file,
       trace_level: [level],
       trace_rate: String(rate),
-      trace_count: String(remaining),
-      log_frequency: String(this.global.logFrequency),
+      trace_count: String(counting.remaining),
+      log_frequency: String(this.logFrequency),
       trace_mode: 'triton'
     }
   }
@@ -140,16 +159,11 @@ export class TraceSettings {
    * since the last traced one, and the count is not spent (which it then decrements).
    */
   sample(model: string): boolean {
-    const scope = this.models.get(model)
-    const level = scope?.overrides.level ?? this.global.level
-    if (level === 'OFF') return false
-    const counting = scope?.ownCount ?? this.globalSampler
-    if (counting.remaining === 0) return false
-    const rating = scope?.overrides.rate !== undefined ? scope.ownRate : this.globalSampler
-    const rate = scope?.overrides.rate ?? this.global.rate
+    const { level, rate, rating, counting } = this.scopes(model)
+    if (level === 'OFF' || counting.remaining === 0) return false
     if (++rating.seen < rate) return false
     rating.seen = 0
-    if (counting.remaining > 0) counting.remaining--
+    if (counting.remaining! > 0) counting.remaining!--
     return true
   }
 
@@ -207,42 +221,32 @@ export class TraceSettings {
     return this.view(model)
   }
 
-  private applyGlobal(parsed: ReadonlyMap<SettingName, number | TraceLevel | null>): void {
+  private applyGlobal(parsed: Parsed): void {
     const start = this.options.start
-    const pick = <T>(name: SettingName, current: T, initial: T): T => {
-      if (!parsed.has(name)) return current
-      const value = parsed.get(name)
-      return value === null ? initial : (value as T)
+    const value = <T>(name: SettingName, initial: T): T => (parsed.get(name) ?? initial) as T
+    if (parsed.has('trace_level')) this.global.level = value('trace_level', start.level)
+    if (parsed.has('trace_count')) this.global.remaining = value('trace_count', start.count)
+    if (parsed.has('trace_rate') && value('trace_rate', start.rate) !== this.global.rate) {
+      this.global.rate = value('trace_rate', start.rate)
+      this.global.seen = 0
     }
-    const next: TraceConfig = {
-      level: pick('trace_level', this.global.level, start.level),
-      rate: pick('trace_rate', this.global.rate, start.rate),
-      count: pick('trace_count', this.globalSampler.remaining, start.count),
-      logFrequency: pick('log_frequency', this.global.logFrequency, start.logFrequency)
+    if (parsed.has('log_frequency') && value('log_frequency', start.logFrequency) !== this.logFrequency) {
+      this.logFrequency = value('log_frequency', start.logFrequency)
+      this.onLogFrequency?.(this.logFrequency)
     }
-    if (next.rate !== this.global.rate) this.globalSampler.seen = 0
-    if (parsed.has('trace_count')) this.globalSampler.remaining = next.count
-    const frequencyChanged = next.logFrequency !== this.global.logFrequency
-    this.global = next
-    if (frequencyChanged) this.onLogFrequency?.(next.logFrequency)
   }
 
-  private applyModel(model: string, parsed: ReadonlyMap<SettingName, number | TraceLevel | null>): void {
-    const scope = this.models.get(model) ?? { overrides: {}, ownRate: new Sampler(-1), ownCount: undefined }
-    const overrides = { ...scope.overrides }
+  /** A model's own settings: null removes one (the global one applies again); none left, none kept. */
+  private applyModel(model: string, parsed: Parsed): void {
+    const own: Scope = this.models.get(model) ?? { seen: 0 }
     for (const [name, value] of parsed) {
-      if (name === 'trace_level') overrides.level = value === null ? undefined : (value as TraceLevel)
-      else if (name === 'trace_rate') {
-        overrides.rate = value === null ? undefined : (value as number)
-        scope.ownRate.seen = 0
-      } else if (name === 'trace_count') {
-        overrides.count = value === null ? undefined : (value as number)
-        scope.ownCount = value === null ? undefined : new Sampler(value as number)
-      }
+      const field = MODEL_FIELDS[name]
+      if (field === undefined) continue
+      if (field === 'rate' && value !== own.rate) own.seen = 0
+      if (value === null) delete own[field]
+      else (own as Record<typeof field, unknown>)[field] = value
     }
-    for (const key of Object.keys(overrides) as Array<keyof typeof overrides>) if (overrides[key] === undefined) delete overrides[key]
-    scope.overrides = overrides
-    if (Object.keys(overrides).length === 0) this.models.delete(model)
-    else this.models.set(model, scope)
+    if (own.level === undefined && own.rate === undefined && own.remaining === undefined) this.models.delete(model)
+    else this.models.set(model, own)
   }
 }
