@@ -432,20 +432,18 @@ export class ClassifyService {
   /** Repository API: stops serving a model (explicit mode only); resolves once its requests finished and its sessions closed. */
   async unloadModel(name: string): Promise<void> {
     this.checkModelControl()
-    if (this.table.versions(name).length === 0 && !(await listModelFolders(this.settings.modelRepository)).includes(name)) {
-      throw new ServiceError('MODEL_NOT_FOUND', `No model "${echoed(name)}" is loaded or in the repository.`)
-    }
+    await this.checkModelName(name)
     await this.table.unload(name)
   }
 
   /**
    * A model the server serves or whose folder the repository has (one that may be loaded later);
-   * MODEL_NOT_FOUND otherwise. Settings kept per model (tracing) are kept only for these names.
+   * MODEL_NOT_FOUND otherwise. Unloads and settings kept per model (tracing) take only these names.
    */
   async checkModelName(name: string): Promise<void> {
     if (this.table.versions(name).length > 0) return
     if ((await listModelFolders(this.settings.modelRepository)).includes(name)) return
-    throw new ServiceError('MODEL_NOT_FOUND', `No model "${echoed(name)}" is served or in the repository.`)
+    throw new ServiceError('MODEL_NOT_FOUND', `No model "${echoed(name)}" is loaded or in the repository.`)
   }
 
   /** Repository API: every model folder and served model with its state (`readyOnly`: the READY ones). */

@@ -47,7 +47,8 @@ function sharedMemoryRoutes(kind: 'system' | 'cuda'): UnimplementedRoute[] {
 export const UNIMPLEMENTED_ROUTES: readonly UnimplementedRoute[] = [
   ...sharedMemoryRoutes('system'),
   ...sharedMemoryRoutes('cuda'),
-  ...(['GET', 'POST'] as const).flatMap((method) => [{ method, url: '/logging', extension: 'logging' as const }])
+  { method: 'GET', url: '/logging', extension: 'logging' },
+  { method: 'POST', url: '/logging', extension: 'logging' }
 ]
 
 /** Triton's RPCs of these extensions in inference.GRPCInferenceService (src/grpc/inference.proto). */

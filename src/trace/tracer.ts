@@ -140,8 +140,8 @@ class TraceFiles {
   private retryAt = 0
   /** An error has been logged and no file has opened since. */
   private failing = false
-  /** Traces dropped because the disk did not keep up, or while no file could be written. */
-  dropped = 0
+  /** Whether the disk has fallen behind (once, with a warning). */
+  private fellBehind = false
 
   constructor(
     private readonly path: string,
@@ -151,15 +151,14 @@ class TraceFiles {
 
   write(json: string): void {
     if (this.stream === undefined) {
-      if (performance.now() < this.retryAt) {
-        this.dropped++
-        return
-      }
+      // Dropped: the last file could not be written (its error line said so).
+      if (performance.now() < this.retryAt) return
       this.open()
     }
     const stream = this.stream!
     if (stream.writableLength > MAX_BUFFERED_BYTES) {
-      if (this.dropped++ === 0) this.log.warn({ file: this.path }, 'trace file not keeping up: traces dropped until it does')
+      if (!this.fellBehind) this.log.warn({ file: this.path }, 'trace file not keeping up: traces dropped until it does')
+      this.fellBehind = true
       return
     }
     stream.write(this.inFile === 0 ? json : `,\n${json}`)
