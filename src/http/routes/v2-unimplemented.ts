@@ -8,8 +8,9 @@ import { sendError, v2ErrorBody } from '../error-status.js'
 import { V2_ERROR_RESPONSES } from '../schemas.js'
 
 /**
- * Triton's shared-memory routes (and logging's, for a logger without settings), each answered 501 NOT_IMPLEMENTED with what to
- * do instead (open-inference/unimplemented-extensions.ts). Register with `{ prefix: '/v2' }`.
+ * Triton's shared-memory routes (and logging's, for a logger without settings), each answered 501
+ * NOT_IMPLEMENTED with what to do instead (open-inference/unimplemented-extensions.ts). Register
+ * with `{ prefix: '/v2' }`.
  */
 
 export interface V2UnimplementedOptions {
